@@ -17,6 +17,9 @@ from sparsebert.io import UserError
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "corpus": ("sparsebert.data.corpus", "build the pretraining corpus: sentence-per-line shards + stats.json"),
+    "tokenizer": ("sparsebert.data.tokenizer", "train a WordPiece tokenizer on the corpus (or save a pretrained one)"),
+    "examples": ("sparsebert.data.pretraining", "build BERT MLM+NSP pretraining examples (datasets, train/validation)"),
     "masks": ("sparsebert.masks_cli", "print the mask registry (sparsity vs paper) and save a PNG grid"),
 }
 

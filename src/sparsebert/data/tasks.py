@@ -1,0 +1,173 @@
+"""The one registry of downstream tasks: GLUE, SQuAD v1.1/v2.0, SWAG and the embedded proxy tasks.
+
+A task loads either from the Hugging Face hub (`{"hub": true}`) or from a folder of files in the task's
+original distribution format (`{"path": DIR}`: GLUE TSV, SQuAD JSON, SWAG CSV; see `formats.py`). Both give
+a `datasets.DatasetDict` with exactly the hub's columns and features (`hub_features`), so featurization,
+training and metrics have one code path. Proxy tasks (`proxy_*`) have no hub copy: `sparsebert proxy-tasks`
+writes them in the original format of their shape and they load through the same local readers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import datasets
+from datasets import ClassLabel, Features, List, Value
+
+from sparsebert.io import UserError
+
+KINDS = ("classification", "regression", "span", "multiple_choice")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    kind: str  # one of KINDS
+    # classes (classification), 1 (regression), 2 start/end logits (span), choices (multiple_choice)
+    num_labels: int
+    text_fields: tuple[str, ...]  # hub column names of the inputs, in model order (segment A, segment B)
+    metrics: tuple[str, ...]  # metric names reported by `metrics.task_metrics`
+    main_metric: str  # the leaderboard's headline number for this task
+    file_format: str  # "glue_tsv" | "squad_json" | "swag_csv": the original distribution format
+    files: tuple[tuple[str, str], ...]  # (split, file name in the task folder); the first split is train
+    label_names: tuple[str, ...] = ()  # ClassLabel names (classification / multiple choice)
+    hub_path: str = ""  # datasets.load_dataset(hub_path, hub_config); "" = no hub copy (proxies)
+    hub_config: str | None = None
+    # glue_tsv only: file columns holding the text fields (same order) and the label, and the column
+    # names of a header-less file (CoLA is distributed without a header).
+    tsv_columns: tuple[str, ...] = ()
+    tsv_names: tuple[str, ...] = ()
+    unanswerable: bool = False  # span: SQuAD v2-style questions without an answer exist
+    proxy: bool = False  # derived from the embedded corpus, not the benchmark itself
+    description: str = ""
+
+    @property
+    def train_split(self) -> str:
+        return self.files[0][0]
+
+    @property
+    def eval_splits(self) -> tuple[str, ...]:
+        return tuple(split for split, _ in self.files[1:])
+
+
+def _glue(name, kind, text_fields, tsv_columns, metrics, main, labels=(), names=(), files=None, **kw):
+    files = files or (("train", "train.tsv"), ("validation", "dev.tsv"))
+    num_labels = len(labels) if kind == "classification" else 1
+    return TaskSpec(name, kind, num_labels, text_fields, metrics, main, "glue_tsv", files, labels,
+                    "nyu-mll/glue", name, tsv_columns, names, **kw)  # fmt: skip
+
+
+_BINARY = ("accuracy", "f1", "combined_score")
+_SQUAD_V1 = ("exact_match", "f1")
+_SQUAD_V2 = ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1")
+
+_SPECS = [
+    # GLUE: hub column names and labels from nyu-mll/glue; file columns from the GLUE benchmark's TSVs.
+    _glue("cola", "classification", ("sentence",), ("sentence", "label"), ("matthews_correlation",),
+          "matthews_correlation", ("unacceptable", "acceptable"),
+          names=("source", "label", "author_label", "sentence")),
+    _glue("sst2", "classification", ("sentence",), ("sentence", "label"), ("accuracy",), "accuracy",
+          ("negative", "positive")),
+    _glue("mrpc", "classification", ("sentence1", "sentence2"), ("#1 String", "#2 String", "Quality"),
+          _BINARY, "combined_score", ("not_equivalent", "equivalent")),
+    _glue("stsb", "regression", ("sentence1", "sentence2"), ("sentence1", "sentence2", "score"),
+          ("pearson", "spearmanr", "combined_score"), "combined_score"),
+    _glue("qqp", "classification", ("question1", "question2"), ("question1", "question2", "is_duplicate"),
+          _BINARY, "combined_score", ("not_duplicate", "duplicate")),
+    _glue("mnli", "classification", ("premise", "hypothesis"), ("sentence1", "sentence2", "gold_label"),
+          ("accuracy",), "accuracy", ("entailment", "neutral", "contradiction"),
+          files=(("train", "train.tsv"), ("validation_matched", "dev_matched.tsv"),
+                 ("validation_mismatched", "dev_mismatched.tsv"))),
+    _glue("qnli", "classification", ("question", "sentence"), ("question", "sentence", "label"),
+          ("accuracy",), "accuracy", ("entailment", "not_entailment")),
+    _glue("rte", "classification", ("sentence1", "sentence2"), ("sentence1", "sentence2", "label"),
+          ("accuracy",), "accuracy", ("entailment", "not_entailment")),
+    _glue("wnli", "classification", ("sentence1", "sentence2"), ("sentence1", "sentence2", "label"),
+          ("accuracy",), "accuracy", ("not_entailment", "entailment")),
+    TaskSpec("squad_v1", "span", 2, ("question", "context"), _SQUAD_V1, "f1", "squad_json",
+             (("train", "train-v1.1.json"), ("validation", "dev-v1.1.json")), hub_path="rajpurkar/squad"),
+    TaskSpec("squad_v2", "span", 2, ("question", "context"), _SQUAD_V2, "f1", "squad_json",
+             (("train", "train-v2.0.json"), ("validation", "dev-v2.0.json")), hub_path="rajpurkar/squad_v2",
+             unanswerable=True),
+    TaskSpec("swag", "multiple_choice", 4, ("sent1", "sent2"), ("accuracy",), "accuracy", "swag_csv",
+             (("train", "train.csv"), ("validation", "val.csv")), ("0", "1", "2", "3"),
+             hub_path="allenai/swag", hub_config="regular"),
+    # Proxy tasks (see proxy.py): one per task shape, written by `sparsebert proxy-tasks` into data/tasks/.
+    TaskSpec("proxy_single", "classification", 2, ("sentence",), ("matthews_correlation", "accuracy"),
+             "matthews_correlation", "glue_tsv", (("train", "train.tsv"), ("validation", "dev.tsv")),
+             ("unacceptable", "acceptable"), tsv_columns=("sentence", "label"),
+             tsv_names=("source", "label", "author_label", "sentence"), proxy=True,
+             description="PROXY (CoLA-shaped): is this corpus sentence intact (1) or has a pair of its words "
+                         "been swapped (0)?"),
+    TaskSpec("proxy_pair", "classification", 3, ("sentence1", "sentence2"), ("accuracy",), "accuracy",
+             "glue_tsv", (("train", "train.tsv"), ("validation", "dev.tsv")),
+             ("next", "same_document", "other_document"), tsv_columns=("sentence1", "sentence2", "label"),
+             proxy=True,
+             description="PROXY (MNLI-shaped): does sentence2 directly follow sentence1, come from elsewhere "
+                         "in the same document, or from another document?"),
+    TaskSpec("proxy_regression", "regression", 1, ("sentence1", "sentence2"),
+             ("pearson", "spearmanr", "combined_score"), "combined_score", "glue_tsv",
+             (("train", "train.tsv"), ("validation", "dev.tsv")), tsv_columns=("sentence1", "sentence2", "score"),
+             proxy=True,
+             description="PROXY (STS-B-shaped): sentence2 is sentence1 after random word swaps and word "
+                         "replacements; score = 5 x the fraction of sentence1's word bigrams kept in sentence2."),
+    TaskSpec("proxy_qa", "span", 2, ("question", "context"), _SQUAD_V2, "f1", "squad_json",
+             (("train", "train-v2.0.json"), ("validation", "dev-v2.0.json")), unanswerable=True, proxy=True,
+             description="PROXY (SQuAD v2-shaped): which words follow a quoted three-word cue in the passage? "
+                         "Unanswerable when the cue's words occur in the passage but never in that order."),
+    TaskSpec("proxy_choice", "multiple_choice", 4, ("sent1", "sent2"), ("accuracy",), "accuracy", "swag_csv",
+             (("train", "train.csv"), ("validation", "val.csv")), ("0", "1", "2", "3"), proxy=True,
+             description="PROXY (SWAG-shaped): given a sentence and the start of the next one, pick its true "
+                         "ending among its own ending with words shuffled and two endings from the same document."),
+]  # fmt: skip
+
+TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in _SPECS}
+
+
+def get_task(name: str) -> TaskSpec:
+    if name not in TASKS:
+        raise UserError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def hub_features(spec: TaskSpec) -> Features:
+    """The columns and feature types of `spec` on the hub (checked against the dataset cards of
+    nyu-mll/glue, rajpurkar/squad, rajpurkar/squad_v2 and allenai/swag "regular")."""
+    if spec.file_format == "glue_tsv":
+        label = Value("float32") if spec.kind == "regression" else ClassLabel(names=list(spec.label_names))
+        return Features({**{f: Value("string") for f in spec.text_fields}, "label": label, "idx": Value("int32")})
+    if spec.file_format == "squad_json":
+        return Features({
+            "id": Value("string"), "title": Value("string"), "context": Value("string"),
+            "question": Value("string"),
+            "answers": {"text": List(Value("string")), "answer_start": List(Value("int32"))},
+        })  # fmt: skip
+    if spec.file_format == "swag_csv":
+        text = ("video-id", "fold-ind", "startphrase", "sent1", "sent2", "gold-source",
+                "ending0", "ending1", "ending2", "ending3")  # fmt: skip
+        return Features({**{c: Value("string") for c in text}, "label": ClassLabel(names=list(spec.label_names))})
+    raise ValueError(f"unknown file format {spec.file_format!r}")
+
+
+def load_task(name: str, source: dict) -> datasets.DatasetDict:
+    """Train split plus the evaluation splits of task `name`, from the hub or from a local folder.
+
+    source: {"hub": true} or {"path": "DIR"} where DIR holds the task's files in their original format.
+    """
+    from sparsebert.data import formats
+
+    spec = get_task(name)
+    if source.get("path"):
+        splits = {split: formats.read_split(spec, source["path"], filename) for split, filename in spec.files}
+        return datasets.DatasetDict(splits)
+    if source.get("hub"):
+        if not spec.hub_path:
+            raise UserError(f"task {name!r} has no hub copy; give a local source {{'path': DIR}}")
+        loaded = datasets.load_dataset(spec.hub_path, spec.hub_config)
+        splits = {split: loaded[split] for split, _ in spec.files}
+        for split, ds in splits.items():
+            if ds.features != hub_features(spec):
+                raise UserError(f"{spec.hub_path} {split}: features {ds.features} differ from the declared "
+                                f"{hub_features(spec)}; update hub_features()")  # fmt: skip
+        return datasets.DatasetDict(splits)
+    raise UserError(f"task source for {name!r} must be {{'hub': true}} or {{'path': DIR}}, got {source!r}")
