@@ -190,7 +190,8 @@ class FixedMask(nn.Module):
         c = self.config
         if c.attention_mask_type == LEARNED:  # placeholder until set_fixed_mask / from_pretrained fills it
             return torch.ones(c.num_attention_heads, c.mask_seq_len, c.mask_seq_len, dtype=torch.bool)
-        mask = masks.build_mask(c.attention_mask_type, c.mask_seq_len, **c.attention_mask_params)
+        with torch.device("cpu"):  # from_pretrained builds modules under a meta-device context
+            mask = masks.build_mask(c.attention_mask_type, c.mask_seq_len, **c.attention_mask_params)
         return mask if mask.dim() == 3 else mask.unsqueeze(0)
 
     def forward(self, seq_len: int) -> torch.Tensor:

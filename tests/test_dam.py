@@ -1,0 +1,115 @@
+import pytest
+import torch
+
+from sparsebert import masks
+from sparsebert.dam import (
+    DAMStructured,
+    DAMUnstructured,
+    l1_penalty,
+    no_weight_decay_groups,
+    rescue_empty_rows,
+    toeplitz,
+)
+from sparsebert.io import UserError
+
+
+def test_dam_s_mask_is_toeplitz_of_offset_values():
+    torch.manual_seed(0)
+    dam = DAMStructured(num_heads=3, seq_len=12).train()
+    m = dam(12)
+    assert m.shape == (3, 12, 12)
+    assert set(m.unique().tolist()) <= {0.0, 1.0}
+    per_offset = m[:, 0, :]  # row 0 holds offsets 0..L-1
+    for i in range(12):
+        for j in range(12):
+            assert torch.equal(m[:, i, j], per_offset[:, abs(i - j)])
+
+
+def test_dam_s_eval_mask_equals_argmax_of_offset_logits():
+    dam = DAMStructured(2, 10).eval()
+    with torch.no_grad():
+        dam.logits.copy_(torch.randn(2, 10, 2))
+    keep = (dam.logits[..., 0] >= dam.logits[..., 1]).float()
+    expected = torch.tensor([[[keep[h, abs(i - j)].item() for j in range(10)] for i in range(10)] for h in range(2)])
+    assert torch.equal(dam(10), expected.float())
+
+
+def test_gradients_reach_the_logits_through_attention_like_use():
+    torch.manual_seed(0)
+    for dam in (DAMStructured(2, 8), DAMUnstructured(2, 8)):
+        dam.train()
+        m = dam(8)
+        scores = torch.randn(2, 8, 8) + (1 - m) * -10000.0
+        loss = (scores.softmax(-1) * torch.randn(2, 8, 8)).sum() + l1_penalty(m, 0.1)
+        loss.backward()
+        assert dam.logits.grad is not None and dam.logits.grad.abs().sum() > 0
+
+
+def test_dam_u_is_symmetric_and_rejects_other_lengths():
+    dam = DAMUnstructured(2, 9).train()
+    m = dam(9)
+    assert torch.equal(m, m.transpose(-1, -2))
+    assert torch.allclose(dam.keep_probabilities(), dam.keep_probabilities().transpose(-1, -2))
+    with pytest.raises(UserError, match="length 9"):
+        dam(12)
+
+
+def test_l1_penalty_matches_hand_computed_value():
+    m = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[1.0, 1.0], [1.0, 0.0]]])  # 2 + 3 kept entries
+    assert l1_penalty(m, 0.5).item() == pytest.approx(2.5)
+
+
+def test_keep_probability_initial_is_half():
+    dam = DAMStructured(4, 16)
+    assert torch.allclose(dam.keep_probabilities(), torch.full((4, 16, 16), 0.5), atol=1e-2)
+
+
+def test_binarize_is_deterministic_and_row_safe():
+    dam = DAMStructured(2, 6)
+    with torch.no_grad():
+        dam.logits.zero_()
+        dam.logits[0, :, 1] = 5.0  # head 0 drops every offset
+        dam.logits[1, 1, 0] = 5.0  # head 1 keeps offset 1 (others at p = 0.5 -> kept by >= threshold)
+        dam.logits[1, 0, 1] = 5.0  # ...and drops the diagonal
+    a, b = dam.binarize(), dam.binarize()
+    assert torch.equal(a, b) and a.dtype == torch.bool
+    assert torch.equal(a[0], torch.eye(6, dtype=torch.bool)), "empty rows fall back to self-attention"
+    assert not a[1].diagonal().any() and a[1, 0, 1]
+
+
+def test_dam_s_length_rule():
+    per_offset = torch.tensor([[1.0, 1.0, 0.0]])
+    m = toeplitz(per_offset, 5)
+    assert m[0, 0].tolist() == [1, 1, 0, 0, 0]  # offsets >= 3 (beyond the learned range) are dropped
+    dam = DAMStructured(1, 4)
+    assert dam(2).shape == (1, 2, 2) and dam(7).shape == (1, 7, 7)
+
+
+def test_rescue_empty_rows_only_touches_empty_rows():
+    keep = torch.tensor([[False, True], [False, False]])
+    assert rescue_empty_rows(keep).tolist() == [[False, True], [False, True]]
+
+
+def test_no_weight_decay_groups_exclude_dam_logits():
+    from sparsebert.modeling import SparseBertConfig, SparseBertModel
+
+    cfg = SparseBertConfig(
+        attention_mask_type="dam_s", vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=16,
+    )
+    model = SparseBertModel(cfg)
+    decay, no_decay = no_weight_decay_groups(model, 0.01)
+    assert any(p is model.dam.logits for p in no_decay["params"])
+    assert not any(p is model.dam.logits for p in decay["params"])
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+
+
+def test_dam_s_mask_file_extends_to_longer_inputs(tmp_path):
+    dam = DAMStructured(2, 8)
+    with torch.no_grad():
+        dam.logits.copy_(torch.randn(2, 8, 2))
+    offset_keep = dam.offset_keep_probabilities() >= 0.5
+    masks.save_mask_file(tmp_path / "m.safetensors", dam.binarize(), offset_keep=offset_keep)
+    long = masks.load_mask_file(tmp_path / "m.safetensors", 2, 20)
+    assert long.shape == (2, 20, 20) and long.any(-1).all()
+    assert torch.equal(long[:, :8, :8] | torch.eye(8, dtype=torch.bool), dam.binarize() | torch.eye(8, dtype=torch.bool))

@@ -1,0 +1,205 @@
+import pytest
+import torch
+from transformers import BertConfig, BertForPreTraining, BertModel
+
+from sparsebert import masks
+from sparsebert.io import UserError
+from sparsebert.modeling import (
+    SparseBertConfig,
+    SparseBertForMultipleChoice,
+    SparseBertForPreTraining,
+    SparseBertForQuestionAnswering,
+    SparseBertForSequenceClassification,
+    SparseBertModel,
+)
+
+TINY = dict(
+    vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+    max_position_embeddings=32,
+)
+
+
+def tiny(**kw) -> SparseBertConfig:
+    return SparseBertConfig(**{**TINY, **kw})
+
+
+def batch(B=3, T=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, TINY["vocab_size"], (B, T), generator=g)
+    am = torch.ones(B, T, dtype=torch.long)
+    if B == 3:  # one full row, one half-padded, one mostly padding
+        am[1, 13:] = 0
+        am[2, 4:] = 0
+    tt = torch.zeros(B, T, dtype=torch.long)
+    tt[:, T // 2 :] = 1
+    return ids, am, tt
+
+
+def hf_twin(model, cls):
+    hf = cls(BertConfig(**TINY)).eval()
+    result = hf.load_state_dict(model.state_dict(), strict=False)
+    assert not result.missing_keys, result.missing_keys
+    return hf
+
+
+def test_dense_model_equals_hf_bert_model():
+    torch.manual_seed(0)
+    ours = SparseBertModel(tiny()).eval()
+    hf = hf_twin(ours, BertModel)
+    ids, am, tt = batch()
+    a = ours(ids, attention_mask=am, token_type_ids=tt)
+    b = hf(ids, attention_mask=am, token_type_ids=tt)
+    real = am.bool()
+    assert (a.last_hidden_state - b.last_hidden_state)[real].abs().max() <= 1e-5
+    assert (a.pooler_output - b.pooler_output).abs().max() <= 1e-5
+
+
+def test_dense_pretraining_equals_hf_bert_for_pretraining():
+    torch.manual_seed(1)
+    ours = SparseBertForPreTraining(tiny()).eval()
+    hf = hf_twin(ours, BertForPreTraining)
+    ids, am, tt = batch()
+    labels = torch.full_like(ids, -100)
+    labels[:, 3] = ids[:, 3]
+    a = ours(ids, attention_mask=am, token_type_ids=tt, labels=labels, next_sentence_label=torch.tensor([0, 1, 0]))
+    b = hf(ids, attention_mask=am, token_type_ids=tt, labels=labels, next_sentence_label=torch.tensor([0, 1, 0]))
+    assert (a.prediction_logits - b.prediction_logits).abs().max() <= 1e-5
+    assert (a.seq_relationship_logits - b.seq_relationship_logits).abs().max() <= 1e-5
+    assert abs(a.loss.item() - b.loss.item()) <= 1e-5
+
+
+def test_masked_positions_head_equals_full_head_gathered():
+    torch.manual_seed(2)
+    model = SparseBertForPreTraining(tiny()).eval()
+    ids, am, tt = batch()
+    pos = torch.tensor([[1, 5, 0], [2, 3, 0], [1, 2, 3]])
+    lab = torch.tensor([[7, 8, -100], [9, 10, -100], [11, 12, 13]])
+    full = model(ids, attention_mask=am, token_type_ids=tt).prediction_logits
+    part = model(ids, attention_mask=am, token_type_ids=tt, masked_lm_positions=pos, masked_lm_ids=lab)
+    assert torch.allclose(part.prediction_logits, full.gather(1, pos[..., None].expand(-1, -1, full.shape[-1])), atol=1e-6)
+    flat_labels = torch.full_like(ids, -100)
+    for b in range(3):
+        for p, l in zip(pos[b], lab[b]):
+            if l != -100:
+                flat_labels[b, p] = l
+    ref = model(ids, attention_mask=am, token_type_ids=tt, labels=flat_labels)
+    assert part.mlm_loss.item() == pytest.approx(ref.mlm_loss.item(), abs=1e-6)
+
+
+def attention_probs(model, ids, am):
+    """Attention weights of layer 0 recomputed from the model's own bias (what SDPA sees)."""
+    bert = model
+    x = bert.embeddings(input_ids=ids)
+    bias, _ = bert.attention_bias(am, ids.shape[1], x.dtype)
+    att = bert.encoder.layer[0].attention.self
+    B, T, _ = x.shape
+    q = att.query(x).view(B, T, att.num_heads, att.head_dim).transpose(1, 2)
+    k = att.key(x).view(B, T, att.num_heads, att.head_dim).transpose(1, 2)
+    return ((q @ k.transpose(-1, -2)) / att.head_dim**0.5 + bias).softmax(-1)
+
+
+@pytest.mark.parametrize("name", ["star", "longformer", "no_diagonal", "bigbird"])
+def test_masked_positions_get_zero_weight(name):
+    torch.manual_seed(3)
+    model = SparseBertModel(tiny(attention_mask_type=name, mask_seq_len=20)).eval()
+    ids, am, _ = batch()
+    p = attention_probs(model, ids, am)
+    keep = masks.build_mask(name, 20)
+    assert (p[:, :, ~keep] == 0).all()
+    assert (p[1][..., 13:] == 0).all(), "padding keys get weight"
+    assert not torch.isnan(p).any()
+
+
+def test_invisible_token_does_not_change_query_output():
+    torch.manual_seed(4)
+    model = SparseBertModel(tiny(attention_mask_type="star", num_hidden_layers=1, mask_seq_len=20)).eval()
+    ids, _, _ = batch(B=1)
+    changed = ids.clone()
+    changed[0, 10] = (ids[0, 10] + 1) % TINY["vocab_size"]
+    a = model(ids).last_hidden_state
+    b = model(changed).last_hidden_state
+    keep = masks.build_mask("star", 20)
+    blind = [i for i in range(20) if not keep[i, 10] and i != 10]
+    assert blind, "test needs queries that cannot see position 10"
+    assert torch.equal(a[0, blind], b[0, blind])
+    seeing = [i for i in range(20) if keep[i, 10] and i != 10]
+    assert not torch.allclose(a[0, seeing], b[0, seeing])
+
+
+def test_all_masked_row_is_finite():
+    torch.manual_seed(5)
+    model = SparseBertModel(tiny(attention_mask_type="no_diagonal", mask_seq_len=8)).eval()
+    ids = torch.randint(5, 100, (1, 8))
+    am = torch.zeros(1, 8, dtype=torch.long)
+    am[0, 0] = 1  # one real token, and no_diagonal forbids it to see itself: its row is empty
+    out = model(ids, attention_mask=am).last_hidden_state
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("kind", ["dense", "longformer", "dam_s", "dam_u", "learned"])
+def test_save_pretrained_round_trip(tmp_path, kind):
+    torch.manual_seed(6)
+    model = SparseBertForPreTraining(tiny(attention_mask_type=kind, mask_seq_len=20))
+    if kind == "learned":
+        learned = torch.rand(4, 20, 20) > 0.6
+        learned |= torch.eye(20, dtype=torch.bool)
+        model.bert.set_fixed_mask(learned)
+    if kind.startswith("dam"):
+        with torch.no_grad():
+            model.bert.dam.logits.normal_()
+    model.eval()
+    model.save_pretrained(tmp_path)
+    loaded = SparseBertForPreTraining.from_pretrained(tmp_path).eval()
+    ids, am, tt = batch()
+    a = model(ids, attention_mask=am, token_type_ids=tt)
+    b = loaded(ids, attention_mask=am, token_type_ids=tt)
+    assert torch.equal(a.prediction_logits, b.prediction_logits)
+    assert torch.equal(a.seq_relationship_logits, b.seq_relationship_logits)
+    if kind == "learned":
+        assert torch.equal(loaded.bert.fixed_mask.keep, learned)
+    assert (tmp_path / "model.safetensors").exists()
+
+
+def test_dam_model_gradients_reach_logits_and_eval_is_deterministic():
+    torch.manual_seed(7)
+    model = SparseBertForPreTraining(tiny(attention_mask_type="dam_s", mask_seq_len=20)).train()
+    ids, am, tt = batch()
+    out = model(ids, attention_mask=am, token_type_ids=tt, labels=ids, next_sentence_label=torch.tensor([0, 1, 1]))
+    assert out.dam_mask.shape == (4, 20, 20)
+    (out.loss + 1e-3 * out.dam_mask.sum()).backward()
+    assert model.bert.dam.logits.grad.abs().sum() > 0
+    model.eval()
+    x1 = model(ids, attention_mask=am).prediction_logits
+    x2 = model(ids, attention_mask=am).prediction_logits
+    assert torch.equal(x1, x2)
+
+
+def test_task_heads_shapes_and_losses():
+    torch.manual_seed(8)
+    ids, am, tt = batch(B=2, T=12)
+    cls = SparseBertForSequenceClassification(tiny(num_labels=3))
+    out = cls(ids, attention_mask=am, token_type_ids=tt, labels=torch.tensor([0, 2]))
+    assert out.logits.shape == (2, 3) and out.loss > 0
+    reg = SparseBertForSequenceClassification(tiny(num_labels=1))
+    out = reg(ids, attention_mask=am, labels=torch.tensor([0.5, 4.0]))
+    assert out.logits.shape == (2, 1)
+    assert out.loss.item() == pytest.approx(((out.logits.squeeze(-1) - torch.tensor([0.5, 4.0])) ** 2).mean().item())
+    qa = SparseBertForQuestionAnswering(tiny())
+    out = qa(ids, attention_mask=am, start_positions=torch.tensor([1, 0]), end_positions=torch.tensor([3, 0]))
+    assert out.start_logits.shape == (2, 12) and out.loss > 0
+    mc = SparseBertForMultipleChoice(tiny())
+    out = mc(ids[:, None].expand(2, 4, 12), attention_mask=am[:, None].expand(2, 4, 12), labels=torch.tensor([1, 3]))
+    assert out.logits.shape == (2, 4) and out.loss > 0
+
+
+def test_bad_specs_raise_clear_errors():
+    with pytest.raises(UserError, match="unknown attention_mask_type 'nope'"):
+        tiny(attention_mask_type="nope")
+    with pytest.raises(UserError, match="mask_seq_len=64 exceeds"):
+        tiny(mask_seq_len=64)
+    model = SparseBertModel(tiny(attention_mask_type="learned", mask_seq_len=16))
+    with pytest.raises(UserError, match=r"expected \(1 or 4, 16, 16\)"):
+        model.set_fixed_mask(torch.ones(3, 16, 16, dtype=torch.bool))
+    fixed = SparseBertModel(tiny(attention_mask_type="star", mask_seq_len=16))
+    with pytest.raises(UserError, match="exceeds the attention mask's length 16"):
+        fixed(torch.randint(5, 100, (1, 20)))
