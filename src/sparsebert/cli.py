@@ -21,6 +21,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "tokenizer": ("sparsebert.data.tokenizer", "train a WordPiece tokenizer on the corpus (or save a pretrained one)"),
     "examples": ("sparsebert.data.pretraining", "build BERT MLM+NSP pretraining examples (datasets, train/validation)"),
     "masks": ("sparsebert.masks_cli", "print the mask registry (sparsity vs paper) and save a PNG grid"),
+    "pretrain": ("sparsebert.pretrain", "pretrain BERT (MLM + NSP) with a fixed or learned attention mask"),
+    "dam-search": ("sparsebert.dam_search", "pretrain with a learnable DAM mask; binarize it to a mask file"),
+    "proxy-tasks": ("sparsebert.data.proxy", "build the PROXY downstream tasks from the corpus (original file formats + cards)"),
 }
 
 

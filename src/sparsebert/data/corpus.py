@@ -415,7 +415,7 @@ def build_corpus(params: dict, out: str | os.PathLike) -> dict:
         documents: Iterable[Document] = embedded_documents(params["embedded"], params["seed"])
         total = len(documents)
     elif source == "text_files":
-        documents, total = list(text_file_documents(params["text_files"])), None
+        documents = list(text_file_documents(params["text_files"]))
         total = len(documents)
     elif source == "hub":
         documents, total = hub_documents(params["hub"]), params["hub"].get("max_documents")

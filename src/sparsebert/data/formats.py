@@ -192,8 +192,7 @@ def read_swag_csv(spec: TaskSpec, path: Path, text: str) -> list[dict]:
         example = {name: row[i] for name, i in column.items()}
         endings = [example[f"ending{k}"] for k in range(4)]
         if not all(e.strip() for e in endings):
-            raise UserError(f"{where}: fewer than 4 endings (empty ending{endings.index('')})"
-                            if "" in endings else f"{where}: fewer than 4 endings")  # fmt: skip
+            raise UserError(f"{where}: fewer than 4 endings ({sum(bool(e.strip()) for e in endings)} non-empty)")
         if example["label"] not in spec.label_names:
             raise UserError(f"{where}: label {example['label']!r} is not one of 0, 1, 2, 3")
         example["label"] = spec.label_names.index(example["label"])

@@ -97,8 +97,8 @@ _SPECS = [
              "matthews_correlation", "glue_tsv", (("train", "train.tsv"), ("validation", "dev.tsv")),
              ("unacceptable", "acceptable"), tsv_columns=("sentence", "label"),
              tsv_names=("source", "label", "author_label", "sentence"), proxy=True,
-             description="PROXY (CoLA-shaped): is this corpus sentence intact (1) or has a pair of its words "
-                         "been swapped (0)?"),
+             description="PROXY (CoLA-shaped): is this corpus sentence intact (1), or have two of its words "
+                         "been swapped or one replaced by a random corpus word (0)?"),
     TaskSpec("proxy_pair", "classification", 3, ("sentence1", "sentence2"), ("accuracy",), "accuracy",
              "glue_tsv", (("train", "train.tsv"), ("validation", "dev.tsv")),
              ("next", "same_document", "other_document"), tsv_columns=("sentence1", "sentence2", "label"),
@@ -113,8 +113,8 @@ _SPECS = [
                          "replacements; score = 5 x the fraction of sentence1's word bigrams kept in sentence2."),
     TaskSpec("proxy_qa", "span", 2, ("question", "context"), _SQUAD_V2, "f1", "squad_json",
              (("train", "train-v2.0.json"), ("validation", "dev-v2.0.json")), unanswerable=True, proxy=True,
-             description="PROXY (SQuAD v2-shaped): which words follow a quoted three-word cue in the passage? "
-                         "Unanswerable when the cue's words occur in the passage but never in that order."),
+             description="PROXY (SQuAD v2-shaped): which 1-3 words follow a quoted three-word cue in the passage? "
+                         "Unanswerable when the cue is a phrase of the sentence after the passage, not in it."),
     TaskSpec("proxy_choice", "multiple_choice", 4, ("sent1", "sent2"), ("accuracy",), "accuracy", "swag_csv",
              (("train", "train.csv"), ("validation", "val.csv")), ("0", "1", "2", "3"), proxy=True,
              description="PROXY (SWAG-shaped): given a sentence and the start of the next one, pick its true "

@@ -1,0 +1,132 @@
+"""Featurization of downstream examples into fixed-length BERT inputs, one function for every task kind.
+
+Every sequence is padded to `max_seq_length` (as Google's BERT does) so the attention masks of the
+sparse variants, which are built for one length L, apply unchanged.
+
+Output columns (what the fine-tuning loop consumes):
+- classification:  input_ids, token_type_ids, attention_mask [L]; labels int64
+- regression:      input_ids, token_type_ids, attention_mask [L]; labels float32
+- multiple_choice: input_ids, token_type_ids, attention_mask [num_choices, L]; labels int64
+- span:            input_ids, token_type_ids, attention_mask [L]; start_positions, end_positions int64
+                   (0 = [CLS] when the answer is absent or not inside this window); plus, for decoding,
+                   example_id (the question id) and offset_mapping [L] of (char_start, char_end) into the
+                   context, None for tokens that are not context (question, special tokens, padding).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import datasets
+from datasets import Features, List, Value
+
+from sparsebert.io import UserError
+
+log = logging.getLogger(__name__)
+
+_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+
+
+def featurize(spec, dataset: datasets.Dataset, tokenizer, max_seq_length: int, doc_stride: int = 128,
+              max_query_length: int = 64) -> datasets.Dataset:  # fmt: skip
+    """Tokenize one split of task `spec` (a `TaskSpec`); rows of hub-schema `dataset` in, features out.
+
+    doc_stride (span tasks): tokens between the starts of consecutive context windows, as in Google's
+    run_squad.py (HF's tokenizer `stride` is the overlap instead, i.e. window length - doc_stride).
+    """
+    if spec.kind == "span":
+        if doc_stride >= max_seq_length - max_query_length - 3:
+            log.warning("doc_stride %d >= the shortest window (%d tokens): windows will not overlap and answers "
+                        "across a window boundary cannot be learned or found; at max_seq_length %d use a "
+                        "doc_stride of about %d", doc_stride, max_seq_length - max_query_length - 3,
+                        max_seq_length, max_seq_length // 4)  # fmt: skip
+        fn = lambda batch: _span_windows(batch, tokenizer, max_seq_length, doc_stride, max_query_length)  # noqa: E731
+        features = Features({**{k: List(Value("int32")) for k in _INPUTS},
+                             "start_positions": Value("int64"), "end_positions": Value("int64"),
+                             "example_id": Value("string"), "offset_mapping": List(List(Value("int32")))})  # fmt: skip
+    elif spec.kind == "multiple_choice":
+        fn = lambda batch: _choices(batch, tokenizer, max_seq_length)  # noqa: E731
+        features = Features({**{k: List(List(Value("int32"))) for k in _INPUTS}, "labels": Value("int64")})
+    else:
+        fn = lambda batch: _sentences(spec, batch, tokenizer, max_seq_length)  # noqa: E731
+        label = Value("float32") if spec.kind == "regression" else Value("int64")
+        features = Features({**{k: List(Value("int32")) for k in _INPUTS}, "labels": label})
+    return dataset.map(fn, batched=True, remove_columns=dataset.column_names, features=features,
+                       desc=f"featurize {spec.name}")  # fmt: skip
+
+
+def _encode(tokenizer, first, second, max_seq_length: int) -> dict:
+    encoded = tokenizer(first, second, truncation="longest_first", max_length=max_seq_length,
+                        padding="max_length", return_token_type_ids=True)  # fmt: skip
+    return {k: encoded[k] for k in _INPUTS}
+
+
+def _sentences(spec, batch: dict, tokenizer, max_seq_length: int) -> dict:
+    """Single sentences or sentence pairs (segment A = first text field, segment B = second)."""
+    first = batch[spec.text_fields[0]]
+    second = batch[spec.text_fields[1]] if len(spec.text_fields) > 1 else None
+    return {**_encode(tokenizer, first, second, max_seq_length), "labels": batch["label"]}
+
+
+def _choices(batch: dict, tokenizer, max_seq_length: int, num_choices: int = 4) -> dict:
+    """SWAG: segment A = sent1 (the context), segment B = sent2 + " " + ending_k, for each of the 4 endings."""
+    endings = zip(*(batch[f"ending{k}"] for k in range(num_choices)))  # per row: (ending0, ..., ending3)
+    first = [sent1 for sent1 in batch["sent1"] for _ in range(num_choices)]
+    second = [f"{sent2} {ending}" for sent2, row in zip(batch["sent2"], endings) for ending in row]
+    flat = _encode(tokenizer, first, second, max_seq_length)
+    grouped = {k: [v[i : i + num_choices] for i in range(0, len(v), num_choices)] for k, v in flat.items()}
+    return {**grouped, "labels": batch["label"]}
+
+
+def context_windows(num_context_tokens: int, window_length: int, doc_stride: int) -> list[tuple[int, int]]:
+    """[start, end) token ranges covering the context: windows of `window_length` tokens whose starts are
+    `doc_stride` apart, the last one ending at the context's end (an empty context gives one empty window)."""
+    windows, start = [], 0
+    while True:
+        end = min(start + window_length, num_context_tokens)
+        windows.append((start, end))
+        if end >= num_context_tokens:
+            return windows
+        start += min(doc_stride, window_length)
+
+
+def _answer_token_span(offsets: list, char_start: int, char_end: int) -> tuple[int, int] | None:
+    """First and last context token overlapping the answer characters [char_start, char_end)."""
+    tokens = [t for t, (s, e) in enumerate(offsets) if s < char_end and e > char_start]
+    return (tokens[0], tokens[-1]) if tokens else None
+
+
+def _span_windows(batch: dict, tokenizer, max_seq_length: int, doc_stride: int, max_query_length: int) -> dict:
+    """[CLS] question [SEP] context window [SEP] [PAD]..., one row per window of each question."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserError("span tasks need a fast tokenizer (offset mappings); load it with use_fast=True")
+    questions = tokenizer([q.lstrip() for q in batch["question"]], add_special_tokens=False, truncation=True,
+                          max_length=max_query_length)["input_ids"]  # fmt: skip
+    contexts = tokenizer(batch["context"], add_special_tokens=False, return_offsets_mapping=True)
+    cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
+    out = {k: [] for k in (*_INPUTS, "start_positions", "end_positions", "example_id", "offset_mapping")}
+    for i, question in enumerate(questions):
+        context_ids, context_offsets = contexts["input_ids"][i], contexts["offset_mapping"][i]
+        window_length = max_seq_length - len(question) - 3  # [CLS], [SEP], [SEP]
+        if window_length <= 0:
+            raise UserError(f"max_seq_length {max_seq_length} leaves no room for the context after a "
+                            f"{len(question)}-token question; raise it or lower max_query_length")  # fmt: skip
+        answers = batch["answers"][i]
+        answer = None
+        if answers["text"]:  # train on the first gold answer, as run_squad does
+            char_start = answers["answer_start"][0]
+            answer = _answer_token_span(context_offsets, char_start, char_start + len(answers["text"][0]))
+        for start, end in context_windows(len(context_ids), window_length, doc_stride):
+            prefix = [cls, *question, sep]
+            ids = prefix + context_ids[start:end] + [sep]
+            padding = max_seq_length - len(ids)
+            out["input_ids"].append(ids + [pad] * padding)
+            out["token_type_ids"].append([0] * len(prefix) + [1] * (end - start + 1) + [0] * padding)
+            out["attention_mask"].append([1] * len(ids) + [0] * padding)
+            offsets = [None] * len(prefix) + [list(o) for o in context_offsets[start:end]]
+            out["offset_mapping"].append(offsets + [None] * (max_seq_length - len(offsets)))
+            out["example_id"].append(batch["id"][i])
+            inside = answer is not None and start <= answer[0] and answer[1] < end
+            out["start_positions"].append(len(prefix) + answer[0] - start if inside else 0)
+            out["end_positions"].append(len(prefix) + answer[1] - start if inside else 0)
+    return out

@@ -1,0 +1,396 @@
+"""`sparsebert proxy-tasks`: PROXY downstream tasks built from the embedded corpus, one per task shape.
+
+These are not GLUE / SQuAD / SWAG. They exist so that every fine-tuning head, featurization path and metric
+runs for real offline; their names start with `proxy_` and their cards say "proxy" wherever they appear.
+
+Each task is built so that word-level shortcuts do not solve it (the inputs of the classes share their
+words; what differs is order or position), and each card reports the chance level and a bag-of-words
+baseline (logistic / ridge regression on word counts of each segment plus their overlap) on the dev set:
+
+  proxy_single      CoLA-shaped  intact sentence (1) vs the same sentence with two words swapped or one word
+                                 replaced by a random corpus word (0)
+  proxy_pair        MNLI-shaped  sentence2 is the next sentence / elsewhere in the same document / another document
+  proxy_regression  STS-B-shaped sentence2 = sentence1 after random swaps and replacements;
+                                 score = 5 x fraction of sentence1's word bigrams kept
+  proxy_qa          SQuAD v2-shaped  the 1-3 words that follow a quoted 3-word cue in the passage; unanswerable
+                                 when the cue is a real phrase of the next sentence that is not in the passage
+  proxy_choice      SWAG-shaped  the true ending of the next sentence vs its own words shuffled and the
+                                 endings of two other sentences of the same document
+
+Dev examples come from held-out documents only; everything is deterministic given `seed`. Each task is
+written in the original file format of its shape (GLUE TSV, SQuAD v2.0 JSON, SWAG CSV) with a card.json,
+so it loads through the same `load_task(name, {"path": ...})` code as the real benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+from scipy import sparse
+from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.multiclass import OneVsRestClassifier
+
+from sparsebert import metrics
+from sparsebert.data import formats
+from sparsebert.data.tasks import TASKS, load_task
+from sparsebert.io import UserError, atomic_dir, atomic_write_json, load_params
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "seed": 0,
+    "dev_fraction": 0.1,  # share of the corpus's sentences whose documents are held out for dev
+    "train_examples": 4000,  # per task
+    "dev_examples": 1000,
+    "min_words": 6,  # sentences used as inputs (longer ones would be cut by a 128-token window)
+    "max_words": 40,
+    "qa_context_words": 90,  # passage length for proxy_qa (about one 128-token window)
+}
+PROXY_TASKS = ("proxy_single", "proxy_pair", "proxy_regression", "proxy_qa", "proxy_choice")
+
+Documents = list[list[str]]  # documents -> sentences
+
+
+# ------------------------------------------------------------------------------------------ corpus split
+
+
+def split_documents(documents: Documents, dev_fraction: float, seed: int) -> tuple[Documents, Documents]:
+    """Shuffle documents (by seed) and hold out whole ones until they hold `dev_fraction` of the sentences."""
+    if len(documents) < 2:
+        raise UserError(f"the corpus has {len(documents)} document(s); proxy tasks need >= 2 (train and dev)")
+    order = list(range(len(documents)))
+    random.Random(f"{seed}-split").shuffle(order)
+    total = sum(map(len, documents))
+    dev, held = [], 0
+    for i in order[:-1]:  # at least one training document
+        if held >= dev_fraction * total:
+            break
+        dev.append(i)
+        held += len(documents[i])
+    dev_set = set(dev)
+    return [d for i, d in enumerate(documents) if i not in dev_set], [documents[i] for i in dev]
+
+
+def _fits(sentence: str, p: dict) -> bool:
+    return p["min_words"] <= len(sentence.split()) <= p["max_words"]
+
+
+def _sample_until(rng: random.Random, n: int, make, what: str) -> list[dict]:
+    """Call make(rng) until n examples (None = this draw failed); give up when under 2% of draws succeed."""
+    rows, tries = [], 0
+    while len(rows) < n:
+        tries += 1
+        if tries >= 1000 and 50 * len(rows) < tries:
+            raise UserError(f"{what}: the corpus is too small for {n} examples (got {len(rows)}); "
+                            f"lower train_examples/dev_examples or use a bigger corpus")  # fmt: skip
+        row = make(rng)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ the tasks
+
+
+def make_single(rng: random.Random, docs: Documents, p: dict) -> dict | None:
+    sentence = rng.choice(rng.choice(docs))
+    words = sentence.split()
+    if not _fits(sentence, p):
+        return None
+    if rng.random() < 0.5:
+        return {"sentence": sentence, "label": 1}
+    corrupted = list(words)
+    if rng.random() < 0.5:  # swap two words: the same bag of words, only the order is wrong
+        i, j = rng.sample(range(len(words)), 2)
+        corrupted[i], corrupted[j] = corrupted[j], corrupted[i]
+    else:  # replace one word by a random corpus word (what an MLM-pretrained model should notice)
+        corrupted[rng.randrange(len(words))] = rng.choice(rng.choice(rng.choice(docs)).split())
+    if [w.lower() for w in corrupted] == [w.lower() for w in words]:
+        return None  # the edit changed nothing
+    return {"sentence": " ".join(corrupted), "label": 0}
+
+
+def make_pair(rng: random.Random, docs: Documents, p: dict) -> dict | None:
+    doc = rng.choice(docs)
+    if len(doc) < 4:
+        return None
+    i = rng.randrange(len(doc) - 1)
+    label = rng.randrange(3)  # next, same_document, other_document
+    if label == 0:
+        second = doc[i + 1]
+    elif label == 1:
+        far = [j for j in range(len(doc)) if abs(j - i) >= 2]
+        second = doc[rng.choice(far)]
+    else:
+        other = rng.choice(docs)
+        if other is doc:
+            return None
+        second = rng.choice(other)
+    if not (_fits(doc[i], p) and _fits(second, p)):
+        return None
+    return {"sentence1": doc[i], "sentence2": second, "label": label}
+
+
+def bigram_overlap(original: list[str], corrupted: list[str]) -> float:
+    """Fraction of `original`'s word bigrams (with multiplicity) still present in `corrupted`."""
+    before = list(zip(original, original[1:]))
+    after = list(zip(corrupted, corrupted[1:]))
+    kept = sum((collections.Counter(before) & collections.Counter(after)).values())
+    return kept / len(before)
+
+
+def make_regression(rng: random.Random, docs: Documents, p: dict) -> dict | None:
+    sentence = rng.choice(rng.choice(docs))
+    if not _fits(sentence, p):
+        return None
+    words = sentence.split()
+    corrupted = list(words)
+    for _ in range(rng.randrange(6)):  # 0-5 edits: word swaps (invisible to BoW) or replacements
+        if rng.random() < 0.5:
+            i, j = rng.sample(range(len(corrupted)), 2)
+            corrupted[i], corrupted[j] = corrupted[j], corrupted[i]
+        else:
+            corrupted[rng.randrange(len(corrupted))] = rng.choice(rng.choice(rng.choice(docs)).split())
+    score = round(5 * bigram_overlap(words, corrupted), 3)
+    return {"sentence1": sentence, "sentence2": " ".join(corrupted), "label": score}
+
+
+def _trigrams(words: list[str]) -> list[tuple[str, ...]]:
+    return [tuple(words[k : k + 3]) for k in range(len(words) - 2)]
+
+
+def make_qa(rng: random.Random, docs: Documents, p: dict) -> dict | None:
+    d = rng.randrange(len(docs))
+    doc = docs[d]
+    first = rng.randrange(len(doc))
+    last = first
+    while last < len(doc) - 1 and len(" ".join(doc[first : last + 1]).split()) < p["qa_context_words"]:
+        last += 1
+    if last >= len(doc) - 1:
+        return None  # the sentence after the passage is needed for unanswerable cues
+    context = " ".join(doc[first:last])
+    spans = [m.span() for m in re.finditer(r"\S+", context)]  # (char start, char end) of each word
+    words = [context[s:e] for s, e in spans]
+    if len(words) < 8:
+        return None
+    trigrams = _trigrams(words)
+    row = {"title": f"proxy document {d}", "context": context}
+    if rng.random() < 0.5:  # unanswerable: a real phrase of the next sentence that the passage lacks
+        following = doc[last].split()
+        if len(following) < 3:
+            return None
+        cue = rng.choice(_trigrams(following))
+        if cue in trigrams:
+            return None
+        return {**row, "question": _question(cue, rng.randint(1, 3)), "answers": {"text": [], "answer_start": []}}
+    length = rng.randint(1, 3)
+    k = rng.randrange(len(words) - 2 - length)
+    cue = trigrams[k]
+    if trigrams.count(cue) > 1:
+        return None  # the cue must point at one place
+    start, end = spans[k + 3][0], spans[k + 2 + length][1]
+    return {**row, "question": _question(cue, length),
+            "answers": {"text": [context[start:end]], "answer_start": [start]}}  # fmt: skip
+
+
+def _question(cue: tuple[str, ...], length: int) -> str:
+    count = ("one word follows", "two words follow", "three words follow")[length - 1]
+    return f'Which {count} "{" ".join(cue)}"?'
+
+
+def make_choice(rng: random.Random, docs: Documents, p: dict) -> dict | None:
+    d = rng.randrange(len(docs))
+    doc = docs[d]
+    if len(doc) < 5:
+        return None
+    i = rng.randrange(len(doc) - 1)
+    context, following = doc[i], doc[i + 1].split()
+    cut = rng.randint(2, 3)  # sent2 = the first words of the next sentence; the ending completes it
+    if not _fits(context, p) or len(following) < cut + 4 or len(following) > p["max_words"]:
+        return None
+    gold = following[cut:]
+    shuffled = list(gold)
+    while len(set(gold)) > 1 and shuffled == gold:
+        rng.shuffle(shuffled)
+    others = [doc[j].split()[cut:] for j in rng.sample([j for j in range(len(doc)) if j not in (i, i + 1)], 2)]
+    endings = [gold, shuffled, *others]
+    if shuffled == gold or any(len(e) < 2 for e in others):
+        return None
+    order = list(range(4))
+    rng.shuffle(order)
+    row = {"video-id": f"proxy-{d}", "fold-ind": str(i), "sent1": context,
+           "sent2": " ".join(following[:cut]), "gold-source": "gold", "label": order.index(0)}  # fmt: skip
+    row["startphrase"] = f"{row['sent1']} {row['sent2']}"
+    row.update({f"ending{k}": " ".join(endings[order[k]]) for k in range(4)})
+    return row
+
+
+MAKERS = {"proxy_single": make_single, "proxy_pair": make_pair, "proxy_regression": make_regression,
+          "proxy_qa": make_qa, "proxy_choice": make_choice}  # fmt: skip
+
+
+def make_task(name: str, train_docs: Documents, dev_docs: Documents, p: dict) -> dict[str, list[dict]]:
+    """Hub-schema rows for the train and dev split of proxy task `name`, deterministic in p["seed"]."""
+    make = MAKERS[name]
+    splits = {}
+    for split, docs, n in (("train", train_docs, p["train_examples"]), ("validation", dev_docs, p["dev_examples"])):
+        rng = random.Random(f"{p['seed']}-{name}-{split}")
+        rows = _sample_until(rng, n, lambda r: make(r, docs, p), f"{name} {split}")
+        if name == "proxy_qa":
+            for k, row in enumerate(rows):
+                row["id"] = f"{name}-{split}-{k:06d}"
+        splits[split] = rows
+    return splits
+
+
+# ------------------------------------------------------------------------------------------ baselines
+
+
+BOW_METHOD = ("logistic regression (ridge for proxy_regression) on the word counts of each segment plus "
+              "shared-word indicators, trained on train, scored on dev; proxy_qa: answerable-or-not only, "
+              "since a bag of words cannot point at a span")
+
+
+def _segments(vectorizer: CountVectorizer, first: list[str], second: list[str] | None = None):
+    """Bag-of-words features: counts of each segment and, for pairs, which words they share."""
+    a = vectorizer.transform(first)
+    if second is None:
+        return a
+    b = vectorizer.transform(second)
+    return sparse.hstack([a, b, (a.multiply(b) > 0).astype(np.float64)]).tocsr()
+
+
+def logistic_regression() -> OneVsRestClassifier:
+    # liblinear one-vs-rest: seconds on 4000 sparse count vectors where lbfgs multinomial takes ~30 s
+    return OneVsRestClassifier(LogisticRegression(solver="liblinear"))
+
+
+def _majority(labels: list) -> float:
+    return max(labels.count(c) for c in set(labels)) / len(labels)
+
+
+def bow_baseline(name: str, train: list[dict], dev: list[dict]) -> tuple[dict, dict]:
+    """(chance level, bag-of-words baseline) on the dev split, named like the task's metrics."""
+    if name == "proxy_qa":
+        return _qa_baseline(train, dev)
+    if name == "proxy_choice":
+        return _choice_baseline(train, dev)
+    fields = TASKS[name].text_fields
+    vectorizer = CountVectorizer().fit([r[f] for r in train for f in fields])
+    x = lambda rows: _segments(vectorizer, *([r[f] for r in rows] for f in fields))  # noqa: E731
+    y_train, gold = [r["label"] for r in train], [r["label"] for r in dev]
+    if name == "proxy_regression":
+        pred = Ridge(alpha=1.0).fit(x(train), y_train).predict(x(dev))
+        return {"pearson": 0.0, "spearmanr": 0.0}, metrics.glue_regression(pred, gold)
+    pred = logistic_regression().fit(x(train), y_train).predict(x(dev))
+    chance = {"accuracy": _majority(gold)}
+    bow = {"accuracy": metrics.accuracy(pred, gold)}
+    if name == "proxy_single":
+        chance["matthews_correlation"] = 0.0
+        bow["matthews_correlation"] = metrics.matthews_correlation(pred, gold)
+    return chance, bow
+
+
+def _qa_baseline(train: list[dict], dev: list[dict]) -> tuple[dict, dict]:
+    """A bag of words cannot point at a span; what it can try is to tell answerable from unanswerable."""
+    vectorizer = CountVectorizer(token_pattern=r"\S+").fit([r[f] for r in train for f in ("question", "context")])
+    x = lambda rows: _segments(vectorizer, [r["question"] for r in rows], [r["context"] for r in rows])  # noqa: E731
+    has_answer = lambda rows: [int(bool(r["answers"]["text"])) for r in rows]  # noqa: E731
+    classifier = logistic_regression().fit(x(train), has_answer(train))
+    gold = has_answer(dev)
+    # Chance for SQuAD-style scoring: always answer "no answer" (exact = f1 = share of unanswerable questions).
+    references = {r["id"]: r["answers"]["text"] for r in dev}
+    always_null = metrics.squad_v2({qid: "" for qid in references}, references)
+    chance = {"exact": always_null["exact"], "f1": always_null["f1"],
+              "has_answer_accuracy": _majority(gold)}
+    return chance, {"has_answer_accuracy": metrics.accuracy(classifier.predict(x(dev)), gold)}
+
+
+def _choice_baseline(train: list[dict], dev: list[dict]) -> tuple[dict, dict]:
+    """Score each (context, ending) with a logistic regression on ending counts + context overlap; argmax."""
+    context = lambda r: f"{r['sent1']} {r['sent2']}"  # noqa: E731
+    vectorizer = CountVectorizer().fit([context(r) for r in train] + [r[f"ending{k}"] for r in train for k in range(4)])
+
+    def x(rows):
+        ctx = [context(r) for r in rows for _ in range(4)]
+        endings = [r[f"ending{k}"] for r in rows for k in range(4)]
+        b, a = vectorizer.transform(endings), vectorizer.transform(ctx)
+        return sparse.hstack([b, (a.multiply(b) > 0).astype(np.float64)]).tocsr()
+
+    is_gold = [int(k == r["label"]) for r in train for k in range(4)]
+    classifier = logistic_regression().fit(x(train), is_gold)
+    scores = classifier.decision_function(x(dev)).reshape(-1, 4)
+    return {"accuracy": 0.25}, {"accuracy": metrics.accuracy(scores.argmax(1), [r["label"] for r in dev])}
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+
+def write_task(name: str, splits: dict[str, list[dict]], folder: Path) -> None:
+    """Write the rows of each split in the original format of the task's shape."""
+    spec = TASKS[name]
+    for split, filename in spec.files:
+        path = folder / filename
+        if spec.file_format == "glue_tsv":
+            formats.write_glue_tsv(spec, path, splits[split])
+        elif spec.file_format == "squad_json":
+            formats.write_squad_json(path, splits[split], version="v2.0")
+        else:
+            formats.write_swag_csv(path, splits[split])
+
+
+def build_proxy_tasks(documents: Documents, params: dict, out, names=PROXY_TASKS) -> dict[str, dict]:
+    """Build, write (atomically, one folder per task) and describe the proxy tasks; return their cards."""
+    p = {**DEFAULTS, **params}
+    train_docs, dev_docs = split_documents(documents, p["dev_fraction"], p["seed"])
+    cards = {}
+    for name in names:
+        splits = make_task(name, train_docs, dev_docs, p)
+        chance, bow = bow_baseline(name, splits["train"], splits["validation"])
+        spec = TASKS[name]
+        card = {
+            "name": name, "proxy": True, "description": spec.description, "kind": spec.kind,
+            "file_format": spec.file_format, "files": dict(spec.files),
+            "sizes": {split: len(rows) for split, rows in splits.items()},
+            "documents": {"train": len(train_docs), "validation": len(dev_docs)},
+            "metrics": list(spec.metrics), "main_metric": spec.main_metric,
+            "chance": chance, "bow_baseline": bow, "bow_baseline_method": BOW_METHOD, "params": p,
+        }  # fmt: skip
+        with atomic_dir(Path(out) / name) as tmp:
+            write_task(name, splits, tmp)
+            load_task(name, {"path": str(tmp)})  # prove it reads back through the benchmarks' code path
+            atomic_write_json(tmp / "card.json", card)
+        log.info("%s (PROXY): %s; chance %s; bag-of-words %s", name, card["sizes"], _fmt(chance), _fmt(bow))
+        cards[name] = card
+    return cards
+
+
+def _fmt(scores: dict) -> str:
+    return ", ".join(f"{k}={v:.3f}" for k, v in scores.items())
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", required=True, help="corpus directory written by `sparsebert corpus`")
+    parser.add_argument("--params", help=f"JSON/YAML mapping or file; keys and defaults: {DEFAULTS}")
+    parser.add_argument("--out", required=True, help="tasks directory, e.g. data/tasks (one folder per task)")
+    parser.add_argument("--tasks", nargs="+", default=list(PROXY_TASKS), choices=PROXY_TASKS)
+
+
+def run(args) -> None:
+    from sparsebert.data.corpus import read_corpus
+
+    params = load_params(args.params)
+    unknown = set(params) - set(DEFAULTS)
+    if unknown:
+        raise UserError(f"unknown proxy-task params {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
+    build_proxy_tasks(list(read_corpus(args.corpus)), params, args.out, args.tasks)

@@ -1,0 +1,152 @@
+"""Corpus step: shard format, stats, sources (embedded mix size, wiki/play parsing), bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sparsebert.cli import main
+from sparsebert.data import corpus
+from sparsebert.io import UserError
+
+DOC_1 = "The cat sat on the mat. It was warm.\nThen it slept all day!\n"
+DOC_2 = "Dogs bark at night. Nobody knows why.\n"
+DOC_3 = "A single sentence here\n"
+
+
+def write_texts(root: Path) -> str:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "a.txt").write_text(DOC_1 + "\n\n" + DOC_2)
+    (root / "b.jsonl").write_text(json.dumps({"text": DOC_3}) + "\n")
+    return str(root / "*")
+
+
+def build(tmp_path, **params):
+    params = {"source": "text_files", "text_files": {"glob": write_texts(tmp_path / "texts")}, "num_proc": 1, **params}
+    return corpus.build_corpus(params, tmp_path / "corpus"), tmp_path / "corpus"
+
+
+def test_shards_hold_one_sentence_per_line_and_a_blank_line_between_documents(tmp_path):
+    stats, out = build(tmp_path)
+    text = (out / "shard-00000.txt").read_text()
+    assert text == ("The cat sat on the mat.\nIt was warm.\nThen it slept all day!\n\n"
+                    "Dogs bark at night.\nNobody knows why.\n\n"
+                    "A single sentence here\n\n")
+    assert list(corpus.read_corpus(out)) == [
+        ["The cat sat on the mat.", "It was warm.", "Then it slept all day!"],
+        ["Dogs bark at night.", "Nobody knows why."],
+        ["A single sentence here"],
+    ]
+
+
+def test_stats_count_documents_sentences_words_bytes_per_source(tmp_path):
+    stats, out = build(tmp_path, shard_documents=2)
+    assert stats["sources"]["a"] == {"documents": 2, "sentences": 5, "words": 21,
+                                     "bytes": len(DOC_1) + len(DOC_2) + 2}
+    assert stats["sources"]["b"] == {"documents": 1, "sentences": 1, "words": 4, "bytes": len(DOC_3) + 1}
+    assert stats["total"]["documents"] == 3 and stats["total"]["words"] == 25
+    assert stats["shards"] == {"shard-00000.txt": {"documents": 2, "sentences": 5},
+                               "shard-00001.txt": {"documents": 1, "sentences": 1}}
+    assert json.loads((out / "stats.json").read_text())["total"] == stats["total"]
+
+
+def test_cli_writes_the_same_corpus(tmp_path):
+    glob = write_texts(tmp_path / "texts")
+    main(["corpus", "--params", json.dumps({"source": "text_files", "text_files": {"glob": glob}, "num_proc": 1}),
+          "--out", str(tmp_path / "corpus")])
+    assert json.loads((tmp_path / "corpus" / "stats.json").read_text())["total"]["sentences"] == 6
+
+
+def test_hub_source_goes_through_datasets_load_dataset(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"text": f"Row {i} says hello. It ends here."}) + "\n" for i in range(5)))
+    params = {"source": "hub", "num_proc": 1, "hub": {"datasets": [{"path": "json", "data_files": str(rows),
+                                                                     "group_rows": 2}], "max_documents": 2}}
+    stats = corpus.build_corpus(params, tmp_path / "corpus")
+    assert stats["total"]["documents"] == 2 and stats["total"]["sentences"] == 8
+
+
+def test_embedded_mix_has_at_least_two_million_words():
+    documents = corpus.embedded_documents(corpus.DEFAULTS["embedded"], seed=0)
+    words = {}
+    for source, paragraphs in documents:
+        words[source] = words.get(source, 0) + sum(len(p.split()) for p in paragraphs)
+    assert sum(words.values()) >= 2_000_000, words
+    assert set(words) == {"shakespeare", "kjv", "wikipedia", "lee"} and min(words.values()) > 50_000
+    # Sentence splitting keeps every character (checked on a sample: splitting it all takes ~20 s).
+    for document in documents[:50]:
+        _, sentences = corpus.split_document(document)
+        assert "".join("".join(sentences).split()) == "".join("".join(document[1]).split())
+
+
+def test_embedded_max_words_caps_the_mix():
+    documents = corpus.embedded_documents({"sources": ["kjv", "lee"], "max_words": 20_000}, seed=1)
+    words = sum(len(p.split()) for _, ps in documents for p in ps)
+    assert 20_000 <= words < 25_000 and {s for s, _ in documents} == {"kjv", "lee"}
+
+
+def test_play_parsing_drops_speakers_directions_and_front_matter():
+    play = ("HAMLET\n\nby William Shakespeare\n\nPERSONS.\n\nHamlet, a prince.\n\nACT I.\n\n"
+            "Scene I. Elsinore.\n\n[Enter Bernardo.]\n\nBer.\nWho's there?\nStand.\n\nFRAN.\nNay, answer me.\n\n"
+            "Scene II. A room.\n\nKING.\nThough yet of Hamlet.\n")
+    assert list(corpus.play_documents(play)) == [["Who's there? Stand.", "Nay, answer me."],
+                                                 ["Though yet of Hamlet."]]
+
+
+def test_wikitext_is_reduced_to_prose():
+    markup = ("{{Infobox|name=x {{nested}}}}\n'''Aruba''' is an [[island country|island]] in the "
+              "[[Caribbean]].<ref>{{cite web|url=x}}</ref> It is small.<!-- hidden -->\n"
+              "[[File:Map.png|thumb|A [[map]] caption]]\n* a list item that is not prose at all\n"
+              "== History ==\nThe island was settled by [http://example.org the Arawak] long ago.\n"
+              "== References ==\nSome reference text that should be dropped entirely.\n")
+    assert corpus.strip_wikitext(markup) == ["Aruba is an island in the Caribbean. It is small.",
+                                             "The island was settled by the Arawak long ago."]
+
+
+def test_non_utf8_input_is_an_error_naming_file_and_line(tmp_path):
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "bad.txt").write_bytes(b"fine line\nbad \xff byte\n")
+    with pytest.raises(UserError, match=r"bad\.txt:2: not valid UTF-8"):
+        corpus.build_corpus({"source": "text_files", "text_files": {"glob": str(tmp_path / "texts/*.txt")}},
+                            tmp_path / "corpus")
+    assert not (tmp_path / "corpus").exists()
+
+
+def test_empty_corpus_is_an_error_and_leaves_no_output(tmp_path):
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "empty.txt").write_text("\n\n   \n")
+    with pytest.raises(UserError, match="corpus is empty"):
+        corpus.build_corpus({"source": "text_files", "text_files": {"glob": str(tmp_path / "texts/*.txt")},
+                             "num_proc": 1}, tmp_path / "corpus")
+    assert not (tmp_path / "corpus").exists()
+    assert not list(tmp_path.glob(".corpus*"))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json}\n", r"bad\.jsonl:1: malformed JSON"),
+    ('{"body": "x"}\n', r"bad\.jsonl: record 1 has no string field 'text'"),
+])
+def test_malformed_jsonl_is_an_error_naming_the_file(tmp_path, content, message):
+    (tmp_path / "bad.jsonl").write_text(content)
+    with pytest.raises(UserError, match=message):
+        corpus.build_corpus({"source": "text_files", "text_files": {"glob": str(tmp_path / "*.jsonl")}},
+                            tmp_path / "corpus")
+    assert not (tmp_path / "corpus").exists()
+
+
+def test_no_matching_files_is_an_error(tmp_path):
+    with pytest.raises(UserError, match="no files match"):
+        corpus.build_corpus({"source": "text_files", "text_files": {"glob": str(tmp_path / "*.txt")}}, tmp_path / "c")
+
+
+def test_reading_a_truncated_or_missing_corpus_is_an_error_naming_the_file(tmp_path):
+    _, out = build(tmp_path)
+    shard = out / "shard-00000.txt"
+    shard.write_text(shard.read_text()[:-30])
+    with pytest.raises(UserError, match=r"shard-00000\.txt: truncated shard"):
+        list(corpus.read_corpus(out))
+    shard.write_text("one\n\ntwo\n\n")
+    with pytest.raises(UserError, match=r"shard-00000\.txt: corrupt or truncated shard"):
+        list(corpus.read_corpus(out))
+    with pytest.raises(UserError, match="corpus directory not found"):
+        list(corpus.read_corpus(tmp_path / "nowhere"))

@@ -1,0 +1,81 @@
+"""Metrics against values computed by hand, with the leaderboards' names."""
+
+import math
+
+import pytest
+
+from sparsebert import metrics
+from sparsebert.data.tasks import get_task
+
+
+def test_accuracy_f1_matthews_by_hand():
+    pred, gold = [1, 1, 0, 0, 1], [1, 0, 0, 1, 1]
+    # tp=2 fp=1 fn=1 tn=1
+    assert metrics.accuracy(pred, gold) == pytest.approx(3 / 5)
+    assert metrics.f1(pred, gold) == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    mcc = (2 * 1 - 1 * 1) / math.sqrt((2 + 1) * (2 + 1) * (1 + 1) * (1 + 1))
+    assert metrics.matthews_correlation(pred, gold) == pytest.approx(mcc)
+
+
+def test_pearson_spearman_by_hand():
+    assert metrics.pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert metrics.spearmanr([1, 2, 3, 4], [1, 4, 9, 100]) == pytest.approx(1.0)
+    # x = [1, 2, 3], y = [1, 3, 2]: cov = 0.5 (sample), var = 1, 1 -> r = 0.5
+    assert metrics.pearson([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
+    assert metrics.pearson([2, 2, 2], [1, 2, 3]) == 0.0  # constant prediction: no correlation, not NaN
+
+
+def test_glue_names_per_task():
+    assert metrics.task_metrics(get_task("cola"), [1, 0], [1, 0]) == {"matthews_correlation": 1.0}
+    mrpc = metrics.task_metrics(get_task("mrpc"), [1, 1, 0, 0], [1, 0, 0, 0])
+    assert mrpc == pytest.approx({"accuracy": 0.75, "f1": 2 / 3, "combined_score": (0.75 + 2 / 3) / 2})
+    assert set(metrics.task_metrics(get_task("qqp"), [1, 0], [1, 1])) == {"accuracy", "f1", "combined_score"}
+    stsb = metrics.task_metrics(get_task("stsb"), [1.0, 2.0, 3.0], [1.0, 3.0, 2.0])
+    assert stsb == pytest.approx({"pearson": 0.5, "spearmanr": 0.5, "combined_score": 0.5})
+    assert metrics.task_metrics(get_task("mnli"), [0, 1, 2, 2], [0, 1, 2, 0]) == {"accuracy": 0.75}
+    assert metrics.task_metrics(get_task("swag"), [3, 1], [3, 2]) == {"accuracy": 0.5}
+
+
+@pytest.mark.parametrize("raw,normalized", [
+    ("The Eiffel Tower!", "eiffel tower"),
+    ("  an   apple, a pear ", "apple pear"),
+    ("theory of the atom", "theory of atom"),  # only whole-word articles go
+    ("U.S.A.", "usa"),
+    ("", ""),
+])  # fmt: skip
+def test_squad_normalization(raw, normalized):
+    assert metrics.normalize_answer(raw) == normalized
+
+
+def test_squad_exact_and_f1_by_hand():
+    assert metrics.squad_exact("The Normans", "normans.") == 1.0
+    # pred "normans in normandy" vs gold "the normans": common 1, p = 1/3, r = 1/1 -> f1 = 0.5
+    assert metrics.squad_f1("normans in normandy", "the normans") == pytest.approx(0.5)
+    assert metrics.squad_f1("a", "the") == 1.0  # both normalize to empty
+    assert metrics.squad_f1("", "Rollo") == 0.0
+
+
+def test_squad_v1_best_of_gold():
+    refs = {"q1": ["Denver Broncos", "The Denver Broncos!"], "q2": ["10th century", "the 10th"]}
+    preds = {"q1": "denver broncos", "q2": "10th"}
+    # q1: EM 1, F1 1. q2: EM 1 against "the 10th", F1 1 -> both 100; then a partial answer
+    assert metrics.squad_v1(preds, refs) == pytest.approx({"exact_match": 100.0, "f1": 100.0})
+    preds["q2"] = "century"  # EM 0; F1 vs "10th century": p=1, r=1/2 -> 2/3 (vs "the 10th": 0)
+    assert metrics.squad_v1(preds, refs) == pytest.approx({"exact_match": 50.0, "f1": 100 * (1 + 2 / 3) / 2})
+    with pytest.raises(ValueError, match="no prediction"):
+        metrics.squad_v1({}, refs)
+
+
+def test_squad_v2_no_answer_scoring_and_splits():
+    refs = {"has1": ["Rollo"], "has2": ["King Charles III"], "no1": [], "no2": []}
+    preds = {"has1": "Rollo", "has2": "Charles", "no1": "", "no2": "Rollo"}
+    # has1: 1/1; has2: EM 0, F1 p=1 r=1/3 -> 0.5; no1: empty vs empty -> 1/1; no2: answer where none -> 0/0
+    out = metrics.squad_v2(preds, refs)
+    assert out == pytest.approx({
+        "exact": 50.0, "f1": 100 * (1 + 0.5 + 1 + 0) / 4, "total": 4,
+        "HasAns_exact": 50.0, "HasAns_f1": 75.0, "HasAns_total": 2,
+        "NoAns_exact": 50.0, "NoAns_f1": 50.0, "NoAns_total": 2,
+    })  # fmt: skip
+    spec = get_task("squad_v2")
+    assert set(spec.metrics) <= set(metrics.task_metrics(spec, preds, refs))
+    assert metrics.task_metrics(get_task("squad_v1"), {"a": "x"}, {"a": ["x"]}) == {"exact_match": 100.0, "f1": 100.0}

@@ -1,0 +1,233 @@
+"""MLM + NSP example construction: rates, label semantics, determinism, invariants, end to end, bad input."""
+
+import json
+
+import datasets
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sparsebert.data import corpus, pretraining, tokenizer
+from sparsebert.data.pretraining import COLUMNS, IGNORE_INDEX, Vocab
+from sparsebert.io import UserError
+
+CLS, SEP, MASK, PAD = 2, 3, 4, 0
+DOC_STRIDE = 10_000  # token id = 5 + document * DOC_STRIDE + position: each id says where it came from
+
+
+def synthetic_vocab(size: int, subword_every: int = 0) -> Vocab:
+    is_subword = np.zeros(size, dtype=bool)
+    if subword_every:
+        is_subword[5::subword_every] = True
+    return Vocab(CLS, SEP, MASK, PAD, np.arange(5, size, dtype=np.int32), is_subword)
+
+
+def synthetic_documents(n_documents: int, seed: int = 0, max_sentence: int = 12):
+    """Documents of sentences whose token ids count up from the document's base: text order is recoverable."""
+    rng = np.random.default_rng(seed)
+    documents = []
+    for d in range(n_documents):
+        lengths = rng.integers(1, max_sentence + 1, size=rng.integers(2, 60))
+        ids = 5 + d * DOC_STRIDE + np.arange(lengths.sum(), dtype=np.int32)
+        documents.append(np.split(ids, np.cumsum(lengths)[:-1]))
+    return documents
+
+
+def params(**overrides):
+    return pretraining.check_params({"max_seq_length": 64, "max_predictions_per_seq": 20, "dupe_factor": 1,
+                                     "seed": 1, **overrides})
+
+
+def build(documents, vocab, seed=1, **overrides):
+    return pretraining.create_examples(documents, vocab, params(**overrides), np.random.default_rng(seed))
+
+
+@pytest.fixture(scope="module")
+def examples():
+    documents = synthetic_documents(300)
+    vocab = synthetic_vocab(5 + 300 * DOC_STRIDE)
+    return build(documents, vocab), vocab
+
+
+def restore(row):
+    """The unmasked token ids of one example (masked positions filled from masked_lm_ids)."""
+    ids = row["input_ids"].copy()
+    real = row["masked_lm_ids"] != IGNORE_INDEX
+    ids[row["masked_lm_positions"][real]] = row["masked_lm_ids"][real]
+    return ids
+
+
+def rows(arrays):
+    return [{name: arrays[name][i] for name in COLUMNS} for i in range(len(arrays["input_ids"]))]
+
+
+def segments(ids, type_ids, attention):
+    n = int(attention.sum())
+    n_a = int((type_ids[:n] == 0).sum())
+    return ids[1 : n_a - 1], ids[n_a : n - 1]
+
+
+def test_masking_rate_and_80_10_10_replacement(examples):
+    arrays, _ = examples
+    real = arrays["masked_lm_ids"] != IGNORE_INDEX
+    candidates = arrays["attention_mask"].sum() - 3 * len(arrays["input_ids"])
+    assert 0.14 < real.sum() / candidates < 0.16
+    shown = np.take_along_axis(arrays["input_ids"], arrays["masked_lm_positions"], axis=1)[real]
+    original = arrays["masked_lm_ids"][real]
+    assert real.sum() > 3000
+    assert 0.77 < np.mean(shown == MASK) < 0.83
+    assert 0.08 < np.mean(shown == original) < 0.12
+    assert 0.08 < np.mean((shown != MASK) & (shown != original)) < 0.12
+
+
+def test_masked_lm_ids_are_the_original_tokens_and_nsp_labels_mean_what_they_say(examples):
+    arrays, _ = examples
+    labels = arrays["next_sentence_label"]
+    assert 0.46 < labels.mean() < 0.54
+    for row in rows(arrays):
+        a, b = segments(restore(row), row["token_type_ids"], row["attention_mask"])
+        assert len(a) and len(b)
+        # Restored text is contiguous within each segment: every masked_lm_id is the original token.
+        assert np.all(np.diff(a) == 1) and np.all(np.diff(b) == 1)
+        same_document = (a[0] - 5) // DOC_STRIDE == (b[0] - 5) // DOC_STRIDE
+        if row["next_sentence_label"] == 0:
+            assert same_document and b[0] > a[-1]  # B is the text after A (trimming may drop tokens between)
+        else:
+            assert not same_document
+
+
+def test_sequence_length_padding_and_type_invariants(examples):
+    arrays, _ = examples
+    check_invariants(arrays, seq_len=64, n_pred=20)
+    assert {name: a.dtype for name, a in arrays.items()} == {
+        **{name: np.dtype(np.int32) for name in COLUMNS[:-1]}, "next_sentence_label": np.dtype(np.int64)}
+
+
+def check_invariants(arrays, seq_len, n_pred):
+    assert set(arrays) == set(COLUMNS)
+    n = len(arrays["input_ids"])
+    assert arrays["input_ids"].shape == arrays["token_type_ids"].shape == arrays["attention_mask"].shape == (n, seq_len)
+    assert arrays["masked_lm_positions"].shape == arrays["masked_lm_ids"].shape == (n, n_pred)
+    for row in rows(arrays):
+        length = int(row["attention_mask"].sum())
+        assert np.all(row["attention_mask"][:length] == 1) and np.all(row["attention_mask"][length:] == 0)
+        assert np.all(row["input_ids"][length:] == PAD) and np.all(row["token_type_ids"][length:] == 0)
+        ids, types = restore(row), row["token_type_ids"]
+        seps = np.flatnonzero(ids[:length] == SEP)
+        assert ids[0] == CLS and len(seps) == 2 and seps[1] == length - 1 and seps[0] >= 2 and seps[1] > seps[0] + 1
+        assert np.all(types[: seps[0] + 1] == 0) and np.all(types[seps[0] + 1 : length] == 1)
+        real = row["masked_lm_ids"] != IGNORE_INDEX
+        k = int(real.sum())
+        assert 1 <= k <= n_pred and np.all(real[:k]) and np.all(row["masked_lm_positions"][k:] == 0)
+        positions = row["masked_lm_positions"][:k]
+        assert np.all(np.diff(positions) > 0) and positions[-1] < length
+        assert not np.isin(positions, [0, *seps]).any()  # never [CLS] or [SEP]
+        assert row["next_sentence_label"] in (0, 1)
+
+
+def test_examples_are_deterministic_per_seed_and_differ_across_seeds():
+    documents, vocab = synthetic_documents(20), synthetic_vocab(5 + 20 * DOC_STRIDE)
+    split = {"train": documents[:18], "validation": documents[18:]}
+    one = pretraining.build_split_arrays(split, vocab, params(dupe_factor=3), num_proc=1)
+    again = pretraining.build_split_arrays(split, vocab, params(dupe_factor=3), num_proc=2)  # forked workers
+    other = pretraining.build_split_arrays(split, vocab, params(dupe_factor=3, seed=2), num_proc=1)
+    for name in COLUMNS:
+        assert np.array_equal(one["train"][name], again["train"][name])
+        assert np.array_equal(one["validation"][name], again["validation"][name])
+    assert not np.array_equal(one["train"]["input_ids"], other["train"]["input_ids"][: len(one["train"]["input_ids"])])
+    # dupe_factor passes draw different masks over the same documents.
+    assert len(one["train"]["input_ids"]) > 2 * len(build(documents[:18], vocab)["input_ids"])
+
+
+def test_whole_word_masking_masks_every_piece_of_a_word():
+    documents, vocab = synthetic_documents(30), synthetic_vocab(5 + 30 * DOC_STRIDE, subword_every=3)
+    arrays = build(documents, vocab, whole_word_mask=True)
+    words_seen = 0
+    for row in rows(arrays):
+        ids, length = restore(row), int(row["attention_mask"].sum())
+        masked = set(row["masked_lm_positions"][row["masked_lm_ids"] != IGNORE_INDEX].tolist())
+        for p in masked:
+            start = p
+            while start > 1 and vocab.is_subword[ids[start]] and ids[start - 1] not in (CLS, SEP):
+                start -= 1
+            end = p + 1
+            while end < length and vocab.is_subword[ids[end]]:
+                end += 1
+            assert set(range(start, end)) <= masked, (p, start, end)
+            words_seen += end - start > 1
+    assert words_seen > 100  # multi-piece words were actually masked
+
+
+@settings(max_examples=60, deadline=None)
+@given(n_documents=st.integers(1, 6), max_sentence=st.integers(1, 40), seq_len=st.integers(5, 48),
+       n_pred=st.integers(1, 12), prob=st.floats(0.01, 1.0), short=st.floats(0, 1), wwm=st.booleans(),
+       seed=st.integers(0, 2**31))
+def test_fuzz_example_builder_keeps_its_invariants(n_documents, max_sentence, seq_len, n_pred, prob, short, wwm, seed):
+    documents = synthetic_documents(n_documents, seed=seed, max_sentence=max_sentence)
+    vocab = synthetic_vocab(5 + n_documents * DOC_STRIDE, subword_every=2)
+    arrays = build(documents, vocab, seed=seed, max_seq_length=seq_len, max_predictions_per_seq=n_pred,
+                   masked_lm_prob=prob, short_seq_prob=short, whole_word_mask=wwm)
+    check_invariants(arrays, seq_len, n_pred)
+    if n_documents > 1:
+        assert len(arrays["input_ids"]) > 0
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("examples")
+    rng = np.random.default_rng(0)
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
+    text = "\n\n".join(
+        " ".join(" ".join(rng.choice(words, rng.integers(3, 12))).capitalize() + "." for _ in range(8))
+        for _ in range(40))
+    (root / "t.txt").write_text(text + "\n")
+    corpus.build_corpus({"source": "text_files", "text_files": {"glob": str(root / "t.txt")}, "num_proc": 1},
+                        root / "corpus")
+    tokenizer.build_tokenizer(root / "corpus", {"vocab_size": 100, "min_frequency": 1}, root / "tokenizer")
+    return root
+
+
+def test_end_to_end_writes_a_dataset_dict_with_the_training_columns(pipeline):
+    out = pipeline / "examples"
+    stats = pretraining.build_examples(pipeline / "corpus", pipeline / "tokenizer",
+                                       {"max_seq_length": 32, "max_predictions_per_seq": 5, "dupe_factor": 2,
+                                        "validation_fraction": 0.1, "num_proc": 1}, out)
+    ds = datasets.load_from_disk(str(out))
+    assert set(ds) == {"train", "validation"} and ds["train"].column_names == list(COLUMNS)
+    assert ds["train"].features["input_ids"].feature.dtype == "int32"
+    assert stats["train"]["documents"] == 36 and stats["validation"]["documents"] == 4
+    assert stats["train"]["sequences"] == len(ds["train"]) and stats["validation"]["sequences"] == len(ds["validation"])
+    assert json.loads((out / "stats.json").read_text())["train"]["masked_tokens"] == stats["train"]["masked_tokens"]
+    train = {name: np.asarray(ds["train"][name]) for name in COLUMNS}
+    check_invariants(train, 32, 5)
+
+
+def test_missing_inputs_are_user_errors_and_leave_no_output(pipeline, tmp_path):
+    out = tmp_path / "examples"
+    with pytest.raises(UserError, match="corpus directory not found"):
+        pretraining.build_examples(tmp_path / "nowhere", pipeline / "tokenizer", {}, out)
+    with pytest.raises(UserError, match=r"tokenizer directory not found or incomplete: .*no-tokenizer"):
+        pretraining.build_examples(pipeline / "corpus", tmp_path / "no-tokenizer", {}, out)
+    with pytest.raises(UserError, match="max_seq_length must be >= 5"):
+        pretraining.build_examples(pipeline / "corpus", pipeline / "tokenizer", {"max_seq_length": 3}, out)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda text: text.encode()[:-40], r"shard-00000\.txt: truncated shard"),
+    (lambda text: b"\xfe" + text.encode(), r"shard-00000\.txt:1: not valid UTF-8"),
+])
+def test_damaged_shards_are_user_errors_naming_the_file(pipeline, tmp_path, damage, message):
+    import shutil
+
+    broken = tmp_path / "corpus"
+    shutil.copytree(pipeline / "corpus", broken)
+    shard = broken / "shard-00000.txt"
+    shard.write_bytes(damage(shard.read_text()))
+    with pytest.raises(UserError, match=message):
+        pretraining.build_examples(broken, pipeline / "tokenizer", {"num_proc": 1}, tmp_path / "examples")
+    assert not (tmp_path / "examples").exists()

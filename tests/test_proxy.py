@@ -1,0 +1,127 @@
+"""Proxy tasks: deterministic, held-out dev documents, original formats, baselines between chance and 100%."""
+
+import json
+import random
+
+import pytest
+
+from sparsebert.cli import main
+from sparsebert.data import proxy
+from sparsebert.data.tasks import get_task, hub_features, load_task
+from sparsebert.io import UserError
+
+PARAMS = {"seed": 3, "train_examples": 240, "dev_examples": 80, "qa_context_words": 30, "dev_fraction": 0.2}
+
+
+def tiny_documents(n_docs=40, n_sentences=12, seed=0) -> list[list[str]]:
+    """Documents of pseudo-sentences: shared function words + a few topic words per document."""
+    rng = random.Random(seed)
+    common = "the a of and to in he she it was is they said with for on his her that at".split()
+    content = [f"{a}{b}" for a in ("ba", "ko", "mi", "tu", "re", "sa", "lo", "ve") for b in ("n", "rt", "x", "l", "m")]
+    documents = []
+    for _ in range(n_docs):
+        topic = rng.sample(content, 8)
+        sentences = []
+        for _ in range(n_sentences):
+            words = [rng.choice(common if rng.random() < 0.5 else topic) for _ in range(rng.randint(8, 16))]
+            sentences.append(" ".join(words).capitalize() + ".")
+        documents.append(sentences)
+    return documents
+
+
+def write_corpus(folder, documents):
+    """The corpus step's output format: shard-*.txt (sentence per line, blank line between documents) + stats."""
+    folder.mkdir(parents=True, exist_ok=True)
+    halves = {"shard-00000.txt": documents[: len(documents) // 2], "shard-00001.txt": documents[len(documents) // 2 :]}
+    for name, docs in halves.items():
+        (folder / name).write_text("".join("".join(s + "\n" for s in d) + "\n" for d in docs))
+    stats = {n: {"documents": len(d), "sentences": sum(map(len, d))} for n, d in halves.items()}
+    (folder / "stats.json").write_text(json.dumps({"shards": stats}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    corpus = write_corpus(tmp_path_factory.mktemp("corpus"), tiny_documents())
+    out = tmp_path_factory.mktemp("tasks")
+    main(["proxy-tasks", "--corpus", str(corpus), "--params", json.dumps(PARAMS), "--out", str(out)])
+    return corpus, out
+
+
+def test_every_shape_is_written_in_its_original_format_and_loads(built):
+    _, out = built
+    for name in proxy.PROXY_TASKS:
+        spec = get_task(name)
+        assert sorted(p.name for p in (out / name).iterdir()) == sorted([*dict(spec.files).values(), "card.json"])
+        data = load_task(name, {"path": str(out / name)})
+        assert {k: len(v) for k, v in data.items()} == {"train": 240, "validation": 80}
+        assert all(split.features == hub_features(spec) for split in data.values())
+        card = json.loads((out / name / "card.json").read_text())
+        assert card["proxy"] is True and card["name"] == name and "PROXY" in card["description"]
+    assert {len(set(load_task(n, {"path": str(out / n)})["train"]["label"])) for n in
+            ("proxy_single", "proxy_pair", "proxy_choice")} == {2, 3, 4}  # fmt: skip
+
+
+def test_bag_of_words_baseline_is_between_chance_and_perfect(built):
+    _, out = built
+    for name in proxy.PROXY_TASKS:
+        card = json.loads((out / name / "card.json").read_text())
+        for metric, score in card["bow_baseline"].items():
+            if metric in card["chance"]:
+                chance = card["chance"][metric]
+                assert chance - 0.2 <= score < 0.95, (name, metric, score, chance)
+
+
+def test_qa_answers_match_context_and_half_are_unanswerable(built):
+    _, out = built
+    dev = load_task("proxy_qa", {"path": str(built[1] / "proxy_qa")})["validation"]
+    unanswerable = sum(not a["text"] for a in dev["answers"])
+    assert 0.3 < unanswerable / len(dev) < 0.7
+    for row in dev:
+        cue = row["question"].split('"')[1]
+        if row["answers"]["text"]:
+            start = row["answers"]["answer_start"][0]
+            assert row["context"][:start].rstrip().endswith(cue)  # the answer follows the cue
+        else:
+            assert f" {cue} " not in f" {row['context']} "
+
+
+def test_dev_examples_come_from_held_out_documents(built):
+    corpus, out = built
+    train_docs, dev_docs = proxy.split_documents(tiny_documents(), PARAMS["dev_fraction"], PARAMS["seed"])
+    train_sentences, dev_sentences = {s for d in train_docs for s in d}, {s for d in dev_docs for s in d}
+    pair = load_task("proxy_pair", {"path": str(out / "proxy_pair")})
+    assert set(pair["validation"]["sentence1"]) <= dev_sentences - train_sentences
+    assert set(pair["train"]["sentence1"]) <= train_sentences - dev_sentences
+    choice = load_task("proxy_choice", {"path": str(out / "proxy_choice")})
+    assert set(choice["validation"]["sent1"]) <= dev_sentences
+
+
+def test_deterministic_per_seed(built, tmp_path):
+    corpus, out = built
+    again = tmp_path / "again"
+    main(["proxy-tasks", "--corpus", str(corpus), "--params", json.dumps(PARAMS), "--out", str(again),
+          "--tasks", "proxy_single", "proxy_qa"])  # fmt: skip
+    for name, filename in (("proxy_single", "train.tsv"), ("proxy_qa", "dev-v2.0.json")):
+        assert (again / name / filename).read_bytes() == (out / name / filename).read_bytes()
+    params = {**proxy.DEFAULTS, **PARAMS, "seed": 4}
+    other = proxy.make_task("proxy_single", *proxy.split_documents(tiny_documents(), 0.2, 4), params)
+    assert other["train"] != load_task("proxy_single", {"path": str(out / "proxy_single")})["train"].to_list()
+
+
+def test_bigram_overlap_score():
+    words = "a b c d".split()
+    assert proxy.bigram_overlap(words, words) == 1.0
+    assert proxy.bigram_overlap(words, "b a c d".split()) == pytest.approx(1 / 3)  # only (c, d) survives
+
+
+def test_bad_params_and_tiny_corpus(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", tiny_documents(n_docs=4, n_sentences=5))
+    with pytest.raises(SystemExit) as exit_info:  # a UserError, printed as one line by the CLI
+        main(["proxy-tasks", "--corpus", str(corpus), "--params", '{"sed": 1}', "--out", str(tmp_path / "o")])
+    assert exit_info.value.code == 2
+    with pytest.raises(UserError, match="too small"):  # 5-sentence documents hold no 200-word passage
+        proxy.build_proxy_tasks(tiny_documents(n_docs=4, n_sentences=5), {**PARAMS, "qa_context_words": 200},
+                                tmp_path / "o", ["proxy_qa"])
+    with pytest.raises(UserError, match="need >= 2"):
+        proxy.split_documents(tiny_documents(n_docs=1), 0.1, 0)

@@ -1,0 +1,120 @@
+"""SQuAD sliding windows and span decoding: labels land on the right tokens, decoding returns the exact text."""
+
+import datasets
+import numpy as np
+import pytest
+from _task_files import tiny_tokenizer, write_squad
+
+from sparsebert import metrics
+from sparsebert.data.features import context_windows, featurize
+from sparsebert.data.qa import postprocess_predictions
+from sparsebert.data.tasks import get_task, hub_features, load_task
+
+# 40 one-token words (all in the tiny vocabulary); the answer "Rollo swore" is words 11-12.
+WORDS = ["the", "normans", "were", "in", "normandy"] * 8
+WORDS[11], WORDS[12] = "Rollo", "swore"
+CONTEXT = " ".join(WORDS)
+ANSWER_START = CONTEXT.index("Rollo swore")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return tiny_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+def squad_rows(rows):
+    return datasets.Dataset.from_list(rows, features=hub_features(get_task("squad_v2")))
+
+
+def long_example(answerable=True):
+    answers = {"text": ["Rollo swore"] if answerable else [], "answer_start": [ANSWER_START] if answerable else []}
+    return {"id": "q1", "title": "t", "context": CONTEXT, "question": "who", "answers": answers}
+
+
+def windows(tokenizer, answerable=True):
+    # max_seq_length 16 - [CLS] who [SEP] ... [SEP] = 12 context tokens per window, starts 8 apart
+    return featurize(get_task("squad_v2"), squad_rows([long_example(answerable)]), tokenizer, 16, doc_stride=8)
+
+
+def test_window_starts_follow_doc_stride():
+    assert context_windows(40, 12, 8) == [(0, 12), (8, 20), (16, 28), (24, 36), (32, 40)]
+    assert context_windows(5, 12, 8) == [(0, 5)]
+    assert context_windows(0, 12, 8) == [(0, 0)]
+
+
+def test_answer_across_a_window_boundary_is_labelled_in_the_window_that_holds_it(tokenizer):
+    features = windows(tokenizer)
+    assert features["example_id"] == ["q1"] * 5
+    # window 0 holds tokens 0-11: the answer (11-12) crosses its end, so it is labelled [CLS] there
+    assert features["start_positions"] == [0, 6, 0, 0, 0]
+    assert features["end_positions"] == [0, 7, 0, 0, 0]
+    window = features[1]
+    offsets = window["offset_mapping"]
+    assert offsets[:3] == [None, None, None] and offsets[15] is None  # [CLS] who [SEP] ... [SEP]
+    assert CONTEXT[offsets[6][0] : offsets[7][1]] == "Rollo swore"
+    assert window["token_type_ids"][:3] == [0, 0, 0] and window["token_type_ids"][3:] == [1] * 13
+    assert len(window["input_ids"]) == 16 and all(len(o) == 16 for o in features["offset_mapping"])
+
+
+def test_unanswerable_questions_point_at_cls(tokenizer):
+    features = windows(tokenizer, answerable=False)
+    assert set(features["start_positions"]) == set(features["end_positions"]) == {0}
+
+
+def logits_for(features, spans: dict[int, tuple[int, int, float]]):
+    """start/end logits [num_features, L]: -5 everywhere, `score` at (start, end) of the given windows."""
+    n, length = len(features), len(features[0]["input_ids"])
+    start, end = np.full((n, length), -5.0), np.full((n, length), -5.0)
+    for f, (s, e, score) in spans.items():
+        start[f, s] = end[f, e] = score
+    return start, end
+
+
+def test_decoding_returns_the_exact_context_text_across_windows(tokenizer):
+    features, examples = windows(tokenizer), squad_rows([long_example()])
+    start, end = logits_for(features, {1: (6, 7, 5.0)})
+    predictions, _ = postprocess_predictions(examples, features, start, end)
+    assert predictions == {"q1": "Rollo swore"}  # original case, though the tokenizer lowercases
+
+
+def test_decoding_skips_invalid_and_too_long_spans(tokenizer):
+    features, examples = windows(tokenizer), squad_rows([long_example()])
+    start, end = logits_for(features, {1: (6, 7, 2.0), 2: (9, 4, 9.0)})  # window 2: end before start
+    start[3, 1], end[3, 1] = 20.0, 20.0  # window 3: a question token, not context
+    start[4, 4], end[4, 10] = 8.0, 8.0  # window 4: 7 tokens long
+    predictions, _ = postprocess_predictions(examples, features, start, end, max_answer_length=3)
+    assert predictions == {"q1": "Rollo swore"}
+    predictions, _ = postprocess_predictions(examples, features, start, end, max_answer_length=7)
+    assert predictions == {"q1": " ".join(WORDS[32 + 4 - 3 : 32 + 10 - 3 + 1])}
+
+
+def test_null_answer_rule(tokenizer):
+    features, examples = windows(tokenizer), squad_rows([long_example()])
+    start, end = logits_for(features, {1: (6, 7, 3.0)})  # best span scores 6
+    start[:, 0], end[:, 0] = 4.0, 4.0  # [CLS] in every window: score_null = 8
+    predictions, diffs = postprocess_predictions(examples, features, start, end, version_2=True)
+    assert predictions == {"q1": ""} and diffs["q1"] == pytest.approx(2.0)
+    predictions, _ = postprocess_predictions(examples, features, start, end, version_2=True,
+                                             null_score_diff_threshold=2.5)  # fmt: skip
+    assert predictions == {"q1": "Rollo swore"}
+    # score_null is the smallest over windows: one window sure of an answer is enough
+    start[1, 0] = end[1, 0] = 1.0  # window 1: score_null = 2 < 6
+    predictions, diffs = postprocess_predictions(examples, features, start, end, version_2=True)
+    assert predictions == {"q1": "Rollo swore"} and diffs["q1"] == pytest.approx(-4.0)
+
+
+@pytest.mark.parametrize("version,name", [("v1.1", "squad_v1"), ("v2.0", "squad_v2")])
+def test_oracle_logits_score_100_end_to_end(tmp_path, tokenizer, version, name):
+    """file -> load_task -> featurize -> logits from the labels -> decode -> metrics: a perfect score."""
+    spec = get_task(name)
+    dev = load_task(name, {"path": str(write_squad(tmp_path, version))})["validation"]
+    features = featurize(spec, dev, tokenizer, 32, doc_stride=8, max_query_length=8)
+    assert len(features) > len(dev)  # the context needs several windows
+    spans = {f: (s, e, 10.0) for f, (s, e) in enumerate(zip(features["start_positions"], features["end_positions"]))}
+    start, end = logits_for(features, spans)
+    predictions, _ = postprocess_predictions(dev, features, start, end, version_2=spec.unanswerable)
+    assert predictions["q1"] == "Rollo" and predictions["q2"] == "10th century"
+    scores = metrics.task_metrics(spec, predictions, metrics.squad_references(dev))
+    assert scores[spec.main_metric] == pytest.approx(100.0)
+    if spec.unanswerable:
+        assert predictions["q3"] == "" and scores["NoAns_total"] == 1 and scores["HasAns_total"] == 2

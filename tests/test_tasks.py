@@ -1,0 +1,181 @@
+"""Task registry and loaders: original-format files load with the hub's exact columns; bad input is one UserError."""
+
+import json
+
+import pytest
+from _task_files import (HUB_FEATURES, MNLI_DEV_HEADER, SWAG_HEADER, SWAG_ROWS, squad_json, tiny_tokenizer,
+                         write_glue, write_squad, write_swag, write_tsv)  # fmt: skip
+
+from sparsebert.data.features import featurize
+from sparsebert.data.tasks import TASKS, get_task, hub_features, load_task
+from sparsebert.io import UserError
+
+GLUE_FOLDERS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",
+                "qnli": "QNLI", "rte": "RTE"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def glue(tmp_path_factory):
+    return write_glue(tmp_path_factory.mktemp("glue"))
+
+
+def test_registry_covers_the_paper_tasks_and_proxies():
+    expected = {*GLUE_FOLDERS, "squad_v1", "squad_v2", "swag", "proxy_single", "proxy_pair", "proxy_regression",
+                "proxy_qa", "proxy_choice"}  # fmt: skip
+    assert expected <= set(TASKS)
+    assert get_task("mnli").eval_splits == ("validation_matched", "validation_mismatched")
+    assert all(spec.proxy == name.startswith("proxy_") for name, spec in TASKS.items())
+    assert all("PROXY" in spec.description for spec in TASKS.values() if spec.proxy)
+    assert all(spec.main_metric in spec.metrics for spec in TASKS.values())
+
+
+def test_unknown_task_lists_valid_names():
+    with pytest.raises(UserError, match=r"unknown task 'mnli-m'.*cola.*squad_v2"):
+        get_task("mnli-m")
+
+
+def test_declared_hub_features_match_the_dataset_cards():
+    for name in GLUE_FOLDERS:
+        assert hub_features(get_task(name)) == HUB_FEATURES[name], name
+    assert hub_features(get_task("squad_v1")) == hub_features(get_task("squad_v2")) == HUB_FEATURES["squad"]
+    assert hub_features(get_task("swag")) == HUB_FEATURES["swag"]
+
+
+@pytest.mark.parametrize("name", GLUE_FOLDERS)
+def test_glue_tsv_loads_with_hub_columns(glue, name):
+    spec = get_task(name)
+    data = load_task(name, {"path": str(glue / GLUE_FOLDERS[name])})
+    assert list(data) == [spec.train_split, *spec.eval_splits]
+    for split in data.values():
+        assert split.features == HUB_FEATURES[name]
+        assert split["idx"] == list(range(len(split)))
+
+
+def test_glue_values_are_read_from_the_right_columns(glue):
+    cola = load_task("cola", {"path": str(glue / "CoLA")})["train"]
+    assert cola[1] == {"sentence": "They drank the pub.", "label": 0, "idx": 1}
+    assert cola[2]["sentence"] == 'He said "hi" to me.'
+    mrpc = load_task("mrpc", {"path": str(glue / "MRPC")})["validation"]
+    assert mrpc[0] == {"sentence1": "He said so .", "sentence2": "So he said .", "label": 1, "idx": 0}
+    stsb = load_task("stsb", {"path": str(glue / "STS-B")})["train"]
+    assert stsb["label"] == pytest.approx([5.0, 0.5])
+    mnli = load_task("mnli", {"path": str(glue / "MNLI")})
+    assert mnli["train"]["label"] == [1, 2]  # neutral, contradiction
+    assert mnli["validation_mismatched"]["premise"] == ["Px.", "Py."]
+    assert load_task("qnli", {"path": str(glue / "QNLI")})["train"][0]["label"] == 1  # not_entailment
+
+
+@pytest.mark.parametrize("version,name", [("v1.1", "squad_v1"), ("v2.0", "squad_v2")])
+def test_squad_json_loads_with_hub_columns(tmp_path, version, name):
+    data = load_task(name, {"path": str(write_squad(tmp_path, version))})
+    dev = data["validation"]
+    assert dev.features == HUB_FEATURES["squad"]
+    assert dev[0]["answers"] == {"text": ["Rollo", "Rollo swore"], "answer_start": [51, 51]}
+    assert dev[0]["title"] == "Normans" and dev[0]["id"] == "q1"
+    if version == "v2.0":  # unanswerable: empty answers (plausible_answers are not answers)
+        assert dev[2]["answers"] == {"text": [], "answer_start": []}
+
+
+def test_swag_csv_loads_with_hub_columns(tmp_path):
+    data = load_task("swag", {"path": str(write_swag(tmp_path))})
+    assert data["train"].features == HUB_FEATURES["swag"]
+    assert data["validation"][1]["ending3"] == 'says "hi", then leaves.'
+    assert data["validation"]["label"] == [0, 3]
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+def test_missing_file_is_named(tmp_path):
+    write_tsv(tmp_path / "train.tsv", [["sentence", "label"], ["ok", "1"]])
+    with pytest.raises(UserError, match=r"dev\.tsv: file not found"):
+        load_task("sst2", {"path": str(tmp_path)})
+
+
+def test_malformed_tsv_names_file_and_line(tmp_path):
+    for split in ("train", "dev"):
+        write_tsv(tmp_path / f"{split}.tsv", [["sentence", "label"], ["fine", "1"], ["a tab\tinside", "0", "x"]])
+    with pytest.raises(UserError, match=r"train\.tsv:3: expected 2 tab-separated fields"):
+        load_task("sst2", {"path": str(tmp_path)})
+
+
+def test_wrong_column_names_file(tmp_path):
+    for split in ("train", "dev"):
+        write_tsv(tmp_path / f"{split}.tsv", [["text", "label"], ["fine", "1"]])
+    with pytest.raises(UserError, match=r"train\.tsv:1: missing column\(s\) \['sentence'\]"):
+        load_task("sst2", {"path": str(tmp_path)})
+
+
+def test_bad_label_names_file_and_line(tmp_path):
+    for name in ("train.tsv", "dev_matched.tsv", "dev_mismatched.tsv"):
+        header = MNLI_DEV_HEADER if name != "train.tsv" else MNLI_DEV_HEADER[:11] + ["gold_label"]
+        row = ["0", "1", "1e", "g", "x", "y", "x", "y", "P.", "H.", *["maybe"] * (len(header) - 10)]
+        write_tsv(tmp_path / name, [header, row])
+    with pytest.raises(UserError, match=r"train\.tsv:2: label 'maybe' is not one of"):
+        load_task("mnli", {"path": str(tmp_path)})
+
+
+def test_malformed_json_names_file_and_line(tmp_path):
+    write_squad(tmp_path, "v1.1")
+    (tmp_path / "train-v1.1.json").write_text('{"data": [\n  {"title": "x",\n  oops}\n]}')
+    with pytest.raises(UserError, match=r"train-v1\.1\.json:3: malformed JSON"):
+        load_task("squad_v1", {"path": str(tmp_path)})
+
+
+def test_squad_answer_not_in_context_names_file_line_and_question(tmp_path):
+    write_squad(tmp_path, "v2.0")
+    bad = squad_json("v2.0")
+    bad["data"][0]["paragraphs"][0]["qas"][1]["answers"][0]["answer_start"] = 36  # off by one
+    (tmp_path / "dev-v2.0.json").write_text(json.dumps(bad, indent=1))
+    with pytest.raises(UserError, match=r"dev-v2\.0\.json:\d+: question 'q2': answer '10th century' does not match"):
+        load_task("squad_v2", {"path": str(tmp_path)})
+
+
+def test_squad_v1_rejects_unanswerable_questions(tmp_path):
+    (tmp_path / "train-v1.1.json").write_text(json.dumps(squad_json("v2.0")))
+    (tmp_path / "dev-v1.1.json").write_text(json.dumps(squad_json("v1.1")))
+    with pytest.raises(UserError, match=r"train-v1\.1\.json:\d+: question 'q3': no answers"):
+        load_task("squad_v1", {"path": str(tmp_path)})
+
+
+def test_swag_row_with_fewer_than_four_endings_names_file_and_line(tmp_path):
+    short = SWAG_ROWS[1][:10] + ["", "1"]  # ending3 empty
+    write_swag(tmp_path, rows=[SWAG_ROWS[0], short])
+    with pytest.raises(UserError, match=r"train\.csv:3: fewer than 4 endings"):
+        load_task("swag", {"path": str(tmp_path)})
+    write_swag(tmp_path, rows=[SWAG_ROWS[0], SWAG_ROWS[1][:9]])  # row cut short: ending2, ending3 missing
+    with pytest.raises(UserError, match=r"train\.csv:3: expected 12 comma-separated fields"):
+        load_task("swag", {"path": str(tmp_path)})
+
+
+def test_swag_missing_column_is_named(tmp_path):
+    write_swag(tmp_path, header=[c if c != "ending2" else "endingTwo" for c in SWAG_HEADER])
+    with pytest.raises(UserError, match=r"train\.csv:1: missing column\(s\) \['ending2'\]"):
+        load_task("swag", {"path": str(tmp_path)})
+
+
+def test_bad_source_and_proxy_from_hub():
+    with pytest.raises(UserError, match="must be"):
+        load_task("cola", {})
+    with pytest.raises(UserError, match="no hub copy"):
+        load_task("proxy_single", {"hub": True})
+
+
+# ------------------------------------------------------------------------------------------ featurization
+
+
+def test_featurize_pairs_regression_and_choices(glue, tmp_path):
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    mrpc = featurize(get_task("mrpc"), load_task("mrpc", {"path": str(glue / "MRPC")})["train"], tokenizer, 32)
+    assert mrpc.column_names == ["input_ids", "token_type_ids", "attention_mask", "labels"]
+    assert mrpc["labels"] == [1, 0] and all(len(ids) == 32 for ids in mrpc["input_ids"])
+    assert 1 in mrpc[0]["token_type_ids"]  # segment B is there
+    stsb = featurize(get_task("stsb"), load_task("stsb", {"path": str(glue / "STS-B")})["train"], tokenizer, 32)
+    assert stsb.features["labels"].dtype == "float32" and stsb["labels"] == pytest.approx([5.0, 0.5])
+    swag = featurize(get_task("swag"), load_task("swag", {"path": str(write_swag(tmp_path / "swag"))})["train"],
+                     tokenizer, 64)  # fmt: skip
+    row = swag.with_format("torch")[0]
+    assert row["input_ids"].shape == (4, 64) and row["attention_mask"].shape == (4, 64)
+    assert swag["labels"] == [0, 3]
+    decoded = tokenizer.decode(swag[0]["input_ids"][0], skip_special_tokens=True).replace(" ", "")
+    assert decoded == "membersofthegroupdance.theyclapalong."
