@@ -1,0 +1,182 @@
+"""The SLURM profile on a real one-node SLURM: every job goes through sbatch, a job that fails once is
+retried, 2-process DDP (gloo) runs inside a SLURM job, and the outputs equal those of a local run.
+
+The session fixture installs and starts SLURM itself (tests/slurm/start_slurm.sh), so it needs root; it runs
+when CI is set (CI is root) or SPARSEBERT_TEST_SLURM=1, and is skipped with the reason everywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE = REPO / "profiles" / "slurm"
+START_SLURM = REPO / "tests" / "slurm" / "start_slurm.sh"
+SLURMCTLD_LOG = Path("/var/log/slurm/slurmctld.log")
+
+
+@dataclass(frozen=True)
+class Target:
+    snakefile: Path
+    args: list[str] = field(default_factory=list)  # for both runs (e.g. --configfile)
+    slurm_args: list[str] = field(default_factory=list)  # for the SLURM run only
+    ddp_outputs: tuple[str, ...] = ()  # JSON files with "world_size", written by rank 0 of a DDP job
+    fail_once: str = "masks"  # subcommand made to fail once via SPARSEBERT_FAIL_ONCE
+    compare: tuple[str, ...] = ("results/**/*.json",)  # deterministic outputs, equal in both runs
+
+
+# The workflow under test. For the real smoke DAG, replace this line with
+#   TARGET = Target(REPO / "Snakefile", ["--configfile", str(REPO / "config/smoke.yaml")], ddp_outputs=(...,))
+TARGET = Target(
+    REPO / "tests/slurm/fixture/Snakefile",
+    slurm_args=["--config", "srun_rendezvous=1"],
+    ddp_outputs=("results/ddp.json", "results/ddp_srun.json"),
+)
+
+RUN_TIMEOUT_S = 900  # one workflow run; the fixture takes about 1.5 min under SLURM, 15 s locally
+
+
+def _sh(cmd: str, timeout: float = 30) -> str:
+    """Output of a diagnostic command, never raising (diagnostics must not hide the real failure)."""
+    try:
+        r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=timeout)
+        return r.stdout + r.stderr
+    except subprocess.TimeoutExpired:
+        return f"({cmd}: timed out)"
+
+
+def _diagnostics(workdir: Path | None = None) -> str:
+    parts = [f"$ {c}\n{_sh(c)}" for c in ("sinfo -N -l", "squeue --states=all -l", "pgrep -a 'slurm|munge'")]
+    for log in ("/var/log/slurm/slurmctld.log", "/var/log/slurm/slurmd.log"):
+        parts.append(f"$ tail -n 40 {log}\n{_sh(f'tail -n 40 {log}')}")
+    if workdir:
+        for log in sorted(workdir.glob(".snakemake/slurm_logs/**/*.log"))[-4:]:
+            parts.append(f"--- {log}\n{log.read_text()[-3000:]}")
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="session")
+def slurm_partition() -> str:
+    """Start (or find running) the one-node SLURM; return its default partition."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: installs slurm-wlm/munge with apt and starts slurmctld/slurmd")
+    if not (os.environ.get("CI") or os.environ.get("SPARSEBERT_TEST_SLURM") == "1"):
+        pytest.skip("starts system daemons: runs only with CI set or SPARSEBERT_TEST_SLURM=1")
+    if not shutil.which("slurmctld") and not shutil.which("apt-get"):
+        pytest.skip("SLURM is not installed and there is no apt-get to install it")
+    try:
+        r = subprocess.run(["bash", str(START_SLURM)], capture_output=True, text=True, timeout=1200)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"start_slurm.sh timed out\n{e.stdout}\n{e.stderr}\n{_diagnostics()}")
+    if r.returncode != 0:
+        pytest.fail(f"start_slurm.sh failed ({r.returncode})\n{r.stdout}\n{r.stderr}\n{_diagnostics()}")
+    print(f"SLURM up: {r.stdout.strip()}")
+    default = [p for p in _sh("sinfo -h -o %P").split() if p.endswith("*")]
+    return default[0].rstrip("*")
+
+
+def local_overrides(partition: str, cpus: int) -> list[str]:
+    """The profile's resources, fitted to this one small node: the test partition, no GPUs, few cores.
+
+    On the command line --default-resources and --set-resources replace the profile's whole lists,
+    so every entry is restated here; only these keys differ from profiles/slurm/config.yaml.
+    """
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    defaults = {**profile["default-resources"], "slurm_partition": partition, "runtime": 15}
+    per_rule = []
+    for rule, res in profile.get("set-resources", {}).items():
+        res = {**res, "slurm_partition": partition, "gpu": 0, "runtime": 15, "mem_mb": 4000}
+        res["cpus_per_task"] = min(int(res.get("cpus_per_task", 1)), cpus)
+        per_rule += [f"{rule}:{k}={v}" for k, v in res.items()]
+    return [
+        "--default-resources", *[f"{k}={v}" for k, v in defaults.items()],
+        "--set-resources", *per_rule,
+    ]  # fmt: skip
+
+
+def run_snakemake(workdir: Path, args: list[str]) -> tuple[subprocess.CompletedProcess, float]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # jobs find this venv's python
+    env["SPARSEBERT_FAIL_ONCE"] = f"{TARGET.fail_once}:{workdir / 'fail-once.marker'}"
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(TARGET.snakefile), "-d", str(workdir), *TARGET.args, *args]
+    start = time.monotonic()
+    try:
+        result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        ids = re.findall(r"submitted with SLURM jobid (\d+)", out)
+        if ids:
+            _sh(f"scancel {' '.join(ids)}")  # only the jobs this run submitted
+        pytest.fail(f"snakemake timed out after {RUN_TIMEOUT_S} s: {' '.join(cmd)}\n{out[-6000:]}\n"
+                    f"{_diagnostics(workdir)}")
+    return result, time.monotonic() - start
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.timeout(2400)  # apt install on a fresh machine + two workflow runs
+def test_workflow_under_slurm_matches_local_run(slurm_partition, tmp_path):
+    log_offset = SLURMCTLD_LOG.stat().st_size if SLURMCTLD_LOG.exists() else 0
+    cluster = [
+        "--profile", str(PROFILE), *local_overrides(slurm_partition, os.cpu_count() or 1),
+        # First status check after 2 s instead of 20: the fixture's jobs take seconds.
+        "--slurm-init-seconds-before-status-checks", "2",
+        *TARGET.slurm_args,
+    ]  # fmt: skip
+    slurm, slurm_s = run_snakemake(tmp_path / "slurm", cluster)
+    out = slurm.stdout + slurm.stderr
+    workdir = tmp_path / "slurm"
+    context = f"\n--- snakemake output (tail)\n{out[-8000:]}\n{_diagnostics(workdir)}"
+    assert slurm.returncode == 0, f"workflow failed under SLURM{context}"
+
+    # Every non-local job start ("rule X:", retries included) was one sbatch that slurmctld accepted.
+    started = re.findall(r"^rule (\w+):", out, re.M)
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", out)
+    new_log = SLURMCTLD_LOG.read_text(errors="replace")[log_offset:]
+    accepted = re.findall(r"_slurm_rpc_submit_batch_job: JobId=(\d+)", new_log)
+    assert started and len(started) == len(submitted), f"{started=} {submitted=}{context}"
+    assert set(submitted) <= set(accepted), f"{submitted=} not all in slurmctld's log {accepted=}{context}"
+
+    # The fault-injected job failed once and its retry completed: one more submission than jobs.
+    local_rules = set(re.findall(r"^localrule (\w+):", out, re.M))
+    finished = [r for r in re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", out) if r not in local_rules]
+    assert (workdir / "fail-once.marker").exists(), f"the injected failure never fired{context}"
+    assert len(re.findall(r"^Error in rule", out, re.M)) == 1, f"expected exactly one failed attempt{context}"
+    assert len(submitted) == len(finished) + 1, f"{submitted=} {finished=}{context}"
+
+    for path in TARGET.ddp_outputs:
+        ddp = json.loads((workdir / path).read_text())
+        assert ddp["world_size"] == 2 and ddp["backend"] == "gloo", f"{path}: {ddp}{context}"
+
+    local, local_s = run_snakemake(tmp_path / "local", ["--cores", "2", "--retries", "1"])
+    assert local.returncode == 0, f"local run failed\n{(local.stdout + local.stderr)[-8000:]}"
+    compared = sorted(p for g in TARGET.compare for p in (tmp_path / "local").glob(g))
+    assert compared, f"nothing matched {TARGET.compare} in the local run"
+    for path in compared:
+        rel = path.relative_to(tmp_path / "local")
+        assert (workdir / rel).read_bytes() == path.read_bytes(), f"{rel} differs between SLURM and local runs"
+    print(f"SLURM run {slurm_s:.0f} s ({len(submitted)} sbatch jobs), local run {local_s:.0f} s, "
+          f"{len(compared)} outputs equal: {[str(p.relative_to(tmp_path / 'local')) for p in compared]}")
+
+
+def test_profile_names_gpu_resources_for_every_training_rule():
+    """Cheap check of the profile itself (no SLURM needed): keys the plugin reads, GPUs for GPU rules."""
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    assert profile["slurm-status-command"] in {"squeue", "sacct"}
+    assert {"slurm_partition", "runtime", "mem_mb", "cpus_per_task"} <= set(profile["default-resources"])
+    for rule in ("pretrain", "dam_search", "pretrain_learned", "finetune"):
+        res = profile["set-resources"][rule]
+        assert res.get("gpu") or "gpu" in str(res.get("gres", "")), rule
