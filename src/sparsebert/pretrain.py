@@ -1,0 +1,319 @@
+"""BERT pretraining (MLM + NSP) with a fixed attention mask, or a DAM search with a learnable one.
+
+    python -m sparsebert pretrain   --examples data/examples --tokenizer data/tokenizer --params P.json \
+        --mask longformer [--mask-params '{"window": 6}' | --mask-file learned.safetensors] --out DIR --state-dir S
+    python -m sparsebert dam-search --examples ... --params P.json --mask dam_s --dam-lambda 1e-4 --out DIR --state-dir S
+
+One loop serves both: the DAM search adds lambda * ||mask||_1 to the loss, snapshots the keep probabilities
+every `snapshot_every` steps (the paper's importance analysis: which offsets are dropped first?), and at
+the end binarizes the mask to `mask.safetensors`, which `pretrain --mask-file` then trains with.
+
+Outputs under --out: model/ (save_pretrained), summary.json, log.jsonl; DAM search adds mask.safetensors
+and snapshots.npz. Resumable training state lives in --state-dir, outside Snakemake's outputs, so that a
+rerun after a crash or preemption continues from the last checkpoint instead of starting over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sparsebert import masks, training
+from sparsebert.dam import DAM_TYPES, l1_penalty
+from sparsebert.io import UserError, atomic_dir, atomic_write_json, load_params
+from sparsebert.modeling import LEARNED, SparseBertConfig, SparseBertForPreTraining
+
+log = logging.getLogger(__name__)
+
+EXAMPLE_COLUMNS = [
+    "input_ids", "token_type_ids", "attention_mask", "masked_lm_positions", "masked_lm_ids", "next_sentence_label",
+]
+DEFAULTS = {
+    "model": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 512},
+    "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "warmup": 0.1, "schedule": "linear",
+    "batch_size": 32, "micro_batch_size": None, "max_steps": 100, "grad_clip": 1.0, "seed": 0,
+    "precision": "fp32", "checkpoint_every": 50, "log_every": 10, "eval_examples": 512,
+    "snapshot_every": 10,
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--examples", type=Path, required=True, help="DatasetDict from `sparsebert examples`")
+    parser.add_argument("--tokenizer", type=Path, required=True)
+    parser.add_argument("--params", required=True, help="training recipe: JSON/YAML mapping or file")
+    parser.add_argument("--mask", required=True, help="registry mask name, dam_s/dam_u, or 'learned'")
+    parser.add_argument("--mask-params", default=None, help="JSON parameters of the registry mask")
+    parser.add_argument("--mask-file", type=Path, default=None, help="learned mask (with --mask learned)")
+    parser.add_argument("--dam-lambda", type=float, default=None, help="L1 weight of the DAM search")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--state-dir", type=Path, default=None, help="resumable checkpoints (default: OUT.state)")
+
+
+def run(args: argparse.Namespace) -> None:
+    recipe = {**DEFAULTS, **load_params(args.params)}
+    recipe["model"] = {**DEFAULTS["model"], **recipe.get("model", {})}
+    unknown = set(recipe) - set(DEFAULTS)
+    if unknown:
+        raise UserError(f"unknown pretraining parameter(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
+    if args.mask in DAM_TYPES and (args.dam_lambda is None or args.dam_lambda < 0):
+        raise UserError(f"a DAM search needs --dam-lambda >= 0, got {args.dam_lambda}")
+    if (args.mask == LEARNED) != (args.mask_file is not None):
+        raise UserError("--mask-file goes with --mask learned (and only with it)")
+    train(
+        examples_dir=args.examples,
+        tokenizer_dir=args.tokenizer,
+        recipe=recipe,
+        mask=args.mask,
+        mask_params=load_params(args.mask_params),
+        mask_file=args.mask_file,
+        dam_lambda=args.dam_lambda,
+        out_dir=args.out,
+        state_dir=args.state_dir or args.out.with_name(args.out.name + ".state"),
+    )
+
+
+def load_examples(path: Path):
+    from datasets import load_from_disk
+
+    if not (Path(path) / "dataset_dict.json").exists():
+        raise UserError(f"pretraining examples not found at {path} (expected a DatasetDict from `sparsebert examples`)")
+    try:
+        dd = load_from_disk(str(path))
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"pretraining examples at {path} are unreadable: {e}") from None
+    missing = [c for c in EXAMPLE_COLUMNS if c not in dd["train"].column_names]
+    if missing:
+        raise UserError(f"pretraining examples at {path} lack column(s) {missing}")
+    return dd.with_format("torch", columns=EXAMPLE_COLUMNS)
+
+
+def build_model(recipe: dict, vocab_size: int, seq_len: int, mask: str, mask_params: dict, mask_file) -> SparseBertForPreTraining:
+    config = SparseBertConfig(
+        vocab_size=vocab_size,
+        max_position_embeddings=max(seq_len, recipe["model"].get("max_position_embeddings", seq_len)),
+        attention_mask_type=mask,
+        attention_mask_params=mask_params,
+        mask_seq_len=seq_len,
+        **{k: v for k, v in recipe["model"].items() if k != "max_position_embeddings"},
+    )
+    model = SparseBertForPreTraining(config)
+    if mask_file is not None:
+        model.bert.set_fixed_mask(masks.load_mask_file(mask_file, config.num_attention_heads, seq_len))
+    return model
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True).long() for k, v in batch.items()}
+
+
+def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam_lambda, out_dir, state_dir) -> dict:
+    from transformers import BertTokenizerFast
+
+    env = training.setup_distributed()
+    out_dir, state_dir = Path(out_dir), Path(state_dir)
+    data = load_examples(examples_dir)
+    train_set = data["train"]
+    seq_len = len(train_set[0]["input_ids"])
+    if not (Path(tokenizer_dir) / "tokenizer.json").exists() and not (Path(tokenizer_dir) / "vocab.txt").exists():
+        raise UserError(f"tokenizer not found at {tokenizer_dir}")
+    vocab_size = len(BertTokenizerFast.from_pretrained(str(tokenizer_dir)))
+
+    # Same initial weights on every rank; then per-rank streams for dropout / Gumbel noise.
+    training.seed_everything(recipe["seed"])
+    model = build_model(recipe, vocab_size, seq_len, mask, mask_params, mask_file).to(env.device)
+    training.seed_everything(recipe["seed"] + env.rank)
+    is_dam = model.config.is_dam
+    total_steps = recipe["max_steps"]
+    optimizer = training.build_optimizer(model, recipe)
+    scheduler = training.build_scheduler(optimizer, recipe, total_steps)
+
+    start_step, extra = 0, {}
+    ckpt = training.latest_checkpoint(state_dir)
+    if ckpt is not None:
+        start_step, extra = training.load_checkpoint(ckpt, model, optimizer, scheduler)
+        log.info("resumed from %s (step %d of %d)", ckpt, start_step, total_steps)
+    snapshots = extra.get("snapshots", [])  # [(step, keep-probability tensor)]
+
+    ddp = model
+    if env.world_size > 1:
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[env.device.index] if env.device.type == "cuda" else None
+        )
+
+    B = recipe["batch_size"]
+    micro = recipe["micro_batch_size"] or B // env.world_size
+    if B % (env.world_size * micro):
+        raise UserError(f"batch_size {B} is not divisible by world_size {env.world_size} x micro_batch_size {micro}")
+    accum = B // (env.world_size * micro)
+    use_bf16 = recipe["precision"] == "bf16" and env.device.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
+    fixed_sparsity = None if is_dam else masks.sparsity(model.bert.fixed_mask.keep)
+
+    logger = training.JsonlLog(state_dir / "log.jsonl", env.is_main, start_step)
+    stats = _Running(env.device)
+    t_last, tokens_since = time.perf_counter(), 0
+    model.train()
+    bar = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps, desc=f"pretrain[{mask}]",
+               disable=not env.is_main, mininterval=2.0)
+    for step in bar:
+        if is_dam and step % recipe["snapshot_every"] == 0 and not any(s == step for s, _ in snapshots):
+            snapshots.append((step, _keep_snapshot(model)))
+        idx = training.global_batch_indices(len(train_set), B, recipe["seed"], step).view(env.world_size, -1)[env.rank]
+        step_loss = torch.zeros((), device=env.device)
+        for i, chunk in enumerate(idx.split(micro)):
+            batch = to_device(train_set[chunk.tolist()], env.device)
+            sync = nullcontext() if (env.world_size == 1 or i == accum - 1) else ddp.no_sync()
+            with sync, autocast():
+                out = ddp(**batch)
+                loss = out.loss
+                if is_dam:
+                    loss = loss + l1_penalty(out.dam_mask, dam_lambda)
+            (loss / accum).backward()
+            step_loss += loss.detach() / accum
+            stats.add(out, batch, loss.detach())
+        if recipe["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["grad_clip"])
+        training.check_finite(training.all_reduce_mean(step_loss), step + 1)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens_since += B * seq_len
+
+        done = step + 1
+        if done % recipe["log_every"] == 0 or done == total_steps:
+            now = time.perf_counter()
+            record = {"step": done, "lr": scheduler.get_last_lr()[0], "tokens_per_s": tokens_since / (now - t_last)}
+            record.update(stats.flush(fixed_sparsity))
+            t_last, tokens_since = now, 0
+            logger.write(record)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", mlm_acc=f"{record['mlm_acc']:.3f}")
+        if done % recipe["checkpoint_every"] == 0 and done < total_steps:
+            if env.is_main:
+                training.save_checkpoint(state_dir, done, model, optimizer, scheduler,
+                                         extra={"snapshots": snapshots})
+                training.inject_kill(done)
+            if env.world_size > 1:
+                torch.distributed.barrier()
+    if is_dam and not any(s == total_steps for s, _ in snapshots):
+        snapshots.append((total_steps, _keep_snapshot(model)))
+
+    summary = {}
+    if env.is_main:
+        summary = _finish(model, data, recipe, env, out_dir, logger, snapshots, dam_lambda, is_dam)
+    training.teardown_distributed()
+    return summary
+
+
+class _Running:
+    """Sums of loss/accuracy on the device; read (one host sync) only when a log line is written."""
+
+    def __init__(self, device):
+        self.device = device
+        self.reset()
+
+    def reset(self):
+        z = lambda: torch.zeros((), device=self.device)  # noqa: E731
+        self.loss, self.mlm_loss, self.nsp_loss, self.mlm_ok, self.mlm_n, self.nsp_ok, self.nsp_n, self.kept, self.n = (
+            z(), z(), z(), z(), z(), z(), z(), z(), 0
+        )
+
+    def add(self, out, batch, loss):
+        labels = batch["masked_lm_ids"]
+        valid = labels != -100
+        self.loss += loss
+        self.mlm_loss += out.mlm_loss.detach()
+        self.nsp_loss += out.nsp_loss.detach()
+        self.mlm_ok += ((out.prediction_logits.argmax(-1) == labels) & valid).sum()
+        self.mlm_n += valid.sum()
+        self.nsp_ok += (out.seq_relationship_logits.argmax(-1) == batch["next_sentence_label"]).sum()
+        self.nsp_n += labels.shape[0]
+        if out.dam_mask is not None:
+            self.kept += out.dam_mask.detach().float().mean()
+        self.n += 1
+
+    def flush(self, fixed_sparsity):
+        n = max(self.n, 1)
+        rec = {
+            "loss": (self.loss / n).item(),
+            "mlm_loss": (self.mlm_loss / n).item(),
+            "nsp_loss": (self.nsp_loss / n).item(),
+            "mlm_acc": (self.mlm_ok / self.mlm_n.clamp(min=1)).item(),
+            "nsp_acc": (self.nsp_ok / self.nsp_n.clamp(min=1)).item(),
+            "mask_sparsity": fixed_sparsity if fixed_sparsity is not None else 1.0 - (self.kept / n).item(),
+        }
+        self.reset()
+        return rec
+
+
+def _keep_snapshot(model) -> torch.Tensor:
+    dam = model.bert.dam
+    with torch.no_grad():
+        if dam.dam_type == "dam_s":
+            return dam.offset_keep_probabilities().detach().cpu().clone()  # (H, L): index 0 = diagonal
+        return dam.keep_probabilities().detach().cpu().clone()  # (H, L, L)
+
+
+@torch.no_grad()
+def evaluate(model, dataset, limit: int, batch_size: int, device) -> dict:
+    """MLM / NSP accuracy and loss on held-out examples (eval mode: DAM uses its most likely mask)."""
+    model.eval()
+    n = min(limit, len(dataset))
+    totals = {"loss": 0.0, "mlm_ok": 0, "mlm_n": 0, "nsp_ok": 0}
+    for start in range(0, n, batch_size):
+        batch = to_device(dataset[list(range(start, min(n, start + batch_size)))], device)
+        out = model(**batch)
+        valid = batch["masked_lm_ids"] != -100
+        totals["loss"] += out.loss.item() * len(batch["input_ids"])
+        totals["mlm_ok"] += ((out.prediction_logits.argmax(-1) == batch["masked_lm_ids"]) & valid).sum().item()
+        totals["mlm_n"] += valid.sum().item()
+        totals["nsp_ok"] += (out.seq_relationship_logits.argmax(-1) == batch["next_sentence_label"]).sum().item()
+    model.train()
+    return {
+        "val_loss": totals["loss"] / max(n, 1),
+        "val_mlm_acc": totals["mlm_ok"] / max(totals["mlm_n"], 1),
+        "val_nsp_acc": totals["nsp_ok"] / max(n, 1),
+        "val_examples": n,
+    }
+
+
+def _finish(model, data, recipe, env, out_dir, logger, snapshots, dam_lambda, is_dam) -> dict:
+    """Final artefacts, each written atomically: model/, summary.json, log.jsonl (+ DAM mask, snapshots)."""
+    summary = {"variant_mask": model.config.attention_mask_type, "steps": recipe["max_steps"], "seed": recipe["seed"],
+               "world_size": env.world_size, "parameters": sum(p.numel() for p in model.parameters())}
+    if "validation" in data and len(data["validation"]):
+        summary.update(evaluate(model, data["validation"], recipe["eval_examples"], recipe["batch_size"], env.device))
+    model.eval()
+    with atomic_dir(out_dir / "model") as tmp:
+        model.save_pretrained(tmp)
+    if is_dam:
+        dam = model.bert.dam
+        keep = dam.binarize()
+        offset_keep = dam.offset_keep_probabilities() >= 0.5 if dam.dam_type == "dam_s" else None
+        masks.save_mask_file(out_dir / "mask.safetensors", keep, offset_keep=offset_keep,
+                             dam_type=dam.dam_type, dam_lambda=dam_lambda, seq_len=dam.seq_len)
+        steps = np.array([s for s, _ in snapshots])
+        probs = torch.stack([p for _, p in snapshots]).numpy()
+        tmp_npz = out_dir / ".snapshots.tmp.npz"
+        np.savez_compressed(tmp_npz, steps=steps, keep_prob=probs)
+        tmp_npz.replace(out_dir / "snapshots.npz")
+        summary.update({"dam_type": dam.dam_type, "dam_lambda": dam_lambda, "sparsity": masks.sparsity(keep)})
+    else:
+        summary["sparsity"] = masks.sparsity(model.bert.fixed_mask.keep)
+    final_log = out_dir / "log.jsonl"
+    shutil.copyfile(logger.path, final_log) if logger.path.exists() else final_log.write_text("")
+    records = [json.loads(l) for l in final_log.read_text().splitlines() if l]
+    if records:
+        summary["final_train_loss"] = records[-1]["loss"]
+        summary["tokens_per_s"] = float(np.median([r["tokens_per_s"] for r in records]))
+    atomic_write_json(out_dir / "summary.json", summary)
+    log.info("pretraining done: %s", json.dumps(summary))
+    return summary

@@ -1,0 +1,260 @@
+"""What every training loop here shares: distributed setup, optimizer + schedule, resumable checkpoints,
+a deterministic batch order, a JSONL log, and the non-finite-loss guard.
+
+Resumability is the contract: a run killed at any point and restarted with the same arguments reaches
+bit-identical weights (CPU), because a checkpoint holds the model, optimizer, scheduler, every RNG state
+and the data position, and is written to a temporary directory that is fsynced and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_model, save_model
+
+from sparsebert.dam import no_weight_decay_groups
+from sparsebert.io import UserError, atomic_dir
+
+log = logging.getLogger(__name__)
+
+
+# -------------------------------------------------------------------------------------------------------
+# Distributed (torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; a plain `python` run is world size 1)
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        # gloo on CPU (tests, laptops), nccl on GPUs.
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return Dist(rank=rank, world_size=world, local_rank=local_rank, device=device)
+
+
+def teardown_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized():
+        t = t.clone()
+        dist.all_reduce(t)
+        t /= dist.get_world_size()
+    return t
+
+
+# -------------------------------------------------------------------------------------------------------
+# Seeding and batch order
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The example order of one epoch: a pure function of (seed, epoch), so a resumed run sees the same
+    batches without storing the order."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def global_batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """Indices of the `step`-th global batch (drop-last epochs), identical on every rank."""
+    per_epoch = n // batch_size
+    if per_epoch == 0:
+        raise UserError(f"dataset has {n} examples, fewer than one global batch of {batch_size}")
+    epoch, k = divmod(step, per_epoch)
+    return epoch_permutation(n, seed, epoch)[k * batch_size : (k + 1) * batch_size]
+
+
+# -------------------------------------------------------------------------------------------------------
+# Optimizer and schedule
+
+
+def build_optimizer(model: torch.nn.Module, p: dict) -> torch.optim.Optimizer:
+    """AdamW (torch) or LAMB (pytorch-optimizer; the official recipe's optimizer, batch 8192)."""
+    groups = no_weight_decay_groups(model, p.get("weight_decay", 0.01))
+    name = p.get("optimizer", "adamw").lower()
+    betas = tuple(p.get("betas", (0.9, 0.999)))
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=p["lr"], betas=betas, eps=p.get("eps", 1e-6))
+    if name == "lamb":
+        from pytorch_optimizer import Lamb
+
+        # Clipping is done once by the loop (clip_grad_norm_), not again inside LAMB.
+        return Lamb(groups, lr=p["lr"], betas=betas, eps=p.get("eps", 1e-6), max_grad_norm=0.0)
+    raise UserError(f"unknown optimizer {name!r}; valid: adamw, lamb")
+
+
+def lr_multiplier(step: int, total_steps: int, warmup: float, schedule: str = "linear", power: float = 1.0) -> float:
+    """Linear warmup then linear ('linear') or polynomial ('poly', NVIDIA BERT's power 0.5) decay to 0.
+
+    `warmup` < 1 is a fraction of total steps (the official recipe: 0.2843), >= 1 a number of steps."""
+    warmup_steps = warmup * total_steps if warmup < 1 else warmup
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1.0, total_steps - warmup_steps))
+    if schedule == "linear":
+        return 1.0 - progress
+    if schedule == "poly":
+        return (1.0 - progress) ** power
+    if schedule == "constant":
+        return 1.0
+    raise UserError(f"unknown lr schedule {schedule!r}; valid: linear, poly, constant")
+
+
+def build_scheduler(optimizer, p: dict, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_multiplier(
+            s, total_steps, p.get("warmup", 0.1), p.get("schedule", "linear"), p.get("poly_power", 0.5)
+        ),
+    )
+
+
+# -------------------------------------------------------------------------------------------------------
+# Checkpoints: <dir>/step-<N>/{model.safetensors, state.pt, meta.json}
+
+
+def _rng_state() -> dict:
+    # Only tensors, numbers and tuples, so that torch.load(weights_only=True) can read it back.
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(ckpt_dir: Path, step: int, model, optimizer, scheduler, extra: dict | None = None, keep: int = 2):
+    """Atomic: written under a temporary name, fsynced, renamed. Older checkpoints beyond `keep` are
+    removed only after the new one is complete, so a kill at any moment leaves a loadable checkpoint."""
+    ckpt_dir = Path(ckpt_dir)
+    with atomic_dir(ckpt_dir / f"step-{step:08d}") as tmp:
+        save_model(unwrap(model), str(tmp / "model.safetensors"))  # de-duplicates tied weights
+        # Optimizer/scheduler/RNG state is tensors, numbers and tuples, all of which
+        # torch.load(weights_only=True) accepts: no arbitrary unpickling on load.
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+             "extra": extra or {}},
+            tmp / "state.pt",
+        )
+        (tmp / "meta.json").write_text(json.dumps({"step": step}))
+    for old in sorted(ckpt_dir.glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    complete = [p for p in sorted(Path(ckpt_dir).glob("step-*")) if (p / "meta.json").exists()]
+    return complete[-1] if complete else None
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, dict]:
+    """Restore everything; returns (step, extra). A corrupt checkpoint is a clear error, not a restart."""
+    path = Path(path)
+    try:
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+        step = json.loads((path / "meta.json").read_text())["step"]
+        missing, unexpected = load_model(unwrap(model), str(path / "model.safetensors"), strict=False)
+    except Exception as e:  # noqa: BLE001 - any failure to read is the same user-facing problem
+        raise UserError(f"checkpoint {path} is unreadable or from another model ({type(e).__name__}: {e})") from None
+    if missing or unexpected:
+        raise UserError(f"checkpoint {path} does not match the model: missing {sorted(missing)[:3]}, "
+                        f"unexpected {sorted(unexpected)[:3]}")
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    return step, state["extra"]
+
+
+def unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+# -------------------------------------------------------------------------------------------------------
+# Logging and guards
+
+
+def inject_kill(step: int) -> None:
+    """Fault injection for the resume tests: SPARSEBERT_KILL_AT_STEP=N sends this process SIGKILL right
+    after the checkpoint of step N, the harshest interruption there is (no cleanup, no exit handlers)."""
+    if os.environ.get("SPARSEBERT_KILL_AT_STEP") == str(step):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class NonFiniteLoss(UserError):
+    pass
+
+
+def check_finite(loss: torch.Tensor, step: int) -> None:
+    """One host sync per optimizer step (not per micro-batch): the price of naming the step.
+
+    SPARSEBERT_NAN_AT_STEP=N simulates a non-finite loss at step N (fault-injection tests)."""
+    if os.environ.get("SPARSEBERT_NAN_AT_STEP") == str(step):
+        loss = loss * float("nan")
+    if not math.isfinite(loss.item()):
+        raise NonFiniteLoss(
+            f"loss became {loss.item()} at step {step}; stopped. The last good checkpoint is kept; lower the "
+            f"learning rate or check the data"
+        )
+
+
+class JsonlLog:
+    """Append-only JSONL (one record per logged step); on resume, records past the resumed step are
+    dropped so the log reads as one uninterrupted run."""
+
+    def __init__(self, path: Path, enabled: bool = True, resume_step: int = 0):
+        self.path, self.enabled = Path(path), enabled
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if resume_step and self.path.exists():
+            kept = [l for l in self.path.read_text().splitlines() if l and json.loads(l).get("step", 0) <= resume_step]
+        self.path.write_text("".join(l + "\n" for l in kept))
+        self.t0 = time.perf_counter()
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")

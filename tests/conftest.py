@@ -1,0 +1,72 @@
+"""Shared fixtures: tiny pretraining examples and a tokenizer written by the tests (no hub, no corpus)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(59)]
+SEQ, PRED = 32, 5
+
+
+def write_tokenizer(path):
+    from transformers import BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    BertTokenizerFast(vocab=str(path / "vocab.txt")).save_pretrained(str(path))
+    return path
+
+
+def make_examples(n: int, seed: int):
+    """Sequences with learnable structure, MLM+NSP columns as built by `sparsebert examples`: words are
+    Zipf-distributed (a tiny model quickly learns the prior) and each word is repeated (a neighbour
+    reveals a masked word)."""
+    rng = np.random.default_rng(seed)
+    words = np.arange(5, len(VOCAB))
+    zipf = 1.0 / np.arange(1, len(words) + 1) ** 1.3
+    zipf /= zipf.sum()
+    rows = {k: [] for k in ["input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
+                            "masked_lm_ids", "next_sentence_label"]}
+    for _ in range(n):
+        length = rng.integers(SEQ // 2, SEQ + 1)
+        body = np.repeat(rng.choice(words, size=length, p=zipf), 2)[: length - 3].tolist()
+        cut = len(body) // 2
+        ids = [2] + body[:cut] + [3] + body[cut:] + [3]
+        types = [0] * (cut + 2) + [1] * (len(body) - cut + 1)
+        nsp = int(rng.random() < 0.5)
+        if nsp:  # random second segment
+            ids[cut + 2 : -1] = rng.choice(words, size=len(body) - cut).tolist()
+        cand = [i for i, t in enumerate(ids) if t not in (2, 3)]
+        pos = sorted(rng.choice(cand, size=PRED, replace=False).tolist())
+        labels = [ids[p] for p in pos]
+        for p in pos:
+            ids[p] = 4
+        pad = SEQ - len(ids)
+        rows["input_ids"].append(ids + [0] * pad)
+        rows["token_type_ids"].append(types + [0] * pad)
+        rows["attention_mask"].append([1] * len(ids) + [0] * pad)
+        rows["masked_lm_positions"].append(pos)
+        rows["masked_lm_ids"].append(labels)
+        rows["next_sentence_label"].append(nsp)
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_pretraining_data(tmp_path_factory):
+    """(examples_dir, tokenizer_dir) for a 32-token, 64-word synthetic language."""
+    from datasets import Dataset, DatasetDict
+
+    root = tmp_path_factory.mktemp("pretraining")
+    DatasetDict(
+        train=Dataset.from_dict(make_examples(256, 0)), validation=Dataset.from_dict(make_examples(64, 1))
+    ).save_to_disk(str(root / "examples"))
+    return root / "examples", write_tokenizer(root / "tokenizer")
+
+
+TINY_RECIPE = {
+    "model": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
+              "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
+    "lr": 1e-2, "batch_size": 16, "max_steps": 30, "warmup": 0.1, "log_every": 5, "checkpoint_every": 10,
+    "snapshot_every": 5, "seed": 0,
+}
