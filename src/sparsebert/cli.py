@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "masks": ("sparsebert.masks_cli", "print the mask registry (sparsity vs paper) and save a PNG grid"),
     "pretrain": ("sparsebert.pretrain", "pretrain BERT (MLM + NSP) with a fixed or learned attention mask"),
     "dam-search": ("sparsebert.dam_search", "pretrain with a learnable DAM mask; binarize it to a mask file"),
+    "finetune": ("sparsebert.finetune", "fine-tune a pretrained variant on a GLUE/SQuAD/SWAG/proxy task"),
     "proxy-tasks": ("sparsebert.data.proxy", "build the PROXY downstream tasks from the corpus (original file formats + cards)"),
 }
 

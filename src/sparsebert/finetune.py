@@ -1,0 +1,195 @@
+"""Fine-tuning on every downstream task with one loop: GLUE, SQuAD v1.1/v2.0, SWAG and the proxy tasks.
+
+    python -m sparsebert finetune --model results/pretrain/star/model --tokenizer data/tokenizer \
+        --task mnli --task-source '{"hub": true}' --params P.json --out results/finetune/star/mnli
+
+The task's kind picks the head (sequence classification/regression, span QA, multiple choice); everything
+else is shared. The pretrained variant's attention mask travels inside its checkpoint and is kept while
+fine-tuning, as in the paper. Writes metrics.json (official metric names, every eval split),
+predictions.json and log.jsonl under --out; resumable state under --state-dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sparsebert import training
+from sparsebert.data.features import featurize
+from sparsebert.data.qa import postprocess_predictions
+from sparsebert.data.tasks import get_task, load_task
+from sparsebert.io import UserError, atomic_write_json, load_params
+from sparsebert.metrics import squad_references, task_metrics
+from sparsebert.modeling import (
+    SparseBertConfig,
+    SparseBertForMultipleChoice,
+    SparseBertForQuestionAnswering,
+    SparseBertForSequenceClassification,
+)
+
+log = logging.getLogger(__name__)
+
+# Standard BERT fine-tuning defaults (Devlin et al. 2019 / run_glue, run_squad); the tiny CPU recipe overrides.
+DEFAULTS = {
+    "max_seq_length": 128, "doc_stride": 32, "max_query_length": 64, "lr": 2e-5, "epochs": 3, "batch_size": 32,
+    "warmup": 0.1, "weight_decay": 0.01, "grad_clip": 1.0, "seed": 42, "max_train_examples": None,
+    "max_eval_examples": None, "n_best_size": 20, "max_answer_length": 30, "null_score_diff_threshold": 0.0,
+    "checkpoint_every": 200, "log_every": 20, "eval_batch_size": 64,
+}
+HEADS = {
+    "classification": SparseBertForSequenceClassification,
+    "regression": SparseBertForSequenceClassification,
+    "span": SparseBertForQuestionAnswering,
+    "multiple_choice": SparseBertForMultipleChoice,
+}
+INPUTS = ["input_ids", "token_type_ids", "attention_mask"]
+TARGETS = {"span": ["start_positions", "end_positions"]}  # every other kind: ["labels"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, required=True, help="pretrained model dir (save_pretrained)")
+    parser.add_argument("--tokenizer", type=Path, required=True)
+    parser.add_argument("--task", required=True, help="task name from the registry (sparsebert.data.tasks)")
+    parser.add_argument("--task-source", required=True, help='{"hub": true} or {"path": DIR}')
+    parser.add_argument("--params", default=None, help="fine-tuning recipe (JSON/YAML mapping or file)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--state-dir", type=Path, default=None, help="resumable checkpoints (default: OUT.state)")
+
+
+def run(args: argparse.Namespace) -> None:
+    params = {**DEFAULTS, **load_params(args.params)}
+    unknown = set(params) - set(DEFAULTS)
+    if unknown:
+        raise UserError(f"unknown fine-tuning parameter(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
+    finetune(args.model, args.tokenizer, args.task, load_params(args.task_source), params, args.out,
+             args.state_dir or args.out.with_name(args.out.name + ".state"))
+
+
+def load_pretrained(model_dir: Path, spec) -> torch.nn.Module:
+    if not (Path(model_dir) / "config.json").is_file():
+        raise UserError(f"pretrained model not found: {model_dir}/config.json")
+    try:
+        config = SparseBertConfig.from_pretrained(str(model_dir))
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"pretrained model config {model_dir}/config.json is unreadable: {e}") from None
+    if config.is_dam:
+        raise UserError(f"{model_dir} is a DAM-search model; fine-tune the model retrained with its binarized "
+                        f"mask (pretrain --mask learned) instead")
+    head = HEADS[spec.kind]
+    kwargs = {"num_labels": spec.num_labels} if head is SparseBertForSequenceClassification else {}
+    try:
+        return head.from_pretrained(str(model_dir), **kwargs)
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"pretrained weights in {model_dir} are unreadable or do not match its config: {e}") from None
+
+
+def subsample(ds, limit, seed):
+    if limit is None or len(ds) <= limit:
+        return ds
+    return ds.shuffle(seed=seed).select(range(limit))
+
+
+def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir) -> dict:
+    from sparsebert.data.tokenizer import load_tokenizer
+
+    spec = get_task(task)
+    out_dir, state_dir = Path(out_dir), Path(state_dir)
+    env = training.setup_distributed()
+    training.seed_everything(params["seed"])
+    model = load_pretrained(model_dir, spec).to(env.device)
+    if params["max_seq_length"] > model.config.mask_seq_len:
+        raise UserError(f"max_seq_length {params['max_seq_length']} exceeds the model's attention mask length "
+                        f"{model.config.mask_seq_len} ({model_dir})")
+    tokenizer = load_tokenizer(tokenizer_dir)
+    raw = load_task(task, source)
+    train_raw = subsample(raw[spec.train_split], params["max_train_examples"], params["seed"])
+    feat = lambda ds: featurize(spec, ds, tokenizer, params["max_seq_length"], params["doc_stride"],  # noqa: E731
+                                params["max_query_length"])
+    columns = INPUTS + TARGETS.get(spec.kind, ["labels"])
+    train_set = feat(train_raw).with_format("torch", columns=columns)
+
+    steps_per_epoch = len(train_set) // params["batch_size"]
+    if steps_per_epoch == 0:
+        raise UserError(f"task {task}: {len(train_set)} training features, fewer than one batch of {params['batch_size']}")
+    total_steps = steps_per_epoch * params["epochs"]
+    optimizer = training.build_optimizer(model, {**params, "optimizer": "adamw"})
+    scheduler = training.build_scheduler(optimizer, {**params, "schedule": "linear"}, total_steps)
+    start_step = 0
+    ckpt = training.latest_checkpoint(state_dir)
+    if ckpt is not None:
+        start_step, _ = training.load_checkpoint(ckpt, model, optimizer, scheduler)
+        log.info("resumed from %s (step %d of %d)", ckpt, start_step, total_steps)
+
+    logger = training.JsonlLog(state_dir / "log.jsonl", True, start_step)
+    model.train()
+    running, n_running, t0 = torch.zeros((), device=env.device), 0, time.perf_counter()
+    for step in tqdm(range(start_step, total_steps), initial=start_step, total=total_steps,
+                     desc=f"finetune[{task}]", mininterval=2.0):
+        idx = training.global_batch_indices(len(train_set), params["batch_size"], params["seed"], step)
+        batch = {k: v.to(env.device) for k, v in train_set[idx.tolist()].items()}
+        loss = model(**batch).loss
+        loss.backward()
+        if params["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), params["grad_clip"])
+        training.check_finite(loss.detach(), step + 1)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        running += loss.detach()
+        n_running += 1
+        done = step + 1
+        if done % params["log_every"] == 0 or done == total_steps:
+            logger.write({"step": done, "epoch": done / steps_per_epoch, "loss": (running / n_running).item(),
+                          "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t0})
+            running, n_running = torch.zeros((), device=env.device), 0
+        if done % params["checkpoint_every"] == 0 and done < total_steps:
+            training.save_checkpoint(state_dir, done, model, optimizer, scheduler)
+            training.inject_kill(done)
+
+    model.eval()
+    results, predictions = {}, {}
+    for split in spec.eval_splits:
+        examples = subsample(raw[split], params["max_eval_examples"], params["seed"])
+        results[split], predictions[split] = evaluate(model, spec, examples, feat(examples), params, env.device)
+        log.info("%s %s: %s", task, split, json.dumps(results[split]))
+
+    metrics = {
+        "task": task, "kind": spec.kind, "proxy": spec.proxy, "variant_model": str(model_dir),
+        "attention_mask_type": model.config.attention_mask_type, "main_metric": spec.main_metric,
+        "score": results[spec.eval_splits[0]][spec.main_metric], "eval": results, "seed": params["seed"],
+        "train_examples": len(train_raw), "train_features": len(train_set), "epochs": params["epochs"],
+        "steps": total_steps, "params": params,
+    }
+    atomic_write_json(out_dir / "predictions.json", predictions)
+    (out_dir / "log.jsonl").write_text(logger.path.read_text() if logger.path.exists() else "")
+    atomic_write_json(out_dir / "metrics.json", metrics)  # last: its presence means the job finished
+    return metrics
+
+
+@torch.no_grad()
+def evaluate(model, spec, examples, features, params, device) -> tuple[dict, dict]:
+    """Metrics (official names) and predictions of one eval split."""
+    loader = features.with_format("torch", columns=INPUTS)
+    outputs = []
+    for start in range(0, len(loader), params["eval_batch_size"]):
+        batch = {k: v.to(device) for k, v in loader[start : start + params["eval_batch_size"]].items()}
+        out = model(**batch)
+        outputs.append(torch.stack([out.start_logits, out.end_logits]) if spec.kind == "span" else out.logits)
+    if spec.kind == "span":
+        start_logits, end_logits = torch.cat(outputs, dim=1).float().cpu().numpy()
+        preds, _ = postprocess_predictions(
+            examples, features, start_logits, end_logits, params["n_best_size"], params["max_answer_length"],
+            version_2=spec.unanswerable, null_score_diff_threshold=params["null_score_diff_threshold"],
+        )
+        return task_metrics(spec, preds, squad_references(examples)), preds
+    logits = torch.cat(outputs).float().cpu().numpy()
+    refs = np.asarray(features["labels"])
+    preds = logits[:, 0] if spec.kind == "regression" else logits.argmax(-1)
+    return task_metrics(spec, preds, refs), preds.tolist()
