@@ -151,3 +151,13 @@ def test_bad_inputs_give_one_clear_error(tiny_pretraining_data, tmp_path):
     assert p.returncode == 2 and "step-00000010" in p.stderr and "unreadable" in p.stderr
     for o in ("o1", "o2", "o3", "o4", "o5"):
         assert not (tmp_path / o).exists(), f"partial output left in {o}"
+
+
+def test_checkpoint_from_another_model_size_is_rejected(tiny_pretraining_data, tmp_path):
+    out = tmp_path / "size"
+    run_pretrain(tiny_pretraining_data, out, recipe={"max_steps": 10, "checkpoint_every": 5})
+    bigger = {**TINY_RECIPE["model"], "hidden_size": 64, "intermediate_size": 128}
+    p = run_pretrain(tiny_pretraining_data, tmp_path / "size2", recipe={"model": bigger, "max_steps": 10},
+                     extra=("--state-dir", tmp_path / "size.state"), check=False)
+    assert p.returncode == 2 and "step-00000005" in p.stderr and "another model" in p.stderr
+    assert not (tmp_path / "size2").exists()
