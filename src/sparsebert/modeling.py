@@ -3,7 +3,8 @@
 Built bottom-up from transformers' BERT blocks (embeddings, feed-forward, pooler, heads) with our own
 self-attention, keeping HF's module names so that BERT state dicts load one-to-one. The only change to BERT
 is where the scores are masked: the structural keep-mask (H or 1, T, T) is combined once per forward with
-the padding mask into one additive bias that every layer passes to SDPA.
+the padding mask into one attention mask that every layer uses: an additive bias for SDPA (backend "sdpa"),
+or a cached block-sparse `BlockMask` for FlexAttention (backend "flex", see `sparsebert.flex`).
 
 With the dense mask and the same weights the outputs equal HF `BertModel` (tested).
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask
 from transformers import BertConfig
 from transformers.modeling_outputs import ModelOutput
 from transformers.models.bert.modeling_bert import (
@@ -27,7 +29,7 @@ from transformers.models.bert.modeling_bert import (
     BertSelfOutput,
 )
 
-from sparsebert import masks
+from sparsebert import flex, masks
 from sparsebert.dam import DAM, DAM_TYPES, MASK_BIAS, build_dam
 from sparsebert.io import UserError
 
@@ -45,7 +47,11 @@ class SparseBertConfig(BertConfig):
         mask_seq_len: length L the mask is built/learned for; inputs may be shorter (the mask is sliced).
             Defaults to max_position_embeddings.
         dam_init_std: std of the initial DAM logits (official code: 1e-3).
-        attention_backend: "sdpa" (dense scores + mask, the reference) or "flex" (FlexAttention block-sparse).
+        attention_backend: "sdpa" (dense scores + mask, the reference) or "flex" (FlexAttention block-sparse:
+            faster for sparse fixed masks). flex falls back to sdpa, with a one-time notice, where it cannot
+            run: training on CPU (no CPU backward in torch 2.13) and training with attention dropout (flex has
+            none). DAM masks always use sdpa: the mask is resampled every step and must get gradients, so it
+            is a dense differentiable tensor; a BlockMask is neither differentiable nor cheap to rebuild.
     """
 
     model_type = "sparsebert"
@@ -119,8 +125,12 @@ class SparseBertTaskOutput(ModelOutput):
 # Attention
 
 
+AttentionMask = torch.Tensor | BlockMask  # sdpa: additive bias (B|1, H|1, T, T); flex: a BlockMask
+
+
 class SparseBertSelfAttention(nn.Module):
-    """Multi-head self-attention with an additive bias (padding + sparse structure), via SDPA."""
+    """Multi-head self-attention masked by padding + sparse structure: SDPA with an additive bias, or
+    FlexAttention with a BlockMask (the model decides once per forward which one it builds)."""
 
     def __init__(self, config: SparseBertConfig):
         super().__init__()
@@ -133,14 +143,17 @@ class SparseBertSelfAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
         B, T, C = x.shape
         q = self.query(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k = self.key(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
         v = self.value(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias.to(q.dtype), dropout_p=self.dropout_p if self.training else 0.0
-        )  # (B, H, T, hd)
+        if isinstance(mask, BlockMask):
+            y = flex.attention(q, k, v, mask)  # (B, H, T, hd); no dropout (the model checked it is off)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask.to(q.dtype), dropout_p=self.dropout_p if self.training else 0.0
+            )  # (B, H, T, hd)
         return y.transpose(1, 2).reshape(B, T, C)
 
 
@@ -150,8 +163,8 @@ class SparseBertAttention(nn.Module):
         self.self = SparseBertSelfAttention(config)
         self.output = BertSelfOutput(config)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        return self.output(self.self(x, bias), x)
+    def forward(self, x: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
+        return self.output(self.self(x, mask), x)
 
 
 class SparseBertLayer(nn.Module):
@@ -161,8 +174,8 @@ class SparseBertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        a = self.attention(x, bias)
+    def forward(self, x: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
+        a = self.attention(x, mask)
         return self.output(self.intermediate(a), a)
 
 
@@ -171,9 +184,9 @@ class SparseBertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList([SparseBertLayer(config) for _ in range(config.num_hidden_layers)])
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
         for layer in self.layer:
-            x = layer(x, bias)
+            x = layer(x, mask)
         return x
 
 
@@ -185,6 +198,7 @@ class FixedMask(nn.Module):
         super().__init__()
         self.config = config
         self.register_buffer("keep", self.initial_mask(), persistent=True)
+        self.block_masks = flex.BlockMaskCache()  # flex backend: built once per length, not per step
 
     def initial_mask(self) -> torch.Tensor:
         c = self.config
@@ -201,6 +215,12 @@ class FixedMask(nn.Module):
                 f"(mask_seq_len); rebuild the model with a larger mask_seq_len"
             )
         return self.keep[:, :seq_len, :seq_len]
+
+    def block_mask(self, seq_len: int, attention_mask: torch.Tensor | None) -> BlockMask:
+        """flex backend: the cached structural BlockMask with this batch's padding."""
+        self(seq_len)  # length check
+        block_mask, keep = self.block_masks.get(self.keep, seq_len)
+        return flex.with_padding(block_mask, keep, attention_mask)
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -253,6 +273,18 @@ class SparseBertModel(SparseBertPreTrainedModel):
         masks.check_rows(keep, what="fixed mask")
         self.fixed_mask.keep = keep.to(self.fixed_mask.keep.device).expand(H, L, L).clone()
 
+    def uses_flex(self, x: torch.Tensor) -> bool:
+        """Whether this forward runs FlexAttention (see SparseBertConfig.attention_backend for the rules)."""
+        if self.config.attention_backend != "flex":
+            return False
+        if self.config.is_dam:
+            flex.notice_once("DAM masks are learned as dense differentiable tensors: DAM models use sdpa")
+            return False
+        reason = flex.fallback_reason(x, self.training, self.config.attention_probs_dropout_prob)
+        if reason:
+            flex.notice_once(reason)
+        return reason is None
+
     def attention_bias(self, attention_mask: torch.Tensor | None, seq_len: int, dtype: torch.dtype):
         """One additive bias (B|1, H|1, T, T) for all layers, and the sampled DAM mask (or None).
 
@@ -285,8 +317,11 @@ class SparseBertModel(SparseBertPreTrainedModel):
         x = self.embeddings(
             input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds
         )  # (B, T, C)
-        bias, dam_mask = self.attention_bias(attention_mask, x.shape[1], x.dtype)
-        x = self.encoder(x, bias)
+        if self.uses_flex(x):
+            mask, dam_mask = self.fixed_mask.block_mask(x.shape[1], attention_mask), None
+        else:
+            mask, dam_mask = self.attention_bias(attention_mask, x.shape[1], x.dtype)
+        x = self.encoder(x, mask)
         pooled = self.pooler(x) if self.pooler is not None else None
         return SparseBertModelOutput(last_hidden_state=x, pooler_output=pooled, dam_mask=dam_mask)
 

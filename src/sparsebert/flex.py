@@ -1,0 +1,142 @@
+"""FlexAttention backend: attention that skips the key blocks a fixed keep-mask drops.
+
+The sdpa backend computes every score and then masks it, so a sparse mask costs as much as a dense one.
+FlexAttention takes a `BlockMask` (which key blocks each query block touches) and a `mask_mod` predicate
+(applied inside the touched blocks), so its cost grows with the number of kept blocks, not with L^2.
+
+Design:
+- The structural BlockMask depends only on the fixed keep-mask and the length, so it is built once per
+  (keep-mask, length, device) and cached (`BlockMaskCache`). Building it evaluates the mask on all L x L
+  pairs; doing that per step would cost more than the attention it saves.
+- Padding changes every batch. Rather than rebuilding the BlockMask per batch, the cached one is built
+  with `separate_full_blocks=False` (every kept block is "partial", so `mask_mod` runs in all of them) and
+  each forward swaps in a `mask_mod` that also reads a (B, T) key-validity tensor. That is a shallow copy,
+  no mask evaluation and no host-device sync. The price: padded key blocks are not skipped (pretraining
+  batches are packed to full length, so little is lost).
+- flex_attention is only fast compiled (eager materialises the full score matrix), so it is compiled once
+  per process and reused; new closures with the same code do not trigger recompiles (only new shapes do).
+- A query with no kept key gets output 0 (FlexAttention's rule), never NaN.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+
+import torch
+from torch.nn.attention.flex_attention import BlockMask, and_masks, create_block_mask, flex_attention
+
+log = logging.getLogger(__name__)
+
+
+def block_size(device: torch.device) -> int:
+    """Sparse block edge. GPUs want 128 (the Triton tile). On CPU, smaller blocks follow a banded mask more
+    tightly (at L=2048 longformer keeps 29% of 128-blocks but 8% of 32-blocks) and measured faster for
+    <=10%-density masks; dense masks are faster with sdpa anyway (see benchmarks/)."""
+    return 128 if device.type == "cuda" else 32
+
+
+# -------------------------------------------------------------------------------------------------------
+# mask_mods: pure predicates (b, h, q_idx, kv_idx) -> keep
+
+
+def keep_mask_mod(keep: torch.Tensor):
+    """The structural keep-mask (Hm, T, T), Hm in {1, H}, as a mask_mod (a lookup, so any pattern works)."""
+    per_head = keep.shape[0] > 1
+
+    def structure(b, h, q_idx, kv_idx):
+        return keep[h if per_head else 0, q_idx, kv_idx]
+
+    return structure
+
+
+def key_padding_mask_mod(key_valid: torch.Tensor):
+    """Padding: key_valid (B, T) is True for real tokens; queries may attend only to real keys."""
+
+    def padding(b, h, q_idx, kv_idx):
+        return key_valid[b, kv_idx]
+
+    return padding
+
+
+# -------------------------------------------------------------------------------------------------------
+# BlockMask cache
+
+
+def structural_block_mask(keep: torch.Tensor) -> BlockMask:
+    """BlockMask of a keep-mask (Hm, T, T), broadcast over the batch (and over heads if Hm == 1)."""
+    Hm, T, _ = keep.shape
+    return create_block_mask(
+        keep_mask_mod(keep), None, Hm if Hm > 1 else None, T, T, device=keep.device,
+        BLOCK_SIZE=block_size(keep.device),
+        separate_full_blocks=False,  # mask_mod must run in every block: it carries the per-batch padding
+    )
+
+
+class BlockMaskCache:
+    """Structural BlockMasks of one fixed keep-mask, one per (length, device), built on first use.
+
+    Keyed by the keep tensor's identity and version too, so `set_fixed_mask`, `load_state_dict` (in-place
+    copy) and `.to(device)` all invalidate it without anyone having to remember to."""
+
+    def __init__(self):
+        self._owner: tuple | None = None
+        self._masks: dict[tuple, tuple[BlockMask, torch.Tensor]] = {}
+        self.builds = 0  # for tests and benchmarks: how often a BlockMask was actually built
+
+    def get(self, keep: torch.Tensor, seq_len: int) -> tuple[BlockMask, torch.Tensor]:
+        """(BlockMask, sliced keep (Hm, T, T)) for inputs of length seq_len."""
+        owner = (keep.data_ptr(), keep._version, keep.device)
+        if owner != self._owner:
+            self._owner, self._masks = owner, {}
+        if seq_len not in self._masks:
+            sliced = keep[:, :seq_len, :seq_len].contiguous()
+            self._masks[seq_len] = (structural_block_mask(sliced), sliced)
+            self.builds += 1
+        return self._masks[seq_len]
+
+
+def with_padding(block_mask: BlockMask, keep: torch.Tensor, attention_mask: torch.Tensor | None) -> BlockMask:
+    """The cached structural BlockMask with this batch's padding added to its mask_mod (a shallow copy)."""
+    if attention_mask is None:
+        return block_mask
+    padded = copy.copy(block_mask)
+    padded.mask_mod = and_masks(keep_mask_mod(keep), key_padding_mask_mod(attention_mask.bool()))
+    return padded
+
+
+# -------------------------------------------------------------------------------------------------------
+# Kernel
+
+
+@functools.cache
+def compiled_flex_attention():
+    """flex_attention compiled once per process. The CPU kernel is specialised to each (B, T, mask heads)
+    shape even with dynamic=True (measured), so every new shape compiles once (seconds) and is cached.
+    Past torch's default of 8 compiled shapes per function it would silently run flex uncompiled (full
+    score matrix, slower than sdpa), so the limit is raised process-wide."""
+    torch.compiler.config.recompile_limit = max(torch.compiler.config.recompile_limit, 64)
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMask) -> torch.Tensor:
+    """(B, H, T, hd) block-sparse attention with scale 1/sqrt(hd), like SDPA."""
+    return compiled_flex_attention()(q, k, v, block_mask=block_mask)
+
+
+def fallback_reason(x: torch.Tensor, training: bool, attention_dropout: float) -> str | None:
+    """Why this forward cannot use flex (None if it can)."""
+    if x.device.type == "cpu" and torch.is_grad_enabled() and (training or x.requires_grad):
+        return "FlexAttention has no CPU backward (torch 2.13): training on CPU uses sdpa"
+    if training and attention_dropout > 0:
+        return (
+            f"FlexAttention has no attention dropout: training with attention_probs_dropout_prob="
+            f"{attention_dropout} uses sdpa (set it to 0 to train with flex)"
+        )
+    return None
+
+
+@functools.cache
+def notice_once(message: str) -> None:
+    log.warning(message)
