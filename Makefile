@@ -28,7 +28,6 @@ test: install
 	$(BIN)/pytest
 
 bench: install
-	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/run.py
 
 clean:
