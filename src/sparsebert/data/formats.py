@@ -60,6 +60,17 @@ def _parse_label(spec: TaskSpec, value: str, where: str):
     raise UserError(f"{where}: label {value!r} is not one of {list(spec.label_names)} or their ids")
 
 
+def _checked_rows(reader, header: list[str], path: Path, kind: str):
+    """("file:line", row) for each non-empty row, which must have as many fields as the header."""
+    for row in reader:
+        where = f"{path}:{reader.line_num}"
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise UserError(f"{where}: expected {len(header)} {kind} fields {header}, got {len(row)}")
+        yield where, row
+
+
 def read_glue_tsv(spec: TaskSpec, path: Path, text: str) -> list[dict]:
     # GLUE files are not quoted: a `"` is part of the sentence, so QUOTE_NONE.
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -71,12 +82,7 @@ def read_glue_tsv(spec: TaskSpec, path: Path, text: str) -> list[dict]:
         raise UserError(f"{path}:1: missing column(s) {missing} for task {spec.name}; header is {header}")
     *text_columns, label_column = [header.index(c) for c in spec.tsv_columns]
     rows = []
-    for row in reader:
-        where = f"{path}:{reader.line_num}"
-        if not row:
-            continue
-        if len(row) != len(header):
-            raise UserError(f"{where}: expected {len(header)} tab-separated fields {header}, got {len(row)}")
+    for where, row in _checked_rows(reader, header, path, "tab-separated"):
         example = {field: row[i] for field, i in zip(spec.text_fields, text_columns)}
         example["label"] = _parse_label(spec, row[label_column], where)
         example["idx"] = len(rows)
@@ -183,12 +189,7 @@ def read_swag_csv(spec: TaskSpec, path: Path, text: str) -> list[dict]:
         raise UserError(f"{path}:1: missing column(s) {missing}; a SWAG CSV has {list(SWAG_COLUMNS)}")
     column = {name: header.index(name) for name in SWAG_COLUMNS}
     rows = []
-    for row in reader:
-        where = f"{path}:{reader.line_num}"
-        if not row:
-            continue
-        if len(row) != len(header):
-            raise UserError(f"{where}: expected {len(header)} comma-separated fields, got {len(row)}")
+    for where, row in _checked_rows(reader, header, path, "comma-separated"):
         example = {name: row[i] for name, i in column.items()}
         endings = [example[f"ending{k}"] for k in range(4)]
         if not all(e.strip() for e in endings):
