@@ -98,10 +98,14 @@ def test_no_weight_decay_groups_exclude_dam_logits():
         intermediate_size=32, max_position_embeddings=16,
     )
     model = SparseBertModel(cfg)
-    decay, no_decay = no_weight_decay_groups(model, 0.01)
-    assert any(p is model.dam.logits for p in no_decay["params"])
-    assert not any(p is model.dam.logits for p in decay["params"])
+    decay, no_decay, dam = no_weight_decay_groups(model, 0.01)
+    assert dam["params"] == [model.dam.logits] and dam["weight_decay"] == 0.0 and dam["dam"]
+    assert not any(p is model.dam.logits for p in decay["params"] + no_decay["params"])
     assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    from sparsebert.training import build_optimizer
+
+    opt = build_optimizer(model, {"lr": 1e-3, "dam_lr": 5e-2})
+    assert [g["lr"] for g in opt.param_groups] == [1e-3, 1e-3, 5e-2]
 
 
 def test_dam_s_mask_file_extends_to_longer_inputs(tmp_path):

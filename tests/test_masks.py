@@ -124,3 +124,4 @@ def test_masks_cli_writes_grid_and_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "longformer" in out and "88.7" in out
     assert (tmp_path / "masks.png").stat().st_size > 1000 and (tmp_path / "masks.json").exists()
+

@@ -144,17 +144,20 @@ def rescue_empty_rows(keep: torch.Tensor) -> torch.Tensor:
 
 def no_weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Optimizer groups: decay matrices only. Biases, LayerNorm weights and DAM logits get no decay —
-    decaying the mask logits would pull every keep probability towards 0.5 regardless of the data."""
-    decay, no_decay = [], []
+    decaying the mask logits would pull every keep probability towards 0.5 regardless of the data. The DAM
+    logits get a group of their own (tagged "dam") so that their learning rate can be set separately."""
+    decay, no_decay, dam_logits = [], [], []
     dam_params = {id(p) for m in model.modules() if isinstance(m, DAM) for p in m.parameters()}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if id(p) in dam_params or p.dim() < 2 or "LayerNorm" in name:
+        if id(p) in dam_params:
+            dam_logits.append(p)
+        elif p.dim() < 2 or "LayerNorm" in name:
             no_decay.append(p)
         else:
             decay.append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if dam_logits:
+        groups.append({"params": dam_logits, "weight_decay": 0.0, "dam": True})
+    return groups

@@ -29,9 +29,13 @@ def load_params(text: str | None) -> dict:
             raise UserError(f"params file not found: {path}")
         text = path.read_text()
     try:
-        value = yaml.safe_load(text)  # JSON is YAML
-    except yaml.YAMLError as e:
-        raise UserError(f"--params is not valid JSON/YAML: {e}") from None
+        # JSON first: YAML 1.1 reads JSON's `1e-05` as a string, not a float.
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise UserError(f"--params is not valid JSON/YAML: {e}") from None
     if not isinstance(value, dict):
         raise UserError(f"--params must be a mapping, got {type(value).__name__}")
     return value

@@ -42,7 +42,7 @@ DEFAULTS = {
     "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "warmup": 0.1, "schedule": "linear",
     "batch_size": 32, "micro_batch_size": None, "max_steps": 100, "grad_clip": 1.0, "seed": 0,
     "precision": "fp32", "checkpoint_every": 50, "log_every": 10, "eval_examples": 512,
-    "snapshot_every": 10,
+    "snapshot_every": 10, "dam_lr": None,
 }
 
 

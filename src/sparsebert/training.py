@@ -105,6 +105,8 @@ def global_batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch
 def build_optimizer(model: torch.nn.Module, p: dict) -> torch.optim.Optimizer:
     """AdamW (torch) or LAMB (pytorch-optimizer; the official recipe's optimizer, batch 8192)."""
     groups = no_weight_decay_groups(model, p.get("weight_decay", 0.01))
+    for group in groups:  # the DAM mask logits may learn at their own rate (`dam_lr`; default: `lr`)
+        group["lr"] = (p.get("dam_lr") or p["lr"]) if group.get("dam") else p["lr"]
     name = p.get("optimizer", "adamw").lower()
     betas = tuple(p.get("betas", (0.9, 0.999)))
     if name == "adamw":
