@@ -1,0 +1,59 @@
+# SparseBERT reproduction DAG (Shi et al., ICML 2021): corpus -> tokenizer -> examples -> pretrain per mask
+# variant (fixed masks; DAM search -> learned mask -> retrain) -> fine-tune per variant x task -> tables,
+# figures, findings. Every rule is one `python -m sparsebert <subcommand>` call.
+#
+#   snakemake --cores all                                   embedded default (config/config.yaml)
+#   snakemake --cores 2 --configfile config/smoke.yaml      CI-sized
+#   snakemake --profile profiles/slurm --configfile config/paper.yaml
+#   snakemake --cores 1 figures                             redo the figures from results/
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+# The embedded default, unless --configfile names another: Snakemake would otherwise merge the two, and a
+# smoke run would inherit the default's nine masks and five tasks.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
+
+
+# First thing: a wrong key or value stops the run here, before any job, naming the key.
+validate(config, schema="workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/corpus.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/dam.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/report.smk"
+
+
+report: "workflow/report/workflow.rst"
+
+
+# The checkpoints are deliverables too (DVC versions them): asking for them here means that a deleted
+# checkpoint is rebuilt (with its fine-tunings) even though the tables downstream are still present.
+CHECKPOINTS = expand("results/pretrain/{variant}/model", variant=VARIANTS)
+
+
+rule all:
+    input:
+        CHECKPOINTS,
+        rules.tables.output,
+        rules.figures.output,
+        rules.findings.output,
+    default_target: True
+
+
+rule pretrain_all:
+    input:
+        CHECKPOINTS,
+        expand("results/pretrain/{variant}/summary.json", variant=VARIANTS),
+
+
+rule finetune_all:
+    input:
+        expand("results/finetune/{variant}/{task}/metrics.json", variant=VARIANTS, task=TASKS),

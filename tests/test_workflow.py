@@ -1,0 +1,197 @@
+"""The Snakemake DAG end to end on config/smoke.yaml, plus dry-run checks of its rerun logic and config
+validation. One smoke run (session fixture, ~1-2 min on 2 cores) is shared; tests that change something
+work on a copy of its working directory, so they never disturb each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SMOKE = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+SMOKE_VARIANTS = list(SMOKE["masks"]) + [f"{d}_{lam:g}" for d, lams in SMOKE["dam"].items() for lam in lams]
+
+pytestmark = pytest.mark.slow
+
+
+def workdir(path: Path) -> Path:
+    """A fresh working directory that sees the repository's workflow (results land in `path`, not the repo)."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "workflow", "config", "envs"):
+        if not (path / name).exists():
+            (path / name).symlink_to(REPO / name)
+    return path
+
+
+def snakemake(wd: Path, *args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([str(BIN / "snakemake"), *args], cwd=wd, env=env, capture_output=True, text=True,
+                       timeout=timeout)  # fmt: skip
+    if check:
+        assert r.returncode == 0, f"snakemake {' '.join(args)} failed:\n{(r.stdout + r.stderr)[-6000:]}"
+    return r
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a (dry) run: rule -> number of jobs."""
+    stats = output.split("Job stats:")[-1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M) if m[1] != "total"}
+
+
+def dry_run(wd: Path, *args: str) -> dict[str, int]:
+    r = snakemake(wd, "-n", "--quiet", "rules", "--configfile", "config/smoke.yaml", *args)
+    return job_counts(r.stdout + r.stderr)
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory) -> Path:
+    wd = workdir(tmp_path_factory.mktemp("smoke"))
+    start = time.monotonic()
+    snakemake(wd, "--cores", "2", "--configfile", "config/smoke.yaml")
+    print(f"smoke DAG: {time.monotonic() - start:.0f} s")
+    return wd
+
+
+def copy_of(smoke: Path, dest: Path) -> Path:
+    """A copy of the finished smoke run (mtimes and Snakemake's metadata kept), to modify freely."""
+    shutil.copytree(smoke, dest, symlinks=True)
+    return dest
+
+
+def test_smoke_outputs_and_tables(smoke):
+    for v in SMOKE_VARIANTS:
+        assert (smoke / f"results/pretrain/{v}/model/config.json").is_file()
+        for t in SMOKE["tasks"]["names"]:
+            assert json.loads((smoke / f"results/finetune/{v}/{t}/metrics.json").read_text())["eval"]
+    for name in ("masks", "importance", "dam_u_snapshots", "score_vs_sparsity", "loss_curves"):
+        for ext in ("png", "pdf"):
+            assert (smoke / f"results/figures/{name}.{ext}").stat().st_size > 1000, name
+    for table in ("glue", "squad_swag"):
+        frame = pd.read_csv(smoke / f"results/tables/{table}.csv", index_col="variant")
+        assert list(frame.index) == SMOKE_VARIANTS
+        assert frame["sparsity"].notna().all() and frame["avg"].notna().all()
+        assert "PROXY" in (smoke / f"results/tables/{table}.md").read_text()
+    glue = pd.read_csv(smoke / "results/tables/glue.csv", index_col="variant")
+    assert {"proxy_single", "paper_sparsity", "paper_avg"} <= set(glue.columns)
+    assert "delta_avg" not in glue.columns  # proxy scores are never subtracted from the paper's
+    assert "proxy_qa" in pd.read_csv(smoke / "results/tables/squad_swag.csv").columns
+    findings = (smoke / "results/findings.md").read_text()
+    assert findings.count("Verdict:") == 3 and "PROXY" in findings
+
+
+def test_second_run_does_nothing(smoke):
+    r = snakemake(smoke, "--cores", "2", "--configfile", "config/smoke.yaml")
+    assert "Nothing to be done" in r.stdout + r.stderr
+
+
+def test_deleting_one_checkpoint_reruns_only_its_branch(smoke, tmp_path):
+    wd = copy_of(smoke, tmp_path / "wd")
+    shutil.rmtree(wd / "results/pretrain/longformer/model")
+    n_tasks = len(SMOKE["tasks"]["names"])
+    assert dry_run(wd) == {"pretrain": 1, "finetune": n_tasks, "tables": 1, "figures": 1, "findings": 1, "all": 1}
+
+
+def test_changing_a_lambda_reruns_only_that_dam_branch(smoke, tmp_path):
+    wd = copy_of(smoke, tmp_path / "wd")
+    config = {**SMOKE, "dam": {"dam_s": [0.01]}}
+    (wd / "changed.yaml").write_text(yaml.safe_dump(config))
+    r = snakemake(wd, "-n", "--quiet", "rules", "--configfile", "changed.yaml")
+    n_tasks = len(SMOKE["tasks"]["names"])
+    assert job_counts(r.stdout + r.stderr) == {"dam_search": 1, "pretrain_learned": 1, "finetune": n_tasks,
+                                               "tables": 1, "figures": 1, "findings": 1, "all": 1}  # fmt: skip
+
+
+def test_killed_job_is_incomplete_and_rerun_incomplete_recovers(smoke, tmp_path):
+    """issue 8 item 2: kill -9 of Snakemake mid-job; nothing is mistaken for complete; --rerun-incomplete finishes."""
+    wd = copy_of(smoke, tmp_path / "wd")
+    for path in ("results/pretrain/no_diagonal", "results/state/pretrain/no_diagonal"):
+        shutil.rmtree(wd / path, ignore_errors=True)
+    (wd / "logs/pretrain/no_diagonal.log").unlink()  # the smoke run's log; wait for the new job's own
+    target = "results/pretrain/no_diagonal/summary.json"
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen([str(BIN / "snakemake"), target, "--cores", "1", "--configfile", "config/smoke.yaml"],
+                            cwd=wd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    log = wd / "logs/pretrain/no_diagonal.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not log.exists():
+        time.sleep(0.2)  # the shell redirect creates the log when the job starts
+    time.sleep(1)  # the job is starting (importing torch takes longer): its outputs cannot exist yet
+    os.killpg(proc.pid, signal.SIGKILL)  # snakemake and its job: the process group this test started
+    proc.wait()
+    assert not (wd / target).exists()  # outputs are written atomically at the very end
+    # As if the kill had landed while the outputs were being written: they exist, but the job never finished.
+    (wd / "results/pretrain/no_diagonal/model").mkdir(parents=True, exist_ok=True)
+    (wd / target).write_text("{}")
+    (wd / "results/pretrain/no_diagonal/log.jsonl").write_text("")
+    r = snakemake(wd, target, "-n", "--configfile", "config/smoke.yaml", check=False)
+    assert r.returncode != 0 and "incomplete" in (r.stdout + r.stderr).lower(), "partial outputs taken as complete"
+    counts = job_counts(snakemake(wd, target, "-n", "--quiet", "rules", "--rerun-incomplete",
+                                  "--configfile", "config/smoke.yaml").stdout)  # fmt: skip
+    assert counts.get("pretrain") == 1
+    snakemake(wd, "--unlock", "--configfile", "config/smoke.yaml")  # a SIGKILLed snakemake leaves its lock
+    snakemake(wd, target, "--cores", "2", "--rerun-incomplete", "--configfile", "config/smoke.yaml")
+    assert json.loads((wd / target).read_text())["sparsity"] > 0
+    assert "Nothing to be done" in snakemake(wd, target, "-n", "--configfile", "config/smoke.yaml").stdout
+
+
+def test_paper_config_builds_the_full_job_list(tmp_path):
+    wd = workdir(tmp_path / "paper")
+    r = snakemake(wd, "-n", "--configfile", "config/paper.yaml")
+    out = r.stdout + r.stderr
+    paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
+    variants = list(paper["masks"]) + [f"{d}_{lam:g}" for d, lams in paper["dam"].items() for lam in lams]
+    tasks = paper["tasks"]["names"]
+    assert {"mnli", "qqp", "qnli", "sst2", "cola", "stsb", "mrpc", "rte", "squad_v1", "squad_v2", "swag"} == set(tasks)
+    jobs = set(re.findall(r"results/finetune/([\w.]+)/(\w+)/metrics\.json", out))
+    assert jobs == {(v, t) for v in variants for t in tasks}
+    counts = job_counts(out)
+    assert counts["finetune"] == len(variants) * len(tasks) == 17 * 11
+    assert counts["pretrain"] == 9 and counts["dam_search"] == counts["pretrain_learned"] == 8
+    shell = snakemake(wd, "pretrain_all", "-n", "-p", "--configfile", "config/paper.yaml").stdout
+    assert "torchrun --standalone --nproc_per_node=8" in shell  # 8 GPUs -> one process per GPU
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda c: c.update(learning_rate=1e-3), "learning_rate"),  # unknown top-level key
+        (lambda c: c["pretrain"].update(max_step=5), "max_step"),  # unknown recipe key
+        (lambda c: c["masks"].update(diagonal_only={}), "diagonal_only"),  # unknown mask
+        (lambda c: c["dam"].update(dam_s=[-0.001]), "-0.001"),  # negative lambda
+        (lambda c: c.pop("tasks"), "tasks"),  # missing tasks
+        (lambda c: c["tasks"].update(names=["glue_everything"]), "glue_everything"),  # unknown task
+    ],
+)
+def test_invalid_config_fails_before_any_job(tmp_path, change, expected):
+    wd = workdir(tmp_path / "bad")
+    config = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    change(config)
+    (wd / "bad.yaml").write_text(yaml.safe_dump(config))
+    r = snakemake(wd, "--cores", "1", "--configfile", "bad.yaml", check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and expected in out, out[-3000:]
+    assert "validat" in out.lower()
+    assert not (wd / "data").exists() and not (wd / "results").exists()  # no job ran
+
+
+def test_schema_enums_match_the_registries():
+    from sparsebert.data.tasks import TASKS
+    from sparsebert.masks import MASKS
+
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    assert schema["properties"]["masks"]["propertyNames"]["enum"] == list(MASKS)
+    assert schema["properties"]["tasks"]["properties"]["names"]["items"]["enum"] == list(TASKS)

@@ -1,0 +1,84 @@
+# Names and small helpers derived from the (validated) config. Nothing here imports torch, so parsing the
+# Snakefile stays fast and a run with nothing to do returns in a second or two.
+import json
+import re
+
+from sparsebert.launch import from_resources
+
+# Variants: one per fixed mask, plus one per DAM search (type x lambda), named like the paper's rows.
+FIXED = list(config["masks"])
+DAM_RUNS = [f"{dam}_{lam:g}" for dam, lams in config.get("dam", {}).items() for lam in lams]
+VARIANTS = FIXED + DAM_RUNS
+TASKS = config["tasks"]["names"]
+LAMBDAS = {f"{lam:g}" for lams in config.get("dam", {}).values() for lam in lams}
+
+
+def alternation(names):
+    """Regex matching exactly one of `names` ("(?!)" matches nothing, for an empty list)."""
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) or "(?!)"
+
+
+# Wildcards only take configured values, so rule patterns never match each other's outputs
+# (results/pretrain/dense vs results/pretrain/dam_s_0.001).
+wildcard_constraints:
+    variant=alternation(VARIANTS),
+    fixed=alternation(FIXED),
+    dam=alternation(config.get("dam", {})),
+    lam=alternation(LAMBDAS),
+    task=alternation(TASKS),
+
+
+def as_json(value):
+    """Inline --params argument; sorted keys keep the string (and Snakemake's params trigger) stable."""
+    return json.dumps(value, sort_keys=True)
+
+
+def dam_recipe():
+    """The DAM search trains with the pretraining recipe, plus its own overrides."""
+    return {**config["pretrain"], **config.get("dam_search", {})}
+
+
+def rule_resources(rule, variant=None):
+    """Resources of a training rule from config, with per-variant overrides (e.g. DDP for one variant)."""
+    res = {"threads": 1, "gpu": 0, "nodes": 1, "ddp_cpu_procs": 0}
+    res.update(config.get("resources", {}).get(rule, {}))
+    overrides = res.pop("per_variant", {})
+    res.update(overrides.get(variant, {}))
+    # A CPU DDP job runs one process per core.
+    res["threads"] = max(res["threads"], res["ddp_cpu_procs"])
+    return res
+
+
+def resource(rule, key, default=None):
+    """Resource function for `resources:` (per variant where the rule has a variant)."""
+
+    def get(wildcards):
+        variant = getattr(wildcards, "variant", None) or getattr(wildcards, "fixed", None)
+        if hasattr(wildcards, "dam"):
+            variant = f"{wildcards.dam}_{wildcards.lam}"
+        return rule_resources(rule, variant).get(key, default)
+
+    return get
+
+
+def launch(wildcards, resources):
+    """`python`, `torchrun ...` or `srun ... torchrun ...`, decided by the job's resources."""
+    return from_resources(resources)
+
+
+def task_source(task):
+    """Where `sparsebert finetune` reads a task: built proxies, the hub, or local files."""
+    source = config["tasks"]["source"]
+    if source == "proxy":
+        return {"path": f"data/tasks/{task}"}
+    if source == "local":
+        return {"path": f"{config['tasks']['local_dir']}/{task}"}
+    return {"hub": True}
+
+
+PROXY = config["tasks"]["source"] == "proxy"
+
+
+def finetune_task_input(wildcards):
+    """The built proxy task folder (a DAG edge); hub and local tasks have no upstream rule."""
+    return [f"data/tasks/{wildcards.task}"] if PROXY else []

@@ -1,0 +1,70 @@
+# Data: corpus -> tokenizer -> MLM+NSP examples, and the proxy downstream tasks (embedded default only).
+
+
+rule corpus:
+    output:
+        directory("data/corpus"),
+    params:
+        corpus=as_json(config["corpus"]),
+    log:
+        "logs/corpus.log",
+    benchmark:
+        "logs/benchmarks/corpus.tsv"
+    threads: 2
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m sparsebert corpus --params {params.corpus:q} --out {output} > {log} 2>&1"
+
+
+rule tokenizer:
+    input:
+        corpus=rules.corpus.output[0],
+    output:
+        directory("data/tokenizer"),
+    params:
+        tokenizer=as_json(config["tokenizer"]),
+    log:
+        "logs/tokenizer.log",
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m sparsebert tokenizer --corpus {input.corpus} --params {params.tokenizer:q} --out {output} > {log} 2>&1"
+
+
+rule examples:
+    input:
+        corpus=rules.corpus.output[0],
+        tokenizer=rules.tokenizer.output[0],
+    output:
+        directory("data/examples"),
+    params:
+        examples=as_json(config["examples"]),
+    log:
+        "logs/examples.log",
+    benchmark:
+        "logs/benchmarks/examples.tsv"
+    threads: 2
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m sparsebert examples --corpus {input.corpus} --tokenizer {input.tokenizer}"
+        " --params {params.examples:q} --out {output} > {log} 2>&1"
+
+
+# PROXY tasks: built from the corpus (held-out documents for dev), one folder per configured task.
+rule proxy_tasks:
+    input:
+        corpus=rules.corpus.output[0],
+    output:
+        [directory(f"data/tasks/{task}") for task in TASKS if task.startswith("proxy_")],
+    params:
+        proxy=as_json(config.get("proxy_tasks", {})),
+        tasks=[task for task in TASKS if task.startswith("proxy_")],
+    log:
+        "logs/proxy_tasks.log",
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m sparsebert proxy-tasks --corpus {input.corpus} --params {params.proxy:q}"
+        " --tasks {params.tasks} --out data/tasks > {log} 2>&1"

@@ -1,0 +1,35 @@
+# Pretraining (MLM + NSP) of one BERT per fixed attention mask. Resumable state lives in results/state/,
+# which is deliberately not an output: Snakemake deletes the outputs of a failed job, and the checkpoints
+# must survive a crash or preemption so that the rerun continues instead of starting over.
+
+
+rule pretrain:
+    input:
+        examples=rules.examples.output[0],
+        tokenizer=rules.tokenizer.output[0],
+    output:
+        model=directory("results/pretrain/{fixed}/model"),
+        summary="results/pretrain/{fixed}/summary.json",
+        log="results/pretrain/{fixed}/log.jsonl",
+    params:
+        launch=launch,
+        recipe=as_json(config["pretrain"]),
+        mask_params=lambda wc: as_json(config["masks"][wc.fixed]),
+        state="results/state/pretrain/{fixed}",
+    log:
+        "logs/pretrain/{fixed}.log",
+    benchmark:
+        "logs/benchmarks/pretrain/{fixed}.tsv"
+    threads: lambda wc: rule_resources("pretrain", wc.fixed)["threads"]
+    resources:
+        gpu=resource("pretrain", "gpu"),
+        nodes=resource("pretrain", "nodes"),
+        ddp_cpu_procs=resource("pretrain", "ddp_cpu_procs"),
+        mem_mb=resource("pretrain", "mem_mb", 4000),
+        runtime=resource("pretrain", "runtime", 60),
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "{params.launch} -m sparsebert pretrain --examples {input.examples} --tokenizer {input.tokenizer}"
+        " --params {params.recipe:q} --mask {wildcards.fixed} --mask-params {params.mask_params:q}"
+        " --out results/pretrain/{wildcards.fixed} --state-dir {params.state} > {log} 2>&1"
