@@ -36,8 +36,14 @@ def workdir(path: Path) -> Path:
     return path
 
 
+# Every Snakemake run here (and each job it starts) runs offline with sockets limited to loopback
+# (tests/netguard/sitecustomize.py): the smoke DAG passing proves the default path needs no network.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+               "PYTHONPATH": str(Path(__file__).parent / "netguard")}
+
+
 def snakemake(wd: Path, *args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **OFFLINE_ENV}
     r = subprocess.run([str(BIN / "snakemake"), *args], cwd=wd, env=env, capture_output=True, text=True,
                        timeout=timeout)  # fmt: skip
     if check:
@@ -195,3 +201,10 @@ def test_schema_enums_match_the_registries():
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     assert schema["properties"]["masks"]["propertyNames"]["enum"] == list(MASKS)
     assert schema["properties"]["tasks"]["properties"]["names"]["items"]["enum"] == list(TASKS)
+
+
+def test_network_guard_is_active_for_the_smoke_run():
+    probe = "import urllib.request; urllib.request.urlopen('http://example.org', timeout=5)"
+    r = subprocess.run([str(BIN / "python"), "-c", probe], env={**os.environ, **OFFLINE_ENV},
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode != 0 and "denied by tests/netguard" in r.stderr
