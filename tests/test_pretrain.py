@@ -110,7 +110,8 @@ def test_two_process_ddp_matches_one_process(tiny_pretraining_data, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = logged(tmp_path / "one"), logged(tmp_path / "two")
-    assert json.loads((tmp_path / "two" / "summary.json").read_text())["world_size"] == 2
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["backend"] == "gloo"
     # rank 0 logs its own half of each global batch; the optimizer trajectory (lr) and the weights agree.
     assert [r["lr"] for r in one] == [r["lr"] for r in two]
     wa, wb = weights(tmp_path / "one"), weights(tmp_path / "two")

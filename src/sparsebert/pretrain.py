@@ -288,7 +288,8 @@ def evaluate(model, dataset, limit: int, batch_size: int, device) -> dict:
 def _finish(model, data, recipe, env, out_dir, logger, snapshots, dam_lambda, is_dam) -> dict:
     """Final artefacts, each written atomically: model/, summary.json, log.jsonl (+ DAM mask, snapshots)."""
     summary = {"variant_mask": model.config.attention_mask_type, "steps": recipe["max_steps"], "seed": recipe["seed"],
-               "world_size": env.world_size, "parameters": sum(p.numel() for p in model.parameters())}
+               "world_size": env.world_size, "parameters": sum(p.numel() for p in model.parameters()),
+               "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None}
     if "validation" in data and len(data["validation"]):
         summary.update(evaluate(model, data["validation"], recipe["eval_examples"], recipe["batch_size"], env.device))
     model.eval()
