@@ -206,6 +206,18 @@ def test_end_to_end_writes_a_dataset_dict_with_the_training_columns(pipeline):
     check_invariants(train, 32, 5)
 
 
+def test_no_validation_split_loads_and_pretrains(pipeline, tmp_path):
+    out = tmp_path / "examples"
+    stats = pretraining.build_examples(pipeline / "corpus", pipeline / "tokenizer",
+                                       {"max_seq_length": 32, "max_predictions_per_seq": 5, "dupe_factor": 1,
+                                        "validation_fraction": 0.0, "num_proc": 1}, out)
+    assert stats["validation"]["sequences"] == 0
+    assert set(datasets.load_from_disk(str(out))) == {"train"}
+    from sparsebert.pretrain import load_examples
+
+    assert "validation" not in load_examples(out)
+
+
 def test_missing_inputs_are_user_errors_and_leave_no_output(pipeline, tmp_path):
     out = tmp_path / "examples"
     with pytest.raises(UserError, match="corpus directory not found"):

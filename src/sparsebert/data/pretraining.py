@@ -328,7 +328,10 @@ def build_examples(corpus: str | os.PathLike, tokenizer_dir: str | os.PathLike, 
     if not stats["train"]["sequences"]:
         raise UserError(f"{corpus}: no training examples could be built (too few documents or sentences)")
     with atomic_dir(out) as tmp:
-        datasets.DatasetDict({name: to_dataset(a) for name, a in arrays.items()}).save_to_disk(str(tmp))
+        # An empty split (validation_fraction 0, or too few documents) is left out: `datasets` cannot load
+        # back a split saved with zero shards, and readers treat a missing validation split as "none".
+        kept = {name: to_dataset(a) for name, a in arrays.items() if stats[name]["sequences"]}
+        datasets.DatasetDict(kept).save_to_disk(str(tmp))
         stats.update(params=params, seconds=round(time.time() - start, 1))
         atomic_write_json(tmp / "stats.json", stats)
     for name in SPLITS:
