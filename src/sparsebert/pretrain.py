@@ -310,7 +310,10 @@ def _finish(model, data, recipe, env, out_dir, logger, snapshots, dam_lambda, is
     else:
         summary["sparsity"] = masks.sparsity(model.bert.fixed_mask.keep)
     final_log = out_dir / "log.jsonl"
-    shutil.copyfile(logger.path, final_log) if logger.path.exists() else final_log.write_text("")
+    if logger.path.exists():
+        shutil.copyfile(logger.path, final_log)
+    else:
+        final_log.write_text("")
     records = [json.loads(l) for l in final_log.read_text().splitlines() if l]
     if records:
         summary["final_train_loss"] = records[-1]["loss"]

@@ -15,7 +15,6 @@ import os
 import random
 import shutil
 import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -254,7 +253,6 @@ class JsonlLog:
         if resume_step and self.path.exists():
             kept = [l for l in self.path.read_text().splitlines() if l and json.loads(l).get("step", 0) <= resume_step]
         self.path.write_text("".join(l + "\n" for l in kept))
-        self.t0 = time.perf_counter()
 
     def write(self, record: dict) -> None:
         if self.enabled:
