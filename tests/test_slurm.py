@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _runs import run_workflow
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
@@ -50,7 +51,7 @@ TARGET = Target(
     compare=("data/corpus/*", "data/tasks/*/*"),
 )
 
-RUN_TIMEOUT_S = 900  # one workflow run; the fixture takes about 1.5 min under SLURM, 15 s locally
+RUN_TIMEOUT_S = 900  # one workflow run; the smoke DAG takes about 2.5 min under SLURM, 1 min locally
 
 
 def _sh(cmd: str, timeout: float = 30) -> str:
@@ -117,16 +118,14 @@ def run_snakemake(workdir: Path, args: list[str]) -> tuple[subprocess.CompletedP
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # jobs find this venv's python
     env["SPARSEBERT_FAIL_ONCE"] = f"{TARGET.fail_once}:{workdir / 'fail-once.marker'}"
     cmd = [sys.executable, "-m", "snakemake", "-s", str(TARGET.snakefile), "-d", str(workdir), *TARGET.args, *args]
+
+    def on_timeout() -> str:
+        report = _diagnostics(workdir)
+        _sh('scancel --user "$(id -un)"')  # the test partition runs only this test's jobs
+        return report
+
     start = time.monotonic()
-    try:
-        result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        ids = re.findall(r"submitted with SLURM jobid (\d+)", out)
-        if ids:
-            _sh(f"scancel {' '.join(ids)}")  # only the jobs this run submitted
-        pytest.fail(f"snakemake timed out after {RUN_TIMEOUT_S} s: {' '.join(cmd)}\n{out[-6000:]}\n"
-                    f"{_diagnostics(workdir)}")
+    result = run_workflow(cmd, cwd=REPO, env=env, timeout=RUN_TIMEOUT_S, workdir=workdir, diagnostics=on_timeout)
     return result, time.monotonic() - start
 
 

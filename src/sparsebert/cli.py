@@ -7,6 +7,7 @@ importing a module when its subcommand is called so that `--help` and light comm
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import logging
 import os
@@ -48,6 +49,14 @@ def _inject_fault(command: str) -> None:
         sys.exit(75)
 
 
+def _dump_stacks_when_stuck() -> None:
+    """SPARSEBERT_STACKS_AFTER_S=N: write every thread's Python stack to stderr (the rule's log) every N
+    seconds. The tests set it, so a job that hangs leaves the place where it hangs in its log."""
+    after = os.environ.get("SPARSEBERT_STACKS_AFTER_S")
+    if after:
+        faulthandler.dump_traceback_later(float(after), repeat=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparsebert", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
@@ -69,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     module.add_arguments(sub_parser)
     args = sub_parser.parse_args(argv[1:])
     _inject_fault(known.command)
+    _dump_stacks_when_stuck()
     try:
         module.run(args)
     except UserError as e:

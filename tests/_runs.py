@@ -1,0 +1,60 @@
+"""Running Snakemake from the tests: in its own session, so that a hung run can be ended together with every
+job it started, and with the evidence of where it hung in the failure message instead of a bare timeout."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+# Rule jobs (sparsebert.cli) dump the Python stacks of all their threads into their log every this many
+# seconds; the smoke DAG's longest job takes about 15 s, so a dump in a log means that job was stuck.
+STACKS_AFTER_S = 240
+PY_SPY = str(Path(sys.executable).parent / "py-spy")  # installed with the test extras
+
+
+def _sh(cmd: list[str], timeout: float = 60) -> str:
+    """Output of a diagnostic command, never raising (diagnostics must not hide the real failure)."""
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        return r.stdout + r.stderr
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"({' '.join(cmd)}: {e})"
+
+
+def python_stacks(session: int) -> str:
+    """py-spy dumps (Python and native frames) of every Python process in a session."""
+    rows = _sh(["ps", "-o", "pid=,args=", "--sid", str(session)]).splitlines()
+    dumps = []
+    for row in rows:
+        pid, _, args = row.strip().partition(" ")
+        if "python" in args:
+            dumps.append(f"--- py-spy dump {pid}: {args[:200]}\n{_sh([PY_SPY, 'dump', '--pid', pid])[-3000:]}")
+    return "\n".join(dumps)
+
+
+def run_workflow(cmd: list[str], *, cwd: Path, env: dict, timeout: float, workdir: Path,
+                  diagnostics: Callable[[], str] = str) -> subprocess.CompletedProcess:
+    """Run `cmd`; on a timeout, fail with Snakemake's output, the stacks and logs of the stuck jobs."""
+    env = {**env, "SPARSEBERT_STACKS_AFTER_S": str(STACKS_AFTER_S)}
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+    except subprocess.TimeoutExpired:
+        # Evidence first, while the stuck processes are alive; then end snakemake and all of its jobs.
+        processes = _sh(["ps", "-o", "pid,ppid,etime,time,args", "--forest", "--sid", str(proc.pid)])
+        stacks = python_stacks(proc.pid)
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+    logs = sorted((workdir / "logs").rglob("*.log"), key=lambda p: p.stat().st_mtime)[-3:]
+    tails = "".join(f"--- {p}\n{p.read_text(errors='replace')[-3000:]}\n" for p in logs)
+    pytest.fail(f"timed out after {timeout:.0f} s: {' '.join(map(str, cmd))}\n"
+                f"--- snakemake output (tail)\n{(stdout + stderr)[-5000:]}\n"
+                f"--- processes\n{processes}\n{stacks}\n--- newest rule logs\n{tails}{diagnostics()}")
