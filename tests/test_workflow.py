@@ -154,6 +154,49 @@ def test_killed_job_is_incomplete_and_rerun_incomplete_recovers(smoke, tmp_path)
     assert "Nothing to be done" in snakemake(wd, target, "-n", "--configfile", "config/smoke.yaml").stdout
 
 
+def test_dvc_push_then_pull_into_a_fresh_clone_leaves_nothing_to_do(smoke, tmp_path):
+    """issue 5: the repository's dvc.yaml (pointed at the smoke config) versions a finished run; a fresh git
+    clone gets it back with `dvc pull`, and after `snakemake --touch` (what `make pull` runs) Snakemake has
+    nothing to do. Runs offline under the network guard, like the smoke run."""
+    src = copy_of(smoke, tmp_path / "src")
+    (src / "Snakefile").unlink()
+    shutil.copy2(REPO / "Snakefile", src / "Snakefile")
+    for name in ("workflow", "config", "envs", "src"):  # real files, not the links: git and DVC hash them
+        (src / name).unlink(missing_ok=True)
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    stages = (REPO / "dvc.yaml").read_text()
+    stages = stages.replace("snakemake --cores all", "snakemake --configfile config/smoke.yaml --cores 2")
+    (src / "dvc.yaml").write_text(stages.replace("config/config.yaml", "config/smoke.yaml"))
+    shutil.copy2(REPO / ".gitignore", src / ".gitignore")  # results/ and data/ travel by DVC, never by git
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **OFFLINE_ENV, "DVC_NO_ANALYTICS": "1"}
+
+    def sh(*cmd: str, cwd: Path) -> str:
+        r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, f"{' '.join(cmd)} failed in {cwd}:\n{(r.stdout + r.stderr)[-4000:]}"
+        return r.stdout + r.stderr
+
+    git = ("git", "-c", "user.name=test", "-c", "user.email=test@example.org")
+    sh(*git, "init", "-q", cwd=src)
+    sh("dvc", "init", "-q", cwd=src)
+    shutil.copy2(REPO / ".dvc/config", src / ".dvc/config")  # the repository's remote, redirected next
+    sh("dvc", "remote", "modify", "local", "url", str(tmp_path / "remote"), cwd=src)
+    sh("dvc", "repro", cwd=src)  # every stage's Snakemake target is up to date: only hashes are recorded
+    sh(*git, "add", "-A", cwd=src)
+    sh(*git, "commit", "-q", "-m", "smoke run", cwd=src)
+    sh("dvc", "push", cwd=src)
+
+    clone = tmp_path / "clone"
+    sh(*git, "clone", "-q", str(src), str(clone), cwd=tmp_path)
+    assert not (clone / "results").exists() and not (clone / "data").exists()  # git brought no outputs
+    sh("dvc", "pull", cwd=clone)
+    for rel in ("results/tables/glue.csv", "results/pretrain/dense/model/model.safetensors",
+                "data/examples/dataset_dict.json", "results/figures/masks.png"):  # fmt: skip
+        assert (clone / rel).read_bytes() == (smoke / rel).read_bytes(), rel
+    sh("snakemake", "--cores", "1", "--touch", "--configfile", "config/smoke.yaml", cwd=clone)
+    assert "Nothing to be done" in sh("snakemake", "-n", "--configfile", "config/smoke.yaml", cwd=clone)
+    assert "up to date" in sh("dvc", "status", cwd=clone).lower()
+
+
 def test_paper_config_builds_the_full_job_list(tmp_path):
     wd = workdir(tmp_path / "paper")
     r = snakemake(wd, "-n", "--configfile", "config/paper.yaml")
