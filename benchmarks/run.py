@@ -1,4 +1,4 @@
-"""`make bench`: all benchmarks in one run (about 12 minutes on 2 CPU cores; --quick: about 3).
+"""`make bench`: all benchmarks in one run (about 5 minutes on 2 CPU cores; --quick: about 2).
 
 Writes results/benchmarks/*.csv, time_vs_len.png and summary.md (the tables printed at the end)."""
 

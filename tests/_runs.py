@@ -1,5 +1,6 @@
-"""Running Snakemake from the tests: in its own session, so that a hung run can be ended together with every
-job it started, and with the evidence of where it hung in the failure message instead of a bare timeout."""
+"""Running Snakemake (or torchrun) from the tests: in its own session, so that a hung run can be ended together
+with every process it started, and with the evidence of where it hung in the failure message instead of a bare
+timeout."""
 
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ def python_stacks(session: int) -> str:
     return "\n".join(dumps)
 
 
-def run_workflow(cmd: list[str], *, cwd: Path, env: dict, timeout: float, workdir: Path,
-                  diagnostics: Callable[[], str] = str) -> subprocess.CompletedProcess:
+def run_watched(cmd: list[str], *, cwd: Path, env: dict, timeout: float, workdir: Path,
+                diagnostics: Callable[[], str] = lambda: "") -> subprocess.CompletedProcess:
     """Run `cmd`; on a timeout, fail with Snakemake's output, the stacks and logs of the stuck jobs."""
     env = {**env, "SPARSEBERT_STACKS_AFTER_S": str(STACKS_AFTER_S)}
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

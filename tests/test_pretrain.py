@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from _runs import run_watched
 from conftest import TINY_RECIPE
 
 from sparsebert import masks
@@ -102,12 +103,12 @@ def test_two_process_ddp_matches_one_process(tiny_pretraining_data, tmp_path):
     recipe = {"max_steps": 6, "batch_size": 16, "micro_batch_size": 8, "log_every": 1}
     run_pretrain(tiny_pretraining_data, tmp_path / "one", recipe=recipe)
     examples, tokenizer = tiny_pretraining_data
-    proc = subprocess.run(
+    proc = run_watched(  # a hung rendezvous or collective fails with both workers' stacks
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "sparsebert",
-         "pretrain", "--examples", examples, "--tokenizer", tokenizer, "--params",
-         json.dumps({**TINY_RECIPE, **recipe}), "--mask", "star", "--out", tmp_path / "two"],
-        capture_output=True, text=True, timeout=300,
-    )
+         "pretrain", "--examples", str(examples), "--tokenizer", str(tokenizer), "--params",
+         json.dumps({**TINY_RECIPE, **recipe}), "--mask", "star", "--out", str(tmp_path / "two")],
+        cwd=tmp_path, env=dict(os.environ), timeout=300, workdir=tmp_path,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = logged(tmp_path / "one"), logged(tmp_path / "two")
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())

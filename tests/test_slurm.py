@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _runs import run_workflow
+from _runs import run_watched
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
@@ -125,7 +125,7 @@ def run_snakemake(workdir: Path, args: list[str]) -> tuple[subprocess.CompletedP
         return report
 
     start = time.monotonic()
-    result = run_workflow(cmd, cwd=REPO, env=env, timeout=RUN_TIMEOUT_S, workdir=workdir, diagnostics=on_timeout)
+    result = run_watched(cmd, cwd=REPO, env=env, timeout=RUN_TIMEOUT_S, workdir=workdir, diagnostics=on_timeout)
     return result, time.monotonic() - start
 
 

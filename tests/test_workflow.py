@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from _runs import run_workflow
+from _runs import run_watched
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -45,7 +45,7 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
 
 def snakemake(wd: Path, *args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **OFFLINE_ENV}
-    r = run_workflow([str(BIN / "snakemake"), *args], cwd=wd, env=env, timeout=timeout, workdir=wd)
+    r = run_watched([str(BIN / "snakemake"), *args], cwd=wd, env=env, timeout=timeout, workdir=wd)
     if check:
         assert r.returncode == 0, f"snakemake {' '.join(args)} failed:\n{(r.stdout + r.stderr)[-6000:]}"
     return r
