@@ -28,14 +28,28 @@ def _sh(cmd: list[str], timeout: float = 60) -> str:
         return f"({' '.join(cmd)}: {e})"
 
 
-def python_stacks(session: int) -> str:
-    """py-spy dumps (Python and native frames) of every Python process in a session."""
-    rows = _sh(["ps", "-o", "pid=,args=", "--sid", str(session)]).splitlines()
+def descendants(pid: int) -> list[int]:
+    """pid and every process below it (read before killing anything: orphans lose their parent link)."""
+    children: dict[int, list[int]] = {}
+    for row in _sh(["ps", "-e", "-o", "pid=,ppid="]).split("\n"):
+        if row.strip():
+            child, parent = map(int, row.split())
+            children.setdefault(parent, []).append(child)
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    return tree
+
+
+def python_stacks(pids: list[int]) -> str:
+    """py-spy dumps (Python and native frames) of the Python processes among pids."""
     dumps = []
-    for row in rows:
-        pid, _, args = row.strip().partition(" ")
+    for pid in pids:
+        args = _sh(["ps", "-o", "args=", "-p", str(pid)]).strip()
         if "python" in args:
-            dumps.append(f"--- py-spy dump {pid}: {args[:200]}\n{_sh([PY_SPY, 'dump', '--pid', pid])[-3000:]}")
+            dump = _sh([PY_SPY, "dump", "--native", "--pid", str(pid)])
+            dumps.append(f"--- py-spy dump {pid}: {args[:200]}\n{dump[-3000:]}")
     return "\n".join(dumps)
 
 
@@ -49,11 +63,20 @@ def run_watched(cmd: list[str], *, cwd: Path, env: dict, timeout: float, workdir
         stdout, stderr = proc.communicate(timeout=timeout)
         return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     except subprocess.TimeoutExpired:
-        # Evidence first, while the stuck processes are alive; then end snakemake and all of its jobs.
-        processes = _sh(["ps", "-o", "pid,ppid,etime,time,args", "--forest", "--sid", str(proc.pid)])
-        stacks = python_stacks(proc.pid)
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
+        # Evidence first, while the stuck processes are alive; then end the command and everything it started.
+        tree = descendants(proc.pid)
+        processes = _sh(["ps", "-o", "pid,ppid,sid,etime,time,args", "--forest", "-p", ",".join(map(str, tree))])
+        stacks = python_stacks(tree)
+        for pid in tree:  # the tree, not just the session: torchrun starts each worker in a session of its own
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            stdout, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # an escaped grandchild still holds the pipes
+            proc.kill()
+            stdout, stderr = "(output lost: the pipes stayed open)", ""
     logs = sorted((workdir / "logs").rglob("*.log"), key=lambda p: p.stat().st_mtime)[-3:]
     tails = "".join(f"--- {p}\n{p.read_text(errors='replace')[-3000:]}\n" for p in logs)
     pytest.fail(f"timed out after {timeout:.0f} s: {' '.join(map(str, cmd))}\n"

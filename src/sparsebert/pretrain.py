@@ -209,6 +209,7 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
     summary = {}
     if env.is_main:
         summary = _finish(model, data, recipe, env, out_dir, logger, snapshots, dam_lambda, is_dam)
+    del ddp  # before the group goes: see teardown_distributed
     training.teardown_distributed()
     return summary
 

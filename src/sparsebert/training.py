@@ -8,6 +8,7 @@ and the data position, and is written to a temporary directory that is fsynced a
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -59,7 +60,12 @@ def setup_distributed() -> Dist:
 
 
 def teardown_distributed() -> None:
+    """All ranks meet, then destroy the group together. Callers must drop their DDP wrapper first: its
+    reducer holds the group, and a group destroyed later by the reducer, after the peer has gone, can wait
+    forever in ProcessGroupGloo's destructor (seen: rank 1 stuck there after rank 0 had finished)."""
     if dist.is_initialized():
+        gc.collect()  # a DDP wrapper in a reference cycle would otherwise still hold the group
+        dist.barrier()
         dist.destroy_process_group()
 
 
