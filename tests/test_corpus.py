@@ -1,5 +1,6 @@
 """Corpus step: shard format, stats, sources (embedded mix size, wiki/play parsing), bad input."""
 
+import itertools
 import json
 from pathlib import Path
 
@@ -37,6 +38,21 @@ def test_shards_hold_one_sentence_per_line_and_a_blank_line_between_documents(tm
         ["Dogs bark at night.", "Nobody knows why."],
         ["A single sentence here"],
     ]
+
+
+def test_a_rebuild_gives_the_same_bytes(tmp_path, monkeypatch):
+    """The corpus is a DVC output and is compared across SLURM and local runs: no timing in it (here the clock
+    jumps 1 s further at every reading, so no two runs take as long), and forked workers keep the order."""
+    clock = itertools.accumulate(itertools.count())
+    monkeypatch.setattr(corpus.time, "time", lambda: float(next(clock)))
+    params = {"source": "text_files", "text_files": {"glob": write_texts(tmp_path / "texts")}, "num_proc": 2}
+    one, two = tmp_path / "one", tmp_path / "two"
+    corpus.build_corpus(params, one)
+    corpus.build_corpus(params, two)
+    files = sorted(p.name for p in one.iterdir())
+    assert "stats.json" in files and files == sorted(p.name for p in two.iterdir())
+    for name in files:
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
 
 
 def test_stats_count_documents_sentences_words_bytes_per_source(tmp_path):

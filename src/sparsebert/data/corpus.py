@@ -428,11 +428,12 @@ def build_corpus(params: dict, out: str | os.PathLike) -> dict:
         stats = write_shards(split, tmp, int(params["shard_documents"]))
         if not stats["total"]["documents"]:
             raise UserError(f"the corpus is empty: source {source!r} produced no sentences (params: {params[source]})")
-        stats.update(source=source, params=params, seconds=round(time.time() - start, 1))
+        # No timing in outputs: same inputs, same bytes (run times are in logs/benchmarks/).
+        stats.update(source=source, params=params)
         atomic_write_json(tmp / "stats.json", stats)
     t = stats["total"]
     log.info("corpus: %d documents, %d sentences, %d words, %.1f MB in %d shards (%.0f s) -> %s",
-             t["documents"], t["sentences"], t["words"], t["bytes"] / 1e6, len(stats["shards"]), stats["seconds"], out)
+             t["documents"], t["sentences"], t["words"], t["bytes"] / 1e6, len(stats["shards"]), time.time() - start, out)
     for name, c in stats["sources"].items():
         log.info("corpus:   %-12s %6d documents %8d sentences %9d words", name, c["documents"], c["sentences"], c["words"])
     return stats

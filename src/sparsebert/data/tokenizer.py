@@ -92,15 +92,14 @@ def build_tokenizer(corpus: str | os.PathLike | None, params: dict, out: str | o
                                     int(params["min_frequency"]))
     if tokenizer.pad_token_id is None or tokenizer.mask_token_id is None:
         raise UserError(f"tokenizer {params['pretrained'] or out} lacks a [PAD] or [MASK] token")
-    stats = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id, "params": params,
-             "seconds": round(time.time() - start, 1)}
+    stats = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id, "params": params}
     with atomic_dir(out) as tmp:
         tokenizer.save_pretrained(str(tmp))
         if not (tmp / "vocab.txt").exists():
             save_vocab_txt(tokenizer, tmp / "vocab.txt")
         atomic_write_json(tmp / "stats.json", stats)
     log.info("tokenizer: vocab %d (%s) in %.0f s -> %s", stats["vocab_size"],
-             params["pretrained"] or "WordPiece trained on the corpus", stats["seconds"], out)
+             params["pretrained"] or "WordPiece trained on the corpus", time.time() - start, out)
     return stats
 
 
