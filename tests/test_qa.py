@@ -6,7 +6,7 @@ import pytest
 from _task_files import tiny_tokenizer, write_squad
 
 from sparsebert import metrics
-from sparsebert.data.features import context_windows, featurize
+from sparsebert.data.features import context_windows, featurize, max_context_flags
 from sparsebert.data.qa import postprocess_predictions
 from sparsebert.data.tasks import get_task, hub_features, load_task
 
@@ -81,11 +81,38 @@ def test_decoding_skips_invalid_and_too_long_spans(tokenizer):
     features, examples = windows(tokenizer), squad_rows([long_example()])
     start, end = logits_for(features, {1: (6, 7, 2.0), 2: (9, 4, 9.0)})  # window 2: end before start
     start[3, 1], end[3, 1] = 20.0, 20.0  # window 3: a question token, not context
-    start[4, 4], end[4, 10] = 8.0, 8.0  # window 4: 7 tokens long
+    start[4, 5], end[4, 10] = 8.0, 8.0  # window 4 (tokens 32-39): tokens 34-39, 6 tokens long
     predictions, _ = postprocess_predictions(examples, features, start, end, max_answer_length=3)
     assert predictions == {"q1": "Rollo swore"}
-    predictions, _ = postprocess_predictions(examples, features, start, end, max_answer_length=7)
-    assert predictions == {"q1": " ".join(WORDS[32 + 4 - 3 : 32 + 10 - 3 + 1])}
+    predictions, _ = postprocess_predictions(examples, features, start, end, max_answer_length=6)
+    assert predictions == {"q1": " ".join(WORDS[34:40])}
+
+
+def test_each_context_token_has_one_max_context_window():
+    windows = [(0, 12), (8, 20), (16, 28)]
+    flags = max_context_flags(windows)
+    assert [len(f) for f in flags] == [12, 12, 12]
+    owners = [start + i for w, (start, _) in enumerate(windows) for i, f in enumerate(flags[w]) if f]
+    assert sorted(owners) == list(range(28))  # every token, exactly once
+    owner = {start + i: w for w, (start, _) in enumerate(windows) for i, f in enumerate(flags[w]) if f}
+    # token 9: 9 left / 2 right in window 0 (min 2) vs 1 / 10 in window 1 (min 1) -> window 0
+    # token 11: 11 / 0 in window 0 vs 3 / 8 in window 1 -> window 1; token 19: 0 right in window 1 -> window 2
+    assert [owner[t] for t in (9, 11, 15, 17, 19)] == [0, 1, 1, 1, 2]
+    assert max_context_flags([(0, 5), (2, 7)])[0][3] is True  # token 3: min 1 in both, a tie: the first
+    assert max_context_flags([(0, 5)]) == [[True] * 5]
+
+
+def test_decoding_takes_a_start_token_only_from_its_max_context_window(tokenizer):
+    features, examples = windows(tokenizer), squad_rows([long_example()])
+    # context token 11 ("Rollo") is the last token of window 0 (position 3 + 11) and well inside window 1
+    assert features[0]["token_is_max_context"][14] is False and features[1]["token_is_max_context"][6] is True
+    assert features[0]["token_is_max_context"][:3] == [False] * 3  # [CLS] who [SEP]
+    start, end = logits_for(features, {0: (14, 14, 9.0), 1: (6, 7, 5.0)})
+    predictions, _ = postprocess_predictions(examples, features, start, end)
+    assert predictions == {"q1": "Rollo swore"}  # "Rollo" from window 0 scores higher but sits at its edge
+    without_flags = {k: features[k] for k in ("example_id", "offset_mapping")}
+    predictions, _ = postprocess_predictions(examples, without_flags, start, end)
+    assert predictions == {"q1": "Rollo"}
 
 
 def test_null_answer_rule(tokenizer):

@@ -9,8 +9,9 @@ Output columns (what the fine-tuning loop consumes):
 - multiple_choice: input_ids, token_type_ids, attention_mask [num_choices, L]; labels int64
 - span:            input_ids, token_type_ids, attention_mask [L]; start_positions, end_positions int64
                    (0 = [CLS] when the answer is absent or not inside this window); plus, for decoding,
-                   example_id (the question id) and offset_mapping [L] of (char_start, char_end) into the
-                   context, None for tokens that are not context (question, special tokens, padding).
+                   example_id (the question id), offset_mapping [L] of (char_start, char_end) into the
+                   context, None for tokens that are not context (question, special tokens, padding), and
+                   token_is_max_context [L]: whether this window gives the token its most context.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def featurize(spec, dataset: datasets.Dataset, tokenizer, max_seq_length: int, d
         fn = lambda batch: _span_windows(batch, tokenizer, max_seq_length, doc_stride, max_query_length)  # noqa: E731
         features = Features({**{k: List(Value("int32")) for k in _INPUTS},
                              "start_positions": Value("int64"), "end_positions": Value("int64"),
-                             "example_id": Value("string"), "offset_mapping": List(List(Value("int32")))})  # fmt: skip
+                             "example_id": Value("string"), "offset_mapping": List(List(Value("int32"))),
+                             "token_is_max_context": List(Value("bool"))})  # fmt: skip
     elif spec.kind == "multiple_choice":
         fn = lambda batch: _choices(batch, tokenizer, max_seq_length)  # noqa: E731
         features = Features({**{k: List(List(Value("int32"))) for k in _INPUTS}, "labels": Value("int64")})
@@ -90,6 +92,22 @@ def context_windows(num_context_tokens: int, window_length: int, doc_stride: int
         start += min(doc_stride, window_length)
 
 
+def max_context_flags(windows: list[tuple[int, int]]) -> list[list[bool]]:
+    """Per window, per context token in it: is this the window where the token has the most context?
+
+    The rule of Google's run_squad.py (a token seen by overlapping windows is scored by its window where
+    min(tokens to its left, tokens to its right) + 0.01 x window length is largest, the first on ties);
+    decoding lets a window propose only answers that start at such tokens, so a window does not answer
+    from a token it sees at its very edge when another window sees it in the middle."""
+    best: dict[int, tuple[float, int]] = {}
+    for w, (start, end) in enumerate(windows):
+        for t in range(start, end):
+            score = min(t - start, end - 1 - t) + 0.01 * (end - start)
+            if t not in best or score > best[t][0]:
+                best[t] = (score, w)
+    return [[best[t][1] == w for t in range(start, end)] for w, (start, end) in enumerate(windows)]
+
+
 def _answer_token_span(offsets: list, char_start: int, char_end: int) -> tuple[int, int] | None:
     """First and last context token overlapping the answer characters [char_start, char_end)."""
     tokens = [t for t, (s, e) in enumerate(offsets) if s < char_end and e > char_start]
@@ -104,7 +122,8 @@ def _span_windows(batch: dict, tokenizer, max_seq_length: int, doc_stride: int, 
                           max_length=max_query_length)["input_ids"]  # fmt: skip
     contexts = tokenizer(batch["context"], add_special_tokens=False, return_offsets_mapping=True)
     cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
-    out = {k: [] for k in (*_INPUTS, "start_positions", "end_positions", "example_id", "offset_mapping")}
+    columns = (*_INPUTS, "start_positions", "end_positions", "example_id", "offset_mapping", "token_is_max_context")
+    out = {k: [] for k in columns}
     for i, question in enumerate(questions):
         context_ids, context_offsets = contexts["input_ids"][i], contexts["offset_mapping"][i]
         window_length = max_seq_length - len(question) - 3  # [CLS], [SEP], [SEP]
@@ -116,7 +135,8 @@ def _span_windows(batch: dict, tokenizer, max_seq_length: int, doc_stride: int, 
         if answers["text"]:  # train on the first gold answer, as run_squad does
             char_start = answers["answer_start"][0]
             answer = _answer_token_span(context_offsets, char_start, char_start + len(answers["text"][0]))
-        for start, end in context_windows(len(context_ids), window_length, doc_stride):
+        windows = context_windows(len(context_ids), window_length, doc_stride)
+        for (start, end), max_context in zip(windows, max_context_flags(windows)):
             prefix = [cls, *question, sep]
             ids = prefix + context_ids[start:end] + [sep]
             padding = max_seq_length - len(ids)
@@ -125,6 +145,7 @@ def _span_windows(batch: dict, tokenizer, max_seq_length: int, doc_stride: int, 
             out["attention_mask"].append([1] * len(ids) + [0] * padding)
             offsets = [None] * len(prefix) + [list(o) for o in context_offsets[start:end]]
             out["offset_mapping"].append(offsets + [None] * (max_seq_length - len(offsets)))
+            out["token_is_max_context"].append([False] * len(prefix) + max_context + [False] * (padding + 1))
             out["example_id"].append(batch["id"][i])
             inside = answer is not None and start <= answer[0] and answer[1] < end
             out["start_positions"].append(len(prefix) + answer[0] - start if inside else 0)
