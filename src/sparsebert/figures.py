@@ -25,6 +25,7 @@ from safetensors.torch import load_file  # noqa: E402
 
 from sparsebert import masks, paper  # noqa: E402
 from sparsebert.io import load_params  # noqa: E402
+from sparsebert.report import split_diagonal, variant_kind  # noqa: E402
 
 log = logging.getLogger(__name__)
 KIND_STYLE = {"fixed": ("tab:blue", "o"), "dam_s": ("tab:red", "s"), "dam_u": ("tab:green", "^")}
@@ -36,10 +37,6 @@ def save(fig, out: Path, name: str, tight: bool = True) -> None:
     for ext in ("png", "pdf"):
         fig.savefig(out / f"{name}.{ext}", dpi=130)
     plt.close(fig)
-
-
-def kind(variant: str) -> str:
-    return next((k for k in ("dam_s", "dam_u") if variant.startswith(k + "_")), "fixed")
 
 
 def mask_panels(results: Path, p: dict, out: Path) -> None:
@@ -79,11 +76,7 @@ def importance(results: Path, p: dict, out: Path) -> None:
     for ax, run in zip(axes[0], runs):
         snap = np.load(results / "dam" / run / "snapshots.npz")
         steps, keep = snap["steps"], snap["keep_prob"]  # (S, H, L) offsets (dam_s) or (S, H, L, L) (dam_u)
-        if keep.ndim == 3:
-            diag, off = keep[:, :, 0], keep[:, :, 1:]
-        else:
-            eye = np.eye(keep.shape[-1], dtype=bool)
-            diag, off = keep[:, :, eye], keep[:, :, ~eye]
+        diag, off = split_diagonal(keep, variant_kind(run))
         diag, off_mean = diag.mean(-1) if diag.ndim == 3 else diag, off.mean(-1)  # (S, H)
         for h in range(diag.shape[1]):
             ax.plot(steps, diag[:, h], color="tab:red", lw=1, alpha=0.8, label="diagonal" if h == 0 else None)
@@ -99,7 +92,7 @@ def importance(results: Path, p: dict, out: Path) -> None:
 
 
 def dam_u_snapshots(results: Path, p: dict, out: Path, shown: int = 5) -> None:
-    runs = [r for r in p["dam_runs"] if kind(r) == "dam_u"]
+    runs = [r for r in p["dam_runs"] if variant_kind(r) == "dam_u"]
     fig, axes = plt.subplots(max(1, len(runs)), shown, figsize=(2.2 * shown, 2.3 * max(1, len(runs))), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -132,7 +125,7 @@ def score_vs_sparsity(results: Path, p: dict, out: Path) -> None:
     what = "PROXY tasks" if metrics["proxy"] else "GLUE/SQuAD/SWAG dev"
     ours.set(title=f"this run ({what})", xlabel="measured sparsity (%)", ylabel="average score (%)")
     for v, row in paper.GLUE.items():
-        color, marker = KIND_STYLE[kind(v)]
+        color, marker = KIND_STYLE[variant_kind(v)]
         theirs.scatter(row["sparsity"], row["avg"], color=color, marker=marker)
         theirs.annotate(v, (row["sparsity"], row["avg"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     theirs.set(title="paper (published, BERT-base, GLUE avg)", xlabel="sparsity (%)", ylabel="GLUE average (%)")
@@ -150,9 +143,9 @@ def loss_curves(results: Path, p: dict, out: Path) -> None:
         records = [json.loads(line) for line in (results / "pretrain" / v / "log.jsonl").read_text().splitlines() if line]
         curve = pd.Series({r["step"]: r["loss"] for r in records}, name=v)
         curves[v] = curve
-        color, _ = KIND_STYLE[kind(v)]
-        ax.plot(curve.index, curve.values, lw=1, label=v, color=None if kind(v) == "fixed" else color,
-                ls="-" if kind(v) == "fixed" else "--")
+        fixed = variant_kind(v) == "fixed"
+        color, _ = KIND_STYLE[variant_kind(v)]
+        ax.plot(curve.index, curve.values, lw=1, label=v, color=None if fixed else color, ls="-" if fixed else "--")
     ax.set(xlabel="step", ylabel="training loss (MLM + NSP)", title="Pretraining loss per variant")
     ax.legend(fontsize=6, ncol=2)
     save(fig, out, "loss_curves")

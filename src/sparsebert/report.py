@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from sparsebert import paper
+from sparsebert.dam import DAM_TYPES
 from sparsebert.data.tasks import TASKS
 from sparsebert.io import UserError, atomic_write_json, atomic_write_text, load_params
 
@@ -48,7 +49,17 @@ def read_json(path: Path) -> dict:
 
 
 def variant_kind(variant: str) -> str:
-    return "dam_s" if variant.startswith("dam_s_") else "dam_u" if variant.startswith("dam_u_") else "fixed"
+    """"dam_s" / "dam_u" for a DAM variant (named <type>_<lambda> by the Snakefile), else "fixed"."""
+    return next((k for k in DAM_TYPES if variant.startswith(k + "_")), "fixed")
+
+
+def split_diagonal(keep: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Keep probabilities of the diagonal and of every other position, over any leading axes: a DAM_s
+    snapshot is (..., L) per offset |i - j| (index 0 = the diagonal), a DAM_u one (..., L, L) per pair."""
+    if kind == "dam_s":
+        return keep[..., 0], keep[..., 1:]
+    eye = np.eye(keep.shape[-1], dtype=bool)
+    return keep[..., eye], keep[..., ~eye]
 
 
 def task_columns(task: str, metrics: dict) -> dict[str, float]:
@@ -182,14 +193,12 @@ def diagonal_importance(results: Path, runs: list[str]) -> list[dict]:
     found = []
     for run in runs:
         snap = np.load(results / "dam" / run / "snapshots.npz")
-        keep = snap["keep_prob"][-1]  # dam_s: (H, L) over offsets, index 0 = diagonal; dam_u: (H, L, L)
-        if keep.ndim == 2:
-            diag, off = keep[:, 0], keep[:, 1:]
+        keep = snap["keep_prob"][-1]  # dam_s: (H, L) over offsets; dam_u: (H, L, L)
+        diag, off = split_diagonal(keep, variant_kind(run))
+        if diag.ndim == 1:  # dam_s: one diagonal offset per head
             rank = (off < diag[:, None]).sum(1)  # offsets less likely kept than the diagonal, per head
             lowest = int((rank == 0).sum())
         else:
-            eye = np.eye(keep.shape[-1], dtype=bool)
-            diag, off = keep[:, eye], keep[:, ~eye]
             lowest = int((np.quantile(off, 0.05, axis=1) > diag.mean(1)).sum())  # below 95% of the others
         found.append({"run": run, "steps": int(snap["steps"][-1]), "heads": int(keep.shape[0]),
                       "diag_keep": float(diag.mean()), "off_keep": float(off.mean()),

@@ -61,6 +61,13 @@ def resource(rule, key, default=None):
     return get
 
 
+def training_resources(rule):
+    """The `resources:` of a training rule, each per variant: GPUs and nodes (the SLURM profile turns them
+    into sbatch flags), CPU DDP processes, memory and runtime."""
+    defaults = {"gpu": None, "nodes": None, "ddp_cpu_procs": None, "mem_mb": 4000, "runtime": 60}
+    return {key: resource(rule, key, default) for key, default in defaults.items()}
+
+
 def launch(wildcards, resources):
     """`python`, `torchrun ...` or `srun ... torchrun ...`, decided by the job's resources."""
     return from_resources(resources)
@@ -77,6 +84,7 @@ def task_source(task):
 
 
 PROXY = config["tasks"]["source"] == "proxy"
+PROXY_TASKS = [task for task in TASKS if task.startswith("proxy_")]  # built by the proxy_tasks rule
 
 
 def finetune_task_input(wildcards):

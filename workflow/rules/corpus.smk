@@ -57,10 +57,10 @@ rule proxy_tasks:
     input:
         corpus=rules.corpus.output[0],
     output:
-        [directory(f"data/tasks/{task}") for task in TASKS if task.startswith("proxy_")],
+        [directory(f"data/tasks/{task}") for task in PROXY_TASKS],
     params:
         proxy=as_json(config.get("proxy_tasks", {})),
-        tasks=[task for task in TASKS if task.startswith("proxy_")],
+        tasks=PROXY_TASKS,
     log:
         "logs/proxy_tasks.log",
     conda:

@@ -24,11 +24,7 @@ rule dam_search:
         "logs/benchmarks/dam_search/{dam}_{lam}.tsv"
     threads: lambda wc: rule_resources("dam_search", f"{wc.dam}_{wc.lam}")["threads"]
     resources:
-        gpu=resource("dam_search", "gpu"),
-        nodes=resource("dam_search", "nodes"),
-        ddp_cpu_procs=resource("dam_search", "ddp_cpu_procs"),
-        mem_mb=resource("dam_search", "mem_mb", 4000),
-        runtime=resource("dam_search", "runtime", 60),
+        **training_resources("dam_search"),
     conda:
         "../../envs/train.yaml"
     shell:
@@ -56,11 +52,7 @@ rule pretrain_learned:
         "logs/benchmarks/pretrain_learned/{dam}_{lam}.tsv"
     threads: lambda wc: rule_resources("pretrain_learned", f"{wc.dam}_{wc.lam}")["threads"]
     resources:
-        gpu=resource("pretrain_learned", "gpu"),
-        nodes=resource("pretrain_learned", "nodes"),
-        ddp_cpu_procs=resource("pretrain_learned", "ddp_cpu_procs"),
-        mem_mb=resource("pretrain_learned", "mem_mb", 4000),
-        runtime=resource("pretrain_learned", "runtime", 60),
+        **training_resources("pretrain_learned"),
     conda:
         "../../envs/train.yaml"
     shell:

@@ -22,11 +22,7 @@ rule finetune:
         "logs/benchmarks/finetune/{variant}/{task}.tsv"
     threads: lambda wc: rule_resources("finetune", wc.variant)["threads"]
     resources:
-        gpu=resource("finetune", "gpu"),
-        nodes=resource("finetune", "nodes"),
-        ddp_cpu_procs=resource("finetune", "ddp_cpu_procs"),
-        mem_mb=resource("finetune", "mem_mb", 4000),
-        runtime=resource("finetune", "runtime", 60),
+        **training_resources("finetune"),
     conda:
         "../../envs/train.yaml"
     shell:

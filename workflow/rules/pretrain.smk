@@ -22,11 +22,7 @@ rule pretrain:
         "logs/benchmarks/pretrain/{fixed}.tsv"
     threads: lambda wc: rule_resources("pretrain", wc.fixed)["threads"]
     resources:
-        gpu=resource("pretrain", "gpu"),
-        nodes=resource("pretrain", "nodes"),
-        ddp_cpu_procs=resource("pretrain", "ddp_cpu_procs"),
-        mem_mb=resource("pretrain", "mem_mb", 4000),
-        runtime=resource("pretrain", "runtime", 60),
+        **training_resources("pretrain"),
     conda:
         "../../envs/train.yaml"
     shell:
