@@ -26,6 +26,7 @@ from safetensors.torch import load_model, save_model
 
 from sparsebert.dam import no_weight_decay_groups
 from sparsebert.io import UserError, atomic_dir
+from sparsebert.lamb import Lamb
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,10 @@ def global_batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch
 
 
 def build_optimizer(model: torch.nn.Module, p: dict) -> torch.optim.Optimizer:
-    """AdamW (torch) or LAMB (pytorch-optimizer; the official recipe's optimizer, batch 8192)."""
+    """AdamW (torch) or LAMB (`sparsebert.lamb`: apex FusedLAMB semantics, the official recipe's optimizer).
+
+    Groups: decayed matrices, undecayed biases/LayerNorm, and the DAM mask logits (undecayed, optionally at
+    their own `dam_lr`). Under LAMB the undecayed groups take plain Adam steps, as in the official code."""
     groups = no_weight_decay_groups(model, p.get("weight_decay", 0.01))
     for group in groups:  # the DAM mask logits may learn at their own rate (`dam_lr`; default: `lr`)
         group["lr"] = (p.get("dam_lr") or p["lr"]) if group.get("dam") else p["lr"]
@@ -117,27 +121,31 @@ def build_optimizer(model: torch.nn.Module, p: dict) -> torch.optim.Optimizer:
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=p["lr"], betas=betas, eps=p.get("eps", 1e-6))
     if name == "lamb":
-        from pytorch_optimizer import Lamb
-
-        # Clipping is done once by the loop (clip_grad_norm_), not again inside LAMB.
-        return Lamb(groups, lr=p["lr"], betas=betas, eps=p.get("eps", 1e-6), max_grad_norm=0.0)
+        # Clipping is done once by the loop (clip_grad_norm_), as apex FusedLAMB's max_grad_norm=1.0 does.
+        return Lamb(groups, lr=p["lr"], betas=betas, eps=p.get("eps", 1e-6))
     raise UserError(f"unknown optimizer {name!r}; valid: adamw, lamb")
 
 
-def lr_multiplier(step: int, total_steps: int, warmup: float, schedule: str = "linear", power: float = 1.0) -> float:
-    """Linear warmup then linear ('linear') or polynomial ('poly', NVIDIA BERT's power 0.5) decay to 0.
+def lr_multiplier(step: int, total_steps: int, warmup: float, schedule: str = "linear", power: float = 0.5) -> float:
+    """Learning-rate factor of the `step`-th update (0-based), as the official scripts compute it.
 
-    `warmup` < 1 is a fraction of total steps (the official recipe: 0.2843), >= 1 a number of steps."""
-    warmup_steps = warmup * total_steps if warmup < 1 else warmup
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1.0, total_steps - warmup_steps))
-    if schedule == "linear":
-        return 1.0 - progress
-    if schedule == "poly":
-        return (1.0 - progress) ** power
+    `warmup` < 1 is a fraction w of total_steps (the official 0.2843), >= 1 a number of steps.
+    - 'poly' (pretraining; NVIDIA's PolyWarmUpScheduler, whose step() runs before the update, so progress is
+      x = (step + 1) / total_steps): x / w, then (1 - x) ** power. The decay is NOT renormalised over the
+      post-warmup steps: right after warmup the factor is already (1 - w) ** power (0.85 in the official
+      recipe), and it reaches 0 at the last update.
+    - 'linear' (fine-tuning; run_glue/run_squad's warmup_linear(global_step / total), x = step / total_steps):
+      x / w, then (1 - x) / (1 - w), from 1 at the end of warmup down to 0. The first update has factor 0.
+    - 'constant': 1 throughout (no warmup)."""
     if schedule == "constant":
         return 1.0
+    w = warmup if warmup < 1 else warmup / total_steps
+    if schedule == "poly":
+        x = (step + 1) / total_steps
+        return x / w if x < w else max(0.0, 1.0 - x) ** power
+    if schedule == "linear":
+        x = step / total_steps
+        return x / w if x < w else max(0.0, (1.0 - x) / (1.0 - w))
     raise UserError(f"unknown lr schedule {schedule!r}; valid: linear, poly, constant")
 
 

@@ -1,0 +1,156 @@
+"""The official recipe's optimizer and schedule: apex FusedLAMB semantics and NVIDIA's poly schedule.
+
+Expected values come from a scalar re-statement of the published algorithms (apex multi_tensor_lamb with
+use_nvlamb=False; NVIDIA's PolyWarmUpScheduler; run_glue's warmup_linear), written here element by element,
+and from hand-computed numbers, never from the code under test."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sparsebert import training
+from sparsebert.lamb import Lamb
+from sparsebert.modeling import SparseBertConfig, SparseBertForPreTraining
+
+
+def reference_lamb(w, grads, lr, decay, b1=0.9, b2=0.999, eps=1e-6):
+    """apex FusedLAMB (adam_w_mode, bias correction, grad averaging, use_nvlamb=False), one tensor, in floats."""
+    w = [float(x) for x in w]
+    m, v = [0.0] * len(w), [0.0] * len(w)
+    for t, g in enumerate(grads, start=1):
+        u = []
+        for i, gi in enumerate(g):
+            m[i] = b1 * m[i] + (1 - b1) * gi
+            v[i] = b2 * v[i] + (1 - b2) * gi * gi
+            u.append((m[i] / (1 - b1**t)) / (math.sqrt(v[i] / (1 - b2**t)) + eps) + decay * w[i])
+        ratio = 1.0
+        if decay != 0:
+            wn, un = math.sqrt(sum(x * x for x in w)), math.sqrt(sum(x * x for x in u))
+            ratio = wn / un if wn > 0 and un > 0 else 1.0
+        w = [wi - lr * ratio * ui for wi, ui in zip(w, u)]
+    return w
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.01])
+def test_lamb_matches_the_apex_algorithm(decay):
+    torch.manual_seed(0)
+    w0 = torch.randn(7, dtype=torch.float64)
+    grads = [torch.randn(7, dtype=torch.float64) for _ in range(5)]
+    p = torch.nn.Parameter(w0.clone())
+    opt = Lamb([{"params": [p], "weight_decay": decay}], lr=0.05)
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+    expected = reference_lamb(w0.tolist(), [g.tolist() for g in grads], lr=0.05, decay=decay)
+    assert p.detach().tolist() == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_lamb_trust_ratio_only_where_weight_decay_applies():
+    """A tiny parameter (||w|| ~ 1e-3, like fresh DAM logits): without decay its first step is Adam's (lr per
+    element, since m_hat / sqrt(v_hat) = sign(g)); with decay the trust ratio shrinks it to ~||w||-sized."""
+    w0 = torch.full((16,), 1e-3 / 4)  # ||w|| = 1e-3
+    g = torch.ones(16)
+    steps = {}
+    for decay in (0.0, 0.01):
+        p = torch.nn.Parameter(w0.clone())
+        p.grad = g.clone()
+        Lamb([{"params": [p], "weight_decay": decay}], lr=6e-3).step()
+        steps[decay] = (w0 - p.detach()).abs()
+    assert torch.allclose(steps[0.0], torch.full((16,), 6e-3), rtol=1e-4)  # Adam: lr * 1/(1 + eps)
+    assert steps[0.01].max() < 1e-5  # trust ratio ||w|| / ||u|| ~ 1e-3 / 4
+
+
+def dam_model(dam_type):
+    cfg = SparseBertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                           intermediate_size=64, max_position_embeddings=32, attention_mask_type=dam_type,
+                           mask_seq_len=32)  # fmt: skip
+    torch.manual_seed(0)
+    return SparseBertForPreTraining(cfg)
+
+
+@pytest.mark.parametrize("dam_type", ["dam_s", "dam_u"])
+def test_dam_logits_take_adam_sized_steps_under_the_paper_lamb(dam_type):
+    """The paper recipe's optimizer settings (LAMB, lr 6e-3, weight decay 0.01, dam_lr unset): 100 steps under a
+    constant gradient move the mask logits by ~lr per step, like AdamW, not ~1e-3 of it (an NVLAMB trust
+    ratio on the 1e-3-sized logits)."""
+    moved = {}
+    for name in ("lamb", "adamw"):
+        model = dam_model(dam_type)
+        logits = model.bert.dam.logits
+        start = logits.detach().clone()
+        opt = training.build_optimizer(model, {"optimizer": name, "lr": 6e-3, "weight_decay": 0.01})
+        assert any(g.get("dam") and g["weight_decay"] == 0 for g in opt.param_groups)
+        for _ in range(100):
+            logits.grad = torch.ones_like(logits)
+            opt.step()
+        moved[name] = (logits.detach() - start).abs().mean().item()
+    assert moved["lamb"] == pytest.approx(0.6, rel=0.01)  # 100 x 6e-3
+    assert moved["lamb"] == pytest.approx(moved["adamw"], rel=0.01)
+
+
+def test_short_lamb_dam_search_moves_keep_probabilities_as_far_as_adamw(tiny_pretraining_data, tmp_path):
+    """End to end through `dam-search`: the keep probabilities move as far from 0.5 under LAMB as under AdamW."""
+    import numpy as np
+
+    from test_pretrain import run_pretrain
+
+    moved = {}
+    for name in ("lamb", "adamw"):
+        out = tmp_path / name
+        run_pretrain(tiny_pretraining_data, out, mask="dam_s", command="dam-search", extra=("--dam-lambda", "1e-3"),
+                     recipe={"optimizer": name, "max_steps": 40, "lr": 6e-3, "dam_lr": 5e-2,
+                             "weight_decay": 0.01})
+        keep = np.load(out / "snapshots.npz")["keep_prob"]
+        moved[name] = float(np.abs(keep[-1] - 0.5).mean())
+    assert moved["adamw"] > 0.05, moved  # the search does move the mask at all
+    assert moved["lamb"] > 0.5 * moved["adamw"], moved
+
+
+# ------------------------------------------------------------------------------------------ schedules
+
+
+def test_poly_schedule_matches_nvidia_hand_computed():
+    """PolyWarmUpScheduler, warmup 0.2843 of 7038 steps: progress x = (step + 1) / 7038, x / 0.2843 while
+    x < 0.2843, then (1 - x) ** 0.5 (no renormalisation over the post-warmup steps)."""
+    f = lambda s: training.lr_multiplier(s, 7038, 0.2843, "poly", 0.5)  # noqa: E731
+    assert f(0) == pytest.approx(1 / 7038 / 0.2843)  # 4.998e-4
+    assert f(999) == pytest.approx(1000 / 7038 / 0.2843)  # 0.49977, still warming up
+    assert f(2000) == pytest.approx(math.sqrt(1 - 2001 / 7038))  # 0.84635: first step past warmup
+    assert f(3518) == pytest.approx(math.sqrt(0.5))  # half-way: 0.7071, not the renormalised 0.8339
+    assert f(7037) == 0.0  # the last update
+
+
+def test_linear_schedule_matches_run_glue_warmup_linear_hand_computed():
+    """warmup_linear(global_step / total, 0.1) over 100 updates: x / 0.1, then (1 - x) / 0.9."""
+    f = lambda s: training.lr_multiplier(s, 100, 0.1, "linear")  # noqa: E731
+    assert f(0) == 0.0
+    assert f(5) == pytest.approx(0.5)
+    assert f(10) == pytest.approx(1.0)
+    assert f(55) == pytest.approx(0.5)
+    assert f(99) == pytest.approx(1 / 90)
+    assert training.lr_multiplier(3, 10, 4, "linear") == pytest.approx(0.75)  # warmup given in steps
+
+
+def test_scheduler_drives_the_optimizer_with_those_factors():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=2.0)
+    sched = training.build_scheduler(opt, {"warmup": 0.25, "schedule": "poly"}, total_steps=8)
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    # x = 1/8 .. 8/8; warmup while x < 0.25, then 2 * (1 - x) ** 0.5 (poly_power defaults to 0.5)
+    assert lrs == pytest.approx([1.0, 2 * math.sqrt(6 / 8), 2 * math.sqrt(5 / 8), 2 * math.sqrt(4 / 8),
+                                 2 * math.sqrt(3 / 8), 2 * math.sqrt(2 / 8), 2 * math.sqrt(1 / 8), 0.0])
+
+
+def test_unknown_schedule_is_a_clear_error():
+    from sparsebert.io import UserError
+
+    with pytest.raises(UserError, match="cosine"):
+        training.lr_multiplier(0, 10, 0.1, "cosine")
+
