@@ -203,3 +203,50 @@ def test_bad_specs_raise_clear_errors():
     fixed = SparseBertModel(tiny(attention_mask_type="star", mask_seq_len=16))
     with pytest.raises(UserError, match="exceeds the attention mask's length 16"):
         fixed(torch.randint(5, 100, (1, 20)))
+
+
+def learned_keep(L=20, H=4):
+    """A learned-style DAM_s mask: per head a few short offsets, diagonal dropped (what a search produces)."""
+    dist = (torch.arange(L)[:, None] - torch.arange(L)[None, :]).abs()
+    offsets = [(1,), (1, 2), (2, 3), (1, 3)]
+    return torch.stack([torch.isin(dist, torch.tensor(o)) for o in offsets[:H]])
+
+
+def model_with_mask(kind, L=20):
+    torch.manual_seed(6)
+    if kind == "learned":
+        model = SparseBertModel(tiny(attention_mask_type="learned", mask_seq_len=L)).eval()
+        model.set_fixed_mask(learned_keep(L))
+        return model
+    return SparseBertModel(tiny(attention_mask_type=kind, mask_seq_len=L)).eval()
+
+
+@pytest.mark.parametrize("kind", ["logsparse", "blockwise", "learned"])
+def test_query_with_no_kept_key_attends_to_itself(kind):
+    """Padded queries whose kept keys are all padding get a defined row: all weight on themselves."""
+    model = model_with_mask(kind)
+    ids, am, _ = batch()
+    p = attention_probs(model, ids, am)  # (B, H, T, T)
+    keep = model.fixed_mask.keep[:, :20, :20]  # (H, T, T)
+    real = am.bool()
+    empty = ~(keep.unsqueeze(0) & real[:, None, None, :]).any(-1)  # (B, H, T): no real key left
+    assert empty.any(), "the test needs a row that padding empties"
+    b, h, i = empty.nonzero(as_tuple=True)
+    assert torch.allclose(p[b, h, i, i], torch.ones(len(i))), "empty row must attend to itself"
+    assert not real[b, i].any(), "only padded queries may lose every key"
+
+
+@pytest.mark.parametrize("kind", ["logsparse", "blockwise", "learned"])
+def test_bf16_padded_batch_is_finite_and_real_tokens_match_unpadded(kind):
+    """In bf16 autocast (CPU) no NaN anywhere, and real tokens' outputs equal those of the unpadded sequence
+    (the padded positions, whatever they attend to, are invisible to real tokens)."""
+    model = model_with_mask(kind)
+    ids, am, tt = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(ids, attention_mask=am, token_type_ids=tt).last_hidden_state
+        alone = model(ids[2:, :4], attention_mask=am[2:, :4], token_type_ids=tt[2:, :4]).last_hidden_state
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out[2, :4].float(), alone[0].float(), atol=2e-2)
+    out32 = model(ids, attention_mask=am, token_type_ids=tt).last_hidden_state
+    alone32 = model(ids[1:2, :13], attention_mask=am[1:2, :13], token_type_ids=tt[1:2, :13]).last_hidden_state
+    assert torch.allclose(out32[1, :13], alone32[0], atol=1e-5)

@@ -30,7 +30,7 @@ from transformers.models.bert.modeling_bert import (
 )
 
 from sparsebert import flex, masks
-from sparsebert.dam import DAM, DAM_TYPES, MASK_BIAS, build_dam
+from sparsebert.dam import DAM, DAM_TYPES, MASK_BIAS, build_dam, rescue_empty_rows
 from sparsebert.io import UserError
 
 LEARNED = "learned"  # a fixed mask that comes from a file (binarized DAM); carried in the weights
@@ -288,9 +288,11 @@ class SparseBertModel(SparseBertPreTrainedModel):
     def attention_bias(self, attention_mask: torch.Tensor | None, seq_len: int, dtype: torch.dtype):
         """One additive bias (B|1, H|1, T, T) for all layers, and the sampled DAM mask (or None).
 
-        Fixed masks and padding become 0 / dtype-min (exactly zero weight, and never NaN: a fully masked
-        row is uniform, not undefined). The DAM mask enters as (1 - m) * -10000 like the official code,
-        because the gradient must flow through m."""
+        Fixed masks and padding become 0 / dtype-min (exactly zero weight). A query left with no key at all
+        (a padded position under a sparse pattern: its kept keys are all padding) attends to itself: bf16
+        turns dtype-min into -inf, and CUDA SDPA kernels return NaN for a row of -inf (pytorch#110213),
+        which would then spread through the next layer. The DAM mask enters as (1 - m) * -10000 like the
+        official code, because the gradient must flow through m (its rows always keep the real tokens)."""
         device = self.embeddings.word_embeddings.weight.device
         neg = torch.finfo(dtype).min
         keep = torch.ones(1, 1, 1, seq_len, dtype=torch.bool, device=device)
@@ -301,7 +303,7 @@ class SparseBertModel(SparseBertPreTrainedModel):
             dam_mask = self.dam(seq_len)  # (H, T, T) in {0, 1}, differentiable
             bias = torch.where(keep, 0.0, neg).to(dtype) + (1.0 - dam_mask.to(dtype)) * MASK_BIAS
         else:
-            keep = keep & self.fixed_mask(seq_len).unsqueeze(0)  # (B, Hm, T, T)
+            keep = rescue_empty_rows(keep & self.fixed_mask(seq_len).unsqueeze(0))  # (B, Hm, T, T)
             bias = torch.where(keep, 0.0, neg).to(dtype)
         return bias, dam_mask
 
