@@ -38,18 +38,19 @@ def assets(tmp_path_factory):
                         "squad_v2": write_squad(root / "squad2", "v2.0"), "swag": write_swag(root / "swag")}}
 
 
-def finetune_args(assets, task, out, recipe=None, model=None):
+def finetune_args(assets, task, out, recipe=None, model=None, mask_file=None):
     return ["finetune", "--model", str(model or assets["model"]), "--tokenizer", str(assets["tokenizer"]),
             "--task", task, "--task-source", json.dumps({"path": str(assets["sources"].get(task, ""))}),
-            "--params", json.dumps({**RECIPE, **(recipe or {})}), "--out", str(out)]
+            "--params", json.dumps({**RECIPE, **(recipe or {})}), "--out", str(out),
+            *(["--mask-file", str(mask_file)] if mask_file else [])]
 
 
-def run_finetune(assets, task, out, recipe=None, model=None):
+def run_finetune(assets, task, out, recipe=None, model=None, mask_file=None):
     """In-process (fast); returns the exit code, 0 on success."""
     from sparsebert.cli import main
 
     try:
-        main(finetune_args(assets, task, out, recipe, model))
+        main(finetune_args(assets, task, out, recipe, model, mask_file))
     except SystemExit as e:
         return e.code
     return 0
@@ -102,7 +103,7 @@ def test_bad_inputs(assets, tmp_path, capsys):
     cases = [
         ("x", dict(task="not_a_task"), "unknown task 'not_a_task'; valid tasks:"),
         ("y", dict(task="cola", model=tmp_path / "missing"), "pretrained model not found"),
-        ("z", dict(task="cola", recipe={"max_seq_length": 128}), "exceeds the model's attention mask length 64"),
+        ("z", dict(task="cola", recipe={"max_seq_length": 128}), "exceeds the model's max_position_embeddings 64"),
         ("w", dict(task="cola", recipe={"epochz": 1}), "epochz"),
     ]
     for d, kw, message in cases:
@@ -110,3 +111,99 @@ def test_bad_inputs(assets, tmp_path, capsys):
         assert message in capsys.readouterr().err
     for d in "xyzw":
         assert not (tmp_path / d).exists()
+
+
+# ------------------------------------------------------------------------------------------ DAM protocol
+
+
+@pytest.fixture(scope="module")
+def dam_search_output(assets):
+    """A DAM_s search's outputs (model/ + mask.safetensors) whose binarized mask is known by construction:
+    offsets 1 and 2 kept in every head (keep logit > drop logit), everything else, the diagonal included,
+    dropped."""
+    root = assets["root"] / "dam_s_search"
+    torch.manual_seed(1)
+    config = SparseBertConfig(vocab_size=len(assets_tokenizer(assets)), hidden_size=32, num_hidden_layers=2,
+                              num_attention_heads=4, intermediate_size=64, max_position_embeddings=128,
+                              attention_mask_type="dam_s", mask_seq_len=64)  # fmt: skip
+    model = SparseBertForPreTraining(config)
+    with torch.no_grad():
+        model.bert.dam.logits.zero_()
+        model.bert.dam.logits[:, :, 1] = 1.0  # drop everywhere ...
+        model.bert.dam.logits[:, 1:3, :] = torch.tensor([1.0, 0.0])  # ... but offsets 1, 2
+    model.save_pretrained(root / "model")
+    dist = (torch.arange(64)[:, None] - torch.arange(64)[None, :]).abs()
+    keep = ((dist == 1) | (dist == 2)).expand(4, 64, 64)
+    offset_keep = torch.zeros(4, 64, dtype=torch.bool)
+    offset_keep[:, 1:3] = True
+    masks.save_mask_file(root / "mask.safetensors", keep, offset_keep=offset_keep, dam_type="dam_s")
+    return root, keep
+
+
+def assets_tokenizer(assets):
+    from sparsebert.data.tokenizer import load_tokenizer
+
+    return load_tokenizer(assets["tokenizer"])
+
+
+def test_dam_search_model_is_finetuned_with_its_binarized_mask_fixed(assets, dam_search_output, tmp_path):
+    """The official protocol: the jointly trained weights, the learned mask binarized and frozen."""
+    from safetensors.torch import load_file
+
+    from sparsebert.finetune import load_pretrained
+
+    root, keep = dam_search_output
+    model = load_pretrained(root / "model", TASKS["sst2"], root / "mask.safetensors")
+    assert model.config.attention_mask_type == "learned"
+    assert torch.equal(model.bert.fixed_mask.keep, keep)
+    assert not any("dam" in name for name, _ in model.named_parameters()), "mask logits would train"
+    assert not model.bert.fixed_mask.keep.requires_grad
+    searched = load_file(str(root / "model" / "model.safetensors"))
+    own = model.state_dict()
+    for name in ("bert.encoder.layer.0.attention.self.query.weight", "bert.embeddings.word_embeddings.weight"):
+        assert torch.equal(own[name], searched[name]), f"{name} is not the search's weight"
+    assert run_finetune(assets, "sst2", tmp_path / "ft", model=root / "model", mask_file=root / "mask.safetensors") == 0
+    metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert metrics["attention_mask_type"] == "learned"
+    assert metrics["mask_sparsity"] == pytest.approx(1 - (2 * 63 + 2 * 62) / 64**2)  # offsets 1, 2 of 64
+
+
+def test_dam_model_needs_its_mask_and_fixed_models_refuse_one(assets, dam_search_output, tmp_path, capsys):
+    root, _ = dam_search_output
+    assert run_finetune(assets, "sst2", tmp_path / "a", model=root / "model") == 2
+    assert "is a DAM-search model: fine-tune it with its binarized mask (--mask-file" in capsys.readouterr().err
+    assert run_finetune(assets, "sst2", tmp_path / "b", mask_file=root / "mask.safetensors") == 2
+    assert "--mask-file goes with a DAM-search model" in capsys.readouterr().err
+
+
+def test_longer_finetuning_inputs_extend_the_mask(assets, dam_search_output):
+    """SQuAD at 384 after pretraining at 128, here 96 after 64: a registry mask is rebuilt at the new length,
+    a learned DAM_s mask keeps its offsets (1 and 2), never offsets it did not learn."""
+    from sparsebert.finetune import load_pretrained
+
+    root, _ = dam_search_output
+    model = load_pretrained(root / "model", TASKS["squad_v1"], root / "mask.safetensors")
+    model.bert.extend_mask(96)
+    dist = (torch.arange(96)[:, None] - torch.arange(96)[None, :]).abs()
+    assert torch.equal(model.bert.fixed_mask.keep, ((dist == 1) | (dist == 2)).expand(4, 96, 96))
+    with pytest.raises(Exception, match="max_position_embeddings 128"):
+        model.bert.extend_mask(129)
+
+
+def test_learned_mask_extension_rule_hand_made():
+    """dam.extend_keep on an unstructured (DAM_u-like, symmetric) 4 x 4 mask: the block stays; beyond it an
+    offset is kept iff at least half of its learned pairs are (offset 0: 1 of 4 -> dropped; offset 1: 4 of 6
+    -> kept; offset 2: 0 of 4 -> dropped; offset 3: 2 of 2 -> kept); offsets >= 4 never."""
+    from sparsebert.dam import extend_keep
+
+    k = torch.tensor([[1, 1, 0, 1],
+                      [1, 0, 1, 0],
+                      [0, 1, 0, 0],
+                      [1, 0, 0, 0]], dtype=torch.bool)  # fmt: skip
+    ext = extend_keep(k[None], 6)[0]
+    assert torch.equal(ext[:4, :4], k)
+    # rows/cols 4, 5: offset 1 and 3 kept, 0 and 2 dropped, 4+ never
+    expected_row4 = torch.tensor([0, 1, 0, 1, 0, 1], dtype=torch.bool)  # |4-j| = 4, 3, 2, 1, 0, 1
+    assert torch.equal(ext[4], expected_row4)
+    expected_row5 = torch.tensor([0, 0, 1, 0, 1, 0], dtype=torch.bool)  # |5-j| = 5, 4, 3, 2, 1, 0
+    assert torch.equal(ext[5], expected_row5)

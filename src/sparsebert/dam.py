@@ -11,8 +11,9 @@ DAM_s (structured) has one logit pair per (head, offset |i - j|): the mask is a 
 DAM_u (unstructured) has one logit per (head, i, j), symmetrised by mirroring the upper triangle.
 
 Length rule. DAM_s trained at length L applied to T > L: offsets >= L are masked out (never attended);
-T < L uses the first T offsets. DAM_u has no notion of offset, so any T != L raises. A binarized mask is
-made row-safe: a query left with no key attends to itself (see `rescue_empty_rows`).
+T < L uses the first T offsets. A DAM_u module has no notion of offset, so any T != L raises; its binarized
+mask extends to longer fine-tuning inputs by `extend_keep`. A binarized mask is made row-safe: a query left
+with no key attends to itself (see `rescue_empty_rows`).
 """
 
 from __future__ import annotations
@@ -140,6 +141,25 @@ def rescue_empty_rows(keep: torch.Tensor) -> torch.Tensor:
     if empty.any():
         keep = keep | (torch.diag_embed(empty))
     return keep
+
+
+def extend_keep(keep: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """A learned keep-mask (H, L, L) applied at a longer length T (fine-tuning SQuAD at 384 after pretraining
+    at 128). The learned L x L block stays as it is; beyond it a pair at offset d = |i - j| is kept iff the
+    learned mask keeps at least half of its pairs at that offset, and offsets >= L are never kept. For DAM_s,
+    whose mask is Toeplitz, that is exactly its own rule (one decision per offset); DAM_u has no notion of
+    offset, and this is the one rule that both keeps its learned block and follows the structure it learned
+    (how far each head looks) instead of inventing one. Rows left empty attend to themselves."""
+    H, L, _ = keep.shape
+    if seq_len <= L:
+        return keep[:, :seq_len, :seq_len]
+    idx = torch.arange(L, device=keep.device)
+    dist = (idx[:, None] - idx[None, :]).abs().flatten()  # (L * L,)
+    kept = torch.zeros(H, L, device=keep.device).index_add_(1, dist, keep.reshape(H, -1).float())
+    per_offset = kept / torch.bincount(dist, minlength=L)  # (H, L): fraction of offset-d pairs kept
+    extended = toeplitz((per_offset >= 0.5).float(), seq_len) > 0.5  # (H, T, T)
+    extended[:, :L, :L] = keep
+    return rescue_empty_rows(extended)
 
 
 def no_weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:

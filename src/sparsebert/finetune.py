@@ -5,7 +5,9 @@
 
 The task's kind picks the head (sequence classification/regression, span QA, multiple choice); everything
 else is shared. The pretrained variant's attention mask travels inside its checkpoint and is kept while
-fine-tuning, as in the paper. Writes metrics.json (official metric names, every eval split),
+fine-tuning, as in the paper. A DAM-search model is fine-tuned as the official code does (the jointly trained
+weights), with its binarized mask fixed (`--mask-file`). Inputs longer than the pretraining length extend
+the mask (`SparseBertModel.extend_mask`). Writes metrics.json (official metric names, every eval split),
 predictions.json and log.jsonl under --out; resumable state under --state-dir.
 """
 
@@ -21,13 +23,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sparsebert import training
+from sparsebert import masks, precision, training
 from sparsebert.data.features import featurize
 from sparsebert.data.qa import postprocess_predictions
 from sparsebert.data.tasks import get_task, load_task
 from sparsebert.io import UserError, atomic_write_json, load_params
 from sparsebert.metrics import squad_references, task_metrics
 from sparsebert.modeling import (
+    LEARNED,
     SparseBertConfig,
     SparseBertForMultipleChoice,
     SparseBertForQuestionAnswering,
@@ -41,7 +44,7 @@ DEFAULTS = {
     "max_seq_length": 128, "doc_stride": 32, "max_query_length": 64, "lr": 2e-5, "epochs": 3, "batch_size": 32,
     "warmup": 0.1, "weight_decay": 0.01, "grad_clip": 1.0, "seed": 42, "max_train_examples": None,
     "max_eval_examples": None, "n_best_size": 20, "max_answer_length": 30, "null_score_diff_threshold": 0.0,
-    "checkpoint_every": 200, "log_every": 20, "eval_batch_size": 64,
+    "checkpoint_every": 200, "log_every": 20, "eval_batch_size": 64, "precision": "auto",
 }
 HEADS = {
     "classification": SparseBertForSequenceClassification,
@@ -59,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, help="task name from the registry (sparsebert.data.tasks)")
     parser.add_argument("--task-source", required=True, help='{"hub": true} or {"path": DIR}')
     parser.add_argument("--params", default=None, help="fine-tuning recipe (JSON/YAML mapping or file)")
+    parser.add_argument("--mask-file", type=Path, default=None,
+                        help="with a DAM-search model: its binarized mask, fixed while fine-tuning")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--state-dir", type=Path, default=None, help="resumable checkpoints (default: OUT.state)")
 
@@ -69,25 +74,39 @@ def run(args: argparse.Namespace) -> None:
     if unknown:
         raise UserError(f"unknown fine-tuning parameter(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
     finetune(args.model, args.tokenizer, args.task, load_params(args.task_source), params, args.out,
-             args.state_dir or args.out.with_name(args.out.name + ".state"))
+             args.state_dir or args.out.with_name(args.out.name + ".state"), mask_file=args.mask_file)
 
 
-def load_pretrained(model_dir: Path, spec) -> torch.nn.Module:
+def load_pretrained(model_dir: Path, spec, mask_file: Path | None = None) -> torch.nn.Module:
+    """The pretrained encoder under the task's head. A DAM-search model (weights and mask trained jointly, the
+    official protocol) is loaded as a fixed-mask model carrying its binarized mask from `mask_file`: the mask
+    logits are left behind, so the mask cannot change while fine-tuning."""
     if not (Path(model_dir) / "config.json").is_file():
         raise UserError(f"pretrained model not found: {model_dir}/config.json")
     try:
         config = SparseBertConfig.from_pretrained(str(model_dir))
     except Exception as e:  # noqa: BLE001
         raise UserError(f"pretrained model config {model_dir}/config.json is unreadable: {e}") from None
+    keep = None
     if config.is_dam:
-        raise UserError(f"{model_dir} is a DAM-search model; fine-tune the model retrained with its binarized "
-                        f"mask (pretrain --mask learned) instead")
+        if mask_file is None:
+            raise UserError(f"{model_dir} is a DAM-search model: fine-tune it with its binarized mask "
+                            f"(--mask-file, the search's mask.safetensors)")
+        keep = masks.load_mask_file(mask_file, config.num_attention_heads, config.mask_seq_len)
+        config.attention_mask_type, config.attention_mask_params = LEARNED, {}
+    elif mask_file is not None:
+        raise UserError(f"--mask-file goes with a DAM-search model; {model_dir} has the fixed mask "
+                        f"{config.attention_mask_type!r}")
     head = HEADS[spec.kind]
-    kwargs = {"num_labels": spec.num_labels} if head is SparseBertForSequenceClassification else {}
+    if head is SparseBertForSequenceClassification:
+        config.num_labels = spec.num_labels
     try:
-        return head.from_pretrained(str(model_dir), **kwargs)
+        model = head.from_pretrained(str(model_dir), config=config)
     except Exception as e:  # noqa: BLE001
         raise UserError(f"pretrained weights in {model_dir} are unreadable or do not match its config: {e}") from None
+    if keep is not None:
+        model.bert.set_fixed_mask(keep)
+    return model
 
 
 def subsample(ds, limit, seed):
@@ -96,17 +115,16 @@ def subsample(ds, limit, seed):
     return ds.shuffle(seed=seed).select(range(limit))
 
 
-def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir) -> dict:
+def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir, mask_file=None) -> dict:
     from sparsebert.data.tokenizer import load_tokenizer
 
     spec = get_task(task)
     out_dir, state_dir = Path(out_dir), Path(state_dir)
     env = training.setup_distributed()
     training.seed_everything(params["seed"])
-    model = load_pretrained(model_dir, spec).to(env.device)
-    if params["max_seq_length"] > model.config.mask_seq_len:
-        raise UserError(f"max_seq_length {params['max_seq_length']} exceeds the model's attention mask length "
-                        f"{model.config.mask_seq_len} ({model_dir})")
+    model = load_pretrained(model_dir, spec, mask_file).to(env.device)
+    pretrained_mask_len = model.config.mask_seq_len
+    model.bert.extend_mask(params["max_seq_length"])  # e.g. SQuAD at 384 after pretraining at 128
     tokenizer = load_tokenizer(tokenizer_dir)
     raw = load_task(task, source)
     train_raw = subsample(raw[spec.train_split], params["max_train_examples"], params["seed"])
@@ -127,6 +145,8 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir)
         start_step, _ = training.load_checkpoint(ckpt, model, optimizer, scheduler)
         log.info("resumed from %s (step %d of %d)", ckpt, start_step, total_steps)
 
+    prec = precision.resolve(params["precision"], env.device)  # training only; evaluation runs in fp32
+    log.info(prec.line)
     logger = training.JsonlLog(state_dir / "log.jsonl", True, start_step)
     model.train()
     running, n_running, t0 = torch.zeros((), device=env.device), 0, time.perf_counter()
@@ -134,7 +154,8 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir)
                      desc=f"finetune[{task}]", mininterval=2.0):
         idx = training.global_batch_indices(len(train_set), params["batch_size"], params["seed"], step)
         batch = {k: v.to(env.device) for k, v in train_set[idx.tolist()].items()}
-        loss = model(**batch).loss
+        with prec.autocast():
+            loss = model(**batch).loss  # fp32 (the heads' losses cast their logits)
         loss.backward()
         if params["grad_clip"]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), params["grad_clip"])
@@ -162,10 +183,12 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir)
 
     metrics = {
         "task": task, "kind": spec.kind, "proxy": spec.proxy, "variant_model": str(model_dir),
-        "attention_mask_type": model.config.attention_mask_type, "main_metric": spec.main_metric,
+        "attention_mask_type": model.config.attention_mask_type, "mask_file": mask_file and str(mask_file),
+        "mask_seq_len": {"pretrained": pretrained_mask_len, "finetuned": model.config.mask_seq_len},
+        "mask_sparsity": masks.sparsity(model.bert.fixed_mask.keep), "main_metric": spec.main_metric,
         "score": results[spec.eval_splits[0]][spec.main_metric], "eval": results, "seed": params["seed"],
         "train_examples": len(train_raw), "train_features": len(train_set), "epochs": params["epochs"],
-        "steps": total_steps, "params": params,
+        "steps": total_steps, "params": params, **prec.record(),
     }
     atomic_write_json(out_dir / "predictions.json", predictions)
     (out_dir / "log.jsonl").write_text(logger.path.read_text() if logger.path.exists() else "")

@@ -30,7 +30,7 @@ from transformers.models.bert.modeling_bert import (
 )
 
 from sparsebert import flex, masks
-from sparsebert.dam import DAM, DAM_TYPES, MASK_BIAS, build_dam, rescue_empty_rows
+from sparsebert.dam import DAM, DAM_TYPES, MASK_BIAS, build_dam, extend_keep, rescue_empty_rows
 from sparsebert.io import UserError
 
 LEARNED = "learned"  # a fixed mask that comes from a file (binarized DAM); carried in the weights
@@ -230,6 +230,8 @@ class FixedMask(nn.Module):
 class SparseBertPreTrainedModel(BertPreTrainedModel):
     config_class = SparseBertConfig
     base_model_prefix = "bert"
+    # A DAM-search checkpoint loaded as a fixed-mask model for fine-tuning leaves its mask logits behind.
+    _keys_to_ignore_on_load_unexpected = [r"dam\.logits"]
     _supports_flash_attn = False
     _supports_flex_attn = False
 
@@ -272,6 +274,26 @@ class SparseBertModel(SparseBertPreTrainedModel):
             raise UserError(f"mask of shape {tuple(keep.shape)} does not fit this model: expected (1 or {H}, {L}, {L})")
         masks.check_rows(keep, what="fixed mask")
         self.fixed_mask.keep = keep.to(self.fixed_mask.keep.device).expand(H, L, L).clone()
+
+    def extend_mask(self, seq_len: int) -> None:
+        """Make the fixed mask cover inputs of `seq_len` > mask_seq_len (fine-tuning SQuAD at 384 after
+        pretraining at 128): a registry mask is rebuilt at that length (the patterns are length-generic), a
+        learned mask is extended by `dam.extend_keep`. Position embeddings must already cover the length."""
+        c = self.config
+        if seq_len <= c.mask_seq_len:
+            return
+        if seq_len > c.max_position_embeddings:
+            raise UserError(f"input length {seq_len} exceeds the model's max_position_embeddings "
+                            f"{c.max_position_embeddings}; pretrain with model.max_position_embeddings >= {seq_len}")
+        if c.is_dam:
+            raise UserError("a DAM-search model has no fixed mask to extend; fine-tune it with its binarized mask")
+        if c.attention_mask_type == LEARNED:
+            keep = extend_keep(self.fixed_mask.keep, seq_len)
+        else:
+            keep = masks.build_mask(c.attention_mask_type, seq_len, **c.attention_mask_params)
+        c.mask_seq_len = seq_len
+        self.fixed_mask.keep = (keep if keep.dim() == 3 else keep.unsqueeze(0)).to(self.fixed_mask.keep.device)
+        self.fixed_mask.block_masks = flex.BlockMaskCache()
 
     def uses_flex(self, x: torch.Tensor) -> bool:
         """Whether this forward runs FlexAttention (see SparseBertConfig.attention_backend for the rules)."""
