@@ -9,6 +9,8 @@
 
 from snakemake.utils import min_version, validate
 
+from sparsebert.validate import check_run
+
 min_version("9.0")
 
 
@@ -21,6 +23,9 @@ if not workflow.config_settings.configfiles:
 
 # First thing: a wrong key or value stops the run here, before any job, naming the key.
 validate(config, schema="workflow/schemas/config.schema.yaml")
+# Then what a schema cannot say (mask parameters by their builders, tasks vs their source, model shape vs
+# lengths, seeds, the batch split over the processes the resources start, ...): one line per problem.
+check_run(config, workflow)
 
 
 include: "workflow/rules/common.smk"
@@ -36,7 +41,7 @@ report: "workflow/report/workflow.rst"
 
 # The checkpoints are deliverables too (DVC versions them): asking for them here means that a deleted
 # checkpoint is rebuilt (with its fine-tunings) even though the tables downstream are still present.
-CHECKPOINTS = expand("results/pretrain/{variant}/model", variant=VARIANTS)
+CHECKPOINTS = [f"{pretrained_dir(variant)}/model" for variant in VARIANTS]
 
 
 rule all:
@@ -51,7 +56,7 @@ rule all:
 rule pretrain_all:
     input:
         CHECKPOINTS,
-        expand("results/pretrain/{variant}/summary.json", variant=VARIANTS),
+        [f"{pretrained_dir(variant)}/summary.json" for variant in VARIANTS],
 
 
 rule finetune_all:

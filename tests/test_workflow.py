@@ -202,16 +202,27 @@ def test_paper_config_builds_the_full_job_list(tmp_path):
     r = snakemake(wd, "-n", "--configfile", "config/paper.yaml")
     out = r.stdout + r.stderr
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
-    variants = list(paper["masks"]) + [f"{d}_{lam:g}" for d, lams in paper["dam"].items() for lam in lams]
+    dam_runs = [f"{d}_{lam:g}" for d, lams in paper["dam"].items() for lam in lams]
+    variants = list(paper["masks"]) + dam_runs + [f"{run}_retrain" for run in dam_runs]
     tasks = paper["tasks"]["names"]
     assert {"mnli", "qqp", "qnli", "sst2", "cola", "stsb", "mrpc", "rte", "squad_v1", "squad_v2", "swag"} == set(tasks)
     jobs = set(re.findall(r"results/finetune/([\w.]+)/(\w+)/metrics\.json", out))
     assert jobs == {(v, t) for v in variants for t in tasks}
     counts = job_counts(out)
-    assert counts["finetune"] == len(variants) * len(tasks) == 17 * 11
+    assert counts["finetune"] == len(variants) * len(tasks) == (9 + 8 + 8) * 11
     assert counts["pretrain"] == 9 and counts["dam_search"] == counts["pretrain_learned"] == 8
     shell = snakemake(wd, "pretrain_all", "-n", "-p", "--configfile", "config/paper.yaml").stdout
     assert "torchrun --standalone --nproc_per_node=8" in shell  # 8 GPUs -> one process per GPU
+    # The official DAM protocol: each DAM row fine-tunes the searched model with its binarized mask; the
+    # retrain ablation fine-tunes the model pretrained from scratch with it; SQuAD at 384 (run_squad.sh).
+    shell = snakemake(wd, "finetune_all", "-n", "-p", "--configfile", "config/paper.yaml").stdout
+    for run in dam_runs:
+        for task in tasks:
+            assert (f"finetune --model results/dam/{run}/model " in shell and
+                    f"--mask-file results/dam/{run}/mask.safetensors --out results/finetune/{run}/{task} " in shell)
+            assert f"--model results/pretrain/{run}_retrain/model " in shell
+    squad = re.search(r"--task squad_v1 .*?--params '([^']*)'", shell).group(1)
+    assert json.loads(squad)["max_seq_length"] == 384 and json.loads(squad)["doc_stride"] == 128
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from safetensors.torch import load_file  # noqa: E402
 
 from sparsebert import masks, paper  # noqa: E402
 from sparsebert.io import load_params  # noqa: E402
-from sparsebert.report import split_diagonal, variant_kind  # noqa: E402
+from sparsebert.report import pretrained_dir, split_diagonal, variant_kind  # noqa: E402
 
 log = logging.getLogger(__name__)
 KIND_STYLE = {"fixed": ("tab:blue", "o"), "dam_s": ("tab:red", "s"), "dam_u": ("tab:green", "^")}
@@ -140,8 +140,10 @@ def loss_curves(results: Path, p: dict, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     curves = {}
     for v in p["variants"]:
-        records = [json.loads(line) for line in (results / "pretrain" / v / "log.jsonl").read_text().splitlines() if line]
-        curve = pd.Series({r["step"]: r["loss"] for r in records}, name=v)
+        log_file = pretrained_dir(results, p, v) / "log.jsonl"
+        records = [json.loads(line) for line in log_file.read_text().splitlines() if line]
+        # MLM + NSP without a DAM search's L1 term, so that every curve measures the same thing.
+        curve = pd.Series({r["step"]: r["mlm_loss"] + r["nsp_loss"] for r in records}, name=v)
         curves[v] = curve
         fixed = variant_kind(v) == "fixed"
         color, _ = KIND_STYLE[variant_kind(v)]

@@ -1,5 +1,5 @@
 """The paper's published numbers, for the tables' "paper" columns. PAPER-SCALE: BERT-base, seq 128, 7038 LAMB
-steps of batch 8192 on BookCorpus + Wikipedia, GLUE dev sets; never comparable to a tiny run on proxy tasks.
+steps of global batch 65,536 on BookCorpus + Wikipedia, GLUE dev sets; never comparable to a tiny run on proxy tasks.
 
 Source: Shi et al., "SparseBERT: Rethinking the Importance Analysis in Self-attention", ICML 2021
 (arXiv 2102.12871), GLUE dev results as listed in the README of the official code (github han-shi/SparseBERT),
@@ -11,7 +11,7 @@ in that table: those cells stay empty rather than being guessed.
 from __future__ import annotations
 
 CITATION = "Shi et al., ICML 2021 (arXiv 2102.12871), GLUE dev, README of github.com/han-shi/SparseBERT"
-SCALE = "paper-scale: BERT-base, seq 128, LAMB batch 8192 x 7038 steps, BookCorpus+Wikipedia, real GLUE dev"
+SCALE = "paper-scale: BERT-base, seq 128, LAMB global batch 65,536 x 7038 steps, BookCorpus+Wikipedia, real GLUE dev"
 
 # Column order of the paper's table; MNLI has matched (m) and mismatched (mm) dev sets.
 GLUE_COLUMNS = ("mnli_m", "mnli_mm", "qqp", "qnli", "sst2", "cola", "stsb", "mrpc", "rte")

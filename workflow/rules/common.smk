@@ -5,10 +5,13 @@ import re
 
 from sparsebert.launch import from_resources
 
-# Variants: one per fixed mask, plus one per DAM search (type x lambda), named like the paper's rows.
+# Variants: one per fixed mask, plus one per DAM search (type x lambda), named like the paper's rows. A DAM
+# variant is the search's own model with its binarized mask (the official protocol: weights and mask trained
+# jointly); `dam_retrain: true` adds the ablation `<run>_retrain`, pretrained from scratch with that mask.
 FIXED = list(config["masks"])
 DAM_RUNS = [f"{dam}_{lam:g}" for dam, lams in config.get("dam", {}).items() for lam in lams]
-VARIANTS = FIXED + DAM_RUNS
+RETRAINS = [f"{run}_retrain" for run in DAM_RUNS] if config.get("dam_retrain", False) else []
+VARIANTS = FIXED + DAM_RUNS + RETRAINS
 TASKS = config["tasks"]["names"]
 LAMBDAS = {f"{lam:g}" for lams in config.get("dam", {}).values() for lam in lams}
 
@@ -31,6 +34,17 @@ wildcard_constraints:
 def as_json(value):
     """Inline --params argument; sorted keys keep the string (and Snakemake's params trigger) stable."""
     return json.dumps(value, sort_keys=True)
+
+
+def pretrained_dir(variant):
+    """Where a variant's pretrained model/, summary.json and log.jsonl are."""
+    return f"results/dam/{variant}" if variant in DAM_RUNS else f"results/pretrain/{variant}"
+
+
+def finetune_recipe(task):
+    """The shared fine-tuning recipe with the task's own overrides (`finetune.per_task`)."""
+    shared = {k: v for k, v in config["finetune"].items() if k != "per_task"}
+    return {**shared, **config["finetune"].get("per_task", {}).get(task, {})}
 
 
 def dam_recipe():

@@ -1,5 +1,7 @@
-# DAM (the paper's differentiable attention mask): search a mask with lambda * L1 during pretraining, binarize
-# it, then pretrain from scratch with the learned fixed mask and the same budget as the fixed-mask variants.
+# DAM (the paper's differentiable attention mask): search a mask with lambda * L1 during pretraining (weights and
+# mask trained jointly) and binarize it; the searched model is then fine-tuned with that mask fixed (official
+# protocol, finetune.smk). Ablation (`dam_retrain: true`): pretrain from scratch with the learned fixed mask and
+# the same budget as the fixed-mask variants.
 
 
 rule dam_search:
@@ -39,13 +41,13 @@ rule pretrain_learned:
         tokenizer=rules.tokenizer.output[0],
         mask=rules.dam_search.output.mask,
     output:
-        model=directory("results/pretrain/{dam}_{lam}/model"),
-        summary="results/pretrain/{dam}_{lam}/summary.json",
-        log="results/pretrain/{dam}_{lam}/log.jsonl",
+        model=directory("results/pretrain/{dam}_{lam}_retrain/model"),
+        summary="results/pretrain/{dam}_{lam}_retrain/summary.json",
+        log="results/pretrain/{dam}_{lam}_retrain/log.jsonl",
     params:
         launch=launch,
         recipe=as_json(config["pretrain"]),
-        state="results/state/pretrain/{dam}_{lam}",
+        state="results/state/pretrain/{dam}_{lam}_retrain",
     log:
         "logs/pretrain_learned/{dam}_{lam}.log",
     benchmark:
@@ -58,4 +60,4 @@ rule pretrain_learned:
     shell:
         "{params.launch} -m sparsebert pretrain --examples {input.examples} --tokenizer {input.tokenizer}"
         " --params {params.recipe:q} --mask learned --mask-file {input.mask}"
-        " --out results/pretrain/{wildcards.dam}_{wildcards.lam} --state-dir {params.state} > {log} 2>&1"
+        " --out results/pretrain/{wildcards.dam}_{wildcards.lam}_retrain --state-dir {params.state} > {log} 2>&1"

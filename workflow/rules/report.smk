@@ -8,12 +8,14 @@ REPORT_PARAMS = as_json(
         "seq_len": config["examples"].get("max_seq_length", 128),
         "masks": config["masks"],
         "dam_runs": DAM_RUNS,
+        "retrains": RETRAINS,
         "variants": VARIANTS,
+        "pretrained": {variant: pretrained_dir(variant) for variant in VARIANTS},
         "tasks": TASKS,
     }
 )
 
-PRETRAINED = expand("results/pretrain/{variant}/{file}", variant=VARIANTS, file=["summary.json", "log.jsonl"])
+PRETRAINED = [f"{pretrained_dir(v)}/{file}" for v in VARIANTS for file in ("summary.json", "log.jsonl")]
 DAM_OUTPUTS = expand("results/dam/{run}/{file}", run=DAM_RUNS, file=["summary.json", "snapshots.npz", "mask.safetensors"])
 FINETUNED = expand("results/finetune/{variant}/{task}/metrics.json", variant=VARIANTS, task=TASKS)
 

@@ -1,0 +1,410 @@
+"""The whole run checked when the DAG is built, before any job: what the JSON schema cannot say.
+
+The Snakefile calls `check_run(config, workflow)` right after `validate(config, schema=...)`. A problem stops
+`snakemake` (also `snakemake -n`) with one line per problem, naming the config key:
+
+    config error: masks.longformer: parameter window must be an integer >= 0, got -3 (at seq_len 64)
+
+Checked: every mask's parameters by its registry builder at every length the run uses (types and ranges);
+tasks against their source (proxy: proxy tasks only; hub: the task has a hub copy; local: the task folder
+and its files exist); DAM lambdas; model shape (hidden size divisible by heads, positions >= the pretraining
+length, the DAM search's heads = the retraining's heads); fine-tuning per task (length vs the positions of
+the model each variant fine-tunes, room for a SQuAD window, at least one batch; per_task keys); seeds;
+resources (per-variant keys, launcher shape, the global batch split over the processes that the config and
+the profile's --set-resources start, one process per fine-tuning); the data steps' parameters (examples by
+its own `check_params`, unknown corpus/tokenizer keys).
+
+Speed: building the DAG must stay fast (a no-op `snakemake` takes about a second), and importing torch
+(for the mask builders) costs more than that. So the pure checks, a function of the config, the resource
+overrides and this package's source, are cached: a marker named by their hash under .snakemake/ skips them
+on the next parse. The filesystem checks (local task files, corpus globs) run every time.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import hashlib
+import json
+import math
+import numbers
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from sparsebert.data.tasks import TASKS
+from sparsebert.io import UserError
+from sparsebert.launch import gpus_per_node
+
+# The subcommands' defaults that the checks need. Copied, because importing pretrain.py or finetune.py
+# (torch + transformers) takes seconds; tests/test_validate.py checks that the copies agree.
+PRETRAIN_DEFAULTS = {"model": {"hidden_size": 128, "num_attention_heads": 4}, "batch_size": 32,
+                     "micro_batch_size": None, "max_steps": 100}  # fmt: skip
+FINETUNE_DEFAULTS = {"max_seq_length": 128, "doc_stride": 32, "max_query_length": 64, "batch_size": 32,
+                     "max_train_examples": None}  # fmt: skip
+EXAMPLES_DEFAULTS = {"max_seq_length": 128}
+SEED_MAX = 2**32 - 1  # datasets' shuffle and numpy's legacy seeding take seeds in [0, 2**32)
+TRAINING_RULES = ("pretrain", "dam_search", "pretrain_learned", "finetune")
+CACHE_DIR = Path(".snakemake/sparsebert-validated")
+
+
+class ConfigError(UserError):
+    """One problem of the run's configuration: the dotted config `key` and what is wrong with it."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Entry points
+
+
+def check_run(config: dict, workflow=None, cache_dir: Path | None = CACHE_DIR) -> None:
+    """The Snakefile's hook: every problem as one line `config error: <key>: <what>`, then exit 1."""
+    errors = problems(config, resource_overrides(workflow), cache_dir)
+    if errors:
+        sys.exit("\n".join(f"config error: {e}" for e in errors))
+
+
+def problems(config: dict, overrides: dict | None = None, cache_dir: Path | None = None) -> list[ConfigError]:
+    """Every problem of a schema-valid config: pure checks (cached under `cache_dir` when they pass) and
+    filesystem checks (always)."""
+    overrides = overrides or {}
+    marker = None
+    if cache_dir is not None:
+        marker = Path(cache_dir) / _cache_key(config, overrides)
+    found = [] if marker is not None and marker.exists() else pure_problems(config, overrides)
+    if not found and marker is not None:
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        except OSError:  # a read-only working directory only costs the cache
+            pass
+    return found + file_problems(config)
+
+
+def resource_overrides(workflow) -> dict:
+    """The profile's / command line's --set-resources for the training rules: {rule: {key: value}}.
+    They replace the rule's resources at job time, so they decide how many processes share a batch."""
+    settings = getattr(getattr(workflow, "resource_settings", None), "overwrite_resources", None) or {}
+    out = {}
+    for rule in TRAINING_RULES:
+        values = {}
+        for key, parsed in dict(settings.get(rule, {})).items():
+            value = getattr(parsed, "value", parsed)
+            values[key] = value if isinstance(value, (int, float, str)) else getattr(parsed, "orig_arg", str(value))
+        if values:
+            out[rule] = values
+    return out
+
+
+def _cache_key(config: dict, overrides: dict) -> str:
+    h = hashlib.sha256(json.dumps([config, overrides], sort_keys=True, default=str).encode())
+    package = Path(__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        h.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    try:
+        h.update(metadata.version("torch").encode())
+    except metadata.PackageNotFoundError:
+        pass
+    return h.hexdigest()[:32]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pure checks: a function of the config (and the resource overrides)
+
+
+def pure_problems(config: dict, overrides: dict | None = None) -> list[ConfigError]:
+    run = _Run(config, overrides or {})
+    for check in (_check_seeds, _check_models, _check_masks, _check_dam, _check_tasks, _check_finetune,
+                  _check_resources, _check_data_params):  # fmt: skip
+        check(run)
+    return run.errors
+
+
+class _Run:
+    """The config plus what the checks derive from it (variants, lengths, recipes)."""
+
+    def __init__(self, config: dict, overrides: dict):
+        self.config, self.overrides, self.errors = config, overrides, []
+        self.fixed = list(config.get("masks", {}))
+        # As workflow/rules/common.smk names them: a DAM run fine-tunes the searched model; `<run>_retrain`
+        # (dam_retrain) the model pretrained from scratch with its mask.
+        self.dam_runs = [f"{dam}_{lam:g}" for dam, lams in config.get("dam", {}).items() for lam in lams]
+        self.retrains = [f"{run}_retrain" for run in self.dam_runs] if config.get("dam_retrain") else []
+        self.variants = self.fixed + self.dam_runs + self.retrains
+        self.tasks = list(config.get("tasks", {}).get("names", []))
+        self.seq_len = config.get("examples", {}).get("max_seq_length", EXAMPLES_DEFAULTS["max_seq_length"])
+        self.pretrain = self.recipe(config.get("pretrain", {}))
+        self.dam_search = self.recipe({**config.get("pretrain", {}), **config.get("dam_search", {})})
+
+    def positions(self, recipe: dict) -> int:
+        """Position embeddings of a pretrained model: pretrain.build_model gives max(L, max_position_embeddings)."""
+        return max(self.seq_len, recipe["model"].get("max_position_embeddings") or 0)
+
+    @staticmethod
+    def recipe(recipe: dict) -> dict:
+        """A pretraining recipe over its defaults, as `pretrain.run` merges it (model one level deep)."""
+        return {**PRETRAIN_DEFAULTS, **recipe, "model": {**PRETRAIN_DEFAULTS["model"], **recipe.get("model", {})}}
+
+    def finetune_recipes(self) -> dict[str, tuple[str, dict]]:
+        """Per task: (the key its settings come from, the effective fine-tuning recipe)."""
+        base = {k: v for k, v in self.config.get("finetune", {}).items() if k != "per_task"}
+        per_task = self.config.get("finetune", {}).get("per_task", {}) or {}
+        return {
+            task: (f"finetune.per_task.{task}" if task in per_task else "finetune",
+                   {**FINETUNE_DEFAULTS, **base, **(per_task.get(task) or {})})
+            for task in self.tasks
+        }  # fmt: skip
+
+    def dam_key(self, field: str) -> str:
+        """Where the DAM search's `field` is set: its own section overrides pretrain's (model as a whole)."""
+        return "dam_search" if field in self.config.get("dam_search", {}) else "pretrain"
+
+    def fail(self, key: str, message: str) -> None:
+        self.errors.append(ConfigError(key, message))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_seeds(run: _Run) -> None:
+    c = run.config
+    seeds = {f"{section}.seed": c.get(section, {}).get("seed")
+             for section in ("corpus", "proxy_tasks", "pretrain", "dam_search", "finetune")}  # examples: below
+    for task, settings in (c.get("finetune", {}).get("per_task") or {}).items():
+        seeds[f"finetune.per_task.{task}.seed"] = (settings or {}).get("seed")
+    for key, seed in seeds.items():
+        if seed is not None and not (_is_int(seed) and 0 <= seed <= SEED_MAX):
+            run.fail(key, f"a seed must be an integer in [0, {SEED_MAX}], got {seed!r}")
+
+
+def _check_models(run: _Run) -> None:
+    """Model shape: heads divide the hidden size; positions cover the pretraining length; the DAM search
+    learns a mask with as many heads as the model that retrains with it."""
+    recipes = [("pretrain", "pretrain", run.pretrain)]
+    if run.dam_runs:  # the DAM search's own overrides only: the rest is pretrain's, checked once
+        recipes.append(("dam_search", run.dam_key("model"), run.dam_search))
+    for section, model_key, recipe in recipes:
+        if section == "pretrain" or model_key == "dam_search":
+            model = recipe["model"]
+            hidden, heads = model["hidden_size"], model["num_attention_heads"]
+            if hidden % heads:
+                run.fail(f"{model_key}.model.hidden_size", f"{hidden} is not divisible by num_attention_heads {heads}")
+            positions = model.get("max_position_embeddings")
+            if positions is not None and positions < run.seq_len:
+                run.fail(f"{model_key}.model.max_position_embeddings",
+                         f"{positions} < examples.max_seq_length {run.seq_len}: every position needs an embedding")
+        warmup, steps = recipe.get("warmup", 0), recipe["max_steps"]
+        key = run.dam_key("warmup") if section == "dam_search" else "pretrain"
+        if warmup >= 1 and warmup > steps and (section == "pretrain" or "dam_search" in {key, run.dam_key("max_steps")}):
+            run.fail(f"{key}.warmup", f"{warmup:g} warmup steps exceed max_steps {steps}: the peak rate is never reached")
+    if run.retrains:
+        searched = run.dam_search["model"]["num_attention_heads"]
+        retrained = run.pretrain["model"]["num_attention_heads"]
+        if searched != retrained:
+            run.fail("dam_search.model.num_attention_heads",
+                     f"{searched} heads, but pretrain_learned retrains with pretrain's {retrained}: the learned mask "
+                     f"would not fit")
+
+
+def _check_masks(run: _Run) -> None:
+    """Every mask built by its registry builder at every length the run uses (pretraining and fine-tuning)."""
+    from sparsebert import masks  # torch: only here, and only when the cache misses
+
+    lengths = sorted({run.seq_len} | {r["max_seq_length"] for _, r in run.finetune_recipes().values()})
+    heads = run.pretrain["model"]["num_attention_heads"]
+    for name, params in run.config.get("masks", {}).items():
+        for length in lengths:
+            try:
+                keep = masks.build_mask(name, length, **(params or {}))
+            except UserError as e:
+                message = str(e).removeprefix(f"mask {name!r}: ")
+                run.fail(f"masks.{name}", f"{message} (at seq_len {length})")
+                break
+            if keep.dim() == 3 and keep.shape[0] not in (1, heads):
+                run.fail(f"masks.{name}.num_heads", f"{keep.shape[0]} mask heads; the model has {heads} "
+                                                    f"(pretrain.model.num_attention_heads)")
+                break
+
+
+def _check_dam(run: _Run) -> None:
+    for dam, lams in run.config.get("dam", {}).items():
+        names = {}
+        for lam in lams:
+            if not math.isfinite(lam):
+                run.fail(f"dam.{dam}", f"lambda {lam} is not a finite number")
+                continue
+            name = f"{lam:g}"  # the variant name: results/dam/<dam>_<name>
+            if name in names:
+                run.fail(f"dam.{dam}", f"lambdas {names[name]!r} and {lam!r} both name the variant {dam}_{name}")
+            names[name] = lam
+
+
+def _check_tasks(run: _Run) -> None:
+    source = run.config.get("tasks", {}).get("source")
+    if source == "proxy":
+        real = [t for t in run.tasks if not TASKS[t].proxy]
+        if real:
+            run.fail("tasks.names", f"{', '.join(real)}: not proxy task(s), but tasks.source is proxy (only proxy_* "
+                                    f"tasks are built from the corpus; use source hub or local for real tasks)")
+    elif source == "hub":
+        local_only = [t for t in run.tasks if not TASKS[t].hub_path]
+        if local_only:
+            run.fail("tasks.names", f"{', '.join(local_only)}: no hub copy (tasks.source is hub); proxy tasks need "
+                                    f"source proxy")
+    elif source == "local" and not run.config["tasks"].get("local_dir"):
+        run.fail("tasks.local_dir", "tasks.source local needs tasks.local_dir (folders <local_dir>/<task>)")
+
+
+def _check_finetune(run: _Run) -> None:
+    per_task = run.config.get("finetune", {}).get("per_task") or {}
+    for task in per_task:
+        if task not in run.tasks:
+            run.fail(f"finetune.per_task.{task}", f"not a configured task (tasks.names: {', '.join(run.tasks)})")
+    # The fixed-mask and `_retrain` variants fine-tune models of the pretrain recipe; the DAM variants the
+    # searched models (the DAM search's recipe).
+    models = [("pretrain", run.pretrain)] if run.fixed or run.retrains else []
+    if run.dam_runs:
+        models.append((run.dam_key("model"), run.dam_search))
+    for task, (key, r) in run.finetune_recipes().items():
+        spec, length = TASKS[task], r["max_seq_length"]
+        for model_key, recipe in models:
+            if length > run.positions(recipe):
+                run.fail(f"{key}.max_seq_length", f"{length} > the {run.positions(recipe)} positions of the models "
+                                                  f"pretrained with {model_key}.model (task {task}; raise its "
+                                                  f"max_position_embeddings)")
+                break
+        # Beyond the pretraining length the masks are extended (SparseBertModel.extend_mask: registry masks
+        # are rebuilt at that length, learned ones follow dam.extend_keep). HOOK: a mask kind that cannot
+        # extend must be checked here, with the rule the code applies; do not invent one.
+        if spec.kind == "span" and length - r["max_query_length"] - 3 < 1:
+            run.fail(f"{key}.max_query_length", f"{r['max_query_length']} leaves no room for the context in a "
+                                                f"{length}-token window (task {task})")
+        if spec.kind != "span" and r["max_train_examples"] is not None and r["max_train_examples"] < r["batch_size"]:
+            run.fail(f"{key}.max_train_examples", f"{r['max_train_examples']} < batch_size {r['batch_size']}: not "
+                                                  f"one training batch (task {task})")
+        proxy_train = run.config.get("proxy_tasks", {}).get("train_examples")
+        if (spec.proxy and spec.kind != "span" and run.config["tasks"].get("source") == "proxy"
+                and _is_int(proxy_train) and proxy_train < r["batch_size"]):  # fmt: skip
+            run.fail("proxy_tasks.train_examples", f"{proxy_train} < {key}.batch_size {r['batch_size']}: not one "
+                                                   f"training batch (task {task})")
+
+
+def _world_size(res: dict) -> int:
+    nodes = int(res.get("nodes") or 1)
+    procs = gpus_per_node(res) or int(res.get("ddp_cpu_procs") or 0)
+    return nodes * max(procs, 1)
+
+
+def _check_resources(run: _Run) -> None:
+    """Per-variant keys name variants of the rule; the launcher can start the job; the global batch splits
+    evenly over the processes that start (config resources, then the profile's --set-resources)."""
+    section = run.config.get("resources", {})
+    # per_variant keys as common.smk's `resource()` reads them: pretrain_learned's are the DAM runs' names.
+    rule_variants = {"pretrain": run.fixed, "dam_search": run.dam_runs,
+                     "pretrain_learned": run.dam_runs if run.retrains else [], "finetune": run.variants}
+    dam_batch = "dam_search" if {"batch_size", "micro_batch_size"} & set(run.config.get("dam_search", {})) else "pretrain"
+    recipes = {"pretrain": ("pretrain", run.pretrain), "pretrain_learned": ("pretrain", run.pretrain),
+               "dam_search": (dam_batch, run.dam_search)}
+    for rule, variants in rule_variants.items():
+        base = {k: v for k, v in section.get(rule, {}).items() if k != "per_variant"}
+        per_variant = section.get(rule, {}).get("per_variant", {})
+        for variant in per_variant:
+            if variant not in variants:
+                run.fail(f"resources.{rule}.per_variant.{variant}",
+                         f"not a variant of rule {rule} (its variants: {', '.join(variants) or 'none'})")
+        seen = set()
+        for variant in variants:
+            res = {**base, **per_variant.get(variant, {}), **run.overrides.get(rule, {})}
+            key = f"resources.{rule}" + (f".per_variant.{variant}" if variant in per_variant else "")
+            problem = _launch_problem(res)
+            if problem:
+                if key not in seen:
+                    run.fail(key, problem)
+                    seen.add(key)
+                continue
+            world = _world_size(res)
+            if rule == "finetune":
+                if world > 1 and key not in seen:
+                    run.fail(key, f"{world} processes, but fine-tuning runs in one process (gpu <= 1, "
+                                  f"ddp_cpu_procs <= 1, nodes 1)")
+                    seen.add(key)
+                continue
+            recipe_key, recipe = recipes[rule]
+            problem = _batch_problem(recipe, world)
+            if problem and (recipe_key, world) not in seen:
+                run.fail(f"{recipe_key}.batch_size", f"{problem} ({key} starts {world} processes)")
+                seen.add((recipe_key, world))
+
+
+def _launch_problem(res: dict) -> str | None:
+    gpu, nodes, cpu = int(res.get("gpu") or 0), int(res.get("nodes") or 1), int(res.get("ddp_cpu_procs") or 0)
+    if nodes > 1 and not gpus_per_node(res) and not cpu:
+        return f"a {nodes}-node job needs GPUs (gpu or gres) or ddp_cpu_procs"
+    if nodes > 1 and gpu and not res.get("gres") and gpu % nodes:
+        return f"gpu {gpu} (per job) does not split evenly over {nodes} nodes"
+    return None
+
+
+def _batch_problem(recipe: dict, world: int) -> str | None:
+    batch, micro = recipe["batch_size"], recipe.get("micro_batch_size")
+    if micro is None:
+        if batch % world:
+            return f"{batch} is not divisible by the world size {world}"
+    elif batch % (world * micro):
+        return f"{batch} is not divisible by world size {world} x micro_batch_size {micro}"
+    return None
+
+
+def _check_data_params(run: _Run) -> None:
+    from sparsebert.data import corpus, pretraining, tokenizer
+
+    try:
+        pretraining.check_params(dict(run.config.get("examples", {})))
+    except UserError as e:  # "examples params: <name> must be ..." or "unknown examples params [...]"
+        message = str(e).removeprefix("examples params: ")
+        name = message.split()[0]
+        run.fail(f"examples.{name}" if name in pretraining.DEFAULTS else "examples", message)
+    for section, defaults in (("corpus", corpus.DEFAULTS), ("tokenizer", tokenizer.DEFAULTS)):
+        params = run.config.get(section, {})
+        for key, value in params.items():
+            if key not in defaults:
+                run.fail(f"{section}.{key}", f"unknown {section} parameter; valid: {', '.join(sorted(defaults))}")
+            elif isinstance(value, dict) and isinstance(defaults[key], dict):
+                for sub in set(value) - set(defaults[key]):
+                    run.fail(f"{section}.{key}.{sub}", f"unknown parameter; valid: {', '.join(sorted(defaults[key]))}")
+    source = run.config.get("corpus", {}).get("source", corpus.DEFAULTS["source"])
+    if source not in ("embedded", "text_files", "hub"):
+        run.fail("corpus.source", f"{source!r}; choose embedded, text_files or hub")
+    unknown = set(run.config.get("corpus", {}).get("embedded", {}).get("sources", [])) - set(corpus.EMBEDDED_SOURCES)
+    if unknown:
+        run.fail("corpus.embedded.sources", f"unknown {sorted(unknown)}; choose from {sorted(corpus.EMBEDDED_SOURCES)}")
+    if source == "text_files" and not run.config["corpus"].get("text_files", {}).get("glob"):
+        run.fail("corpus.text_files.glob", "source text_files needs a glob (e.g. 'texts/**/*.txt')")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Filesystem checks: every time (files come and go between runs)
+
+
+def file_problems(config: dict) -> list[ConfigError]:
+    errors = []
+    tasks = config.get("tasks", {})
+    if tasks.get("source") == "local" and tasks.get("local_dir"):
+        root = Path(tasks["local_dir"])
+        if not root.is_dir():
+            errors.append(ConfigError("tasks.local_dir", f"{root} is not a directory"))
+        else:
+            for task in tasks.get("names", []):
+                missing = [name for _, name in TASKS[task].files if not (root / task / name).is_file()]
+                if missing:
+                    errors.append(ConfigError("tasks.local_dir", f"{root / task} lacks {', '.join(missing)} "
+                                                                 f"(task {task}, {TASKS[task].file_format})"))
+    text_files = config.get("corpus", {}).get("text_files", {})
+    if config.get("corpus", {}).get("source") == "text_files" and text_files.get("glob"):
+        pattern = str(Path(text_files["glob"]).expanduser())
+        if not globlib.glob(pattern, recursive=True):
+            errors.append(ConfigError("corpus.text_files.glob", f"no files match {text_files['glob']!r}"))
+    return errors
