@@ -1,6 +1,6 @@
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from sparsebert import masks
@@ -80,25 +80,95 @@ def test_empty_row_is_rejected():
         masks.check_rows(torch.eye(4, dtype=torch.bool) & False)
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    name=st.sampled_from(sorted(masks.MASKS)),
-    L=st.integers(2, 200),
-    knob=st.integers(1, 20),
-)
-def test_fuzz_registry_rows_never_empty(name, L, knob):
-    params = {
-        "strided": {"stride": knob},
-        "fixed": {"block": knob, "summary": min(knob, 1 + knob // 3)},
-        "longformer": {"window": knob % 5, "num_global": knob % 3},
-        "logsparse": {"window": knob % 3},
-        "bigbird": {"window": knob % 3, "num_global": knob % 2, "num_random": knob % 4, "seed": knob},
-        "star": {"num_relay": knob % 3},
-        "blockwise": {"block": knob},
-    }.get(name, {})
-    m = masks.build_mask(name, L, **params)
-    assert m.shape[-1] == L and m.any(-1).all()
-    assert 0.0 <= masks.sparsity(m) < 1.0
+def _int(lo, hi=masks.MAX_INT_PARAM):
+    return lambda v, p: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+# What each builder documents as valid, stated independently of masks.py: the fuzz test below holds every
+# builder to it (accept exactly these values, reject everything else with a UserError).
+VALID = {
+    "dense": {}, "no_diagonal": {},
+    "strided": {"stride": _int(1)},
+    "fixed": {"block": _int(1), "summary": lambda v, p: _int(0)(v, p) and _int(1)(p["block"], p) and v < p["block"]},
+    "longformer": {"window": _int(0), "num_global": _int(0)},
+    "logsparse": {"window": _int(0)},
+    "bigbird": {"window": _int(0), "num_global": _int(0), "num_random": _int(0), "seed": _int(0, 2**32 - 1)},
+    "star": {"num_relay": _int(0)},
+    "blockwise": {"block": _int(1), "num_heads": _int(1, 1024), "shift_heads": lambda v, p: isinstance(v, bool)},
+}  # fmt: skip
+
+
+def reference(name: str, p: dict, L: int) -> torch.Tensor | None:
+    """The documented pattern, element by element (None: random keys, checked separately)."""
+    near = lambda i, j, w: abs(i - j) <= w  # noqa: E731
+    glob = lambda i, j, g: i < g or j < g  # noqa: E731
+    pred = {
+        "dense": lambda i, j: True,
+        "no_diagonal": lambda i, j: i != j,
+        "strided": lambda i, j: abs(i - j) < p.get("stride", 0) or abs(i - j) % p.get("stride", 1) == 0,
+        "fixed": lambda i, j: (i // p.get("block", 1) == j // p.get("block", 1)
+                               or j % p.get("block", 1) >= p.get("block", 1) - p.get("summary", 0)
+                               or i % p.get("block", 1) >= p.get("block", 1) - p.get("summary", 0)),
+        "longformer": lambda i, j: near(i, j, p.get("window")) or glob(i, j, p.get("num_global")),
+        "logsparse": lambda i, j: near(i, j, p.get("window")) or (abs(i - j) & (abs(i - j) - 1)) == 0,
+        "star": lambda i, j: near(i, j, 1) or glob(i, j, p.get("num_relay")),
+    }.get(name)
+    if name == "blockwise":
+        b = p["block"]
+        plain = torch.tensor([[i // b == j // b for j in range(L)] for i in range(L)])
+        if not p["shift_heads"]:
+            return plain
+        shifted = torch.tensor([[(i + b // 2) // b == (j + b // 2) // b for j in range(L)] for i in range(L)])
+        return torch.stack([shifted if h % 2 else plain for h in range(p["num_heads"])])
+    if pred is None:
+        return None
+    return torch.tensor([[bool(pred(i, j)) for j in range(L)] for i in range(L)])
+
+
+ANY_VALUE = st.one_of(st.integers(-3, 40), st.integers(-2**70, 2**70), st.booleans(), st.none(), st.text(max_size=2),
+                      st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([2.0, [3], {"a": 1}]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), name=st.sampled_from(sorted(masks.MASKS)),
+       L=st.one_of(st.integers(1, 80), st.sampled_from([0, -1, True, 8.0, "8"])))
+def test_fuzz_registry_builders_give_a_valid_mask_or_a_user_error(data, name, L):
+    """Random, often invalid parameters: each builder returns its documented pattern (right shape, a key in
+    every row, symmetric) exactly when every parameter is in its documented range, and otherwise raises a
+    UserError naming the mask; never another exception, never a silently different mask."""
+    spec = masks.MASKS[name]
+    keys = sorted(spec.defaults) + ["bogus"]
+    params = data.draw(st.dictionaries(st.sampled_from(keys), ANY_VALUE, max_size=len(keys)), label="params")
+    merged = {**spec.defaults, **params}
+    valid = ("bogus" not in params and isinstance(L, int) and not isinstance(L, bool) and L >= (2 if name == "no_diagonal" else 1)
+             and all(check(merged[k], merged) for k, check in VALID[name].items()))  # fmt: skip
+    event("accepted" if valid else "rejected")
+    try:
+        m = masks.build_mask(name, L, **params)
+    except UserError as e:
+        assert not valid, f"valid parameters rejected: {name} L={L} {params}: {e}"
+        assert name in str(e) or "bogus" in str(e), str(e)
+        return
+    assert valid, f"invalid parameters accepted: {name} L={L} {params}"
+    heads = merged["num_heads"] if name == "blockwise" and merged["shift_heads"] else None
+    assert m.dtype == torch.bool and m.shape == ((heads, L, L) if heads else (L, L))
+    assert m.any(-1).all() and masks.is_symmetric(m)
+    expected = reference(name, merged, L)
+    if expected is not None:
+        assert torch.equal(m, expected), (name, L, params)
+    else:  # bigbird: window + global tokens, plus num_random random keys per query (then symmetrised)
+        base = reference("longformer", merged, L)
+        k = min(merged["num_random"], L)
+        assert torch.equal(m | base, m) and (m & ~base).sum() <= 2 * L * k
+
+
+def test_builder_errors_name_mask_parameter_and_value():
+    with pytest.raises(UserError, match=r"mask 'longformer': parameter window must be an integer >= 0, got -3"):
+        masks.build_mask("longformer", 64, window=-3)
+    with pytest.raises(UserError, match=r"mask 'strided': parameter stride must be an integer >= 1, got 0"):
+        masks.build_mask("strided", 64, stride=0)
+    with pytest.raises(UserError, match=r"mask 'fixed': parameter summary must be an integer in \[0, 7\], got 8"):
+        masks.build_mask("fixed", 64, block=8, summary=8)
 
 
 def test_mask_file_round_trip_and_errors(tmp_path):

@@ -5,7 +5,7 @@ import json
 import datasets
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from sparsebert.data import corpus, pretraining, tokenizer
@@ -173,6 +173,52 @@ def test_fuzz_example_builder_keeps_its_invariants(n_documents, max_sentence, se
         assert len(arrays["input_ids"]) > 0
 
 
+
+def _is_int(v, lo, hi=2**31 - 1):
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _is_num(v, test):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf") and test(v)
+
+
+# The documented range of every example-builder parameter, stated independently of pretraining.check_params.
+VALID_PARAMS = {
+    "max_seq_length": lambda v: _is_int(v, 5, 2**20), "max_predictions_per_seq": lambda v: _is_int(v, 1),
+    "masked_lm_prob": lambda v: _is_num(v, lambda x: 0 < x <= 1), "short_seq_prob": lambda v: _is_num(v, lambda x: 0 <= x <= 1),
+    "dupe_factor": lambda v: _is_int(v, 1), "seed": lambda v: _is_int(v, 0, 2**32 - 1),
+    "whole_word_mask": lambda v: isinstance(v, bool), "validation_fraction": lambda v: _is_num(v, lambda x: 0 <= x < 1),
+    "max_documents": lambda v: v is None or _is_int(v, 1), "num_proc": lambda v: v is None or _is_int(v, 1),
+}  # fmt: skip
+ANY_VALUE = st.one_of(st.integers(-2, 40), st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
+                      st.floats(0, 1), st.booleans(), st.none(), st.text(max_size=2))
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), n_documents=st.integers(1, 4), seed=st.integers(0, 2**31))
+def test_fuzz_example_builder_params_give_valid_examples_or_a_user_error(data, n_documents, seed):
+    """Random, often invalid parameters: check_params accepts exactly the documented ranges (else a UserError
+    naming the parameter and value), and with accepted ones the builder keeps every invariant; no other
+    exception either way."""
+    keys = sorted(VALID_PARAMS) + ["bogus"]
+    overrides = data.draw(st.dictionaries(st.sampled_from(keys), ANY_VALUE, max_size=4), label="params")
+    merged = {**pretraining.DEFAULTS, **overrides}
+    valid = "bogus" not in overrides and all(check(merged[k]) for k, check in VALID_PARAMS.items())
+    event("accepted" if valid else "rejected")
+    try:
+        checked = pretraining.check_params(overrides)
+    except UserError as e:
+        assert not valid, f"valid parameters rejected: {overrides}: {e}"
+        assert any(k in str(e) for k in overrides), str(e)
+        return
+    assert valid, f"invalid parameters accepted: {overrides}"
+    checked = {**checked, "max_seq_length": min(checked["max_seq_length"], 48)}  # keep the run small
+    documents = synthetic_documents(n_documents, seed=seed, max_sentence=20)
+    vocab = synthetic_vocab(5 + n_documents * DOC_STRIDE, subword_every=2)
+    arrays = pretraining.create_examples(documents, vocab, checked, np.random.default_rng(seed))
+    check_invariants(arrays, checked["max_seq_length"], checked["max_predictions_per_seq"])
+
+
 # ------------------------------------------------------------------------------------------- end to end
 
 
@@ -224,7 +270,7 @@ def test_missing_inputs_are_user_errors_and_leave_no_output(pipeline, tmp_path):
         pretraining.build_examples(tmp_path / "nowhere", pipeline / "tokenizer", {}, out)
     with pytest.raises(UserError, match=r"tokenizer directory not found or incomplete: .*no-tokenizer"):
         pretraining.build_examples(pipeline / "corpus", tmp_path / "no-tokenizer", {}, out)
-    with pytest.raises(UserError, match="max_seq_length must be >= 5"):
+    with pytest.raises(UserError, match="max_seq_length must be an integer >= 5"):
         pretraining.build_examples(pipeline / "corpus", pipeline / "tokenizer", {"max_seq_length": 3}, out)
     assert not out.exists()
 

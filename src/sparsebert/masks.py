@@ -12,6 +12,7 @@ row, so no query is ever left with nothing to attend to (the softmax would be Na
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,23 @@ def _offsets(seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     return i, j
 
 
+# Integer parameters are capped far above any useful value so that arithmetic on int64 tensors never overflows.
+MAX_INT_PARAM = 2**31 - 1
+MAX_SEED = 2**32 - 1
+MAX_HEADS = 1024  # blockwise's num_heads: an (H, L, L) mask, so H is bounded like a model's head count
+MAX_SEQ_LEN = 2**20  # a dense (L, L) bool mask at 2**20 is already 1 TiB
+
+
+def int_param(mask: str, name: str, value, minimum: int, maximum: int = MAX_INT_PARAM) -> int:
+    """Check one integer parameter of a builder: anything but an integer in [minimum, maximum] (bools included)
+    is a UserError naming mask, parameter and value. Without it, e.g. longformer's window=-3 silently builds a
+    97 %-sparse mask and strided's stride=0 divides by zero."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not minimum <= value <= maximum:
+        bound = f">= {minimum}" if maximum == MAX_INT_PARAM else f"in [{minimum}, {maximum}]"
+        raise UserError(f"mask {mask!r}: parameter {name} must be an integer {bound}, got {value!r}")
+    return int(value)
+
+
 def _global(seq_len: int, num_global: int) -> torch.Tensor:
     """The first `num_global` tokens ([CLS], ...) attend everywhere and are attended by everyone."""
     i, j = _offsets(seq_len)
@@ -79,6 +97,7 @@ def no_diagonal(seq_len: int) -> torch.Tensor:
 def strided(seq_len: int, stride: int) -> torch.Tensor:
     """Sparse Transformer 'strided' (Child et al., 2019): a local window of `stride` on each side, plus
     every key whose distance is a multiple of `stride`."""
+    stride = int_param("strided", "stride", stride, 1)
     i, j = _offsets(seq_len)
     d = (i - j).abs()
     return (d < stride) | (d % stride == 0)
@@ -87,7 +106,10 @@ def strided(seq_len: int, stride: int) -> torch.Tensor:
 @register("fixed", paper_sparsity=72.7, block=8, summary=1)
 def fixed(seq_len: int, block: int, summary: int) -> torch.Tensor:
     """Sparse Transformer 'fixed' (Child et al., 2019): attend within one's block, and to the last `summary`
-    positions of every block (symmetrised: summary positions also attend everywhere)."""
+    positions of every block (symmetrised: summary positions also attend everywhere). 0 <= summary < block, as
+    in the paper (summary = block would make every position a summary: a dense mask)."""
+    block = int_param("fixed", "block", block, 1)
+    summary = int_param("fixed", "summary", summary, 0, block - 1)
     i, j = _offsets(seq_len)
     same_block = (i // block) == (j // block)
     is_summary = lambda x: (x % block) >= block - summary  # noqa: E731
@@ -97,6 +119,8 @@ def fixed(seq_len: int, block: int, summary: int) -> torch.Tensor:
 @register("longformer", paper_sparsity=88.7, window=6, num_global=1)
 def longformer(seq_len: int, window: int, num_global: int) -> torch.Tensor:
     """Longformer (Beltagy et al., 2020): sliding window of `window` on each side plus global [CLS]."""
+    window = int_param("longformer", "window", window, 0)
+    num_global = int_param("longformer", "num_global", num_global, 0)
     i, j = _offsets(seq_len)
     return ((i - j).abs() <= window) | _global(seq_len, num_global)
 
@@ -104,6 +128,7 @@ def longformer(seq_len: int, window: int, num_global: int) -> torch.Tensor:
 @register("logsparse", paper_sparsity=89.8, window=1)
 def logsparse(seq_len: int, window: int) -> torch.Tensor:
     """LogSparse (Li et al., 2019), symmetric: a local window plus keys at distance 2^k, k = 0, 1, ..."""
+    window = int_param("logsparse", "window", window, 0)
     i, j = _offsets(seq_len)
     d = (i - j).abs()
     power_of_two = (d > 0) & ((d & (d - 1)) == 0)
@@ -114,6 +139,10 @@ def logsparse(seq_len: int, window: int) -> torch.Tensor:
 def bigbird(seq_len: int, window: int, num_global: int, num_random: int, seed: int) -> torch.Tensor:
     """BigBird (Zaheer et al., 2020): sliding window + global tokens + `num_random` random keys per query,
     drawn from a seeded generator so that the mask is a pure function of its parameters. Symmetrised."""
+    window = int_param("bigbird", "window", window, 0)
+    num_global = int_param("bigbird", "num_global", num_global, 0)
+    num_random = int_param("bigbird", "num_random", num_random, 0)
+    seed = int_param("bigbird", "seed", seed, 0, MAX_SEED)
     i, j = _offsets(seq_len)
     keep = ((i - j).abs() <= window) | _global(seq_len, num_global)
     g = torch.Generator().manual_seed(seed)
@@ -126,6 +155,7 @@ def bigbird(seq_len: int, window: int, num_global: int, num_random: int, seed: i
 @register("star", paper_sparsity=96.1, num_relay=1)
 def star(seq_len: int, num_relay: int) -> torch.Tensor:
     """Star-Transformer (Guo et al., 2019): each token sees its ring neighbours and the relay token(s)."""
+    num_relay = int_param("star", "num_relay", num_relay, 0)
     i, j = _offsets(seq_len)
     return ((i - j).abs() <= 1) | _global(seq_len, num_relay)
 
@@ -133,7 +163,12 @@ def star(seq_len: int, num_relay: int) -> torch.Tensor:
 @register("blockwise", paper_sparsity=None, block=16, num_heads=1, shift_heads=False)
 def blockwise(seq_len: int, block: int, num_heads: int, shift_heads: bool) -> torch.Tensor:
     """Blockwise attention (Qiu et al., 2020): block-diagonal. With `shift_heads`, odd heads use blocks
-    shifted by half a block so that information crosses block borders; returns (H, L, L) then."""
+    shifted by half a block so that information crosses block borders; returns (H, L, L) then (H = 1 or the
+    model's head count)."""
+    block = int_param("blockwise", "block", block, 1)
+    num_heads = int_param("blockwise", "num_heads", num_heads, 1, MAX_HEADS)
+    if not isinstance(shift_heads, bool):
+        raise UserError(f"mask 'blockwise': parameter shift_heads must be true or false, got {shift_heads!r}")
     i, j = _offsets(seq_len)
     if not shift_heads:
         return (i // block) == (j // block)
@@ -160,8 +195,8 @@ def build_mask(name: str, seq_len: int, **params) -> torch.Tensor:
         raise UserError(
             f"mask {name!r} has no parameter(s) {sorted(unknown)}; valid: {sorted(spec.defaults) or 'none'}"
         )
-    if seq_len < 1:
-        raise UserError(f"seq_len must be >= 1, got {seq_len}")
+    if isinstance(seq_len, bool) or not isinstance(seq_len, numbers.Integral) or not 1 <= seq_len <= MAX_SEQ_LEN:
+        raise UserError(f"mask {name!r}: seq_len must be an integer in [1, {MAX_SEQ_LEN}], got {seq_len!r}")
     mask = spec.builder(seq_len, **{**spec.defaults, **params})
     check_rows(mask, what=f"mask {name!r} at seq_len={seq_len} with {params or 'defaults'}")
     return mask

@@ -116,9 +116,14 @@ def _cache_key(config: dict, overrides: dict) -> str:
 
 def pure_problems(config: dict, overrides: dict | None = None) -> list[ConfigError]:
     run = _Run(config, overrides or {})
-    for check in (_check_seeds, _check_models, _check_masks, _check_dam, _check_tasks, _check_finetune,
-                  _check_resources, _check_data_params):  # fmt: skip
-        check(run)
+    # The data steps' parameters and the model shape first: every later check derives lengths or shapes from
+    # them, so when they are wrong, later complaints would only repeat the same mistake.
+    for group in ((_check_data_params, _check_models),
+                  (_check_seeds, _check_masks, _check_dam, _check_tasks, _check_finetune, _check_resources)):
+        for check in group:
+            check(run)
+        if run.errors:
+            break
     return run.errors
 
 
@@ -268,28 +273,31 @@ def _check_finetune(run: _Run) -> None:
     models = [("pretrain", run.pretrain)] if run.fixed or run.retrains else []
     if run.dam_runs:
         models.append((run.dam_key("model"), run.dam_search))
+    found: dict[tuple[str, str], list[str]] = {}  # one line per (key, problem), naming every task it hits
     for task, (key, r) in run.finetune_recipes().items():
         spec, length = TASKS[task], r["max_seq_length"]
         for model_key, recipe in models:
             if length > run.positions(recipe):
-                run.fail(f"{key}.max_seq_length", f"{length} > the {run.positions(recipe)} positions of the models "
-                                                  f"pretrained with {model_key}.model (task {task}; raise its "
-                                                  f"max_position_embeddings)")
+                found.setdefault((f"{key}.max_seq_length", f"{length} > the {run.positions(recipe)} positions of the "
+                                  f"models pretrained with {model_key}.model (raise its max_position_embeddings)"),
+                                 []).append(task)
                 break
         # Beyond the pretraining length the masks are extended (SparseBertModel.extend_mask: registry masks
         # are rebuilt at that length, learned ones follow dam.extend_keep). HOOK: a mask kind that cannot
         # extend must be checked here, with the rule the code applies; do not invent one.
         if spec.kind == "span" and length - r["max_query_length"] - 3 < 1:
-            run.fail(f"{key}.max_query_length", f"{r['max_query_length']} leaves no room for the context in a "
-                                                f"{length}-token window (task {task})")
+            found.setdefault((f"{key}.max_query_length", f"{r['max_query_length']} leaves no room for the context "
+                              f"in a {length}-token window"), []).append(task)
         if spec.kind != "span" and r["max_train_examples"] is not None and r["max_train_examples"] < r["batch_size"]:
-            run.fail(f"{key}.max_train_examples", f"{r['max_train_examples']} < batch_size {r['batch_size']}: not "
-                                                  f"one training batch (task {task})")
+            found.setdefault((f"{key}.max_train_examples", f"{r['max_train_examples']} < batch_size "
+                              f"{r['batch_size']}: not one training batch"), []).append(task)
         proxy_train = run.config.get("proxy_tasks", {}).get("train_examples")
         if (spec.proxy and spec.kind != "span" and run.config["tasks"].get("source") == "proxy"
                 and _is_int(proxy_train) and proxy_train < r["batch_size"]):  # fmt: skip
-            run.fail("proxy_tasks.train_examples", f"{proxy_train} < {key}.batch_size {r['batch_size']}: not one "
-                                                   f"training batch (task {task})")
+            found.setdefault(("proxy_tasks.train_examples", f"{proxy_train} < {key}.batch_size {r['batch_size']}: "
+                              f"not one training batch"), []).append(task)
+    for (key, message), tasks in found.items():
+        run.fail(key, f"{message} (task{'s' if len(tasks) > 1 else ''} {', '.join(tasks)})")
 
 
 def _world_size(res: dict) -> int:

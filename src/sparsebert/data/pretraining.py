@@ -24,7 +24,9 @@ corpus, tokenizer and params only, whatever the number of processes.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
+import numbers
 import os
 import time
 from dataclasses import dataclass
@@ -84,17 +86,29 @@ def check_params(params: dict) -> dict:
     unknown = set(params) - set(DEFAULTS)
     if unknown:
         raise UserError(f"unknown examples params {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    rules = [
-        (params["max_seq_length"] >= 5, "max_seq_length must be >= 5 ([CLS] A [SEP] B [SEP])"),
-        (params["max_predictions_per_seq"] >= 1, "max_predictions_per_seq must be >= 1"),
-        (0 < params["masked_lm_prob"] <= 1, "masked_lm_prob must be in (0, 1]"),
-        (0 <= params["short_seq_prob"] <= 1, "short_seq_prob must be in [0, 1]"),
-        (params["dupe_factor"] >= 1, "dupe_factor must be >= 1"),
-        (0 <= params["validation_fraction"] < 1, "validation_fraction must be in [0, 1)"),
+    def integer(value, low, high=2**31 - 1, none_ok=False):
+        return (none_ok and value is None) or (isinstance(value, numbers.Integral) and not isinstance(value, bool)
+                                               and low <= value <= high)
+
+    def number(value, test):
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and test(value)
+
+    p = params
+    rules = [  # (valid?, parameter, what it must be)
+        (integer(p["max_seq_length"], 5, 2**20), "max_seq_length", "an integer >= 5 ([CLS] A [SEP] B [SEP])"),
+        (integer(p["max_predictions_per_seq"], 1), "max_predictions_per_seq", "an integer >= 1"),
+        (number(p["masked_lm_prob"], lambda x: 0 < x <= 1), "masked_lm_prob", "a number in (0, 1]"),
+        (number(p["short_seq_prob"], lambda x: 0 <= x <= 1), "short_seq_prob", "a number in [0, 1]"),
+        (integer(p["dupe_factor"], 1), "dupe_factor", "an integer >= 1"),
+        (integer(p["seed"], 0, 2**32 - 1), "seed", "an integer in [0, 2**32)"),
+        (isinstance(p["whole_word_mask"], bool), "whole_word_mask", "true or false"),
+        (number(p["validation_fraction"], lambda x: 0 <= x < 1), "validation_fraction", "a number in [0, 1)"),
+        (integer(p["max_documents"], 1, none_ok=True), "max_documents", "null or an integer >= 1"),
+        (integer(p["num_proc"], 1, none_ok=True), "num_proc", "null or an integer >= 1"),
     ]
-    for ok, message in rules:
+    for ok, name, what in rules:
         if not ok:
-            raise UserError(f"examples params: {message}")
+            raise UserError(f"examples params: {name} must be {what}, got {p[name]!r}")
     return params
 
 
