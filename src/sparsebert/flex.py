@@ -22,12 +22,17 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import logging
 
 import torch
 from torch.nn.attention.flex_attention import BlockMask, and_masks, create_block_mask, flex_attention
 
 log = logging.getLogger(__name__)
+
+# The padding lives in mask_mod, which must then run in every block; torch < 2.13's create_block_mask has no
+# `separate_full_blocks` switch (it would skip mask_mod in full blocks and ignore padding there): sdpa instead.
+FULL_BLOCKS_SWITCH = "separate_full_blocks" in inspect.signature(create_block_mask).parameters
 
 
 def block_size(device: torch.device) -> int:
@@ -129,6 +134,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: Blo
 
 def fallback_reason(x: torch.Tensor, training: bool, attention_dropout: float) -> str | None:
     """Why this forward cannot use flex (None if it can)."""
+    if not FULL_BLOCKS_SWITCH:
+        return f"FlexAttention needs torch >= 2.13 here (create_block_mask's separate_full_blocks; torch {torch.__version__}): using sdpa"
     if x.device.type == "cpu" and torch.is_grad_enabled() and (training or x.requires_grad):
         return "FlexAttention has no CPU backward (torch 2.13): training on CPU uses sdpa"
     if training and attention_dropout > 0:
