@@ -163,3 +163,15 @@ def test_checkpoint_from_another_model_size_is_rejected(tiny_pretraining_data, t
                      extra=("--state-dir", tmp_path / "size.state"), check=False)
     assert p.returncode == 2 and "step-00000005" in p.stderr and "another model" in p.stderr
     assert not (tmp_path / "size2").exists()
+
+
+def test_unigram_baseline_hand_computed():
+    """Most frequent masked token of train is 7 (3 of 5); validation has 2 of its 4 masked labels = 7."""
+    from datasets import Dataset
+
+    from sparsebert.pretrain import unigram_baseline
+
+    train = Dataset.from_dict({"masked_lm_ids": [[7, 7, 9], [7, 5, -100]]})
+    validation = Dataset.from_dict({"masked_lm_ids": [[7, 9, -100], [7, 5, -100], [9, -100, -100]]})
+    assert unigram_baseline(train, validation, limit=2) == 2 / 4
+    assert unigram_baseline(train, validation, limit=3) == 2 / 5
