@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(59)]
 SEQ, PRED = 32, 5
+
+
+@pytest.fixture(autouse=True)
+def _restore_signal_handlers():
+    """Training run in-process routes SIGTERM/SIGUSR1 to its stop flag (sparsebert.preemption); give the
+    test process its own handlers back afterwards."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
 
 
 def write_tokenizer(path):

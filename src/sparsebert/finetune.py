@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sparsebert import masks, precision, training
+from sparsebert import masks, precision, preemption, training
 from sparsebert.data.features import featurize
 from sparsebert.data.qa import postprocess_predictions
 from sparsebert.data.tasks import get_task, load_task
@@ -121,6 +121,7 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
     spec = get_task(task)
     out_dir, state_dir = Path(out_dir), Path(state_dir)
     env = training.setup_distributed()
+    preemption.install()  # SIGTERM/SIGUSR1: finish the step, checkpoint, exit (see preemption.py)
     training.seed_everything(params["seed"])
     model = load_pretrained(model_dir, spec, mask_file).to(env.device)
     pretrained_mask_len = model.config.mask_seq_len
@@ -139,17 +140,19 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
     total_steps = steps_per_epoch * params["epochs"]
     optimizer = training.build_optimizer(model, {**params, "optimizer": "adamw"})
     scheduler = training.build_scheduler(optimizer, {**params, "schedule": "linear"}, total_steps)
-    start_step = 0
+    start_step, extra = 0, {}
     ckpt = training.latest_checkpoint(state_dir)
     if ckpt is not None:
-        start_step, _ = training.load_checkpoint(ckpt, model, optimizer, scheduler)
+        start_step, extra = training.load_checkpoint(ckpt, model, optimizer, scheduler)
         log.info("resumed from %s (step %d of %d)", ckpt, start_step, total_steps)
 
     prec = precision.resolve(params["precision"], env.device)  # training only; evaluation runs in fp32
     log.info(prec.line)
     logger = training.JsonlLog(state_dir / "log.jsonl", True, start_step)
     model.train()
-    running, n_running, t0 = torch.zeros((), device=env.device), 0, time.perf_counter()
+    # The loss sum since the last log line travels in the checkpoint: a resumed run logs the same numbers.
+    running, n_running = extra.get("running", torch.zeros(())).to(env.device), extra.get("n_running", 0)
+    t0 = time.perf_counter()
     for step in tqdm(range(start_step, total_steps), initial=start_step, total=total_steps,
                      desc=f"finetune[{task}]", mininterval=2.0):
         idx = training.global_batch_indices(len(train_set), params["batch_size"], params["seed"], step)
@@ -157,6 +160,7 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
         with prec.autocast():
             loss = model(**batch).loss  # fp32 (the heads' losses cast their logits)
         loss.backward()
+        preemption.inject(step + 1)  # tests: a signal in the middle of a step
         if params["grad_clip"]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), params["grad_clip"])
         training.check_finite(loss.detach(), step + 1)
@@ -170,9 +174,13 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
             logger.write({"step": done, "epoch": done / steps_per_epoch, "loss": (running / n_running).item(),
                           "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t0})
             running, n_running = torch.zeros((), device=env.device), 0
-        if done % params["checkpoint_every"] == 0 and done < total_steps:
-            training.save_checkpoint(state_dir, done, model, optimizer, scheduler)
+        stop = preemption.requested(env.device)
+        if (done % params["checkpoint_every"] == 0 and done < total_steps) or stop:
+            training.save_checkpoint(state_dir, done, model, optimizer, scheduler,
+                                     extra={"running": running.detach().cpu(), "n_running": n_running})
             training.inject_kill(done)
+        if stop:
+            preemption.exit_preempted(done, state_dir)
 
     model.eval()
     results, predictions = {}, {}

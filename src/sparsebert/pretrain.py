@@ -203,8 +203,9 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
             bar.set_postfix(loss=f"{record['loss']:.3f}", mlm_acc=f"{record['mlm_acc']:.3f}")
         stop = preemption.requested(env.device)  # every rank stops after the same step
         if (done % recipe["checkpoint_every"] == 0 and done < total_steps) or stop:
+            rng = training.rank_rng_states()  # every rank's own dropout / Gumbel stream (DDP)
             if env.is_main:
-                training.save_checkpoint(state_dir, done, model, optimizer, scheduler,
+                training.save_checkpoint(state_dir, done, model, optimizer, scheduler, rng_per_rank=rng,
                                          extra={"snapshots": snapshots, "running": stats.state()})
                 training.inject_kill(done)
             if env.world_size > 1:

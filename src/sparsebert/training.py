@@ -8,6 +8,7 @@ and the data position, and is written to a temporary directory that is fsynced a
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import logging
@@ -181,22 +182,55 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(ckpt_dir: Path, step: int, model, optimizer, scheduler, extra: dict | None = None, keep: int = 2):
+def rank_rng_states() -> list[dict] | None:
+    """Under DDP, every rank's RNG state (dropout, Gumbel noise: each rank draws its own stream), gathered
+    for the checkpoint that rank 0 writes. Every rank must call it; None without DDP."""
+    if not dist.is_initialized():
+        return None
+    states = [None] * dist.get_world_size()
+    dist.all_gather_object(states, _rng_state())
+    return states
+
+
+def save_checkpoint(ckpt_dir: Path, step: int, model, optimizer, scheduler, extra: dict | None = None, keep: int = 2,
+                    rng_per_rank: list[dict] | None = None):
     """Atomic: written under a temporary name, fsynced, renamed. Older checkpoints beyond `keep` are
-    removed only after the new one is complete, so a kill at any moment leaves a loadable checkpoint."""
+    removed only after the new one is complete, so a kill at any moment leaves a loadable checkpoint, and a
+    write that fails half-way (disk full, I/O error) removes its partial copy, keeps the previous checkpoint
+    for the next run to resume from, and stops with a CheckpointWriteError naming the path."""
     ckpt_dir = Path(ckpt_dir)
-    with atomic_dir(ckpt_dir / f"step-{step:08d}") as tmp:
-        save_model(unwrap(model), str(tmp / "model.safetensors"))  # de-duplicates tied weights
-        # Optimizer/scheduler/RNG state is tensors, numbers and tuples, all of which
-        # torch.load(weights_only=True) accepts: no arbitrary unpickling on load.
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
-             "extra": extra or {}},
-            tmp / "state.pt",
-        )
-        (tmp / "meta.json").write_text(json.dumps({"step": step}))
+    path = ckpt_dir / f"step-{step:08d}"
+    try:
+        with atomic_dir(path) as tmp:
+            save_model(unwrap(model), str(tmp / "model.safetensors"))  # de-duplicates tied weights
+            _inject_write_failure(step, tmp / "state.pt")
+            # Optimizer/scheduler/RNG state is tensors, numbers and tuples, all of which
+            # torch.load(weights_only=True) accepts: no arbitrary unpickling on load.
+            torch.save(
+                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+                 "rng_per_rank": rng_per_rank or [], "extra": extra or {}},
+                tmp / "state.pt",
+            )
+            (tmp / "meta.json").write_text(json.dumps({"step": step}))
+    except Exception as e:  # noqa: BLE001 - torch.save reports a full disk as RuntimeError, safetensors its own
+        previous = latest_checkpoint(ckpt_dir)
+        kept = (f"the previous checkpoint {previous} is kept and a rerun resumes from it" if previous
+                else "there is no earlier checkpoint: a rerun starts over")
+        raise CheckpointWriteError(f"could not write checkpoint {path} ({type(e).__name__}: {e}); {kept}") from e
     for old in sorted(ckpt_dir.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+class CheckpointWriteError(UserError):
+    pass
+
+
+def _inject_write_failure(step: int, path: Path) -> None:
+    """Fault injection for the tests: SPARSEBERT_FAIL_CHECKPOINT_AT_STEP=N makes the checkpoint of step N fail
+    half-way, as a full disk would: part of `path` is written, then ENOSPC."""
+    if os.environ.get("SPARSEBERT_FAIL_CHECKPOINT_AT_STEP") == str(step):
+        path.write_bytes(b"PK\x03\x04 half a file")
+        raise OSError(errno.ENOSPC, "No space left on device (injected: SPARSEBERT_FAIL_CHECKPOINT_AT_STEP)", str(path))
 
 
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
@@ -218,7 +252,11 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, dict]
                         f"unexpected {sorted(unexpected)[:3]}")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    _set_rng_state(state["rng"])
+    per_rank = state.get("rng_per_rank") or []
+    if dist.is_initialized() and len(per_rank) == dist.get_world_size():
+        _set_rng_state(per_rank[dist.get_rank()])  # this rank's own stream, as when it stopped
+    else:  # one process, or another world size than the saved run: rank 0's stream
+        _set_rng_state(state["rng"])
     return step, state["extra"]
 
 
