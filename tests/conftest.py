@@ -81,4 +81,5 @@ TINY_RECIPE = {
               "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
     "lr": 1e-2, "batch_size": 16, "max_steps": 30, "warmup": 0.1, "log_every": 5, "checkpoint_every": 10,
     "snapshot_every": 5, "seed": 0,
+    "precision": "fp32",  # the same arithmetic on every CPU; tests/test_precision.py runs bf16
 }

@@ -18,7 +18,8 @@ from sparsebert.data.tasks import TASKS
 from sparsebert.modeling import SparseBertConfig, SparseBertForPreTraining
 
 RECIPE = {"max_seq_length": 64, "doc_stride": 16, "max_query_length": 16, "lr": 1e-3, "epochs": 2,
-          "batch_size": 1, "log_every": 1, "checkpoint_every": 2, "seed": 3}
+          "batch_size": 1, "log_every": 1, "checkpoint_every": 2, "seed": 3,
+          "precision": "fp32"}  # the same arithmetic on every CPU; tests/test_precision.py runs bf16
 
 
 @pytest.fixture(scope="module")

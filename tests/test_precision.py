@@ -1,0 +1,153 @@
+"""precision: auto | fp32 | bf16. Resolution per device and CPU flags; what stays fp32 under bf16 autocast; the
+bf16 loss curve against fp32; exact resume after SIGKILL in bf16 (pretraining and fine-tuning); finite outputs
+for fully masked rows. The engines' other tests pin fp32 (so that they mean the same on every CPU); these run
+bf16 explicitly, which works everywhere (emulated, slower, on CPUs without bf16 instructions)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import TINY_RECIPE
+from test_finetune import assets, run_finetune, run_finetune_process  # noqa: F401 (assets is a fixture)
+from test_pretrain import logged, run_pretrain, weights
+
+from sparsebert import precision
+from sparsebert.dam import l1_penalty
+from sparsebert.io import UserError
+from sparsebert.modeling import SparseBertConfig, SparseBertForPreTraining, SparseBertForSequenceClassification
+
+# A logged loss (the mean over log_every steps) of the bf16 run may differ from fp32's by at most this much
+# (nats). Measured on the tiny recipe: at most 0.003 over 40 steps (loss 6.7 -> 3.8); the step-to-step noise of
+# the curve itself is ~0.1. benchmarks/mfu.py checks the same tolerance over the default recipe's 200 steps.
+LOSS_TOLERANCE = 0.05
+
+
+# ------------------------------------------------------------------------------------------ resolution
+
+
+def test_auto_resolves_by_cpu_flags_and_says_why():
+    amx = precision.resolve("auto", "cpu", flags=frozenset({"avx512f", "amx_tile", "amx_bf16"}))
+    assert amx.dtype == torch.bfloat16 and amx.name == "bf16" and "amx_bf16" in amx.reason
+    zen4 = precision.resolve("auto", "cpu", flags=frozenset({"avx512f", "avx512_bf16"}))
+    assert zen4.name == "bf16" and "avx512_bf16" in zen4.line
+    old = precision.resolve("auto", "cpu", flags=frozenset({"avx2", "fma"}))
+    assert old.dtype == torch.float32 and "emulated" in old.reason
+    assert old.record() == {"precision": "fp32", "precision_requested": "auto", "precision_reason": old.reason}
+    assert isinstance(old.autocast(), type(precision.resolve("fp32", "cpu").autocast()))  # nullcontext
+
+
+def test_explicit_choices_are_honoured():
+    assert precision.resolve("fp32", "cpu", flags=frozenset({"amx_bf16"})).dtype == torch.float32
+    forced = precision.resolve("bf16", "cpu", flags=frozenset({"avx2"}))
+    assert forced.dtype == torch.bfloat16 and "emulated" in forced.line  # honoured, and the line says the cost
+    with pytest.raises(UserError, match="unknown precision 'fp16'; valid: auto, fp32, bf16"):
+        precision.resolve("fp16", "cpu")
+
+
+def test_auto_on_gpus(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert precision.resolve("auto", "cuda:0").name == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+    assert precision.resolve("auto", "cuda").name == "fp32"
+
+
+def test_this_cpus_flags_decide_auto():
+    p = precision.resolve("auto", "cpu")
+    assert (p.name == "bf16") == (bool(precision.cpu_bf16_flags()) and torch.backends.mkldnn.is_available())
+
+
+# ------------------------------------------------------------------------------------------ what stays fp32
+
+
+def tiny_config(kind="dense", **kw):
+    return SparseBertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=64, max_position_embeddings=32, attention_mask_type=kind, **kw)
+
+
+def padded_batch(B=2, T=32, pad_from=10):
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 64, (B, T), generator=g)
+    attention_mask = torch.ones(B, T, dtype=torch.long)
+    attention_mask[0, pad_from:] = 0
+    return dict(input_ids=ids, attention_mask=attention_mask, token_type_ids=torch.zeros(B, T, dtype=torch.long))
+
+
+def test_bf16_autocast_keeps_dam_probabilities_l1_and_losses_in_fp32():
+    torch.manual_seed(0)
+    model = SparseBertForPreTraining(tiny_config("dam_s"))
+    batch = dict(padded_batch(), masked_lm_positions=torch.tensor([[1, 2], [3, 4]]),
+                 masked_lm_ids=torch.tensor([[5, 6], [7, 8]]), next_sentence_label=torch.tensor([0, 1]))
+    with precision.resolve("bf16", "cpu").autocast():
+        out = model(**batch)
+        penalty = l1_penalty(out.dam_mask, 1e-3)
+        probs = model.bert.dam.keep_probabilities()
+    assert out.prediction_logits.dtype == torch.bfloat16  # autocast did run the matmuls in bf16 ...
+    assert out.dam_mask.dtype == probs.dtype == penalty.dtype == torch.float32  # ... but not these
+    assert out.loss.dtype == out.mlm_loss.dtype == out.nsp_loss.dtype == torch.float32
+    (out.loss + penalty).backward()
+    assert model.bert.dam.logits.grad.dtype == torch.float32 and model.bert.dam.logits.grad.abs().sum() > 0
+
+
+def test_bf16_fully_masked_rows_stay_finite():
+    """Padded queries of a blockwise mask see only padded keys: rows with no allowed key at all."""
+    torch.manual_seed(0)
+    model = SparseBertForSequenceClassification(tiny_config("blockwise", attention_mask_params={"block": 4}))
+    model.train()
+    with precision.resolve("bf16", "cpu").autocast():
+        hidden = model.bert(**padded_batch()).last_hidden_state
+        out = model(**padded_batch(), labels=torch.tensor([0, 1]))
+    assert torch.isfinite(hidden).all()
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+# ------------------------------------------------------------------------------------------ engines in bf16
+
+
+def test_bf16_loss_curve_stays_within_tolerance_of_fp32(tiny_pretraining_data, tmp_path):
+    curves = {}
+    for name in ("fp32", "bf16"):
+        out = tmp_path / name
+        run_pretrain(tiny_pretraining_data, out, recipe={"precision": name, "max_steps": 40})
+        curves[name] = [r["loss"] for r in logged(out)]
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["precision"] == name and summary["precision_requested"] == name
+    diffs = [abs(a - b) for a, b in zip(curves["fp32"], curves["bf16"])]
+    assert len(diffs) == 8 and max(diffs) <= LOSS_TOLERANCE, (curves, diffs)
+    assert curves["bf16"] != curves["fp32"], "identical curves: the bf16 run did not compute in bf16"
+    assert curves["bf16"][-1] < curves["bf16"][0] - 0.5  # and it learns
+
+
+@pytest.mark.parametrize("mask,extra", [("star", ()), ("dam_s", ("--dam-lambda", "1e-3"))])
+def test_bf16_sigkill_then_rerun_gives_bit_identical_weights(tiny_pretraining_data, tmp_path, mask, extra):
+    recipe = {"max_steps": 20, "checkpoint_every": 10, "precision": "bf16",
+              "model": {**TINY_RECIPE["model"], "hidden_dropout_prob": 0.1}}  # dropout RNG must resume too
+    command = "dam-search" if mask == "dam_s" else "pretrain"
+    run_pretrain(tiny_pretraining_data, tmp_path / "whole", mask=mask, recipe=recipe, extra=extra, command=command)
+    cut = tmp_path / "cut"
+    killed = run_pretrain(tiny_pretraining_data, cut, mask=mask, recipe=recipe, extra=extra, command=command,
+                          env={"SPARSEBERT_KILL_AT_STEP": "10"}, check=False)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert "precision: bf16" in killed.stderr  # the log line
+    run_pretrain(tiny_pretraining_data, cut, mask=mask, recipe=recipe, extra=extra, command=command)
+    a, b = weights(tmp_path / "whole"), weights(cut)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in logged(tmp_path / "whole")] == [r["loss"] for r in logged(cut)]
+
+
+def test_bf16_finetune_sigkill_then_rerun_is_bit_identical(assets, tmp_path):  # noqa: F811
+    recipe = {"epochs": 3, "precision": "bf16"}
+    assert run_finetune(assets, "sst2", tmp_path / "a", recipe) == 0
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics["precision"] == "bf16" and metrics["params"]["precision"] == "bf16"
+    killed = run_finetune_process(assets, "sst2", tmp_path / "c", recipe, env={"SPARSEBERT_KILL_AT_STEP": "2"})
+    assert killed.returncode == -9 and not (tmp_path / "c" / "metrics.json").exists()
+    assert run_finetune(assets, "sst2", tmp_path / "c", recipe) == 0
+    loss = lambda d: [json.loads(l)["loss"] for l in (tmp_path / d / "log.jsonl").read_text().splitlines()]  # noqa: E731
+    assert loss("a") == loss("c")
+    assert json.loads((tmp_path / "a" / "predictions.json").read_text()) == \
+        json.loads((tmp_path / "c" / "predictions.json").read_text())
