@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -191,3 +192,20 @@ def test_ddp_ranks_agree_to_stop_after_the_same_step(tiny_pretraining_data, tmp_
     a, b = weights(tmp_path / "whole"), weights(tmp_path / "cut")
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} ({context})"
+
+
+def test_slurm_profile_asks_for_the_early_signal_on_every_training_rule():
+    """The profile's sbatch flag (slurm_extra, evaluated by Snakemake as a Python string) sends SIGTERM early
+    enough for a step and a checkpoint, and is not one of the options the plugin owns."""
+    import re
+
+    import yaml
+    from snakemake_executor_plugin_slurm.validation import get_forbidden_slurm_options
+
+    profile = yaml.safe_load((Path(__file__).resolve().parents[1] / "profiles/slurm/config.yaml").read_text())
+    for rule in ("pretrain", "dam_search", "pretrain_learned", "finetune"):
+        extra = eval(profile["set-resources"][rule]["slurm_extra"])  # noqa: S307 - what Snakemake does with it
+        match = re.fullmatch(r"--signal=(\w+)@(\d+)", extra)
+        # TERM, which the job's own snakemake survives (it waits for its running job); USR1 would kill it.
+        assert match and match[1] == "TERM" and signal.SIGTERM in preemption.SIGNALS and int(match[2]) >= 120, rule
+        assert not any(re.search(pattern, extra) for pattern in get_forbidden_slurm_options()), rule
