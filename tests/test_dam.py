@@ -73,8 +73,28 @@ def test_binarize_is_deterministic_and_row_safe():
         dam.logits[1, 0, 1] = 5.0  # ...and drops the diagonal
     a, b = dam.binarize(), dam.binarize()
     assert torch.equal(a, b) and a.dtype == torch.bool
-    assert torch.equal(a[0], torch.eye(6, dtype=torch.bool)), "empty rows fall back to self-attention"
+    assert torch.equal(a[0], torch.eye(6, dtype=torch.bool)[[0, 0, 0, 0, 0, 0]]), "ties: the first key"
     assert not a[1].diagonal().any() and a[1, 0, 1]
+    assert dam.empty_rows().sum(-1).tolist() == [6, 0]
+
+
+def test_binarize_gives_an_empty_row_its_most_probable_key_not_the_diagonal():
+    """A row with no key at p >= 0.5 keeps the argmax of its keep probabilities. Self-attention there would
+    put back the diagonal that the search dropped (the opposite of the paper's importance finding)."""
+    dam = DAMStructured(1, 6)
+    with torch.no_grad():
+        dam.logits[0] = torch.tensor([[-3.0, 3.0], [-3.0, 3.0], [-0.5, 0.5], [-3.0, 3.0], [-1.0, 1.0], [-3.0, 3.0]])
+    keep = dam.binarize()[0]  # offset 2 is the most probable (p = 0.27), offset 4 next; all below 0.5
+    dist = (torch.arange(6)[:, None] - torch.arange(6)[None, :]).abs()
+    first_at_2 = torch.stack([torch.nn.functional.one_hot((dist[i] == 2).int().argmax(), 6) for i in range(6)])
+    assert torch.equal(keep, first_at_2.bool())
+    assert not keep.diagonal().any()
+    unstructured = DAMUnstructured(1, 3)
+    with torch.no_grad():  # one logit per (i, j), the upper triangle mirrored; every entry below p = 0.5
+        unstructured.logits[0] = torch.tensor([[-2.0, -1.0, -3.0], [9.0, -0.5, -2.0], [9.0, 9.0, -2.5]])
+    probs = unstructured.keep_probabilities()[0]
+    keep = unstructured.binarize()[0]  # row 1's most probable key is itself: the diagonal only where it leads
+    assert keep.tolist() == [[False, True, False], [False, True, False], [False, True, False]], probs
 
 
 def test_dam_s_length_rule():
@@ -109,6 +129,7 @@ def test_no_weight_decay_groups_exclude_dam_logits():
 
 
 def test_dam_s_mask_file_extends_to_longer_inputs(tmp_path):
+    torch.manual_seed(0)  # no empty row: the file's Toeplitz extension rescues them with the diagonal instead
     dam = DAMStructured(2, 8)
     with torch.no_grad():
         dam.logits.copy_(torch.randn(2, 8, 2))

@@ -13,7 +13,8 @@ DAM_u (unstructured) has one logit per (head, i, j), symmetrised by mirroring th
 Length rule. DAM_s trained at length L applied to T > L: offsets >= L are masked out (never attended);
 T < L uses the first T offsets. A DAM_u module has no notion of offset, so any T != L raises; its binarized
 mask extends to longer fine-tuning inputs by `extend_keep`. A binarized mask is made row-safe: a query left
-with no key attends to itself (see `rescue_empty_rows`).
+with no key keeps its most probable key (`DAM.binarize`); masks used at run time (padding rows, extended
+lengths) let such a query attend to itself (`rescue_empty_rows`), a numerical safeguard only.
 """
 
 from __future__ import annotations
@@ -75,10 +76,17 @@ class DAM(nn.Module):
         return self.expand(probs, seq_len or self.seq_len)
 
     def binarize(self, threshold: float = 0.5, seq_len: int | None = None) -> torch.Tensor:
-        """Deterministic fixed mask: keep where probability >= threshold, rows made non-empty."""
+        """Deterministic fixed mask: keep where probability >= threshold. A row left without keys keeps its most
+        probable key (`keep_most_probable`), not the diagonal: a diagonal put back by the fallback would fake
+        the opposite of the importance analysis. `empty_rows` says where the fallback applied."""
         with torch.no_grad():
-            keep = self.keep_probabilities(seq_len) >= threshold
-        return rescue_empty_rows(keep)
+            probs = self.keep_probabilities(seq_len)
+            return keep_most_probable(probs >= threshold, probs)
+
+    def empty_rows(self, threshold: float = 0.5, seq_len: int | None = None) -> torch.Tensor:
+        """(H, T) bool: the query rows in which no key reaches `threshold` (binarize's fallback rows)."""
+        with torch.no_grad():
+            return ~(self.keep_probabilities(seq_len) >= threshold).any(dim=-1)
 
 
 class DAMStructured(DAM):
@@ -133,6 +141,13 @@ def build_dam(dam_type: str, num_heads: int, seq_len: int, init_std: float = 1e-
 def l1_penalty(mask: torch.Tensor, lam: float) -> torch.Tensor:
     """lambda * ||mask||_1 over heads x L x L, as in the official loss (`lamb * torch.norm(mask, p=1)`)."""
     return lam * mask.abs().sum()
+
+
+def keep_most_probable(keep: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """`keep` (..., T, T) with each empty row given its most probable key: argmax of `probs` in that row."""
+    empty = ~keep.any(dim=-1, keepdim=True)  # (..., T, 1)
+    top = F.one_hot(probs.argmax(dim=-1), probs.shape[-1]).bool()  # (..., T, T)
+    return keep | (empty & top)
 
 
 def rescue_empty_rows(keep: torch.Tensor) -> torch.Tensor:
