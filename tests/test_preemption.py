@@ -33,12 +33,15 @@ STEPS, EVERY, LOG = 20, 10, 3
 RECIPE = {"max_steps": STEPS, "checkpoint_every": EVERY, "log_every": LOG,
           "model": {**TINY_RECIPE["model"], "hidden_dropout_prob": 0.1}}  # dropout: its RNG must resume too
 DAM = ("--dam-lambda", "1e-3")
+# Not the `random` module: training run in-process (fine-tuning tests) reseeds it, which would fix the "random"
+# step for a given test order.
+RNG = random.SystemRandom()
 
 
 def random_step(total: int, every: int, log_every: int) -> int:
     """A random step that is neither a periodic checkpoint (resuming from it proves the signal's checkpoint)
     nor a log line (the checkpoint must carry the log's running sums)."""
-    return random.choice([k for k in range(1, total + 1) if k % every and k % log_every])
+    return RNG.choice([k for k in range(1, total + 1) if k % every and k % log_every])
 
 
 def checkpoint_steps(state) -> list[int]:
@@ -91,7 +94,7 @@ def test_sigusr1_from_outside_at_a_random_moment(tiny_pretraining_data, tmp_path
     `--signal` does): the step it lands in is unknown beforehand and read back from the checkpoint."""
     examples, tokenizer = tiny_pretraining_data
     cut = tmp_path / "cut"
-    target = random.randint(1, STEPS // (2 * LOG))  # wait for this many log lines, then signal
+    target = RNG.randint(1, STEPS // (2 * LOG))  # wait for this many log lines, then signal
     cmd = [sys.executable, "-m", "sparsebert", "pretrain", "--examples", str(examples), "--tokenizer", str(tokenizer),
            "--params", json.dumps({**TINY_RECIPE, **RECIPE}), "--mask", "star", "--out", str(cut)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -133,7 +136,7 @@ def test_finetune_sigterm_mid_step_resumes_from_that_step(assets, tmp_path):  # 
 def test_a_checkpoint_write_failing_half_way_keeps_the_previous_one(tiny_pretraining_data, tmp_path, uninterrupted):
     """Disk full while the signal's checkpoint is written: the error names the path, the partial copy is
     gone, the previous checkpoint stays, and the rerun resumes from it to the same weights."""
-    step = random.randint(EVERY + 1, STEPS)
+    step = RNG.randint(EVERY + 1, STEPS)
     context = f"failed write of step {step}"
     cut = tmp_path / "cut"
     env = {"SPARSEBERT_SIGNAL_AT_STEP": str(step), "SPARSEBERT_FAIL_CHECKPOINT_AT_STEP": str(step)}
