@@ -1,4 +1,4 @@
-"""`make bench`: all benchmarks in one run (about 5 minutes on 2 CPU cores; --quick: about 2).
+"""`make bench`: all benchmarks in one run (about 8 minutes on 2 CPU cores; --quick: about 3).
 
 Writes results/benchmarks/*.csv, time_vs_len.png and summary.md (the tables printed at the end)."""
 
@@ -25,15 +25,18 @@ def main() -> None:
     import torch
 
     import attention
+    import mfu
     import pretrain
     import workflow
 
     header = (
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"torch {torch.__version__}, {THREADS} threads, fp32. Times are medians of interleaved repeats, "
+        f"torch {torch.__version__}, {THREADS} threads, fp32 (unless a section says otherwise). Times are medians "
+        "of interleaved repeats, "
         "warm-up excluded; memory is the peak RSS increase during one call (see benchmarks/common.py)."
     )
-    sections = [header, attention.main(args.quick), pretrain.main(args.quick), workflow.main(args.quick)]
+    sections = [header, attention.main(args.quick), pretrain.main(args.quick), mfu.main_isolated(args.quick),
+                workflow.main(args.quick)]
     summary = "\n\n".join(sections) + "\n"
     (OUT / "summary.md").write_text(summary)
     print(summary)
