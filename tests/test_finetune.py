@@ -15,6 +15,7 @@ from _task_files import tiny_tokenizer, write_glue, write_squad, write_swag
 
 from sparsebert import masks
 from sparsebert.data.tasks import TASKS
+from sparsebert.metrics import task_metrics
 from sparsebert.modeling import SparseBertConfig, SparseBertForPreTraining
 
 RECIPE = {"max_seq_length": 64, "doc_stride": 16, "max_query_length": 16, "lr": 1e-3, "epochs": 2,
@@ -75,6 +76,11 @@ def test_every_head_trains_and_reports_official_metrics(assets, tmp_path, task):
     assert metrics["attention_mask_type"] == "longformer"
     assert metrics["steps"] > 0 and (out / "predictions.json").exists()
     assert json.loads((out / "log.jsonl").read_text().splitlines()[0])["step"] == 1
+    # Every split's predictions with their references: the report recomputes the metrics from them.
+    predictions = json.loads((out / "predictions.json").read_text())
+    for split in spec.eval_splits:
+        got = task_metrics(spec, predictions[split]["predictions"], predictions[split]["references"])
+        assert got == pytest.approx(metrics["eval"][split]), split
 
 
 def test_finetuned_model_keeps_the_pretrained_mask(assets, tmp_path):

@@ -206,7 +206,9 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
 
 @torch.no_grad()
 def evaluate(model, spec, examples, features, params, device) -> tuple[dict, dict]:
-    """Metrics (official names) and predictions of one eval split."""
+    """Metrics (official names) of one eval split, and its predictions with their references, in the form
+    `metrics.task_metrics` takes them (span: {id: answer text} and {id: gold answers}; otherwise arrays in
+    example order), so that the report can recompute any metric on resampled examples."""
     loader = features.with_format("torch", columns=INPUTS)
     outputs = []
     for start in range(0, len(loader), params["eval_batch_size"]):
@@ -219,8 +221,9 @@ def evaluate(model, spec, examples, features, params, device) -> tuple[dict, dic
             examples, features, start_logits, end_logits, params["n_best_size"], params["max_answer_length"],
             version_2=spec.unanswerable, null_score_diff_threshold=params["null_score_diff_threshold"],
         )
-        return task_metrics(spec, preds, squad_references(examples)), preds
+        refs = squad_references(examples)
+        return task_metrics(spec, preds, refs), {"predictions": preds, "references": refs}
     logits = torch.cat(outputs).float().cpu().numpy()
     refs = np.asarray(features["labels"])
     preds = logits[:, 0] if spec.kind == "regression" else logits.argmax(-1)
-    return task_metrics(spec, preds, refs), preds.tolist()
+    return task_metrics(spec, preds, refs), {"predictions": preds.tolist(), "references": refs.tolist()}
