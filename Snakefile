@@ -1,6 +1,6 @@
 # SparseBERT reproduction DAG (Shi et al., ICML 2021): corpus -> tokenizer -> examples -> pretrain per mask
-# variant (fixed masks; DAM search -> learned mask -> retrain) -> fine-tune per variant x task -> tables,
-# figures, findings. Every rule is one `python -m sparsebert <subcommand>` call.
+# variant x seed (fixed masks; DAM search -> learned mask -> retrain) -> fine-tune per variant x seed x task ->
+# tables, figures, findings (effect sizes with 95 % intervals over seeds and eval examples). Every rule is one `python -m sparsebert <subcommand>` call.
 #
 #   snakemake --cores all                                   embedded default (config/config.yaml)
 #   snakemake --cores 2 --configfile config/smoke.yaml      CI-sized
@@ -41,7 +41,7 @@ report: "workflow/report/workflow.rst"
 
 # The checkpoints are deliverables too (DVC versions them): asking for them here means that a deleted
 # checkpoint is rebuilt (with its fine-tunings) even though the tables downstream are still present.
-CHECKPOINTS = [f"{pretrained_dir(variant)}/model" for variant in VARIANTS]
+CHECKPOINTS = [f"{pretrained_dir(variant, seed)}/model" for variant in VARIANTS for seed in SEEDS]
 
 
 rule all:
@@ -56,9 +56,9 @@ rule all:
 rule pretrain_all:
     input:
         CHECKPOINTS,
-        [f"{pretrained_dir(variant)}/summary.json" for variant in VARIANTS],
+        [f"{pretrained_dir(variant, seed)}/summary.json" for variant in VARIANTS for seed in SEEDS],
 
 
 rule finetune_all:
     input:
-        expand("results/finetune/{variant}/{task}/metrics.json", variant=VARIANTS, task=TASKS),
+        expand("results/finetune/{variant}/seed{seed}/{task}/metrics.json", variant=VARIANTS, seed=SEEDS, task=TASKS),

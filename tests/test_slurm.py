@@ -43,7 +43,7 @@ TARGET = Target(
     REPO / "Snakefile",
     ["--configfile", str(REPO / "config/smoke.yaml")],
     # config/smoke.yaml pretrains `dense` with ddp_cpu_procs=2 (torchrun, gloo) inside its SLURM job.
-    ddp_outputs=("results/pretrain/dense/summary.json",),
+    ddp_outputs=("results/pretrain/dense/seed0/summary.json",),
     fail_once="tokenizer",
     # Byte-identical across the two runs: the corpus and the proxy task files. Trained weights, learned masks
     # and scores are not compared byte for byte: WordPiece training is not bit-reproducible across processes

@@ -69,6 +69,8 @@ BAD = [
      "finetune.per_task.proxy_qa.max_query_length", False),
     ("negative-pretrain-seed", _set("pretrain.seed", -1), "pretrain.seed", True),
     ("finetune-seed-too-large", _set("finetune.seed", 2**40), "finetune.seed", False),
+    ("recipe-seed-beside-seeds", _set("dam_search.seed", 3), "dam_search.seed", False),  # top-level seeds decide
+    ("negative-entry-of-seeds", _set("seeds", [0, -1]), "seeds[1]", False),
     ("examples-seq-len-too-short", _set("examples.max_seq_length", 3), "examples.max_seq_length", False),
     ("examples-unknown-key", _set("examples.max_seq_len", 64), "examples", False),
     ("tokenizer-unknown-key", _set("tokenizer.vocab_sise", 1000), "tokenizer.vocab_sise", False),

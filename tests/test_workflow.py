@@ -23,7 +23,10 @@ from _runs import run_watched
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SMOKE = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
-SMOKE_VARIANTS = list(SMOKE["masks"]) + [f"{d}_{lam:g}" for d, lams in SMOKE["dam"].items() for lam in lams]
+SMOKE_DAM_RUNS = [f"{d}_{lam:g}" for d, lams in SMOKE["dam"].items() for lam in lams]
+SMOKE_RETRAINS = [f"{run}_retrain" for run in SMOKE_DAM_RUNS] if SMOKE.get("dam_retrain") else []
+SMOKE_VARIANTS = list(SMOKE["masks"]) + SMOKE_DAM_RUNS + SMOKE_RETRAINS
+SMOKE_SEEDS = SMOKE.get("seeds", [0])
 
 pytestmark = pytest.mark.slow
 
@@ -79,9 +82,12 @@ def copy_of(smoke: Path, dest: Path) -> Path:
 
 def test_smoke_outputs_and_tables(smoke):
     for v in SMOKE_VARIANTS:
-        assert (smoke / f"results/pretrain/{v}/model/config.json").is_file()
-        for t in SMOKE["tasks"]["names"]:
-            assert json.loads((smoke / f"results/finetune/{v}/{t}/metrics.json").read_text())["eval"]
+        for seed in SMOKE_SEEDS:
+            folder = "dam" if v in SMOKE_DAM_RUNS else "pretrain"
+            assert json.loads((smoke / f"results/{folder}/{v}/seed{seed}/summary.json").read_text())["seed"] == seed
+            assert (smoke / f"results/{folder}/{v}/seed{seed}/model/config.json").is_file()
+            for t in SMOKE["tasks"]["names"]:
+                assert json.loads((smoke / f"results/finetune/{v}/seed{seed}/{t}/metrics.json").read_text())["eval"]
     for name in ("masks", "importance", "dam_u_snapshots", "score_vs_sparsity", "loss_curves"):
         for ext in ("png", "pdf"):
             assert (smoke / f"results/figures/{name}.{ext}").stat().st_size > 1000, name
@@ -90,12 +96,14 @@ def test_smoke_outputs_and_tables(smoke):
         assert list(frame.index) == SMOKE_VARIANTS
         assert frame["sparsity"].notna().all() and frame["avg"].notna().all()
         assert "PROXY" in (smoke / f"results/tables/{table}.md").read_text()
+        assert "avg_pm" in frame.columns and " ± " in (smoke / f"results/tables/{table}.md").read_text()
     glue = pd.read_csv(smoke / "results/tables/glue.csv", index_col="variant")
     assert {"proxy_single", "paper_sparsity", "paper_avg"} <= set(glue.columns)
     assert "delta_avg" not in glue.columns  # proxy scores are never subtracted from the paper's
     assert "proxy_qa" in pd.read_csv(smoke / "results/tables/squad_swag.csv").columns
     findings = (smoke / "results/findings.md").read_text()
     assert findings.count("Verdict:") == 3 and "PROXY" in findings
+    assert findings.count("95 % interval [") >= 3  # every verdict prints its interval
 
 
 def test_second_run_does_nothing(smoke):
@@ -105,7 +113,7 @@ def test_second_run_does_nothing(smoke):
 
 def test_deleting_one_checkpoint_reruns_only_its_branch(smoke, tmp_path):
     wd = copy_of(smoke, tmp_path / "wd")
-    shutil.rmtree(wd / "results/pretrain/longformer/model")
+    shutil.rmtree(wd / f"results/pretrain/longformer/seed{SMOKE_SEEDS[0]}/model")
     n_tasks = len(SMOKE["tasks"]["names"])
     assert dry_run(wd) == {"pretrain": 1, "finetune": n_tasks, "tables": 1, "figures": 1, "findings": 1, "all": 1}
 
@@ -115,23 +123,25 @@ def test_changing_a_lambda_reruns_only_that_dam_branch(smoke, tmp_path):
     config = {**SMOKE, "dam": {"dam_s": [0.01]}}
     (wd / "changed.yaml").write_text(yaml.safe_dump(config))
     r = snakemake(wd, "-n", "--quiet", "rules", "--configfile", "changed.yaml")
-    n_tasks = len(SMOKE["tasks"]["names"])
-    assert job_counts(r.stdout + r.stderr) == {"dam_search": 1, "pretrain_learned": 1, "finetune": n_tasks,
-                                               "tables": 1, "figures": 1, "findings": 1, "all": 1}  # fmt: skip
+    n_tasks, n_seeds = len(SMOKE["tasks"]["names"]), len(SMOKE_SEEDS)
+    # The new search, its retraining and both variants' fine-tunings, once per seed.
+    assert job_counts(r.stdout + r.stderr) == {"dam_search": n_seeds, "pretrain_learned": n_seeds,
+                                               "finetune": 2 * n_tasks * n_seeds, "tables": 1, "figures": 1,
+                                               "findings": 1, "all": 1}  # fmt: skip
 
 
 def test_killed_job_is_incomplete_and_rerun_incomplete_recovers(smoke, tmp_path):
     """issue 8 item 2: kill -9 of Snakemake mid-job; nothing is mistaken for complete; --rerun-incomplete finishes."""
     wd = copy_of(smoke, tmp_path / "wd")
-    for path in ("results/pretrain/no_diagonal", "results/state/pretrain/no_diagonal"):
+    for path in ("results/pretrain/no_diagonal/seed0", "results/state/pretrain/no_diagonal/seed0"):
         shutil.rmtree(wd / path, ignore_errors=True)
-    (wd / "logs/pretrain/no_diagonal.log").unlink()  # the smoke run's log; wait for the new job's own
-    target = "results/pretrain/no_diagonal/summary.json"
+    (wd / "logs/pretrain/no_diagonal/seed0.log").unlink()  # the smoke run's log; wait for the new job's own
+    target = "results/pretrain/no_diagonal/seed0/summary.json"
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.Popen([str(BIN / "snakemake"), target, "--cores", "1", "--configfile", "config/smoke.yaml"],
                             cwd=wd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # fmt: skip
-    log = wd / "logs/pretrain/no_diagonal.log"
+    log = wd / "logs/pretrain/no_diagonal/seed0.log"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not log.exists():
         time.sleep(0.2)  # the shell redirect creates the log when the job starts
@@ -140,9 +150,9 @@ def test_killed_job_is_incomplete_and_rerun_incomplete_recovers(smoke, tmp_path)
     proc.wait()
     assert not (wd / target).exists()  # outputs are written atomically at the very end
     # As if the kill had landed while the outputs were being written: they exist, but the job never finished.
-    (wd / "results/pretrain/no_diagonal/model").mkdir(parents=True, exist_ok=True)
+    (wd / "results/pretrain/no_diagonal/seed0/model").mkdir(parents=True, exist_ok=True)
     (wd / target).write_text("{}")
-    (wd / "results/pretrain/no_diagonal/log.jsonl").write_text("")
+    (wd / "results/pretrain/no_diagonal/seed0/log.jsonl").write_text("")
     r = snakemake(wd, target, "-n", "--configfile", "config/smoke.yaml", check=False)
     assert r.returncode != 0 and "incomplete" in (r.stdout + r.stderr).lower(), "partial outputs taken as complete"
     counts = job_counts(snakemake(wd, target, "-n", "--quiet", "rules", "--rerun-incomplete",
@@ -189,7 +199,7 @@ def test_dvc_push_then_pull_into_a_fresh_clone_leaves_nothing_to_do(smoke, tmp_p
     sh(*git, "clone", "-q", str(src), str(clone), cwd=tmp_path)
     assert not (clone / "results").exists() and not (clone / "data").exists()  # git brought no outputs
     sh("dvc", "pull", cwd=clone)
-    for rel in ("results/tables/glue.csv", "results/pretrain/dense/model/model.safetensors",
+    for rel in ("results/tables/glue.csv", "results/pretrain/dense/seed0/model/model.safetensors",
                 "data/examples/dataset_dict.json", "results/figures/masks.png"):  # fmt: skip
         assert (clone / rel).read_bytes() == (smoke / rel).read_bytes(), rel
     sh("snakemake", "--cores", "1", "--touch", "--configfile", "config/smoke.yaml", cwd=clone)
@@ -206,23 +216,53 @@ def test_paper_config_builds_the_full_job_list(tmp_path):
     variants = list(paper["masks"]) + dam_runs + [f"{run}_retrain" for run in dam_runs]
     tasks = paper["tasks"]["names"]
     assert {"mnli", "qqp", "qnli", "sst2", "cola", "stsb", "mrpc", "rte", "squad_v1", "squad_v2", "swag"} == set(tasks)
-    jobs = set(re.findall(r"results/finetune/([\w.]+)/(\w+)/metrics\.json", out))
-    assert jobs == {(v, t) for v in variants for t in tasks}
+    seeds = paper["seeds"]
+    jobs = set(re.findall(r"results/finetune/([\w.]+)/seed(\d+)/(\w+)/metrics\.json", out))
+    assert jobs == {(v, str(s), t) for v in variants for s in seeds for t in tasks}
     counts = job_counts(out)
-    assert counts["finetune"] == len(variants) * len(tasks) == (9 + 8 + 8) * 11
-    assert counts["pretrain"] == 9 and counts["dam_search"] == counts["pretrain_learned"] == 8
+    assert counts["finetune"] == len(variants) * len(seeds) * len(tasks) == (9 + 8 + 8) * len(seeds) * 11
+    assert counts["pretrain"] == 9 * len(seeds) and counts["dam_search"] == counts["pretrain_learned"] == 8 * len(seeds)
     shell = snakemake(wd, "pretrain_all", "-n", "-p", "--configfile", "config/paper.yaml").stdout
     assert "torchrun --standalone --nproc_per_node=8" in shell  # 8 GPUs -> one process per GPU
     # The official DAM protocol: each DAM row fine-tunes the searched model with its binarized mask; the
     # retrain ablation fine-tunes the model pretrained from scratch with it; SQuAD at 384 (run_squad.sh).
     shell = snakemake(wd, "finetune_all", "-n", "-p", "--configfile", "config/paper.yaml").stdout
     for run in dam_runs:
-        for task in tasks:
-            assert (f"finetune --model results/dam/{run}/model " in shell and
-                    f"--mask-file results/dam/{run}/mask.safetensors --out results/finetune/{run}/{task} " in shell)
-            assert f"--model results/pretrain/{run}_retrain/model " in shell
+        for seed in seeds:
+            for task in tasks:
+                assert (f"finetune --model results/dam/{run}/seed{seed}/model " in shell and
+                        f"--mask-file results/dam/{run}/seed{seed}/mask.safetensors "
+                        f"--out results/finetune/{run}/seed{seed}/{task} " in shell)
+            assert f"--model results/pretrain/{run}_retrain/seed{seed}/model " in shell
     squad = re.search(r"--task squad_v1 .*?--params '([^']*)'", shell).group(1)
     assert json.loads(squad)["max_seq_length"] == 384 and json.loads(squad)["doc_stride"] == 128
+
+
+def test_seeds_fan_out_every_pretraining_and_finetuning(tmp_path):
+    """Two seeds: every pretraining (fixed masks, DAM searches, retrainings) runs once per seed with that seed
+    in its recipe, every fine-tuning once per (variant, seed, task), each reading its own seed's model."""
+    wd = workdir(tmp_path / "seeds")
+    seeds = [3, 5]
+    (wd / "seeds.yaml").write_text(yaml.safe_dump({**SMOKE, "seeds": seeds}))
+    r = snakemake(wd, "-n", "-p", "--configfile", "seeds.yaml")
+    out = r.stdout + r.stderr
+    tasks = SMOKE["tasks"]["names"]
+    assert job_counts(out) | {} == {
+        "corpus": 1, "tokenizer": 1, "examples": 1, "proxy_tasks": 1,
+        "pretrain": len(SMOKE["masks"]) * 2, "dam_search": len(SMOKE_DAM_RUNS) * 2,
+        "pretrain_learned": len(SMOKE_RETRAINS) * 2, "finetune": len(SMOKE_VARIANTS) * 2 * len(tasks),
+        "tables": 1, "figures": 1, "findings": 1, "all": 1}  # fmt: skip
+    jobs = set(re.findall(r"--out results/finetune/([\w.]+)/seed(\d+)/(\w+) ", out))
+    assert jobs == {(v, str(s), t) for v in SMOKE_VARIANTS for s in seeds for t in tasks}
+    for seed in seeds:
+        for mask in SMOKE["masks"]:
+            assert re.search(rf'pretrain .*"seed": {seed}[,}}].*--mask {mask} .*--out results/pretrain/{mask}/seed{seed} ', out)
+        for run in SMOKE_DAM_RUNS:
+            assert re.search(rf'dam-search .*"seed": {seed}[,}}].*--out results/dam/{run}/seed{seed} ', out)
+            assert f"--mask learned --mask-file results/dam/{run}/seed{seed}/mask.safetensors" in out
+            assert (f"--model results/dam/{run}/seed{seed}/model " in out
+                    and f"--mask-file results/dam/{run}/seed{seed}/mask.safetensors --out results/finetune/{run}/seed{seed}/" in out)
+        assert f"--model results/pretrain/{SMOKE_RETRAINS[0]}/seed{seed}/model " in out
 
 
 @pytest.mark.parametrize(

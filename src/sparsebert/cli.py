@@ -25,7 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("sparsebert.pretrain", "pretrain BERT (MLM + NSP) with a fixed or learned attention mask"),
     "dam-search": ("sparsebert.dam_search", "pretrain with a learnable DAM mask; binarize it to a mask file"),
     "tables": ("sparsebert.report", "tables of every variant's scores beside the paper's published numbers"),
-    "findings": ("sparsebert.report", "findings.md: what this run shows about each of the paper's three claims"),
+    "findings": ("sparsebert.findings", "findings.md: what this run shows about each of the paper's three claims"),
     "figures": ("sparsebert.figures", "the paper's figures: masks, importance analysis, score vs sparsity, losses"),
     "finetune": ("sparsebert.finetune", "fine-tune a pretrained variant on a GLUE/SQuAD/SWAG/proxy task"),
     "proxy-tasks": ("sparsebert.data.proxy", "build the PROXY downstream tasks from the corpus (original file formats + cards)"),

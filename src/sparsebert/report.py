@@ -1,16 +1,19 @@
-"""`sparsebert tables` and `sparsebert findings`: what the run measured, beside what the paper published.
+"""`sparsebert tables`: what the run measured, beside what the paper published, with 95 % intervals.
 
-    python -m sparsebert tables   --results results --params P --out results/tables
-    python -m sparsebert findings --results results --params P --out results/findings.md
+    python -m sparsebert tables --results results --params P --out results/tables
 
-P (from the Snakefile): scale, proxy, variants, dam_runs, tasks. Inputs are the run's own files:
-results/pretrain/<variant>/summary.json, results/finetune/<variant>/<task>/metrics.json,
-results/dam/<run>/{summary.json,snapshots.npz}. Scores are in percent (GLUE/SWAG metrics x 100; SQuAD already).
+P (from the Snakefile): scale, proxy, variants, seeds, dam_runs, tasks, pretrained (variant -> folder), report
+(the statistics' settings). Inputs are the run's own files, one set per (variant, seed):
+<pretrained>/seed<N>/summary.json, results/finetune/<variant>/seed<N>/<task>/{metrics,predictions}.json.
+Scores are in percent (GLUE/SWAG metrics x 100; SQuAD already).
 
-tables writes glue.csv/.md (GLUE-shaped tasks), squad_swag.csv/.md (span and multiple-choice tasks, with
-BERT vs BERT-without-diagonal), all_metrics.csv (every metric of every split) and metrics.json (per variant:
-sparsity and averages; `dvc metrics show` reads it). With proxy tasks the paper's columns are printed for
-reference only: the tables say so, and no score delta is computed.
+Every score is the mean over the seeds with its 95 % interval (sparsebert/stats.py: a two-way bootstrap
+over seeds and eval examples, metrics recomputed on resamples with `metrics.task_metrics`). tables writes
+glue.csv/.md (GLUE-shaped tasks), squad_swag.csv/.md (span and multiple-choice tasks, with BERT vs
+BERT-without-diagonal), all_metrics.csv (every metric of every split and seed), metrics.json (per variant:
+sparsity, means and intervals; `dvc metrics show` reads it) and bootstrap.npz (every (variant, seed)'s score
+on every bootstrap resample: findings.md's comparisons are computed from it). With proxy tasks the paper's
+columns are printed for reference only: the tables say so, and no score delta is computed.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from sparsebert import paper
+from sparsebert import paper, stats
 from sparsebert.dam import DAM_TYPES
 from sparsebert.data.tasks import TASKS
 from sparsebert.io import UserError, atomic_write_json, atomic_write_text, load_params
@@ -34,9 +38,9 @@ log = logging.getLogger(__name__)
 GLUE_FORMATS = {"glue_tsv"}
 # Short column names for the evaluation splits of tasks with more than one (MNLI: matched / mismatched).
 SPLIT_SUFFIX = {"validation_matched": "_m", "validation_mismatched": "_mm"}
-DIAGONAL_NOISE = 1.0  # points of average score within which "no_diagonal matches dense" (one seed)
-SIMILAR_SPARSITY = 5.0  # points of sparsity within which masks count as "similar sparsity"
-KEEP_MARGIN = 0.02  # keep-probability gap below which "the diagonal is kept less" is not claimed
+# The statistics' settings (config `report`, workflow/schemas/config.schema.yaml says what each one means).
+REPORT_DEFAULTS = {"equivalence_margin": 1.0, "similar_sparsity": 5.0, "bootstrap_samples": 1000, "bootstrap_seed": 0}
+CORRELATIONS = {"matthews_correlation", "pearson", "spearmanr"}
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -48,10 +52,24 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def pretrained_dir(results: Path, p: dict, variant: str) -> Path:
-    """A variant's pretraining outputs (summary.json, log.jsonl): the DAM search's own directory for a DAM
-    variant (the official protocol), results/pretrain/<variant> otherwise; the Snakefile passes the mapping."""
-    return Path(p["pretrained"][variant]) if "pretrained" in p else results / "pretrain" / variant
+def settings(p: dict) -> dict:
+    return {**REPORT_DEFAULTS, **(p.get("report") or {})}
+
+
+def seeds_of(p: dict) -> list[int]:
+    return list(p.get("seeds") or [0])
+
+
+def pretrained_dir(results: Path, p: dict, variant: str, seed: int) -> Path:
+    """A variant's pretraining outputs of one seed (summary.json, log.jsonl, model/): under the DAM search's own
+    folder for a DAM variant (the official protocol), results/pretrain/<variant> otherwise; the Snakefile
+    passes the mapping."""
+    root = Path(p["pretrained"][variant]) if "pretrained" in p else results / "pretrain" / variant
+    return root / f"seed{seed}"
+
+
+def finetune_dir(results: Path, variant: str, seed: int, task: str) -> Path:
+    return results / "finetune" / variant / f"seed{seed}" / task
 
 
 def variant_kind(variant: str) -> str:
@@ -68,10 +86,47 @@ def split_diagonal(keep: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]
     return keep[..., eye], keep[..., ~eye]
 
 
+@dataclass(frozen=True)
+class Column:
+    """One score column: the main metric of one eval split of a task (span tasks: also exact match `_em`,
+    shown but not averaged)."""
+
+    name: str
+    task: str
+    split: str
+    metric: str
+    averaged: bool
+    glue: bool
+
+    @property
+    def scale(self) -> float:
+        return 1.0 if TASKS[self.task].kind == "span" else 100.0  # SQuAD metrics are already in [0, 100]
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The range of the score in percent (correlations can be negative)."""
+        correlation = self.metric in CORRELATIONS or (self.metric == "combined_score" and TASKS[self.task].kind == "regression")
+        return (-100.0, 100.0) if correlation else (0.0, 100.0)
+
+
+def eval_columns(tasks: list[str]) -> list[Column]:
+    cols = []
+    for task in tasks:
+        spec = TASKS[task]
+        glue = spec.file_format in GLUE_FORMATS
+        for split in spec.eval_splits:
+            name = task + (SPLIT_SUFFIX.get(split, "") if len(spec.eval_splits) > 1 else "")
+            cols.append(Column(name, task, split, spec.main_metric, True, glue))
+            if spec.kind == "span":
+                cols.append(Column(f"{name}_em", task, split, "exact" if spec.unanswerable else "exact_match",
+                                   False, glue))  # fmt: skip
+    return cols
+
+
 def task_columns(task: str, metrics: dict) -> dict[str, float]:
-    """Main metric per evaluation split, in percent; for span tasks also exact match."""
+    """Main metric per evaluation split of a metrics.json, in percent; for span tasks also exact match."""
     spec = TASKS[task]
-    scale = 1.0 if spec.kind == "span" else 100.0  # SQuAD metrics are already in [0, 100]
+    scale = 1.0 if spec.kind == "span" else 100.0
     splits = metrics["eval"]
     cols = {}
     for split, values in splits.items():
@@ -83,37 +138,162 @@ def task_columns(task: str, metrics: dict) -> dict[str, float]:
     return cols
 
 
-def collect(results: Path, p: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row per variant (sparsity, pretraining numbers, score columns) and the long table of every metric."""
-    rows, long = [], []
-    for variant in p["variants"]:
-        summary = read_json(pretrained_dir(results, p, variant) / "summary.json")
-        row = {"variant": variant, "kind": variant_kind(variant), "sparsity": 100 * summary["sparsity"],
-               "val_mlm_acc": 100 * summary.get("val_mlm_acc", np.nan), "seed": summary.get("seed")}  # fmt: skip
-        for task in p["tasks"]:
-            metrics = read_json(results / "finetune" / variant / task / "metrics.json")
-            row.update(task_columns(task, metrics))
-            for split, values in metrics["eval"].items():
-                long += [{"variant": variant, "task": task, "split": split, "metric": k, "value": v,
-                          "proxy": TASKS[task].proxy, "finetune_seed": metrics.get("seed")}
-                         for k, v in values.items()]  # fmt: skip
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("variant"), pd.DataFrame(long)
+@dataclass
+class Scores:
+    """Every (variant, seed)'s scores: on the whole eval splits (`points`) and on each bootstrap resample of
+    their examples (`draws`, shared by all variants and seeds), in percent; the masks' sparsity per seed."""
+
+    variants: list[str]
+    seeds: list[int]
+    columns: list[Column]
+    points: np.ndarray  # (V, S, C)
+    draws: np.ndarray  # (V, S, C, B)
+    sparsity: np.ndarray  # (V, S), percent
+    val_mlm_acc: np.ndarray  # (V, S), percent
+    examples: np.ndarray  # (C,) eval examples per column
+    constant: np.ndarray  # (V, S, C) bool: the fine-tuned model predicts one output for every example
+
+    def index(self, variant: str) -> int:
+        return self.variants.index(variant)
+
+    def col(self, name: str) -> int:
+        return [c.name for c in self.columns].index(name)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(f".{path.stem}.tmp.npz")
+        fields = ("name", "task", "split", "metric", "averaged", "glue")
+        np.savez_compressed(tmp, variants=np.array(self.variants), seeds=np.array(self.seeds),
+                            points=self.points, draws=self.draws, sparsity=self.sparsity,
+                            val_mlm_acc=self.val_mlm_acc, examples=self.examples, constant=self.constant,
+                            **{f"column_{f}": np.array([getattr(c, f) for c in self.columns]) for f in fields})  # fmt: skip
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Scores:
+        if not path.is_file():
+            raise UserError(f"missing result file {path} (has the tables rule run?)")
+        z = np.load(path)
+        columns = [Column(str(n), str(t), str(s), str(m), bool(a), bool(g)) for n, t, s, m, a, g in
+                   zip(*(z[f"column_{f}"] for f in ("name", "task", "split", "metric", "averaged", "glue")))]  # fmt: skip
+        return cls([str(v) for v in z["variants"]], [int(s) for s in z["seeds"]], columns, z["points"], z["draws"],
+                   z["sparsity"], z["val_mlm_acc"], z["examples"], z["constant"])  # fmt: skip
 
 
-def score_columns(frame: pd.DataFrame, tasks: list[str], glue: bool) -> list[str]:
-    """Headline columns of one table (exact-match columns are shown but not averaged)."""
-    picked = [t for t in tasks if (TASKS[t].file_format in GLUE_FORMATS) == glue]
-    return [c for c in frame.columns if any(c == t or c.startswith(t + "_") for t in picked)]
+def read_predictions(path: Path, split: str) -> tuple:
+    """(predictions, references) of one eval split of a predictions.json."""
+    data = read_json(path)
+    if split not in data or not isinstance(data[split], dict) or "references" not in data[split]:
+        raise UserError(f"{path}: no predictions with references for split {split!r} (written by an older "
+                        f"`sparsebert finetune`? rerun its fine-tuning)")  # fmt: skip
+    return data[split]["predictions"], data[split]["references"]
+
+
+def is_constant(predictions) -> bool:
+    """One output for every example (one class, one value, one answer text): a fine-tuned model that learned
+    nothing about its inputs."""
+    values = predictions.values() if isinstance(predictions, dict) else predictions
+    return len({json.dumps(x) for x in values}) <= 1
+
+
+def collect(results: Path, p: dict) -> tuple[Scores, pd.DataFrame]:
+    """Every (variant, seed)'s sparsity, pretraining accuracy and scores with their bootstrap draws, and the long
+    table of every metric. The draws of one column share their resamples (one call per column), so every
+    comparison between variants is paired on the eval examples."""
+    variants, seeds, cfg = p["variants"], seeds_of(p), settings(p)
+    columns = eval_columns(p["tasks"])
+    V, S, C, B = len(variants), len(seeds), len(columns), cfg["bootstrap_samples"]
+    sparsity, val_mlm = np.empty((V, S)), np.empty((V, S))
+    points, draws, examples = np.empty((V, S, C)), np.empty((V, S, C, B)), np.zeros(C, dtype=int)
+    constant = np.zeros((V, S, C), dtype=bool)
+    long, reported = [], {}
+    for v, variant in enumerate(variants):
+        for s, seed in enumerate(seeds):
+            summary = read_json(pretrained_dir(results, p, variant, seed) / "summary.json")
+            sparsity[v, s] = 100 * summary["sparsity"]
+            val_mlm[v, s] = 100 * summary.get("val_mlm_acc", np.nan)
+            for task in p["tasks"]:
+                metrics = read_json(finetune_dir(results, variant, seed, task) / "metrics.json")
+                reported[variant, seed, task] = task_columns(task, metrics)
+                for split, values in metrics["eval"].items():
+                    long += [{"variant": variant, "seed": seed, "task": task, "split": split, "metric": k, "value": x,
+                              "proxy": TASKS[task].proxy, "finetune_seed": metrics.get("seed")}
+                             for k, x in values.items()]  # fmt: skip
+    for c, col in enumerate(columns):
+        files = [(variant, seed, finetune_dir(results, variant, seed, col.task) / "predictions.json")
+                 for variant in variants for seed in seeds]  # fmt: skip
+        runs = [read_predictions(path, col.split) for _, _, path in files]
+        rng = np.random.default_rng([cfg["bootstrap_seed"], c])
+        try:
+            pts, drw = stats.resampled_scores(TASKS[col.task], col.metric, runs, B, rng)
+        except ValueError as e:
+            raise UserError(f"{col.task} {col.split}: {e} ({files[0][2]} vs the others: do the fine-tunings use "
+                            f"different seeds or max_eval_examples?)") from None  # fmt: skip
+        points[:, :, c], draws[:, :, c] = (col.scale * pts).reshape(V, S), (col.scale * drw).reshape(V, S, B)
+        examples[c] = len(runs[0][1])
+        constant[:, :, c] = np.reshape([is_constant(preds) for preds, _ in runs], (V, S))
+        for (variant, seed, path), point in zip(files, col.scale * pts):
+            expected = reported[variant, seed, col.task][col.name]
+            if not np.isclose(point, expected, rtol=1e-6, atol=1e-6):
+                raise UserError(f"{path}: {col.metric} recomputed from the predictions is {point:.4f}, "
+                                f"metrics.json says {expected:.4f}")
+    scores = Scores(list(variants), seeds, columns, points, draws, sparsity, val_mlm, examples, constant)
+    return scores, pd.DataFrame(long)
 
 
 # ------------------------------------------------------------------------------------------ tables
 
 
-def build_table(frame: pd.DataFrame, cols: list[str], proxy: bool, with_paper: bool) -> pd.DataFrame:
+def interval(draws: np.ndarray, columns: list[Column], difference: bool = False) -> tuple[float, float]:
+    """The 95 % interval of a score (or a difference of scores) averaged over `columns`, within the range it
+    can take."""
+    lo, hi = np.mean([c.bounds for c in columns], axis=0)
+    return stats.percentile_interval(draws, bounds=(lo - hi, hi - lo) if difference else (lo, hi))
+
+
+def summarize(scores: Scores, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Per variant: the mean over seeds of every column and of the averages, the half-width of each 95 %
+    interval (for `mean ± half-width`) and the intervals themselves. The averages (`avg_glue`,
+    `avg_squad_swag`, `avg`) are averaged inside every bootstrap draw over the averaged columns."""
+    groups = {"avg_glue": [c.averaged and c.glue for c in scores.columns],
+              "avg_squad_swag": [c.averaged and not c.glue for c in scores.columns],
+              "avg": [c.averaged for c in scores.columns]}  # fmt: skip
+    means, halves, intervals = {}, {}, {}
+    for v, variant in enumerate(scores.variants):
+        per_col = stats.seed_level(scores.draws[v], rng)  # (C, B)
+        point = scores.points[v].mean(axis=0)  # (C,)
+        rows = {c.name: (point[i], per_col[i], [c]) for i, c in enumerate(scores.columns)}
+        for name, picked in groups.items():
+            cols = [c for c, keep in zip(scores.columns, picked) if keep]
+            picked = np.array(picked, dtype=bool)
+            rows[name] = (point[picked].mean(), per_col[picked].mean(axis=0), cols) if cols else (np.nan, None, [])
+        means[variant] = {k: float(x) for k, (x, _, _) in rows.items()}
+        intervals[variant] = {k: interval(d, cols) if d is not None else (np.nan, np.nan)
+                              for k, (_, d, cols) in rows.items()}  # fmt: skip
+        halves[variant] = {k: (hi - lo) / 2 for k, (lo, hi) in intervals[variant].items()}
+    return pd.DataFrame(means).T, pd.DataFrame(halves).T, intervals
+
+
+def score_columns(frame: pd.DataFrame, tasks: list[str], glue: bool) -> list[str]:
+    """Headline columns of one table (exact-match columns are shown but not averaged)."""
+    picked = [t for t in tasks if (TASKS[t].file_format in GLUE_FORMATS) == glue]
+    return [c for c in frame.columns if any(c == t or c.startswith(t + "_") for t in picked)
+            and not c.startswith("avg") and not c.endswith("_pm")]  # fmt: skip
+
+
+def build_table(frame: pd.DataFrame, cols: list[str], proxy: bool, with_paper: bool,
+                half: pd.DataFrame | None = None, avg: str | None = None) -> pd.DataFrame:
+    """One table: kind, sparsity, the score columns and their average (`avg`: that average's column in `frame`,
+    else the mean of the non-`_em` columns), each followed by its interval's half-width `<col>_pm` when
+    `half` is given; then the paper's numbers and, for real tasks, the deltas of our means."""
     averaged = [c for c in cols if not c.endswith("_em")]
     table = frame[["kind", "sparsity", *cols]].copy()
-    table["avg"] = frame[averaged].mean(axis=1) if averaged else np.nan
+    if avg is not None:
+        table["avg"] = frame[avg]
+    else:
+        table["avg"] = frame[averaged].mean(axis=1) if averaged else np.nan
+    if half is not None:
+        for c in [*cols, "avg"]:
+            table.insert(table.columns.get_loc(c) + 1, f"{c}_pm", half[avg if c == "avg" and avg else c])
     if with_paper:
         table["paper_sparsity"] = [paper.GLUE.get(v, {}).get("sparsity", np.nan) for v in table.index]
         table["delta_sparsity"] = table["sparsity"] - table["paper_sparsity"]
@@ -127,63 +307,94 @@ def build_table(frame: pd.DataFrame, cols: list[str], proxy: bool, with_paper: b
     return table.round(2)
 
 
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "" if np.isnan(value) else f"{value:.1f}"
+    return str(value)
+
+
 def markdown(table: pd.DataFrame, title: str, p: dict, note: str) -> str:
-    cols = ["variant", *table.columns]
+    """The table with every score as `mean ± half-width` (its `_pm` column folded into it)."""
+    shown = [c for c in table.columns if not c.endswith("_pm")]
     lines = [f"# {title}", "", f"Our scale: {p['scale']}.", ""]
     if p["proxy"]:
         lines += ["**PROXY TASKS.** Every task here is a proxy derived from the embedded corpus, not the benchmark. "
                   "The `paper_*` columns are the paper's BERT-base numbers on real GLUE, printed for reference "
                   "only: they are NOT comparable to the proxy scores, so no score delta is given.", ""]  # fmt: skip
-    lines += [note, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += [note, "", "| " + " | ".join(["variant", *shown]) + " |", "|" + "---|" * (len(shown) + 1)]
     for variant, row in table.iterrows():
-        cells = [variant] + ["" if isinstance(v, float) and np.isnan(v) else f"{v:.1f}" if isinstance(v, float)
-                             else str(v) for v in row.values]  # fmt: skip
+        cells = [variant]
+        for c in shown:
+            pm = row.get(f"{c}_pm", np.nan)
+            cells.append(_cell(row[c]) + (f" ± {pm:.1f}" if isinstance(pm, float) and not np.isnan(pm) else ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def diagonal_comparison(frame: pd.DataFrame, cols: list[str]) -> str:
-    if not {"dense", "no_diagonal"} <= set(frame.index) or not cols:
+def diagonal_comparison(scores: Scores, cols: list[str], rng: np.random.Generator) -> str:
+    """no_diagonal - dense per column, paired on the eval examples and the seeds, with its 95 % interval."""
+    if not {"dense", "no_diagonal"} <= set(scores.variants) or not cols:
         return "BERT vs BERT without diagonal: needs both `dense` and `no_diagonal` in the config."
-    lines = ["## BERT (dense) vs BERT without diagonal", "", "| task | dense | no_diagonal | difference |",
-             "|---|---|---|---|"]  # fmt: skip
-    for c in cols:
-        d, n = frame.loc["dense", c], frame.loc["no_diagonal", c]
-        lines.append(f"| {c} | {d:.1f} | {n:.1f} | {n - d:+.1f} |")
+    d, n = scores.index("dense"), scores.index("no_diagonal")
+    diff = stats.seed_level(scores.draws[n] - scores.draws[d], rng)  # (C, B)
+    lines = ["## BERT (dense) vs BERT without diagonal", "",
+             f"Difference no_diagonal - dense with its 95 % interval ({len(scores.seeds)} seed(s) each; "
+             "paired on the eval examples and the seeds).", "",
+             "| task | dense | no_diagonal | difference | 95 % interval |", "|---|---|---|---|---|"]  # fmt: skip
+    for name in cols:
+        c = scores.col(name)
+        a, b = scores.points[d, :, c].mean(), scores.points[n, :, c].mean()
+        lo, hi = interval(diff[c], [scores.columns[c]], difference=True)
+        lines.append(f"| {name} | {a:.1f} | {b:.1f} | {b - a:+.1f} | [{lo:+.1f}, {hi:+.1f}] |")
     return "\n".join(lines)
 
 
 def write_tables(results: Path, p: dict, out: Path) -> dict:
-    frame, long = collect(results, p)
-    note = (f"Scores in percent (main metric per task; span tasks also exact match `_em`), one fine-tuning seed "
-            f"per cell; sparsity = 1 - mean(keep) of the mask, measured at our sequence length "
-            f"(paper: L=128). Paper: {paper.CITATION}; {paper.SCALE}.")  # fmt: skip
-    glue_cols = score_columns(frame, p["tasks"], glue=True)
-    other_cols = score_columns(frame, p["tasks"], glue=False)
-    glue = build_table(frame, glue_cols, p["proxy"], with_paper=True)
-    other = build_table(frame, other_cols, p["proxy"], with_paper=False)
+    scores, long = collect(results, p)
+    cfg = settings(p)
+    rng = np.random.default_rng([cfg["bootstrap_seed"], 10_000])
+    means, half, intervals = summarize(scores, rng)
+    frame = means.copy()
+    frame.insert(0, "sparsity", scores.sparsity.mean(axis=1))
+    frame.insert(0, "kind", [variant_kind(v) for v in scores.variants])
+    n_seeds = len(scores.seeds)
+    note = (f"Scores in percent (main metric per task; span tasks also exact match `_em`): mean over {n_seeds} "
+            f"pretraining seed(s) ({', '.join(map(str, scores.seeds))}), each fine-tuned once per task, ± the "
+            f"half-width of its 95 % interval ("
+            + ("two-way bootstrap over seeds and eval examples" if n_seeds > 1
+               else "bootstrap over the eval examples only: one seed, seed variance not covered")
+            + f", {cfg['bootstrap_samples']} draws; sparsebert/stats.py). Sparsity = 1 - mean(keep) of the mask, "
+            f"measured at our sequence length, mean over seeds (paper: L=128). Paper: {paper.CITATION}; "
+            f"{paper.SCALE}.")  # fmt: skip
+    glue_cols = score_columns(means, p["tasks"], glue=True)
+    other_cols = score_columns(means, p["tasks"], glue=False)
+    glue = build_table(frame, glue_cols, p["proxy"], with_paper=True, half=half, avg="avg_glue")
+    other = build_table(frame, other_cols, p["proxy"], with_paper=False, half=half, avg="avg_squad_swag")
     name = "PROXY tasks (GLUE-shaped)" if p["proxy"] else "GLUE dev"
     other_name = "PROXY tasks (SQuAD/SWAG-shaped)" if p["proxy"] else "SQuAD v1.1 / v2.0 and SWAG dev"
     out.mkdir(parents=True, exist_ok=True)
-    for stem, table, title, extra in (
-        ("glue", glue, name, diagonal_comparison(frame, glue_cols)),
-        ("squad_swag", other, other_name, diagonal_comparison(frame, other_cols)),
-    ):
+    for stem, table, title, cols in (("glue", glue, name, glue_cols), ("squad_swag", other, other_name, other_cols)):
         table.to_csv(out / f"{stem}.csv", index_label="variant")
+        extra = diagonal_comparison(scores, cols, rng)
         atomic_write_text(out / f"{stem}.md", markdown(table, title, p, note) + "\n" + extra + "\n")
     long.to_csv(out / "all_metrics.csv", index=False)
-    scores = [c for c in glue_cols + other_cols if not c.endswith("_em")]
+    scores.save(out / "bootstrap.npz")
     summary = {
-        "scale": p["scale"], "proxy": p["proxy"],
+        "scale": p["scale"], "proxy": p["proxy"], "seeds": scores.seeds,
+        "interval": f"95 % percentile interval, {cfg['bootstrap_samples']} draws of a two-way bootstrap (seeds x eval "
+                    f"examples; one seed: examples only), sparsebert/stats.py",
         "variants": {v: {"kind": frame.loc[v, "kind"], "sparsity": round(frame.loc[v, "sparsity"], 2),
-                         "val_mlm_acc": round(frame.loc[v, "val_mlm_acc"], 2),
-                         "avg_glue": _num(glue.loc[v, "avg"]), "avg_squad_swag": _num(other.loc[v, "avg"]),
-                         "avg": _num(frame.loc[v, scores].mean()),
-                         "scores": {c: _num(frame.loc[v, c]) for c in glue_cols + other_cols}}
-                     for v in frame.index},
+                         "sparsity_per_seed": [round(x, 2) for x in scores.sparsity[i]],
+                         "val_mlm_acc": _num(np.nanmean(scores.val_mlm_acc[i]) if np.isfinite(scores.val_mlm_acc[i]).any()
+                                             else np.nan),
+                         "avg_glue": _num(means.loc[v, "avg_glue"]), "avg_squad_swag": _num(means.loc[v, "avg_squad_swag"]),
+                         "avg": _num(means.loc[v, "avg"]),
+                         "scores": {c: _num(means.loc[v, c]) for c in glue_cols + other_cols},
+                         "intervals": {k: [_num(lo), _num(hi)] for k, (lo, hi) in intervals[v].items()}}
+                     for i, v in enumerate(scores.variants)},
     }  # fmt: skip
     atomic_write_json(out / "metrics.json", summary)
-    log.info("tables: %d variants x %d tasks -> %s", len(frame), len(p["tasks"]), out)
+    log.info("tables: %d variants x %d seeds x %d tasks -> %s", len(scores.variants), n_seeds, len(p["tasks"]), out)
     return summary
 
 
@@ -191,153 +402,14 @@ def _num(value) -> float | None:
     return None if value is None or np.isnan(value) else round(float(value), 2)
 
 
-# ------------------------------------------------------------------------------------------ findings
-
-
-def diagonal_importance(results: Path, runs: list[str]) -> list[dict]:
-    """Per DAM run: keep probability of the diagonal vs the rest at the last snapshot, and where it ranks."""
-    found = []
-    for run in runs:
-        snap = np.load(results / "dam" / run / "snapshots.npz")
-        keep = snap["keep_prob"][-1]  # dam_s: (H, L) over offsets; dam_u: (H, L, L)
-        diag, off = split_diagonal(keep, variant_kind(run))
-        if diag.ndim == 1:  # dam_s: one diagonal offset per head
-            rank = (off < diag[:, None]).sum(1)  # offsets less likely kept than the diagonal, per head
-            lowest = int((rank == 0).sum())
-        else:
-            lowest = int((np.quantile(off, 0.05, axis=1) > diag.mean(1)).sum())  # below 95% of the others
-        found.append({"run": run, "steps": int(snap["steps"][-1]), "heads": int(keep.shape[0]),
-                      "diag_keep": float(diag.mean()), "off_keep": float(off.mean()),
-                      "heads_diag_lowest": lowest})  # fmt: skip
-    return found
-
-
-def write_findings(results: Path, p: dict, out: Path) -> str:
-    m = read_json(results / "tables" / "metrics.json")
-    v = m["variants"]
-    seeds = sorted({str(read_json(pretrained_dir(results, p, x) / "summary.json").get("seed")) for x in v})
-    lines = ["# Findings: the paper's three claims, checked at this run's scale", "",
-             f"Scale: {p['scale']}. Pretraining seed(s): {', '.join(seeds)}; one fine-tuning run per variant and "
-             "task, so differences of about a point are within seed noise. "
-             + ("All downstream tasks are PROXY tasks built from the corpus, not GLUE/SQuAD/SWAG. " if p["proxy"] else "")
-             + "Numbers below are from results/tables/ (scores in percent).", ""]  # fmt: skip
-
-    # Claim 1 --------------------------------------------------------------------------------------
-    lines += ["## 1. The diagonal is the least important attention position during pretraining", ""]
-    imp = diagonal_importance(results, p["dam_runs"])
-    if not imp:
-        lines += ["No DAM search in this config: **not shown at this scale**.", ""]
-    else:
-        for r in imp:
-            lines.append(f"- {r['run']} after {r['steps']} steps: diagonal kept with probability {r['diag_keep']:.3f}, "
-                         f"other positions {r['off_keep']:.3f} on average; the diagonal is the least likely kept "
-                         f"position in {r['heads_diag_lowest']} of {r['heads']} heads.")  # fmt: skip
-        heads = sum(r["heads"] for r in imp)
-        lowest = sum(r["heads_diag_lowest"] for r in imp)
-        below = sum(r["diag_keep"] < r["off_keep"] - KEEP_MARGIN for r in imp)
-        if lowest >= heads / 2 and below > len(imp) / 2:
-            verdict = "**supported at this scale**: the searches drop the diagonal first in most heads."
-        elif below > len(imp) / 2:
-            verdict = ("**partly supported at this scale**: the diagonal is kept less often than other positions, "
-                       "but it is not the first one dropped in most heads.")  # fmt: skip
-        else:
-            verdict = (f"**not shown at this scale**: the diagonal's keep probability is not clearly (by more than "
-                       f"{KEEP_MARGIN}) below the other positions' in most searches; short searches move the mask "
-                       "logits only a little from their initial 0.5.")  # fmt: skip
-        lines += ["", f"Verdict: {verdict}", ""]
-
-    # Claims 2 and 3 compare fine-tuning scores; when every variant scores the same, the tasks say nothing.
-    averages = [x["avg"] for x in v.values() if x["avg"] is not None]
-    spread = max(averages) - min(averages) if averages else 0.0
-    # Tasks on which every variant scores the same carry no information about masks (e.g. a fine-tuned model
-    # that predicts one class); when they are the majority, the averages are mostly noise.
-    scored = [t for t in next(iter(v.values()))["scores"] if not t.endswith("_em")]
-    same = [t for t in scored if len({x["scores"][t] for x in v.values()}) == 1]
-    flat = spread < DIAGONAL_NOISE or len(same) > len(scored) / 2
-    flat_note = (f"**not shown at this scale**: {len(same)} of {len(scored)} tasks give every variant the same "
-                 f"score and the averages lie within {spread:.1f} points, so these fine-tuning results cannot "
-                 "separate the variants (one seed, differences of a few points are noise).")  # fmt: skip
-
-    # Claim 2 --------------------------------------------------------------------------------------
-    lines += ["## 2. BERT without diagonal attention matches BERT", ""]
-    if {"dense", "no_diagonal"} <= set(v):
-        d, n = v["dense"], v["no_diagonal"]
-        diffs = {t: n["scores"][t] - d["scores"][t] for t in d["scores"] if not t.endswith("_em")
-                 and d["scores"][t] is not None and n["scores"][t] is not None}  # fmt: skip
-        gap = n["avg"] - d["avg"]
-        lines += [f"- Average score: dense {d['avg']:.1f}, no_diagonal {n['avg']:.1f} (difference {gap:+.1f}).",
-                  "- Per task: " + ", ".join(f"{t} {x:+.1f}" for t, x in diffs.items()) + ".",
-                  f"- Pretraining validation MLM accuracy: dense {d['val_mlm_acc']:.1f}, "
-                  f"no_diagonal {n['val_mlm_acc']:.1f}.", ""]  # fmt: skip
-        if flat:
-            verdict = flat_note
-        elif gap >= -DIAGONAL_NOISE:
-            verdict = (f"**consistent with the claim at this scale**: removing the diagonal costs less than "
-                       f"{DIAGONAL_NOISE:.0f} point on average (one seed; this does not prove equality).")
-        else:
-            verdict = (f"**not shown at this scale**: no_diagonal is {-gap:.1f} points below dense on average, "
-                       f"more than the {DIAGONAL_NOISE:.0f}-point noise allowance of a single seed.")
-        lines += [f"Verdict: {verdict}", ""]
-    else:
-        lines += ["Needs both `dense` and `no_diagonal` in the config: **not shown at this scale**.", ""]
-
-    # Claim 3 --------------------------------------------------------------------------------------
-    lines += ["## 3. DAM masks beat hand-designed sparse masks at similar or higher sparsity", "",
-              "Compared on the GLUE average (" + ("the GLUE-shaped proxy tasks" if p["proxy"] else "the paper's 9 "
-              "columns") + "), as in the paper's table; DAM rows are the searched models fine-tuned with their "
-              "binarized masks (the official protocol).", ""]
-    designed = {k: x for k, x in v.items() if x["kind"] == "fixed" and k not in ("dense", "no_diagonal")}
-    wins = total = 0
-    glue_avg = lambda x: x["avg_glue"] if x["avg_glue"] is not None else x["avg"]  # noqa: E731
-    for run in p["dam_runs"]:
-        x = {**v[run], "avg": glue_avg(v[run])}
-        # Hand-designed masks at most SIMILAR_SPARSITY points sparser than the DAM mask: DAM is "at similar or
-        # higher sparsity" than each of them.
-        rivals = {k: {**y, "avg": glue_avg(y)} for k, y in designed.items()
-                  if y["sparsity"] <= x["sparsity"] + SIMILAR_SPARSITY}
-        # A win needs more than the single-seed noise allowance; smaller differences are ties.
-        beaten = [k for k, y in rivals.items() if x["avg"] > y["avg"] + DIAGONAL_NOISE]
-        wins, total = wins + len(beaten), total + len(rivals)
-        lines.append(f"- {run}: sparsity {x['sparsity']:.1f}%, average {x['avg']:.1f}; beats by > {DIAGONAL_NOISE:.0f} "
-                     f"point {len(beaten)} of "
-                     f"{len(rivals)} hand-designed masks with sparsity <= {x['sparsity'] + SIMILAR_SPARSITY:.1f}%"
-                     + (" (" + ", ".join(f"{k} {y['avg']:.1f}" for k, y in rivals.items()) + ")" if rivals else "")
-                     + ".")
-    if flat and p["dam_runs"]:
-        verdict = flat_note
-    elif not p["dam_runs"] or not designed:
-        verdict = "needs DAM runs and hand-designed masks in the config: **not shown at this scale**."
-    elif total == 0:
-        verdict = ("**not shown at this scale**: the learned masks are less sparse than every hand-designed mask, "
-                   "so there is no comparison at similar or higher sparsity.")  # fmt: skip
-    elif wins > total / 2:
-        verdict = f"**supported at this scale**: DAM wins {wins} of {total} comparisons at similar or higher sparsity."
-    else:
-        verdict = f"**not supported at this scale**: DAM wins only {wins} of {total} comparisons at similar or higher sparsity."
-    lines += ["", f"Verdict: {verdict}", ""]
-    if same:
-        lines += [f"Note: every variant scores the same on {', '.join(same)}; at this scale these tasks do not "
-                  "separate the variants (fine-tuned models at a constant prediction), so the averages above rest "
-                  "on the other tasks only.", ""]  # fmt: skip
-    text = "\n".join(lines)
-    atomic_write_text(out, text)
-    return text
-
-
 # ------------------------------------------------------------------------------------------ CLI
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # One module serves two subcommands (`tables`, `findings`); the parser's prog says which one runs.
-    parser.set_defaults(report=parser.prog.split()[-1])
     parser.add_argument("--results", type=Path, default=Path("results"), help="the run's results directory")
-    parser.add_argument("--params", required=True, help="JSON/YAML: scale, proxy, variants, dam_runs, tasks")
-    parser.add_argument("--out", type=Path, required=True, help="tables: a directory; findings: a .md file")
+    parser.add_argument("--params", required=True, help="JSON/YAML: scale, proxy, variants, seeds, dam_runs, tasks")
+    parser.add_argument("--out", type=Path, required=True, help="the tables' directory")
 
 
 def run(args: argparse.Namespace) -> None:
-    p = load_params(args.params)
-    if args.report == "findings":
-        print(write_findings(args.results, p, args.out))
-    else:
-        write_tables(args.results, p, args.out)
+    write_tables(args.results, load_params(args.params), args.out)

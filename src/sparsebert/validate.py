@@ -176,8 +176,15 @@ def _is_int(value) -> bool:
 
 def _check_seeds(run: _Run) -> None:
     c = run.config
+    # The pretraining seed of a variant is each entry of the top-level `seeds` (one run per seed, see
+    # workflow/rules/common.smk): a recipe's own `seed` would be silently replaced, so it is an error.
+    for section in ("pretrain", "dam_search"):
+        if "seed" in c.get(section, {}):
+            run.fail(f"{section}.seed", "the DAG pretrains every variant once per entry of the top-level `seeds` "
+                                        "(e.g. seeds: [0, 1, 2]); remove this key")
     seeds = {f"{section}.seed": c.get(section, {}).get("seed")
-             for section in ("corpus", "proxy_tasks", "pretrain", "dam_search", "finetune")}  # examples: below
+             for section in ("corpus", "proxy_tasks", "finetune")}  # examples: below
+    seeds.update({f"seeds[{i}]": seed for i, seed in enumerate(c.get("seeds", []))})
     for task, settings in (c.get("finetune", {}).get("per_task") or {}).items():
         seeds[f"finetune.per_task.{task}.seed"] = (settings or {}).get("seed")
     for key, seed in seeds.items():

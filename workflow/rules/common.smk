@@ -14,6 +14,11 @@ RETRAINS = [f"{run}_retrain" for run in DAM_RUNS] if config.get("dam_retrain", F
 VARIANTS = FIXED + DAM_RUNS + RETRAINS
 TASKS = config["tasks"]["names"]
 LAMBDAS = {f"{lam:g}" for lams in config.get("dam", {}).values() for lam in lams}
+# Every variant is pretrained (or searched) once per seed and every fine-tuning runs once per (variant, seed,
+# task): the report's intervals cover seed noise. The seed replaces the recipe's `seed` (which the config may
+# not set: sparsebert/validate.py). Fine-tuning keeps one seed per task (`finetune.seed`), so every
+# (variant, seed) is evaluated on the same examples and the variants are compared pairwise on them.
+SEEDS = [int(seed) for seed in config.get("seeds", [0])]
 
 
 def alternation(names):
@@ -29,6 +34,7 @@ wildcard_constraints:
     dam=alternation(config.get("dam", {})),
     lam=alternation(LAMBDAS),
     task=alternation(TASKS),
+    seed=alternation([str(seed) for seed in SEEDS]),
 
 
 def as_json(value):
@@ -36,9 +42,19 @@ def as_json(value):
     return json.dumps(value, sort_keys=True)
 
 
-def pretrained_dir(variant):
-    """Where a variant's pretrained model/, summary.json and log.jsonl are."""
+def variant_dir(variant):
+    """The folder of a variant's pretrainings, one `seed<N>` subfolder per seed."""
     return f"results/dam/{variant}" if variant in DAM_RUNS else f"results/pretrain/{variant}"
+
+
+def pretrained_dir(variant, seed):
+    """Where a variant's pretrained model/, summary.json and log.jsonl of one seed are."""
+    return f"{variant_dir(variant)}/seed{seed}"
+
+
+def pretrain_recipe(seed):
+    """The shared pretraining recipe, seeded by the job's seed."""
+    return {**config["pretrain"], "seed": int(seed)}
 
 
 def finetune_recipe(task):
@@ -47,9 +63,9 @@ def finetune_recipe(task):
     return {**shared, **config["finetune"].get("per_task", {}).get(task, {})}
 
 
-def dam_recipe():
-    """The DAM search trains with the pretraining recipe, plus its own overrides."""
-    return {**config["pretrain"], **config.get("dam_search", {})}
+def dam_recipe(seed):
+    """The DAM search trains with the pretraining recipe, plus its own overrides, seeded by the job's seed."""
+    return {**config["pretrain"], **config.get("dam_search", {}), "seed": int(seed)}
 
 
 def rule_resources(rule, variant=None):

@@ -1,4 +1,6 @@
 # Tables against the paper's published numbers, the paper's figures, and findings.md (claims vs this run).
+# Every (variant, seed) is read; the tables rule also writes the bootstrap draws (results/tables/bootstrap.npz)
+# that findings.md's intervals are computed from.
 
 # What the report code needs to know about the run (not the recipes: those are read from the summaries).
 REPORT_PARAMS = as_json(
@@ -10,14 +12,27 @@ REPORT_PARAMS = as_json(
         "dam_runs": DAM_RUNS,
         "retrains": RETRAINS,
         "variants": VARIANTS,
-        "pretrained": {variant: pretrained_dir(variant) for variant in VARIANTS},
+        "seeds": SEEDS,
+        "pretrained": {variant: variant_dir(variant) for variant in VARIANTS},
         "tasks": TASKS,
+        "report": config.get("report", {}),
     }
 )
 
-PRETRAINED = [f"{pretrained_dir(v)}/{file}" for v in VARIANTS for file in ("summary.json", "log.jsonl")]
-DAM_OUTPUTS = expand("results/dam/{run}/{file}", run=DAM_RUNS, file=["summary.json", "snapshots.npz", "mask.safetensors"])
-FINETUNED = expand("results/finetune/{variant}/{task}/metrics.json", variant=VARIANTS, task=TASKS)
+PRETRAINED = [f"{pretrained_dir(v, s)}/{file}" for v in VARIANTS for s in SEEDS for file in ("summary.json", "log.jsonl")]
+DAM_OUTPUTS = expand(
+    "results/dam/{run}/seed{seed}/{file}",
+    run=DAM_RUNS,
+    seed=SEEDS,
+    file=["summary.json", "snapshots.npz", "mask.safetensors"],
+)
+FINETUNED = expand(
+    "results/finetune/{variant}/seed{seed}/{task}/{file}",
+    variant=VARIANTS,
+    seed=SEEDS,
+    task=TASKS,
+    file=["metrics.json", "predictions.json"],
+)
 
 
 rule tables:
@@ -32,6 +47,7 @@ rule tables:
         squad_swag_md="results/tables/squad_swag.md",
         all_metrics="results/tables/all_metrics.csv",
         metrics="results/tables/metrics.json",
+        bootstrap="results/tables/bootstrap.npz",
     params:
         report=REPORT_PARAMS,
     log:
@@ -70,6 +86,7 @@ rule findings:
     input:
         DAM_OUTPUTS,
         metrics=rules.tables.output.metrics,
+        bootstrap=rules.tables.output.bootstrap,
     output:
         report("results/findings.md", category="Findings"),
     params:

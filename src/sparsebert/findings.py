@@ -1,0 +1,276 @@
+"""`sparsebert findings`: findings.md, what this run says about each of the paper's three claims.
+
+    python -m sparsebert findings --results results --params P --out results/findings.md
+
+One function per claim. Each first computes its effect size and 95 % interval (sparsebert/stats.py) from the
+run's files, then applies its rule to the numbers; the verdict line prints the effect, the interval and how
+many seeds and eval examples (or heads) it rests on. Inputs: results/tables/bootstrap.npz and metrics.json
+(written by `sparsebert tables`), and each DAM search's snapshots.npz and summary.json per seed.
+
+Rules (settings from config `report`):
+- Claim 1, the DAM search drops the diagonal first: per head and seed, the diagonal's drop rank (the fraction
+  of the other positions whose keep probability fell below 0.5 at an earlier snapshot, ties counting half;
+  0 = dropped first, 0.5 = no preference); supported if the 95 % interval of its mean over DAM runs x seeds x
+  heads lies below 0.5, contradicted if above, inconclusive otherwise.
+- Claim 2, BERT without the diagonal matches BERT: effect = no_diagonal - dense on the average score;
+  supported if its interval lies inside +-equivalence_margin, contradicted if entirely outside, inconclusive
+  otherwise.
+- Claim 3, DAM beats hand-designed masks at similar or higher sparsity: per DAM run and hand-designed mask
+  at most similar_sparsity points sparser, effect = DAM - mask on the GLUE average; a pair is supported if its
+  interval lies above 0, contradicted below 0, inconclusive otherwise; the claim is supported if more than half
+  of the pairs are supported and none is contradicted, contradicted if more than half are contradicted,
+  inconclusive otherwise.
+Claims 2 and 3 average only the informative columns of each comparison: a column on which every variant and
+seed scores the same, or on which both compared variants predict one constant output in every seed (every
+fine-tuned model predicting one class, say), says nothing about masks, and keeping it would pull the difference
+and its interval towards 0 and fake an equivalence (the tables still show it).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sparsebert import stats
+from sparsebert.io import atomic_write_text, load_params
+from sparsebert.report import Scores, interval, pretrained_dir, read_json, seeds_of, settings, variant_kind
+
+BASELINES = ("dense", "no_diagonal")  # fixed masks that are not "hand-designed sparse" masks
+
+
+@dataclass
+class Effect:
+    """A difference of mean scores (b - a) over some columns, with its 95 % interval."""
+
+    point: float
+    lo: float
+    hi: float
+    seeds: int  # per variant
+    columns: list[str]
+    examples: int  # eval examples behind the columns
+
+    def numbers(self, unit: str = "points") -> str:
+        return f"{self.point:+.2f} {unit}, 95 % interval [{self.lo:+.2f}, {self.hi:+.2f}]"
+
+    def basis(self) -> str:
+        seeds = (f"{self.seeds} seeds per variant (two-way bootstrap over seed pairs and eval examples)" if self.seeds > 1
+                 else "1 seed per variant: the interval covers the eval examples only and ignores seed variance")
+        return (f"{seeds}; {len(self.columns)} column(s) ({', '.join(self.columns)}), {self.examples} eval "
+                f"examples")  # fmt: skip
+
+
+def compare(scores: Scores, a: str, b: str, columns: list[int], rng: np.random.Generator) -> Effect:
+    """b - a on the mean over `columns`, paired on the eval examples and on the seeds (seed s of b minus seed s
+    of a, the seeds resampled: see stats.py)."""
+    ia, ib = scores.index(a), scores.index(b)
+    diff = scores.draws[ib][:, columns] - scores.draws[ia][:, columns]  # (S, C, B)
+    draws = stats.seed_level(diff, rng).mean(axis=0)
+    point = scores.points[ib][:, columns].mean() - scores.points[ia][:, columns].mean()
+    lo, hi = interval(draws, [scores.columns[c] for c in columns], difference=True)
+    return Effect(float(point), lo, hi, len(scores.seeds), [scores.columns[c].name for c in columns],
+                  int(scores.examples[columns].sum()))  # fmt: skip
+
+
+def informative(scores: Scores, glue_only: bool = False) -> tuple[list[int], list[str]]:
+    """Averaged columns on which some (variant, seed) scores differently from another, and the names of the
+    averaged columns on which none does."""
+    picked = [c for c, col in enumerate(scores.columns) if col.averaged and (col.glue or not glue_only)]
+    varies = [c for c in picked if np.ptp(scores.points[:, :, c]) > 0]
+    return varies, [scores.columns[c].name for c in picked if c not in varies]
+
+
+def usable(scores: Scores, a: str, b: str, columns: list[int]) -> list[int]:
+    """The columns of `columns` on which a and b are not both constant predictors in every seed."""
+    ia, ib = scores.index(a), scores.index(b)
+    return [c for c in columns if not (scores.constant[ia, :, c].all() and scores.constant[ib, :, c].all())]
+
+
+def verdict_line(verdict: str, detail: str) -> list[str]:
+    return [f"Verdict: **{verdict} at this scale**: {detail}", ""]
+
+
+# ------------------------------------------------------------------------------------------ claim 1
+
+
+def drop_ranks(results: Path, p: dict, run: str) -> tuple[np.ndarray, dict]:
+    """The diagonal's drop rank (S, H) of one DAM run per seed and head, and what the report says beside it."""
+    kind, ranks, info = variant_kind(run), [], {"dropped": 0, "heads": 0, "steps": 0, "fallback": 0, "rows": 0}
+    for seed in seeds_of(p):
+        folder = pretrained_dir(results, p, run, seed)
+        snap = np.load(folder / "snapshots.npz")
+        drop = stats.drop_steps(snap["steps"], snap["keep_prob"])  # (H, L) or (H, L, L)
+        ranks.append(stats.diagonal_drop_rank(drop, kind))
+        diag = drop[:, 0] if kind == "dam_s" else np.diagonal(drop, axis1=1, axis2=2).min(axis=1)
+        info["dropped"] += int(np.isfinite(diag).sum())
+        info["heads"] += len(diag)
+        info["steps"] = int(snap["steps"][-1])
+        fallback = read_json(folder / "summary.json").get("fallback_rows")
+        info["fallback"] += sum(fallback) if fallback is not None else 0
+        info["rows"] += drop.shape[0] * drop.shape[-1]  # heads x query rows
+    return np.array(ranks), info
+
+
+def claim_diagonal_dropped_first(results: Path, p: dict, cfg: dict, rng: np.random.Generator) -> list[str]:
+    lines = ["## 1. The diagonal is the least important attention position during pretraining", "",
+             "Measured on the DAM searches' keep-probability snapshots: for every position, the first snapshot "
+             "after the initial one at which its keep probability is below 0.5 (never: after every other). Per "
+             "head and seed, the diagonal's drop rank is the fraction of the other positions dropped before it "
+             "(ties count half): 0 = the diagonal is dropped first, 0.5 = no preference, 1 = dropped last. "
+             "Supported if the 95 % interval of the mean rank lies below 0.5, contradicted if above 0.5.", ""]  # fmt: skip
+    runs = p["dam_runs"]
+    if not runs:
+        return lines + verdict_line(stats.INCONCLUSIVE, "no DAM search in this config, nothing was measured.")
+    B, n_seeds = cfg["bootstrap_samples"], len(seeds_of(p))
+    all_draws, means, heads = [], [], 0
+    for run in runs:
+        ranks, info = drop_ranks(results, p, run)
+        draws = stats.nested_mean_draws(ranks, B, rng)
+        lo, hi = stats.percentile_interval(draws, bounds=(0.0, 1.0))
+        all_draws.append(draws)
+        means.append(ranks.mean())
+        heads += ranks.size
+        where = " (at some entry of it)" if variant_kind(run) == "dam_u" else ""
+        lines.append(f"- {run} ({info['steps']} steps, {n_seeds} seed(s) x {ranks.shape[1]} heads): mean drop rank "
+                     f"{ranks.mean():.3f}, 95 % interval [{lo:.3f}, {hi:.3f}] ({stats.drop_first_verdict(lo, hi)}); "
+                     f"the diagonal fell below 0.5 in {info['dropped']} of {info['heads']} head-seeds{where}. "
+                     f"Binarized masks: {info['fallback']} of {info['rows']} query rows had no key at p >= 0.5 and "
+                     f"keep their most probable key instead.")  # fmt: skip
+    draws = np.mean(all_draws, axis=0)  # each run bootstrapped on its own; the runs weigh equally
+    lo, hi = stats.percentile_interval(draws, bounds=(0.0, 1.0))
+    verdict = stats.drop_first_verdict(lo, hi)
+    seeds = (f"{n_seeds} seeds per run (seeds, then heads within a seed, resampled)" if n_seeds > 1 else
+             "1 seed per run: the interval resamples heads only and ignores seed variance")
+    return lines + [""] + verdict_line(verdict, f"mean drop rank of the diagonal {float(np.mean(means)):.3f} "
+                                                f"(no preference: 0.5), 95 % interval [{lo:.3f}, {hi:.3f}]; "
+                                                f"{len(runs)} DAM run(s), {heads} head-seeds; {seeds}.")  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ claim 2
+
+
+def claim_no_diagonal_matches_bert(scores: Scores, metrics: dict, cfg: dict, rng: np.random.Generator) -> list[str]:
+    margin = cfg["equivalence_margin"]
+    lines = ["## 2. BERT without diagonal attention matches BERT", "",
+             f"Effect = no_diagonal - dense on the average score over the informative task columns (GLUE, SQuAD, "
+             f"SWAG shapes), paired on the eval examples and the seeds. Supported if its 95 % interval lies inside "
+             f"+-{margin:g} points (config report.equivalence_margin), contradicted if it lies entirely outside, "
+             f"inconclusive otherwise.", ""]  # fmt: skip
+    if not set(BASELINES) <= set(scores.variants):
+        return lines + verdict_line(stats.INCONCLUSIVE, "needs both `dense` and `no_diagonal` in the config.")
+    columns, flat = informative(scores)
+    both_constant = [scores.columns[c].name for c in columns if c not in usable(scores, "dense", "no_diagonal", columns)]
+    columns = usable(scores, "dense", "no_diagonal", columns)
+    if both_constant:
+        lines += [f"- Left out: {', '.join(both_constant)}, where dense and no_diagonal both predict one constant "
+                  "output in every seed.", ""]  # fmt: skip
+    if not columns:
+        return lines + verdict_line(stats.INCONCLUSIVE, "no task column separates the models: every variant scores "
+                                                        "the same, or both predict a constant.")  # fmt: skip
+    effect = compare(scores, "dense", "no_diagonal", columns, rng)
+    per_task = [compare(scores, "dense", "no_diagonal", [c], rng) for c in columns]
+    v = metrics["variants"]
+    lines += ["- Per column: " + ", ".join(f"{e.columns[0]} {e.point:+.1f} [{e.lo:+.1f}, {e.hi:+.1f}]"
+                                           for e in per_task) + ".",
+              f"- Pretraining validation MLM accuracy (mean over seeds): dense {v['dense']['val_mlm_acc']}, "
+              f"no_diagonal {v['no_diagonal']['val_mlm_acc']}.", ""]  # fmt: skip
+    verdict = stats.equivalence_verdict(effect.lo, effect.hi, margin)
+    return lines + verdict_line(verdict, f"effect {effect.numbers()} (margin +-{margin:g}); {effect.basis()}.")
+
+
+# ------------------------------------------------------------------------------------------ claim 3
+
+
+def claim_dam_beats_designed(scores: Scores, p: dict, cfg: dict, rng: np.random.Generator) -> list[str]:
+    similar = cfg["similar_sparsity"]
+    glue = any(c.glue and c.averaged for c in scores.columns)
+    lines = ["## 3. DAM masks beat hand-designed sparse masks at similar or higher sparsity", "",
+             "Effect = DAM - hand-designed mask on the " + ("GLUE average (the GLUE-shaped proxy tasks)" if glue and
+             p["proxy"] else "GLUE average (the paper's 9 columns)" if glue else "average score (no GLUE-shaped "
+             "task configured)") + f" over its informative columns, for every hand-designed mask at most "
+             f"{similar:g} sparsity points sparser than the DAM mask (config report.similar_sparsity; sparsity = "
+             "mean over seeds); DAM rows are the searched models fine-tuned with their binarized masks (the "
+             "official protocol). A pair is supported if its 95 % interval lies above 0, contradicted below 0. "
+             "The claim is supported if more than half of the pairs are supported and none is contradicted, "
+             "contradicted if more than half are contradicted, inconclusive otherwise.", ""]  # fmt: skip
+    designed = [v for v in scores.variants if variant_kind(v) == "fixed" and v not in BASELINES]
+    if not p["dam_runs"] or not designed:
+        return lines + verdict_line(stats.INCONCLUSIVE, "needs DAM runs and hand-designed masks in the config.")
+    columns, flat = informative(scores, glue_only=glue)
+    if not columns:
+        return lines + verdict_line(stats.INCONCLUSIVE, f"every variant and seed scores the same on every task "
+                                                        f"({', '.join(flat)}): nothing separates the masks.")
+    sparsity = dict(zip(scores.variants, scores.sparsity.mean(axis=1)))
+    verdicts, used = [], set()
+    for run in p["dam_runs"]:
+        rivals = [m for m in designed if sparsity[m] <= sparsity[run] + similar]
+        lines.append(f"- {run} (sparsity {sparsity[run]:.1f} %): " + ("no hand-designed mask at similar or higher "
+                     "sparsity." if not rivals else f"{len(rivals)} hand-designed mask(s) at most {similar:g} points "
+                     "sparser:"))  # fmt: skip
+        for rival in rivals:
+            pair = usable(scores, rival, run, columns)
+            if not pair:
+                verdicts.append(stats.INCONCLUSIVE)
+                lines.append(f"  - vs {rival} ({sparsity[rival]:.1f} %): both predict a constant on every column "
+                             f"-> {verdicts[-1]}")  # fmt: skip
+                continue
+            effect = compare(scores, rival, run, pair, rng)
+            used.update(pair)
+            verdicts.append(stats.superiority_verdict(effect.lo, effect.hi))
+            lines.append(f"  - vs {rival} ({sparsity[rival]:.1f} %): {effect.numbers()} on {', '.join(effect.columns)} "
+                         f"-> {verdicts[-1]}")  # fmt: skip
+    if not verdicts:
+        return lines + [""] + verdict_line(stats.INCONCLUSIVE, "the learned masks are less sparse than every "
+                                                               "hand-designed mask: no comparison at similar or "
+                                                               "higher sparsity.")  # fmt: skip
+    counts = {k: verdicts.count(k) for k in (stats.SUPPORTED, stats.CONTRADICTED, stats.INCONCLUSIVE)}
+    basis = (Effect(0.0, 0.0, 0.0, len(scores.seeds), [scores.columns[c].name for c in sorted(used)],
+                    int(scores.examples[sorted(used)].sum())).basis() if used else "no pair has a usable column")
+    detail = (f"{counts[stats.SUPPORTED]} of {len(verdicts)} pairs supported, {counts[stats.CONTRADICTED]} "
+              f"contradicted, {counts[stats.INCONCLUSIVE]} inconclusive (each effect with its 95 % interval above); "
+              f"{basis}.")  # fmt: skip
+    return lines + [""] + verdict_line(stats.majority_verdict(verdicts), detail)
+
+
+# ------------------------------------------------------------------------------------------ findings.md
+
+
+def write_findings(results: Path, p: dict, out: Path) -> str:
+    scores = Scores.load(results / "tables" / "bootstrap.npz")
+    metrics = read_json(results / "tables" / "metrics.json")
+    cfg = settings(p)
+    rng = np.random.default_rng([cfg["bootstrap_seed"], 20_000])
+    n_seeds = len(scores.seeds)
+    lines = ["# Findings: the paper's three claims, checked at this run's scale", "",
+             f"Scale: {p['scale']}. Pretraining seeds: {', '.join(map(str, scores.seeds))} ({n_seeds} per variant), "
+             "each model fine-tuned once per task with the task's fine-tuning seed. "
+             + ("All downstream tasks are PROXY tasks built from the corpus, not GLUE/SQuAD/SWAG. " if p["proxy"] else "")
+             + "Scores in percent, from results/tables/. Every verdict below follows from the effect size and its "
+             f"95 % interval ({cfg['bootstrap_samples']} bootstrap draws: "
+             + ("seeds and eval examples resampled, sparsebert/stats.py" if n_seeds > 1 else
+                "eval examples resampled; with one seed the intervals ignore seed variance")
+             + ") by the rule stated with it.", ""]  # fmt: skip
+    lines += claim_diagonal_dropped_first(results, p, cfg, rng)
+    lines += claim_no_diagonal_matches_bert(scores, metrics, cfg, rng)
+    lines += claim_dam_beats_designed(scores, p, cfg, rng)
+    _, flat = informative(scores)
+    if flat:
+        constant = [name for name in flat if scores.constant[:, :, scores.col(name)].all()]
+        why = (f"; on {', '.join(constant)} every fine-tuned model predicts one constant output" if constant else "")
+        lines += [f"Note: every variant and seed scores the same on {', '.join(flat)}{why}. These tasks do not "
+                  "separate the variants at this scale, so claims 2 and 3 rest on the other tasks only.", ""]  # fmt: skip
+    text = "\n".join(lines)
+    atomic_write_text(out, text)
+    return text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", type=Path, default=Path("results"), help="the run's results directory")
+    parser.add_argument("--params", required=True, help="JSON/YAML: scale, proxy, variants, seeds, dam_runs, report")
+    parser.add_argument("--out", type=Path, required=True, help="the findings.md to write")
+
+
+def run(args: argparse.Namespace) -> None:
+    print(write_findings(args.results, load_params(args.params), args.out))

@@ -1,0 +1,247 @@
+"""Statistics behind the tables and findings.md: bootstrap intervals of scores and of score differences, the
+DAM search's drop order, and the verdict rules. Small pure functions of numpy arrays; every random draw comes
+from a seeded `numpy.random.Generator` handed in, so a report is the same bytes for the same results.
+
+The design the intervals describe. Every variant is pretrained once per seed (config `seeds`) and each of those
+models is fine-tuned once per task; every (variant, seed) is evaluated on the SAME eval examples (fine-tuning
+uses one seed per task, so the eval subset is the same). Two sources of noise are crossed: the seed (which
+model training happened to produce) and the eval examples (which test set happened to be drawn). A score's
+interval must cover both. A difference between two variants is paired twice: on the examples, and on the
+seed, which is a block of the design (seed s gives every fixed-mask variant the same initial weights and the
+same batches; a randomised block design, so the variants' seed effects cancel in the difference as far as
+they are shared, and nothing is lost where they are not).
+
+Method (a two-way bootstrap: Davison & Hinkley 1997, ch. 3.8; Owen 2007 for crossed factors):
+1. Examples. Draw B resamples of each eval column's examples (with replacement), shared by every variant
+   and seed, and compute each (variant, seed)'s metric on each resample with `metrics.task_metrics`
+   (`resampled_scores`). Sharing the resample pairs the variants on the examples: identical predictions
+   give a difference of exactly 0 in every draw.
+2. Seeds. In each draw b, resample the seeds with replacement and average over the drawn seeds
+   (`seed_level`): a variant's own scores for its interval, or the per-seed differences b - a (seed s of b
+   minus seed s of a) for a comparison. One draw of seeds applies to every column (a seed is one model).
+   With n seeds, the bootstrap spread of a mean of n values is too small: its variance is (n-1)/n of the
+   unbiased s^2/n, and its tails are normal-like where a mean of n values has t-tails with n-1 degrees of
+   freedom (a percentile interval from 3 seeds covers about 70 %, not 95 %). So the seed-level deviation of
+   each draw from the all-seed mean is scaled by sqrt(n / (n-1)) * t_{n-1} / z (`seed_scale`); with seed
+   noise dominant the interval is then the t-interval over seeds, with example noise dominant the plain
+   paired bootstrap (coverage simulations in tests/test_stats.py). With one seed there is no seed level: the
+   interval covers the eval examples only, and the report says that it ignores seed variance.
+3. The 95 % interval is the 2.5th-97.5th percentile of the B draws (`percentile_interval`). An average over
+   columns is averaged inside each draw (each column resampled on its own examples).
+
+Claim 1 (the DAM search drops the diagonal first) uses the snapshots of the keep probabilities:
+`drop_steps` finds each position's first snapshot below 0.5, `diagonal_drop_rank` where the diagonal falls
+in that order per head, and `nested_mean_draws` bootstraps the mean over seeds x heads (seeds, then heads
+within a seed, with the same seed-level scaling).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from sparsebert.metrics import task_metrics
+
+LEVEL = 0.95
+SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+NO_PREFERENCE = 0.5  # drop rank of a diagonal dropped at a random place in the order (ties count half)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Intervals
+
+
+def percentile_interval(draws: np.ndarray, level: float = LEVEL, bounds: tuple[float, float] | None = None
+                        ) -> tuple[float, float]:
+    """The central `level` percentile interval of bootstrap draws (last axis), intersected with `bounds`, the
+    range the estimated quantity can take (the seed-level scaling can carry draws past it; the intersection
+    keeps the coverage)."""
+    lo, hi = np.quantile(np.asarray(draws, dtype=float), [(1 - level) / 2, (1 + level) / 2], axis=-1)
+    if bounds is not None:
+        lo, hi = np.clip([lo, hi], *bounds)
+    return float(lo), float(hi)
+
+
+def seed_scale(n: int, level: float = LEVEL) -> float:
+    """Factor on the seed-level bootstrap deviation for n seeds: sqrt(n/(n-1)) makes its variance the unbiased
+    s^2/n, t_{n-1}/z gives it the t-distribution's tails (n = 3 at 95 %: 1.22 * 4.30 / 1.96 = 2.69). 0 for
+    n < 2 (no seed level)."""
+    if n < 2:
+        return 0.0
+    q = (1 + level) / 2
+    return math.sqrt(n / (n - 1)) * float(scipy_stats.t.ppf(q, n - 1) / scipy_stats.norm.ppf(q))
+
+
+def seed_level(draws: np.ndarray, rng: np.random.Generator, level: float = LEVEL) -> np.ndarray:
+    """Two-way bootstrap draws of the mean over seeds: `draws` (S, ..., B) are the scores (or the per-seed
+    differences of two variants' scores) of S seeds on B example resamples (draw b shares its examples across
+    seeds and variants); returns (..., B).
+
+    Per draw b the seeds are resampled with replacement (one pick for all middle axes, e.g. every column of
+    one model) and the deviation of their mean from the all-seed mean is scaled by `seed_scale(S)`."""
+    draws = np.asarray(draws, dtype=float)
+    S, B = draws.shape[0], draws.shape[-1]
+    base = draws.mean(axis=0)  # (..., B): example level only
+    if S < 2:
+        return base
+    pick = rng.integers(0, S, size=(S, B))  # (S, B): the seeds drawn in each draw
+    picked = np.take_along_axis(draws, pick.reshape((S,) + (1,) * (draws.ndim - 2) + (B,)), axis=0)
+    return base + seed_scale(S, level) * (picked.mean(axis=0) - base)
+
+
+def nested_mean_draws(values: np.ndarray, samples: int, rng: np.random.Generator, level: float = LEVEL) -> np.ndarray:
+    """Bootstrap draws (samples,) of the mean of `values` (S, H): H units (heads) nested in each of S seeds.
+    Heads are resampled within each seed, then seeds as in `seed_level` (a head of one seed has nothing to do
+    with the same-numbered head of another)."""
+    values = np.asarray(values, dtype=float)
+    S, H = values.shape
+    pick = rng.integers(0, H, size=(S, samples, H))
+    per_seed = np.take_along_axis(values[:, None, :], pick, axis=2).mean(axis=2)  # (S, samples)
+    return seed_level(per_seed, rng, level)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Metrics on resampled eval examples
+
+
+def is_mean_metric(spec, metric: str) -> bool:
+    """Metrics that are the mean of a per-example score: accuracy, and every SQuAD metric (exact match and F1
+    are averaged over questions by the official scripts). F1 of a class, Matthews and the correlations are
+    not."""
+    return metric == "accuracy" or spec.kind == "span"
+
+
+def per_example_scores(spec, metric: str, predictions, references) -> np.ndarray:
+    """A mean metric of every example on its own, by `task_metrics` on a one-example split (span: the
+    questions in the order of `references`)."""
+    if spec.kind == "span":
+        return np.array([task_metrics(spec, {qid: predictions[qid]}, {qid: golds})[metric]
+                         for qid, golds in references.items()])  # fmt: skip
+    predictions, references = np.asarray(predictions), np.asarray(references)
+    return np.array([task_metrics(spec, predictions[i : i + 1], references[i : i + 1])[metric]
+                     for i in range(len(references))])  # fmt: skip
+
+
+def resampled_scores(spec, metric: str, runs: Sequence[tuple], samples: int, rng: np.random.Generator,
+                     chunk: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """`metric` of every run (predictions, references) of one eval split, on the whole split and on each of
+    `samples` bootstrap resamples of its examples: returns points (R,) and draws (R, samples).
+
+    Every run must hold the same examples (equal references; span: the same question ids): each resample
+    is drawn once and scored for every run, which pairs the runs on the examples. Mean metrics
+    (`is_mean_metric`) are averaged from `per_example_scores` (what `task_metrics` gives on the resample,
+    without calling it per resample; SQuAD's id-keyed inputs cannot even hold a resample's repeated
+    questions); every other metric calls `task_metrics` on each resample's arrays. Resamples are drawn
+    `chunk` at a time (a resample of QQP's 40k examples is 40k indices)."""
+    refs0 = runs[0][1]
+    order = list(refs0) if spec.kind == "span" else None  # question ids, in the first run's order
+    same = (lambda refs: dict(refs) == dict(refs0)) if order else (lambda refs: np.array_equal(refs, refs0))
+    if not all(same(refs) for _, refs in runs):
+        raise ValueError("the runs hold different eval examples (references differ): they cannot be paired")
+    n = len(refs0)
+    points, draws = np.empty(len(runs)), np.empty((len(runs), samples))
+    if is_mean_metric(spec, metric):
+        if order is not None:
+            runs = [({q: preds[q] for q in order}, {q: refs[q] for q in order}) for preds, refs in runs]
+        scores = np.stack([per_example_scores(spec, metric, preds, refs) for preds, refs in runs])  # (R, n)
+        points[:] = scores.mean(axis=1)
+        for start in range(0, samples, chunk):
+            idx = rng.integers(0, n, size=(min(chunk, samples - start), n))
+            counts = np.stack([np.bincount(row, minlength=n) for row in idx], axis=1) / n  # (n, k)
+            draws[:, start : start + len(idx)] = scores @ counts
+        return points, draws
+    arrays = [(np.asarray(preds), np.asarray(refs)) for preds, refs in runs]
+    for r, (preds, refs) in enumerate(arrays):
+        points[r] = task_metrics(spec, preds, refs)[metric]
+    for start in range(0, samples, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, samples - start), n))
+        for r, (preds, refs) in enumerate(arrays):
+            draws[r, start : start + len(idx)] = [task_metrics(spec, preds[i], refs[i])[metric] for i in idx]
+    return points, draws
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The DAM search's drop order (claim 1)
+
+
+def drop_steps(steps: np.ndarray, keep_prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """First snapshot step at which each position's keep probability is below `threshold` (inf: never).
+
+    steps (T,), keep_prob (T, ...) -> (...). The snapshot at step 0 is skipped: it holds the initial logits
+    (1e-3 * randn, probabilities 0.5 +- 0.001), where half of the positions sit below 0.5 by chance."""
+    steps, keep_prob = np.asarray(steps), np.asarray(keep_prob)
+    trained = steps > 0
+    below = keep_prob[trained] < threshold  # (T', ...)
+    if not below.size:
+        return np.full(keep_prob.shape[1:], np.inf)
+    first = below.argmax(axis=0)
+    return np.where(below.any(axis=0), steps[trained][first].astype(float), np.inf)
+
+
+def diagonal_drop_rank(drop: np.ndarray, kind: str) -> np.ndarray:
+    """Per head, the fraction of the other positions dropped strictly before the diagonal, ties (e.g. both
+    never dropped) counting half: 0 = the diagonal is dropped first, 1 = last, 0.5 = no preference (what a
+    diagonal at a random place in the order gives).
+
+    dam_s: drop (H, L) per offset |i - j| (0 = diagonal), the other offsets counted once each (one mask
+    parameter each). dam_u: drop (H, L, L); each query row compares its diagonal entry with the row's other
+    keys, and the rows are averaged."""
+    drop = np.asarray(drop, dtype=float)
+    if kind == "dam_s":
+        diag, other = drop[:, :1], drop[:, 1:]  # (H, 1), (H, L-1)
+        return (other < diag).mean(axis=1) + 0.5 * (other == diag).mean(axis=1)
+    H, L, _ = drop.shape
+    off = ~np.eye(L, dtype=bool)
+    diag = np.diagonal(drop, axis1=1, axis2=2)[:, :, None]  # (H, L, 1)
+    other = drop[:, off].reshape(H, L, L - 1)  # row i without its diagonal entry
+    per_row = (other < diag).mean(axis=2) + 0.5 * (other == diag).mean(axis=2)
+    return per_row.mean(axis=1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Verdict rules
+
+
+def equivalence_verdict(lo: float, hi: float, margin: float) -> str:
+    """Equivalence within +-margin: supported if the interval lies inside (-margin, margin), contradicted if
+    it lies entirely outside it (above +margin or below -margin), inconclusive otherwise."""
+    if -margin < lo and hi < margin:
+        return SUPPORTED
+    if lo > margin or hi < -margin:
+        return CONTRADICTED
+    return INCONCLUSIVE
+
+
+def superiority_verdict(lo: float, hi: float) -> str:
+    """A positive effect: supported if the interval lies above 0, contradicted below 0, inconclusive if it
+    contains 0."""
+    if lo > 0:
+        return SUPPORTED
+    if hi < 0:
+        return CONTRADICTED
+    return INCONCLUSIVE
+
+
+def drop_first_verdict(lo: float, hi: float) -> str:
+    """The diagonal dropped before most positions: supported if the interval of the mean drop rank lies below
+    the no-preference 0.5, contradicted if it lies above, inconclusive otherwise."""
+    if hi < NO_PREFERENCE:
+        return SUPPORTED
+    if lo > NO_PREFERENCE:
+        return CONTRADICTED
+    return INCONCLUSIVE
+
+
+def majority_verdict(verdicts: Sequence[str]) -> str:
+    """Overall verdict of several comparisons: supported if more than half are supported and none is
+    contradicted; contradicted if more than half are contradicted; inconclusive otherwise (also for none)."""
+    n = len(verdicts)
+    supported, contradicted = verdicts.count(SUPPORTED), verdicts.count(CONTRADICTED)
+    if n and supported > n / 2 and not contradicted:
+        return SUPPORTED
+    if n and contradicted > n / 2:
+        return CONTRADICTED
+    return INCONCLUSIVE
