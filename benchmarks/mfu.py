@@ -128,11 +128,10 @@ def shape_rows(quick: bool) -> list[dict]:
 # The default recipe in fp32 and bf16: the real training loop (sparsebert.pretrain.train), same data and seed.
 
 
-def default_recipe() -> tuple[dict, dict]:
+def default_config() -> dict:
     import yaml
 
-    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
-    return config["pretrain"], config["examples"]
+    return yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
 
 
 def synthetic_pretraining_data(root: Path, vocab_size: int, seq_len: int, predictions: int, n: int) -> tuple:
@@ -183,7 +182,8 @@ def loss_curves(quick: bool) -> tuple[list[dict], str]:
     """Train the default recipe twice (fp32, bf16) through the pipeline's own loop; compare the logged losses."""
     from sparsebert.pretrain import DEFAULTS, train
 
-    recipe, examples = default_recipe()
+    config = default_config()
+    recipe, examples = config["pretrain"], config["examples"]
     recipe = {**DEFAULTS, **recipe, "model": {**DEFAULTS["model"], **recipe["model"]}}
     if quick:
         recipe["max_steps"] = 60
@@ -195,9 +195,9 @@ def loss_curves(quick: bool) -> tuple[list[dict], str]:
         if all((p / name).exists() for p, name in zip(real, ["dataset_dict.json", "tokenizer.json"])):
             data, source = real, "the default corpus (data/examples from `make demo`)"
         else:
-            vocab = 4000  # config/config.yaml's tokenizer.vocab_size
-            data = synthetic_pretraining_data(tmp / "data", vocab, examples["max_seq_length"],
-                                              examples["max_predictions_per_seq"], recipe["max_steps"] * recipe["batch_size"])
+            data = synthetic_pretraining_data(tmp / "data", config["tokenizer"]["vocab_size"],
+                                              examples["max_seq_length"], examples["max_predictions_per_seq"],
+                                              recipe["max_steps"] * recipe["batch_size"])
             source = "synthetic Zipf text (no data/examples: run `make demo` for the real corpus)"
         logs = {}
         for name in ("fp32", "bf16"):

@@ -147,7 +147,7 @@ def test_bf16_finetune_sigkill_then_rerun_is_bit_identical(assets, tmp_path):  #
     killed = run_finetune_process(assets, "sst2", tmp_path / "c", recipe, env={"SPARSEBERT_KILL_AT_STEP": "2"})
     assert killed.returncode == -9 and not (tmp_path / "c" / "metrics.json").exists()
     assert run_finetune(assets, "sst2", tmp_path / "c", recipe) == 0
-    loss = lambda d: [json.loads(l)["loss"] for l in (tmp_path / d / "log.jsonl").read_text().splitlines()]  # noqa: E731
-    assert loss("a") == loss("c")
+    losses = [[json.loads(l)["loss"] for l in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in "ac"]
+    assert losses[0] == losses[1]
     assert json.loads((tmp_path / "a" / "predictions.json").read_text()) == \
         json.loads((tmp_path / "c" / "predictions.json").read_text())
