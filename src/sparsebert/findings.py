@@ -20,6 +20,9 @@ Rules (settings from config `report`):
   interval lies above 0, contradicted below 0, inconclusive otherwise; the claim is supported if more than half
   of the pairs are supported and none is contradicted, contradicted if more than half are contradicted,
   inconclusive otherwise.
+With one pretraining seed per variant every verdict is inconclusive: the intervals then cover the eval
+examples (claim 1: the heads) only, not the variation between pretraining runs; the lines still print what the
+examples alone would give.
 Claims 2 and 3 average only the informative columns of each comparison: a column on which every variant and
 seed scores the same, or on which both compared variants predict one constant output in every seed (every
 fine-tuned model predicting one class, say), says nothing about masks, and keeping it would pull the difference
@@ -92,6 +95,17 @@ def verdict_line(verdict: str, detail: str) -> list[str]:
     return [f"Verdict: **{verdict} at this scale**: {detail}", ""]
 
 
+def seed_gated(verdict: str, n_seeds: int) -> str:
+    """With one pretraining seed per variant the intervals see the eval examples (and heads) only, not the
+    variation between pretraining runs, which at small scale is the larger one: such an interval cannot decide a
+    claim, so anything but inconclusive becomes inconclusive (the line says what the examples alone gave)."""
+    return verdict if n_seeds > 1 else stats.INCONCLUSIVE
+
+
+def gated_note(verdict: str, gated: str) -> str:
+    return "" if verdict == gated else f" (the eval examples alone: {verdict}; one seed cannot decide)"
+
+
 # ------------------------------------------------------------------------------------------ claim 1
 
 
@@ -140,12 +154,14 @@ def claim_diagonal_dropped_first(results: Path, p: dict, cfg: dict, rng: np.rand
                      f"keep their most probable key instead.")  # fmt: skip
     draws = np.mean(all_draws, axis=0)  # each run bootstrapped on its own; the runs weigh equally
     lo, hi = stats.percentile_interval(draws, bounds=(0.0, 1.0))
-    verdict = stats.drop_first_verdict(lo, hi)
+    raw = stats.drop_first_verdict(lo, hi)
+    verdict = seed_gated(raw, n_seeds)
     seeds = (f"{n_seeds} seeds per run (seeds, then heads within a seed, resampled)" if n_seeds > 1 else
              "1 seed per run: the interval resamples heads only and ignores seed variance")
     return lines + [""] + verdict_line(verdict, f"mean drop rank of the diagonal {float(np.mean(means)):.3f} "
                                                 f"(no preference: 0.5), 95 % interval [{lo:.3f}, {hi:.3f}]; "
-                                                f"{len(runs)} DAM run(s), {heads} head-seeds; {seeds}.")  # fmt: skip
+                                                f"{len(runs)} DAM run(s), {heads} head-seeds; {seeds}"
+                                                f"{gated_note(raw, verdict)}.")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ claim 2
@@ -176,8 +192,10 @@ def claim_no_diagonal_matches_bert(scores: Scores, metrics: dict, cfg: dict, rng
                                            for e in per_task) + ".",
               f"- Pretraining validation MLM accuracy (mean over seeds): dense {v['dense']['val_mlm_acc']}, "
               f"no_diagonal {v['no_diagonal']['val_mlm_acc']}.", ""]  # fmt: skip
-    verdict = stats.equivalence_verdict(effect.lo, effect.hi, margin)
-    return lines + verdict_line(verdict, f"effect {effect.numbers()} (margin +-{margin:g}); {effect.basis()}.")
+    raw = stats.equivalence_verdict(effect.lo, effect.hi, margin)
+    verdict = seed_gated(raw, effect.seeds)
+    return lines + verdict_line(verdict, f"effect {effect.numbers()} (margin +-{margin:g}); {effect.basis()}"
+                                         f"{gated_note(raw, verdict)}.")
 
 
 # ------------------------------------------------------------------------------------------ claim 3
@@ -218,9 +236,10 @@ def claim_dam_beats_designed(scores: Scores, p: dict, cfg: dict, rng: np.random.
                 continue
             effect = compare(scores, rival, run, pair, rng)
             used.update(pair)
-            verdicts.append(stats.superiority_verdict(effect.lo, effect.hi))
+            raw = stats.superiority_verdict(effect.lo, effect.hi)
+            verdicts.append(seed_gated(raw, len(scores.seeds)))
             lines.append(f"  - vs {rival} ({sparsity[rival]:.1f} %): {effect.numbers()} on {', '.join(effect.columns)} "
-                         f"-> {verdicts[-1]}")  # fmt: skip
+                         f"-> {verdicts[-1]}{gated_note(raw, verdicts[-1])}")  # fmt: skip
     if not verdicts:
         return lines + [""] + verdict_line(stats.INCONCLUSIVE, "the learned masks are less sparse than every "
                                                                "hand-designed mask: no comparison at similar or "
@@ -235,6 +254,22 @@ def claim_dam_beats_designed(scores: Scores, p: dict, cfg: dict, rng: np.random.
 
 
 # ------------------------------------------------------------------------------------------ findings.md
+
+
+def learned_line(results: Path, p: dict, seeds) -> list[str]:
+    """How much the dense model learned, beside the floor of always predicting the most frequent masked token:
+    fine-tuning differences between masks mean little while pretraining sits at that floor."""
+    if "dense" not in p["variants"]:
+        return []
+    runs = [read_json(pretrained_dir(results, p, "dense", s) / "summary.json") for s in seeds]
+    if not all("val_mlm_acc" in r and "val_unigram_mlm_acc" in r for r in runs):
+        return []
+    mlm = 100 * np.mean([r["val_mlm_acc"] for r in runs])
+    unigram = 100 * np.mean([r["val_unigram_mlm_acc"] for r in runs])
+    nsp = 100 * np.mean([r.get("val_nsp_acc", np.nan) for r in runs])
+    return [f"What pretraining learned: dense validation MLM accuracy {mlm:.1f} % (mean over seeds) vs {unigram:.1f} % "
+            f"for always predicting the most frequent masked token ({mlm / unigram:.1f}x); NSP {nsp:.1f} % "
+            f"(chance 50 %).", ""]  # fmt: skip
 
 
 def write_findings(results: Path, p: dict, out: Path) -> str:
@@ -252,6 +287,7 @@ def write_findings(results: Path, p: dict, out: Path) -> str:
              + ("seeds and eval examples resampled, sparsebert/stats.py" if n_seeds > 1 else
                 "eval examples resampled; with one seed the intervals ignore seed variance")
              + ") by the rule stated with it.", ""]  # fmt: skip
+    lines += learned_line(results, p, scores.seeds)
     lines += claim_diagonal_dropped_first(results, p, cfg, rng)
     lines += claim_no_diagonal_matches_bert(scores, metrics, cfg, rng)
     lines += claim_dam_beats_designed(scores, p, cfg, rng)
