@@ -250,3 +250,13 @@ def test_bf16_padded_batch_is_finite_and_real_tokens_match_unpadded(kind):
     out32 = model(ids, attention_mask=am, token_type_ids=tt).last_hidden_state
     alone32 = model(ids[1:2, :13], attention_mask=am[1:2, :13], token_type_ids=tt[1:2, :13]).last_hidden_state
     assert torch.allclose(out32[1, :13], alone32[0], atol=1e-5)
+
+
+def test_extend_mask_rebuilds_a_registry_mask_at_the_longer_length():
+    """Fine-tuning beyond the pretraining length: the pattern is rebuilt with the same parameters."""
+    model = SparseBertModel(tiny(attention_mask_type="longformer", attention_mask_params={"window": 3}, mask_seq_len=20))
+    model.extend_mask(32)
+    assert model.config.mask_seq_len == 32
+    assert torch.equal(model.fixed_mask.keep, masks.build_mask("longformer", 32, window=3).unsqueeze(0))
+    with pytest.raises(UserError, match="max_position_embeddings 32"):
+        model.extend_mask(33)

@@ -151,11 +151,13 @@ def keep_most_probable(keep: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
 
 
 def rescue_empty_rows(keep: torch.Tensor) -> torch.Tensor:
-    """A query whose row keeps no key attends to itself instead (softmax over nothing is undefined)."""
-    empty = ~keep.any(dim=-1)  # (..., T)
-    if empty.any():
-        keep = keep | (torch.diag_embed(empty))
-    return keep
+    """A query whose row keeps no key attends to itself instead (softmax over nothing is undefined).
+
+    Branch-free: the model calls this on every forward, and testing `empty.any()` in Python would cost a
+    host-device sync per forward on a GPU."""
+    empty = ~keep.any(dim=-1, keepdim=True)  # (..., T, 1)
+    eye = torch.eye(keep.shape[-1], dtype=torch.bool, device=keep.device)
+    return keep | (empty & eye)
 
 
 def extend_keep(keep: torch.Tensor, seq_len: int) -> torch.Tensor:

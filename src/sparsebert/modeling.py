@@ -287,12 +287,10 @@ class SparseBertModel(SparseBertPreTrainedModel):
                             f"{c.max_position_embeddings}; pretrain with model.max_position_embeddings >= {seq_len}")
         if c.is_dam:
             raise UserError("a DAM-search model has no fixed mask to extend; fine-tune it with its binarized mask")
-        if c.attention_mask_type == LEARNED:
-            keep = extend_keep(self.fixed_mask.keep, seq_len)
-        else:
-            keep = masks.build_mask(c.attention_mask_type, seq_len, **c.attention_mask_params)
-        c.mask_seq_len = seq_len
-        self.fixed_mask.keep = (keep if keep.dim() == 3 else keep.unsqueeze(0)).to(self.fixed_mask.keep.device)
+        learned = extend_keep(self.fixed_mask.keep, seq_len) if c.attention_mask_type == LEARNED else None
+        c.mask_seq_len = seq_len  # the config FixedMask reads: a registry mask is now built at seq_len
+        keep = learned if learned is not None else self.fixed_mask.initial_mask()
+        self.fixed_mask.keep = keep.to(self.fixed_mask.keep.device)
         self.fixed_mask.block_masks = flex.BlockMaskCache()
 
     def uses_flex(self, x: torch.Tensor) -> bool:

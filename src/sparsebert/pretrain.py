@@ -310,9 +310,13 @@ def evaluate(model, dataset, limit: int, batch_size: int, device) -> dict:
 def unigram_baseline(train, validation, limit: int) -> float:
     """MLM accuracy of always predicting the most frequent masked token of the training split, on the same
     validation examples as `evaluate`: the floor a model must clear before it has learned anything."""
-    train_ids = train.with_format("numpy", columns=["masked_lm_ids"])["masked_lm_ids"]
-    train_ids = np.asarray(train_ids).ravel()
-    most_frequent = np.bincount(train_ids[train_ids >= 0]).argmax()
+    counts = np.zeros(0, dtype=np.int64)  # counted in chunks: at paper scale the column is billions of ids
+    for chunk in train.with_format("numpy", columns=["masked_lm_ids"]).iter(batch_size=65536):
+        ids = np.asarray(chunk["masked_lm_ids"]).ravel()
+        add = np.bincount(ids[ids >= 0])
+        counts = np.pad(counts, (0, max(0, len(add) - len(counts))))
+        counts[: len(add)] += add
+    most_frequent = counts.argmax()
     val_ids = np.asarray(validation.select(range(min(limit, len(validation))))
                          .with_format("numpy", columns=["masked_lm_ids"])["masked_lm_ids"]).ravel()
     val_ids = val_ids[val_ids >= 0]

@@ -124,18 +124,8 @@ def eval_columns(tasks: list[str]) -> list[Column]:
 
 
 def task_columns(task: str, metrics: dict) -> dict[str, float]:
-    """Main metric per evaluation split of a metrics.json, in percent; for span tasks also exact match."""
-    spec = TASKS[task]
-    scale = 1.0 if spec.kind == "span" else 100.0
-    splits = metrics["eval"]
-    cols = {}
-    for split, values in splits.items():
-        name = task + (SPLIT_SUFFIX.get(split, "") if len(splits) > 1 else "")
-        cols[name] = scale * values[spec.main_metric]
-        if spec.kind == "span":
-            exact = values.get("exact_match", values.get("exact"))
-            cols[f"{name}_em"] = scale * exact
-    return cols
+    """The columns of `task` (`eval_columns`) read from one of its metrics.json, in percent."""
+    return {c.name: c.scale * metrics["eval"][c.split][c.metric] for c in eval_columns([task])}
 
 
 @dataclass
