@@ -1,13 +1,17 @@
+import numpy as np
 import pytest
 import torch
 
-from sparsebert import masks
 from sparsebert.dam import (
     DAMStructured,
     DAMUnstructured,
     l1_penalty,
+    load_mask_file,
     no_weight_decay_groups,
     rescue_empty_rows,
+    save_mask_file,
+    save_search,
+    split_diagonal,
     toeplitz,
 )
 from sparsebert.io import UserError
@@ -128,13 +132,65 @@ def test_no_weight_decay_groups_exclude_dam_logits():
     assert [g["lr"] for g in opt.param_groups] == [1e-3, 1e-3, 5e-2]
 
 
-def test_dam_s_mask_file_extends_to_longer_inputs(tmp_path):
-    torch.manual_seed(0)  # no empty row: the file's Toeplitz extension rescues them with the diagonal instead
-    dam = DAMStructured(2, 8)
+def test_mask_file_round_trip_and_errors(tmp_path):
+    keep = torch.rand(4, 16, 16) < 0.3
+    keep |= torch.eye(16, dtype=torch.bool)  # no empty row
+    save_mask_file(tmp_path / "m.safetensors", keep, kind="test")
+    assert torch.equal(load_mask_file(tmp_path / "m.safetensors", 4, 16), keep)
+    assert torch.equal(load_mask_file(tmp_path / "m.safetensors", 4, 8), keep[:, :8, :8])
+    save_mask_file(tmp_path / "one.safetensors", keep[:1])
+    assert torch.equal(load_mask_file(tmp_path / "one.safetensors", 3, 16), keep[:1].expand(3, 16, 16))
+    with pytest.raises(UserError, match="m.safetensors has 4 heads; the model has 3"):
+        load_mask_file(tmp_path / "m.safetensors", 3, 16)
+    (tmp_path / "bad.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(UserError, match="bad.safetensors is not a readable safetensors file"):
+        load_mask_file(tmp_path / "bad.safetensors", 4, 16)
+    with pytest.raises(UserError, match="mask file not found: .*missing.safetensors"):
+        load_mask_file(tmp_path / "missing.safetensors", 4, 16)
+
+
+def test_a_mask_file_extends_by_the_models_rule_fallback_entries_included(tmp_path):
+    """One rule for every longer length (`extend_keep`, the model's): the file's learned block stays as it is,
+    a binarize fallback entry included, and beyond it offset d is kept iff at least half of the block's
+    offset-d pairs are. Hand-made DAM_s mask at L = 4: offset 1 kept (a band) plus the fallback entry (0, 3),
+    one of the two offset-3 pairs, so offset 3 is kept beyond the block too; offsets 0 and 2 are not, offsets
+    >= 4 never. (Re-expanding the per-offset decisions alone would lose (0, 3) and offset 3.)"""
+    band = [[0, 1, 0, 0], [1, 0, 1, 0], [0, 1, 0, 1], [0, 0, 1, 0]]
+    keep = torch.tensor([band], dtype=torch.bool)
+    keep[0, 0, 3] = True
+    save_mask_file(tmp_path / "m.safetensors", keep, dam_type="dam_s")
+    expected = torch.tensor([[
+        [0, 1, 0, 1, 0, 0],  # the block's row 0 (fallback entry (0, 3)); offsets 4, 5 beyond the learned range
+        [1, 0, 1, 0, 1, 0],  # (1, 4): offset 3, kept; (1, 5): offset 4
+        [0, 1, 0, 1, 0, 1],  # (2, 4): offset 2; (2, 5): offset 3, kept
+        [0, 0, 1, 0, 1, 0],  # (3, 4): offset 1, kept; (3, 5): offset 2
+        [0, 1, 0, 1, 0, 1],  # row 4: offsets 4 3 2 1 0 1
+        [0, 0, 1, 0, 1, 0],  # row 5: offsets 5 4 3 2 1 0
+    ]], dtype=torch.bool)  # fmt: skip
+    assert torch.equal(load_mask_file(tmp_path / "m.safetensors", 1, 6), expected)
+
+
+def test_save_search_writes_the_binarized_mask_and_the_snapshots(tmp_path):
+    dam = DAMStructured(2, 6)
     with torch.no_grad():
-        dam.logits.copy_(torch.randn(2, 8, 2))
-    offset_keep = dam.offset_keep_probabilities() >= 0.5
-    masks.save_mask_file(tmp_path / "m.safetensors", dam.binarize(), offset_keep=offset_keep)
-    long = masks.load_mask_file(tmp_path / "m.safetensors", 2, 20)
-    assert long.shape == (2, 20, 20) and long.any(-1).all()
-    assert torch.equal(long[:, :8, :8] | torch.eye(8, dtype=torch.bool), dam.binarize() | torch.eye(8, dtype=torch.bool))
+        dam.logits.zero_()
+        dam.logits[0, :, 1] = 5.0  # head 0 drops every offset: every row falls back
+        dam.logits[1, 1, 1] = 5.0  # head 1 drops offset 1 only
+    snaps = [(0, dam.snapshot()), (5, dam.snapshot())]
+    summary = save_search(dam, tmp_path, snaps, 1e-3)
+    assert summary["dam_type"] == "dam_s" and summary["dam_lambda"] == 1e-3 and summary["fallback_rows"] == [6, 0]
+    kept = 6 + (36 - 10)  # head 0: one key per row; head 1: all but the 10 pairs at offset 1
+    assert summary["sparsity"] == pytest.approx(1 - kept / 72)
+    assert torch.equal(load_mask_file(tmp_path / "mask.safetensors", 2, 6), dam.binarize())
+    z = np.load(tmp_path / "snapshots.npz")
+    assert z["steps"].tolist() == [0, 5] and z["keep_prob"].shape == (2, 2, 6)  # (snapshots, heads, offsets)
+    assert z["keep_prob"][0, 1, 1] == pytest.approx(1 / (1 + np.exp(5.0)))
+
+
+def test_split_diagonal_per_offset_and_per_pair():
+    offsets = np.array([[0.1, 0.2, 0.3]])  # DAM_s: index 0 is offset 0, the diagonal
+    diag, off = split_diagonal(offsets, "dam_s")
+    assert diag.tolist() == [0.1] and off.tolist() == [[0.2, 0.3]]
+    pairs = np.arange(9.0).reshape(1, 3, 3)  # DAM_u: the diagonal is 0, 4, 8
+    diag, off = split_diagonal(pairs, "dam_u")
+    assert diag.tolist() == [[0.0, 4.0, 8.0]] and off.tolist() == [[1.0, 2.0, 3.0, 5.0, 6.0, 7.0]]

@@ -13,7 +13,7 @@ import torch
 
 from _task_files import tiny_tokenizer, write_glue, write_squad, write_swag
 
-from sparsebert import masks
+from sparsebert import dam, masks
 from sparsebert.data.tasks import TASKS
 from sparsebert.metrics import task_metrics
 from sparsebert.modeling import SparseBertConfig, SparseBertForPreTraining
@@ -141,9 +141,7 @@ def dam_search_output(assets):
     model.save_pretrained(root / "model")
     dist = (torch.arange(64)[:, None] - torch.arange(64)[None, :]).abs()
     keep = ((dist == 1) | (dist == 2)).expand(4, 64, 64)
-    offset_keep = torch.zeros(4, 64, dtype=torch.bool)
-    offset_keep[:, 1:3] = True
-    masks.save_mask_file(root / "mask.safetensors", keep, offset_keep=offset_keep, dam_type="dam_s")
+    dam.save_mask_file(root / "mask.safetensors", keep, dam_type="dam_s")
     return root, keep
 
 

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from _runs import run_watched
 from conftest import TINY_RECIPE
 
-from sparsebert import masks
+from sparsebert import dam, masks
 from sparsebert.io import UserError
 
 
@@ -70,7 +70,7 @@ def test_dam_search_learns_snapshots_and_binarizes(tiny_pretraining_data, tmp_pa
     assert snaps["keep_prob"].shape == (9, 4, 32)  # (snapshots, heads, offsets)
     assert np.allclose(snaps["keep_prob"][0], 0.5, atol=0.01)  # init 1e-3 * randn
     assert not np.allclose(snaps["keep_prob"][-1], snaps["keep_prob"][0], atol=0.01), "mask logits never moved"
-    keep = masks.load_mask_file(out / "mask.safetensors", 4, 32)
+    keep = dam.load_mask_file(out / "mask.safetensors", 4, 32)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["sparsity"] == pytest.approx(masks.sparsity(keep))
     # ... and that mask trains a fixed-mask model.
@@ -136,7 +136,7 @@ def test_bad_inputs_give_one_clear_error(tiny_pretraining_data, tmp_path):
     p = run_pretrain((tmp_path / "nowhere", tokenizer), tmp_path / "o1", check=False)
     assert p.returncode == 2 and "pretraining examples not found at" in p.stderr
     wrong = tmp_path / "wrong.safetensors"
-    masks.save_mask_file(wrong, torch.ones(3, 32, 32, dtype=torch.bool))
+    dam.save_mask_file(wrong, torch.ones(3, 32, 32, dtype=torch.bool))
     p = run_pretrain(tiny_pretraining_data, tmp_path / "o2", mask="learned", extra=("--mask-file", wrong), check=False)
     assert p.returncode == 2 and "wrong.safetensors has 3 heads; the model has 4" in p.stderr
     p = run_pretrain(tiny_pretraining_data, tmp_path / "o3", mask="dam_s", extra=("--dam-lambda", "-1"),

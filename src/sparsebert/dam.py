@@ -15,15 +15,27 @@ T < L uses the first T offsets. A DAM_u module has no notion of offset, so any T
 mask extends to longer fine-tuning inputs by `extend_keep`. A binarized mask is made row-safe: a query left
 with no key keeps its most probable key (`DAM.binarize`); masks used at run time (padding rows, extended
 lengths) let such a query attend to itself (`rescue_empty_rows`), a numerical safeguard only.
+
+The search's outputs live here too: keep-probability snapshots for the importance analysis (`DAM.snapshot`,
+`save_snapshots`, `split_diagonal`), and the binarized mask file that fine-tuning and the retrain ablation
+load (`save_search`, `save_mask_file`, `load_mask_file`, extended to other lengths by `extend_keep` only).
 """
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sparsebert.io import UserError
+from sparsebert.masks import check_rows, sparsity
 
 DAM_TYPES = ("dam_s", "dam_u")
 MASK_BIAS = -10000.0  # the official additive value for a dropped entry; finite so gradients flow
@@ -108,6 +120,12 @@ class DAMStructured(DAM):
         """(H, L) keep probability per offset: row 0 is the diagonal (the paper's Fig. 3 analysis)."""
         return self.logits.softmax(dim=-1)[..., 0]
 
+    @torch.no_grad()
+    def snapshot(self) -> torch.Tensor:
+        """(H, L) keep probability per offset, index 0 = the diagonal, on the CPU: one value per learned
+        decision (the (H, L, L) expansion would repeat each L times)."""
+        return self.offset_keep_probabilities().detach().cpu().clone()
+
 
 class DAMUnstructured(DAM):
     """DAM_u: one logit per (head, i, j); only the upper triangle is used, mirrored to the lower."""
@@ -129,6 +147,11 @@ class DAMUnstructured(DAM):
                 f"{seq_len}; pad/truncate inputs to {self.seq_len} or use DAM_s"
             )
         return mirror_upper(values)
+
+    @torch.no_grad()
+    def snapshot(self) -> torch.Tensor:
+        """(H, L, L) keep probability of every pair, on the CPU."""
+        return self.keep_probabilities().detach().cpu().clone()
 
 
 def build_dam(dam_type: str, num_heads: int, seq_len: int, init_std: float = 1e-3) -> DAM:
@@ -198,3 +221,70 @@ def no_weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     if dam_logits:
         groups.append({"params": dam_logits, "weight_decay": 0.0, "dam": True})
     return groups
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The search's outputs: snapshots for the importance analysis, the binarized mask as a file.
+
+
+def split_diagonal(keep: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Keep probabilities of the diagonal and of every other position, over any leading axes: a DAM_s
+    snapshot is (..., L) per offset |i - j| (index 0 = the diagonal), a DAM_u one (..., L, L) per pair."""
+    if kind == "dam_s":
+        return keep[..., 0], keep[..., 1:]
+    eye = np.eye(keep.shape[-1], dtype=bool)
+    return keep[..., eye], keep[..., ~eye]
+
+
+def save_snapshots(path, snapshots: list[tuple[int, torch.Tensor]]) -> None:
+    """snapshots.npz: `steps` (T,) and `keep_prob` (T, ...) of `DAM.snapshot()`s, written atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez_compressed(tmp, steps=np.array([s for s, _ in snapshots]),
+                        keep_prob=torch.stack([p for _, p in snapshots]).numpy())  # fmt: skip
+    tmp.replace(path)
+
+
+def save_search(dam: DAM, out_dir, snapshots: list[tuple[int, torch.Tensor]], dam_lambda: float) -> dict:
+    """A finished search's mask.safetensors (the binarized mask) and snapshots.npz under `out_dir`; returns what
+    its summary.json records about them."""
+    out_dir = Path(out_dir)
+    keep = dam.binarize()
+    save_mask_file(out_dir / "mask.safetensors", keep, dam_type=dam.dam_type, dam_lambda=dam_lambda,
+                   seq_len=dam.seq_len)  # fmt: skip
+    save_snapshots(out_dir / "snapshots.npz", snapshots)
+    # fallback_rows: per head, the rows where no key kept p >= 0.5 (each keeps its most probable key instead).
+    return {"dam_type": dam.dam_type, "dam_lambda": dam_lambda, "sparsity": sparsity(keep),
+            "fallback_rows": dam.empty_rows().sum(dim=-1).tolist()}  # fmt: skip
+
+
+def save_mask_file(path, keep: torch.Tensor, **metadata) -> None:
+    """safetensors with `keep` (H, L, L) as uint8 and the metadata (JSON values) plus its sparsity. Written
+    atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {k: json.dumps(v) for k, v in {**metadata, "sparsity": sparsity(keep)}.items()}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file({"keep": keep.to(torch.uint8).contiguous()}, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def load_mask_file(path, num_heads: int, seq_len: int) -> torch.Tensor:
+    """A learned mask file as bool (num_heads, seq_len, seq_len): sliced to shorter lengths, extended to longer
+    ones by `extend_keep` (the rule the model applies at run time, so a mask means the same wherever it is
+    loaded). A file with one head serves every head."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"mask file not found: {path}")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"mask file {path} is not a readable safetensors file: {e}") from None
+    if "keep" not in tensors or tensors["keep"].dim() != 3 or tensors["keep"].shape[1] != tensors["keep"].shape[2]:
+        raise UserError(f"mask file {path} has no (H, L, L) 'keep' tensor")
+    keep = tensors["keep"].bool()
+    if keep.shape[0] not in (1, num_heads):
+        raise UserError(f"mask file {path} has {keep.shape[0]} heads; the model has {num_heads}")
+    keep = extend_keep(keep, seq_len)
+    check_rows(keep, what=f"mask file {path} at length {seq_len}")
+    return keep.expand(num_heads, seq_len, seq_len).clone()

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sparsebert import masks, precision, preemption, training
+from sparsebert import dam, masks, precision, preemption, training
 from sparsebert.data.features import featurize
 from sparsebert.data.qa import postprocess_predictions
 from sparsebert.data.tasks import get_task, load_task
@@ -92,7 +92,7 @@ def load_pretrained(model_dir: Path, spec, mask_file: Path | None = None) -> tor
         if mask_file is None:
             raise UserError(f"{model_dir} is a DAM-search model: fine-tune it with its binarized mask "
                             f"(--mask-file, the search's mask.safetensors)")
-        keep = masks.load_mask_file(mask_file, config.num_attention_heads, config.mask_seq_len)
+        keep = dam.load_mask_file(mask_file, config.num_attention_heads, config.mask_seq_len)
         config.attention_mask_type, config.attention_mask_params = LEARNED, {}
     elif mask_file is not None:
         raise UserError(f"--mask-file goes with a DAM-search model; {model_dir} has the fixed mask "

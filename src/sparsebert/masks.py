@@ -7,22 +7,17 @@ Sparsity ratio = 1 - mean(keep), as in the paper's table. Each builder is a smal
 BERT is bidirectional, so patterns designed for causal models (Sparse Transformer's strided/fixed,
 LogSparse) are used in their symmetric form. Every builder keeps the diagonal or some other key in each
 row, so no query is ever left with nothing to attend to (the softmax would be NaN); `check_rows` verifies it.
+Learned (DAM) masks and their files live in sparsebert/dam.py: this module knows fixed patterns only.
 """
 
 from __future__ import annotations
 
-import json
 import numbers
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
-from sparsebert.dam import rescue_empty_rows, toeplitz
 from sparsebert.io import UserError
 
 
@@ -234,50 +229,3 @@ def table(seq_len: int = 128) -> list[dict]:
             }
         )
     return rows
-
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Mask files: a learned (binarized DAM) mask saved for `pretrain` with attention_mask_type="learned".
-
-
-def save_mask_file(path, keep: torch.Tensor, offset_keep: torch.Tensor | None = None, **metadata) -> None:
-    """safetensors with `keep` (H, L, L) uint8 and, for DAM_s, `offset_keep` (H, L) so the Toeplitz mask can
-    be re-expanded to other lengths. Written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {"keep": keep.to(torch.uint8).contiguous()}
-    if offset_keep is not None:
-        tensors["offset_keep"] = offset_keep.to(torch.uint8).contiguous()
-    meta = {k: json.dumps(v) for k, v in {**metadata, "sparsity": sparsity(keep)}.items()}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
-
-
-def load_mask_file(path, num_heads: int, seq_len: int) -> torch.Tensor:
-    """Load a mask file as bool (H, seq_len, seq_len) for a model with `num_heads` heads.
-
-    Shorter lengths slice the stored mask; longer ones are only defined for DAM_s (Toeplitz, offsets beyond
-    the learned range dropped, empty rows attend to themselves)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"mask file not found: {path}")
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"mask file {path} is not a readable safetensors file: {e}") from None
-    if "keep" not in tensors or tensors["keep"].dim() != 3:
-        raise UserError(f"mask file {path} has no (H, L, L) 'keep' tensor")
-    keep = tensors["keep"].bool()
-    H, L = keep.shape[0], keep.shape[-1]
-    if H not in (1, num_heads):
-        raise UserError(f"mask file {path} has {H} heads; the model has {num_heads}")
-    if seq_len <= L:
-        keep = keep[:, :seq_len, :seq_len]
-    elif "offset_keep" in tensors:
-        keep = rescue_empty_rows(toeplitz(tensors["offset_keep"].float(), seq_len) > 0.5)
-    else:
-        raise UserError(f"mask file {path} was built for length {L}; the model needs {seq_len} (only DAM_s extends)")
-    check_rows(keep, what=f"mask file {path}")
-    return keep.expand(num_heads, seq_len, seq_len).clone()

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sparsebert import masks, precision, preemption, training
+from sparsebert import dam, masks, precision, preemption, training
 from sparsebert.dam import DAM_TYPES, l1_penalty
 from sparsebert.io import UserError, atomic_dir, atomic_write_json, load_params
 from sparsebert.modeling import LEARNED, SparseBertConfig, SparseBertForPreTraining
@@ -107,7 +107,7 @@ def build_model(recipe: dict, vocab_size: int, seq_len: int, mask: str, mask_par
     )
     model = SparseBertForPreTraining(config)
     if mask_file is not None:
-        model.bert.set_fixed_mask(masks.load_mask_file(mask_file, config.num_attention_heads, seq_len))
+        model.bert.set_fixed_mask(dam.load_mask_file(mask_file, config.num_attention_heads, seq_len))
     return model
 
 
@@ -170,7 +170,7 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
                disable=not env.is_main, mininterval=2.0)
     for step in bar:
         if is_dam and step % recipe["snapshot_every"] == 0 and not any(s == step for s, _ in snapshots):
-            snapshots.append((step, _keep_snapshot(model)))
+            snapshots.append((step, model.bert.dam.snapshot()))
         idx = training.global_batch_indices(len(train_set), B, recipe["seed"], step).view(env.world_size, -1)[env.rank]
         step_loss = torch.zeros((), device=env.device)
         for i, chunk in enumerate(idx.split(micro)):
@@ -215,7 +215,7 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
             training.teardown_distributed()
             preemption.exit_preempted(done, state_dir)
     if is_dam and not any(s == total_steps for s, _ in snapshots):
-        snapshots.append((total_steps, _keep_snapshot(model)))
+        snapshots.append((total_steps, model.bert.dam.snapshot()))
 
     summary = {}
     if env.is_main:
@@ -276,14 +276,6 @@ class _Running:
         return rec
 
 
-def _keep_snapshot(model) -> torch.Tensor:
-    dam = model.bert.dam
-    with torch.no_grad():
-        if dam.dam_type == "dam_s":
-            return dam.offset_keep_probabilities().detach().cpu().clone()  # (H, L): index 0 = diagonal
-        return dam.keep_probabilities().detach().cpu().clone()  # (H, L, L)
-
-
 @torch.no_grad()
 def evaluate(model, dataset, limit: int, batch_size: int, device) -> dict:
     """MLM / NSP accuracy and loss on held-out examples (eval mode: DAM uses its most likely mask)."""
@@ -335,20 +327,8 @@ def _finish(model, data, recipe, env, out_dir, logger, snapshots, dam_lambda, is
     model.eval()
     with atomic_dir(out_dir / "model") as tmp:
         model.save_pretrained(tmp)
-    if is_dam:
-        dam = model.bert.dam
-        keep = dam.binarize()
-        offset_keep = dam.offset_keep_probabilities() >= 0.5 if dam.dam_type == "dam_s" else None
-        masks.save_mask_file(out_dir / "mask.safetensors", keep, offset_keep=offset_keep,
-                             dam_type=dam.dam_type, dam_lambda=dam_lambda, seq_len=dam.seq_len)
-        steps = np.array([s for s, _ in snapshots])
-        probs = torch.stack([p for _, p in snapshots]).numpy()
-        tmp_npz = out_dir / ".snapshots.tmp.npz"
-        np.savez_compressed(tmp_npz, steps=steps, keep_prob=probs)
-        tmp_npz.replace(out_dir / "snapshots.npz")
-        summary.update({"dam_type": dam.dam_type, "dam_lambda": dam_lambda, "sparsity": masks.sparsity(keep)})
-        # Rows of the binarized mask where no key kept probability >= 0.5: each keeps its most probable key.
-        summary["fallback_rows"] = dam.empty_rows().sum(dim=-1).tolist()  # per head
+    if is_dam:  # the binarized mask, the snapshots, and what the summary records of them
+        summary.update(dam.save_search(model.bert.dam, out_dir, snapshots, dam_lambda))
     else:
         summary["sparsity"] = masks.sparsity(model.bert.fixed_mask.keep)
     final_log = out_dir / "log.jsonl"
