@@ -116,114 +116,143 @@ def subsample(ds, limit, seed):
 
 
 def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir, mask_file=None) -> dict:
-    from sparsebert.data.tokenizer import load_tokenizer
-
+    """Fine-tune and evaluate. Under torchrun, real DDP: each rank trains on its disjoint share of every global
+    batch (gradients all-reduced), evaluates a shard of each eval split (gathered on rank 0), and only rank 0
+    writes checkpoints and outputs: the same run as one process with the same `batch_size`."""
     spec = get_task(task)
     out_dir, state_dir = Path(out_dir), Path(state_dir)
     env = training.setup_distributed()
     preemption.install()  # SIGTERM/SIGUSR1: finish the step, checkpoint, exit (see preemption.py)
     training.seed_everything(params["seed"])
-    model = load_pretrained(model_dir, spec, mask_file).to(env.device)
+    model = load_pretrained(model_dir, spec, mask_file).to(env.device)  # the same new head on every rank
+    if env.world_size > 1:  # each rank its own dropout stream (one process keeps the stream it always had)
+        training.seed_everything(params["seed"] + env.rank)
     pretrained_mask_len = model.config.mask_seq_len
     model.bert.extend_mask(params["max_seq_length"])  # e.g. SQuAD at 384 after pretraining at 128
+    raw, train_raw, train_set, feat = _task_data(task, spec, source, tokenizer_dir, params)
+
+    batch_size = params["batch_size"]
+    steps_per_epoch = len(train_set) // batch_size
+    if steps_per_epoch == 0:
+        raise UserError(f"task {task}: {len(train_set)} training features, fewer than one batch of {batch_size}")
+    total_steps = steps_per_epoch * params["epochs"]
+    micro = training.micro_batch_size(batch_size, None, env)
+    optimizer = training.build_optimizer(model, {**params, "optimizer": "adamw"})
+    scheduler = training.build_scheduler(optimizer, {**params, "schedule": "linear"}, total_steps)
+    start_step, extra = training.resume(state_dir, model, optimizer, scheduler, total_steps)
+    ddp = training.wrap_ddp(model, env)
+    prec = precision.resolve(params["precision"], env.device)  # training only; evaluation runs in fp32
+    if env.is_main:
+        log.info(prec.line)
+    logger = training.JsonlLog(state_dir / "log.jsonl", env.is_main, start_step)
+    # The loss sum since the last log line travels in the checkpoint: a resumed run logs the same numbers.
+    running, n_running = extra.get("running", torch.zeros(())).to(env.device), extra.get("n_running", 0)
+
+    def forward(chunk):
+        batch = {k: v.to(env.device) for k, v in train_set[chunk.tolist()].items()}
+        return ddp(**batch).loss  # fp32 (the heads' losses cast their logits)
+
+    model.train()
+    t0 = time.perf_counter()
+    for step in tqdm(range(start_step, total_steps), initial=start_step, total=total_steps,
+                     desc=f"finetune[{task}]", mininterval=2.0, disable=not env.is_main):
+        chunks = training.rank_micro_batches(len(train_set), batch_size, micro, params["seed"], step, env)
+        loss = training.accumulate_gradients(ddp, env, chunks, forward, prec.autocast)
+        training.optimizer_step(model, optimizer, scheduler, loss, params["grad_clip"], step + 1, env)
+        running += loss
+        n_running += 1
+        done = step + 1
+        if done % params["log_every"] == 0 or done == total_steps:  # the loss of the global batch (mean of ranks)
+            logger.write({"step": done, "epoch": done / steps_per_epoch,
+                          "loss": (training.all_reduce_mean(running) / n_running).item(),
+                          "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t0})
+            running, n_running = torch.zeros((), device=env.device), 0
+        if training.end_of_step(env, done, total_steps, params["checkpoint_every"], state_dir, model, optimizer,
+                                scheduler, lambda: {"running": training.all_reduce_mean(running).detach().cpu(),
+                                                    "n_running": n_running}):
+            del ddp  # before the group goes: see training.teardown_distributed
+            training.stop_preempted(done, state_dir)
+
+    results, predictions = evaluate_splits(model, spec, raw, feat, params, env)
+    metrics = {}
+    if env.is_main:
+        metrics = {
+            "task": task, "kind": spec.kind, "proxy": spec.proxy, "variant_model": str(model_dir),
+            "attention_mask_type": model.config.attention_mask_type, "mask_file": mask_file and str(mask_file),
+            "mask_seq_len": {"pretrained": pretrained_mask_len, "finetuned": model.config.mask_seq_len},
+            "mask_sparsity": masks.sparsity(model.bert.fixed_mask.keep), "main_metric": spec.main_metric,
+            "score": results[spec.eval_splits[0]][spec.main_metric], "eval": results, "seed": params["seed"],
+            "train_examples": len(train_raw), "train_features": len(train_set), "epochs": params["epochs"],
+            "steps": total_steps, "params": params, **prec.record(),
+        }
+        _write_outputs(out_dir, metrics, predictions, logger)
+    del ddp  # before the group goes: see training.teardown_distributed
+    training.teardown_distributed()
+    return metrics
+
+
+def evaluate_splits(model, spec, raw, feat, params, env: training.Dist) -> tuple[dict, dict]:
+    """{split: metrics} and {split: predictions} of every eval split (complete on rank 0)."""
+    model.eval()
+    results, predictions = {}, {}
+    for split in spec.eval_splits:
+        examples = subsample(raw[split], params["max_eval_examples"], params["seed"])
+        results[split], predictions[split] = evaluate(model, spec, examples, feat(examples), params, env)
+        if env.is_main:
+            log.info("%s %s: %s", spec.name, split, json.dumps(results[split]))
+    return results, predictions
+
+
+def _task_data(task, spec, source, tokenizer_dir, params):
+    """The task's raw splits, the (subsampled) training examples, their features, and the featurizer."""
+    from sparsebert.data.tokenizer import load_tokenizer
+
     tokenizer = load_tokenizer(tokenizer_dir)
     raw = load_task(task, source)
     train_raw = subsample(raw[spec.train_split], params["max_train_examples"], params["seed"])
     feat = lambda ds: featurize(spec, ds, tokenizer, params["max_seq_length"], params["doc_stride"],  # noqa: E731
                                 params["max_query_length"])
     columns = INPUTS + TARGETS.get(spec.kind, ["labels"])
-    train_set = feat(train_raw).with_format("torch", columns=columns)
+    return raw, train_raw, feat(train_raw).with_format("torch", columns=columns), feat
 
-    steps_per_epoch = len(train_set) // params["batch_size"]
-    if steps_per_epoch == 0:
-        raise UserError(f"task {task}: {len(train_set)} training features, fewer than one batch of {params['batch_size']}")
-    total_steps = steps_per_epoch * params["epochs"]
-    optimizer = training.build_optimizer(model, {**params, "optimizer": "adamw"})
-    scheduler = training.build_scheduler(optimizer, {**params, "schedule": "linear"}, total_steps)
-    start_step, extra = 0, {}
-    ckpt = training.latest_checkpoint(state_dir)
-    if ckpt is not None:
-        start_step, extra = training.load_checkpoint(ckpt, model, optimizer, scheduler)
-        log.info("resumed from %s (step %d of %d)", ckpt, start_step, total_steps)
 
-    prec = precision.resolve(params["precision"], env.device)  # training only; evaluation runs in fp32
-    log.info(prec.line)
-    logger = training.JsonlLog(state_dir / "log.jsonl", True, start_step)
-    model.train()
-    # The loss sum since the last log line travels in the checkpoint: a resumed run logs the same numbers.
-    running, n_running = extra.get("running", torch.zeros(())).to(env.device), extra.get("n_running", 0)
-    t0 = time.perf_counter()
-    for step in tqdm(range(start_step, total_steps), initial=start_step, total=total_steps,
-                     desc=f"finetune[{task}]", mininterval=2.0):
-        idx = training.global_batch_indices(len(train_set), params["batch_size"], params["seed"], step)
-        batch = {k: v.to(env.device) for k, v in train_set[idx.tolist()].items()}
-        with prec.autocast():
-            loss = model(**batch).loss  # fp32 (the heads' losses cast their logits)
-        loss.backward()
-        preemption.inject(step + 1)  # tests: a signal in the middle of a step
-        if params["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), params["grad_clip"])
-        training.check_finite(loss.detach(), step + 1)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        running += loss.detach()
-        n_running += 1
-        done = step + 1
-        if done % params["log_every"] == 0 or done == total_steps:
-            logger.write({"step": done, "epoch": done / steps_per_epoch, "loss": (running / n_running).item(),
-                          "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t0})
-            running, n_running = torch.zeros((), device=env.device), 0
-        stop = preemption.requested(env.device)
-        if (done % params["checkpoint_every"] == 0 and done < total_steps) or stop:
-            training.save_checkpoint(state_dir, done, model, optimizer, scheduler,
-                                     extra={"running": running.detach().cpu(), "n_running": n_running})
-            training.inject_kill(done)
-        if stop:
-            preemption.exit_preempted(done, state_dir)
-
-    model.eval()
-    results, predictions = {}, {}
-    for split in spec.eval_splits:
-        examples = subsample(raw[split], params["max_eval_examples"], params["seed"])
-        results[split], predictions[split] = evaluate(model, spec, examples, feat(examples), params, env.device)
-        log.info("%s %s: %s", task, split, json.dumps(results[split]))
-
-    metrics = {
-        "task": task, "kind": spec.kind, "proxy": spec.proxy, "variant_model": str(model_dir),
-        "attention_mask_type": model.config.attention_mask_type, "mask_file": mask_file and str(mask_file),
-        "mask_seq_len": {"pretrained": pretrained_mask_len, "finetuned": model.config.mask_seq_len},
-        "mask_sparsity": masks.sparsity(model.bert.fixed_mask.keep), "main_metric": spec.main_metric,
-        "score": results[spec.eval_splits[0]][spec.main_metric], "eval": results, "seed": params["seed"],
-        "train_examples": len(train_raw), "train_features": len(train_set), "epochs": params["epochs"],
-        "steps": total_steps, "params": params, **prec.record(),
-    }
+def _write_outputs(out_dir: Path, metrics: dict, predictions: dict, logger) -> None:
     atomic_write_json(out_dir / "predictions.json", predictions)
     (out_dir / "log.jsonl").write_text(logger.path.read_text() if logger.path.exists() else "")
     atomic_write_json(out_dir / "metrics.json", metrics)  # last: its presence means the job finished
-    return metrics
 
 
 @torch.no_grad()
-def evaluate(model, spec, examples, features, params, device) -> tuple[dict, dict]:
+def evaluate(model, spec, examples, features, params, env: training.Dist) -> tuple[dict | None, dict | None]:
     """Metrics (official names) of one eval split, and its predictions with their references, in the form
     `metrics.task_metrics` takes them (span: {id: answer text} and {id: gold answers}; otherwise arrays in
-    example order), so that the report can recompute any metric on resampled examples."""
+    example order), so that the report can recompute any metric on resampled examples.
+
+    Under DDP each rank runs a contiguous shard of the features and rank 0 gathers the logits in order and
+    scores them; the other ranks return (None, None)."""
     loader = features.with_format("torch", columns=INPUTS)
-    outputs = []
-    for start in range(0, len(loader), params["eval_batch_size"]):
-        batch = {k: v.to(device) for k, v in loader[start : start + params["eval_batch_size"]].items()}
+    lo, hi = len(loader) * env.rank // env.world_size, len(loader) * (env.rank + 1) // env.world_size
+    outputs = []  # fp32 numpy logits per batch
+    for start in range(lo, hi, params["eval_batch_size"]):
+        batch = {k: v.to(env.device) for k, v in loader[start : min(start + params["eval_batch_size"], hi)].items()}
         out = model(**batch)
-        outputs.append(torch.stack([out.start_logits, out.end_logits]) if spec.kind == "span" else out.logits)
+        logits = torch.stack([out.start_logits, out.end_logits]) if spec.kind == "span" else out.logits
+        outputs.append(logits.float().cpu().numpy())
+    if env.world_size > 1:
+        shards = [None] * env.world_size if env.is_main else None
+        torch.distributed.gather_object(outputs, shards, dst=0)
+        if not env.is_main:
+            return None, None
+        outputs = [batch for shard in shards for batch in shard]
     if spec.kind == "span":
-        start_logits, end_logits = torch.cat(outputs, dim=1).float().cpu().numpy()
+        start_logits, end_logits = np.concatenate(outputs, axis=1)
         preds, _ = postprocess_predictions(
             examples, features, start_logits, end_logits, params["n_best_size"], params["max_answer_length"],
             version_2=spec.unanswerable, null_score_diff_threshold=params["null_score_diff_threshold"],
         )
         refs = squad_references(examples)
         return task_metrics(spec, preds, refs), {"predictions": preds, "references": refs}
-    logits = torch.cat(outputs).float().cpu().numpy()
+    logits = np.concatenate(outputs)
     refs = np.asarray(features["labels"])
     preds = logits[:, 0] if spec.kind == "regression" else logits.argmax(-1)
     return task_metrics(spec, preds, refs), {"predictions": preds.tolist(), "references": refs.tolist()}

@@ -20,7 +20,6 @@ import json
 import logging
 import shutil
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -133,37 +132,27 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
     model = build_model(recipe, vocab_size, seq_len, mask, mask_params, mask_file).to(env.device)
     training.seed_everything(recipe["seed"] + env.rank)
     is_dam = model.config.is_dam
-    total_steps = recipe["max_steps"]
+    total_steps, batch_size = recipe["max_steps"], recipe["batch_size"]
     optimizer = training.build_optimizer(model, recipe)
     scheduler = training.build_scheduler(optimizer, recipe, total_steps)
-
-    start_step, extra = 0, {}
-    ckpt = training.latest_checkpoint(state_dir)
-    if ckpt is not None:
-        start_step, extra = training.load_checkpoint(ckpt, model, optimizer, scheduler)
-        log.info("resumed from %s (step %d of %d)", ckpt, start_step, total_steps)
+    start_step, extra = training.resume(state_dir, model, optimizer, scheduler, total_steps)
     snapshots = extra.get("snapshots", [])  # [(step, keep-probability tensor)]
-    running = extra.get("running")  # log sums since the last log line, when the checkpoint fell between two
-
-    ddp = model
-    if env.world_size > 1:
-        ddp = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[env.device.index] if env.device.type == "cuda" else None
-        )
-
-    B = recipe["batch_size"]
-    micro = recipe["micro_batch_size"] or B // env.world_size
-    if B % (env.world_size * micro):
-        raise UserError(f"batch_size {B} is not divisible by world_size {env.world_size} x micro_batch_size {micro}")
-    accum = B // (env.world_size * micro)
+    ddp = training.wrap_ddp(model, env)
+    micro = training.micro_batch_size(batch_size, recipe["micro_batch_size"], env)
     prec = precision.resolve(recipe["precision"], env.device)  # bf16 autocast or fp32; losses stay fp32
-    autocast = prec.autocast
     if env.is_main:
         log.info(prec.line)
     fixed_sparsity = None if is_dam else masks.sparsity(model.bert.fixed_mask.keep)
-
     logger = training.JsonlLog(state_dir / "log.jsonl", env.is_main, start_step)
-    stats = _Running(env.device, running)
+    stats = _Running(env.device, extra.get("running"))  # sums since the last log line, if a checkpoint fell between
+
+    def forward(chunk):  # one micro-batch: MLM + NSP loss (+ lambda * L1 of the sampled DAM mask)
+        batch = to_device(train_set[chunk.tolist()], env.device)
+        out = ddp(**batch)
+        loss = out.loss + l1_penalty(out.dam_mask, dam_lambda) if is_dam else out.loss
+        stats.add(out, batch, loss.detach())  # sums and argmaxes only: autocast leaves them in fp32
+        return loss
+
     t_last, tokens_since = time.perf_counter(), 0
     model.train()
     bar = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps, desc=f"pretrain[{mask}]",
@@ -171,27 +160,10 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
     for step in bar:
         if is_dam and step % recipe["snapshot_every"] == 0 and not any(s == step for s, _ in snapshots):
             snapshots.append((step, model.bert.dam.snapshot()))
-        idx = training.global_batch_indices(len(train_set), B, recipe["seed"], step).view(env.world_size, -1)[env.rank]
-        step_loss = torch.zeros((), device=env.device)
-        for i, chunk in enumerate(idx.split(micro)):
-            batch = to_device(train_set[chunk.tolist()], env.device)
-            sync = nullcontext() if (env.world_size == 1 or i == accum - 1) else ddp.no_sync()
-            with sync, autocast():
-                out = ddp(**batch)
-                loss = out.loss
-                if is_dam:
-                    loss = loss + l1_penalty(out.dam_mask, dam_lambda)
-            (loss / accum).backward()
-            step_loss += loss.detach() / accum
-            stats.add(out, batch, loss.detach())
-        preemption.inject(step + 1, env.rank)  # tests: a signal in the middle of a step
-        if recipe["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["grad_clip"])
-        training.check_finite(training.all_reduce_mean(step_loss), step + 1)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        tokens_since += B * seq_len
+        chunks = training.rank_micro_batches(len(train_set), batch_size, micro, recipe["seed"], step, env)
+        loss = training.accumulate_gradients(ddp, env, chunks, forward, prec.autocast)
+        training.optimizer_step(model, optimizer, scheduler, loss, recipe["grad_clip"], step + 1, env)
+        tokens_since += batch_size * seq_len
 
         done = step + 1
         if done % recipe["log_every"] == 0 or done == total_steps:
@@ -201,19 +173,10 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
             t_last, tokens_since = now, 0
             logger.write(record)
             bar.set_postfix(loss=f"{record['loss']:.3f}", mlm_acc=f"{record['mlm_acc']:.3f}")
-        stop = preemption.requested(env.device)  # every rank stops after the same step
-        if (done % recipe["checkpoint_every"] == 0 and done < total_steps) or stop:
-            rng = training.rank_rng_states()  # every rank's own dropout / Gumbel stream (DDP)
-            if env.is_main:
-                training.save_checkpoint(state_dir, done, model, optimizer, scheduler, rng_per_rank=rng,
-                                         extra={"snapshots": snapshots, "running": stats.state()})
-                training.inject_kill(done)
-            if env.world_size > 1:
-                torch.distributed.barrier()
-        if stop:
+        if training.end_of_step(env, done, total_steps, recipe["checkpoint_every"], state_dir, model, optimizer,
+                                scheduler, lambda: {"snapshots": snapshots, "running": stats.state()}):
             del ddp  # before the group goes: see teardown_distributed
-            training.teardown_distributed()
-            preemption.exit_preempted(done, state_dir)
+            training.stop_preempted(done, state_dir)
     if is_dam and not any(s == total_steps for s, _ in snapshots):
         snapshots.append((total_steps, model.bert.dam.snapshot()))
 

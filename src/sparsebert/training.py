@@ -17,6 +17,7 @@ import os
 import random
 import shutil
 import signal
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_model, save_model
 
+from sparsebert import preemption
 from sparsebert.dam import no_weight_decay_groups
 from sparsebert.io import UserError, atomic_dir
 from sparsebert.lamb import Lamb
@@ -310,3 +312,112 @@ class JsonlLog:
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+# -------------------------------------------------------------------------------------------------------
+# The loop skeleton both training loops use, in the order a step runs:
+#
+#   start_step, extra = resume(state_dir, model, optimizer, scheduler)
+#   ddp = wrap_ddp(model, env)
+#   for step in range(start_step, total_steps):
+#       loss = accumulate_gradients(ddp, env, rank_micro_batches(...), forward, autocast)
+#       optimizer_step(model, optimizer, scheduler, loss, grad_clip, step + 1, env)
+#       ...log...
+#       if end_of_step(env, step + 1, ...):     # checkpointed; preempted
+#           del ddp; stop_preempted(step + 1, state_dir)
+#   del ddp; teardown_distributed()
+
+
+def resume(state_dir: Path, model, optimizer, scheduler, total_steps: int) -> tuple[int, dict]:
+    """(step, extra) of the latest complete checkpoint in `state_dir`, loaded into model/optimizer/scheduler,
+    or (0, {}) for a fresh start."""
+    ckpt = latest_checkpoint(state_dir)
+    if ckpt is None:
+        return 0, {}
+    step, extra = load_checkpoint(ckpt, model, optimizer, scheduler)
+    log.info("resumed from %s (step %d of %d)", ckpt, step, total_steps)
+    return step, extra
+
+
+def wrap_ddp(model, env: Dist):
+    """The model itself in one process; under torchrun a DistributedDataParallel wrapper (which broadcasts
+    rank 0's weights and all-reduces gradients). Checkpoints and outputs always use the bare model."""
+    if env.world_size == 1:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[env.device.index] if env.device.type == "cuda" else None
+    )
+
+
+def micro_batch_size(batch_size: int, micro: int | None, env: Dist) -> int:
+    """Examples per forward pass: `micro`, or this rank's whole share of the global batch. Each rank takes
+    batch_size / world_size examples of every global batch, in micro-batches of this size."""
+    micro = micro or batch_size // env.world_size
+    if micro < 1 or batch_size % (env.world_size * micro):
+        raise UserError(f"batch_size {batch_size} is not divisible by world_size {env.world_size} x "
+                        f"micro_batch_size {micro}")
+    return micro
+
+
+def rank_micro_batches(n: int, batch_size: int, micro: int, seed: int, step: int, env: Dist) -> list[torch.Tensor]:
+    """This rank's disjoint share of the `step`-th global batch, split into micro-batches of indices. The
+    union over ranks is the global batch a one-process run takes, so the runs see the same examples."""
+    share = global_batch_indices(n, batch_size, seed, step).view(env.world_size, -1)[env.rank]
+    return list(share.split(micro))
+
+
+def accumulate_gradients(ddp, env: Dist, chunks: list[torch.Tensor], forward, autocast) -> torch.Tensor:
+    """Forward and backward over one step's micro-batches; returns the step's loss (mean of the micro-batches).
+
+    `forward(chunk)` runs under `autocast()` and returns the loss of that micro-batch. Each backward is scaled
+    by 1/len(chunks), so the gradients are those of the mean over the rank's share; DDP all-reduces them
+    (a mean over ranks) only after the last micro-batch."""
+    accum = len(chunks)
+    step_loss = torch.zeros((), device=env.device)
+    for i, chunk in enumerate(chunks):
+        sync = nullcontext() if env.world_size == 1 or i == accum - 1 else ddp.no_sync()
+        with sync, autocast():
+            loss = forward(chunk)
+        (loss / accum).backward()
+        step_loss += loss.detach() / accum
+    return step_loss
+
+
+def optimizer_step(model, optimizer, scheduler, loss: torch.Tensor, grad_clip: float | None, step: int,
+                   env: Dist) -> None:
+    """Update `step` (1-based, as logged): clip the global gradient norm, stop on a non-finite loss (every rank
+    together: the loss is all-reduced), step the optimizer and the schedule."""
+    preemption.inject(step, env.rank)  # tests: a signal while a step is half done
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    check_finite(all_reduce_mean(loss), step)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def save_on_main(env: Dist, state_dir: Path, step: int, model, optimizer, scheduler, extra: dict) -> None:
+    """Rank 0 writes the checkpoint (with every rank's RNG stream); the other ranks wait until it is complete."""
+    rng = rank_rng_states()  # every rank takes part
+    if env.is_main:
+        save_checkpoint(state_dir, step, model, optimizer, scheduler, rng_per_rank=rng, extra=extra)
+        inject_kill(step)
+    if env.world_size > 1:
+        dist.barrier()
+
+
+def end_of_step(env: Dist, step: int, total_steps: int, every: int, state_dir: Path, model, optimizer, scheduler,
+                extra) -> bool:
+    """After update `step`: checkpoint every `every` steps (not the last: the outputs are the final state)
+    and when preemption was requested; returns whether to stop. `extra()` is called only for a checkpoint
+    (it may cost a host sync). Every rank must call it after every step."""
+    stop = preemption.requested(env.device)  # all-reduced: every rank stops after the same step
+    if (step % every == 0 and step < total_steps) or stop:
+        save_on_main(env, state_dir, step, model, optimizer, scheduler, extra())
+    return stop
+
+
+def stop_preempted(step: int, state_dir: Path) -> None:
+    """Leave after the checkpoint of `step`: the caller has dropped its DDP wrapper (see teardown_distributed)."""
+    teardown_distributed()
+    preemption.exit_preempted(step, state_dir)
