@@ -1,0 +1,44 @@
+"""The loop skeleton in sparsebert/training.py: how a global batch is shared out over ranks and micro-batches,
+and gradient accumulation (expected values computed by hand or with plain torch, not with the helpers)."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import pytest
+import torch
+
+from sparsebert import training
+from sparsebert.io import UserError
+
+
+def ranks(world):
+    return [training.Dist(rank=r, world_size=world) for r in range(world)]
+
+
+def test_ranks_take_disjoint_contiguous_shares_of_the_global_batch_in_micro_batches():
+    order = training.epoch_permutation(40, seed=7, epoch=0)  # step 2 of 8-example batches: positions 16..23
+    shares = [training.rank_micro_batches(40, 8, 2, seed=7, step=2, env=env) for env in ranks(2)]
+    assert [[c.tolist() for c in s] for s in shares] == [[order[16:18].tolist(), order[18:20].tolist()],
+                                                         [order[20:22].tolist(), order[22:24].tolist()]]
+    one = training.rank_micro_batches(40, 8, 8, seed=7, step=2, env=training.Dist())
+    assert [c.tolist() for c in one] == [order[16:24].tolist()]
+
+
+def test_micro_batch_size_defaults_to_the_rank_share_and_must_divide_it():
+    assert training.micro_batch_size(32, None, training.Dist(world_size=4)) == 8
+    assert training.micro_batch_size(32, 2, training.Dist(world_size=4)) == 2
+    for batch, micro, world in [(32, 3, 4), (30, None, 4), (4, None, 8)]:
+        with pytest.raises(UserError, match=f"batch_size {batch} is not divisible by world_size {world}"):
+            training.micro_batch_size(batch, micro, training.Dist(world_size=world))
+
+
+def test_accumulated_gradients_equal_one_pass_over_the_whole_batch():
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3), torch.randn(8)
+    w = torch.randn(3, requires_grad=True)
+    expected = torch.autograd.grad(((x @ w - y) ** 2).mean(), w)[0]
+    loss = training.accumulate_gradients(w, training.Dist(), list(torch.arange(8).split(2)),
+                                         lambda idx: ((x[idx] @ w - y[idx]) ** 2).mean(), nullcontext)
+    assert torch.allclose(w.grad, expected, atol=1e-6)
+    assert loss.item() == pytest.approx(((x @ w - y) ** 2).mean().item(), rel=1e-6)
