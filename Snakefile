@@ -7,7 +7,7 @@
 #   snakemake --profile profiles/slurm --configfile config/paper.yaml
 #   snakemake --cores 1 figures                             redo the figures from results/
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 from sparsebert.validate import check_run
 
@@ -21,10 +21,11 @@ if not workflow.config_settings.configfiles:
     configfile: "config/config.yaml"
 
 
-# First thing: a wrong key or value stops the run here, before any job, naming the key.
-validate(config, schema="workflow/schemas/config.schema.yaml")
-# Then what a schema cannot say (mask parameters by their builders, tasks vs their source, model shape vs
-# lengths, seeds, the batch split over the processes the resources start, ...): one line per problem.
+# First thing: a wrong key or value stops the run here, before any job, one line per problem naming the key.
+# The config against workflow/schemas/config.schema.yaml (the same definitions that every subcommand checks
+# its --params against; the config is left as written, each subcommand fills its defaults), then what a
+# schema cannot say (mask parameters by their builders, tasks vs their source, model shape vs lengths, the
+# batch split over the processes the resources start, ...).
 check_run(config, workflow)
 
 

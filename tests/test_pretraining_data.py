@@ -270,7 +270,7 @@ def test_missing_inputs_are_user_errors_and_leave_no_output(pipeline, tmp_path):
         pretraining.build_examples(tmp_path / "nowhere", pipeline / "tokenizer", {}, out)
     with pytest.raises(UserError, match=r"tokenizer directory not found or incomplete: .*no-tokenizer"):
         pretraining.build_examples(pipeline / "corpus", tmp_path / "no-tokenizer", {}, out)
-    with pytest.raises(UserError, match="max_seq_length must be an integer >= 5"):
+    with pytest.raises(UserError, match=r"examples\.max_seq_length: must be an integer in \[5, 1048576\], got 3"):
         pretraining.build_examples(pipeline / "corpus", pipeline / "tokenizer", {"max_seq_length": 3}, out)
     assert not out.exists()
 

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sparsebert import dam, masks, precision, preemption, training
+from sparsebert import dam, masks, precision, preemption, recipes, training
 from sparsebert.data.features import featurize
 from sparsebert.data.qa import postprocess_predictions
-from sparsebert.data.tasks import get_task, load_task
+from sparsebert.data.formats import load_task
+from sparsebert.data.tasks import get_task
 from sparsebert.io import UserError, atomic_write_json, load_params
 from sparsebert.metrics import squad_references, task_metrics
 from sparsebert.modeling import (
@@ -39,13 +40,8 @@ from sparsebert.modeling import (
 
 log = logging.getLogger(__name__)
 
-# Standard BERT fine-tuning defaults (Devlin et al. 2019 / run_glue, run_squad); the tiny CPU recipe overrides.
-DEFAULTS = {
-    "max_seq_length": 128, "doc_stride": 32, "max_query_length": 64, "lr": 2e-5, "epochs": 3, "batch_size": 32,
-    "warmup": 0.1, "weight_decay": 0.01, "grad_clip": 1.0, "seed": 42, "max_train_examples": None,
-    "max_eval_examples": None, "n_best_size": 20, "max_answer_length": 30, "null_score_diff_threshold": 0.0,
-    "checkpoint_every": 200, "log_every": 20, "eval_batch_size": 64, "precision": "auto",
-}
+# Standard BERT fine-tuning defaults (Devlin et al. 2019 / run_glue, run_squad), in the recipe's definition.
+DEFAULTS = recipes.defaults("finetune")
 HEADS = {
     "classification": SparseBertForSequenceClassification,
     "regression": SparseBertForSequenceClassification,
@@ -69,10 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    params = {**DEFAULTS, **load_params(args.params)}
-    unknown = set(params) - set(DEFAULTS)
-    if unknown:
-        raise UserError(f"unknown fine-tuning parameter(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
+    params = recipes.fill("finetune", load_params(args.params))
     finetune(args.model, args.tokenizer, args.task, load_params(args.task_source), params, args.out,
              args.state_dir or args.out.with_name(args.out.name + ".state"), mask_file=args.mask_file)
 

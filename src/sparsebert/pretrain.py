@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sparsebert import dam, masks, precision, preemption, training
+from sparsebert import dam, masks, precision, preemption, recipes, training
 from sparsebert.dam import DAM_TYPES, l1_penalty
 from sparsebert.io import UserError, atomic_dir, atomic_write_json, load_params
 from sparsebert.modeling import LEARNED, SparseBertConfig, SparseBertForPreTraining
@@ -36,13 +36,7 @@ log = logging.getLogger(__name__)
 EXAMPLE_COLUMNS = [
     "input_ids", "token_type_ids", "attention_mask", "masked_lm_positions", "masked_lm_ids", "next_sentence_label",
 ]
-DEFAULTS = {
-    "model": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 512},
-    "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "warmup": 0.1, "schedule": "linear",
-    "batch_size": 32, "micro_batch_size": None, "max_steps": 100, "grad_clip": 1.0, "seed": 0,
-    "precision": "auto", "checkpoint_every": 50, "log_every": 10, "eval_examples": 512,
-    "snapshot_every": 10, "dam_lr": None,
-}
+DEFAULTS = recipes.defaults("pretrain")  # the recipe's keys, defaults and meaning: workflow/schemas/config.schema.yaml
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,11 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    recipe = {**DEFAULTS, **load_params(args.params)}
-    recipe["model"] = {**DEFAULTS["model"], **recipe.get("model", {})}
-    unknown = set(recipe) - set(DEFAULTS)
-    if unknown:
-        raise UserError(f"unknown pretraining parameter(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
+    recipe = recipes.fill("pretrain", load_params(args.params))
     if args.mask in DAM_TYPES and (args.dam_lambda is None or args.dam_lambda < 0):
         raise UserError(f"a DAM search needs --dam-lambda >= 0, got {args.dam_lambda}")
     if (args.mask == LEARNED) != (args.mask_file is not None):

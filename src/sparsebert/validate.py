@@ -1,18 +1,21 @@
-"""The whole run checked when the DAG is built, before any job: what the JSON schema cannot say.
+"""The whole run checked when the DAG is built, before any job: the config against its schema, then what the
+schema cannot say.
 
-The Snakefile calls `check_run(config, workflow)` right after `validate(config, schema=...)`. A problem stops
-`snakemake` (also `snakemake -n`) with one line per problem, naming the config key:
+The Snakefile calls `check_run(config, workflow)` first thing. A problem stops `snakemake` (also
+`snakemake -n`) with one line per problem, naming the config key:
 
+    config error: pretrain.model.attention_backnd: unknown key; valid: attention_backend, ...
     config error: masks.longformer: parameter window must be an integer >= 0, got -3 (at seq_len 64)
 
-Checked: every mask's parameters by its registry builder at every length the run uses (types and ranges);
+First the schema (workflow/schemas/config.schema.yaml, through sparsebert.recipes: the definitions that the
+subcommands check their --params against, with Python ints and finite numbers); only a config that passes
+it gets the checks below. Checked then: every mask's parameters by its registry builder at every length the run uses (types and ranges);
 tasks against their source (proxy: proxy tasks only; hub: the task has a hub copy; local: the task folder
 and its files exist); DAM lambdas; model shape (hidden size divisible by heads, positions >= the pretraining
 length, the DAM search's heads = the retraining's heads); fine-tuning per task (length vs the positions of
-the model each variant fine-tunes, room for a SQuAD window, at least one batch; per_task keys); seeds;
+the model each variant fine-tunes, room for a SQuAD window, at least one batch; per_task tasks); seeds;
 resources (per-variant keys, launcher shape, the global batch split over the processes that the config and
-the profile's --set-resources start, one process per fine-tuning); the data steps' parameters (examples by
-its own `check_params`, unknown corpus/tokenizer keys).
+the profile's --set-resources start, one process per fine-tuning); a text_files corpus names its glob.
 
 Speed: building the DAG must stay fast (a no-op `snakemake` takes about a second), and importing torch
 (for the mask builders) costs more than that. So the pure checks, a function of the config, the resource
@@ -31,18 +34,11 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from sparsebert import recipes
 from sparsebert.data.tasks import TASKS
 from sparsebert.io import UserError
 from sparsebert.launch import gpus_per_node
 
-# The subcommands' defaults that the checks need. Copied, because importing pretrain.py or finetune.py
-# (torch + transformers) takes seconds; tests/test_validate.py checks that the copies agree.
-PRETRAIN_DEFAULTS = {"model": {"hidden_size": 128, "num_attention_heads": 4}, "batch_size": 32,
-                     "micro_batch_size": None, "max_steps": 100}  # fmt: skip
-FINETUNE_DEFAULTS = {"max_seq_length": 128, "doc_stride": 32, "max_query_length": 64, "batch_size": 32,
-                     "max_train_examples": None}  # fmt: skip
-EXAMPLES_DEFAULTS = {"max_seq_length": 128}
-SEED_MAX = 2**32 - 1  # datasets' shuffle and numpy's legacy seeding take seeds in [0, 2**32)
 TRAINING_RULES = ("pretrain", "dam_search", "pretrain_learned", "finetune")
 CACHE_DIR = Path(".snakemake/sparsebert-validated")
 
@@ -67,8 +63,11 @@ def check_run(config: dict, workflow=None, cache_dir: Path | None = CACHE_DIR) -
 
 
 def problems(config: dict, overrides: dict | None = None, cache_dir: Path | None = None) -> list[ConfigError]:
-    """Every problem of a schema-valid config: pure checks (cached under `cache_dir` when they pass) and
-    filesystem checks (always)."""
+    """Every problem of a config: its schema problems if it has any; else pure checks (cached under
+    `cache_dir` when they pass) and filesystem checks (always)."""
+    schema_errors = [ConfigError(key, message) for key, message in recipes.problems(config)]
+    if schema_errors:  # the checks below assume the keys and types the schema promises
+        return schema_errors
     overrides = overrides or {}
     marker = None
     if cache_dir is not None:
@@ -101,7 +100,7 @@ def resource_overrides(workflow) -> dict:
 def _cache_key(config: dict, overrides: dict) -> str:
     h = hashlib.sha256(json.dumps([config, overrides], sort_keys=True, default=str).encode())
     package = Path(__file__).parent
-    for path in sorted(package.rglob("*.py")):
+    for path in sorted([*package.rglob("*.py"), recipes.SCHEMA_PATH]):
         h.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
     try:
         h.update(metadata.version("torch").encode())
@@ -139,7 +138,7 @@ class _Run:
         self.retrains = [f"{run}_retrain" for run in self.dam_runs] if config.get("dam_retrain") else []
         self.variants = self.fixed + self.dam_runs + self.retrains
         self.tasks = list(config.get("tasks", {}).get("names", []))
-        self.seq_len = config.get("examples", {}).get("max_seq_length", EXAMPLES_DEFAULTS["max_seq_length"])
+        self.seq_len = recipes.fill("examples", config.get("examples", {}))["max_seq_length"]
         self.pretrain = self.recipe(config.get("pretrain", {}))
         self.dam_search = self.recipe({**config.get("pretrain", {}), **config.get("dam_search", {})})
 
@@ -149,8 +148,8 @@ class _Run:
 
     @staticmethod
     def recipe(recipe: dict) -> dict:
-        """A pretraining recipe over its defaults, as `pretrain.run` merges it (model one level deep)."""
-        return {**PRETRAIN_DEFAULTS, **recipe, "model": {**PRETRAIN_DEFAULTS["model"], **recipe.get("model", {})}}
+        """A pretraining recipe over its defaults, as `pretrain.run` fills it."""
+        return recipes.fill("pretrain", recipe)
 
     def finetune_recipes(self) -> dict[str, tuple[str, dict]]:
         """Per task: (the key its settings come from, the effective fine-tuning recipe)."""
@@ -158,7 +157,7 @@ class _Run:
         per_task = self.config.get("finetune", {}).get("per_task", {}) or {}
         return {
             task: (f"finetune.per_task.{task}" if task in per_task else "finetune",
-                   {**FINETUNE_DEFAULTS, **base, **(per_task.get(task) or {})})
+                   recipes.fill("finetune", {**base, **(per_task.get(task) or {})}))
             for task in self.tasks
         }  # fmt: skip
 
@@ -175,21 +174,13 @@ def _is_int(value) -> bool:
 
 
 def _check_seeds(run: _Run) -> None:
-    c = run.config
     # The pretraining seed of a variant is each entry of the top-level `seeds` (one run per seed, see
     # workflow/rules/common.smk): a recipe's own `seed` would be silently replaced, so it is an error.
+    # (Every seed's range is the schema's.)
     for section in ("pretrain", "dam_search"):
-        if "seed" in c.get(section, {}):
+        if "seed" in run.config.get(section, {}):
             run.fail(f"{section}.seed", "the DAG pretrains every variant once per entry of the top-level `seeds` "
                                         "(e.g. seeds: [0, 1, 2]); remove this key")
-    seeds = {f"{section}.seed": c.get(section, {}).get("seed")
-             for section in ("corpus", "proxy_tasks", "finetune")}  # examples: below
-    seeds.update({f"seeds[{i}]": seed for i, seed in enumerate(c.get("seeds", []))})
-    for task, settings in (c.get("finetune", {}).get("per_task") or {}).items():
-        seeds[f"finetune.per_task.{task}.seed"] = (settings or {}).get("seed")
-    for key, seed in seeds.items():
-        if seed is not None and not (_is_int(seed) and 0 <= seed <= SEED_MAX):
-            run.fail(key, f"a seed must be an integer in [0, {SEED_MAX}], got {seed!r}")
 
 
 def _check_models(run: _Run) -> None:
@@ -374,29 +365,9 @@ def _batch_problem(recipe: dict, world: int) -> str | None:
 
 
 def _check_data_params(run: _Run) -> None:
-    from sparsebert.data import corpus, pretraining, tokenizer
-
-    try:
-        pretraining.check_params(dict(run.config.get("examples", {})))
-    except UserError as e:  # "examples params: <name> must be ..." or "unknown examples params [...]"
-        message = str(e).removeprefix("examples params: ")
-        name = message.split()[0]
-        run.fail(f"examples.{name}" if name in pretraining.DEFAULTS else "examples", message)
-    for section, defaults in (("corpus", corpus.DEFAULTS), ("tokenizer", tokenizer.DEFAULTS)):
-        params = run.config.get(section, {})
-        for key, value in params.items():
-            if key not in defaults:
-                run.fail(f"{section}.{key}", f"unknown {section} parameter; valid: {', '.join(sorted(defaults))}")
-            elif isinstance(value, dict) and isinstance(defaults[key], dict):
-                for sub in set(value) - set(defaults[key]):
-                    run.fail(f"{section}.{key}.{sub}", f"unknown parameter; valid: {', '.join(sorted(defaults[key]))}")
-    source = run.config.get("corpus", {}).get("source", corpus.DEFAULTS["source"])
-    if source not in ("embedded", "text_files", "hub"):
-        run.fail("corpus.source", f"{source!r}; choose embedded, text_files or hub")
-    unknown = set(run.config.get("corpus", {}).get("embedded", {}).get("sources", [])) - set(corpus.EMBEDDED_SOURCES)
-    if unknown:
-        run.fail("corpus.embedded.sources", f"unknown {sorted(unknown)}; choose from {sorted(corpus.EMBEDDED_SOURCES)}")
-    if source == "text_files" and not run.config["corpus"].get("text_files", {}).get("glob"):
+    """What the corpus schema cannot say: a text_files corpus needs its glob."""
+    corpus = run.config.get("corpus", {})
+    if corpus.get("source") == "text_files" and not corpus.get("text_files", {}).get("glob"):
         run.fail("corpus.text_files.glob", "source text_files needs a glob (e.g. 'texts/**/*.txt')")
 
 

@@ -32,28 +32,13 @@ from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
+from sparsebert import recipes
 from sparsebert.io import UserError, atomic_dir, atomic_write_json, load_params
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {
-    "source": "embedded",
-    "embedded": {"sources": ["shakespeare", "kjv", "wikipedia", "lee"], "max_words": None},
-    "text_files": {"glob": None, "text_field": "text"},
-    "hub": {
-        # The paper's corpus. BookCorpus rows are single sentences without book boundaries, so rows are
-        # grouped into pseudo-documents (NSP needs multi-sentence documents).
-        "datasets": [
-            {"path": "wikimedia/wikipedia", "name": "20231101.en"},
-            {"path": "bookcorpus/bookcorpus", "group_rows": 256},
-        ],
-        "streaming": True,
-        "max_documents": None,
-    },
-    "shard_documents": 1000,
-    "seed": 0,
-    "num_proc": None,  # sentence-splitting processes; None = all cores
-}
+# Keys, defaults and their meaning: the `corpus` definition in workflow/schemas/config.schema.yaml.
+DEFAULTS = recipes.defaults("corpus")
 
 Document = tuple[str, list[str]]  # (source name, paragraphs); paragraphs become sentences in split_document
 
@@ -395,20 +380,9 @@ def read_corpus(corpus_dir: str | os.PathLike, max_documents: int | None = None)
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-def merge(defaults: dict, params: dict) -> dict:
-    """Params over defaults, one level of nesting deep (the sections above)."""
-    merged = copy.deepcopy(defaults)
-    for key, value in params.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key].update(value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def build_corpus(params: dict, out: str | os.PathLike) -> dict:
     """Read the configured source, split sentences, write shards + stats.json atomically; return the stats."""
-    params = merge(DEFAULTS, params)
+    params = recipes.fill("corpus", params)
     source = params["source"]
     start = time.time()
     if source == "embedded":

@@ -24,33 +24,21 @@ corpus, tokenizer and params only, whatever the number of processes.
 from __future__ import annotations
 
 import logging
-import math
 import multiprocessing
-import numbers
 import os
 import time
 from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from sparsebert.data.corpus import merge, read_corpus
+from sparsebert import recipes
+from sparsebert.data.corpus import read_corpus
 from sparsebert.data.tokenizer import load_tokenizer
 from sparsebert.io import UserError, atomic_dir, atomic_write_json, load_params
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {
-    "max_seq_length": 128,
-    "max_predictions_per_seq": 20,
-    "masked_lm_prob": 0.15,
-    "short_seq_prob": 0.1,
-    "dupe_factor": 5,
-    "seed": 12345,
-    "whole_word_mask": False,
-    "validation_fraction": 0.02,
-    "max_documents": None,
-    "num_proc": None,  # processes for the dupe_factor passes; None = all cores
-}
+DEFAULTS = recipes.defaults("examples")  # keys, ranges and meaning: workflow/schemas/config.schema.yaml
 SPLITS = ("train", "validation")
 COLUMNS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions", "masked_lm_ids",
            "next_sentence_label")
@@ -82,34 +70,9 @@ class Vocab:
 
 
 def check_params(params: dict) -> dict:
-    params = merge(DEFAULTS, params)
-    unknown = set(params) - set(DEFAULTS)
-    if unknown:
-        raise UserError(f"unknown examples params {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    def integer(value, low, high=2**31 - 1, none_ok=False):
-        return (none_ok and value is None) or (isinstance(value, numbers.Integral) and not isinstance(value, bool)
-                                               and low <= value <= high)
-
-    def number(value, test):
-        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and test(value)
-
-    p = params
-    rules = [  # (valid?, parameter, what it must be)
-        (integer(p["max_seq_length"], 5, 2**20), "max_seq_length", "an integer >= 5 ([CLS] A [SEP] B [SEP])"),
-        (integer(p["max_predictions_per_seq"], 1), "max_predictions_per_seq", "an integer >= 1"),
-        (number(p["masked_lm_prob"], lambda x: 0 < x <= 1), "masked_lm_prob", "a number in (0, 1]"),
-        (number(p["short_seq_prob"], lambda x: 0 <= x <= 1), "short_seq_prob", "a number in [0, 1]"),
-        (integer(p["dupe_factor"], 1), "dupe_factor", "an integer >= 1"),
-        (integer(p["seed"], 0, 2**32 - 1), "seed", "an integer in [0, 2**32)"),
-        (isinstance(p["whole_word_mask"], bool), "whole_word_mask", "true or false"),
-        (number(p["validation_fraction"], lambda x: 0 <= x < 1), "validation_fraction", "a number in [0, 1)"),
-        (integer(p["max_documents"], 1, none_ok=True), "max_documents", "null or an integer >= 1"),
-        (integer(p["num_proc"], 1, none_ok=True), "num_proc", "null or an integer >= 1"),
-    ]
-    for ok, name, what in rules:
-        if not ok:
-            raise UserError(f"examples params: {name} must be {what}, got {p[name]!r}")
-    return params
+    """The examples params checked against their schema definition (a UserError names every bad key and
+    value) and completed with its defaults."""
+    return recipes.fill("examples", params)
 
 
 # ---------------------------------------------------------------------------------------- tokenization

@@ -37,22 +37,16 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.multiclass import OneVsRestClassifier
 
-from sparsebert import metrics
+from sparsebert import metrics, recipes
 from sparsebert.data import formats
-from sparsebert.data.tasks import TASKS, load_task
+from sparsebert.data.formats import load_task
+from sparsebert.data.tasks import TASKS
 from sparsebert.io import UserError, atomic_dir, atomic_write_json, load_params
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {
-    "seed": 0,
-    "dev_fraction": 0.1,  # share of the corpus's sentences whose documents are held out for dev
-    "train_examples": 4000,  # per task
-    "dev_examples": 1000,
-    "min_words": 6,  # sentences used as inputs (longer ones would be cut by a 128-token window)
-    "max_words": 40,
-    "qa_context_words": 90,  # passage length for proxy_qa (about one 128-token window)
-}
+# Keys, defaults and their meaning: the `proxy_tasks` definition in workflow/schemas/config.schema.yaml.
+DEFAULTS = recipes.defaults("proxy_tasks")
 PROXY_TASKS = ("proxy_single", "proxy_pair", "proxy_regression", "proxy_qa", "proxy_choice")
 
 Documents = list[list[str]]  # documents -> sentences
@@ -348,7 +342,7 @@ def write_task(name: str, splits: dict[str, list[dict]], folder: Path) -> None:
 
 def build_proxy_tasks(documents: Documents, params: dict, out, names=PROXY_TASKS) -> dict[str, dict]:
     """Build, write (atomically, one folder per task) and describe the proxy tasks; return their cards."""
-    p = {**DEFAULTS, **params}
+    p = recipes.fill("proxy_tasks", params)  # a UserError for a bad key or value, before anything is written
     train_docs, dev_docs = split_documents(documents, p["dev_fraction"], p["seed"])
     cards = {}
     for name in names:
@@ -389,8 +383,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> None:
     from sparsebert.data.corpus import read_corpus
 
-    params = load_params(args.params)
-    unknown = set(params) - set(DEFAULTS)
-    if unknown:
-        raise UserError(f"unknown proxy-task params {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
+    params = recipes.fill("proxy_tasks", load_params(args.params))  # before the corpus is read
     build_proxy_tasks(list(read_corpus(args.corpus)), params, args.out, args.tasks)

@@ -15,12 +15,13 @@ from typing import Iterator
 
 from tqdm import tqdm
 
-from sparsebert.data.corpus import merge, read_corpus
+from sparsebert import recipes
+from sparsebert.data.corpus import read_corpus
 from sparsebert.io import UserError, atomic_dir, atomic_write_json, load_params
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {"vocab_size": 8000, "lowercase": True, "pretrained": None, "min_frequency": 2}
+DEFAULTS = recipes.defaults("tokenizer")  # keys and meaning: workflow/schemas/config.schema.yaml
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] first: id 0
 
 
@@ -76,7 +77,7 @@ def load_tokenizer(path: str | os.PathLike):
 
 
 def build_tokenizer(corpus: str | os.PathLike | None, params: dict, out: str | os.PathLike) -> dict:
-    params = merge(DEFAULTS, params)
+    params = recipes.fill("tokenizer", params)  # before anything is written
     start = time.time()
     if params["pretrained"]:
         from transformers import BertTokenizerFast
