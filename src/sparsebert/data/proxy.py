@@ -39,8 +39,7 @@ from sklearn.multiclass import OneVsRestClassifier
 
 from sparsebert import metrics, recipes
 from sparsebert.data import formats
-from sparsebert.data.formats import load_task
-from sparsebert.data.tasks import TASKS
+from sparsebert.data.tasks import TASKS, load_task
 from sparsebert.io import UserError, atomic_dir, atomic_write_json, load_params
 
 log = logging.getLogger(__name__)
