@@ -1,18 +1,37 @@
 """How a training rule starts its processes: the command prefix that replaces `python` in its shell.
 
-    python -m sparsebert pretrain ...            one process (CPU, or one GPU)
-    torchrun --standalone ... -m sparsebert ...  one node, one process per GPU (or per CPU worker, gloo)
+    python -m sparsebert pretrain ...            one process on the CPU
+    python -m sparsebert.launch --gpus 1 -- python -m sparsebert finetune ...
+                                                 one GPU of this machine, its own (see "GPU slots" below)
+    python -m sparsebert.launch --gpus 8 -- torchrun --standalone ... -m sparsebert ...
+                                                 one node, one process per GPU
+    torchrun --standalone ... -m sparsebert ...  one node, CPU DDP workers (gloo; how tests exercise DDP)
     export MASTER_ADDR=...; srun ... torchrun    several nodes: srun starts one torchrun per node and they
                                                  meet at a c10d rendezvous on the job's first node
 
-Rules call `launcher()` (or `from_resources(resources)` in a `params:` function), so the decision comes
-from the same resources that the SLURM profile turns into `sbatch --nodes/--gpus/--gres`.
+Rules call `from_resources(resources)` in a `params:` function, so the decision comes from the same
+resources that the SLURM profile turns into `sbatch --nodes/--gpus/--gres`; those resources are resolved
+here too (`rule_resources`: the config's `resources.<rule>`, the one place GPU counts are declared).
+
+GPU slots: on a workstation several GPU jobs run side by side (`profiles/local`), and each process would
+pick `cuda:{local_rank}`, i.e. GPU 0. `python -m sparsebert.launch --gpus N -- CMD` takes N free GPUs of
+this machine by locking one file per GPU (flock, held until CMD exits; the OS frees it when the job dies,
+however it dies), exports them as CUDA_VISIBLE_DEVICES and executes CMD. Under SLURM (SLURM_JOB_ID set) the
+allocation already chose the devices, and the command runs untouched.
 """
 
 from __future__ import annotations
 
+import argparse
+import fcntl
+import os
 import re
+import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Mapping
+from pathlib import Path
 
 # Port of the c10d rendezvous store on the first node; torchrun's own default.
 RDZV_PORT = 29500
@@ -31,10 +50,9 @@ def launcher(nodes: int, gpus_per_node: int, cpu_procs: int = 0) -> str:
         if procs < 1:
             raise ValueError(f"a {nodes}-node job needs gpus_per_node (or cpu_procs) >= 1")
         return srun_torchrun(nodes, procs)
-    if procs <= 1:
-        return "python"
     # --standalone: a private rendezvous on localhost with a free port, so two jobs on one node never collide.
-    return f"torchrun --standalone --nproc_per_node={procs}"
+    start = "python" if procs <= 1 else f"torchrun --standalone --nproc_per_node={procs}"
+    return f"python -m sparsebert.launch --gpus {gpus_per_node} -- {start}" if gpus_per_node else start
 
 
 def srun_torchrun(nodes: int, procs_per_node: int) -> str:
@@ -74,3 +92,141 @@ def from_resources(resources: Mapping) -> str:
         gpus_per_node(resources),
         int(resources.get("ddp_cpu_procs") or 0),
     )
+
+
+# -------------------------------------------------------------------------------------------------------
+# Resources of a training rule (Snakemake's `resources:` and `threads:` call these through common.smk)
+
+RESOURCE_DEFAULTS = {"threads": 1, "gpu": 0, "nodes": 1, "ddp_cpu_procs": 0, "mem_mb": 4000, "runtime": 60}
+
+
+def rule_resources(config: Mapping, rule: str, variant: str | None = None) -> dict:
+    """Defaults, then the config's `resources.<rule>`, then its `per_variant` entry for `variant` (e.g. DDP
+    for one variant). The config is the one place GPU counts are declared: the SLURM profile restates none."""
+    res = {**RESOURCE_DEFAULTS, **config.get("resources", {}).get(rule, {})}
+    res.update(res.pop("per_variant", {}).get(variant, {}))
+    res["threads"] = max(res["threads"], res["ddp_cpu_procs"])  # a CPU DDP job runs one process per core
+    return res
+
+
+# -------------------------------------------------------------------------------------------------------
+# GPU slots: one lock file per GPU of this machine
+
+GPUS_ENV = "SPARSEBERT_GPUS"  # how many GPUs this machine has; default: what nvidia-smi lists
+LOCK_DIR_ENV = "SPARSEBERT_GPU_LOCK_DIR"
+# Machine-wide, so that jobs of different clones (and users) share out the same GPUs.
+DEFAULT_LOCK_DIR = Path("/tmp/sparsebert-gpu-slots")
+
+
+class SlotError(Exception):
+    """The job cannot get its GPUs on this machine (more than it has, none found, no lock directory)."""
+
+
+def machine_gpus(environ: Mapping) -> list[str]:
+    """The GPUs jobs may take, as CUDA_VISIBLE_DEVICES entries: those of CUDA_VISIBLE_DEVICES when Snakemake
+    itself was started inside a restriction, else 0..N-1, N from SPARSEBERT_GPUS or nvidia-smi."""
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [gpu.strip() for gpu in visible.split(",") if gpu.strip()]
+    stated = environ.get(GPUS_ENV)
+    if stated is not None:
+        if not stated.isdigit():
+            raise SlotError(f"{GPUS_ENV}={stated!r} is not a number of GPUs")
+        return [str(i) for i in range(int(stated))]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60).stdout
+    return [str(i) for i, line in enumerate(l for l in listed.splitlines() if l.startswith("GPU "))]
+
+
+def _lock_file(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        os.fchmod(fd, 0o666)  # other users' jobs must be able to lock it too (umask would narrow it)
+    except PermissionError:  # someone else's file: already open to all
+        pass
+    return fd
+
+
+def _try_lock(path: Path) -> int | None:
+    """An open, exclusively locked descriptor of `path`, or None when another process holds it."""
+    fd = _lock_file(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())  # who holds it, for the waiting message
+    return fd
+
+
+def acquire(count: int, gpus: list[str], lock_dir: Path, poll_s: float = 2.0) -> list[tuple[str, int]]:
+    """Lock `count` of `gpus`, waiting while fewer are free; returns (gpu, locked descriptor) pairs. The
+    descriptors must stay open for the life of the job: closing one (or the process dying) frees its GPU.
+
+    One job picks at a time (a lock on `acquire.lock`), so two jobs that each want several GPUs never each
+    hold part of what the other waits for."""
+    if count > len(gpus):
+        raise SlotError(f"this job asks for {count} GPU(s); this machine has {len(gpus)} ({gpus or 'none found'}"
+                        f"; {GPUS_ENV} or CUDA_VISIBLE_DEVICES state them): lower the rule's `gpu` in the "
+                        f"config's `resources`")
+    try:
+        lock_dir.mkdir(mode=0o777, parents=True, exist_ok=True)
+        guard = _lock_file(lock_dir / "acquire.lock")
+    except OSError as e:
+        raise SlotError(f"cannot use the GPU lock directory {lock_dir} ({e}); set {LOCK_DIR_ENV}") from None
+    waiting_since = None
+    while True:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        held = []
+        for gpu in gpus:
+            fd = _try_lock(lock_dir / f"gpu-{re.sub(r'[^A-Za-z0-9_.-]', '_', gpu)}.lock")
+            if fd is not None:
+                held.append((gpu, fd))
+            if len(held) == count:
+                fcntl.flock(guard, fcntl.LOCK_UN)
+                os.close(guard)
+                return held
+        for _, fd in held:
+            os.close(fd)
+        fcntl.flock(guard, fcntl.LOCK_UN)
+        if waiting_since is None:
+            waiting_since = time.monotonic()
+            print(f"sparsebert.launch: waiting for {count} free GPU(s) of {','.join(gpus)} (locks in {lock_dir}: "
+                  f"another job holds them)", file=sys.stderr, flush=True)
+        time.sleep(poll_s)
+
+
+def run_on_gpus(count: int, command: list[str], environ: Mapping = os.environ) -> None:
+    """Execute `command` (never returns) on `count` GPUs of its own, or as is under SLURM / without GPUs."""
+    env = dict(environ)
+    if count and not env.get("SLURM_JOB_ID"):
+        lock_dir = Path(env.get(LOCK_DIR_ENV) or DEFAULT_LOCK_DIR)
+        held = acquire(count, machine_gpus(env), lock_dir)
+        for _, fd in held:
+            os.set_inheritable(fd, True)  # the lock lives on in the executed command
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu for gpu, _ in held)
+        print(f"sparsebert.launch: this job's GPUs: CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']}",
+              file=sys.stderr, flush=True)
+    os.execvpe(command[0], command, env)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sparsebert.launch",
+                                     description="run a command on GPUs of its own (lock-file slots per GPU)")
+    parser.add_argument("--gpus", type=int, required=True, help="how many GPUs the command needs")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command or args.gpus < 0:
+        parser.error("usage: --gpus N -- CMD [ARGS...] with N >= 0")
+    try:
+        run_on_gpus(args.gpus, command)
+    except SlotError as e:
+        print(f"sparsebert.launch: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
