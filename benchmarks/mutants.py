@@ -1,0 +1,194 @@
+"""`make mutants`: mutation testing of the modules that carry the science (mutmut, one worker).
+
+mutmut copies src/ to mutants/ and puts one small bug at a time ("mutant": `<` for `<=`, a dropped argument,
+a constant + 1, ...) into one function of the modules below, then runs those tests of [tool.mutmut] in
+pyproject.toml that call the mutated function. A mutant that no test fails on has survived: a bug of that
+kind would go unnoticed. The score of a module is detected (killed or timed out) / all its mutants.
+
+Writes benchmarks/mutants/scores.md: per module the score and every survivor with its changed line, marked
+"equivalent" where tests/mutants_equivalent.md says why it cannot or need not be killed (matched by function
+and changed line, not by mutmut's mutant number, which shifts when the function changes). Exits 1 when a
+module scores under 85 % or a survivor is not explained there.
+
+    python benchmarks/mutants.py                    # all modules (about 25 minutes on 2 cores)
+    python benchmarks/mutants.py --module metrics   # one module
+    python benchmarks/mutants.py --report-only      # re-read the last run's results
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import datetime
+import difflib
+import fnmatch
+import json
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "benchmarks" / "mutants" / "scores.md"
+EQUIVALENTS = ROOT / "tests" / "mutants_equivalent.md"
+TARGET = 85.0
+
+# module -> functions to mutate (None: all of them). training.py: only the schedule and the checkpoints; its
+# loop helpers are covered by the end-to-end training tests, too slow to run once per mutant.
+MODULES: dict[str, tuple[str, list[str] | None]] = {
+    "metrics": ("src/sparsebert/metrics.py", None),
+    "data/qa": ("src/sparsebert/data/qa.py", None),
+    "data/features": ("src/sparsebert/data/features.py", None),
+    "training": ("src/sparsebert/training.py", ["lr_multiplier", "build_scheduler", "save_checkpoint",
+                                                "latest_checkpoint", "load_checkpoint", "_rng_state",
+                                                "_set_rng_state"]),
+}  # fmt: skip
+DETECTED = {"killed", "timeout", "segfault", "caught by type check"}  # segfault: the test process died
+
+
+@dataclass
+class Score:
+    module: str
+    counts: dict[str, int] = field(default_factory=dict)
+    survivors: list[tuple[str, list[str], str | None]] = field(default_factory=list)  # name, changed lines, why
+
+    @property
+    def total(self) -> int:
+        return sum(n for status, n in self.counts.items() if status != "skipped")
+
+    @property
+    def detected(self) -> int:
+        return sum(self.counts.get(status, 0) for status in DETECTED)
+
+    @property
+    def score(self) -> float:
+        return 100.0 * self.detected / self.total if self.total else 0.0
+
+    @property
+    def unexplained(self) -> list[str]:
+        return [name for name, _, why in self.survivors if why is None]
+
+
+def mutant_patterns(module: str) -> list[str]:
+    path, functions = MODULES[module]
+    dotted = path.removeprefix("src/").removesuffix(".py").replace("/", ".")
+    return [f"{dotted}.*"] if functions is None else [f"{dotted}.x_{fn}__mutmut_*" for fn in functions]
+
+
+def run_mutmut(modules: list[str]) -> None:
+    patterns = [p for module in modules for p in mutant_patterns(module)]
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", "1", *patterns]
+    # mutmut prints a progress line per mutant; keep its output in a file beside the report, not on screen.
+    log = OUT.parent / "mutmut.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        sys.exit(f"mutmut failed (exit {proc.returncode}); its output is in {log}")
+
+
+def function_sources(mutated_file: Path) -> dict[str, list[str]]:
+    """Every function of mutmut's mutated copy (the original `x_f__mutmut_orig` and each `x_f__mutmut_<n>`),
+    its body's lines (the def line differs by name only)."""
+    text = mutated_file.read_text()
+    lines = text.splitlines()
+    return {node.name: lines[node.body[0].lineno - 1 : node.end_lineno]
+            for node in ast.walk(ast.parse(text)) if isinstance(node, ast.FunctionDef)}  # fmt: skip
+
+
+def changed_lines(name: str, sources: dict[str, list[str]]) -> list[str]:
+    short = name.rsplit(".", 1)[-1]
+    original = sources[re.sub(r"__mutmut_\d+$", "__mutmut_orig", short)]
+    return [line[2:].strip() for line in difflib.ndiff(original, sources[short]) if line.startswith("+ ")]
+
+
+def read_equivalents() -> dict[tuple[str, str], str]:
+    """(function, changed line) -> why, from entries `- fn: `changed line` -- why` of tests/mutants_equivalent.md."""
+    entry = re.compile(r"^- (?P<fn>[\w.ǁ]+): `(?P<line>.*)` -- (?P<why>.+)$")
+    found = {}
+    for line in EQUIVALENTS.read_text().splitlines() if EQUIVALENTS.exists() else []:
+        if m := entry.match(line):
+            found[(m["fn"], m["line"])] = m["why"]
+    return found
+
+
+def function_of(name: str) -> str:
+    """sparsebert.metrics.x_f1__mutmut_9 -> sparsebert.metrics.f1; mutmut names a method xǁClassǁmethod."""
+    module, short = name.rsplit(".", 1)
+    function = re.sub(r"__mutmut_(\d+|orig)$", "", short)[2:]  # drop mutmut's "x_" / "xǁ" prefix
+    return f"{module}.{function.replace('ǁ', '.')}"
+
+
+def score_module(module: str, equivalents: dict[tuple[str, str], str]) -> Score:
+    from mutmut.stats import status_by_exit_code
+
+    path, _ = MODULES[module]
+    meta = ROOT / "mutants" / (path + ".meta")
+    if not meta.exists():
+        sys.exit(f"{meta}: no mutmut results for {module}; run without --report-only first")
+    exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
+    sources = function_sources(ROOT / "mutants" / path)
+    patterns = mutant_patterns(module)
+    result = Score(module)
+    for name in sorted(exit_codes, key=lambda n: (re.sub(r"\d+$", "", n), int(re.search(r"\d+$", n)[0]))):
+        if not any(fnmatch.fnmatch(name, p) for p in patterns):
+            continue
+        status = status_by_exit_code[exit_codes[name]]
+        result.counts[status] = result.counts.get(status, 0) + 1
+        if status not in DETECTED and status != "skipped":
+            lines = changed_lines(name, sources)
+            why = next((equivalents[(function_of(name), l)] for l in lines if (function_of(name), l) in equivalents),
+                       None)  # fmt: skip
+            result.survivors.append((name, lines, why))
+    return result
+
+
+def report(scores: list[Score], seconds: float | None) -> str:
+    took = f", {seconds / 60:.0f} min" if seconds else ""
+    out = [f"# Mutation scores ({datetime.date.today()}, mutmut {version('mutmut')}, one worker{took})", "",
+           "Written by `make mutants` (benchmarks/mutants.py). Score = detected (killed or timed out) / all mutants; "
+           "equivalent survivors are explained in tests/mutants_equivalent.md.", "",
+           "| module | mutants | detected | survived | equivalent (listed) | score | score without equivalents |",
+           "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for s in scores:
+        equivalent = len(s.survivors) - len(s.unexplained)
+        rest = s.total - equivalent
+        out.append(f"| {s.module} | {s.total} | {s.detected} | {len(s.survivors)} | {equivalent} | {s.score:.1f} % | "
+                   f"{100.0 * s.detected / rest if rest else 100.0:.1f} % |")  # fmt: skip
+    for s in scores:
+        out += ["", f"## {s.module}: survivors", ""]
+        for name, lines, why in s.survivors:
+            change = "; ".join(f"`{l}`" for l in lines) or "(a line removed)"
+            out.append(f"- {name}: {change} -- {why if why else '**NOT EXPLAINED**'}")
+        if not s.survivors:
+            out.append("none")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--module", action="append", choices=list(MODULES), help="repeatable; default: all")
+    parser.add_argument("--report-only", action="store_true", help="summarise the last run, run nothing")
+    args = parser.parse_args()
+    modules = args.module or list(MODULES)
+    start = time.monotonic()
+    if not args.report_only:
+        run_mutmut(modules)
+    seconds = None if args.report_only else time.monotonic() - start
+    equivalents = read_equivalents()
+    scores = [score_module(module, equivalents) for module in modules]
+    OUT.write_text(report(scores, seconds))
+    for s in scores:
+        print(f"{s.module:15s} {s.score:5.1f} %  ({s.detected}/{s.total}; {len(s.survivors)} survivors, "
+              f"{len(s.unexplained)} not explained)")  # fmt: skip
+    print(f"written: {OUT.relative_to(ROOT)}")
+    failing = [s.module for s in scores if s.score < TARGET or s.unexplained]
+    if failing:
+        sys.exit(f"below {TARGET:.0f} % or with unexplained survivors: {', '.join(failing)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Checkpoints (training.save_checkpoint / latest_checkpoint / load_checkpoint), unit by unit: where a checkpoint
+goes, which one a resume picks, what it restores (weights, optimizer, schedule position, every RNG stream,
+the loop's extra state), how many are kept, and that a bad one is one clear error, not a silent restart.
+
+Expected values are written out by hand (directory names, steps, learning rates) or taken from a second,
+untouched copy of the same objects, never from the checkpoint code itself."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from sparsebert import training
+from sparsebert.io import UserError
+
+
+def make_run(seed: int = 0, lr: float = 0.1):
+    """A tiny model, AdamW and the linear schedule over 10 steps with warmup 2 (factors 0, .5, 1, 7/8, ...)."""
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    scheduler = training.build_scheduler(optimizer, {"warmup": 2, "schedule": "linear"}, total_steps=10)
+    return model, optimizer, scheduler
+
+
+def train(model, optimizer, scheduler, steps: int) -> None:
+    for _ in range(steps):
+        x = torch.randn(5, 3)  # drawn from the global RNG: a resumed run must continue its stream
+        model(x).pow(2).mean().backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_checkpoint_directory_layout_and_step(tmp_path):
+    model, optimizer, scheduler = make_run()
+    training.save_checkpoint(tmp_path, 7, model, optimizer, scheduler)
+    assert [p.name for p in tmp_path.iterdir()] == ["step-00000007"]
+    path = tmp_path / "step-00000007"
+    assert sorted(p.name for p in path.iterdir()) == ["meta.json", "model.safetensors", "state.pt"]
+    assert json.loads((path / "meta.json").read_text()) == {"step": 7}
+    assert training.latest_checkpoint(tmp_path) == path
+
+
+def test_latest_is_the_highest_complete_step(tmp_path):
+    assert training.latest_checkpoint(tmp_path / "missing") is None
+    assert training.latest_checkpoint(tmp_path) is None
+    model, optimizer, scheduler = make_run()
+    for step in (9, 10):  # 10 sorts after 9 only thanks to the zero padding
+        training.save_checkpoint(tmp_path, step, model, optimizer, scheduler)
+    assert training.latest_checkpoint(tmp_path).name == "step-00000010"
+    # A kill while writing leaves a directory without meta.json (written last): never resumed from.
+    (tmp_path / "step-00000011").mkdir()
+    (tmp_path / "step-00000011" / "model.safetensors").write_bytes(b"partial")
+    assert training.latest_checkpoint(tmp_path).name == "step-00000010"
+
+
+@pytest.mark.parametrize("keep,expected", [(2, [4, 5]), (1, [5]), (3, [3, 4, 5])])
+def test_only_the_newest_checkpoints_are_kept(tmp_path, keep, expected):
+    model, optimizer, scheduler = make_run()
+    for step in range(1, 6):
+        training.save_checkpoint(tmp_path, step, model, optimizer, scheduler, keep=keep)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"step-{s:08d}" for s in expected]
+
+
+def test_default_keeps_two(tmp_path):
+    model, optimizer, scheduler = make_run()
+    for step in (1, 2, 3):
+        training.save_checkpoint(tmp_path, step, model, optimizer, scheduler)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000002", "step-00000003"]
+
+
+def test_resume_continues_exactly_as_the_uninterrupted_run(tmp_path):
+    """Train 3 steps, checkpoint, scramble everything (weights, optimizer moments, schedule, RNGs), load, train 4
+    more: identical to 7 uninterrupted steps, in weights, optimizer state and learning rate."""
+    training.seed_everything(5)
+    whole = make_run()
+    train(*whole, steps=7)
+
+    training.seed_everything(5)
+    model, optimizer, scheduler = make_run()
+    train(model, optimizer, scheduler, steps=3)
+    training.save_checkpoint(tmp_path, 3, model, optimizer, scheduler, extra={"running": torch.tensor(2.5), "n": 4})
+    train(model, optimizer, scheduler, steps=2)  # moves weights, moments, schedule and every RNG past the checkpoint
+    random.random(), np.random.rand()
+
+    step, extra = training.load_checkpoint(tmp_path / "step-00000003", model, optimizer, scheduler)
+    assert step == 3 and extra == {"running": torch.tensor(2.5), "n": 4}
+    assert scheduler.last_epoch == 3 and optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 7 / 8)
+    train(model, optimizer, scheduler, steps=4)
+    for name, value in weights(whole[0]).items():
+        assert torch.equal(model.state_dict()[name], value), name
+    assert optimizer.state_dict()["state"][0]["step"] == whole[1].state_dict()["state"][0]["step"] == 7
+    assert optimizer.param_groups[0]["lr"] == whole[1].param_groups[0]["lr"] == pytest.approx(0.1 * 3 / 8)
+
+
+def test_resume_restores_the_python_numpy_and_torch_random_streams(tmp_path):
+    model, optimizer, scheduler = make_run()
+    training.seed_everything(11)
+    training.save_checkpoint(tmp_path, 1, model, optimizer, scheduler)
+    expected = (random.random(), float(np.random.rand()), torch.rand(3), random.gauss(0, 1), np.random.randn())
+    training.seed_everything(12)
+    np.random.randn()  # numpy caches the second of each pair of normals: that cache is part of its state
+    training.load_checkpoint(tmp_path / "step-00000001", model, optimizer, scheduler)
+    got = (random.random(), float(np.random.rand()), torch.rand(3), random.gauss(0, 1), np.random.randn())
+    assert got[:2] == expected[:2] and torch.equal(got[2], expected[2]) and got[3:] == expected[3:]
+
+
+def test_checkpoint_state_loads_with_weights_only(tmp_path):
+    """No arbitrary unpickling on resume: state.pt must be readable by torch.load(weights_only=True)."""
+    model, optimizer, scheduler = make_run()
+    train(model, optimizer, scheduler, steps=1)
+    training.save_checkpoint(tmp_path, 1, model, optimizer, scheduler, extra={"n_running": 2})
+    state = torch.load(tmp_path / "step-00000001" / "state.pt", weights_only=True)
+    assert set(state) == {"optimizer", "scheduler", "rng", "rng_per_rank", "extra"}
+    assert state["scheduler"]["last_epoch"] == 1 and state["extra"] == {"n_running": 2}
+    assert state["rng_per_rank"] == []  # one process
+
+
+def test_a_checkpoint_of_another_model_is_a_clear_error(tmp_path):
+    model, optimizer, scheduler = make_run()
+    training.save_checkpoint(tmp_path, 1, model, optimizer, scheduler)
+    other = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))  # another shape
+    with pytest.raises(UserError, match=r"checkpoint .*step-00000001 is unreadable or from another model"):
+        training.load_checkpoint(tmp_path / "step-00000001", other, optimizer, scheduler)
+    extra_layer = torch.nn.Sequential(*model, torch.nn.Linear(1, 1))  # same tensors plus one more
+    with pytest.raises(UserError, match=r"does not match the model: missing \['3.bias', '3.weight'\]"):
+        training.load_checkpoint(tmp_path / "step-00000001", extra_layer, optimizer, scheduler)
+
+
+def test_a_corrupt_checkpoint_is_an_error_not_a_restart(tmp_path):
+    model, optimizer, scheduler = make_run()
+    training.save_checkpoint(tmp_path, 4, model, optimizer, scheduler)
+    path = tmp_path / "step-00000004"
+    (path / "state.pt").write_bytes(b"not a torch file")
+    with pytest.raises(UserError, match=r"step-00000004 is unreadable .*\(.*Error"):
+        training.load_checkpoint(path, model, optimizer, scheduler)
