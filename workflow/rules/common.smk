@@ -3,7 +3,7 @@
 import json
 import re
 
-from sparsebert.launch import from_resources
+from sparsebert.launch import RESOURCE_DEFAULTS, from_resources, rule_resources as resolve_resources
 
 # Variants: one per fixed mask, plus one per DAM search (type x lambda), named like the paper's rows. A DAM
 # variant is the search's own model with its binarized mask (the official protocol: weights and mask trained
@@ -69,14 +69,8 @@ def dam_recipe(seed):
 
 
 def rule_resources(rule, variant=None):
-    """Resources of a training rule from config, with per-variant overrides (e.g. DDP for one variant)."""
-    res = {"threads": 1, "gpu": 0, "nodes": 1, "ddp_cpu_procs": 0}
-    res.update(config.get("resources", {}).get(rule, {}))
-    overrides = res.pop("per_variant", {})
-    res.update(overrides.get(variant, {}))
-    # A CPU DDP job runs one process per core.
-    res["threads"] = max(res["threads"], res["ddp_cpu_procs"])
-    return res
+    """Resources of a training rule from config, with per-variant overrides (sparsebert/launch.py resolves them)."""
+    return resolve_resources(config, rule, variant)
 
 
 def resource(rule, key, default=None):
@@ -94,12 +88,11 @@ def resource(rule, key, default=None):
 def training_resources(rule):
     """The `resources:` of a training rule, each per variant: GPUs and nodes (the SLURM profile turns them
     into sbatch flags), CPU DDP processes, memory and runtime."""
-    defaults = {"gpu": None, "nodes": None, "ddp_cpu_procs": None, "mem_mb": 4000, "runtime": 60}
-    return {key: resource(rule, key, default) for key, default in defaults.items()}
+    return {key: resource(rule, key) for key in RESOURCE_DEFAULTS if key != "threads"}
 
 
 def launch(wildcards, resources):
-    """`python`, `torchrun ...` or `srun ... torchrun ...`, decided by the job's resources."""
+    """`python`, `torchrun ...`, `srun ... torchrun ...`, GPU jobs through sparsebert.launch's GPU slots."""
     return from_resources(resources)
 
 
