@@ -161,7 +161,8 @@ def test_check_run_exits_with_one_line_per_problem(capsys):
     config["pretrain"]["seed"] = 3  # the top-level seeds decide
     with pytest.raises(SystemExit) as exit_info:
         validate.check_run(config, cache_dir=None)
-    lines = str(exit_info.value.code).splitlines()
+    header, *lines = str(exit_info.value.code).splitlines()
+    assert header.startswith("config validation failed (2 problem(s)")
     assert len(lines) == 2 and all(line.startswith("config error: ") for line in lines)
     assert "masks.longformer: parameter window must be an integer >= 0, got -3" in lines[1]
 

@@ -110,6 +110,10 @@ def _messages(error, where: str) -> list[tuple[str, str]]:
             known |= set(_subschema(_resolve(error.schema["$ref"])).get("properties", {}))
         return [(_key(key, [name]), f"unknown key; valid: {', '.join(sorted(known))}")
                 for name in sorted(set(error.instance) - known)]
+    if "propertyNames" in error.schema_path:  # a key of a mapping whose keys are names (masks)
+        return [(_key(key, [error.instance]), f"unknown name; valid: {', '.join(map(str, error.schema['enum']))}")]
+    if error.validator == "required":
+        return [(_key(key, [name]), "missing (required)") for name in error.validator_value if name not in error.instance]
     if error.validator in ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         return [(key, f"must be {describe(error.schema)}, got {error.instance!r}")]
     return [(key, error.message)]

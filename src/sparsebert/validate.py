@@ -56,10 +56,11 @@ class ConfigError(UserError):
 
 
 def check_run(config: dict, workflow=None, cache_dir: Path | None = CACHE_DIR) -> None:
-    """The Snakefile's hook: every problem as one line `config error: <key>: <what>`, then exit 1."""
+    """The Snakefile's hook: a header, every problem as one line `config error: <key>: <what>`, then exit 1."""
     errors = problems(config, resource_overrides(workflow), cache_dir)
     if errors:
-        sys.exit("\n".join(f"config error: {e}" for e in errors))
+        header = f"config validation failed ({len(errors)} problem(s), no job started):"
+        sys.exit("\n".join([header, *(f"config error: {e}" for e in errors)]))
 
 
 def problems(config: dict, overrides: dict | None = None, cache_dir: Path | None = None) -> list[ConfigError]:

@@ -1,0 +1,294 @@
+"""The parameter contract (sparsebert/recipes.py): workflow/schemas/config.schema.yaml defines every
+subcommand's --params. The code reads exactly the keys defined there (a static scan of the readers); every
+subcommand refuses an unknown key before it writes anything; defaults come from the schema; and a key set in a
+config reaches the code (attention_backend: flex, through the smoke DAG, into the checkpoint)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sparsebert import recipes
+from sparsebert.cli import main
+from sparsebert.io import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "src/sparsebert"
+BIN = Path(sys.executable).parent
+SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+
+# Where each section's keys are read: module -> {function (None: every function) -> {variable -> key prefix}}.
+# A key is read as `var["key"]`, `var.get("key")`, `var.pop("key")`, `var.setdefault("key")`, or a chain of
+# them (`recipe["model"]["x"]` reads model.x). A list's items are `name[]`.
+TRAINING = ("training.py", {"build_optimizer": {"p": ""}, "build_scheduler": {"p": ""}})
+READERS = {
+    "corpus": [("data/corpus.py", {"build_corpus": {"params": ""}, "embedded_documents": {"cfg": "embedded."},
+                                   "text_file_documents": {"cfg": "text_files."},
+                                   "hub_documents": {"cfg": "hub.", "spec": "hub.datasets[]."}})],
+    "tokenizer": [("data/tokenizer.py", {None: {"params": ""}})],
+    "examples": [("data/pretraining.py", {None: {"params": ""}})],
+    "proxy_tasks": [("data/proxy.py", {None: {"p": ""}})],
+    "pretrain": [("pretrain.py", {None: {"recipe": ""}}), TRAINING],
+    "finetune": [("finetune.py", {None: {"params": ""}}), TRAINING],
+    "report": [("report.py", {None: {"cfg": ""}}), ("findings.py", {None: {"cfg": ""}})],
+}
+# Keys the scan cannot see being read, each with where it goes instead.
+PASSED_ON = {
+    "corpus": {"hub.datasets[].name": "a datasets.load_dataset keyword (**spec)"},
+    "pretrain": {f"model.{k}": "a SparseBertConfig keyword (**recipe['model']; test below)"
+                 for k in SCHEMA["definitions"]["model"]["properties"]},
+}
+# Keys of the shared training code that fine-tuning never uses (it passes its own optimizer and schedule,
+# found in finetune.py below; it has no DAM mask logits, and no poly schedule).
+FINETUNE_UNUSED = {"poly_power": "read by the poly schedule only", "dam_lr": "DAM mask logits only"}
+
+
+def _reads(module: str, functions: dict) -> set[str]:
+    tree = ast.parse((PACKAGE / module).read_text())
+    found = set()
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.FunctionDef) or (None not in functions and fn.name not in functions):
+            continue
+        names = functions.get(fn.name, functions.get(None, {}))
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+                base, key = node.value, node.slice.value
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args
+                  and node.func.attr in ("get", "pop", "setdefault") and isinstance(node.args[0], ast.Constant)):
+                base, key = node.func.value, node.args[0].value
+            else:
+                continue
+            chain = [key]
+            while isinstance(base, ast.Subscript) and isinstance(base.slice, ast.Constant):
+                chain.insert(0, base.slice.value)
+                base = base.value
+            if isinstance(base, ast.Name) and base.id in names and all(isinstance(k, str) for k in chain):
+                found.add(names[base.id] + ".".join(chain))
+    return found
+
+
+def _set_by_finetune() -> set[str]:
+    """Keys that finetune.py sets itself in the recipe it hands to training.build_optimizer/build_scheduler."""
+    tree = ast.parse((PACKAGE / "finetune.py").read_text())
+    keys = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in ("build_optimizer", "build_scheduler"):
+            for arg in node.args:
+                if isinstance(arg, ast.Dict):
+                    keys |= {k.value for k in arg.keys if isinstance(k, ast.Constant)}
+    return keys
+
+
+def code_keys(section: str) -> set[str]:
+    keys = set().union(*(_reads(module, functions) for module, functions in READERS[section]))
+    if section == "finetune":
+        keys -= _reads(*TRAINING) & (_set_by_finetune() | set(FINETUNE_UNUSED))
+    return keys
+
+
+def schema_keys(node: dict, prefix: str = "") -> set[str]:
+    """Every key of a definition, nested ones as dotted paths (list items: `name[].key`)."""
+    keys = set()
+    for name, sub in recipes._subschema(node).get("properties", {}).items():
+        sub = recipes._subschema(sub)
+        keys.add(prefix + name)
+        keys |= schema_keys(sub, f"{prefix}{name}.")
+        if sub.get("type") == "array" and "properties" in sub.get("items", {}):
+            keys |= schema_keys(sub["items"], f"{prefix}{name}[].")
+    return keys
+
+
+@pytest.mark.parametrize("section", recipes.SECTIONS)
+def test_the_code_reads_exactly_the_keys_the_schema_defines(section):
+    in_code = code_keys(section)
+    in_schema = schema_keys(recipes.definition(section))
+    assert in_code - in_schema == set(), f"read by the code, missing from definitions.{section}"
+    # Every defined key is read, or handed on (PASSED_ON); a mapping also counts as read when its keys are.
+    read = in_code | set(PASSED_ON.get(section, {}))
+    unread = {k for k in in_schema - read if not any(s.startswith((k + ".", k + "[].")) for s in read)}
+    assert unread == set(), f"defined in definitions.{section} but read nowhere"
+
+
+def test_the_scan_sees_the_reads_it_must():
+    """Guards the scanner itself: a refactoring that hides reads from it must fail here, not pass silently."""
+    assert {"lr", "betas", "eps", "poly_power", "schedule", "model.max_position_embeddings",
+            "snapshot_every"} <= code_keys("pretrain")
+    assert {"optimizer", "schedule"} <= _set_by_finetune()
+    assert {"hub.datasets[].group_rows", "embedded.sources", "text_files.glob"} <= code_keys("corpus")
+    assert "bootstrap_samples" in code_keys("report") and "qa_context_words" in code_keys("proxy_tasks")
+
+
+def test_every_model_key_is_a_model_config_keyword():
+    from sparsebert.modeling import SparseBertConfig
+
+    model = recipes.defaults("pretrain")["model"]
+    values = {"max_position_embeddings": 64, "attention_backend": "flex", "dam_init_std": 0.02,
+              **{k: v for k, v in model.items() if k not in ("attention_backend", "dam_init_std")}}  # fmt: skip
+    assert set(values) == set(SCHEMA["definitions"]["model"]["properties"])
+    config = SparseBertConfig(**values)
+    for key, value in values.items():
+        assert getattr(config, key) == value, key
+
+
+def test_every_section_can_be_set_from_the_config():
+    """Each subcommand's definition is the config section the workflow hands it (dam_search and per_task
+    override the same recipes)."""
+    props = SCHEMA["properties"]
+    for section in ("corpus", "tokenizer", "examples", "proxy_tasks", "pretrain", "finetune", "report"):
+        assert props[section]["$ref"] == f"#/definitions/{section}", section
+    assert props["dam_search"]["$ref"] == "#/definitions/pretrain"
+    assert props["finetune"]["properties"]["per_task"]["additionalProperties"]["$ref"] == "#/definitions/finetune"
+
+
+def test_schedules_and_optimizers_are_the_codes():
+    import torch
+
+    from sparsebert import training
+
+    pretrain = SCHEMA["definitions"]["pretrain"]["properties"]
+    for schedule in pretrain["schedule"]["enum"]:
+        assert 0 <= training.lr_multiplier(5, 10, 0.1, schedule) <= 1
+    with pytest.raises(UserError, match="valid: linear, poly, constant"):
+        training.lr_multiplier(5, 10, 0.1, "cosine")
+    model = torch.nn.Linear(2, 2)
+    for name in pretrain["optimizer"]["enum"]:
+        training.build_optimizer(model, {**recipes.defaults("pretrain"), "optimizer": name})
+    with pytest.raises(UserError, match="valid: adamw, lamb"):
+        training.build_optimizer(model, {**recipes.defaults("pretrain"), "optimizer": "sgd"})
+
+
+# ------------------------------------------------------------------------------------------ fill / defaults
+
+
+@pytest.mark.parametrize("section", recipes.SECTIONS)
+def test_defaults_are_valid_and_complete(section):
+    defaults = recipes.defaults(section)
+    assert recipes.problems(defaults, section) == []
+    assert recipes.fill(section, {}) == defaults
+
+
+def test_fill_keeps_what_is_set_and_fills_the_rest_at_every_level():
+    recipe = recipes.fill("pretrain", {"lr": 0.5, "model": {"hidden_size": 64, "attention_backend": "flex"}})
+    assert recipe["lr"] == 0.5 and recipe["schedule"] == "linear" and recipe["betas"] == [0.9, 0.999]
+    assert recipe["model"] == {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                               "intermediate_size": 512, "hidden_dropout_prob": 0.1,
+                               "attention_probs_dropout_prob": 0.1, "attention_backend": "flex",
+                               "dam_init_std": 0.001}  # fmt: skip
+    assert "max_position_embeddings" not in recipe["model"]  # no default: the pretraining length
+    corpus = recipes.fill("corpus", {"embedded": {"max_words": 10}})
+    assert corpus["embedded"] == {"sources": ["shakespeare", "kjv", "wikipedia", "lee"], "max_words": 10}
+    assert corpus["hub"]["datasets"][1] == {"path": "bookcorpus/bookcorpus", "group_rows": 256}
+    defaults = recipes.defaults("corpus")
+    defaults["embedded"]["sources"].append("x")  # a caller's change never reaches the schema's defaults
+    assert recipes.defaults("corpus")["embedded"]["sources"] == ["shakespeare", "kjv", "wikipedia", "lee"]
+
+
+@pytest.mark.parametrize("section, params, key, message", [
+    ("pretrain", {"model": {"attention_backnd": "flex"}}, "pretrain.model.attention_backnd", "unknown key; valid: "
+     "attention_backend, attention_probs_dropout_prob, dam_init_std"),
+    ("pretrain", {"schedule": "cosine"}, "pretrain.schedule", "must be one of linear, poly, constant, got 'cosine'"),
+    ("pretrain", {"max_steps": 3.0}, "pretrain.max_steps", "must be an integer >= 1, got 3.0"),
+    ("pretrain", {"max_steps": True}, "pretrain.max_steps", "must be an integer >= 1, got True"),
+    ("pretrain", {"lr": math.nan}, "pretrain.lr", "must be a finite number > 0, got nan"),
+    ("pretrain", {"betas": [0.9]}, "pretrain.betas", "too short"),
+    ("finetune", {"per_task": {}}, "finetune.per_task", "unknown key"),  # the config's, not the subcommand's
+    ("examples", {"seed": 2**32}, "examples.seed", "must be an integer in [0, 4294967295], got 4294967296"),
+    ("corpus", {"embedded": {"sources": ["lee", "gutenberg"]}}, "corpus.embedded.sources[1]", "got 'gutenberg'"),
+    ("proxy_tasks", {"sed": 1}, "proxy_tasks.sed", "unknown key"),
+    ("tokenizer", {"pretrained": 3}, "tokenizer.pretrained", "must be null or a string, got 3"),
+    ("report", {"bootstrap_samples": 10}, "report.bootstrap_samples", "must be an integer >= 100, got 10"),
+])  # fmt: skip
+def test_a_bad_key_or_value_is_one_line_naming_it_and_the_section(section, params, key, message):
+    with pytest.raises(UserError) as error:
+        recipes.fill(section, params)
+    text = str(error.value)
+    assert "\n" not in text and text.startswith(f"{key}: ") and message in text, text
+    assert f"--params of `{section}`" in text
+
+
+def test_every_problem_is_named_at_once():
+    found = recipes.problems({"lrr": 1, "max_steps": 0, "model": {"heads": 2}}, "pretrain")
+    assert [key for key, _ in found] == ["pretrain.lrr", "pretrain.max_steps", "pretrain.model.heads"]
+
+
+# ------------------------------------------------------------------------------------------ subcommands
+
+# (subcommand, its arguments before --params; the inputs need not exist: the params are checked first)
+SUBCOMMANDS = [
+    ("corpus", "corpus", []),
+    ("tokenizer", "tokenizer", ["--corpus", "nowhere"]),
+    ("examples", "examples", ["--corpus", "nowhere", "--tokenizer", "nowhere"]),
+    ("proxy-tasks", "proxy_tasks", ["--corpus", "nowhere"]),
+    ("pretrain", "pretrain", ["--examples", "nowhere", "--tokenizer", "nowhere", "--mask", "dense"]),
+    ("dam-search", "pretrain", ["--examples", "nowhere", "--tokenizer", "nowhere", "--mask", "dam_s",
+                                "--dam-lambda", "1e-3"]),
+    ("finetune", "finetune", ["--model", "nowhere", "--tokenizer", "nowhere", "--task", "proxy_single",
+                              "--task-source", '{"path": "nowhere"}']),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command, section, args", SUBCOMMANDS, ids=[c for c, _, _ in SUBCOMMANDS])
+def test_each_subcommand_refuses_an_unknown_key_before_writing(tmp_path, capsys, monkeypatch, command, section, args):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, *args, "--params", json.dumps({"bogus_key": 1}), "--out", str(out)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"error: {section}.bogus_key: unknown key; valid: " in err[0], err
+    assert list(tmp_path.iterdir()) == []  # no output, no state directory, nothing
+
+
+# ------------------------------------------------------------------------------------------ the workflow
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO / "tests/netguard")}
+
+
+def _workdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "workflow", "config", "envs"):
+        (path / name).symlink_to(REPO / name)
+    return path
+
+
+def _snakemake(wd: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **OFFLINE_ENV}
+    return subprocess.run([str(BIN / "snakemake"), *args], cwd=wd, env=env, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_config_key_reaches_the_model_through_the_workflow(tmp_path):
+    """`attention_backend: flex` in a config's pretrain.model arrives in the pretrained checkpoint's config
+    (smoke-sized: one fixed mask, one seed, the data steps and one pretraining)."""
+    config = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    config["pretrain"]["model"]["attention_backend"] = "flex"
+    config.update(seeds=[0], masks={"longformer": {"window": 2}}, dam={}, dam_retrain=False, resources={})
+    wd = _workdir(tmp_path / "wd")
+    (wd / "flex.yaml").write_text(yaml.safe_dump(config))
+    r = _snakemake(wd, "--cores", "2", "--configfile", "flex.yaml", "pretrain_all", timeout=900)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    [checkpoint] = [p for p in wd.glob("results/**/model/config.json") if "state" not in p.parts]
+    assert json.loads(checkpoint.read_text())["attention_backend"] == "flex"
+
+
+@pytest.mark.slow
+def test_an_unknown_config_key_stops_snakemake_before_any_job(tmp_path):
+    config = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    config["pretrain"]["model"]["attention_backnd"] = "flex"
+    wd = _workdir(tmp_path / "wd")
+    (wd / "bad.yaml").write_text(yaml.safe_dump(config))
+    r = _snakemake(wd, "-n", "--configfile", "bad.yaml", timeout=300)
+    out = r.stdout + r.stderr
+    errors = [line for line in out.splitlines() if line.startswith("config error: ")]
+    assert r.returncode != 0 and len(errors) == 1, out[-3000:]
+    assert errors[0].startswith("config error: pretrain.model.attention_backnd: unknown key; valid: "), errors
+    assert "Building DAG" not in out and not (wd / "data").exists() and not (wd / "results").exists()
