@@ -180,12 +180,17 @@ def test_workflow_under_slurm_matches_local_run(slurm_partition, tmp_path):
           f"{len(compared)} outputs equal: {[str(p.relative_to(tmp_path / 'local')) for p in compared]}")
 
 
-def test_profile_names_gpu_resources_for_every_training_rule():
-    """Cheap check of the profile itself (no SLURM needed): keys the plugin reads, GPUs for GPU rules."""
+def test_profile_sends_training_rules_to_gpus_and_leaves_their_counts_to_the_config():
+    """Cheap check of the profile itself (no SLURM needed): keys the plugin reads; GPU rules on a partition of
+    their own, their GPU counts (and cores, memory, minutes) declared once, in the config's `resources`."""
+    from sparsebert.launch import rule_resources
+
     profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
     assert profile["executor"] == "slurm"
     assert profile["slurm-status-command"] in {"squeue", "sacct"}
     assert {"slurm_partition", "runtime", "mem_mb", "cpus_per_task"} <= set(profile["default-resources"])
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     for rule in ("pretrain", "dam_search", "pretrain_learned", "finetune"):
         res = profile["set-resources"][rule]
-        assert res.get("gpu") or "gpu" in str(res.get("gres", "")), rule
+        assert res["slurm_partition"] and not {"gpu", "gres", "cpus_per_task", "mem_mb", "runtime"} & set(res), rule
+        assert rule_resources(paper, rule)["gpu"] >= 1, rule
