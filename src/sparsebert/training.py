@@ -1,5 +1,7 @@
 """What every training loop here shares: distributed setup, optimizer + schedule, resumable checkpoints,
-a deterministic batch order, a JSONL log, and the non-finite-loss guard.
+a deterministic batch order, a JSONL log, the non-finite-loss guard, and the loop skeleton that pretraining,
+the DAM search and fine-tuning are written with (resume, one optimizer step over accumulated micro-batches,
+periodic and preemption checkpoints; see the last section).
 
 Resumability is the contract: a run killed at any point and restarted with the same arguments reaches
 bit-identical weights (CPU), because a checkpoint holds the model, optimizer, scheduler, every RNG state
