@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from _runs import run_watched
 from _task_files import write_tsv
-from test_finetune import RECIPE, assets, run_finetune  # noqa: F401 - `assets` is a fixture
+from test_finetune import RECIPE, assets  # noqa: F401 - `assets` is a fixture
 
 from sparsebert.modeling import SparseBertForPreTraining
 
