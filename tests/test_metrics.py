@@ -1,7 +1,9 @@
 """Metrics against values computed by hand, with the leaderboards' names."""
 
 import math
+import warnings
 
+import numpy as np
 import pytest
 
 from sparsebert import metrics
@@ -79,3 +81,69 @@ def test_squad_v2_no_answer_scoring_and_splits():
     spec = get_task("squad_v2")
     assert set(spec.metrics) <= set(metrics.task_metrics(spec, preds, refs))
     assert metrics.task_metrics(get_task("squad_v1"), {"a": "x"}, {"a": ["x"]}) == {"exact_match": 100.0, "f1": 100.0}
+
+
+def test_matthews_correlation_negative_and_unlike_kappa():
+    """tp=1 fp=3 fn=2 tn=4: MCC = (1*4 - 3*2) / sqrt(4*3*7*6) = -2 / sqrt(504), below 0 (so not |MCC|) and not
+    Cohen's kappa (p_o = 0.5, p_e = 0.4*0.3 + 0.6*0.7 = 0.54: kappa = -0.04 / 0.46); scikit-learn agrees."""
+    from sklearn.metrics import cohen_kappa_score, matthews_corrcoef
+
+    pred = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    gold = [1, 0, 0, 0, 1, 1, 0, 0, 0, 0]
+    mcc = metrics.matthews_correlation(pred, gold)
+    assert mcc == pytest.approx(-2 / math.sqrt(504)) == matthews_corrcoef(gold, pred)
+    assert cohen_kappa_score(gold, pred) == pytest.approx(-0.04 / 0.46)
+    assert mcc != pytest.approx(-0.04 / 0.46, abs=1e-3)
+
+
+def test_f1_of_the_positive_class_and_its_zero_cases():
+    assert metrics.f1([0, 0, 1, 1], [1, 1, 0, 0]) == 0.0  # no true positive
+    # nothing predicted positive and nothing positive: 0 (GLUE's convention), and no warning about it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert metrics.f1([0, 0, 0], [0, 0, 0]) == 0.0
+        assert metrics.f1([0, 0, 0], [0, 1, 0]) == 0.0
+    # the positive class is label 1: tp=1 fp=0 fn=1 -> 2/3 (label 0 as positive: tp=3 fp=1 fn=0 -> 6/7)
+    assert metrics.f1([1, 0, 0, 0, 0], [1, 1, 0, 0, 0]) == pytest.approx(2 / 3)
+
+
+def test_constant_inputs_give_zero_correlation_not_nan():
+    for fn in (metrics.pearson, metrics.spearmanr):
+        assert fn([2.0, 2.0, 2.0], [1.0, 2.0, 3.0]) == 0.0
+        assert fn([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]) == 0.0
+        # a standard deviation of exactly 1 is not constant: x = [0, 2] has std 1, r = 1
+        assert fn([0.0, 2.0, 1.0], [0.0, 2.0, 1.0]) == pytest.approx(1.0)
+        assert fn([1.0, 2.0, 3.0], [0.0, 2.0, 1.0]) == pytest.approx(0.5)
+        assert fn([0.0, 2.0, 1.0], [1.0, 3.0, 2.0]) == pytest.approx(1.0)
+
+
+def test_regression_metrics_computed_in_float64():
+    """The fine-tuning loop hands over float32 predictions; scipy's pearsonr would compute in float32."""
+    x = np.array([0.1, 0.7, 0.25, 0.9, 0.33, 0.61], dtype=np.float32)
+    y = np.array([0.2, 0.5, 0.31, 0.95, 0.12, 0.77], dtype=np.float32)
+    xd, yd = x.astype(np.float64), y.astype(np.float64)
+    r = float(np.sum((xd - xd.mean()) * (yd - yd.mean())) / np.sqrt(np.sum((xd - xd.mean()) ** 2) * np.sum((yd - yd.mean()) ** 2)))
+    out = metrics.task_metrics(get_task("stsb"), x, y)
+    assert out["pearson"] == pytest.approx(r, rel=1e-12, abs=0)
+    out = metrics.task_metrics(get_task("stsb"), list(map(float, x)), y)
+    assert out["pearson"] == pytest.approx(r, rel=1e-12, abs=0)
+
+
+def test_squad_f1_counts_repeated_tokens_once_per_match():
+    # pred "the the cat cat cat" -> "cat cat cat" (articles go); gold "cat sat cat": common = min(3, 2) = 2 cats,
+    # p = 2/3, r = 2/3 -> f1 = 2/3 (counting every predicted token found in gold would give p = 1)
+    assert metrics.squad_f1("the the cat cat cat", "cat sat cat") == pytest.approx(2 / 3)
+    # pred "x y x" vs gold "y x y y": common = min(2, 1) x + min(1, 3) y = 2; p = 2/3, r = 2/4 -> 2pr/(p+r) = 4/7
+    assert metrics.squad_f1("x y x", "y x y y") == pytest.approx(4 / 7)
+
+
+def test_error_messages_name_the_problem():
+    refs = {f"q{i}": ["x"] for i in range(5)}
+    with pytest.raises(ValueError, match=r"^5 question ids have no prediction, e\.g\. \['q0', 'q1', 'q2'\]$"):
+        metrics.squad_v1({}, refs)
+
+    class Spec:
+        kind, metrics = "ranking", ("accuracy",)
+
+    with pytest.raises(ValueError, match=r"^unknown task kind 'ranking'$"):
+        metrics.task_metrics(Spec, [1], [1])

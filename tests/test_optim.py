@@ -154,3 +154,43 @@ def test_unknown_schedule_is_a_clear_error():
     with pytest.raises(UserError, match="cosine"):
         training.lr_multiplier(0, 10, 0.1, "cosine")
 
+
+
+def test_schedule_defaults_and_power_are_passed_through():
+    """build_scheduler's defaults: linear schedule, warmup 0.1; `poly_power` reaches the poly decay."""
+    def lrs(p, total):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = training.build_scheduler(opt, p, total_steps=total)
+        out = []
+        for _ in range(total):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    # linear, warmup 0.1 of 20 = 2 steps: 0, 0.5, then (1 - s/20) / 0.9
+    assert lrs({}, 20) == pytest.approx([0.0, 0.5] + [(1 - s / 20) / 0.9 for s in range(2, 20)])
+    # poly, power 1, warmup 2 steps of 8: x = (s + 1) / 8; x / 0.25 while x < 0.25, then 1 - x
+    assert lrs({"schedule": "poly", "warmup": 2, "poly_power": 1.0}, 8) == pytest.approx(
+        [0.5, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0])
+    assert lrs({"schedule": "constant", "warmup": 0.5}, 4) == [1.0] * 4
+
+
+def test_schedules_stay_at_zero_past_the_last_update():
+    """LambdaLR evaluates the factor once more after the last update (and a resumed run past the end may too):
+    it must be 0, not a negative base raised to a fractional power (a complex number) or a negative rate."""
+    for step in (100, 101, 150):
+        assert training.lr_multiplier(step, 100, 0.1, "linear") == 0.0
+        poly = training.lr_multiplier(step - 1, 100, 0.1, "poly", 0.5)
+        assert isinstance(poly, float) and poly == 0.0
+
+
+def test_poly_warmup_given_in_steps_and_the_boundary_step():
+    # warmup 4 steps of 16 = fraction 0.25; x = (s + 1) / 16: s = 2 -> x = 3/16 < 0.25 -> 0.75; s = 3 -> x = 0.25,
+    # no longer warming up -> sqrt(0.75)
+    assert training.lr_multiplier(2, 16, 4, "poly") == pytest.approx(0.75)
+    assert training.lr_multiplier(3, 16, 4, "poly") == pytest.approx(math.sqrt(0.75))
+    assert training.lr_multiplier(3, 16, 4, "poly", power=2.0) == pytest.approx(0.75**2)
+    # a warmup of 1 means one step (>= 1 is a count), not the whole run: linear x = 1/10 -> (1 - 0.1) / 0.9 = 1
+    assert training.lr_multiplier(1, 10, 1, "linear") == pytest.approx(1.0)
+    assert training.lr_multiplier(5, 10, 1, "linear") == pytest.approx(0.5 / 0.9)

@@ -145,3 +145,95 @@ def test_oracle_logits_score_100_end_to_end(tmp_path, tokenizer, version, name):
     assert scores[spec.main_metric] == pytest.approx(100.0)
     if spec.unanswerable:
         assert predictions["q3"] == "" and scores["NoAns_total"] == 1 and scores["HasAns_total"] == 2
+
+
+# ------------------------------------------------------------------------------------------ decoding rules, by hand
+# One hand-made window: [CLS] q q [SEP] (positions 0-3, not context), then 40 context words "c0 .. c39" at
+# positions 4-43, then [SEP] and padding up to L = 64 (not context). Offsets are written out, not tokenized.
+
+CTX_WORDS = [f"c{i}" for i in range(40)]
+CTX = " ".join(CTX_WORDS)
+L, FIRST = 64, 4  # window length; position of context word 0
+
+
+def hand_window():
+    starts = [sum(len(w) + 1 for w in CTX_WORDS[:i]) for i in range(40)]
+    offsets = [None] * FIRST + [[s, s + len(w)] for s, w in zip(starts, CTX_WORDS)]
+    features = {"example_id": ["q"], "offset_mapping": [offsets + [None] * (L - len(offsets))]}
+    return {"id": ["q"], "context": [CTX]}, features
+
+
+def words(first: int, last: int) -> str:
+    """The context text of words first..last (inclusive)."""
+    return " ".join(CTX_WORDS[first : last + 1])
+
+
+def hand_logits(starts: dict[int, float], ends: dict[int, float], fill: float = -10.0):
+    start, end = np.full((1, L), fill), np.full((1, L), fill)
+    for p, v in starts.items():
+        start[0, p] = v
+    for p, v in ends.items():
+        end[0, p] = v
+    return start, end
+
+
+def decode(start, end, **kw):
+    examples, features = hand_window()
+    return postprocess_predictions(examples, features, start, end, **kw)
+
+
+def test_answer_length_limit_at_the_limit_and_one_past_it():
+    # A 30-token span (words 0-29) is allowed by the default max_answer_length 30; a 31-token one is not, and
+    # a lower-scoring 1-token span (word 35) wins instead.
+    start, end = hand_logits({FIRST: 5.0, FIRST + 35: 1.0}, {FIRST + 29: 5.0, FIRST + 35: 1.0})
+    assert decode(start, end)[0] == {"q": words(0, 29)}
+    start, end = hand_logits({FIRST: 5.0, FIRST + 35: 1.0}, {FIRST + 30: 5.0, FIRST + 35: 1.0})
+    assert decode(start, end)[0] == {"q": words(35, 35)}
+    # the same with an explicit limit: 3 tokens at limit 3, not at limit 2 (limit + 1)
+    start, end = hand_logits({FIRST + 10: 5.0, FIRST + 35: 1.0}, {FIRST + 12: 5.0, FIRST + 35: 1.0})
+    assert decode(start, end, max_answer_length=3)[0] == {"q": words(10, 12)}
+    assert decode(start, end, max_answer_length=2)[0] == {"q": words(35, 35)}
+
+
+def test_only_the_n_best_starts_are_considered():
+    """20 higher starts (words 10-29) have no valid end among the 20 best ends (word 1, then padding); the one
+    valid start (word 0) ranks 21st: found with n_best_size 21, not with the default 20."""
+    starts = {FIRST + w: 9.0 for w in range(10, 30)} | {FIRST: 1.0}
+    ends = {FIRST + 1: 10.0} | {p: 9.0 for p in range(45, 64)}  # word 1, then 19 padding positions
+    start, end = hand_logits(starts, ends)
+    assert decode(start, end)[0] == {"q": ""}
+    assert decode(start, end, n_best_size=21)[0] == {"q": words(0, 1)}
+
+
+def test_a_start_whose_best_end_is_before_it_still_gets_its_next_end():
+    # start word 10; best end word 5 (before it: invalid), second-best end word 12: span 10-12 (score 17), not the
+    # best span of a weaker start (words 0-5, score -10 + 9)
+    start, end = hand_logits({FIRST + 10: 9.0}, {FIRST + 5: 9.0, FIRST + 12: 8.0})
+    assert decode(start, end)[0] == {"q": words(10, 12)}
+
+
+def test_no_valid_span_means_no_answer():
+    # all the mass on [CLS], the question and padding: no span is valid
+    start, end = hand_logits({0: 9.0, 1: 8.0, 50: 7.0}, {0: 9.0, 2: 8.0, 60: 7.0}, fill=-1e9)
+    start[0, FIRST:FIRST + 40] = end[0, FIRST:FIRST + 40] = -np.inf  # no context token can be chosen either
+    assert decode(start, end) == ({"q": ""}, {})
+    predictions, diffs = decode(start, end, version_2=True)
+    assert predictions == {"q": ""} and diffs == {"q": float("inf")}
+
+
+def test_null_answer_defaults_and_a_difference_exactly_at_the_threshold():
+    start, end = hand_logits({0: 3.0, FIRST + 7: 2.0}, {0: 3.0, FIRST + 8: 2.0})  # null 6, best span 4: diff 2
+    assert decode(start, end) == ({"q": words(7, 8)}, {})  # v1 (the default) never answers "no answer"
+    assert decode(start, end, version_2=True) == ({"q": ""}, {"q": 2.0})  # default threshold 0: 2 > 0
+    assert decode(start, end, version_2=True, null_score_diff_threshold=2.0)[0] == {"q": words(7, 8)}  # not > 2
+    start, end = hand_logits({0: 2.25, FIRST + 7: 2.0}, {0: 2.25, FIRST + 8: 2.0})  # diff 0.5 > 0
+    assert decode(start, end, version_2=True)[0] == {"q": ""}
+
+
+def test_logits_longer_than_the_offsets_are_not_context():
+    """Positions past a window's offset mapping (logits padded to a longer length) are never a span end."""
+    examples, features = hand_window()
+    features["offset_mapping"][0] = features["offset_mapping"][0][: FIRST + 6]  # words 0-5 only: length 10
+    start, end = hand_logits({10: 9.0, FIRST + 4: 8.0}, {10: 9.0, FIRST + 5: 8.0})
+    predictions, _ = postprocess_predictions(examples, features, start, end)
+    assert predictions == {"q": words(4, 5)}

@@ -179,3 +179,84 @@ def test_featurize_pairs_regression_and_choices(glue, tmp_path):
     assert swag["labels"] == [0, 3]
     decoded = tokenizer.decode(swag[0]["input_ids"][0], skip_special_tokens=True).replace(" ", "")
     assert decoded == "membersofthegroupdance.theyclapalong."
+
+
+def test_single_sentences_and_pairs_are_laid_out_as_bert_expects(glue, tmp_path):
+    """[CLS] A [SEP] (B [SEP]) then [PAD]: segment 0 up to the first [SEP], 1 for B and its [SEP], attention 1
+    on every real token. Token ids of each text from the tokenizer's own wordpieces, the layout written by hand."""
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    ids = lambda text: tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text))  # noqa: E731
+    cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
+    sst2 = featurize(get_task("sst2"), load_task("sst2", {"path": str(glue / "SST-2")})["train"], tokenizer, 32)
+    a = ids("dull and tedious")
+    assert sst2[1]["input_ids"] == [cls, *a, sep] + [pad] * (32 - len(a) - 2)
+    assert sst2[1]["token_type_ids"] == [0] * 32 and sst2[1]["attention_mask"] == [1] * (len(a) + 2) + [0] * (30 - len(a))
+    assert sst2["labels"] == [1, 0]
+    mrpc = featurize(get_task("mrpc"), load_task("mrpc", {"path": str(glue / "MRPC")})["train"], tokenizer, 32)
+    a, b = ids("He said so ."), ids("So he said .")
+    n = len(a) + len(b) + 3
+    assert mrpc[0]["input_ids"] == [cls, *a, sep, *b, sep] + [pad] * (32 - n)
+    assert mrpc[0]["token_type_ids"] == [0] * (len(a) + 2) + [1] * (len(b) + 1) + [0] * (32 - n)
+    assert mrpc[0]["attention_mask"] == [1] * n + [0] * (32 - n)
+
+
+def test_pairs_longer_than_max_seq_length_are_cut_to_it(glue, tmp_path):
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    mrpc = featurize(get_task("mrpc"), load_task("mrpc", {"path": str(glue / "MRPC")})["train"], tokenizer, 8)
+    row = mrpc[0]  # 9 + 9 wordpieces into 8 - 3 = 5: both sides cut, both [SEP]s kept
+    assert len(row["input_ids"]) == 8 and row["attention_mask"] == [1] * 8
+    assert row["input_ids"][0] == tokenizer.cls_token_id and row["input_ids"].count(tokenizer.sep_token_id) == 2
+    assert row["input_ids"][-1] == tokenizer.sep_token_id and row["token_type_ids"][-2:] == [1, 1]
+
+
+def test_every_multiple_choice_row_has_its_four_choices(tmp_path):
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    swag = featurize(get_task("swag"), load_task("swag", {"path": str(write_swag(tmp_path / "swag"))})["train"],
+                     tokenizer, 64)  # fmt: skip
+    assert swag.with_format("torch")[:]["input_ids"].shape == (2, 4, 64)
+    decoded = [tokenizer.decode(choice, skip_special_tokens=True).replace(" ", "") for choice in swag[1]["input_ids"]]
+    assert decoded == ["someoneopensthedoor.hewalksin.", "someoneopensthedoor.heisadoor.",
+                       "someoneopensthedoor.heopensthedoor.", 'someoneopensthedoor.hesays"hi",thenleaves.']
+
+
+def squad_row(context, question="who", text=None, start=None):
+    answers = {"text": [text] if text is not None else [], "answer_start": [start] if start is not None else []}
+    return {"id": "q1", "title": "t", "context": context, "question": question, "answers": answers}
+
+
+def span_features(rows, tokenizer, max_seq_length=32, max_query_length=64):
+    import datasets
+
+    data = datasets.Dataset.from_list(rows, features=hub_features(get_task("squad_v2")))
+    return featurize(get_task("squad_v2"), data, tokenizer, max_seq_length, doc_stride=8,
+                     max_query_length=max_query_length)  # fmt: skip
+
+
+def test_questions_longer_than_max_query_length_are_cut(tmp_path):
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    who, what = tokenizer.convert_tokens_to_ids(["who", "what"])
+    row = span_features([squad_row("the normans were in normandy", "who what who what who")], tokenizer,
+                        max_query_length=2)[0]  # fmt: skip
+    assert row["input_ids"][:4] == [tokenizer.cls_token_id, who, what, tokenizer.sep_token_id]
+    assert row["offset_mapping"][4] == [0, 3]  # the context starts right after the cut question
+
+
+def test_answer_token_span_is_the_tokens_overlapping_the_answer_characters(tmp_path):
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    # "(" ends exactly where the answer starts: it does not overlap it, so the answer starts at "rollo"
+    row = span_features([squad_row("(rollo) swore", text="rollo", start=1)], tokenizer)[0]
+    assert tokenizer.convert_ids_to_tokens(row["input_ids"][3:6]) == ["(", "rollo", ")"]  # after [CLS] who [SEP]
+    assert (row["start_positions"], row["end_positions"]) == (4, 4)
+    # an answer that covers no token (a space) cannot be labelled: it points at [CLS]
+    row = span_features([squad_row("rollo swore", text=" ", start=5)], tokenizer)[0]
+    assert (row["start_positions"], row["end_positions"]) == (0, 0)
+
+
+def test_span_tasks_refuse_a_tokenizer_without_offsets():
+    class SlowTokenizer:  # a pure-Python tokenizer: no offset mappings (transformers 5 has few left; others may)
+        is_fast = False
+
+    for tokenizer in (SlowTokenizer(), object()):  # says it is not fast; says nothing
+        with pytest.raises(UserError, match=r"^span tasks need a fast tokenizer \(offset mappings\); load it with "
+                                            r"use_fast=True$"):
+            span_features([squad_row("rollo swore")], tokenizer)
