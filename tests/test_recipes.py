@@ -274,7 +274,7 @@ def test_a_config_key_reaches_the_model_through_the_workflow(tmp_path):
     config.update(seeds=[0], masks={"longformer": {"window": 2}}, dam={}, dam_retrain=False, resources={})
     wd = _workdir(tmp_path / "wd")
     (wd / "flex.yaml").write_text(yaml.safe_dump(config))
-    r = _snakemake(wd, "--cores", "2", "--configfile", "flex.yaml", "pretrain_all", timeout=900)
+    r = _snakemake(wd, "pretrain_all", "--cores", "2", "--configfile", "flex.yaml", timeout=900)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     [checkpoint] = [p for p in wd.glob("results/**/model/config.json") if "state" not in p.parts]
     assert json.loads(checkpoint.read_text())["attention_backend"] == "flex"
