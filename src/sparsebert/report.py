@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sparsebert import paper, stats
+from sparsebert import paper, recipes, stats
 from sparsebert.dam import DAM_TYPES
 from sparsebert.data.tasks import TASKS
 from sparsebert.io import UserError, atomic_write_json, atomic_write_text, load_params
@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 GLUE_FORMATS = {"glue_tsv"}
 # Short column names for the evaluation splits of tasks with more than one (MNLI: matched / mismatched).
 SPLIT_SUFFIX = {"validation_matched": "_m", "validation_mismatched": "_mm"}
-# The statistics' settings (config `report`, workflow/schemas/config.schema.yaml says what each one means).
-REPORT_DEFAULTS = {"equivalence_margin": 1.0, "similar_sparsity": 5.0, "bootstrap_samples": 1000, "bootstrap_seed": 0}
 CORRELATIONS = {"matthews_correlation", "pearson", "spearmanr"}
 
 
@@ -53,7 +51,9 @@ def read_json(path: Path) -> dict:
 
 
 def settings(p: dict) -> dict:
-    return {**REPORT_DEFAULTS, **(p.get("report") or {})}
+    """The statistics' settings: config `report`, checked against its schema definition (which says what each
+    one means) and completed with its defaults."""
+    return recipes.fill("report", p.get("report") or {})
 
 
 def seeds_of(p: dict) -> list[int]:
