@@ -179,17 +179,22 @@ def test_task_heads_shapes_and_losses():
     ids, am, tt = batch(B=2, T=12)
     cls = SparseBertForSequenceClassification(tiny(num_labels=3))
     out = cls(ids, attention_mask=am, token_type_ids=tt, labels=torch.tensor([0, 2]))
-    assert out.logits.shape == (2, 3) and out.loss > 0
+    assert out.logits.shape == (2, 3)
+    assert out.loss.item() == pytest.approx(torch.nn.functional.cross_entropy(out.logits, torch.tensor([0, 2])).item())
     reg = SparseBertForSequenceClassification(tiny(num_labels=1))
     out = reg(ids, attention_mask=am, labels=torch.tensor([0.5, 4.0]))
     assert out.logits.shape == (2, 1)
     assert out.loss.item() == pytest.approx(((out.logits.squeeze(-1) - torch.tensor([0.5, 4.0])) ** 2).mean().item())
     qa = SparseBertForQuestionAnswering(tiny())
     out = qa(ids, attention_mask=am, start_positions=torch.tensor([1, 0]), end_positions=torch.tensor([3, 0]))
-    assert out.start_logits.shape == (2, 12) and out.loss > 0
+    assert out.start_logits.shape == (2, 12)
+    ce = torch.nn.functional.cross_entropy  # BERT's span loss: the mean of the start and end cross-entropies
+    expected = (ce(out.start_logits, torch.tensor([1, 0])) + ce(out.end_logits, torch.tensor([3, 0]))) / 2
+    assert out.loss.item() == pytest.approx(expected.item())
     mc = SparseBertForMultipleChoice(tiny())
     out = mc(ids[:, None].expand(2, 4, 12), attention_mask=am[:, None].expand(2, 4, 12), labels=torch.tensor([1, 3]))
-    assert out.logits.shape == (2, 4) and out.loss > 0
+    assert out.logits.shape == (2, 4)
+    assert out.loss.item() == pytest.approx(torch.nn.functional.cross_entropy(out.logits, torch.tensor([1, 3])).item())
 
 
 def test_bad_specs_raise_clear_errors():
