@@ -39,11 +39,22 @@ $(VENV)/.mutation: $(VENV)/.installed
 mutants: $(VENV)/.mutation
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/mutants.py
 
-# A fresh clone gets a finished run from the DVC remote. Pulled files carry arbitrary mtimes, so Snakemake's
-# mtime trigger would rerun jobs: touching the outputs in DAG order marks them up to date (nothing recomputed).
-pull: install
-	$(BIN)/dvc pull
-	snakemake --cores 1 --touch
+# A run by its name (config `run`; dvc.yaml's `runs`): default is config/config.yaml, any other <run> is
+# config/<run>.yaml. Its outputs are data/<run>/, results/<run>/ and logs/<run>/.
+RUN    ?= default
+CONFIG := $(if $(filter default,$(RUN)),config/config.yaml,config/$(RUN).yaml)
 
+# A fresh clone gets a finished run from the DVC remote (`make pull RUN=paper` for another run). Pulled files
+# carry arbitrary mtimes, so Snakemake's mtime trigger would rerun jobs: touching the outputs in DAG order marks
+# them up to date (nothing recomputed).
+pull: install
+	$(BIN)/dvc pull pretrain@$(RUN) finetune@$(RUN) report@$(RUN)
+	snakemake --cores 1 --touch --configfile $(CONFIG)
+
+# One run's outputs (`make clean RUN=smoke`), or with RUN=all every run's and Snakemake's metadata.
 clean:
-	rm -rf .snakemake results logs data/corpus data/tokenizer data/examples data/tasks
+ifeq ($(RUN),all)
+	rm -rf .snakemake results logs $(filter-out data/README.md,$(wildcard data/*))
+else
+	rm -rf data/$(RUN) results/$(RUN) logs/$(RUN)
+endif

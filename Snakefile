@@ -5,7 +5,10 @@
 #   snakemake --cores all                                   embedded default (config/config.yaml)
 #   snakemake --cores 2 --configfile config/smoke.yaml      CI-sized
 #   snakemake --profile profiles/slurm --configfile config/paper.yaml
-#   snakemake --cores 1 figures                             redo the figures from results/
+#   snakemake --cores 1 figures                             redo the figures from results/<run>/
+#
+# Every run writes under data/<run>/, results/<run>/ and logs/<run>/ (config `run`; config/config.yaml: default,
+# smoke.yaml: smoke, paper.yaml: paper), so the runs of different configs sit side by side in one clone.
 
 from snakemake.utils import min_version
 
@@ -62,4 +65,4 @@ rule pretrain_all:
 
 rule finetune_all:
     input:
-        expand("results/finetune/{variant}/seed{seed}/{task}/metrics.json", variant=VARIANTS, seed=SEEDS, task=TASKS),
+        [f"{finetuned_dir(v, s, t)}/metrics.json" for v in VARIANTS for s in SEEDS for t in TASKS],

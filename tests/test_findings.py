@@ -59,12 +59,17 @@ def snapshots(order: str, heads: int = 2, L: int = 6):
 
 def build(root, accuracies: dict, order: str, seeds=tuple(SEEDS)):
     """A results tree: accuracies[variant] = per-seed accuracies (proxy_pair; proxy_qa the same)."""
-    p = {"scale": "hand-made", "proxy": True, "variants": VARIANTS, "seeds": list(seeds), "dam_runs": ["dam_s_0.001"],
-         "tasks": ["proxy_pair", "proxy_qa"], "report": {"bootstrap_samples": 400},
-         "pretrained": {v: str(root / ("dam" if v.startswith("dam") else "pretrain") / v) for v in VARIANTS}}  # fmt: skip
+    tasks = ["proxy_pair", "proxy_qa"]
+    records = [{"name": v, "kind": "dam_s" if v.startswith("dam") else "fixed",
+                "role": "search" if v.startswith("dam") else "fixed",
+                "pretrained": [str(root / "pretrained" / v / f"s{seed}") for seed in seeds],
+                "finetuned": [{t: str(root / "finetuned" / v / f"s{seed}" / t) for t in tasks} for seed in seeds]}
+               for v in VARIANTS]  # fmt: skip
+    p = {"scale": "hand-made", "proxy": True, "variants": records, "seeds": list(seeds), "tasks": tasks,
+         "report": {"bootstrap_samples": 400}}  # fmt: skip
     for v in VARIANTS:
         for s, seed in enumerate(seeds):
-            folder = root / ("dam" if v.startswith("dam") else "pretrain") / v / f"seed{seed}"
+            folder = root / "pretrained" / v / f"s{seed}"
             folder.mkdir(parents=True)
             summary = {"sparsity": SPARSITY[v] / 100, "val_mlm_acc": 0.1 + 0.02 * s, "val_unigram_mlm_acc": 0.05,
                        "val_nsp_acc": 0.75, "seed": seed}
@@ -75,7 +80,7 @@ def build(root, accuracies: dict, order: str, seeds=tuple(SEEDS)):
             (folder / "summary.json").write_text(json.dumps(summary))
             for task, make in (("proxy_pair", classification), ("proxy_qa", span)):
                 preds, refs = make(accuracies[v][s], seed)
-                out = root / "finetune" / v / f"seed{seed}" / task
+                out = root / "finetuned" / v / f"s{seed}" / task
                 out.mkdir(parents=True)
                 (out / "predictions.json").write_text(json.dumps({"validation": {"predictions": preds, "references": refs}}))
                 metrics = {"eval": {"validation": task_metrics(TASKS[task], preds, refs)}, "seed": 0}
@@ -87,10 +92,14 @@ def verdicts(text: str) -> list[str]:
     return re.findall(r"^Verdict: \*\*(\w+) at this scale\*\*", text, re.M)
 
 
+def tables_and_findings(tmp_path, p) -> str:
+    write_tables(p, tmp_path / "tables")
+    return write_findings(p, tmp_path / "tables/metrics.json", tmp_path / "tables/bootstrap.npz", tmp_path / "findings.md")
+
+
 def findings(tmp_path, accuracies, order):
     p = build(tmp_path, accuracies, order)
-    write_tables(tmp_path, p, tmp_path / "tables")
-    return write_findings(tmp_path, p, tmp_path / "findings.md"), p
+    return tables_and_findings(tmp_path, p), p
 
 
 def test_every_claim_supported(tmp_path):
@@ -139,8 +148,7 @@ def test_one_seed_cannot_decide_a_claim(tmp_path):
     eval examples only, so every verdict is inconclusive and says what the examples alone gave."""
     acc = {"dense": [0.60], "no_diagonal": [0.60], "longformer": [0.50], "dam_s_0.001": [0.70]}
     p = build(tmp_path, acc, "first", seeds=[0])
-    write_tables(tmp_path, p, tmp_path / "tables")
-    text = write_findings(tmp_path, p, tmp_path / "findings.md")
+    text = tables_and_findings(tmp_path, p)
     assert verdicts(text) == ["inconclusive", "inconclusive", "inconclusive"], text
     lines = [line for line in text.splitlines() if line.startswith("Verdict")]
     assert sum("ignores seed variance" in line for line in lines) == 3
@@ -152,7 +160,7 @@ def test_tables_show_mean_and_half_width_over_seeds(tmp_path):
     acc = {"dense": [0.60, 0.62, 0.64], "no_diagonal": [0.60, 0.62, 0.61], "longformer": [0.50, 0.52, 0.51],
            "dam_s_0.001": [0.70, 0.71, 0.72]}  # fmt: skip
     p = build(tmp_path, acc, "first")
-    summary = write_tables(tmp_path, p, tmp_path / "tables")
+    summary = write_tables(p, tmp_path / "tables")
     glue = pd.read_csv(tmp_path / "tables/glue.csv", index_col="variant")
     assert glue.loc["dense", "proxy_pair"] == pytest.approx(62.0, abs=0.01)  # the mean over seeds
     assert {"proxy_pair_pm", "avg_pm"} <= set(glue.columns) and (glue["proxy_pair_pm"] > 0).all()
@@ -166,9 +174,9 @@ def test_tables_show_mean_and_half_width_over_seeds(tmp_path):
 def test_runs_evaluated_on_different_examples_cannot_be_paired(tmp_path):
     acc = {v: [0.6, 0.6, 0.6] for v in VARIANTS}
     p = build(tmp_path, acc, "first")
-    path = tmp_path / "finetune/longformer/seed1/proxy_pair/predictions.json"
+    path = tmp_path / "finetuned/longformer/s1/proxy_pair/predictions.json"
     data = json.loads(path.read_text())
     data["validation"]["references"][0] = (data["validation"]["references"][0] + 1) % 3
     path.write_text(json.dumps(data))
     with pytest.raises(UserError, match="different eval examples"):
-        write_tables(tmp_path, p, tmp_path / "tables")
+        write_tables(p, tmp_path / "tables")

@@ -7,7 +7,8 @@ import pytest
 
 from sparsebert.cli import main
 from sparsebert.data import proxy
-from sparsebert.data.tasks import get_task, hub_features, load_task
+from sparsebert.data.formats import load_task
+from sparsebert.data.tasks import get_task, hub_features
 from sparsebert.io import UserError
 
 PARAMS = {"seed": 3, "train_examples": 240, "dev_examples": 80, "qa_context_words": 30, "dev_fraction": 0.2}

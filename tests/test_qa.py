@@ -8,7 +8,8 @@ from _task_files import tiny_tokenizer, write_squad
 from sparsebert import metrics
 from sparsebert.data.features import context_windows, featurize, max_context_flags
 from sparsebert.data.qa import postprocess_predictions
-from sparsebert.data.tasks import get_task, hub_features, load_task
+from sparsebert.data.formats import load_task
+from sparsebert.data.tasks import get_task, hub_features
 
 # 40 one-token words (all in the tiny vocabulary); the answer "Rollo swore" is words 11-12.
 WORDS = ["the", "normans", "were", "in", "normandy"] * 8

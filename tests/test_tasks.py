@@ -7,7 +7,8 @@ from _task_files import (HUB_FEATURES, MNLI_DEV_HEADER, SWAG_HEADER, SWAG_ROWS, 
                          write_glue, write_squad, write_swag, write_tsv)  # fmt: skip
 
 from sparsebert.data.features import featurize
-from sparsebert.data.tasks import TASKS, get_task, hub_features, load_task
+from sparsebert.data.formats import load_task
+from sparsebert.data.tasks import TASKS, get_task, hub_features
 from sparsebert.io import UserError
 
 GLUE_FOLDERS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",

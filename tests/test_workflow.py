@@ -27,6 +27,8 @@ SMOKE_DAM_RUNS = [f"{d}_{lam:g}" for d, lams in SMOKE["dam"].items() for lam in 
 SMOKE_RETRAINS = [f"{run}_retrain" for run in SMOKE_DAM_RUNS] if SMOKE.get("dam_retrain") else []
 SMOKE_VARIANTS = list(SMOKE["masks"]) + SMOKE_DAM_RUNS + SMOKE_RETRAINS
 SMOKE_SEEDS = SMOKE.get("seeds", [0])
+# Each config's run writes under data/<run>/, results/<run>/ and logs/<run>/.
+R, D, LOGS = f"results/{SMOKE['run']}", f"data/{SMOKE['run']}", f"logs/{SMOKE['run']}"
 
 pytestmark = pytest.mark.slow
 
@@ -84,24 +86,26 @@ def test_smoke_outputs_and_tables(smoke):
     for v in SMOKE_VARIANTS:
         for seed in SMOKE_SEEDS:
             folder = "dam" if v in SMOKE_DAM_RUNS else "pretrain"
-            assert json.loads((smoke / f"results/{folder}/{v}/seed{seed}/summary.json").read_text())["seed"] == seed
-            assert (smoke / f"results/{folder}/{v}/seed{seed}/model/config.json").is_file()
+            assert json.loads((smoke / f"{R}/{folder}/{v}/seed{seed}/summary.json").read_text())["seed"] == seed
+            assert (smoke / f"{R}/{folder}/{v}/seed{seed}/model/config.json").is_file()
             for t in SMOKE["tasks"]["names"]:
-                assert json.loads((smoke / f"results/finetune/{v}/seed{seed}/{t}/metrics.json").read_text())["eval"]
+                assert json.loads((smoke / f"{R}/finetune/{v}/seed{seed}/{t}/metrics.json").read_text())["eval"]
     for name in ("masks", "importance", "dam_u_snapshots", "score_vs_sparsity", "loss_curves"):
         for ext in ("png", "pdf"):
-            assert (smoke / f"results/figures/{name}.{ext}").stat().st_size > 1000, name
+            assert (smoke / f"{R}/figures/{name}.{ext}").stat().st_size > 1000, name
     for table in ("glue", "squad_swag"):
-        frame = pd.read_csv(smoke / f"results/tables/{table}.csv", index_col="variant")
+        frame = pd.read_csv(smoke / f"{R}/tables/{table}.csv", index_col="variant")
         assert list(frame.index) == SMOKE_VARIANTS
         assert frame["sparsity"].notna().all() and frame["avg"].notna().all()
-        assert "PROXY" in (smoke / f"results/tables/{table}.md").read_text()
-        assert "avg_pm" in frame.columns and " ± " in (smoke / f"results/tables/{table}.md").read_text()
-    glue = pd.read_csv(smoke / "results/tables/glue.csv", index_col="variant")
+        assert "PROXY" in (smoke / f"{R}/tables/{table}.md").read_text()
+        assert "avg_pm" in frame.columns and " ± " in (smoke / f"{R}/tables/{table}.md").read_text()
+    glue = pd.read_csv(smoke / f"{R}/tables/glue.csv", index_col="variant")
     assert {"proxy_single", "paper_sparsity", "paper_avg"} <= set(glue.columns)
     assert "delta_avg" not in glue.columns  # proxy scores are never subtracted from the paper's
-    assert "proxy_qa" in pd.read_csv(smoke / "results/tables/squad_swag.csv").columns
-    findings = (smoke / "results/findings.md").read_text()
+    # The kind column comes from the variant records, the DAM searches' and their retrainings' alike.
+    assert glue["kind"].to_dict() == {v: "dam_s" if v.startswith("dam_s") else "fixed" for v in SMOKE_VARIANTS}
+    assert "proxy_qa" in pd.read_csv(smoke / f"{R}/tables/squad_swag.csv").columns
+    findings = (smoke / f"{R}/findings.md").read_text()
     assert findings.count("Verdict:") == 3 and "PROXY" in findings
     assert findings.count("95 % interval [") >= 3  # every verdict prints its interval
 
@@ -111,9 +115,32 @@ def test_second_run_does_nothing(smoke):
     assert "Nothing to be done" in r.stdout + r.stderr
 
 
+def test_runs_of_other_configs_sit_beside_a_finished_run(smoke, tmp_path):
+    """issue 15 item 6: a second config (its own `run`) in the same folder plans every job under its own roots
+    and, after building its corpus, leaves the finished smoke run up to date (before runs had roots of their
+    own, the second config's corpus rule rewrote data/corpus and invalidated the whole smoke run)."""
+    wd = copy_of(smoke, tmp_path / "wd")
+    (wd / "other.yaml").write_text(yaml.safe_dump({**SMOKE, "run": "other", "seeds": [7]}))
+    plan = snakemake(wd, "-n", "-p", "--configfile", "other.yaml")
+    out = plan.stdout + plan.stderr
+    assert job_counts(out)["finetune"] == len(SMOKE_VARIANTS) * len(SMOKE["tasks"]["names"])
+    outputs = set(re.findall(r"--out (\S+)", out))
+    assert outputs and all(o.startswith(("data/other/", "results/other/")) for o in outputs), outputs
+    snakemake(wd, "--cores", "1", "--configfile", "other.yaml", "data/other/corpus")
+    assert (wd / "data/other/corpus").is_dir()
+    assert "Nothing to be done" in snakemake(wd, "-n", "--configfile", "config/smoke.yaml").stdout
+
+
+@pytest.mark.parametrize("config", ["config/config.yaml", "config/smoke.yaml", "config/paper.yaml"])
+def test_snakemake_lint_is_clean(tmp_path, config):
+    r = snakemake(workdir(tmp_path / "lint"), "--lint", "--configfile", config, check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0 and "Congratulations, your workflow is in a good condition!" in out, out[-4000:]
+
+
 def test_deleting_one_checkpoint_reruns_only_its_branch(smoke, tmp_path):
     wd = copy_of(smoke, tmp_path / "wd")
-    shutil.rmtree(wd / f"results/pretrain/longformer/seed{SMOKE_SEEDS[0]}/model")
+    shutil.rmtree(wd / f"{R}/pretrain/longformer/seed{SMOKE_SEEDS[0]}/model")
     n_tasks = len(SMOKE["tasks"]["names"])
     assert dry_run(wd) == {"pretrain": 1, "finetune": n_tasks, "tables": 1, "figures": 1, "findings": 1, "all": 1}
 
@@ -133,15 +160,15 @@ def test_changing_a_lambda_reruns_only_that_dam_branch(smoke, tmp_path):
 def test_killed_job_is_incomplete_and_rerun_incomplete_recovers(smoke, tmp_path):
     """issue 8 item 2: kill -9 of Snakemake mid-job; nothing is mistaken for complete; --rerun-incomplete finishes."""
     wd = copy_of(smoke, tmp_path / "wd")
-    for path in ("results/pretrain/no_diagonal/seed0", "results/state/pretrain/no_diagonal/seed0"):
+    for path in (f"{R}/pretrain/no_diagonal/seed0", f"{R}/state/pretrain/no_diagonal/seed0"):
         shutil.rmtree(wd / path, ignore_errors=True)
-    (wd / "logs/pretrain/no_diagonal/seed0.log").unlink()  # the smoke run's log; wait for the new job's own
-    target = "results/pretrain/no_diagonal/seed0/summary.json"
+    (wd / f"{LOGS}/pretrain/no_diagonal/seed0.log").unlink()  # the smoke run's log; wait for the new job's own
+    target = f"{R}/pretrain/no_diagonal/seed0/summary.json"
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.Popen([str(BIN / "snakemake"), target, "--cores", "1", "--configfile", "config/smoke.yaml"],
                             cwd=wd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # fmt: skip
-    log = wd / "logs/pretrain/no_diagonal/seed0.log"
+    log = wd / f"{LOGS}/pretrain/no_diagonal/seed0.log"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not log.exists():
         time.sleep(0.2)  # the shell redirect creates the log when the job starts
@@ -150,9 +177,9 @@ def test_killed_job_is_incomplete_and_rerun_incomplete_recovers(smoke, tmp_path)
     proc.wait()
     assert not (wd / target).exists()  # outputs are written atomically at the very end
     # As if the kill had landed while the outputs were being written: they exist, but the job never finished.
-    (wd / "results/pretrain/no_diagonal/seed0/model").mkdir(parents=True, exist_ok=True)
+    (wd / f"{R}/pretrain/no_diagonal/seed0/model").mkdir(parents=True, exist_ok=True)
     (wd / target).write_text("{}")
-    (wd / "results/pretrain/no_diagonal/seed0/log.jsonl").write_text("")
+    (wd / f"{R}/pretrain/no_diagonal/seed0/log.jsonl").write_text("")
     r = snakemake(wd, target, "-n", "--configfile", "config/smoke.yaml", check=False)
     assert r.returncode != 0 and "incomplete" in (r.stdout + r.stderr).lower(), "partial outputs taken as complete"
     counts = job_counts(snakemake(wd, target, "-n", "--quiet", "rules", "--rerun-incomplete",
@@ -165,8 +192,8 @@ def test_killed_job_is_incomplete_and_rerun_incomplete_recovers(smoke, tmp_path)
 
 
 def test_dvc_push_then_pull_into_a_fresh_clone_leaves_nothing_to_do(smoke, tmp_path):
-    """issue 5: the repository's dvc.yaml (pointed at the smoke config) versions a finished run; a fresh git
-    clone gets it back with `dvc pull`, and after `snakemake --touch` (what `make pull` runs) Snakemake has
+    """issue 5: the repository's dvc.yaml (its runs replaced by the smoke run) versions a finished run; a fresh
+    git clone gets it back with `dvc pull`, and after `snakemake --touch` (what `make pull` runs) Snakemake has
     nothing to do. Runs offline under the network guard, like the smoke run."""
     src = copy_of(smoke, tmp_path / "src")
     (src / "Snakefile").unlink()
@@ -174,9 +201,10 @@ def test_dvc_push_then_pull_into_a_fresh_clone_leaves_nothing_to_do(smoke, tmp_p
     for name in ("workflow", "config", "envs", "src"):  # real files, not the links: git and DVC hash them
         (src / name).unlink(missing_ok=True)
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    stages = (REPO / "dvc.yaml").read_text()
-    stages = stages.replace("snakemake --cores all", "snakemake --configfile config/smoke.yaml --cores 2")
-    (src / "dvc.yaml").write_text(stages.replace("config/config.yaml", "config/smoke.yaml"))
+    stages = (REPO / "dvc.yaml").read_text().replace("snakemake --cores all", "snakemake --cores 2")
+    runs = "      default: config/config.yaml\n      paper: config/paper.yaml\n"
+    assert runs in stages
+    (src / "dvc.yaml").write_text(stages.replace(runs, f"      {SMOKE['run']}: config/smoke.yaml\n"))
     shutil.copy2(REPO / ".gitignore", src / ".gitignore")  # results/ and data/ travel by DVC, never by git
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **OFFLINE_ENV, "DVC_NO_ANALYTICS": "1"}
 
@@ -199,8 +227,8 @@ def test_dvc_push_then_pull_into_a_fresh_clone_leaves_nothing_to_do(smoke, tmp_p
     sh(*git, "clone", "-q", str(src), str(clone), cwd=tmp_path)
     assert not (clone / "results").exists() and not (clone / "data").exists()  # git brought no outputs
     sh("dvc", "pull", cwd=clone)
-    for rel in ("results/tables/glue.csv", "results/pretrain/dense/seed0/model/model.safetensors",
-                "data/examples/dataset_dict.json", "results/figures/masks.png"):  # fmt: skip
+    for rel in (f"{R}/tables/glue.csv", f"{R}/pretrain/dense/seed0/model/model.safetensors",
+                f"{D}/examples/dataset_dict.json", f"{R}/figures/masks.png"):  # fmt: skip
         assert (clone / rel).read_bytes() == (smoke / rel).read_bytes(), rel
     sh("snakemake", "--cores", "1", "--touch", "--configfile", "config/smoke.yaml", cwd=clone)
     assert "Nothing to be done" in sh("snakemake", "-n", "--configfile", "config/smoke.yaml", cwd=clone)
@@ -217,7 +245,7 @@ def test_paper_config_builds_the_full_job_list(tmp_path):
     tasks = paper["tasks"]["names"]
     assert {"mnli", "qqp", "qnli", "sst2", "cola", "stsb", "mrpc", "rte", "squad_v1", "squad_v2", "swag"} == set(tasks)
     seeds = paper["seeds"]
-    jobs = set(re.findall(r"results/finetune/([\w.]+)/seed(\d+)/(\w+)/metrics\.json", out))
+    jobs = set(re.findall(r"results/paper/finetune/([\w.]+)/seed(\d+)/(\w+)/metrics\.json", out))
     assert jobs == {(v, str(s), t) for v in variants for s in seeds for t in tasks}
     counts = job_counts(out)
     assert counts["finetune"] == len(variants) * len(seeds) * len(tasks) == (9 + 8 + 8) * len(seeds) * 11
@@ -230,10 +258,10 @@ def test_paper_config_builds_the_full_job_list(tmp_path):
     for run in dam_runs:
         for seed in seeds:
             for task in tasks:
-                assert (f"finetune --model results/dam/{run}/seed{seed}/model " in shell and
-                        f"--mask-file results/dam/{run}/seed{seed}/mask.safetensors "
-                        f"--out results/finetune/{run}/seed{seed}/{task} " in shell)
-            assert f"--model results/pretrain/{run}_retrain/seed{seed}/model " in shell
+                assert (f"finetune --model results/paper/dam/{run}/seed{seed}/model " in shell and
+                        f"--mask-file results/paper/dam/{run}/seed{seed}/mask.safetensors "
+                        f"--out results/paper/finetune/{run}/seed{seed}/{task} " in shell)
+            assert f"--model results/paper/pretrain/{run}_retrain/seed{seed}/model " in shell
     squad = re.search(r"--task squad_v1 .*?--params '([^']*)'", shell).group(1)
     assert json.loads(squad)["max_seq_length"] == 384 and json.loads(squad)["doc_stride"] == 128
 
@@ -252,17 +280,20 @@ def test_seeds_fan_out_every_pretraining_and_finetuning(tmp_path):
         "pretrain": len(SMOKE["masks"]) * 2, "dam_search": len(SMOKE_DAM_RUNS) * 2,
         "pretrain_learned": len(SMOKE_RETRAINS) * 2, "finetune": len(SMOKE_VARIANTS) * 2 * len(tasks),
         "tables": 1, "figures": 1, "findings": 1, "all": 1}  # fmt: skip
-    jobs = set(re.findall(r"--out results/finetune/([\w.]+)/seed(\d+)/(\w+) ", out))
+    jobs = set(re.findall(rf"--out {R}/finetune/([\w.]+)/seed(\d+)/(\w+) ", out))
     assert jobs == {(v, str(s), t) for v in SMOKE_VARIANTS for s in seeds for t in tasks}
     for seed in seeds:
         for mask in SMOKE["masks"]:
-            assert re.search(rf'pretrain .*"seed": {seed}[,}}].*--mask {mask} .*--out results/pretrain/{mask}/seed{seed} ', out)
-        for run in SMOKE_DAM_RUNS:
-            assert re.search(rf'dam-search .*"seed": {seed}[,}}].*--out results/dam/{run}/seed{seed} ', out)
-            assert f"--mask learned --mask-file results/dam/{run}/seed{seed}/mask.safetensors" in out
-            assert (f"--model results/dam/{run}/seed{seed}/model " in out
-                    and f"--mask-file results/dam/{run}/seed{seed}/mask.safetensors --out results/finetune/{run}/seed{seed}/" in out)
-        assert f"--model results/pretrain/{SMOKE_RETRAINS[0]}/seed{seed}/model " in out
+            assert re.search(rf'pretrain .*"seed": {seed}[,}}].*--mask {mask} .*--out {R}/pretrain/{mask}/seed{seed} ', out)
+        for dam_type, lams in SMOKE["dam"].items():
+            for lam in lams:
+                run = f"{dam_type}_{lam:g}"
+                assert re.search(rf'dam-search .*"seed": {seed}[,}}].*--mask {dam_type} --dam-lambda {lam!r} '
+                                 rf'--out {R}/dam/{run}/seed{seed} ', out)  # fmt: skip
+                assert f"--mask learned --mask-file {R}/dam/{run}/seed{seed}/mask.safetensors" in out
+                assert (f"--model {R}/dam/{run}/seed{seed}/model " in out
+                        and f"--mask-file {R}/dam/{run}/seed{seed}/mask.safetensors --out {R}/finetune/{run}/seed{seed}/" in out)
+        assert f"--model {R}/pretrain/{SMOKE_RETRAINS[0]}/seed{seed}/model " in out
 
 
 @pytest.mark.parametrize(
@@ -274,6 +305,7 @@ def test_seeds_fan_out_every_pretraining_and_finetuning(tmp_path):
         (lambda c: c["dam"].update(dam_s=[-0.001]), "-0.001"),  # negative lambda
         (lambda c: c.pop("tasks"), "tasks"),  # missing tasks
         (lambda c: c["tasks"].update(names=["glue_everything"]), "glue_everything"),  # unknown task
+        (lambda c: c.update(run="../elsewhere"), "../elsewhere"),  # a run name that is not a folder name
     ],
 )
 def test_invalid_config_fails_before_any_job(tmp_path, change, expected):

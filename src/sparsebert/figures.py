@@ -23,11 +23,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from sparsebert import masks, paper  # noqa: E402
+from sparsebert.dam import split_diagonal  # noqa: E402
 from sparsebert.io import load_params  # noqa: E402
-from sparsebert.report import pretrained_dir, seeds_of, split_diagonal, variant_kind  # noqa: E402
+from sparsebert.report import pretrained_dir, searches_of, seeds_of, variants_of  # noqa: E402
+from sparsebert.variants import FIXED  # noqa: E402
 
 log = logging.getLogger(__name__)
 KIND_STYLE = {"fixed": ("tab:blue", "o"), "dam_s": ("tab:red", "s"), "dam_u": ("tab:green", "^")}
@@ -41,51 +44,59 @@ def save(fig, out: Path, name: str, tight: bool = True) -> None:
     plt.close(fig)
 
 
-def mask_panels(results: Path, p: dict, out: Path) -> None:
-    """Row(s) of fixed masks (identical across heads), then one row of heads per learned DAM mask."""
-    L = p["seq_len"]
-    # In the order of the variants (the params JSON has sorted keys).
-    fixed = {name: masks.build_mask(name, L, **p["masks"][name]) for name in p["variants"] if name in p["masks"]}
-    learned, fallback, seed = {}, {}, seeds_of(p)[0]
-    for run in p["dam_runs"]:
-        folder = pretrained_dir(results, p, run, seed)
-        learned[run] = load_file(str(folder / "mask.safetensors"))["keep"].bool()  # (H, L, L)
-        # Rows with no key at p >= 0.5, given their most probable key by binarization (DAM.binarize).
-        fallback[run] = json.loads((folder / "summary.json").read_text()).get("fallback_rows") or []
-    cols = max([5] + [k.shape[0] for k in learned.values()])
-    fixed_rows = -(-len(fixed) // cols)
-    rows = fixed_rows + len(learned)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 2.4 * rows), squeeze=False)
+def mask_grid(blocks: list[list[tuple[str, torch.Tensor]]], cols: int, title: str, fontsize: int = 7):
+    """Masks as panels (black = may attend), from blocks of (label, (L, L) keep-mask): a block fills rows of
+    `cols` panels, and every block starts a row of its own. The one mask plotter (figures and `sparsebert masks`)."""
+    n_rows = [-(-len(block) // cols) for block in blocks]
+    fig, axes = plt.subplots(sum(n_rows), cols, figsize=(1.7 * cols, 2.4 * sum(n_rows)), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (name, m) in zip(axes.flat, fixed.items()):
-        ax.imshow((m[0] if m.dim() == 3 else m).numpy(), cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(f"{name}\n{100 * masks.sparsity(m):.1f}% sparse", fontsize=7)
-    for r, (run, keep) in enumerate(learned.items(), start=fixed_rows):
-        for h in range(keep.shape[0]):
-            ax = axes[r, h]
-            ax.imshow(keep[h].numpy(), cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
-            rows = fallback[run][h] if h < len(fallback[run]) else 0
-            note = f", {rows} fallback rows" if rows else ""
-            ax.set_title(f"{run} s{seed} head {h}\n{100 * masks.sparsity(keep[h]):.1f}% sparse{note}", fontsize=7)
-    fig.suptitle(f"Attention masks at L={L} (black = may attend); learned DAM masks per head, seed {seed}\n"
-                 "(a fallback row had no key at p >= 0.5 and keeps its most probable one)", fontsize=8)
+    for block, first_row in zip(blocks, np.cumsum([0] + n_rows)):
+        for i, (label, keep) in enumerate(block):
+            ax = axes[first_row + i // cols, i % cols]
+            ax.imshow(keep.numpy(), cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(label, fontsize=fontsize)
+    fig.suptitle(title, fontsize=8)
+    return fig
+
+
+def mask_panel(name: str, keep: torch.Tensor, note: str = "") -> tuple[str, torch.Tensor]:
+    """A panel of `mask_grid`: the first head of an (H, L, L) mask, titled with its sparsity (over all heads)."""
+    return f"{name}\n{100 * masks.sparsity(keep):.1f}% sparse{note}", keep[0] if keep.dim() == 3 else keep
+
+
+def mask_panels(p: dict, out: Path) -> None:
+    """Row(s) of fixed masks (identical across heads), then one row of heads per learned DAM mask."""
+    L, seed = p["seq_len"], seeds_of(p)[0]
+    fixed = [mask_panel(name, masks.build_mask(v["mask"], L, **v["params"]))
+             for name, v in variants_of(p).items() if v["role"] == FIXED]  # fmt: skip
+    learned = []
+    for run in searches_of(p):
+        folder = pretrained_dir(p, run, seed)
+        keep = load_file(str(folder / "mask.safetensors"))["keep"].bool()  # (H, L, L)
+        # Rows with no key at p >= 0.5, given their most probable key by binarization (DAM.binarize).
+        fallback = json.loads((folder / "summary.json").read_text()).get("fallback_rows") or []
+        notes = [f", {fallback[h]} fallback rows" if h < len(fallback) and fallback[h] else "" for h in range(len(keep))]
+        learned.append([mask_panel(f"{run} s{seed} head {h}", keep[h], notes[h]) for h in range(len(keep))])
+    cols = max([5] + [len(heads) for heads in learned])
+    fig = mask_grid([fixed, *learned], cols, f"Attention masks at L={L} (black = may attend); learned DAM masks per "
+                    f"head, seed {seed}\n(a fallback row had no key at p >= 0.5 and keeps its most probable one)")
     save(fig, out, "masks")
 
 
-def importance(results: Path, p: dict, out: Path) -> None:
-    runs = p["dam_runs"]
+def importance(p: dict, out: Path) -> None:
+    runs = searches_of(p)
     n = max(1, len(runs))
     fig, axes = plt.subplots(1, n, figsize=(max(6.0, 3.6 * n), 3.2), squeeze=False)
     if not runs:
         axes[0, 0].text(0.5, 0.5, "no DAM search configured", ha="center", va="center")
         axes[0, 0].axis("off")
     for ax, run in zip(axes[0], runs):
-        snaps = [np.load(pretrained_dir(results, p, run, seed) / "snapshots.npz") for seed in seeds_of(p)]
+        snaps = [np.load(pretrained_dir(p, run, seed) / "snapshots.npz") for seed in seeds_of(p)]
         steps = snaps[0]["steps"]
         # Every seed's heads side by side: (T, seeds x H, L) offsets (dam_s) or (T, seeds x H, L, L) (dam_u).
         keep = np.concatenate([snap["keep_prob"] for snap in snaps], axis=1)
-        diag, off = split_diagonal(keep, variant_kind(run))
+        diag, off = split_diagonal(keep, variants_of(p)[run]["kind"])
         diag, off_mean = diag.mean(-1) if diag.ndim == 3 else diag, off.mean(-1)  # (T, seeds x H)
         for h in range(diag.shape[1]):
             ax.plot(steps, diag[:, h], color="tab:red", lw=1, alpha=0.8, label="diagonal" if h == 0 else None)
@@ -100,15 +111,15 @@ def importance(results: Path, p: dict, out: Path) -> None:
     save(fig, out, "importance")
 
 
-def dam_u_snapshots(results: Path, p: dict, out: Path, shown: int = 5) -> None:
-    runs = [r for r in p["dam_runs"] if variant_kind(r) == "dam_u"]
+def dam_u_snapshots(p: dict, out: Path, shown: int = 5) -> None:
+    runs = [r for r in searches_of(p) if variants_of(p)[r]["kind"] == "dam_u"]
     fig, axes = plt.subplots(max(1, len(runs)), shown, figsize=(2.2 * shown, 2.3 * max(1, len(runs))), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     if not runs:
         axes[0, 0].text(0.5, 0.5, "no DAM_u search configured", ha="left", va="center")
     seed = seeds_of(p)[0]
-    snaps = {run: np.load(pretrained_dir(results, p, run, seed) / "snapshots.npz") for run in runs}
+    snaps = {run: np.load(pretrained_dir(p, run, seed) / "snapshots.npz") for run in runs}
     # A colour scale centred on the initial 0.5 and as wide as the largest move: short searches move little.
     dev = max([float(np.abs(s["keep_prob"].mean(1) - 0.5).max()) for s in snaps.values()] + [1e-3])
     for row, (run, snap) in zip(axes, snaps.items()):
@@ -123,8 +134,8 @@ def dam_u_snapshots(results: Path, p: dict, out: Path, shown: int = 5) -> None:
     save(fig, out, "dam_u_snapshots", tight=False)
 
 
-def score_vs_sparsity(results: Path, p: dict, out: Path) -> None:
-    metrics = json.loads((results / "tables" / "metrics.json").read_text())
+def score_vs_sparsity(p: dict, out: Path, metrics_json: Path) -> None:
+    metrics = json.loads(metrics_json.read_text())
     fig, (ours, theirs) = plt.subplots(1, 2, figsize=(10, 4))
     for v, m in metrics["variants"].items():
         if m["avg"] is None:
@@ -138,7 +149,7 @@ def score_vs_sparsity(results: Path, p: dict, out: Path) -> None:
     what = "PROXY tasks" if metrics["proxy"] else "GLUE/SQuAD/SWAG dev"
     ours.set(title=f"this run ({what})", xlabel="measured sparsity (%)", ylabel="average score (%)")
     for v, row in paper.GLUE.items():
-        color, marker = KIND_STYLE[variant_kind(v)]
+        color, marker = KIND_STYLE[row["kind"]]
         theirs.scatter(row["sparsity"], row["avg"], color=color, marker=marker)
         theirs.annotate(v, (row["sparsity"], row["avg"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     theirs.set(title="paper (published, BERT-base, GLUE avg)", xlabel="sparsity (%)", ylabel="GLUE average (%)")
@@ -149,20 +160,20 @@ def score_vs_sparsity(results: Path, p: dict, out: Path) -> None:
     save(fig, out, "score_vs_sparsity")
 
 
-def loss_curves(results: Path, p: dict, out: Path) -> None:
+def loss_curves(p: dict, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     curves = {}
-    for v in p["variants"]:
+    for v, record in variants_of(p).items():
         per_seed = []
         for seed in seeds_of(p):
-            log_file = pretrained_dir(results, p, v, seed) / "log.jsonl"
+            log_file = pretrained_dir(p, v, seed) / "log.jsonl"
             records = [json.loads(line) for line in log_file.read_text().splitlines() if line]
             # MLM + NSP without a DAM search's L1 term, so that every curve measures the same thing.
             per_seed.append(pd.Series({r["step"]: r["mlm_loss"] + r["nsp_loss"] for r in records}))
         curve = pd.concat(per_seed, axis=1).mean(axis=1).rename(v)  # mean over seeds
         curves[v] = curve
-        fixed = variant_kind(v) == "fixed"
-        color, _ = KIND_STYLE[variant_kind(v)]
+        fixed = record["kind"] == "fixed"
+        color, _ = KIND_STYLE[record["kind"]]
         ax.plot(curve.index, curve.values, lw=1, label=v, color=None if fixed else color, ls="-" if fixed else "--")
     ax.set(xlabel="step", ylabel="training loss (MLM + NSP)",
            title=f"Pretraining loss per variant (mean over {len(seeds_of(p))} seed(s))")
@@ -174,14 +185,17 @@ def loss_curves(results: Path, p: dict, out: Path) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--results", type=Path, default=Path("results"), help="the run's results directory")
-    parser.add_argument("--params", required=True, help="JSON/YAML: scale, seq_len, masks, dam_runs, variants")
+    parser.add_argument("--params", required=True, help="JSON/YAML: the run as `sparsebert tables` gets it")
+    parser.add_argument("--metrics", type=Path, required=True, help="the tables' metrics.json")
     parser.add_argument("--out", type=Path, required=True, help="directory for the PNG/PDF files")
 
 
 def run(args: argparse.Namespace) -> None:
     p = load_params(args.params)
     args.out.mkdir(parents=True, exist_ok=True)
-    for draw in (mask_panels, importance, dam_u_snapshots, score_vs_sparsity, loss_curves):
-        draw(args.results, p, args.out)
-        log.info("figures: %s", draw.__name__)
+    mask_panels(p, args.out)
+    importance(p, args.out)
+    dam_u_snapshots(p, args.out)
+    score_vs_sparsity(p, args.out, args.metrics)
+    loss_curves(p, args.out)
+    log.info("figures: masks, importance, dam_u_snapshots, score_vs_sparsity, loss_curves -> %s", args.out)

@@ -1,11 +1,12 @@
 """`sparsebert findings`: findings.md, what this run says about each of the paper's three claims.
 
-    python -m sparsebert findings --results results --params P --out results/findings.md
+    python -m sparsebert findings --params P --metrics T/metrics.json --bootstrap T/bootstrap.npz --out findings.md
 
 One function per claim. Each first computes its effect size and 95 % interval (sparsebert/stats.py) from the
 run's files, then applies its rule to the numbers; the verdict line prints the effect, the interval and how
-many seeds and eval examples (or heads) it rests on. Inputs: results/tables/bootstrap.npz and metrics.json
-(written by `sparsebert tables`), and each DAM search's snapshots.npz and summary.json per seed.
+many seeds and eval examples (or heads) it rests on. Inputs: the tables' bootstrap.npz and metrics.json
+(written by `sparsebert tables`), and each DAM search's snapshots.npz and summary.json per seed, found through
+P's variant records (the same P as `sparsebert tables`, sparsebert/report.py).
 
 Rules (settings from config `report`):
 - Claim 1, the DAM search drops the diagonal first: per head and seed, the diagonal's drop rank (the fraction
@@ -39,7 +40,7 @@ import numpy as np
 
 from sparsebert import stats
 from sparsebert.io import atomic_write_text, load_params
-from sparsebert.report import Scores, interval, pretrained_dir, read_json, seeds_of, settings, variant_kind
+from sparsebert.report import Scores, interval, pretrained_dir, read_json, searches_of, seeds_of, settings, variants_of
 
 BASELINES = ("dense", "no_diagonal")  # fixed masks that are not "hand-designed sparse" masks
 
@@ -109,11 +110,11 @@ def gated_note(verdict: str, gated: str) -> str:
 # ------------------------------------------------------------------------------------------ claim 1
 
 
-def drop_ranks(results: Path, p: dict, run: str) -> tuple[np.ndarray, dict]:
+def drop_ranks(p: dict, run: str) -> tuple[np.ndarray, dict]:
     """The diagonal's drop rank (S, H) of one DAM run per seed and head, and what the report says beside it."""
-    kind, ranks, info = variant_kind(run), [], {"dropped": 0, "heads": 0, "steps": 0, "fallback": 0, "rows": 0}
+    kind, ranks, info = variants_of(p)[run]["kind"], [], {"dropped": 0, "heads": 0, "steps": 0, "fallback": 0, "rows": 0}
     for seed in seeds_of(p):
-        folder = pretrained_dir(results, p, run, seed)
+        folder = pretrained_dir(p, run, seed)
         snap = np.load(folder / "snapshots.npz")
         drop = stats.drop_steps(snap["steps"], snap["keep_prob"])  # (H, L) or (H, L, L)
         ranks.append(stats.diagonal_drop_rank(drop, kind))
@@ -127,26 +128,26 @@ def drop_ranks(results: Path, p: dict, run: str) -> tuple[np.ndarray, dict]:
     return np.array(ranks), info
 
 
-def claim_diagonal_dropped_first(results: Path, p: dict, cfg: dict, rng: np.random.Generator) -> list[str]:
+def claim_diagonal_dropped_first(p: dict, cfg: dict, rng: np.random.Generator) -> list[str]:
     lines = ["## 1. The diagonal is the least important attention position during pretraining", "",
              "Measured on the DAM searches' keep-probability snapshots: for every position, the first snapshot "
              "after the initial one at which its keep probability is below 0.5 (never: after every other). Per "
              "head and seed, the diagonal's drop rank is the fraction of the other positions dropped before it "
              "(ties count half): 0 = the diagonal is dropped first, 0.5 = no preference, 1 = dropped last. "
              "Supported if the 95 % interval of the mean rank lies below 0.5, contradicted if above 0.5.", ""]  # fmt: skip
-    runs = p["dam_runs"]
+    runs = searches_of(p)
     if not runs:
         return lines + verdict_line(stats.INCONCLUSIVE, "no DAM search in this config, nothing was measured.")
     B, n_seeds = cfg["bootstrap_samples"], len(seeds_of(p))
     all_draws, means, heads = [], [], 0
     for run in runs:
-        ranks, info = drop_ranks(results, p, run)
+        ranks, info = drop_ranks(p, run)
         draws = stats.nested_mean_draws(ranks, B, rng)
         lo, hi = stats.percentile_interval(draws, bounds=(0.0, 1.0))
         all_draws.append(draws)
         means.append(ranks.mean())
         heads += ranks.size
-        where = " (at some entry of it)" if variant_kind(run) == "dam_u" else ""
+        where = " (at some entry of it)" if variants_of(p)[run]["kind"] == "dam_u" else ""
         lines.append(f"- {run} ({info['steps']} steps, {n_seeds} seed(s) x {ranks.shape[1]} heads): mean drop rank "
                      f"{ranks.mean():.3f}, 95 % interval [{lo:.3f}, {hi:.3f}] ({stats.drop_first_verdict(lo, hi)}); "
                      f"the diagonal fell below 0.5 in {info['dropped']} of {info['heads']} head-seeds{where}. "
@@ -213,8 +214,9 @@ def claim_dam_beats_designed(scores: Scores, p: dict, cfg: dict, rng: np.random.
              "official protocol). A pair is supported if its 95 % interval lies above 0, contradicted below 0. "
              "The claim is supported if more than half of the pairs are supported and none is contradicted, "
              "contradicted if more than half are contradicted, inconclusive otherwise.", ""]  # fmt: skip
-    designed = [v for v in scores.variants if variant_kind(v) == "fixed" and v not in BASELINES]
-    if not p["dam_runs"] or not designed:
+    kinds = {name: v["kind"] for name, v in variants_of(p).items()}
+    designed = [v for v in scores.variants if kinds[v] == "fixed" and v not in BASELINES]
+    if not searches_of(p) or not designed:
         return lines + verdict_line(stats.INCONCLUSIVE, "needs DAM runs and hand-designed masks in the config.")
     columns, flat = informative(scores, glue_only=glue)
     if not columns:
@@ -222,7 +224,7 @@ def claim_dam_beats_designed(scores: Scores, p: dict, cfg: dict, rng: np.random.
                                                         f"({', '.join(flat)}): nothing separates the masks.")
     sparsity = dict(zip(scores.variants, scores.sparsity.mean(axis=1)))
     verdicts, used = [], set()
-    for run in p["dam_runs"]:
+    for run in searches_of(p):
         rivals = [m for m in designed if sparsity[m] <= sparsity[run] + similar]
         lines.append(f"- {run} (sparsity {sparsity[run]:.1f} %): " + ("no hand-designed mask at similar or higher "
                      "sparsity." if not rivals else f"{len(rivals)} hand-designed mask(s) at most {similar:g} points "
@@ -256,12 +258,12 @@ def claim_dam_beats_designed(scores: Scores, p: dict, cfg: dict, rng: np.random.
 # ------------------------------------------------------------------------------------------ findings.md
 
 
-def learned_line(results: Path, p: dict, seeds) -> list[str]:
+def learned_line(p: dict, seeds) -> list[str]:
     """How much the dense model learned, beside the floor of always predicting the most frequent masked token:
     fine-tuning differences between masks mean little while pretraining sits at that floor."""
-    if "dense" not in p["variants"]:
+    if "dense" not in variants_of(p):
         return []
-    runs = [read_json(pretrained_dir(results, p, "dense", s) / "summary.json") for s in seeds]
+    runs = [read_json(pretrained_dir(p, "dense", s) / "summary.json") for s in seeds]
     if not all("val_mlm_acc" in r and "val_unigram_mlm_acc" in r for r in runs):
         return []
     mlm = 100 * np.mean([r["val_mlm_acc"] for r in runs])
@@ -272,9 +274,10 @@ def learned_line(results: Path, p: dict, seeds) -> list[str]:
             f"(chance 50 %).", ""]  # fmt: skip
 
 
-def write_findings(results: Path, p: dict, out: Path) -> str:
-    scores = Scores.load(results / "tables" / "bootstrap.npz")
-    metrics = read_json(results / "tables" / "metrics.json")
+def write_findings(p: dict, metrics: Path, bootstrap: Path, out: Path) -> str:
+    """findings.md from the tables' metrics.json and bootstrap.npz and the DAM searches' files (paths in `p`)."""
+    scores = Scores.load(bootstrap)
+    metrics = read_json(metrics)
     cfg = settings(p)
     rng = np.random.default_rng([cfg["bootstrap_seed"], 20_000])
     n_seeds = len(scores.seeds)
@@ -287,8 +290,8 @@ def write_findings(results: Path, p: dict, out: Path) -> str:
              + ("seeds and eval examples resampled, sparsebert/stats.py" if n_seeds > 1 else
                 "eval examples resampled; with one seed the intervals ignore seed variance")
              + ") by the rule stated with it.", ""]  # fmt: skip
-    lines += learned_line(results, p, scores.seeds)
-    lines += claim_diagonal_dropped_first(results, p, cfg, rng)
+    lines += learned_line(p, scores.seeds)
+    lines += claim_diagonal_dropped_first(p, cfg, rng)
     lines += claim_no_diagonal_matches_bert(scores, metrics, cfg, rng)
     lines += claim_dam_beats_designed(scores, p, cfg, rng)
     _, flat = informative(scores)
@@ -303,10 +306,11 @@ def write_findings(results: Path, p: dict, out: Path) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--results", type=Path, default=Path("results"), help="the run's results directory")
-    parser.add_argument("--params", required=True, help="JSON/YAML: scale, proxy, variants, seeds, dam_runs, report")
+    parser.add_argument("--params", required=True, help="JSON/YAML: the run as `sparsebert tables` gets it")
+    parser.add_argument("--metrics", type=Path, required=True, help="the tables' metrics.json")
+    parser.add_argument("--bootstrap", type=Path, required=True, help="the tables' bootstrap.npz")
     parser.add_argument("--out", type=Path, required=True, help="the findings.md to write")
 
 
 def run(args: argparse.Namespace) -> None:
-    print(write_findings(args.results, load_params(args.params), args.out))
+    print(write_findings(load_params(args.params), args.metrics, args.bootstrap, args.out))

@@ -26,7 +26,8 @@ from tqdm import tqdm
 from sparsebert import dam, masks, precision, preemption, recipes, training
 from sparsebert.data.features import featurize
 from sparsebert.data.qa import postprocess_predictions
-from sparsebert.data.tasks import get_task, load_task
+from sparsebert.data.formats import load_task
+from sparsebert.data.tasks import get_task
 from sparsebert.io import UserError, atomic_write_json, load_params
 from sparsebert.metrics import squad_references, task_metrics
 from sparsebert.modeling import (

@@ -1,11 +1,13 @@
 """`sparsebert tables`: what the run measured, beside what the paper published, with 95 % intervals.
 
-    python -m sparsebert tables --results results --params P --out results/tables
+    python -m sparsebert tables --params P --out results/<run>/tables
 
-P (from the Snakefile): scale, proxy, variants, seeds, dam_runs, tasks, pretrained (variant -> folder), report
-(the statistics' settings). Inputs are the run's own files, one set per (variant, seed):
-<pretrained>/seed<N>/summary.json, results/finetune/<variant>/seed<N>/<task>/{metrics,predictions}.json.
-Scores are in percent (GLUE/SWAG metrics x 100; SQuAD already).
+P (from the Snakefile, workflow/rules/common.smk's report_params): scale, proxy, seq_len, seeds, tasks, report
+(the statistics' settings) and `variants`: one record per variant in table order (sparsebert/variants.py: name,
+kind, role, mask, params, lambda, learned_from) with the folders of its files, `pretrained` per seed
+(summary.json) and `finetuned` per seed and task ({metrics,predictions}.json). The report reads those paths;
+it never walks a results folder or parses a variant's name. Scores are in percent (GLUE/SWAG metrics x 100;
+SQuAD already).
 
 Every score is the mean over the seeds with its 95 % interval (sparsebert/stats.py: a two-way bootstrap
 over seeds and eval examples, metrics recomputed on resamples with `metrics.task_metrics`). tables writes
@@ -28,8 +30,8 @@ import numpy as np
 import pandas as pd
 
 from sparsebert import paper, recipes, stats
-from sparsebert.dam import DAM_TYPES
 from sparsebert.data.tasks import TASKS
+from sparsebert.variants import SEARCH
 from sparsebert.io import UserError, atomic_write_json, atomic_write_text, load_params
 
 log = logging.getLogger(__name__)
@@ -60,30 +62,25 @@ def seeds_of(p: dict) -> list[int]:
     return list(p.get("seeds") or [0])
 
 
-def pretrained_dir(results: Path, p: dict, variant: str, seed: int) -> Path:
-    """A variant's pretraining outputs of one seed (summary.json, log.jsonl, model/): under the DAM search's own
-    folder for a DAM variant (the official protocol), results/pretrain/<variant> otherwise; the Snakefile
-    passes the mapping."""
-    root = Path(p["pretrained"][variant]) if "pretrained" in p else results / "pretrain" / variant
-    return root / f"seed{seed}"
+def variants_of(p: dict) -> dict[str, dict]:
+    """The run's variant records by name, in table order."""
+    return {v["name"]: v for v in p["variants"]}
 
 
-def finetune_dir(results: Path, variant: str, seed: int, task: str) -> Path:
-    return results / "finetune" / variant / f"seed{seed}" / task
+def searches_of(p: dict) -> list[str]:
+    """The DAM searches among the variants (their folders hold snapshots.npz and mask.safetensors)."""
+    return [v["name"] for v in p["variants"] if v["role"] == SEARCH]
 
 
-def variant_kind(variant: str) -> str:
-    """"dam_s" / "dam_u" for a DAM variant (named <type>_<lambda> by the Snakefile), else "fixed"."""
-    return next((k for k in DAM_TYPES if variant.startswith(k + "_")), "fixed")
+def pretrained_dir(p: dict, variant: str, seed: int) -> Path:
+    """A variant's pretraining outputs of one seed (summary.json, log.jsonl, model/; a search's also
+    snapshots.npz and mask.safetensors)."""
+    return Path(variants_of(p)[variant]["pretrained"][seeds_of(p).index(seed)])
 
 
-def split_diagonal(keep: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """Keep probabilities of the diagonal and of every other position, over any leading axes: a DAM_s
-    snapshot is (..., L) per offset |i - j| (index 0 = the diagonal), a DAM_u one (..., L, L) per pair."""
-    if kind == "dam_s":
-        return keep[..., 0], keep[..., 1:]
-    eye = np.eye(keep.shape[-1], dtype=bool)
-    return keep[..., eye], keep[..., ~eye]
+def finetuned_dir(p: dict, variant: str, seed: int, task: str) -> Path:
+    """A (variant, seed)'s fine-tuning on `task`: metrics.json, predictions.json."""
+    return Path(variants_of(p)[variant]["finetuned"][seeds_of(p).index(seed)][task])
 
 
 @dataclass(frozen=True)
@@ -185,11 +182,11 @@ def is_constant(predictions) -> bool:
     return len({json.dumps(x) for x in values}) <= 1
 
 
-def collect(results: Path, p: dict) -> tuple[Scores, pd.DataFrame]:
+def collect(p: dict) -> tuple[Scores, pd.DataFrame]:
     """Every (variant, seed)'s sparsity, pretraining accuracy and scores with their bootstrap draws, and the long
     table of every metric. The draws of one column share their resamples (one call per column), so every
     comparison between variants is paired on the eval examples."""
-    variants, seeds, cfg = p["variants"], seeds_of(p), settings(p)
+    variants, seeds, cfg = list(variants_of(p)), seeds_of(p), settings(p)
     columns = eval_columns(p["tasks"])
     V, S, C, B = len(variants), len(seeds), len(columns), cfg["bootstrap_samples"]
     sparsity, val_mlm = np.empty((V, S)), np.empty((V, S))
@@ -198,18 +195,18 @@ def collect(results: Path, p: dict) -> tuple[Scores, pd.DataFrame]:
     long, reported = [], {}
     for v, variant in enumerate(variants):
         for s, seed in enumerate(seeds):
-            summary = read_json(pretrained_dir(results, p, variant, seed) / "summary.json")
+            summary = read_json(pretrained_dir(p, variant, seed) / "summary.json")
             sparsity[v, s] = 100 * summary["sparsity"]
             val_mlm[v, s] = 100 * summary.get("val_mlm_acc", np.nan)
             for task in p["tasks"]:
-                metrics = read_json(finetune_dir(results, variant, seed, task) / "metrics.json")
+                metrics = read_json(finetuned_dir(p, variant, seed, task) / "metrics.json")
                 reported[variant, seed, task] = task_columns(task, metrics)
                 for split, values in metrics["eval"].items():
                     long += [{"variant": variant, "seed": seed, "task": task, "split": split, "metric": k, "value": x,
                               "proxy": TASKS[task].proxy, "finetune_seed": metrics.get("seed")}
                              for k, x in values.items()]  # fmt: skip
     for c, col in enumerate(columns):
-        files = [(variant, seed, finetune_dir(results, variant, seed, col.task) / "predictions.json")
+        files = [(variant, seed, finetuned_dir(p, variant, seed, col.task) / "predictions.json")
                  for variant in variants for seed in seeds]  # fmt: skip
         runs = [read_predictions(path, col.split) for _, _, path in files]
         rng = np.random.default_rng([cfg["bootstrap_seed"], c])
@@ -339,14 +336,14 @@ def diagonal_comparison(scores: Scores, cols: list[str], rng: np.random.Generato
     return "\n".join(lines)
 
 
-def write_tables(results: Path, p: dict, out: Path) -> dict:
-    scores, long = collect(results, p)
+def write_tables(p: dict, out: Path) -> dict:
+    scores, long = collect(p)
     cfg = settings(p)
     rng = np.random.default_rng([cfg["bootstrap_seed"], 10_000])
     means, half, intervals = summarize(scores, rng)
     frame = means.copy()
     frame.insert(0, "sparsity", scores.sparsity.mean(axis=1))
-    frame.insert(0, "kind", [variant_kind(v) for v in scores.variants])
+    frame.insert(0, "kind", [variants_of(p)[v]["kind"] for v in scores.variants])
     n_seeds = len(scores.seeds)
     note = (f"Scores in percent (main metric per task; span tasks also exact match `_em`): mean over {n_seeds} "
             f"pretraining seed(s) ({', '.join(map(str, scores.seeds))}), each fine-tuned once per task, ± the "
@@ -396,10 +393,10 @@ def _num(value) -> float | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--results", type=Path, default=Path("results"), help="the run's results directory")
-    parser.add_argument("--params", required=True, help="JSON/YAML: scale, proxy, variants, seeds, dam_runs, tasks")
+    parser.add_argument("--params", required=True, help="JSON/YAML: scale, proxy, seeds, tasks, report, variants "
+                        "(records with their files' folders)")
     parser.add_argument("--out", type=Path, required=True, help="the tables' directory")
 
 
 def run(args: argparse.Namespace) -> None:
-    write_tables(args.results, load_params(args.params), args.out)
+    write_tables(load_params(args.params), args.out)

@@ -1,19 +1,24 @@
-# Names and small helpers derived from the (validated) config. Nothing here imports torch, so parsing the
-# Snakefile stays fast and a run with nothing to do returns in a second or two.
+# Names, paths and small helpers derived from the (validated) config. Nothing here imports torch, so parsing
+# the Snakefile stays fast and a run with nothing to do returns in a second or two.
 import json
 import re
+from pathlib import Path
 
 from sparsebert.launch import RESOURCE_DEFAULTS, from_resources, rule_resources as resolve_resources
+from sparsebert.variants import FIXED as FIXED_ROLE, RETRAIN, SEARCH, named, variant_table
 
-# Variants: one per fixed mask, plus one per DAM search (type x lambda), named like the paper's rows. A DAM
-# variant is the search's own model with its binarized mask (the official protocol: weights and mask trained
-# jointly); `dam_retrain: true` adds the ablation `<run>_retrain`, pretrained from scratch with that mask.
-FIXED = list(config["masks"])
-DAM_RUNS = [f"{dam}_{lam:g}" for dam, lams in config.get("dam", {}).items() for lam in lams]
-RETRAINS = [f"{run}_retrain" for run in DAM_RUNS] if config.get("dam_retrain", False) else []
-VARIANTS = FIXED + DAM_RUNS + RETRAINS
+# Each run writes under its own roots (config `run`), so runs of different configs sit side by side: running
+# config/paper.yaml in a clone holding a finished default run leaves that run up to date.
+RUN = config.get("run", "default")
+DATA, RESULTS, LOGS = f"data/{RUN}", f"results/{RUN}", f"logs/{RUN}"
+
+# The variants as data (sparsebert/variants.py): name -> kind, role, mask, params, lambda, learned_from. One
+# per fixed mask, one per DAM search (type x lambda, named like the paper's rows: the search's own model with
+# its binarized mask, the official protocol), and with `dam_retrain: true` one `<search>_retrain` ablation,
+# pretrained from scratch with that mask. Rules look a variant up here; nothing parses names.
+VARIANTS = variant_table(config)
+FIXED, SEARCHES, RETRAINS = (named(VARIANTS, role) for role in (FIXED_ROLE, SEARCH, RETRAIN))
 TASKS = config["tasks"]["names"]
-LAMBDAS = {f"{lam:g}" for lams in config.get("dam", {}).values() for lam in lams}
 # Every variant is pretrained (or searched) once per seed and every fine-tuning runs once per (variant, seed,
 # task): the report's intervals cover seed noise. The seed replaces the recipe's `seed` (which the config may
 # not set: sparsebert/validate.py). Fine-tuning keeps one seed per task (`finetune.seed`), so every
@@ -27,12 +32,12 @@ def alternation(names):
 
 
 # Wildcards only take configured values, so rule patterns never match each other's outputs
-# (results/pretrain/dense vs results/pretrain/dam_s_0.001).
+# (results/<run>/pretrain/dense vs results/<run>/pretrain/dam_s_0.001_retrain).
 wildcard_constraints:
     variant=alternation(VARIANTS),
     fixed=alternation(FIXED),
-    dam=alternation(config.get("dam", {})),
-    lam=alternation(LAMBDAS),
+    search=alternation(SEARCHES),
+    retrain=alternation(RETRAINS),
     task=alternation(TASKS),
     seed=alternation([str(seed) for seed in SEEDS]),
 
@@ -42,14 +47,27 @@ def as_json(value):
     return json.dumps(value, sort_keys=True)
 
 
-def variant_dir(variant):
-    """The folder of a variant's pretrainings, one `seed<N>` subfolder per seed."""
-    return f"results/dam/{variant}" if variant in DAM_RUNS else f"results/pretrain/{variant}"
-
-
 def pretrained_dir(variant, seed):
-    """Where a variant's pretrained model/, summary.json and log.jsonl of one seed are."""
-    return f"{variant_dir(variant)}/seed{seed}"
+    """Where a variant's pretrained model/, summary.json and log.jsonl of one seed are: a DAM variant's under
+    its search's folder (with mask.safetensors and snapshots.npz), every other one's under pretrain/."""
+    folder = "dam" if VARIANTS[variant]["role"] == SEARCH else "pretrain"
+    return f"{RESULTS}/{folder}/{variant}/seed{seed}"
+
+
+def finetuned_dir(variant, seed, task):
+    """Where the fine-tuning of a (variant, seed) on a task writes metrics.json, predictions.json, log.jsonl."""
+    return f"{RESULTS}/finetune/{variant}/seed{seed}/{task}"
+
+
+def parent(path):
+    """The folder of a rule's output file: a job's --out is derived from its outputs, never restated."""
+    return str(Path(path).parent)
+
+
+def state_dir(out):
+    """A training job's --state-dir: its resumable checkpoints, under results/<run>/state/ beside its outputs
+    (not inside them: Snakemake deletes a failed job's outputs, and a rerun must continue from the last one)."""
+    return f"{RESULTS}/state/{Path(out).relative_to(RESULTS)}"
 
 
 def pretrain_recipe(seed):
@@ -77,9 +95,9 @@ def resource(rule, key, default=None):
     """Resource function for `resources:` (per variant where the rule has a variant)."""
 
     def get(wildcards):
-        variant = getattr(wildcards, "variant", None) or getattr(wildcards, "fixed", None)
-        if hasattr(wildcards, "dam"):
-            variant = f"{wildcards.dam}_{wildcards.lam}"
+        variant = next(getattr(wildcards, k) for k in ("variant", "fixed", "search", "retrain") if hasattr(wildcards, k))
+        # per_variant keys of pretrain_learned name the DAM searches (as sparsebert/validate.py checks them)
+        variant = VARIANTS[variant]["learned_from"] or variant
         return rule_resources(rule, variant).get(key, default)
 
     return get
@@ -100,7 +118,7 @@ def task_source(task):
     """Where `sparsebert finetune` reads a task: built proxies, the hub, or local files."""
     source = config["tasks"]["source"]
     if source == "proxy":
-        return {"path": f"data/tasks/{task}"}
+        return {"path": f"{DATA}/tasks/{task}"}
     if source == "local":
         return {"path": f"{config['tasks']['local_dir']}/{task}"}
     return {"hub": True}
@@ -112,4 +130,16 @@ PROXY_TASKS = [task for task in TASKS if task.startswith("proxy_")]  # built by 
 
 def finetune_task_input(wildcards):
     """The built proxy task folder (a DAG edge); hub and local tasks have no upstream rule."""
-    return [f"data/tasks/{wildcards.task}"] if PROXY else []
+    return [f"{DATA}/tasks/{wildcards.task}"] if PROXY else []
+
+
+def report_params():
+    """What the report rules know about the run: its settings, and every variant's record (in table order)
+    with the folders its files are in, per seed (`pretrained`) and per seed and task (`finetuned`). The report
+    reads these paths; it never walks results/ or parses a variant's name."""
+    variants = [{"name": name, **record,
+                 "pretrained": [pretrained_dir(name, seed) for seed in SEEDS],
+                 "finetuned": [{task: finetuned_dir(name, seed, task) for task in TASKS} for seed in SEEDS]}
+                for name, record in VARIANTS.items()]  # fmt: skip
+    return {"scale": config["scale"], "proxy": PROXY, "seq_len": config["examples"].get("max_seq_length", 128),
+            "seeds": SEEDS, "tasks": TASKS, "report": config.get("report", {}), "variants": variants}  # fmt: skip

@@ -3,13 +3,13 @@
 
 rule corpus:
     output:
-        directory("data/corpus"),
+        directory(f"{DATA}/corpus"),
     params:
         corpus=as_json(config["corpus"]),
     log:
-        "logs/corpus.log",
+        f"{LOGS}/corpus.log",
     benchmark:
-        "logs/benchmarks/corpus.tsv"
+        f"{LOGS}/benchmarks/corpus.tsv"
     threads: 2
     conda:
         "../../envs/train.yaml"
@@ -21,11 +21,11 @@ rule tokenizer:
     input:
         corpus=rules.corpus.output[0],
     output:
-        directory("data/tokenizer"),
+        directory(f"{DATA}/tokenizer"),
     params:
         tokenizer=as_json(config["tokenizer"]),
     log:
-        "logs/tokenizer.log",
+        f"{LOGS}/tokenizer.log",
     conda:
         "../../envs/train.yaml"
     shell:
@@ -37,13 +37,13 @@ rule examples:
         corpus=rules.corpus.output[0],
         tokenizer=rules.tokenizer.output[0],
     output:
-        directory("data/examples"),
+        directory(f"{DATA}/examples"),
     params:
         examples=as_json(config["examples"]),
     log:
-        "logs/examples.log",
+        f"{LOGS}/examples.log",
     benchmark:
-        "logs/benchmarks/examples.tsv"
+        f"{LOGS}/benchmarks/examples.tsv"
     threads: 2
     conda:
         "../../envs/train.yaml"
@@ -57,14 +57,15 @@ rule proxy_tasks:
     input:
         corpus=rules.corpus.output[0],
     output:
-        [directory(f"data/tasks/{task}") for task in PROXY_TASKS],
+        [directory(f"{DATA}/tasks/{task}") for task in PROXY_TASKS],
     params:
         proxy=as_json(config.get("proxy_tasks", {})),
         tasks=PROXY_TASKS,
+        out=lambda wc, output: parent(output[0]),
     log:
-        "logs/proxy_tasks.log",
+        f"{LOGS}/proxy_tasks.log",
     conda:
         "../../envs/train.yaml"
     shell:
         "python -m sparsebert proxy-tasks --corpus {input.corpus} --params {params.proxy:q}"
-        " --tasks {params.tasks} --out data/tasks > {log} 2>&1"
+        " --tasks {params.tasks} --out {params.out} > {log} 2>&1"

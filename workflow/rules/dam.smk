@@ -2,7 +2,8 @@
 # mask trained jointly) and binarize it; the searched model is then fine-tuned with that mask fixed (official
 # protocol, finetune.smk). Ablation (`dam_retrain: true`): pretrain from scratch with the learned fixed mask and
 # the same budget as the fixed-mask variants. Each search and retraining runs once per seed (config `seeds`); a
-# retraining uses the mask its own seed's search learned.
+# retraining uses the mask its own seed's search learned. A variant's DAM type and lambda are looked up in
+# VARIANTS (common.smk), never parsed from its name.
 
 
 rule dam_search:
@@ -10,32 +11,34 @@ rule dam_search:
         examples=rules.examples.output[0],
         tokenizer=rules.tokenizer.output[0],
     output:
-        mask="results/dam/{dam}_{lam}/seed{seed}/mask.safetensors",
+        mask=f"{RESULTS}/dam/{{search}}/seed{{seed}}/mask.safetensors",
         snapshots=report(
-            "results/dam/{dam}_{lam}/seed{seed}/snapshots.npz",
+            f"{RESULTS}/dam/{{search}}/seed{{seed}}/snapshots.npz",
             category="DAM search",
-            labels={"run": "{dam}_{lam}", "seed": "{seed}"},
+            labels={"run": "{search}", "seed": "{seed}"},
         ),
-        summary="results/dam/{dam}_{lam}/seed{seed}/summary.json",
-        log="results/dam/{dam}_{lam}/seed{seed}/log.jsonl",
-        model=directory("results/dam/{dam}_{lam}/seed{seed}/model"),
+        summary=f"{RESULTS}/dam/{{search}}/seed{{seed}}/summary.json",
+        log=f"{RESULTS}/dam/{{search}}/seed{{seed}}/log.jsonl",
+        model=directory(f"{RESULTS}/dam/{{search}}/seed{{seed}}/model"),
     params:
         launch=launch,
         recipe=lambda wc: as_json(dam_recipe(wc.seed)),
-        out="results/dam/{dam}_{lam}/seed{seed}",
-        state="results/state/dam/{dam}_{lam}/seed{seed}",
+        dam_type=lambda wc: VARIANTS[wc.search]["mask"],
+        lam=lambda wc: as_json(VARIANTS[wc.search]["lambda"]),
+        out=lambda wc, output: parent(output.summary),
+        state=lambda wc, output: state_dir(parent(output.summary)),
     log:
-        "logs/dam_search/{dam}_{lam}/seed{seed}.log",
+        f"{LOGS}/dam_search/{{search}}/seed{{seed}}.log",
     benchmark:
-        "logs/benchmarks/dam_search/{dam}_{lam}/seed{seed}.tsv"
-    threads: lambda wc: rule_resources("dam_search", f"{wc.dam}_{wc.lam}")["threads"]
+        f"{LOGS}/benchmarks/dam_search/{{search}}/seed{{seed}}.tsv"
+    threads: lambda wc: rule_resources("dam_search", wc.search)["threads"]
     resources:
         **training_resources("dam_search"),
     conda:
         "../../envs/train.yaml"
     shell:
         "{params.launch} -m sparsebert dam-search --examples {input.examples} --tokenizer {input.tokenizer}"
-        " --params {params.recipe:q} --mask {wildcards.dam} --dam-lambda {wildcards.lam}"
+        " --params {params.recipe:q} --mask {params.dam_type} --dam-lambda {params.lam}"
         " --out {params.out} --state-dir {params.state} > {log} 2>&1"
 
 
@@ -43,21 +46,21 @@ rule pretrain_learned:
     input:
         examples=rules.examples.output[0],
         tokenizer=rules.tokenizer.output[0],
-        mask=rules.dam_search.output.mask,
+        mask=lambda wc: f"{pretrained_dir(VARIANTS[wc.retrain]['learned_from'], wc.seed)}/mask.safetensors",
     output:
-        model=directory("results/pretrain/{dam}_{lam}_retrain/seed{seed}/model"),
-        summary="results/pretrain/{dam}_{lam}_retrain/seed{seed}/summary.json",
-        log="results/pretrain/{dam}_{lam}_retrain/seed{seed}/log.jsonl",
+        model=directory(f"{RESULTS}/pretrain/{{retrain}}/seed{{seed}}/model"),
+        summary=f"{RESULTS}/pretrain/{{retrain}}/seed{{seed}}/summary.json",
+        log=f"{RESULTS}/pretrain/{{retrain}}/seed{{seed}}/log.jsonl",
     params:
         launch=launch,
         recipe=lambda wc: as_json(pretrain_recipe(wc.seed)),
-        out="results/pretrain/{dam}_{lam}_retrain/seed{seed}",
-        state="results/state/pretrain/{dam}_{lam}_retrain/seed{seed}",
+        out=lambda wc, output: parent(output.summary),
+        state=lambda wc, output: state_dir(parent(output.summary)),
     log:
-        "logs/pretrain_learned/{dam}_{lam}/seed{seed}.log",
+        f"{LOGS}/pretrain_learned/{{retrain}}/seed{{seed}}.log",
     benchmark:
-        "logs/benchmarks/pretrain_learned/{dam}_{lam}/seed{seed}.tsv"
-    threads: lambda wc: rule_resources("pretrain_learned", f"{wc.dam}_{wc.lam}")["threads"]
+        f"{LOGS}/benchmarks/pretrain_learned/{{retrain}}/seed{{seed}}.tsv"
+    threads: lambda wc: rule_resources("pretrain_learned", VARIANTS[wc.retrain]["learned_from"])["threads"]
     resources:
         **training_resources("pretrain_learned"),
     conda:

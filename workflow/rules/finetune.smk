@@ -9,24 +9,26 @@ rule finetune:
         # Written by `pretrain` (fixed masks), `dam_search` (DAM variants: the searched model, fine-tuned with
         # its binarized mask) or `pretrain_learned` (the `_retrain` ablation).
         model=lambda wc: f"{pretrained_dir(wc.variant, wc.seed)}/model",
-        mask=lambda wc: [f"{pretrained_dir(wc.variant, wc.seed)}/mask.safetensors"] if wc.variant in DAM_RUNS else [],
+        mask=lambda wc: (
+            [f"{pretrained_dir(wc.variant, wc.seed)}/mask.safetensors"] if VARIANTS[wc.variant]["role"] == SEARCH else []
+        ),
         tokenizer=rules.tokenizer.output[0],
         task=finetune_task_input,
     output:
-        metrics="results/finetune/{variant}/seed{seed}/{task}/metrics.json",
-        predictions="results/finetune/{variant}/seed{seed}/{task}/predictions.json",
-        log="results/finetune/{variant}/seed{seed}/{task}/log.jsonl",
+        metrics=f"{RESULTS}/finetune/{{variant}}/seed{{seed}}/{{task}}/metrics.json",
+        predictions=f"{RESULTS}/finetune/{{variant}}/seed{{seed}}/{{task}}/predictions.json",
+        log=f"{RESULTS}/finetune/{{variant}}/seed{{seed}}/{{task}}/log.jsonl",
     params:
         launch=launch,
         recipe=lambda wc: as_json(finetune_recipe(wc.task)),
         mask_file=lambda wc, input: f"--mask-file {input.mask}" if input.mask else "",
         source=lambda wc: as_json(task_source(wc.task)),
-        out="results/finetune/{variant}/seed{seed}/{task}",
-        state="results/state/finetune/{variant}/seed{seed}/{task}",
+        out=lambda wc, output: parent(output.metrics),
+        state=lambda wc, output: state_dir(parent(output.metrics)),
     log:
-        "logs/finetune/{variant}/seed{seed}/{task}.log",
+        f"{LOGS}/finetune/{{variant}}/seed{{seed}}/{{task}}.log",
     benchmark:
-        "logs/benchmarks/finetune/{variant}/seed{seed}/{task}.tsv"
+        f"{LOGS}/benchmarks/finetune/{{variant}}/seed{{seed}}/{{task}}.tsv"
     threads: lambda wc: rule_resources("finetune", wc.variant)["threads"]
     resources:
         **training_resources("finetune"),

@@ -1,6 +1,6 @@
-# Pretraining (MLM + NSP) of one BERT per fixed attention mask and seed (config `seeds`). Resumable state lives in results/state/,
-# which is deliberately not an output: Snakemake deletes the outputs of a failed job, and the checkpoints
-# must survive a crash or preemption so that the rerun continues instead of starting over.
+# Pretraining (MLM + NSP) of one BERT per fixed attention mask and seed (config `seeds`). Resumable state lives
+# in results/<run>/state/, which is deliberately not an output: Snakemake deletes the outputs of a failed job,
+# and the checkpoints must survive a crash or preemption so that the rerun continues instead of starting over.
 
 
 rule pretrain:
@@ -8,19 +8,20 @@ rule pretrain:
         examples=rules.examples.output[0],
         tokenizer=rules.tokenizer.output[0],
     output:
-        model=directory("results/pretrain/{fixed}/seed{seed}/model"),
-        summary="results/pretrain/{fixed}/seed{seed}/summary.json",
-        log="results/pretrain/{fixed}/seed{seed}/log.jsonl",
+        model=directory(f"{RESULTS}/pretrain/{{fixed}}/seed{{seed}}/model"),
+        summary=f"{RESULTS}/pretrain/{{fixed}}/seed{{seed}}/summary.json",
+        log=f"{RESULTS}/pretrain/{{fixed}}/seed{{seed}}/log.jsonl",
     params:
         launch=launch,
         recipe=lambda wc: as_json(pretrain_recipe(wc.seed)),
-        mask_params=lambda wc: as_json(config["masks"][wc.fixed]),
-        out="results/pretrain/{fixed}/seed{seed}",
-        state="results/state/pretrain/{fixed}/seed{seed}",
+        mask=lambda wc: VARIANTS[wc.fixed]["mask"],
+        mask_params=lambda wc: as_json(VARIANTS[wc.fixed]["params"]),
+        out=lambda wc, output: parent(output.summary),
+        state=lambda wc, output: state_dir(parent(output.summary)),
     log:
-        "logs/pretrain/{fixed}/seed{seed}.log",
+        f"{LOGS}/pretrain/{{fixed}}/seed{{seed}}.log",
     benchmark:
-        "logs/benchmarks/pretrain/{fixed}/seed{seed}.tsv"
+        f"{LOGS}/benchmarks/pretrain/{{fixed}}/seed{{seed}}.tsv"
     threads: lambda wc: rule_resources("pretrain", wc.fixed)["threads"]
     resources:
         **training_resources("pretrain"),
@@ -28,5 +29,5 @@ rule pretrain:
         "../../envs/train.yaml"
     shell:
         "{params.launch} -m sparsebert pretrain --examples {input.examples} --tokenizer {input.tokenizer}"
-        " --params {params.recipe:q} --mask {wildcards.fixed} --mask-params {params.mask_params:q}"
+        " --params {params.recipe:q} --mask {params.mask} --mask-params {params.mask_params:q}"
         " --out {params.out} --state-dir {params.state} > {log} 2>&1"

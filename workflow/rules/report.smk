@@ -1,38 +1,18 @@
 # Tables against the paper's published numbers, the paper's figures, and findings.md (claims vs this run).
-# Every (variant, seed) is read; the tables rule also writes the bootstrap draws (results/tables/bootstrap.npz)
-# that findings.md's intervals are computed from.
+# Every (variant, seed) is read, from the paths in REPORT (common.smk's report_params: the variant records with
+# their folders); the tables rule also writes the bootstrap draws (bootstrap.npz) that findings.md's intervals
+# are computed from. Each rule's --out is its output's folder (or file), derived here, never restated.
 
-# What the report code needs to know about the run (not the recipes: those are read from the summaries).
-REPORT_PARAMS = as_json(
-    {
-        "scale": config["scale"],
-        "proxy": PROXY,
-        "seq_len": config["examples"].get("max_seq_length", 128),
-        "masks": config["masks"],
-        "dam_runs": DAM_RUNS,
-        "retrains": RETRAINS,
-        "variants": VARIANTS,
-        "seeds": SEEDS,
-        "pretrained": {variant: variant_dir(variant) for variant in VARIANTS},
-        "tasks": TASKS,
-        "report": config.get("report", {}),
-    }
-)
+REPORT = as_json(report_params())
 
 PRETRAINED = [f"{pretrained_dir(v, s)}/{file}" for v in VARIANTS for s in SEEDS for file in ("summary.json", "log.jsonl")]
-DAM_OUTPUTS = expand(
-    "results/dam/{run}/seed{seed}/{file}",
-    run=DAM_RUNS,
-    seed=SEEDS,
-    file=["summary.json", "snapshots.npz", "mask.safetensors"],
-)
-FINETUNED = expand(
-    "results/finetune/{variant}/seed{seed}/{task}/{file}",
-    variant=VARIANTS,
-    seed=SEEDS,
-    task=TASKS,
-    file=["metrics.json", "predictions.json"],
-)
+DAM_OUTPUTS = [
+    f"{pretrained_dir(v, s)}/{file}" for v in SEARCHES for s in SEEDS for file in ("snapshots.npz", "mask.safetensors")
+]
+FINETUNED = [
+    f"{finetuned_dir(v, s, t)}/{file}" for v in VARIANTS for s in SEEDS for t in TASKS for file in ("metrics.json", "predictions.json")
+]
+FIGURES = ("masks", "importance", "dam_u_snapshots", "score_vs_sparsity", "loss_curves")
 
 
 rule tables:
@@ -41,21 +21,22 @@ rule tables:
         DAM_OUTPUTS,
         FINETUNED,
     output:
-        glue=report("results/tables/glue.csv", category="Tables"),
-        glue_md="results/tables/glue.md",
-        squad_swag=report("results/tables/squad_swag.csv", category="Tables"),
-        squad_swag_md="results/tables/squad_swag.md",
-        all_metrics="results/tables/all_metrics.csv",
-        metrics="results/tables/metrics.json",
-        bootstrap="results/tables/bootstrap.npz",
+        glue=report(f"{RESULTS}/tables/glue.csv", category="Tables"),
+        glue_md=f"{RESULTS}/tables/glue.md",
+        squad_swag=report(f"{RESULTS}/tables/squad_swag.csv", category="Tables"),
+        squad_swag_md=f"{RESULTS}/tables/squad_swag.md",
+        all_metrics=f"{RESULTS}/tables/all_metrics.csv",
+        metrics=f"{RESULTS}/tables/metrics.json",
+        bootstrap=f"{RESULTS}/tables/bootstrap.npz",
     params:
-        report=REPORT_PARAMS,
+        report=REPORT,
+        out=lambda wc, output: parent(output.metrics),
     log:
-        "logs/tables.log",
+        f"{LOGS}/tables.log",
     conda:
         "../../envs/report.yaml"
     shell:
-        "python -m sparsebert tables --results results --params {params.report:q} --out results/tables > {log} 2>&1"
+        "python -m sparsebert tables --params {params.report:q} --out {params.out} > {log} 2>&1"
 
 
 rule figures:
@@ -65,35 +46,39 @@ rule figures:
         metrics=rules.tables.output.metrics,
     output:
         **{
-            f"{name}_{ext}": report(f"results/figures/{name}.{ext}", category="Figures")
+            f"{name}_{ext}": report(f"{RESULTS}/figures/{name}.{ext}", category="Figures")
             if ext == "png"
-            else f"results/figures/{name}.{ext}"
-            for name in ("masks", "importance", "dam_u_snapshots", "score_vs_sparsity", "loss_curves")
+            else f"{RESULTS}/figures/{name}.{ext}"
+            for name in FIGURES
             for ext in ("png", "pdf")
         },
-        loss_csv="results/figures/loss_curves.csv",
+        loss_csv=f"{RESULTS}/figures/loss_curves.csv",
     params:
-        report=REPORT_PARAMS,
+        report=REPORT,
+        out=lambda wc, output: parent(output.loss_csv),
     log:
-        "logs/figures.log",
+        f"{LOGS}/figures.log",
     conda:
         "../../envs/report.yaml"
     shell:
-        "python -m sparsebert figures --results results --params {params.report:q} --out results/figures > {log} 2>&1"
+        "python -m sparsebert figures --params {params.report:q} --metrics {input.metrics} --out {params.out}"
+        " > {log} 2>&1"
 
 
 rule findings:
     input:
         DAM_OUTPUTS,
+        PRETRAINED,
         metrics=rules.tables.output.metrics,
         bootstrap=rules.tables.output.bootstrap,
     output:
-        report("results/findings.md", category="Findings"),
+        report(f"{RESULTS}/findings.md", category="Findings"),
     params:
-        report=REPORT_PARAMS,
+        report=REPORT,
     log:
-        "logs/findings.log",
+        f"{LOGS}/findings.log",
     conda:
         "../../envs/report.yaml"
     shell:
-        "python -m sparsebert findings --results results --params {params.report:q} --out {output} > {log} 2>&1"
+        "python -m sparsebert findings --params {params.report:q} --metrics {input.metrics}"
+        " --bootstrap {input.bootstrap} --out {output} > {log} 2>&1"

@@ -1,4 +1,5 @@
-"""Readers (and, for the proxy tasks, writers) of the benchmarks' original file formats.
+"""Loading a task (`load_task`: the hub, or a folder of files), and the readers (and, for the proxy tasks,
+writers) of the benchmarks' original file formats.
 
 - GLUE TSV as distributed by the GLUE benchmark: tab-separated, no quoting; a header row except CoLA.
   Columns are found by name (MRPC: `Quality  #1 ID  #2 ID  #1 String  #2 String`; STS-B: `... sentence1
@@ -22,11 +23,33 @@ from pathlib import Path
 
 import datasets
 
-from sparsebert.data.tasks import TaskSpec, hub_features
+from sparsebert.data.tasks import TaskSpec, get_task, hub_features
 from sparsebert.io import UserError, atomic_write_text
 
 SWAG_COLUMNS = ("video-id", "fold-ind", "startphrase", "sent1", "sent2", "gold-source",
                 "ending0", "ending1", "ending2", "ending3", "label")  # fmt: skip
+
+
+def load_task(name: str, source: dict) -> datasets.DatasetDict:
+    """Train split plus the evaluation splits of task `name`, from the hub or from a local folder.
+
+    source: {"hub": true} or {"path": "DIR"} where DIR holds the task's files in their original format.
+    """
+    spec = get_task(name)
+    if source.get("path"):
+        splits = {split: read_split(spec, source["path"], filename) for split, filename in spec.files}
+        return datasets.DatasetDict(splits)
+    if source.get("hub"):
+        if not spec.hub_path:
+            raise UserError(f"task {name!r} has no hub copy; give a local source {{'path': DIR}}")
+        loaded = datasets.load_dataset(spec.hub_path, spec.hub_config)
+        splits = {split: loaded[split] for split, _ in spec.files}
+        for split, ds in splits.items():
+            if ds.features != hub_features(spec):
+                raise UserError(f"{spec.hub_path} {split}: features {ds.features} differ from the declared "
+                                f"{hub_features(spec)}; update hub_features()")  # fmt: skip
+        return datasets.DatasetDict(splits)
+    raise UserError(f"task source for {name!r} must be {{'hub': true}} or {{'path': DIR}}, got {source!r}")
 
 
 def read_split(spec: TaskSpec, folder, filename: str) -> datasets.Dataset:

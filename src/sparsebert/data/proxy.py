@@ -39,7 +39,8 @@ from sklearn.multiclass import OneVsRestClassifier
 
 from sparsebert import metrics, recipes
 from sparsebert.data import formats
-from sparsebert.data.tasks import TASKS, load_task
+from sparsebert.data.formats import load_task
+from sparsebert.data.tasks import TASKS
 from sparsebert.io import UserError, atomic_dir, atomic_write_json, load_params
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,11 @@
 """The one registry of downstream tasks: GLUE, SQuAD v1.1/v2.0, SWAG and the embedded proxy tasks.
 
-A task loads either from the Hugging Face hub (`{"hub": true}`) or from a folder of files in the task's
-original distribution format (`{"path": DIR}`: GLUE TSV, SQuAD JSON, SWAG CSV; see `formats.py`). Both give
-a `datasets.DatasetDict` with exactly the hub's columns and features (`hub_features`), so featurization,
+A task loads (`formats.load_task`) either from the Hugging Face hub (`{"hub": true}`) or from a folder of files
+in the task's original distribution format (`{"path": DIR}`: GLUE TSV, SQuAD JSON, SWAG CSV). Both give a
+`datasets.DatasetDict` with exactly the hub's columns and features (`hub_features`), so featurization,
 training and metrics have one code path. Proxy tasks (`proxy_*`) have no hub copy: `sparsebert proxy-tasks`
-writes them in the original format of their shape and they load through the same local readers.
+writes them in the original format of their shape and they load through the same local readers. This module
+imports no other part of the package but io, and no `datasets` at import: the DAG reads the registry.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import TYPE_CHECKING
 from sparsebert.io import UserError
 
 if TYPE_CHECKING:  # `datasets` is imported where it is used: the registry alone is read when the DAG is built
-    import datasets
     from datasets import Features
 
 KINDS = ("classification", "regression", "span", "multiple_choice")
@@ -155,29 +155,3 @@ def hub_features(spec: TaskSpec) -> Features:
                 "ending0", "ending1", "ending2", "ending3")  # fmt: skip
         return Features({**{c: Value("string") for c in text}, "label": ClassLabel(names=list(spec.label_names))})
     raise ValueError(f"unknown file format {spec.file_format!r}")
-
-
-def load_task(name: str, source: dict) -> datasets.DatasetDict:
-    """Train split plus the evaluation splits of task `name`, from the hub or from a local folder.
-
-    source: {"hub": true} or {"path": "DIR"} where DIR holds the task's files in their original format.
-    """
-    import datasets
-
-    from sparsebert.data import formats
-
-    spec = get_task(name)
-    if source.get("path"):
-        splits = {split: formats.read_split(spec, source["path"], filename) for split, filename in spec.files}
-        return datasets.DatasetDict(splits)
-    if source.get("hub"):
-        if not spec.hub_path:
-            raise UserError(f"task {name!r} has no hub copy; give a local source {{'path': DIR}}")
-        loaded = datasets.load_dataset(spec.hub_path, spec.hub_config)
-        splits = {split: loaded[split] for split, _ in spec.files}
-        for split, ds in splits.items():
-            if ds.features != hub_features(spec):
-                raise UserError(f"{spec.hub_path} {split}: features {ds.features} differ from the declared "
-                                f"{hub_features(spec)}; update hub_features()")  # fmt: skip
-        return datasets.DatasetDict(splits)
-    raise UserError(f"task source for {name!r} must be {{'hub': true}} or {{'path': DIR}}, got {source!r}")
