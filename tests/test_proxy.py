@@ -73,18 +73,26 @@ def test_bag_of_words_baseline_is_between_chance_and_perfect(built):
                 assert chance - 0.2 <= score < 0.95, (name, metric, score, chance)
 
 
-def test_qa_answers_match_context_and_half_are_unanswerable(built):
-    _, out = built
+def test_qa_answer_is_the_context_sentence_holding_the_question_words(built):
+    documents = tiny_documents()
     dev = load_task("proxy_qa", {"path": str(built[1] / "proxy_qa")})["validation"]
-    unanswerable = sum(not a["text"] for a in dev["answers"])
-    assert 0.3 < unanswerable / len(dev) < 0.7
+    assert 0.15 < sum(not a["text"] for a in dev["answers"]) / len(dev) < 0.5  # a third expected
     for row in dev:
-        cue = row["question"].split('"')[1]
+        words = row["question"].removeprefix("Which sentence has: ").removesuffix("?").split()
+        assert len(words) == 4
+        # the context: a sentence of one document, a space, a sentence of another
+        (d1, first), (d2, second) = [
+            next((d, s) for d, doc in enumerate(documents) for s in doc if row["context"].startswith(s + " ")),
+            next((d, s) for d, doc in enumerate(documents) for s in doc if row["context"].endswith(" " + s)),
+        ]
+        assert row["context"] == f"{first} {second}" and d1 != d2
         if row["answers"]["text"]:
-            start = row["answers"]["answer_start"][0]
-            assert row["context"][:start].rstrip().endswith(cue)  # the answer follows the cue
-        else:
-            assert f" {cue} " not in f" {row['context']} "
+            answer, start = row["answers"]["text"][0], row["answers"]["answer_start"][0]
+            assert (answer, start) in {(first, 0), (second, len(first) + 1)}
+            assert all(w in answer.split() for w in words)
+        else:  # four words of one sentence of a third document
+            others = [s for d, doc in enumerate(documents) if d not in (d1, d2) for s in doc]
+            assert any(all(w in s.split() for w in words) for s in others), row
 
 
 def test_dev_examples_come_from_held_out_documents(built):
@@ -126,3 +134,33 @@ def test_bad_params_and_tiny_corpus(tmp_path):
                                 tmp_path / "o", ["proxy_qa"])
     with pytest.raises(UserError, match="need >= 2"):
         proxy.split_documents(tiny_documents(n_docs=1), 0.1, 0)
+
+
+def test_single_corrupts_a_third_of_the_words_of_a_corpus_sentence(built):
+    sentences = {s for d in tiny_documents() for s in d}
+    rows = load_task("proxy_single", {"path": str(built[1] / "proxy_single")})["train"]
+    for row in rows:
+        if row["label"] == 1:
+            assert row["sentence"] in sentences
+            continue
+        words = row["sentence"].split()
+        # the original: a corpus sentence of the same length differing in 1..max(2, n // 3) positions (a draw
+        # can put back the same word, so fewer than the drawn positions may differ)
+        changed = [sum(a != b for a, b in zip(words, s.split())) for s in sentences if len(s.split()) == len(words)]
+        assert any(1 <= c <= max(2, len(words) // 3) for c in changed), row
+    assert 0.3 < sum(rows["label"]) / len(rows) < 0.7
+
+
+def test_choice_gold_ending_completes_the_next_sentence_distractors_from_other_documents(built):
+    documents = tiny_documents()
+    rows = load_task("proxy_choice", {"path": str(built[1] / "proxy_choice")})["validation"]
+    for row in rows:
+        (doc,) = [d for d in documents if row["sent1"] in d]
+        following = doc[doc.index(row["sent1"]) + 1]
+        endings = [row[f"ending{k}"] for k in range(4)]
+        assert f"{row['sent2']} {endings[row['label']]}" == following
+        cut = len(row["sent2"].split())
+        for k, ending in enumerate(endings):
+            if k != row["label"]:
+                sources = [d for d in documents if any(s.split()[cut:] == ending.split() for s in d)]
+                assert sources and all(d is not doc for d in sources), (row, ending)
