@@ -38,6 +38,7 @@ from sparsebert import recipes
 from sparsebert.data.tasks import TASKS
 from sparsebert.io import UserError
 from sparsebert.launch import gpus_per_node
+from sparsebert.variants import FIXED, RETRAIN, SEARCH, named, search_name, variant_table
 
 TRAINING_RULES = ("pretrain", "dam_search", "pretrain_learned", "finetune")
 CACHE_DIR = Path(".snakemake/sparsebert-validated")
@@ -132,12 +133,13 @@ class _Run:
 
     def __init__(self, config: dict, overrides: dict):
         self.config, self.overrides, self.errors = config, overrides, []
-        self.fixed = list(config.get("masks", {}))
+        table = variant_table(config)  # the variants exactly as the Snakefile builds its jobs from them
+        self.fixed = named(table, FIXED)
         # As workflow/rules/common.smk names them: a DAM run fine-tunes the searched model; `<run>_retrain`
         # (dam_retrain) the model pretrained from scratch with its mask.
-        self.dam_runs = [f"{dam}_{lam:g}" for dam, lams in config.get("dam", {}).items() for lam in lams]
-        self.retrains = [f"{run}_retrain" for run in self.dam_runs] if config.get("dam_retrain") else []
-        self.variants = self.fixed + self.dam_runs + self.retrains
+        self.dam_runs = named(table, SEARCH)
+        self.retrains = named(table, RETRAIN)
+        self.variants = list(table)
         self.tasks = list(config.get("tasks", {}).get("names", []))
         self.seq_len = recipes.fill("examples", config.get("examples", {}))["max_seq_length"]
         self.pretrain = self.recipe(config.get("pretrain", {}))
@@ -240,9 +242,9 @@ def _check_dam(run: _Run) -> None:
             if not math.isfinite(lam):
                 run.fail(f"dam.{dam}", f"lambda {lam} is not a finite number")
                 continue
-            name = f"{lam:g}"  # the variant name: results/dam/<dam>_<name>
+            name = search_name(dam, lam)  # the variant name: results/<run>/dam/<name>
             if name in names:
-                run.fail(f"dam.{dam}", f"lambdas {names[name]!r} and {lam!r} both name the variant {dam}_{name}")
+                run.fail(f"dam.{dam}", f"lambdas {names[name]!r} and {lam!r} both name the variant {name}")
             names[name] = lam
 
 
