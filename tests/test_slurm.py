@@ -43,12 +43,12 @@ TARGET = Target(
     REPO / "Snakefile",
     ["--configfile", str(REPO / "config/smoke.yaml")],
     # config/smoke.yaml pretrains `dense` with ddp_cpu_procs=2 (torchrun, gloo) inside its SLURM job.
-    ddp_outputs=("results/pretrain/dense/seed0/summary.json",),
+    ddp_outputs=("results/smoke/pretrain/dense/seed0/summary.json",),  # the smoke run's root: results/smoke/
     fail_once="tokenizer",
     # Byte-identical across the two runs: the corpus and the proxy task files. Trained weights, learned masks
     # and scores are not compared byte for byte: WordPiece training is not bit-reproducible across processes
     # (huggingface/tokenizers#1794) and the jobs run with different thread counts under SLURM.
-    compare=("data/corpus/*", "data/tasks/*/*"),
+    compare=("data/smoke/corpus/*", "data/smoke/tasks/*/*"),
 )
 
 RUN_TIMEOUT_S = 900  # one workflow run; the smoke DAG takes about 2.5 min under SLURM, 1 min locally
