@@ -188,17 +188,18 @@ def loss_curves(quick: bool) -> tuple[list[dict], str]:
     if quick:
         recipe["max_steps"] = 60
     repo = Path(__file__).resolve().parents[1]
-    real = repo / "data" / "examples", repo / "data" / "tokenizer"
+    run = repo / "data" / config.get("run", "default")  # the default run's data (data/<run>/, README "Outputs")
+    real = run / "examples", run / "tokenizer"
     logging.disable(logging.INFO)  # the loop's progress lines
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if all((p / name).exists() for p, name in zip(real, ["dataset_dict.json", "tokenizer.json"])):
-            data, source = real, "the default corpus (data/examples from `make demo`)"
+            data, source = real, "the default corpus (data/default/examples from `make demo`)"
         else:
             data = synthetic_pretraining_data(tmp / "data", config["tokenizer"]["vocab_size"],
                                               examples["max_seq_length"], examples["max_predictions_per_seq"],
                                               recipe["max_steps"] * recipe["batch_size"])
-            source = "synthetic Zipf text (no data/examples: run `make demo` for the real corpus)"
+            source = "synthetic Zipf text (no data/default/examples: run `make demo` for the real corpus)"
         logs = {}
         for name in ("fp32", "bf16"):
             out = tmp / name
