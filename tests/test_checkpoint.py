@@ -143,3 +143,85 @@ def test_a_corrupt_checkpoint_is_an_error_not_a_restart(tmp_path):
     (path / "state.pt").write_bytes(b"not a torch file")
     with pytest.raises(UserError, match=r"step-00000004 is unreadable .*\(.*Error"):
         training.load_checkpoint(path, model, optimizer, scheduler)
+
+
+def test_error_messages_list_three_tensor_names(tmp_path):
+    model, optimizer, scheduler = make_run()
+    training.save_checkpoint(tmp_path, 1, model, optimizer, scheduler)
+    bigger = torch.nn.Sequential(*model, *(torch.nn.Linear(1, 1) for _ in range(3)))  # 6 tensors the file lacks
+    with pytest.raises(UserError, match=r"missing \['3.bias', '3.weight', '4.bias'\], unexpected \[\]$"):
+        training.load_checkpoint(tmp_path / "step-00000001", bigger, optimizer, scheduler)
+    training.save_checkpoint(tmp_path, 2, bigger, optimizer, scheduler)
+    with pytest.raises(UserError, match=r"missing \[\], unexpected \['3.bias', '3.weight', '4.bias'\]$"):
+        training.load_checkpoint(tmp_path / "step-00000002", model, optimizer, scheduler)
+
+
+class NotATensor:
+    """Anything torch.load(weights_only=False) would unpickle (and could run code for)."""
+
+
+def test_state_holding_an_arbitrary_object_is_refused(tmp_path):
+    model, optimizer, scheduler = make_run()
+    training.save_checkpoint(tmp_path, 1, model, optimizer, scheduler)
+    state_file = tmp_path / "step-00000001" / "state.pt"
+    state = torch.load(state_file, weights_only=True)
+    torch.save({**state, "extra": {"payload": NotATensor()}}, state_file)
+    with pytest.raises(UserError, match=r"step-00000001 is unreadable or from another model \(UnpicklingError"):
+        training.load_checkpoint(tmp_path / "step-00000001", model, optimizer, scheduler)
+
+
+def test_a_write_failing_half_way_names_the_checkpoint_and_what_is_kept(tmp_path, monkeypatch):
+    """SPARSEBERT_FAIL_CHECKPOINT_AT_STEP=N fails the write of step N half-way (disk full) after state.pt is
+    begun; the error names the path and the checkpoint a rerun resumes from, and nothing partial is left."""
+    model, optimizer, scheduler = make_run()
+    monkeypatch.setenv("SPARSEBERT_FAIL_CHECKPOINT_AT_STEP", "1")
+    with pytest.raises(training.CheckpointWriteError,
+                       match=r"^could not write checkpoint \S+/step-00000001 \(OSError: \[Errno 28\] No space left on "
+                             r"device .*/state\.pt'\); there is no earlier checkpoint: a rerun starts over$"):  # fmt: skip
+        training.save_checkpoint(tmp_path, 1, model, optimizer, scheduler)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("SPARSEBERT_FAIL_CHECKPOINT_AT_STEP", "3")
+    training.save_checkpoint(tmp_path, 2, model, optimizer, scheduler)  # not the failing step: written
+    with pytest.raises(training.CheckpointWriteError,
+                       match=rf"^could not write checkpoint {tmp_path}/step-00000003 \(OSError: .*\); the previous "
+                             rf"checkpoint {tmp_path}/step-00000002 is kept and a rerun resumes from it$"):  # fmt: skip
+        training.save_checkpoint(tmp_path, 3, model, optimizer, scheduler)
+    assert [p.name for p in tmp_path.iterdir()] == ["step-00000002"]
+
+
+def test_an_old_entry_that_cannot_be_removed_does_not_stop_training(tmp_path):
+    """Removing old checkpoints is housekeeping: a failure there (here a stray file named like one) is ignored."""
+    model, optimizer, scheduler = make_run()
+    (tmp_path / "step-00000001").write_text("not a directory")
+    for step in (2, 3):
+        training.save_checkpoint(tmp_path, step, model, optimizer, scheduler)
+    assert training.latest_checkpoint(tmp_path).name == "step-00000003"
+
+
+def test_under_ddp_each_rank_resumes_its_own_random_stream(tmp_path):
+    """A one-process gloo group stands in for torchrun: with one saved stream per rank and the same world size,
+    a rank gets its own stream back; with another world size (2 saved, 1 now), rank 0's main stream."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        model, optimizer, scheduler = make_run()
+
+        def draw():
+            return random.random(), float(np.random.rand()), torch.rand(2).tolist()
+
+        training.seed_everything(1)
+        own = training.rank_rng_states()  # [this rank's state], gathered as the loop does
+        own_draws = draw()
+        training.seed_everything(2)
+        main_draws = draw()
+        training.seed_everything(2)  # the main stream, saved as the checkpoint's "rng"
+        training.save_checkpoint(tmp_path / "a", 1, model, optimizer, scheduler, rng_per_rank=own)
+        training.save_checkpoint(tmp_path / "b", 1, model, optimizer, scheduler, rng_per_rank=own * 2)
+        training.seed_everything(3)
+        training.load_checkpoint(tmp_path / "a" / "step-00000001", model, optimizer, scheduler)
+        assert draw() == own_draws
+        training.load_checkpoint(tmp_path / "b" / "step-00000001", model, optimizer, scheduler)
+        assert draw() == main_draws
+    finally:
+        dist.destroy_process_group()

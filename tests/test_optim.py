@@ -194,3 +194,8 @@ def test_poly_warmup_given_in_steps_and_the_boundary_step():
     # a warmup of 1 means one step (>= 1 is a count), not the whole run: linear x = 1/10 -> (1 - 0.1) / 0.9 = 1
     assert training.lr_multiplier(1, 10, 1, "linear") == pytest.approx(1.0)
     assert training.lr_multiplier(5, 10, 1, "linear") == pytest.approx(0.5 / 0.9)
+
+
+def test_lr_multiplier_default_schedule_is_linear():
+    assert training.lr_multiplier(5, 100, 0.1) == pytest.approx(0.5)
+    assert training.lr_multiplier(55, 100, 0.1) == pytest.approx(0.5)
