@@ -62,8 +62,8 @@ def build(root, accuracies: dict, order: str, seeds=tuple(SEEDS)):
     tasks = ["proxy_pair", "proxy_qa"]
     records = [{"name": v, "kind": "dam_s" if v.startswith("dam") else "fixed",
                 "role": "search" if v.startswith("dam") else "fixed",
-                "pretrained": [str(root / "pretrained" / v / f"s{seed}") for seed in seeds],
-                "finetuned": [{t: str(root / "finetuned" / v / f"s{seed}" / t) for t in tasks} for seed in seeds]}
+                "pretrained": str(root / "pretrained" / v / "s{seed}"),
+                "finetuned": str(root / "finetuned" / v / "s{seed}" / "{task}")}
                for v in VARIANTS]  # fmt: skip
     p = {"scale": "hand-made", "proxy": True, "variants": records, "seeds": list(seeds), "tasks": tasks,
          "report": {"bootstrap_samples": 400}}  # fmt: skip

@@ -4,9 +4,9 @@
 
 P (from the Snakefile, workflow/rules/common.smk's report_params): scale, proxy, seq_len, seeds, tasks, report
 (the statistics' settings) and `variants`: one record per variant in table order (sparsebert/variants.py: name,
-kind, role, mask, params, lambda, learned_from) with the folders of its files, `pretrained` per seed
-(summary.json) and `finetuned` per seed and task ({metrics,predictions}.json). The report reads those paths;
-it never walks a results folder or parses a variant's name. Scores are in percent (GLUE/SWAG metrics x 100;
+kind, role, mask, params, lambda, learned_from) with the folders of its files as patterns, `pretrained` with
+{seed} (summary.json, ...) and `finetuned` with {seed} and {task} ({metrics,predictions}.json). The report fills
+in those patterns; it never walks a results folder or parses a variant's name. Scores are in percent (GLUE/SWAG metrics x 100;
 SQuAD already).
 
 Every score is the mean over the seeds with its 95 % interval (sparsebert/stats.py: a two-way bootstrap
@@ -75,12 +75,12 @@ def searches_of(p: dict) -> list[str]:
 def pretrained_dir(p: dict, variant: str, seed: int) -> Path:
     """A variant's pretraining outputs of one seed (summary.json, log.jsonl, model/; a search's also
     snapshots.npz and mask.safetensors)."""
-    return Path(variants_of(p)[variant]["pretrained"][seeds_of(p).index(seed)])
+    return Path(variants_of(p)[variant]["pretrained"].format(seed=seed))
 
 
 def finetuned_dir(p: dict, variant: str, seed: int, task: str) -> Path:
     """A (variant, seed)'s fine-tuning on `task`: metrics.json, predictions.json."""
-    return Path(variants_of(p)[variant]["finetuned"][seeds_of(p).index(seed)][task])
+    return Path(variants_of(p)[variant]["finetuned"].format(seed=seed, task=task))
 
 
 @dataclass(frozen=True)

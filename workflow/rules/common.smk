@@ -135,11 +135,12 @@ def finetune_task_input(wildcards):
 
 def report_params():
     """What the report rules know about the run: its settings, and every variant's record (in table order)
-    with the folders its files are in, per seed (`pretrained`) and per seed and task (`finetuned`). The report
-    reads these paths; it never walks results/ or parses a variant's name."""
-    variants = [{"name": name, **record,
-                 "pretrained": [pretrained_dir(name, seed) for seed in SEEDS],
-                 "finetuned": [{task: finetuned_dir(name, seed, task) for task in TASKS} for seed in SEEDS]}
+    with the folders its files are in, as patterns with {seed} (`pretrained`) and {seed} and {task}
+    (`finetuned`), built by the functions that place the files: one pattern per variant keeps the command line
+    short at any number of seeds and tasks. The report fills these in; it never walks results/ or parses a
+    variant's name."""
+    variants = [{"name": name, **record, "pretrained": pretrained_dir(name, "{seed}"),
+                 "finetuned": finetuned_dir(name, "{seed}", "{task}")}
                 for name, record in VARIANTS.items()]  # fmt: skip
     return {"scale": config["scale"], "proxy": PROXY, "seq_len": config["examples"].get("max_seq_length", 128),
             "seeds": SEEDS, "tasks": TASKS, "report": config.get("report", {}), "variants": variants}  # fmt: skip
