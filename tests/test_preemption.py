@@ -71,6 +71,7 @@ def assert_same_run(whole, cut, context):
     assert [r["loss"] for r in logged(whole)] == [r["loss"] for r in logged(cut)], context
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mask", ["star", "dam_s"])
 def test_sigterm_mid_step_checkpoints_that_step_and_the_rerun_is_bit_identical(tiny_pretraining_data, tmp_path,
                                                                                uninterrupted, mask):
@@ -89,6 +90,7 @@ def test_sigterm_mid_step_checkpoints_that_step_and_the_rerun_is_bit_identical(t
     assert_same_run(uninterrupted(mask), cut, context)
 
 
+@pytest.mark.slow
 def test_sigusr1_from_outside_at_a_random_moment(tiny_pretraining_data, tmp_path, uninterrupted):
     """A real signal from another process, at a random moment after training has started (what SLURM's
     `--signal` does): the step it lands in is unknown beforehand and read back from the checkpoint."""
@@ -114,6 +116,7 @@ def test_sigusr1_from_outside_at_a_random_moment(tiny_pretraining_data, tmp_path
     assert_same_run(uninterrupted("star"), cut, f"{context}, stopped after step {step}")
 
 
+@pytest.mark.slow
 def test_finetune_sigterm_mid_step_resumes_from_that_step(assets, tmp_path):  # noqa: F811 - pytest fixture
     recipe = {"epochs": 3, "checkpoint_every": 4, "log_every": 3}
     assert run_finetune(assets, "sst2", tmp_path / "whole", recipe) == 0
@@ -133,6 +136,7 @@ def test_finetune_sigterm_mid_step_resumes_from_that_step(assets, tmp_path):  # 
         [json.loads(r)["loss"] for r in read("cut", "log.jsonl").splitlines()], context
 
 
+@pytest.mark.slow
 def test_a_checkpoint_write_failing_half_way_keeps_the_previous_one(tiny_pretraining_data, tmp_path, uninterrupted):
     """Disk full while the signal's checkpoint is written: the error names the path, the partial copy is
     gone, the previous checkpoint stays, and the rerun resumes from it to the same weights."""
@@ -197,6 +201,7 @@ def test_ddp_ranks_agree_to_stop_after_the_same_step(tiny_pretraining_data, tmp_
         assert torch.equal(a[k], b[k]), f"{k} ({context})"
 
 
+@pytest.mark.slow
 def test_slurm_profile_asks_for_the_early_signal_on_every_training_rule():
     """The profile's sbatch flag (slurm_extra, evaluated by Snakemake as a Python string) sends SIGTERM early
     enough for a step and a checkpoint, and is not one of the options the plugin owns."""

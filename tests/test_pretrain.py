@@ -44,6 +44,7 @@ def weights(out):
     return load_file(str(out / "model" / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_fixed_mask_pretraining_learns_and_writes_outputs(tiny_pretraining_data, tmp_path):
     out = tmp_path / "star"
     run_pretrain(tiny_pretraining_data, out, recipe={"max_steps": 40})
@@ -59,6 +60,7 @@ def test_fixed_mask_pretraining_learns_and_writes_outputs(tiny_pretraining_data,
     assert model.config.attention_mask_type == "star"
 
 
+@pytest.mark.slow
 def test_dam_search_learns_snapshots_and_binarizes(tiny_pretraining_data, tmp_path):
     out = tmp_path / "dam"
     run_pretrain(tiny_pretraining_data, out, mask="dam_s", recipe={"max_steps": 40},
@@ -79,6 +81,7 @@ def test_dam_search_learns_snapshots_and_binarizes(tiny_pretraining_data, tmp_pa
     assert json.loads((tmp_path / "learned" / "summary.json").read_text())["sparsity"] == pytest.approx(masks.sparsity(keep))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mask,extra", [("star", ()), ("dam_s", ("--dam-lambda", "1e-3"))])
 def test_sigkill_then_rerun_gives_bit_identical_weights(tiny_pretraining_data, tmp_path, mask, extra):
     recipe = {"max_steps": 20, "checkpoint_every": 10, "hidden_dropout_prob": None}
@@ -99,6 +102,7 @@ def test_sigkill_then_rerun_gives_bit_identical_weights(tiny_pretraining_data, t
     assert [r["loss"] for r in logged(whole)] == [r["loss"] for r in logged(cut)]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tiny_pretraining_data, tmp_path):
     recipe = {"max_steps": 6, "batch_size": 16, "micro_batch_size": 8, "log_every": 1}
     run_pretrain(tiny_pretraining_data, tmp_path / "one", recipe=recipe)
@@ -120,6 +124,7 @@ def test_two_process_ddp_matches_one_process(tiny_pretraining_data, tmp_path):
         assert torch.allclose(wa[k], wb[k], atol=1e-5, rtol=1e-4), k
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tiny_pretraining_data, tmp_path):
     out = tmp_path / "nan"
     proc = run_pretrain(tiny_pretraining_data, out, recipe={"max_steps": 40, "checkpoint_every": 5},
@@ -131,6 +136,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tiny_pretraining_dat
     assert ckpts == ["step-00000005", "step-00000010"]
 
 
+@pytest.mark.slow
 def test_bad_inputs_give_one_clear_error(tiny_pretraining_data, tmp_path):
     examples, tokenizer = tiny_pretraining_data
     p = run_pretrain((tmp_path / "nowhere", tokenizer), tmp_path / "o1", check=False)
@@ -155,6 +161,7 @@ def test_bad_inputs_give_one_clear_error(tiny_pretraining_data, tmp_path):
         assert not (tmp_path / o).exists(), f"partial output left in {o}"
 
 
+@pytest.mark.slow
 def test_checkpoint_from_another_model_size_is_rejected(tiny_pretraining_data, tmp_path):
     out = tmp_path / "size"
     run_pretrain(tiny_pretraining_data, out, recipe={"max_steps": 10, "checkpoint_every": 5})
