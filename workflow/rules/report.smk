@@ -1,6 +1,6 @@
 # Tables against the paper's published numbers, the paper's figures, and findings.md (claims vs this run).
 # Every (variant, seed) is read, from the paths in REPORT (common.smk's report_params: the variant records with
-# their folders); the tables rule also writes the bootstrap draws (bootstrap.npz) that findings.md's intervals
+# their folders' patterns); the tables rule also writes the bootstrap draws (bootstrap.npz) that findings.md's intervals
 # are computed from. Each rule's --out is its output's folder (or file), derived here, never restated.
 
 REPORT = as_json(report_params())
@@ -29,7 +29,7 @@ rule tables:
         metrics=f"{RESULTS}/tables/metrics.json",
         bootstrap=f"{RESULTS}/tables/bootstrap.npz",
     params:
-        report=REPORT,
+        report=lambda wc: REPORT,  # a function: its {seed}/{task} patterns are not wildcards
         out=lambda wc, output: parent(output.metrics),
     log:
         f"{LOGS}/tables.log",
@@ -54,7 +54,7 @@ rule figures:
         },
         loss_csv=f"{RESULTS}/figures/loss_curves.csv",
     params:
-        report=REPORT,
+        report=lambda wc: REPORT,  # a function: its {seed}/{task} patterns are not wildcards
         out=lambda wc, output: parent(output.loss_csv),
     log:
         f"{LOGS}/figures.log",
@@ -74,7 +74,7 @@ rule findings:
     output:
         report(f"{RESULTS}/findings.md", category="Findings"),
     params:
-        report=REPORT,
+        report=lambda wc: REPORT,  # a function: its {seed}/{task} patterns are not wildcards
     log:
         f"{LOGS}/findings.log",
     conda:
