@@ -180,3 +180,20 @@ def test_runs_evaluated_on_different_examples_cannot_be_paired(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(UserError, match="different eval examples"):
         write_tables(p, tmp_path / "tables")
+
+
+def test_dense_is_compared_with_the_best_constant_predictor(tmp_path):
+    refs = np.random.default_rng(7).integers(0, 3, N)  # classification()'s references
+    majority = 100 * np.bincount(refs).max() / N  # by hand: the best single label's accuracy
+    unanswerable = 100 * sum(i % 5 == 0 for i in range(N)) / N  # span(): "no answer" everywhere scores this F1
+    good = {v: [0.8, 0.82, 0.78] for v in VARIANTS}
+    text, _ = findings(tmp_path / "good", good, "first")
+    pair = re.search(r"^- proxy_pair \(accuracy\): dense ([\d.]+) vs constant ([\d.]+): .*: (.*)$", text, re.M)
+    qa = re.search(r"^- proxy_qa \(f1\): dense ([\d.]+) vs constant ([\d.]+): .*: (.*)$", text, re.M)
+    assert float(pair[2]) == pytest.approx(majority, abs=0.05) and float(qa[2]) == pytest.approx(unanswerable, abs=0.05)
+    assert pair[3] == qa[3] == "beats it"
+    assert "Dense beats the constant predictor on 2 of 2 tasks." in text
+    flat = {**good, "dense": [None, None, None]}  # dense predicts one class / "no answer" for everything
+    text, _ = findings(tmp_path / "flat", flat, "first")
+    assert "Dense beats the constant predictor on 0 of 2 tasks." in text
+    assert len(re.findall(r"^- proxy_\w+ \(\w+\): .*: does not beat it$", text, re.M)) == 2

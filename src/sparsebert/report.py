@@ -31,6 +31,7 @@ import pandas as pd
 
 from sparsebert import paper, recipes, stats
 from sparsebert.data.tasks import TASKS
+from sparsebert.metrics import task_metrics
 from sparsebert.variants import SEARCH
 from sparsebert.io import UserError, atomic_write_json, atomic_write_text, load_params
 
@@ -139,6 +140,8 @@ class Scores:
     val_mlm_acc: np.ndarray  # (V, S), percent
     examples: np.ndarray  # (C,) eval examples per column
     constant: np.ndarray  # (V, S, C) bool: the fine-tuned model predicts one output for every example
+    baseline_points: np.ndarray  # (C,) the best constant predictor's score (`constant_predictions`)
+    baseline_draws: np.ndarray  # (C, B) ... on the same resamples as `draws`
 
     def index(self, variant: str) -> int:
         return self.variants.index(variant)
@@ -152,6 +155,7 @@ class Scores:
         np.savez_compressed(tmp, variants=np.array(self.variants), seeds=np.array(self.seeds),
                             points=self.points, draws=self.draws, sparsity=self.sparsity,
                             val_mlm_acc=self.val_mlm_acc, examples=self.examples, constant=self.constant,
+                            baseline_points=self.baseline_points, baseline_draws=self.baseline_draws,
                             **{f"column_{f}": np.array([getattr(c, f) for c in self.columns]) for f in fields})  # fmt: skip
         tmp.replace(path)
 
@@ -163,7 +167,8 @@ class Scores:
         columns = [Column(str(n), str(t), str(s), str(m), bool(a), bool(g)) for n, t, s, m, a, g in
                    zip(*(z[f"column_{f}"] for f in ("name", "task", "split", "metric", "averaged", "glue")))]  # fmt: skip
         return cls([str(v) for v in z["variants"]], [int(s) for s in z["seeds"]], columns, z["points"], z["draws"],
-                   z["sparsity"], z["val_mlm_acc"], z["examples"], z["constant"])  # fmt: skip
+                   z["sparsity"], z["val_mlm_acc"], z["examples"], z["constant"], z["baseline_points"],
+                   z["baseline_draws"])  # fmt: skip
 
 
 def read_predictions(path: Path, split: str) -> tuple:
@@ -182,6 +187,19 @@ def is_constant(predictions) -> bool:
     return len({json.dumps(x) for x in values}) <= 1
 
 
+def constant_predictions(spec, metric: str, references):
+    """The best constant predictor of one eval split for `metric`, chosen in hindsight with the eval labels (the
+    strongest such baseline): the best single label (classification, multiple choice), the mean score
+    (regression: any constant has correlation 0) or "no answer" for every question (span)."""
+    if spec.kind == "span":
+        return {qid: "" for qid in references}
+    if spec.kind == "regression":
+        return [float(np.mean(references))] * len(references)
+    labels = sorted({int(x) for x in references})
+    return max(([label] * len(references) for label in labels),
+               key=lambda preds: task_metrics(spec, np.asarray(preds), np.asarray(references))[metric])  # fmt: skip
+
+
 def collect(p: dict) -> tuple[Scores, pd.DataFrame]:
     """Every (variant, seed)'s sparsity, pretraining accuracy and scores with their bootstrap draws, and the long
     table of every metric. The draws of one column share their resamples (one call per column), so every
@@ -192,6 +210,7 @@ def collect(p: dict) -> tuple[Scores, pd.DataFrame]:
     sparsity, val_mlm = np.empty((V, S)), np.empty((V, S))
     points, draws, examples = np.empty((V, S, C)), np.empty((V, S, C, B)), np.zeros(C, dtype=int)
     constant = np.zeros((V, S, C), dtype=bool)
+    baseline_points, baseline_draws = np.empty(C), np.empty((C, B))
     long, reported = [], {}
     for v, variant in enumerate(variants):
         for s, seed in enumerate(seeds):
@@ -211,10 +230,13 @@ def collect(p: dict) -> tuple[Scores, pd.DataFrame]:
         runs = [read_predictions(path, col.split) for _, _, path in files]
         rng = np.random.default_rng([cfg["bootstrap_seed"], c])
         try:
-            pts, drw = stats.resampled_scores(TASKS[col.task], col.metric, runs, B, rng)
+            baseline = (constant_predictions(TASKS[col.task], col.metric, runs[0][1]), runs[0][1])
+            pts, drw = stats.resampled_scores(TASKS[col.task], col.metric, [*runs, baseline], B, rng)
         except ValueError as e:
             raise UserError(f"{col.task} {col.split}: {e} ({files[0][2]} vs the others: do the fine-tunings use "
                             f"different seeds or max_eval_examples?)") from None  # fmt: skip
+        baseline_points[c], baseline_draws[c] = col.scale * pts[-1], col.scale * drw[-1]
+        pts, drw = pts[:-1], drw[:-1]
         points[:, :, c], draws[:, :, c] = (col.scale * pts).reshape(V, S), (col.scale * drw).reshape(V, S, B)
         examples[c] = len(runs[0][1])
         constant[:, :, c] = np.reshape([is_constant(preds) for preds, _ in runs], (V, S))
@@ -223,7 +245,8 @@ def collect(p: dict) -> tuple[Scores, pd.DataFrame]:
             if not np.isclose(point, expected, rtol=1e-6, atol=1e-6):
                 raise UserError(f"{path}: {col.metric} recomputed from the predictions is {point:.4f}, "
                                 f"metrics.json says {expected:.4f}")
-    scores = Scores(list(variants), seeds, columns, points, draws, sparsity, val_mlm, examples, constant)
+    scores = Scores(list(variants), seeds, columns, points, draws, sparsity, val_mlm, examples, constant,
+                    baseline_points, baseline_draws)  # fmt: skip
     return scores, pd.DataFrame(long)
 
 
