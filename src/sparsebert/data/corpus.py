@@ -16,7 +16,6 @@ corpus is either exactly what was read or nothing).
 from __future__ import annotations
 
 import bz2
-import copy
 import importlib.util
 import json
 import logging
