@@ -225,3 +225,14 @@ def test_under_ddp_each_rank_resumes_its_own_random_stream(tmp_path):
         assert draw() == main_draws
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: the CUDA generators are only saved there")
+def test_resume_restores_the_cuda_random_streams(tmp_path):
+    model, optimizer, scheduler = make_run()
+    torch.cuda.manual_seed_all(21)
+    training.save_checkpoint(tmp_path, 1, model, optimizer, scheduler)
+    expected = torch.rand(4, device="cuda").tolist()
+    torch.cuda.manual_seed_all(22)
+    training.load_checkpoint(tmp_path / "step-00000001", model, optimizer, scheduler)
+    assert torch.rand(4, device="cuda").tolist() == expected

@@ -10,6 +10,7 @@ from sparsebert.data.features import context_windows, featurize, max_context_fla
 from sparsebert.data.qa import postprocess_predictions
 from sparsebert.data.formats import load_task
 from sparsebert.data.tasks import get_task, hub_features
+from sparsebert.io import UserError
 
 # 40 one-token words (all in the tiny vocabulary); the answer "Rollo swore" is words 11-12.
 WORDS = ["the", "normans", "were", "in", "normandy"] * 8
@@ -238,3 +239,41 @@ def test_logits_longer_than_the_offsets_are_not_context():
     start, end = hand_logits({10: 9.0, FIRST + 4: 8.0}, {10: 9.0, FIRST + 5: 8.0})
     predictions, _ = postprocess_predictions(examples, features, start, end)
     assert predictions == {"q": words(4, 5)}
+
+
+def test_an_answer_is_labelled_only_in_windows_that_hold_all_of_it(tokenizer):
+    """Windows of 12 context tokens start at tokens 0, 8, 16, ... An answer starting exactly at a window's first
+    token is inside it; one that starts one token before a window's start is not (it is labelled [CLS])."""
+    def labels(first_word, last_word):
+        text = " ".join(WORDS[first_word : last_word + 1])
+        start = len(" ".join(WORDS[:first_word])) + 1
+        row = {**long_example(), "answers": {"text": [text], "answer_start": [start]}}
+        features = featurize(get_task("squad_v2"), squad_rows([row]), tokenizer, 16, doc_stride=8)
+        return features["start_positions"], features["end_positions"]
+
+    assert labels(8, 9) == ([3 + 8, 3 + 0, 0, 0, 0], [3 + 9, 3 + 1, 0, 0, 0])  # window 1 starts at token 8
+    assert labels(7, 8) == ([3 + 7, 0, 0, 0, 0], [3 + 8, 0, 0, 0, 0])  # crosses window 1's start
+
+
+def test_span_window_layout_with_padding(tokenizer):
+    # a 5-token context in a 16-token window: [CLS] who [SEP] c0..c4 [SEP] then 7 [PAD]
+    row = {**long_example(), "context": "the normans were in normandy", "answers": {"text": [], "answer_start": []}}
+    window = featurize(get_task("squad_v2"), squad_rows([row]), tokenizer, 16, doc_stride=8)[0]
+    assert window["token_type_ids"] == [0] * 3 + [1] * 6 + [0] * 7
+    assert window["attention_mask"] == [1] * 9 + [0] * 7
+    assert window["token_is_max_context"] == [False] * 3 + [True] * 5 + [False] * 8
+    assert window["offset_mapping"] == [None] * 3 + [[0, 3], [4, 11], [12, 16], [17, 19], [20, 28]] + [None] * 8
+
+
+def test_max_seq_length_must_leave_room_for_one_context_token(tokenizer):
+    row = {**long_example(), "context": "the normans", "answers": {"text": [], "answer_start": []}}
+    with pytest.raises(UserError, match=r"^max_seq_length 4 leaves no room for the context after a 1-token question; "
+                                        r"raise it or lower max_query_length$"):  # fmt: skip
+        featurize(get_task("squad_v2"), squad_rows([row]), tokenizer, 4, doc_stride=1)
+    windows = featurize(get_task("squad_v2"), squad_rows([row]), tokenizer, 5, doc_stride=1)  # 1 token per window
+    assert [w["input_ids"][3] for w in windows] == tokenizer.convert_tokens_to_ids(["the", "normans"])
+
+
+def test_the_longer_window_wins_a_tie_in_context():
+    # token 2: min(2, 1) = 1 in window (0, 4) and min(1, 3) = 1 in window (1, 6); + 0.01 x length: 1.04 < 1.05
+    assert max_context_flags([(0, 4), (1, 6)]) == [[True, True, False, False], [False, True, True, True, True]]

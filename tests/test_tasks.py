@@ -225,11 +225,11 @@ def squad_row(context, question="who", text=None, start=None):
     return {"id": "q1", "title": "t", "context": context, "question": question, "answers": answers}
 
 
-def span_features(rows, tokenizer, max_seq_length=32, max_query_length=64):
+def span_features(rows, tokenizer, max_seq_length=32, max_query_length=64, doc_stride=8):
     import datasets
 
     data = datasets.Dataset.from_list(rows, features=hub_features(get_task("squad_v2")))
-    return featurize(get_task("squad_v2"), data, tokenizer, max_seq_length, doc_stride=8,
+    return featurize(get_task("squad_v2"), data, tokenizer, max_seq_length, doc_stride=doc_stride,
                      max_query_length=max_query_length)  # fmt: skip
 
 
@@ -261,3 +261,55 @@ def test_span_tasks_refuse_a_tokenizer_without_offsets():
         with pytest.raises(UserError, match=r"^span tasks need a fast tokenizer \(offset mappings\); load it with "
                                             r"use_fast=True$"):
             span_features([squad_row("rollo swore")], tokenizer)
+
+
+def test_feature_columns_and_types_per_task_kind(glue, tmp_path):
+    """The columns the fine-tuning loop reads, with the types written down in features.py's docstring."""
+    from datasets import Features, List, Value
+
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    inputs = ("input_ids", "token_type_ids", "attention_mask")
+    flat = lambda label: Features({**{k: List(Value("int32")) for k in inputs}, "labels": label})  # noqa: E731
+    sst2 = featurize(get_task("sst2"), load_task("sst2", {"path": str(glue / "SST-2")})["train"], tokenizer, 16)
+    assert sst2.features == flat(Value("int64"))
+    stsb = featurize(get_task("stsb"), load_task("stsb", {"path": str(glue / "STS-B")})["train"], tokenizer, 16)
+    assert stsb.features == flat(Value("float32"))
+    swag = featurize(get_task("swag"), load_task("swag", {"path": str(write_swag(tmp_path / "swag"))})["train"],
+                     tokenizer, 16)  # fmt: skip
+    assert swag.features == Features({**{k: List(List(Value("int32"))) for k in inputs}, "labels": Value("int64")})
+    squad = span_features([squad_row("rollo swore")], tokenizer)
+    assert squad.features == Features({**{k: List(Value("int32")) for k in inputs}, "start_positions": Value("int64"),
+                                       "end_positions": Value("int64"), "example_id": Value("string"),
+                                       "offset_mapping": List(List(Value("int32"))),
+                                       "token_is_max_context": List(Value("bool"))})  # fmt: skip
+
+
+def test_span_defaults_are_google_run_squad_s(tmp_path):
+    """doc_stride 128 and max_query_length 64 by default: a 70-token question keeps 64, so at max_seq_length 200 a
+    window holds 200 - 64 - 3 = 133 context tokens, and a 300-token context gets windows starting at 0, 128, 256."""
+    import datasets
+
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    words = ["the", "normans", "were", "in", "normandy", "rollo"] * 50
+    row = squad_row(" ".join(words), question=" ".join(["who"] * 70))
+    data = datasets.Dataset.from_list([row], features=hub_features(get_task("squad_v2")))
+    windows = featurize(get_task("squad_v2"), data, tokenizer, 200)
+    first_context = [w["offset_mapping"].index(next(o for o in w["offset_mapping"] if o is not None)) for w in windows]
+    assert first_context == [66, 66, 66]  # [CLS] + 64 question tokens + [SEP]
+    char_of_word = lambda i: len(" ".join(words[:i])) + (i > 0)  # noqa: E731
+    assert [w["offset_mapping"][66][0] for w in windows] == [char_of_word(0), char_of_word(128), char_of_word(256)]
+
+
+def test_warning_when_windows_cannot_overlap(tmp_path, caplog):
+    """At max_seq_length 32 and max_query_length 16 the shortest window holds 32 - 16 - 3 = 13 tokens: a
+    doc_stride of 13 leaves no overlap (warned, with the advice max_seq_length // 4), 12 does not."""
+    import logging
+
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    caplog.set_level(logging.WARNING, logger="sparsebert.data.features")
+    span_features([squad_row("rollo swore")], tokenizer, max_query_length=16, doc_stride=12)
+    assert caplog.records == []
+    span_features([squad_row("rollo swore")], tokenizer, max_query_length=16, doc_stride=13)
+    assert [r.getMessage() for r in caplog.records] == [
+        "doc_stride 13 >= the shortest window (13 tokens): windows will not overlap and answers across a window "
+        "boundary cannot be learned or found; at max_seq_length 32 use a doc_stride of about 8"]
