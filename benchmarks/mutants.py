@@ -53,7 +53,7 @@ DETECTED = {"killed", "timeout", "segfault", "caught by type check"}  # segfault
 class Score:
     module: str
     counts: dict[str, int] = field(default_factory=dict)
-    survivors: list[tuple[str, list[str], str | None]] = field(default_factory=list)  # name, changed lines, why
+    survivors: list[tuple[str, str, str | None]] = field(default_factory=list)  # name, change, why
 
     @property
     def total(self) -> int:
@@ -92,26 +92,32 @@ def run_mutmut(modules: list[str]) -> None:
 
 def function_sources(mutated_file: Path) -> dict[str, list[str]]:
     """Every function of mutmut's mutated copy (the original `x_f__mutmut_orig` and each `x_f__mutmut_<n>`),
-    its body's lines (the def line differs by name only)."""
+    its lines with its own name replaced by `f`, so that a mutant differs from the original where it was
+    mutated only (the signature's defaults included)."""
     text = mutated_file.read_text()
     lines = text.splitlines()
-    return {node.name: lines[node.body[0].lineno - 1 : node.end_lineno]
+    return {node.name: [l.replace(node.name, "f") for l in lines[node.lineno - 1 : node.end_lineno]]
             for node in ast.walk(ast.parse(text)) if isinstance(node, ast.FunctionDef)}  # fmt: skip
 
 
-def changed_lines(name: str, sources: dict[str, list[str]]) -> list[str]:
+def change_of(name: str, sources: dict[str, list[str]]) -> str:
+    """The mutation as `old line` -> `new line` (stripped; several lines joined with ' / ')."""
     short = name.rsplit(".", 1)[-1]
     original = sources[re.sub(r"__mutmut_\d+$", "__mutmut_orig", short)]
-    return [line[2:].strip() for line in difflib.ndiff(original, sources[short]) if line.startswith("+ ")]
+    diff = list(difflib.ndiff(original, sources[short]))
+    old = " / ".join(l[2:].strip() for l in diff if l.startswith("- "))
+    new = " / ".join(l[2:].strip() for l in diff if l.startswith("+ "))
+    return f"`{old}` -> `{new}`"
 
 
 def read_equivalents() -> dict[tuple[str, str], str]:
-    """(function, changed line) -> why, from entries `- fn: `changed line` -- why` of tests/mutants_equivalent.md."""
-    entry = re.compile(r"^- (?P<fn>[\w.ǁ]+): `(?P<line>.*)` -- (?P<why>.+)$")
+    """(function, change) -> why, from the entries `- function: `old` -> `new` -- why` of
+    tests/mutants_equivalent.md (the form the report lists survivors in)."""
+    entry = re.compile(r"^- (?P<fn>[\w.]+): (?P<change>`.*` -> `.*`) -- (?P<why>.+)$")
     found = {}
     for line in EQUIVALENTS.read_text().splitlines() if EQUIVALENTS.exists() else []:
         if m := entry.match(line):
-            found[(m["fn"], m["line"])] = m["why"]
+            found[(m["fn"], m["change"])] = m["why"]
     return found
 
 
@@ -139,10 +145,8 @@ def score_module(module: str, equivalents: dict[tuple[str, str], str]) -> Score:
         status = status_by_exit_code[exit_codes[name]]
         result.counts[status] = result.counts.get(status, 0) + 1
         if status not in DETECTED and status != "skipped":
-            lines = changed_lines(name, sources)
-            why = next((equivalents[(function_of(name), l)] for l in lines if (function_of(name), l) in equivalents),
-                       None)  # fmt: skip
-            result.survivors.append((name, lines, why))
+            change = change_of(name, sources)
+            result.survivors.append((name, change, equivalents.get((function_of(name), change))))
     return result
 
 
@@ -160,9 +164,8 @@ def report(scores: list[Score], seconds: float | None) -> str:
                    f"{100.0 * s.detected / rest if rest else 100.0:.1f} % |")  # fmt: skip
     for s in scores:
         out += ["", f"## {s.module}: survivors", ""]
-        for name, lines, why in s.survivors:
-            change = "; ".join(f"`{l}`" for l in lines) or "(a line removed)"
-            out.append(f"- {name}: {change} -- {why if why else '**NOT EXPLAINED**'}")
+        for name, change, why in s.survivors:
+            out.append(f"- {function_of(name)}: {change} -- {why or '**NOT EXPLAINED** (' + name + ')'}")
         if not s.survivors:
             out.append("none")
     return "\n".join(out) + "\n"
