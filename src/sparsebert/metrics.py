@@ -40,14 +40,15 @@ def matthews_correlation(predictions: Sequence[int], references: Sequence[int]) 
 
 
 def pearson(predictions: Sequence[float], references: Sequence[float]) -> float:
-    # A constant prediction has no defined correlation; report 0 (no signal) rather than NaN.
-    if np.std(predictions) == 0 or np.std(references) == 0:
+    # A constant prediction has no defined correlation; report 0 (no signal) rather than NaN. ptp, not std: the
+    # std of n equal floats can come out as 1e-17 (the mean is rounded), and scipy then returns NaN.
+    if np.ptp(predictions) == 0 or np.ptp(references) == 0:
         return 0.0
     return float(stats.pearsonr(predictions, references)[0])
 
 
 def spearmanr(predictions: Sequence[float], references: Sequence[float]) -> float:
-    if np.std(predictions) == 0 or np.std(references) == 0:
+    if np.ptp(predictions) == 0 or np.ptp(references) == 0:
         return 0.0
     return float(stats.spearmanr(predictions, references)[0])
 
