@@ -45,6 +45,15 @@ MODULES: dict[str, tuple[str, list[str] | None]] = {
     "training": ("src/sparsebert/training.py", ["lr_multiplier", "build_scheduler", "save_checkpoint",
                                                 "latest_checkpoint", "load_checkpoint", "_rng_state",
                                                 "_set_rng_state"]),
+    "masks": ("src/sparsebert/masks.py", None),
+    "dam": ("src/sparsebert/dam.py", None),
+    # report/findings: the bootstrap intervals, the effects and the verdict gating; not the table and findings.md
+    # writers, whose mutants are mostly in prose and which run the slow end-to-end tests (no time for those yet).
+    "report": ("src/sparsebert/report.py", ["eval_columns", "task_columns", "is_constant", "constant_predictions",
+                                            "interval", "summarize", "diagonal_comparison", "xǁScoresǁindex",
+                                            "xǁScoresǁcol"]),
+    "findings": ("src/sparsebert/findings.py", ["compare", "informative", "usable", "verdict_line", "seed_gated",
+                                                "gated_note", "drop_ranks", "xǁEffectǁnumbers", "xǁEffectǁbasis"]),
 }  # fmt: skip
 DETECTED = {"killed", "timeout", "segfault", "caught by type check"}  # segfault: the test process died
 
@@ -75,7 +84,8 @@ class Score:
 def mutant_patterns(module: str) -> list[str]:
     path, functions = MODULES[module]
     dotted = path.removeprefix("src/").removesuffix(".py").replace("/", ".")
-    return [f"{dotted}.*"] if functions is None else [f"{dotted}.x_{fn}__mutmut_*" for fn in functions]
+    return [f"{dotted}.*"] if functions is None else [f"{dotted}.{fn if fn.startswith('xǁ') else 'x_' + fn}__mutmut_*"
+                                                      for fn in functions]  # fmt: skip
 
 
 def run_mutmut(modules: list[str]) -> None:

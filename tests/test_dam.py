@@ -1,10 +1,17 @@
+import json
+
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from sparsebert import dam as dam_module
 
 from sparsebert.dam import (
     DAMStructured,
     DAMUnstructured,
+    extend_keep,
     l1_penalty,
     load_mask_file,
     no_weight_decay_groups,
@@ -181,7 +188,10 @@ def test_save_search_writes_the_binarized_mask_and_the_snapshots(tmp_path):
     assert summary["dam_type"] == "dam_s" and summary["dam_lambda"] == 1e-3 and summary["fallback_rows"] == [6, 0]
     kept = 6 + (36 - 10)  # head 0: one key per row; head 1: all but the 10 pairs at offset 1
     assert summary["sparsity"] == pytest.approx(1 - kept / 72)
-    assert torch.equal(load_mask_file(tmp_path / "mask.safetensors", 2, 6), dam.binarize())
+    first_key = torch.zeros(6, 6, dtype=torch.bool)
+    first_key[:, 0] = True  # head 0: equal probabilities everywhere, each row falls back to its first key
+    expected = torch.stack([first_key, offset_mask({0, 2, 3, 4, 5}, 6)])
+    assert torch.equal(load_mask_file(tmp_path / "mask.safetensors", 2, 6), expected)
     z = np.load(tmp_path / "snapshots.npz")
     assert z["steps"].tolist() == [0, 5] and z["keep_prob"].shape == (2, 2, 6)  # (snapshots, heads, offsets)
     assert z["keep_prob"][0, 1, 1] == pytest.approx(1 / (1 + np.exp(5.0)))
@@ -194,3 +204,240 @@ def test_split_diagonal_per_offset_and_per_pair():
     pairs = np.arange(9.0).reshape(1, 3, 3)  # DAM_u: the diagonal is 0, 4, 8
     diag, off = split_diagonal(pairs, "dam_u")
     assert diag.tolist() == [[0.0, 4.0, 8.0]] and off.tolist() == [[1.0, 2.0, 3.0, 5.0, 6.0, 7.0]]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue 17: values, not only shapes and symmetry; boundaries; expected values written out by hand.
+
+
+def offset_mask(keep_offsets, seq_len: int) -> torch.Tensor:
+    """Hand-built (T, T) bool mask keeping the pairs whose offset |i - j| is in `keep_offsets`."""
+    return torch.tensor([[abs(i - j) in keep_offsets for j in range(seq_len)] for i in range(seq_len)])
+
+
+def test_dam_u_keeps_with_probability_sigmoid_of_the_upper_logit_and_samples_only_0_or_1():
+    """DAM_u: entry (i, j) and (j, i) share the logit l of the upper triangle (i <= j), keep probability
+    1 / (1 + exp(-l)); a training sample is exactly 0 or 1 everywhere (a 2 on the diagonal would be a +10000
+    attention bias), kept about sigmoid(l) of the time; eval keeps iff l >= 0."""
+    logits = torch.tensor([[[0.0, 1.0986123, -2.0], [5.0, 2.0, -0.5], [-5.0, 7.0, -1.0]]])  # lower: ignored
+    dam = DAMUnstructured(1, 3)
+    with torch.no_grad():
+        dam.logits.copy_(logits)
+    probs = dam.keep_probabilities()[0]
+    for i in range(3):
+        for j in range(3):
+            l = logits[0, min(i, j), max(i, j)].item()
+            assert probs[i, j].item() == pytest.approx(1 / (1 + np.exp(-l)), rel=1e-5), (i, j)
+    dam.train()
+    torch.manual_seed(0)
+    samples = torch.stack([dam(3) for _ in range(4000)])  # (N, 1, 3, 3)
+    assert set(samples.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(samples, samples.transpose(-1, -2))
+    expected = [0.5, 0.75, 0.1192, 0.75, 0.8808, 0.3775, 0.1192, 0.3775, 0.2689]  # sigmoid by hand, row-major
+    assert samples.mean(0)[0].flatten().tolist() == pytest.approx(expected, abs=0.03)
+    dam.eval()
+    assert dam(3)[0].tolist() == [[1, 1, 0], [1, 1, 0], [0, 0, 0]]  # l >= 0 kept, l = 0 included
+
+
+def test_dam_u_search_moves_its_upper_logits_towards_the_kept_pattern():
+    """A short DAM_u training run: straight-through samples, Adam on a loss that wants a banded mask. Only the
+    upper triangle's logits get gradients (the lower one is mirrored, never used); they move towards the
+    band, and the binarized mask becomes the band."""
+    torch.manual_seed(0)
+    target = offset_mask({0, 1}, 6).float()[None].expand(2, 6, 6)
+    dam = DAMUnstructured(2, 6).train()
+    start = dam.logits.detach().clone()
+    opt = torch.optim.Adam(dam.parameters(), lr=0.1)
+    for step in range(60):
+        opt.zero_grad()
+        ((dam(6) - target) ** 2).sum().backward()
+        if step == 0:
+            lower = torch.tril(torch.ones(6, 6, dtype=torch.bool), diagonal=-1)
+            assert dam.logits.grad[:, lower].abs().sum() == 0
+            assert (dam.logits.grad[:, ~lower] != 0).float().mean() > 0.5
+        opt.step()
+    upper = torch.triu(torch.ones(6, 6, dtype=torch.bool))
+    moved = (dam.logits.detach() - start)[:, upper]
+    kept = target[:, upper].bool()
+    assert (moved[kept] > 0.5).all() and (moved[~kept] < -0.5).all()
+    assert torch.equal(dam.binarize(), target.bool())
+
+
+def test_binarize_keeps_a_probability_exactly_at_the_threshold():
+    """Equal logits give keep probability exactly 0.5: kept by the default threshold 0.5 (>=), and not an
+    empty row; a logit pair a hair below is dropped. Eval mode keeps the tie too."""
+    dam = DAMStructured(1, 3)
+    with torch.no_grad():
+        dam.logits.zero_()  # p = 0.5 exactly at every offset
+        dam.logits[0, 2] = torch.tensor([0.0, 1e-3])  # offset 2: p just below 0.5
+    assert dam.keep_probabilities()[0, 0, 1].item() == 0.5
+    expected = offset_mask({0, 1}, 3)
+    assert torch.equal(dam.binarize()[0], expected)
+    assert torch.equal(dam.binarize(threshold=0.5)[0], expected)
+    assert dam.empty_rows().tolist() == [[False, False, False]]
+    assert torch.equal(dam.eval()(3)[0], expected.float())
+    assert torch.equal(dam.binarize(threshold=0.4)[0], torch.ones(3, 3, dtype=torch.bool))
+    with torch.no_grad():
+        dam.logits[0, :2] = torch.tensor([0.0, 1e-3])  # nothing reaches 0.5 now: every row falls back
+    assert dam.empty_rows().tolist() == [[True, True, True]]
+    assert dam.empty_rows(threshold=0.4).tolist() == [[False, False, False]]
+
+
+def test_dam_s_beyond_its_trained_length_drops_unseen_offsets_even_when_the_last_is_kept():
+    """Trained at L = 3 keeping offsets 0 and 2 (the last one kept), applied at T = 5: offsets 3 and 4 are
+    dropped, not copies of offset 2 ("repeat the last offset" would keep them); at T = 2 the first two."""
+    assert toeplitz(torch.tensor([[1.0, 0.0, 1.0]]), 5)[0].tolist() == offset_mask({0, 2}, 5).float().tolist()
+    dam = DAMStructured(1, 3).eval()
+    with torch.no_grad():
+        dam.logits[0] = torch.tensor([[2.0, -2.0], [-2.0, 2.0], [2.0, -2.0]])  # keep 0, drop 1, keep 2
+    assert dam(5)[0].tolist() == offset_mask({0, 2}, 5).float().tolist()
+    assert dam(2)[0].tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert torch.equal(dam.binarize(seq_len=5)[0], offset_mask({0, 2}, 5))
+    extended = extend_keep(offset_mask({0, 2}, 3)[None], 5)  # the binarized mask, extended for fine-tuning
+    assert torch.equal(extended[0], offset_mask({0, 2}, 5))
+    assert torch.equal(extend_keep(offset_mask({0, 2}, 3)[None], 2)[0], offset_mask({0}, 2))
+
+
+def test_extend_keep_keeps_an_offset_from_exactly_half_of_its_pairs():
+    """extend_keep's rule at its boundary: offset d is kept beyond the block iff at least half of the block's
+    offset-d pairs are. L = 3: offset 1 has 4 pairs; 2 kept (exactly half) keeps it, 1 kept does not."""
+    half = torch.eye(3, dtype=torch.bool)
+    half[0, 1] = half[1, 0] = True  # offset 1: 2 of its 4 pairs
+    out = extend_keep(half[None], 4)[0]
+    assert out[3].tolist() == [False, False, True, True] and out[:, 3].tolist() == [False, False, True, True]
+    quarter = torch.eye(3, dtype=torch.bool)
+    quarter[0, 1] = True  # 1 of 4
+    out = extend_keep(quarter[None], 4)[0]
+    assert out[3].tolist() == [False, False, False, True]
+    assert out[:3, :3].tolist() == quarter.tolist()
+
+
+def test_hard_keep_sample_has_the_gradient_of_a_temperature_1_soft_sample():
+    """Straight-through Gumbel-softmax at tau = 1 over [keep, drop] in the last dim: the forward value is the keep
+    indicator, its gradient that of y = sigmoid((l_keep - l_drop + g) / tau), g ~ Logistic(0, 1). At l = 0:
+    E[d y / d l_keep] = E[sigma'(g)] = integral of sigma'(x)^2 dx = 1/6 (tau = 2 would give 0.1073, tau = 0.5
+    0.2146); keep frequency sigmoid(l) with classes in the last dim, class 0 = keep."""
+    torch.manual_seed(0)
+    logits = torch.zeros(40000, 2, requires_grad=True)
+    sample = dam_module.hard_keep_sample(logits)
+    assert sample.shape == (40000,) and set(sample.unique().tolist()) == {0.0, 1.0}
+    sample.sum().backward()
+    assert logits.grad[:, 0].mean().item() == pytest.approx(1 / 6, abs=0.004)
+    assert logits.grad[:, 1].mean().item() == pytest.approx(-1 / 6, abs=0.004)
+    skewed = torch.tensor([[np.log(3.0), 0.0]] * 40000)  # p(keep) = 3 / 4
+    assert dam_module.hard_keep_sample(skewed).mean().item() == pytest.approx(0.75, abs=0.01)
+    per_head = torch.tensor([[[np.log(3.0), 0.0], [0.0, np.log(3.0)]]]).expand(20000, 2, 2)  # (N, 2, 2)
+    assert dam_module.hard_keep_sample(per_head).mean(0).tolist() == pytest.approx([0.75, 0.25], abs=0.015)
+
+
+def test_dam_forward_is_a_float_mask_in_eval_and_training():
+    for dam in (DAMStructured(2, 4), DAMUnstructured(2, 4)):
+        assert dam.train()(4).dtype == torch.float32 and dam.eval()(4).dtype == torch.float32
+
+
+def test_empty_rows_at_another_length():
+    dam = DAMStructured(1, 3)
+    with torch.no_grad():
+        dam.logits[0] = torch.tensor([[-1.0, 1.0], [1.0, -1.0], [-1.0, 1.0]])  # only offset 1 kept
+    assert dam.empty_rows(seq_len=1).tolist() == [[True]]  # a 1-token input has only the (dropped) diagonal
+    assert dam.empty_rows(seq_len=5).tolist() == [[False] * 5]
+
+
+def test_keep_most_probable_and_rescue_work_per_row_on_unsymmetric_masks():
+    """Both functions are per query row (the last dim is the key): checked on an unsymmetric (2, 3, 3) input
+    whose empty rows and empty columns differ, against hand-written results."""
+    keep = torch.tensor([[[1, 1, 0], [0, 0, 0], [0, 0, 0]],
+                         [[0, 0, 0], [1, 0, 0], [1, 0, 0]]], dtype=torch.bool)  # fmt: skip
+    probs = torch.tensor([[[0.9, 0.6, 0.1], [0.1, 0.2, 0.3], [0.4, 0.3, 0.2]],
+                          [[0.2, 0.1, 0.3], [0.7, 0.2, 0.1], [0.8, 0.1, 0.2]]])  # fmt: skip
+    assert dam_module.keep_most_probable(keep, probs).int().tolist() == [
+        [[1, 1, 0], [0, 0, 1], [1, 0, 0]],  # rows 1 and 2 were empty: their argmax keys 2 and 0
+        [[0, 0, 1], [1, 0, 0], [1, 0, 0]],  # row 0 was empty: key 2
+    ]
+    assert rescue_empty_rows(keep).int().tolist() == [
+        [[1, 1, 0], [0, 1, 0], [0, 0, 1]],
+        [[1, 0, 0], [1, 0, 0], [1, 0, 0]],
+    ]
+
+
+def test_extend_keep_at_its_own_length_returns_the_mask_unchanged():
+    keep = torch.tensor([[[1, 0, 0], [0, 0, 0], [0, 0, 1]]], dtype=torch.bool)  # row 1 empty: left as it is
+    assert torch.equal(extend_keep(keep, 3), keep)
+
+
+def test_split_diagonal_over_leading_axes():
+    snaps = np.arange(2 * 1 * 3 * 3, dtype=float).reshape(2, 1, 3, 3)  # (snapshots, heads, L, L), heads != L
+    diag, off = split_diagonal(snaps, "dam_u")
+    assert diag.tolist() == [[[0.0, 4.0, 8.0]], [[9.0, 13.0, 17.0]]]
+    assert off.tolist() == [[[1.0, 2.0, 3.0, 5.0, 6.0, 7.0]], [[10.0, 11.0, 12.0, 14.0, 15.0, 16.0]]]
+
+
+def test_mask_file_records_its_metadata_as_uint8_in_a_new_folder(tmp_path):
+    dam = DAMStructured(1, 3)
+    with torch.no_grad():
+        dam.logits[0] = torch.tensor([[1.0, -1.0], [-1.0, 1.0], [-1.0, 1.0]])  # the diagonal only
+    save_search(dam, tmp_path, [(0, dam.snapshot())], 2e-3)
+    with safe_open(str(tmp_path / "mask.safetensors"), "pt") as f:
+        meta = f.metadata()
+        stored = f.get_tensor("keep")
+    assert {k: json.loads(v) for k, v in meta.items()} == {"dam_type": "dam_s", "dam_lambda": 2e-3, "seq_len": 3,
+                                                           "sparsity": pytest.approx(6 / 9)}
+    assert stored.dtype == torch.uint8 and stored.tolist() == [[[1, 0, 0], [0, 1, 0], [0, 0, 1]]]
+    save_mask_file(tmp_path / "a" / "b" / "m.safetensors", torch.ones(1, 2, 2, dtype=torch.bool), note="x")
+    with safe_open(str(tmp_path / "a" / "b" / "m.safetensors"), "pt") as f:
+        assert f.metadata() == {"note": '"x"', "sparsity": "0.0"}
+
+
+@pytest.mark.parametrize("tensors,why", [
+    ({"mask": torch.ones(1, 2, 2, dtype=torch.uint8)}, "no 'keep'"),
+    ({"keep": torch.ones(2, 2, dtype=torch.uint8)}, "2 dims"),
+    ({"keep": torch.ones(1, 2, 3, dtype=torch.uint8)}, "not square"),
+])  # fmt: skip
+def test_mask_file_without_an_h_l_l_keep_tensor_is_refused(tmp_path, tensors, why):
+    save_file(tensors, str(tmp_path / "m.safetensors"))
+    with pytest.raises(UserError, match=r"m.safetensors has no \(H, L, L\) 'keep' tensor"):
+        load_mask_file(tmp_path / "m.safetensors", 1, 2)
+
+
+def test_mask_file_with_an_empty_row_names_file_and_length(tmp_path):
+    keep = torch.tensor([[[1, 0], [0, 0]]], dtype=torch.bool)
+    save_file({"keep": keep.to(torch.uint8)}, str(tmp_path / "m.safetensors"))
+    with pytest.raises(UserError, match=r"mask file .*m.safetensors at length 2 leaves query row"):
+        load_mask_file(tmp_path / "m.safetensors", 1, 2)
+
+
+def test_build_dam_sizes_and_initial_spread():
+    """Logits start at init_std * randn (default 1e-3: keep probability ~ 0.5), num_heads and seq_len kept."""
+    torch.manual_seed(0)
+    for kind, shape in (("dam_s", (4, 64, 2)), ("dam_u", (4, 64, 64))):
+        dam = dam_module.build_dam(kind, 4, 64)
+        assert (dam.num_heads, dam.seq_len, dam.logits.shape) == (4, 64, shape)
+        assert 0.5e-3 < dam.logits.std().item() < 2e-3
+        assert 0.4 < dam_module.build_dam(kind, 4, 64, init_std=0.5).logits.std().item() < 0.6
+    assert 0.5e-3 < DAMUnstructured(4, 64).logits.std().item() < 2e-3
+    with pytest.raises(UserError, match=r"^unknown DAM type 'dam_x'; valid: dam_s, dam_u$"):
+        dam_module.build_dam("dam_x", 4, 64)
+
+
+def test_no_weight_decay_groups_decay_matrices_only():
+    """Matrices decay; vectors, anything under a LayerNorm (even a matrix) and frozen parameters do not (frozen
+    ones are in no group), whatever their order."""
+    model = torch.nn.ModuleDict({"frozen": torch.nn.Linear(2, 2), "dense": torch.nn.Linear(3, 3),
+                                 "LayerNorm": torch.nn.Linear(3, 3), "conv": torch.nn.Conv1d(2, 2, 3)})  # fmt: skip
+    for p in model["frozen"].parameters():
+        p.requires_grad_(False)
+    decay, no_decay = no_weight_decay_groups(model, 0.1)
+    assert [id(p) for p in decay["params"]] == [id(model["dense"].weight), id(model["conv"].weight)]
+    assert [id(p) for p in no_decay["params"]] == [id(p) for p in (model["dense"].bias, model["LayerNorm"].weight,
+                                                                   model["LayerNorm"].bias, model["conv"].bias)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_run_time_masks_stay_on_the_gpu():
+    """extend_keep and rescue_empty_rows build their index tensors on the mask's device (on the CPU they could
+    not be told apart from device=None)."""
+    keep = offset_mask({0, 2}, 3)[None]
+    assert torch.equal(extend_keep(keep.cuda(), 5).cpu(), extend_keep(keep, 5))
+    empty = torch.zeros(1, 3, 3, dtype=torch.bool)
+    assert torch.equal(rescue_empty_rows(empty.cuda()).cpu(), torch.eye(3, dtype=torch.bool)[None])
+    assert toeplitz(torch.tensor([[1.0, 0.0, 1.0]]).cuda(), 5).device.type == "cuda"

@@ -190,3 +190,50 @@ def test_masks_cli_writes_grid_and_table(tmp_path, capsys):
     assert "longformer" in out and "88.7" in out
     assert (tmp_path / "masks.png").stat().st_size > 1000 and (tmp_path / "masks.json").exists()
 
+
+
+# Issue 17: boundaries and hand-computed values that the mutation run found unchecked.
+
+
+def test_integer_parameters_accept_their_maximum():
+    assert masks.int_param("m", "x", 5, 0, 5) == 5
+    with pytest.raises(UserError, match=r"parameter x must be an integer in \[0, 5\], got 6"):
+        masks.int_param("m", "x", 6, 0, 5)
+
+
+def test_seq_len_accepts_its_maximum(monkeypatch):
+    monkeypatch.setattr(masks, "MAX_SEQ_LEN", 4)  # the real one (2**20) would need a 1 TiB mask
+    assert masks.build_mask("dense", 4).shape == (4, 4)
+    with pytest.raises(UserError, match=r"seq_len must be an integer in \[1, 4\], got 5"):
+        masks.build_mask("dense", 5)
+
+
+def test_error_messages_list_names_and_parameters_exactly():
+    with pytest.raises(UserError) as e:
+        masks.get_spec("nope")
+    assert str(e.value).endswith("valid names: " + ", ".join(sorted(masks.MASKS)))
+    with pytest.raises(UserError, match=r"mask 'dense' has no parameter\(s\) \['window'\]; valid: none$"):
+        masks.build_mask("dense", 4, window=1)
+
+
+def test_a_builder_leaving_a_row_empty_is_named_in_the_error(monkeypatch):
+    broken = masks.MaskSpec("broken", lambda seq_len: torch.eye(seq_len, dtype=torch.bool) & False, None, {})
+    monkeypatch.setitem(masks.MASKS, "broken", broken)
+    with pytest.raises(UserError, match=r"mask 'broken' at seq_len=3 with defaults leaves query row"):
+        masks.build_mask("broken", 3)
+
+
+def test_is_symmetric_on_unsymmetric_masks_with_and_without_heads():
+    m = torch.tensor([[True, True], [False, True]])
+    assert not masks.is_symmetric(m) and not masks.is_symmetric(m[None].expand(3, 2, 2))
+    assert masks.is_symmetric(m | m.T) and masks.is_symmetric((m | m.T)[None].expand(3, 2, 2))
+
+
+def test_table_values_by_hand_at_the_default_length():
+    """longformer (window 6, 1 global) at L = 128, counted by hand: the band |i - j| <= 6 has
+    128 + 2 * (127 + ... + 122) = 1622 pairs, the global row and column add 121 each: 1864 kept of 16384,
+    sparsity 88.6 %, 14.5625 -> 14.6 keys per query."""
+    row = {r["mask"]: r for r in masks.table()}["longformer"]
+    assert row == {"mask": "longformer", "params": {"window": 6, "num_global": 1}, "sparsity": 88.6,
+                   "paper_sparsity": 88.7, "keys_per_query": 14.6}
+    assert isinstance(row["keys_per_query"], float)
