@@ -201,7 +201,9 @@ def test_dvc_push_then_pull_into_a_fresh_clone_leaves_nothing_to_do(smoke, tmp_p
     for name in ("workflow", "config", "envs", "src"):  # real files, not the links: git and DVC hash them
         (src / name).unlink(missing_ok=True)
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    stages = (REPO / "dvc.yaml").read_text().replace("snakemake --cores all", "snakemake --cores 2")
+    stages = (REPO / "dvc.yaml").read_text()
+    assert stages.count(" --cores all --configfile ${item}") == 3
+    stages = stages.replace(" --cores all --configfile", " --cores 2 --configfile")
     runs = "      default: config/config.yaml\n      paper: config/paper.yaml\n"
     assert runs in stages
     (src / "dvc.yaml").write_text(stages.replace(runs, f"      {SMOKE['run']}: config/smoke.yaml\n"))
