@@ -13,6 +13,7 @@ module scores under 85 % or a survivor is not explained there.
     python benchmarks/mutants.py                    # all modules (about 25 minutes on 2 cores)
     python benchmarks/mutants.py --module metrics   # one module
     python benchmarks/mutants.py --report-only      # re-read the last run's results
+    python benchmarks/mutants.py --survivors-only   # rerun the last run's survivors (after adding tests)
 """
 
 from __future__ import annotations
@@ -88,8 +89,20 @@ def mutant_patterns(module: str) -> list[str]:
                                                       for fn in functions]  # fmt: skip
 
 
-def run_mutmut(modules: list[str]) -> None:
-    patterns = [p for module in modules for p in mutant_patterns(module)]
+def undetected(module: str) -> list[str]:
+    """The mutants of `module` that the last run did not detect (survived, untested or not run yet)."""
+    from mutmut.stats import status_by_exit_code
+
+    meta = ROOT / "mutants" / (MODULES[module][0] + ".meta")
+    exit_codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+    return [name for name, code in exit_codes.items() if any(fnmatch.fnmatch(name, p) for p in mutant_patterns(module))
+            and (code is None or status_by_exit_code[code] not in DETECTED)]  # fmt: skip
+
+
+def run_mutmut(modules: list[str], survivors_only: bool = False) -> None:
+    patterns = [p for module in modules for p in (undetected(module) if survivors_only else mutant_patterns(module))]
+    if not patterns:
+        return
     cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", "1", *patterns]
     # mutmut prints a progress line per mutant; keep its output in a file beside the report, not on screen.
     log = OUT.parent / "mutmut.log"
@@ -160,20 +173,47 @@ def score_module(module: str, equivalents: dict[tuple[str, str], str]) -> Score:
     return result
 
 
-def report(scores: list[Score], seconds: float | None) -> str:
+def previous_results(text: str) -> dict[str, tuple[str, list[str]]]:
+    """module -> (its table row, its survivors section) in an earlier scores.md, so that a run of some modules
+    keeps the last measured figures of the others."""
+    lines, found = text.splitlines(), {}
+    for module in MODULES:
+        row = next((l for l in lines if l.startswith(f"| {module} |")), None)
+        if row is None or f"## {module}: survivors" not in lines:
+            continue
+        start = lines.index(f"## {module}: survivors")
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        found[module] = (row, [l for l in lines[start + 1 : end] if l])
+    return found
+
+
+def report(scores: list[Score], seconds: float | None, earlier: dict[str, tuple[str, list[str]]]) -> str:
     took = f", {seconds / 60:.0f} min" if seconds else ""
+    ran = {s.module for s in scores}
+    kept = {m: earlier[m] for m in MODULES if m not in ran and m in earlier}
     out = [f"# Mutation scores ({datetime.date.today()}, mutmut {version('mutmut')}, one worker{took})", "",
            "Written by `make mutants` (benchmarks/mutants.py). Score = detected (killed or timed out) / all mutants; "
-           "equivalent survivors are explained in tests/mutants_equivalent.md.", "",
+           "equivalent survivors are explained in tests/mutants_equivalent.md."
+           + (f" Not rerun this time (their last measured figures): {', '.join(kept)}." if kept else ""), "",
            "| module | mutants | detected | survived | equivalent (listed) | score | score without equivalents |",
            "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for s in scores:
+    by_module = {s.module: s for s in scores}
+    order = [m for m in MODULES if m in by_module or m in kept]
+    for module in order:
+        if module in kept:
+            out.append(kept[module][0])
+            continue
+        s = by_module[module]
         equivalent = len(s.survivors) - len(s.unexplained)
         rest = s.total - equivalent
         out.append(f"| {s.module} | {s.total} | {s.detected} | {len(s.survivors)} | {equivalent} | {s.score:.1f} % | "
                    f"{100.0 * s.detected / rest if rest else 100.0:.1f} % |")  # fmt: skip
-    for s in scores:
-        out += ["", f"## {s.module}: survivors", ""]
+    for module in order:
+        out += ["", f"## {module}: survivors", ""]
+        if module in kept:
+            out += kept[module][1]
+            continue
+        s = by_module[module]
         for name, change, why in s.survivors:
             out.append(f"- {function_of(name)}: {change} -- {why or '**NOT EXPLAINED** (' + name + ')'}")
         if not s.survivors:
@@ -185,15 +225,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--module", action="append", choices=list(MODULES), help="repeatable; default: all")
     parser.add_argument("--report-only", action="store_true", help="summarise the last run, run nothing")
+    parser.add_argument("--survivors-only", action="store_true",
+                        help="rerun only the last run's undetected mutants (after adding tests; a changed function "
+                             "needs a full run: its mutants are renumbered)")
     args = parser.parse_args()
     modules = args.module or list(MODULES)
     start = time.monotonic()
     if not args.report_only:
-        run_mutmut(modules)
+        run_mutmut(modules, args.survivors_only)
     seconds = None if args.report_only else time.monotonic() - start
     equivalents = read_equivalents()
     scores = [score_module(module, equivalents) for module in modules]
-    OUT.write_text(report(scores, seconds))
+    OUT.write_text(report(scores, seconds, previous_results(OUT.read_text()) if OUT.exists() else {}))
     for s in scores:
         print(f"{s.module:15s} {s.score:5.1f} %  ({s.detected}/{s.total}; {len(s.survivors)} survivors, "
               f"{len(s.unexplained)} not explained)")  # fmt: skip

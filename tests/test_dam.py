@@ -326,8 +326,8 @@ def test_hard_keep_sample_has_the_gradient_of_a_temperature_1_soft_sample():
     assert logits.grad[:, 1].mean().item() == pytest.approx(-1 / 6, abs=0.004)
     skewed = torch.tensor([[np.log(3.0), 0.0]] * 40000)  # p(keep) = 3 / 4
     assert dam_module.hard_keep_sample(skewed).mean().item() == pytest.approx(0.75, abs=0.01)
-    per_head = torch.tensor([[[np.log(3.0), 0.0], [0.0, np.log(3.0)]]]).expand(20000, 2, 2)  # (N, 2, 2)
-    assert dam_module.hard_keep_sample(per_head).mean(0).tolist() == pytest.approx([0.75, 0.25], abs=0.015)
+    per_head = torch.tensor([[[np.log(3.0), 0.0], [0.0, np.log(3.0)], [0.0, 0.0]]]).expand(20000, 3, 2)  # (N, 3, 2)
+    assert dam_module.hard_keep_sample(per_head).mean(0).tolist() == pytest.approx([0.75, 0.25, 0.5], abs=0.015)
 
 
 def test_dam_forward_is_a_float_mask_in_eval_and_training():
