@@ -123,7 +123,7 @@ def plot(rows: list[dict], figure: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("data"), help="data folder of a finished default run")
+    parser.add_argument("--data", type=Path, default=Path("data/default"), help="data folder of a finished default run")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/learning_curves"))
     parser.add_argument("--figure", type=Path, help="where to write the figure (default: --out/learning_curves.png)")
     parser.add_argument("--only", nargs="+", choices=sorted(GRID), default=sorted(GRID))

@@ -162,9 +162,10 @@ def make_qa(rng: random.Random, docs: Documents, p: dict) -> dict | None:
     if len(docs) < 3:
         return None  # _sample_until then says the corpus is too small
     picked = rng.sample(range(len(docs)), 3)
-    first, second, elsewhere = (rng.choice(docs[d]) for d in picked)
-    if not all(_fits(s, p) and len(s.split()) >= 4 for s in (first, second, elsewhere)):
-        return None  # four question words
+    usable = [[s for s in docs[d] if _fits(s, p) and len(s.split()) >= 4] for d in picked]  # 4 question words
+    if not all(usable):
+        return None
+    first, second, elsewhere = (rng.choice(sentences) for sentences in usable)
     context = f"{first} {second}"
     if len(context.split()) > p["qa_context_words"]:
         return None
@@ -192,10 +193,11 @@ def make_choice(rng: random.Random, docs: Documents, p: dict) -> dict | None:
     endings = [following[cut:]]
     for _ in range(3):  # distractors: sentences of other documents, cut the same way
         other = rng.choice(docs)
-        ending = rng.choice(other).split()[cut:]
-        if other is doc or not 3 <= len(ending) <= p["max_words"]:
+        cuts = [s.split()[cut:] for s in other]
+        cuts = [e for e in cuts if 3 <= len(e) <= p["max_words"]]
+        if other is doc or not cuts:
             return None
-        endings.append(ending)
+        endings.append(rng.choice(cuts))
     order = list(range(4))
     rng.shuffle(order)
     row = {"video-id": f"proxy-{d}", "fold-ind": str(i), "sent1": context,
