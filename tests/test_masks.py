@@ -237,3 +237,10 @@ def test_table_values_by_hand_at_the_default_length():
     assert row == {"mask": "longformer", "params": {"window": 6, "num_global": 1}, "sparsity": 88.6,
                    "paper_sparsity": 88.7, "keys_per_query": 14.6}
     assert isinstance(row["keys_per_query"], float)
+
+
+def test_check_rows_names_the_first_empty_row():
+    with pytest.raises(UserError, match=r"^mask leaves query row\(s\) with no key to attend to \(first at index \[1\]\)$"):
+        masks.check_rows(torch.tensor([[True, False], [False, False]]))
+    with pytest.raises(UserError, match=r"^heads leaves .* \(first at index \[1, 0\]\)$"):
+        masks.check_rows(torch.tensor([[[True]], [[False]]]), what="heads")

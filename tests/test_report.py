@@ -204,8 +204,12 @@ def test_diagonal_comparison_table_by_hand():
     n_draws = np.broadcast_to(75.0 + np.linspace(-10.0, 0.0, B), (2, 1, B))  # differences ramp(-10, 0)
     s = scores(points, np.stack([d_draws, n_draws]), [ACC])
     text = diagonal_comparison(s, ["sst2"], np.random.default_rng(0))
-    assert text.splitlines()[-1] == "| sst2 | 75.0 | 72.0 | -3.0 | [-9.8, -0.2] |"
-    assert "(2 seed(s) each;" in text
+    assert text.splitlines() == [
+        "## BERT (dense) vs BERT without diagonal", "",
+        "Difference no_diagonal - dense with its 95 % interval (2 seed(s) each; paired on the eval examples and the "
+        "seeds).", "",
+        "| task | dense | no_diagonal | difference | 95 % interval |", "|---|---|---|---|---|",
+        "| sst2 | 75.0 | 72.0 | -3.0 | [-9.8, -0.2] |"]  # fmt: skip
     assert s.index("no_diagonal") == 1 and s.col("sst2") == 0
     missing = scores(points, np.stack([d_draws, n_draws]), [ACC], variants=("dense", "star"))
     assert diagonal_comparison(missing, ["sst2"], np.random.default_rng(0)).startswith("BERT vs BERT without")
