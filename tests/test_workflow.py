@@ -62,6 +62,29 @@ def job_counts(output: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M) if m[1] != "total"}
 
 
+# A job's block in Snakemake's log (`rule x:` or `localrule x:`, then indented `jobid: N` and, above one thread,
+# `threads: K`) is printed when the job starts; `Finished jobid: N` when it ends.
+JOB_EVENT = re.compile(r"^(?:local)?rule (\w+):\n((?:[ \t].*\n)*)|^Finished jobid: (\d+)", re.M)
+
+
+def peak_threads(log: str) -> tuple[int, list[str], int]:
+    """Replays a Snakemake run's log in order: the most threads its running jobs held at once, those jobs
+    (rule:threads), and how many jobs started."""
+    running: dict[str, tuple[str, int]] = {}  # jobid -> (rule, threads)
+    peak, at_peak, started = 0, [], 0
+    for event in JOB_EVENT.finditer(log):
+        if event[3]:
+            del running[event[3]]
+            continue
+        threads = re.search(r"^\s+threads: (\d+)$", event[2], re.M)
+        running[re.search(r"^\s+jobid: (\d+)$", event[2], re.M)[1]] = (event[1], int(threads[1]) if threads else 1)
+        started += 1
+        held = sum(t for _, t in running.values())
+        if held > peak:
+            peak, at_peak = held, sorted(f"{rule}:{t}" for rule, t in running.values())
+    return peak, at_peak, started
+
+
 def dry_run(wd: Path, *args: str) -> dict[str, int]:
     r = snakemake(wd, "-n", "--quiet", "rules", "--configfile", "config/smoke.yaml", *args)
     return job_counts(r.stdout + r.stderr)
@@ -108,6 +131,17 @@ def test_smoke_outputs_and_tables(smoke):
     findings = (smoke / f"{R}/findings.md").read_text()
     assert findings.count("Verdict:") == 3 and "PROXY" in findings
     assert findings.count("95 % interval [") >= 3  # every verdict prints its interval
+
+
+def test_running_jobs_never_hold_more_threads_than_cores(smoke):
+    """The smoke run (--cores 2) never ran jobs whose threads sum to more than 2, replayed from its Snakemake
+    log. Snakemake 9.10 to 9.16 gave back the cores of a job that was selected alone without ever taking them
+    (snakemake#3815): after the lone 2-thread corpus and examples jobs, six 1-thread training jobs started at
+    once on 2 cores."""
+    log = sorted((smoke / ".snakemake/log").glob("*.snakemake.log"))[0].read_text()  # the fixture's run: first
+    peak, jobs, started = peak_threads(log)
+    assert started == sum(job_counts(log).values())  # every job's start was read
+    assert peak == 2, f"jobs holding {peak} threads at once on --cores 2: {jobs}"
 
 
 def test_second_run_does_nothing(smoke):
