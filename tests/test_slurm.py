@@ -194,3 +194,15 @@ def test_profile_sends_training_rules_to_gpus_and_leaves_their_counts_to_the_con
         res = profile["set-resources"][rule]
         assert res["slurm_partition"] and not {"gpu", "gres", "cpus_per_task", "mem_mb", "runtime"} & set(res), rule
         assert rule_resources(paper, rule)["gpu"] >= 1, rule
+
+
+@pytest.mark.slow
+def test_profile_dry_run_plans_the_paper_dag():
+    """The profile's per-rule settings include expressions Snakemake evaluates per job (slurm_extra): the DAG-time
+    config check must read the profile without evaluating them (it raised 'Resource must be evaluated within the
+    context of a rule' there). No SLURM needed for a dry run (the plugin's scontrol call may time out: ~10 s)."""
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "--profile", str(PROFILE),
+                          "--configfile", str(REPO / "config" / "paper.yaml")], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert re.search(r"^pretrain\s+\d+$", out.stdout + out.stderr, re.M)

@@ -92,7 +92,10 @@ def resource_overrides(workflow) -> dict:
     for rule in TRAINING_RULES:
         values = {}
         for key, parsed in dict(settings.get(rule, {})).items():
-            value = getattr(parsed, "value", parsed)
+            try:
+                value = getattr(parsed, "value", parsed)
+            except ValueError:  # an expression (e.g. slurm_extra "'--signal=TERM@300'") Snakemake evaluates per job
+                value = None
             values[key] = value if isinstance(value, (int, float, str)) else getattr(parsed, "orig_arg", str(value))
         if values:
             out[rule] = values
