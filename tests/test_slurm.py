@@ -100,10 +100,10 @@ def local_overrides(partition: str, cpus: int) -> list[str]:
     so every entry is restated here; only these keys differ from profiles/slurm/config.yaml.
     """
     profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
-    defaults = {**profile["default-resources"], "slurm_partition": partition, "runtime": 15}
+    defaults = {**profile["default-resources"], "slurm_partition": partition, "runtime": "'15m'"}
     per_rule = []
     for rule, res in profile.get("set-resources", {}).items():
-        res = {**res, "slurm_partition": partition, "gpu": 0, "runtime": 15, "mem_mb": 4000}
+        res = {**res, "slurm_partition": partition, "gpu": 0, "runtime": "'15m'", "mem_mb": 4000}  # units: see the profile
         res["cpus_per_task"] = min(int(res.get("cpus_per_task", 1)), cpus)
         per_rule += [f"{rule}:{k}={v}" for k, v in res.items()]
     return [
