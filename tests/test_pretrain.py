@@ -178,14 +178,18 @@ def test_bad_inputs_give_one_clear_error(tiny_pretraining_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_checkpoint_from_another_model_size_is_rejected(tiny_pretraining_data, tmp_path):
-    out = tmp_path / "size"
-    run_pretrain(tiny_pretraining_data, out, recipe={"max_steps": 10, "checkpoint_every": 5})
-    bigger = {**TINY_RECIPE["model"], "hidden_size": 64, "intermediate_size": 128}
-    p = run_pretrain(tiny_pretraining_data, tmp_path / "size2", recipe={"model": bigger, "max_steps": 10},
-                     extra=("--state-dir", tmp_path / "size.state"), check=False)
-    assert p.returncode == 2 and "step-00000005" in p.stderr and "another model" in p.stderr
-    assert not (tmp_path / "size2").exists()
+def test_rerun_with_another_recipe_starts_over_instead_of_resuming(tiny_pretraining_data, tmp_path):
+    """A config change keeps a job's state dir (an lr or a mask parameter changed: same variant name), and the
+    rerun resumed the old run's final checkpoint: the old weights, silently. It must equal a fresh run."""
+    state = ("--state-dir", tmp_path / "run.state")
+    run_pretrain(tiny_pretraining_data, tmp_path / "a", recipe={"max_steps": 10, "checkpoint_every": 5}, extra=state)
+    changed = {"max_steps": 10, "checkpoint_every": 5, "lr": 3e-3}
+    run_pretrain(tiny_pretraining_data, tmp_path / "b", recipe=changed, extra=state)
+    run_pretrain(tiny_pretraining_data, tmp_path / "fresh", recipe=changed, extra=("--state-dir", tmp_path / "f.state"))
+    b, fresh, a = weights(tmp_path / "b"), weights(tmp_path / "fresh"), weights(tmp_path / "a")
+    assert all(torch.equal(b[k], fresh[k]) for k in fresh) and not all(torch.equal(b[k], a[k]) for k in a)
+    again = run_pretrain(tiny_pretraining_data, tmp_path / "c", recipe=changed, extra=state)
+    assert "resumed from" in again.stderr  # the same recipe still resumes
 
 
 def test_unigram_baseline_hand_computed():

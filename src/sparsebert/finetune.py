@@ -132,6 +132,8 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
     micro = training.micro_batch_size(batch_size, None, env)
     optimizer = training.build_optimizer(model, {**params, "optimizer": "adamw"})
     scheduler = training.build_scheduler(optimizer, {**params, "schedule": "linear"}, total_steps)
+    training.claim_state(state_dir, {"task": task, "source": source, "params": params, "model": model_dir,
+                                     "mask_file": mask_file}, env)  # fmt: skip
     start_step, extra = training.resume(state_dir, model, optimizer, scheduler, total_steps)
     ddp = training.wrap_ddp(model, env)
     prec = precision.resolve(params["precision"], env.device)  # training only; evaluation runs in fp32

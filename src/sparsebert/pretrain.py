@@ -125,6 +125,8 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
     total_steps, batch_size = recipe["max_steps"], recipe["batch_size"]
     optimizer = training.build_optimizer(model, recipe)
     scheduler = training.build_scheduler(optimizer, recipe, total_steps)
+    training.claim_state(state_dir, {"recipe": recipe, "mask": mask, "mask_params": mask_params, "mask_file": mask_file,
+                                     "dam_lambda": dam_lambda, "examples": examples_dir}, env)  # fmt: skip
     start_step, extra = training.resume(state_dir, model, optimizer, scheduler, total_steps)
     snapshots = extra.get("snapshots", [])  # [(step, keep-probability tensor)]
     ddp = training.wrap_ddp(model, env)

@@ -330,6 +330,26 @@ class JsonlLog:
 #   del ddp; teardown_distributed()
 
 
+def claim_state(state_dir: Path, identity: dict, env: Dist) -> None:
+    """Checkpoints resume only the run that wrote them. A job rerun with another recipe keeps its state dir (a
+    mask parameter or an lr changed in the config leaves the variant's name, hence the folder, as it was) and
+    would silently resume the old run's weights and mask: when `identity` (what defines the run) differs from
+    the one recorded in `state_dir`, its checkpoints and log are removed and the run starts over."""
+    if env.is_main:
+        state_dir = Path(state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        path, text = state_dir / "identity.json", json.dumps(identity, sort_keys=True, default=str)
+        if path.exists() and path.read_text() != text:
+            log.warning("%s holds the checkpoints of another recipe: starting over", state_dir)
+            for stale in [*state_dir.glob("step-*"), state_dir / "log.jsonl"]:
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+        tmp = path.with_name(".identity.json.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def resume(state_dir: Path, model, optimizer, scheduler, total_steps: int) -> tuple[int, dict]:
     """(step, extra) of the latest complete checkpoint in `state_dir`, loaded into model/optimizer/scheduler,
     or (0, {}) for a fresh start."""
