@@ -244,3 +244,299 @@ def test_drop_ranks_and_what_the_report_says_beside_them(tmp_path):
     ranks, info = drop_ranks({**p, "seeds": [0]}, "dam_u")
     assert ranks.shape == (1, 1) and ranks[0, 0] == pytest.approx(5 / 12)
     assert info == {"dropped": 1, "heads": 1, "steps": 20, "fallback": 2, "rows": 3}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue 17, round 3: collect and the table writers on a tiny hand-made results tree whose scores are fixed by
+# construction. proxy_pair (4 examples, labels 0 1 2 1): dense and no_diagonal right on all of them (100 % on
+# every resample), longformer wrong on all (0 %); the best constant label (1) scores 50 %. proxy_qa (2
+# unanswerable questions): dense answers both (F1 0), no_diagonal and longformer answer neither (100, a constant
+# output); "no answer" everywhere scores 100.
+
+import json  # noqa: E402
+
+from sparsebert.io import UserError  # noqa: E402
+from sparsebert.metrics import task_metrics  # noqa: E402
+from sparsebert.report import (  # noqa: E402
+    _cell,
+    _num,
+    collect,
+    finetuned_dir,
+    markdown,
+    pretrained_dir,
+    read_json,
+    read_predictions,
+    searches_of,
+    seeds_of,
+    settings,
+    variants_of,
+    write_tables,
+)
+
+PAIR_REFS = [0, 1, 2, 1]
+QA_REFS = {"q0": [], "q1": []}
+TREE_PREDICTIONS = {  # variant -> task -> predictions (every seed the same)
+    "dense": {"proxy_pair": PAIR_REFS, "proxy_qa": {"q0": "yes", "q1": "no"}},
+    "no_diagonal": {"proxy_pair": PAIR_REFS, "proxy_qa": {"q0": "", "q1": ""}},
+    "longformer": {"proxy_pair": [1, 2, 0, 0], "proxy_qa": {"q0": "", "q1": ""}},
+}
+TREE_SUMMARIES = {  # variant -> per-seed pretraining summary
+    "dense": [{"sparsity": 0.0, "val_mlm_acc": 0.1}, {"sparsity": 0.0, "val_mlm_acc": 0.2}],
+    "no_diagonal": [{"sparsity": 0.031, "val_mlm_acc": 0.1}, {"sparsity": 0.031, "val_mlm_acc": 0.1}],
+    "longformer": [{"sparsity": 0.887}, {"sparsity": 0.889}],
+}
+
+
+def tiny_tree(root, tasks=("proxy_pair", "proxy_qa"), seeds=(0, 1), proxy=True, predictions=TREE_PREDICTIONS,
+              references=None) -> dict:  # fmt: skip
+    references = references or {"proxy_pair": PAIR_REFS, "proxy_qa": QA_REFS}
+    records = [{"name": v, "kind": "fixed", "role": "fixed", "pretrained": str(root / v / "s{seed}"),
+                "finetuned": str(root / v / "s{seed}" / "{task}")} for v in predictions]  # fmt: skip
+    for v in predictions:
+        for s, seed in enumerate(seeds):
+            (root / v / f"s{seed}").mkdir(parents=True)
+            (root / v / f"s{seed}" / "summary.json").write_text(json.dumps(TREE_SUMMARIES[v][s]))
+            for task in tasks:
+                preds, refs = predictions[v][task], references[task]
+                folder = root / v / f"s{seed}" / task
+                folder.mkdir()
+                (folder / "predictions.json").write_text(json.dumps({"validation": {"predictions": preds,
+                                                                                    "references": refs}}))
+                metrics = {"eval": {"validation": task_metrics(TASKS[task], preds, refs)}, "seed": 7}
+                (folder / "metrics.json").write_text(json.dumps(metrics))
+    return {"scale": "hand-made", "proxy": proxy, "seeds": list(seeds), "tasks": list(tasks), "variants": records,
+            "report": {"bootstrap_samples": 100}}  # fmt: skip
+
+
+def test_collect_reads_every_variant_seed_and_column(tmp_path):
+    scores, long = collect(tiny_tree(tmp_path))
+    assert scores.variants == ["dense", "no_diagonal", "longformer"] and scores.seeds == [0, 1]
+    assert [c.name for c in scores.columns] == ["proxy_pair", "proxy_qa", "proxy_qa_em"]
+    assert scores.points.tolist() == [[[100.0, 0.0, 0.0]] * 2, [[100.0, 100.0, 100.0]] * 2, [[0.0, 100.0, 100.0]] * 2]
+    assert scores.draws.shape == (3, 2, 3, 100)
+    assert (scores.draws == scores.points[..., None]).all()  # every resample scores what the whole split does
+    assert scores.sparsity.flatten().tolist() == pytest.approx([0.0, 0.0, 3.1, 3.1, 88.7, 88.9])
+    assert scores.val_mlm_acc[:2].flatten().tolist() == pytest.approx([10.0, 20.0, 10.0, 10.0])
+    assert np.isnan(scores.val_mlm_acc[2]).all()  # no val_mlm_acc in longformer's summaries
+    assert scores.examples.tolist() == [4, 2, 2]
+    assert scores.constant[:, :, 0].sum() == 0 and scores.constant[:, :, 1].tolist() == [[False] * 2, [True] * 2,
+                                                                                         [True] * 2]  # fmt: skip
+    assert scores.baseline_points.tolist() == [50.0, 100.0, 100.0]
+    assert (scores.baseline_draws[1:] == 100.0).all() and scores.baseline_draws.shape == (3, 100)
+    assert len(long) == 3 * 2 * (1 + 6)  # accuracy; SQuAD v2's exact, f1, total and NoAns_* (no HasAns_*: no answer)
+    row = long[(long.variant == "longformer") & (long.seed == 1) & (long.metric == "accuracy")].iloc[0].to_dict()
+    assert row == {"variant": "longformer", "seed": 1, "task": "proxy_pair", "split": "validation",
+                   "metric": "accuracy", "value": 0.0, "proxy": True, "finetune_seed": 7}  # fmt: skip
+
+
+def test_collect_pairs_the_runs_on_shared_resamples_and_repeats_itself(tmp_path):
+    """One resample per column for every run: two runs with the same predictions get the same draws; the
+    baseline's draws are those of "label 1 everywhere"; the same files give the same draws."""
+    half = {v: {"proxy_pair": [0, 1, 0, 0]} for v in ("dense", "no_diagonal")}  # right on 2 of 4 examples
+    p = tiny_tree(tmp_path, tasks=("proxy_pair",), predictions={**half, "longformer": {"proxy_pair": [1] * 4}})
+    scores, _ = collect(p)
+    assert (scores.draws[0] == scores.draws[1]).all() and scores.draws[0, 0, 0].std() > 0
+    assert (scores.draws[2, 0, 0] == scores.baseline_draws[0]).all()
+    assert (collect(p)[0].draws == scores.draws).all()
+
+
+def test_collect_rejects_a_metrics_file_that_the_predictions_do_not_give(tmp_path):
+    p = tiny_tree(tmp_path, tasks=("proxy_pair",))
+    path = tmp_path / "longformer/s1/proxy_pair/metrics.json"
+    path.write_text(json.dumps({"eval": {"validation": {"accuracy": 0.005}}}))  # 0.5 points off the true 0
+    with pytest.raises(UserError, match=r"predictions.json: accuracy recomputed from the predictions is 0.0000, "
+                                        r"metrics.json says 0.5000"):  # fmt: skip
+        collect(p)
+    path.write_text(json.dumps({"eval": {"validation": {"accuracy": 1e-9}}}))  # rounding noise: accepted
+    collect(p)
+
+
+def test_collect_names_the_file_of_runs_on_other_examples(tmp_path):
+    p = tiny_tree(tmp_path, tasks=("proxy_pair",))
+    path = tmp_path / "dense/s0/proxy_pair/predictions.json"
+    path.write_text(json.dumps({"validation": {"predictions": [0, 1, 2], "references": [0, 1, 2]}}))
+    with pytest.raises(UserError) as error:
+        collect(p)
+    assert str(error.value) == (f"proxy_pair validation: the runs hold different eval examples (references differ): "
+                                f"they cannot be paired ({path} vs the others: do the fine-tunings use different "
+                                f"seeds or max_eval_examples?)")  # fmt: skip
+
+
+NOTE_2_SEEDS = (f"Scores in percent (main metric per task; span tasks also exact match `_em`): mean over 2 pretraining "
+                f"seed(s) (0, 1), each fine-tuned once per task, ± the half-width of its 95 % interval (two-way "
+                f"bootstrap over seeds and eval examples, 100 draws; sparsebert/stats.py). Sparsity = 1 - mean(keep) "
+                f"of the mask, measured at our sequence length, mean over seeds (paper: L=128). Paper: "
+                f"{paper.CITATION}; {paper.SCALE}.")  # fmt: skip
+PROXY_NOTE = ("**PROXY TASKS.** Every task here is a proxy derived from the embedded corpus, not the benchmark. The "
+              "`paper_*` columns are the paper's BERT-base numbers on real GLUE, printed for reference only: they are "
+              "NOT comparable to the proxy scores, so no score delta is given.")  # fmt: skip
+
+
+def test_write_tables_metrics_json(tmp_path):
+    summary = write_tables(tiny_tree(tmp_path), tmp_path / "tables")
+    assert json.loads((tmp_path / "tables/metrics.json").read_text()) == summary
+    assert {k: summary[k] for k in ("scale", "proxy", "seeds", "interval")} == {
+        "scale": "hand-made", "proxy": True, "seeds": [0, 1],
+        "interval": "95 % percentile interval, 100 draws of a two-way bootstrap (seeds x eval examples; one seed: "
+                    "examples only), sparsebert/stats.py"}  # fmt: skip
+    point = lambda x: [x, x]  # noqa: E731 (every resample scores the same: the intervals are points)
+    assert summary["variants"]["dense"] == {
+        "kind": "fixed", "sparsity": 0.0, "sparsity_per_seed": [0.0, 0.0], "val_mlm_acc": 15.0,
+        "avg_glue": 100.0, "avg_squad_swag": 0.0, "avg": 50.0,
+        "scores": {"proxy_pair": 100.0, "proxy_qa": 0.0, "proxy_qa_em": 0.0},
+        "intervals": {"proxy_pair": point(100.0), "proxy_qa": point(0.0), "proxy_qa_em": point(0.0),
+                      "avg_glue": point(100.0), "avg_squad_swag": point(0.0), "avg": point(50.0)}}  # fmt: skip
+    longformer = summary["variants"]["longformer"]
+    assert (longformer["sparsity"], longformer["sparsity_per_seed"], longformer["val_mlm_acc"]) == (88.8, [88.7, 88.9], None)
+    assert (longformer["avg_glue"], longformer["avg_squad_swag"], longformer["avg"]) == (0.0, 100.0, 50.0)
+    assert list(summary["variants"]) == ["dense", "no_diagonal", "longformer"]
+
+
+def test_write_tables_markdown_and_csv(tmp_path):
+    write_tables(tiny_tree(tmp_path), tmp_path / "tables")
+    glue = (tmp_path / "tables/glue.md").read_text().splitlines()
+    assert glue == [
+        "# PROXY tasks (GLUE-shaped)", "", "Our scale: hand-made.", "", PROXY_NOTE, "", NOTE_2_SEEDS, "",
+        "| variant | kind | sparsity | proxy_pair | avg | paper_sparsity | delta_sparsity | paper_avg |",
+        "|---|---|---|---|---|---|---|---|",
+        "| dense | fixed | 0.0 | 100.0 ± 0.0 | 100.0 ± 0.0 |  |  |  |",
+        "| no_diagonal | fixed | 3.1 | 100.0 ± 0.0 | 100.0 ± 0.0 |  |  |  |",
+        "| longformer | fixed | 88.8 | 0.0 ± 0.0 | 0.0 ± 0.0 | 88.7 | 0.1 | 80.1 |", "",
+        "## BERT (dense) vs BERT without diagonal", "",
+        "Difference no_diagonal - dense with its 95 % interval (2 seed(s) each; paired on the eval examples and the "
+        "seeds).", "", "| task | dense | no_diagonal | difference | 95 % interval |", "|---|---|---|---|---|",
+        "| proxy_pair | 100.0 | 100.0 | +0.0 | [+0.0, +0.0] |"]  # fmt: skip
+    other = (tmp_path / "tables/squad_swag.md").read_text().splitlines()
+    assert other[0] == "# PROXY tasks (SQuAD/SWAG-shaped)" and other[4] == PROXY_NOTE
+    assert other[8:13] == [
+        "| variant | kind | sparsity | proxy_qa | proxy_qa_em | avg |", "|---|---|---|---|---|---|",
+        "| dense | fixed | 0.0 | 0.0 ± 0.0 | 0.0 ± 0.0 | 0.0 ± 0.0 |",
+        "| no_diagonal | fixed | 3.1 | 100.0 ± 0.0 | 100.0 ± 0.0 | 100.0 ± 0.0 |",
+        "| longformer | fixed | 88.8 | 100.0 ± 0.0 | 100.0 ± 0.0 | 100.0 ± 0.0 |"]  # fmt: skip
+    assert other[-1] == "| proxy_qa_em | 0.0 | 100.0 | +100.0 | [+100.0, +100.0] |"
+    csv = pd.read_csv(tmp_path / "tables/glue.csv", index_col="variant")
+    assert list(csv.columns) == ["kind", "sparsity", "proxy_pair", "proxy_pair_pm", "avg", "avg_pm", "paper_sparsity",
+                                 "delta_sparsity", "paper_avg"]  # fmt: skip
+    assert list(pd.read_csv(tmp_path / "tables/squad_swag.csv", index_col="variant").columns) == [
+        "kind", "sparsity", "proxy_qa", "proxy_qa_pm", "proxy_qa_em", "proxy_qa_em_pm", "avg", "avg_pm"]
+    long = pd.read_csv(tmp_path / "tables/all_metrics.csv")
+    assert len(long) == 42 and list(long.columns) == ["variant", "seed", "task", "split", "metric", "value", "proxy",
+                                                      "finetune_seed"]  # fmt: skip
+    saved = Scores.load(tmp_path / "tables/bootstrap.npz")
+    assert saved.points.tolist() == collect(tiny_tree(tmp_path / "again"))[0].points.tolist()
+
+
+def test_write_tables_on_real_tasks_with_one_seed(tmp_path):
+    """Real task names: the paper's column and its delta are computed; one seed: the note says what the
+    interval leaves out."""
+    preds = {"dense": {"sst2": [0, 1, 1, 1], "squad_v1": {"q0": "a", "q1": "b"}},
+             "longformer": {"sst2": [1, 0, 0, 0], "squad_v1": {"q0": "a", "q1": "c"}}}  # fmt: skip
+    refs = {"sst2": [0, 1, 1, 1], "squad_v1": {"q0": ["a"], "q1": ["b"]}}
+    p = tiny_tree(tmp_path, tasks=("sst2", "squad_v1"), seeds=(0,), proxy=False, predictions=preds, references=refs)
+    write_tables(p, tmp_path / "tables")
+    glue = (tmp_path / "tables/glue.md").read_text().splitlines()
+    assert glue[:5] == ["# GLUE dev", "", "Our scale: hand-made.", "", glue[4]] and "PROXY" not in "\n".join(glue)
+    assert "(bootstrap over the eval examples only: one seed, seed variance not covered, 100 draws;" in glue[4]
+    assert glue[6] == ("| variant | kind | sparsity | sst2 | avg | paper_sparsity | delta_sparsity | paper_sst2 | "
+                       "delta_sst2 | paper_avg | delta_avg |")  # fmt: skip
+    # longformer: sst2 0 %, the paper's 91.8 -> -91.8; avg (sst2 only) 0 - 80.1
+    assert glue[9] == "| longformer | fixed | 88.7 | 0.0 ± 0.0 | 0.0 ± 0.0 | 88.7 | 0.0 | 91.8 | -91.8 | 80.1 | -80.1 |"
+    assert glue[11] == "BERT vs BERT without diagonal: needs both `dense` and `no_diagonal` in the config."
+    other = (tmp_path / "tables/squad_swag.md").read_text().splitlines()
+    assert other[0] == "# SQuAD v1.1 / v2.0 and SWAG dev"
+    assert other[9] == "| longformer | fixed | 88.7 | 50.0 ± 50.0 | 50.0 ± 50.0 | 50.0 ± 50.0 |"
+
+
+def test_run_records_give_seeds_variants_searches_and_folders():
+    p = {"variants": [{"name": "dense", "role": "fixed", "pretrained": "pre/dense/{seed}",
+                       "finetuned": "ft/dense/{seed}/{task}"},
+                      {"name": "dam_s", "role": "search", "pretrained": "pre/dam_s/{seed}"}]}  # fmt: skip
+    assert seeds_of(p) == [0] and seeds_of({**p, "seeds": None}) == [0] and seeds_of({"seeds": (3, 4)}) == [3, 4]
+    assert list(variants_of(p)) == ["dense", "dam_s"] and variants_of(p)["dam_s"]["role"] == "search"
+    assert searches_of(p) == ["dam_s"]
+    assert str(pretrained_dir(p, "dam_s", 2)) == "pre/dam_s/2"
+    assert str(finetuned_dir(p, "dense", 1, "rte")) == "ft/dense/1/rte"
+
+
+def test_settings_fill_in_the_schema_defaults():
+    assert settings({}) == {"equivalence_margin": 1.0, "similar_sparsity": 5.0, "bootstrap_samples": 1000,
+                            "bootstrap_seed": 0}  # fmt: skip
+    assert settings({"report": None})["bootstrap_samples"] == 1000
+    assert settings({"report": {"bootstrap_samples": 200}})["bootstrap_samples"] == 200
+    with pytest.raises(UserError, match="bootstrap_samples"):
+        settings({"report": {"bootstrap_samples": 10}})  # under the schema's minimum of 100
+
+
+def test_missing_or_malformed_result_files_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match=r"missing result file .*nothing.json \(has its rule run\?\)"):
+        read_json(tmp_path / "nothing.json")
+    (tmp_path / "ok.json").write_text('{"a": 1}')
+    assert read_json(tmp_path / "ok.json") == {"a": 1}
+    with pytest.raises(UserError, match=r"missing result file .*none.npz \(has the tables rule run\?\)"):
+        Scores.load(tmp_path / "none.npz")
+    path = tmp_path / "predictions.json"
+    path.write_text(json.dumps({"validation": {"predictions": [1, 0], "references": [1, 1]}, "test": [1, 2],
+                                "old": {"predictions": [1]}}))  # fmt: skip
+    assert read_predictions(path, "validation") == ([1, 0], [1, 1])
+    for split in ("validation_matched", "test", "old"):
+        with pytest.raises(UserError, match=rf"predictions.json: no predictions with references for split "
+                                            rf"'{split}' \(written by an older `sparsebert finetune`\? rerun its "
+                                            rf"fine-tuning\)"):  # fmt: skip
+            read_predictions(path, split)
+
+
+def test_scores_survive_save_and_load(tmp_path):
+    cols = [ACC, SPAN, SPAN_EM]
+    rng = np.random.default_rng(0)
+    s = Scores(["dense", "dam_s"], [3, 5], cols, rng.random((2, 2, 3)), rng.random((2, 2, 3, 4)),
+               rng.random((2, 2)), rng.random((2, 2)), np.array([10, 20, 20]), rng.random((2, 2, 3)) > 0.5,
+               rng.random(3), rng.random((3, 4)))  # fmt: skip
+    s.save(tmp_path / "bootstrap.npz")
+    assert [f.name for f in tmp_path.iterdir()] == ["bootstrap.npz"]  # the temporary file was renamed
+    back = Scores.load(tmp_path / "bootstrap.npz")
+    assert (back.variants, back.seeds, back.columns) == (["dense", "dam_s"], [3, 5], cols)
+    assert all(type(x) is str for x in back.variants) and all(type(x) is int for x in back.seeds)
+    assert all(type(c.name) is str and type(c.averaged) is bool and type(c.glue) is bool for c in back.columns)
+    for name in ("points", "draws", "sparsity", "val_mlm_acc", "examples", "constant", "baseline_points",
+                 "baseline_draws"):  # fmt: skip
+        assert np.array_equal(getattr(back, name), getattr(s, name)), name
+
+
+def test_score_columns_pick_a_tables_tasks_but_no_average_or_half_width():
+    frame = pd.DataFrame(columns=["kind", "sparsity", "mnli_m", "mnli_mm", "sst2", "sst2_pm", "squad_v1",
+                                  "squad_v1_em", "avg", "avg_glue", "rte"])  # fmt: skip
+    assert score_columns(frame, ["mnli", "sst2", "squad_v1"], glue=True) == ["mnli_m", "mnli_mm", "sst2"]
+    assert score_columns(frame, ["mnli", "sst2", "squad_v1"], glue=False) == ["squad_v1", "squad_v1_em"]
+
+
+def test_build_table_inserts_half_widths_and_uses_the_given_average():
+    frame = pd.DataFrame({"kind": ["fixed", "dam_s"], "sparsity": [88.0, 91.0], "sst2": [80.0, 90.0],
+                          "squad_v1_em": [50.0, 70.0], "avg_glue": [1.0, 2.0]}, index=["longformer", "dam_s_9"])  # fmt: skip
+    half = pd.DataFrame({"sst2": [1.0, 2.0], "squad_v1_em": [3.0, 4.0], "avg_glue": [0.5, 0.25]}, index=frame.index)
+    table = build_table(frame, ["sst2", "squad_v1_em"], proxy=True, with_paper=False, half=half, avg="avg_glue")
+    assert list(table.columns) == ["kind", "sparsity", "sst2", "sst2_pm", "squad_v1_em", "squad_v1_em_pm", "avg",
+                                   "avg_pm"]  # fmt: skip
+    assert table["avg"].tolist() == [1.0, 2.0] and table["avg_pm"].tolist() == [0.5, 0.25]
+    assert table["squad_v1_em_pm"].tolist() == [3.0, 4.0]
+    # No average column given: the mean of the non-exact-match columns; none: NaN.
+    assert build_table(frame, ["sst2", "squad_v1_em"], True, False)["avg"].tolist() == [80.0, 90.0]
+    assert build_table(frame, ["squad_v1_em"], True, False)["avg"].isna().all()
+    # Proxy tasks: the paper's sparsity and average beside ours, but no score delta.
+    proxy = build_table(frame, ["sst2"], proxy=True, with_paper=True)
+    assert list(proxy.columns) == ["kind", "sparsity", "sst2", "avg", "paper_sparsity", "delta_sparsity", "paper_avg"]
+    assert proxy.loc["longformer", "delta_sparsity"] == pytest.approx(88.0 - 88.7)
+    assert np.isnan(proxy.loc["dam_s_9", "paper_sparsity"]) and proxy.loc["longformer", "paper_avg"] == 80.1
+
+
+def test_markdown_folds_half_widths_into_their_cells():
+    table = pd.DataFrame({"kind": ["fixed"], "sparsity": [88.04], "sst2": [80.06], "sst2_pm": [1.04],
+                          "paper_sst2": [np.nan], "n": [3]}, index=["longformer"])  # fmt: skip
+    text = markdown(table, "Title", {"scale": "tiny", "proxy": False}, "A note.")
+    assert text == ("# Title\n\nOur scale: tiny.\n\nA note.\n\n| variant | kind | sparsity | sst2 | paper_sst2 | n |\n"
+                    "|---|---|---|---|---|---|\n| longformer | fixed | 88.0 | 80.1 ± 1.0 |  | 3 |\n")  # fmt: skip
+
+
+def test_cells_and_json_numbers():
+    assert (_cell(80.06), _cell(np.nan), _cell("dam_s"), _cell(3)) == ("80.1", "", "dam_s", "3")
+    assert (_num(None), _num(np.nan), _num(80.064), _num(np.float32(2.5))) == (None, None, 80.06, 2.5)
+    assert type(_num(np.float64(1.0))) is float
