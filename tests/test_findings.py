@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -638,3 +639,27 @@ def test_findings_md_without_flat_columns_has_no_note(tmp_path):
     s.save(tmp_path / "bootstrap.npz")
     text = write_findings(p, tmp_path / "metrics.json", tmp_path / "bootstrap.npz", tmp_path / "findings.md")
     assert "Note:" not in text
+
+
+def test_findings_command_line_needs_every_file_and_prints_findings_md(tmp_path, capsys):
+    import argparse
+
+    from sparsebert import findings as module
+
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    help_text = " ".join(parser.format_help().split())
+    for option, text in (("--params", "JSON/YAML: the run as `sparsebert tables` gets it"),
+                         ("--metrics", "the tables' metrics.json"), ("--bootstrap", "the tables' bootstrap.npz"),
+                         ("--out", "the findings.md to write")):  # fmt: skip
+        assert f"{option} {option.upper()[2:]} {text}" in help_text
+        with pytest.raises(SystemExit):  # every option is required
+            parser.parse_args([a for o in ("--params", "--metrics", "--bootstrap", "--out") if o != option
+                               for a in (o, "x")])  # fmt: skip
+    p = findings_inputs(tmp_path)
+    (tmp_path / "p.json").write_text(json.dumps(p))
+    args = parser.parse_args(["--params", str(tmp_path / "p.json"), "--metrics", str(tmp_path / "metrics.json"),
+                              "--bootstrap", str(tmp_path / "bootstrap.npz"), "--out", str(tmp_path / "f.md")])  # fmt: skip
+    assert all(isinstance(getattr(args, name), Path) for name in ("metrics", "bootstrap", "out"))
+    module.run(args)
+    assert capsys.readouterr().out == (tmp_path / "f.md").read_text() + "\n"

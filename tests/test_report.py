@@ -540,3 +540,24 @@ def test_cells_and_json_numbers():
     assert (_cell(80.06), _cell(np.nan), _cell("dam_s"), _cell(3)) == ("80.1", "", "dam_s", "3")
     assert (_num(None), _num(np.nan), _num(80.064), _num(np.float32(2.5))) == (None, None, 80.06, 2.5)
     assert type(_num(np.float64(1.0))) is float
+
+
+def test_tables_command_line_needs_params_and_out_and_writes_the_tables(tmp_path):
+    import argparse
+    from pathlib import Path
+
+    from sparsebert import report as module
+
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    help_text = " ".join(parser.format_help().split())
+    assert ("--params PARAMS JSON/YAML: scale, proxy, seeds, tasks, report, variants (records with their files' "
+            "folders)") in help_text and "--out OUT the tables' directory" in help_text  # fmt: skip
+    for args in (["--params", "x"], ["--out", "x"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(args)
+    (tmp_path / "p.json").write_text(json.dumps(tiny_tree(tmp_path, tasks=("proxy_pair",))))
+    args = parser.parse_args(["--params", str(tmp_path / "p.json"), "--out", str(tmp_path / "tables")])
+    assert isinstance(args.out, Path)
+    module.run(args)
+    assert json.loads((tmp_path / "tables/metrics.json").read_text())["variants"]["dense"]["avg"] == 100.0
