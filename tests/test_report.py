@@ -283,7 +283,7 @@ TREE_PREDICTIONS = {  # variant -> task -> predictions (every seed the same)
 TREE_SUMMARIES = {  # variant -> per-seed pretraining summary
     "dense": [{"sparsity": 0.0, "val_mlm_acc": 0.1}, {"sparsity": 0.0, "val_mlm_acc": 0.2}],
     "no_diagonal": [{"sparsity": 0.031, "val_mlm_acc": 0.1}, {"sparsity": 0.031, "val_mlm_acc": 0.1}],
-    "longformer": [{"sparsity": 0.887}, {"sparsity": 0.889}],
+    "longformer": [{"sparsity": 0.887}, {"sparsity": 0.88904}],  # 88.7 and 88.904 %: mean 88.802, shown 88.8
 }
 
 
@@ -315,10 +315,11 @@ def test_collect_reads_every_variant_seed_and_column(tmp_path):
     assert scores.points.tolist() == [[[100.0, 0.0, 0.0]] * 2, [[100.0, 100.0, 100.0]] * 2, [[0.0, 100.0, 100.0]] * 2]
     assert scores.draws.shape == (3, 2, 3, 100)
     assert (scores.draws == scores.points[..., None]).all()  # every resample scores what the whole split does
-    assert scores.sparsity.flatten().tolist() == pytest.approx([0.0, 0.0, 3.1, 3.1, 88.7, 88.9])
+    assert scores.sparsity.flatten().tolist() == pytest.approx([0.0, 0.0, 3.1, 3.1, 88.7, 88.904])
     assert scores.val_mlm_acc[:2].flatten().tolist() == pytest.approx([10.0, 20.0, 10.0, 10.0])
     assert np.isnan(scores.val_mlm_acc[2]).all()  # no val_mlm_acc in longformer's summaries
-    assert scores.examples.tolist() == [4, 2, 2]
+    assert scores.examples.tolist() == [4, 2, 2] and scores.examples.dtype.kind == "i"  # counts
+    assert scores.constant.dtype == bool
     assert scores.constant[:, :, 0].sum() == 0 and scores.constant[:, :, 1].tolist() == [[False] * 2, [True] * 2,
                                                                                          [True] * 2]  # fmt: skip
     assert scores.baseline_points.tolist() == [50.0, 100.0, 100.0]
@@ -349,6 +350,10 @@ def test_collect_rejects_a_metrics_file_that_the_predictions_do_not_give(tmp_pat
         collect(p)
     path.write_text(json.dumps({"eval": {"validation": {"accuracy": 1e-9}}}))  # rounding noise: accepted
     collect(p)
+    # Relative tolerance 1e-6: 5e-4 points off dense's 100 % is refused (0.5 % of the default 1e-5 would pass it).
+    (tmp_path / "dense/s0/proxy_pair/metrics.json").write_text(json.dumps({"eval": {"validation": {"accuracy": 0.999995}}}))
+    with pytest.raises(UserError, match="metrics.json says 99.9995"):
+        collect(p)
 
 
 def test_collect_names_the_file_of_runs_on_other_examples(tmp_path):
@@ -561,3 +566,29 @@ def test_tables_command_line_needs_params_and_out_and_writes_the_tables(tmp_path
     assert isinstance(args.out, Path)
     module.run(args)
     assert json.loads((tmp_path / "tables/metrics.json").read_text())["variants"]["dense"]["avg"] == 100.0
+
+
+def test_write_tables_repeats_itself_and_says_what_it_wrote(tmp_path, caplog):
+    """Seeds that differ a little (dense right on 30 and on 32 of 40 examples), so the intervals depend on the
+    seeded bootstrap of the seeds: the same files give the same tables, into a new nested folder or an existing
+    one."""
+    refs = PAIR_REFS * 10
+    wrong = [(r + 1) % 3 for r in refs]
+    preds = {"dense": {"proxy_pair": refs[:30] + wrong[30:]}, "no_diagonal": {"proxy_pair": refs},
+             "longformer": {"proxy_pair": wrong}}  # fmt: skip
+    p = tiny_tree(tmp_path / "tree", tasks=("proxy_pair",), predictions=preds, references={"proxy_pair": refs})
+    folder = tmp_path / "tree/dense/s1/proxy_pair"
+    (folder / "predictions.json").write_text(json.dumps({"validation": {"predictions": refs[:32] + wrong[32:],
+                                                                        "references": refs}}))  # fmt: skip
+    (folder / "metrics.json").write_text(json.dumps({"eval": {"validation": {"accuracy": 0.8}}}))
+    first = tmp_path / "a" / "b" / "tables"
+    with caplog.at_level("INFO", logger="sparsebert.report"):
+        write_tables(p, first)
+    assert f"tables: 3 variants x 2 seeds x 1 tasks -> {first}" in caplog.messages
+    write_tables(p, first)  # an existing folder
+    second = tmp_path / "tables"
+    write_tables(p, second)
+    for name in ("glue.md", "metrics.json", "glue.csv"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    lo, hi = json.loads((second / "metrics.json").read_text())["variants"]["dense"]["intervals"]["proxy_pair"]
+    assert 0.0 < lo < 77.5 < hi  # dense: 75 and 80 %, mean 77.5
