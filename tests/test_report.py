@@ -592,3 +592,13 @@ def test_write_tables_repeats_itself_and_says_what_it_wrote(tmp_path, caplog):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
     lo, hi = json.loads((second / "metrics.json").read_text())["variants"]["dense"]["intervals"]["proxy_pair"]
     assert 0.0 < lo < 77.5 < hi  # dense: 75 and 80 %, mean 77.5
+
+
+def test_diagonal_comparison_of_a_table_without_tasks_does_not_blame_the_variants(tmp_path):
+    """A run of GLUE-shaped tasks only: squad_swag.md has no column, but dense and no_diagonal are both there
+    (the note used to say that they were missing)."""
+    write_tables(tiny_tree(tmp_path, tasks=("proxy_pair",)), tmp_path / "tables")
+    other = (tmp_path / "tables/squad_swag.md").read_text().splitlines()
+    assert other[-1] == "BERT vs BERT without diagonal: no task of this table in the config."
+    glue = (tmp_path / "tables/glue.md").read_text().splitlines()
+    assert glue[-1] == "| proxy_pair | 100.0 | 100.0 | +0.0 | [+0.0, +0.0] |"
