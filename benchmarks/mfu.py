@@ -137,8 +137,9 @@ def default_config() -> dict:
 def synthetic_pretraining_data(root: Path, vocab_size: int, seq_len: int, predictions: int, n: int) -> tuple:
     """A learnable stand-in for the corpus, in the layout `sparsebert examples` writes: Zipf-distributed words,
     each repeated once (a neighbour reveals a masked word), NSP pairs with a random second segment half the time."""
-    from datasets import Dataset, DatasetDict
     from transformers import BertTokenizerFast
+
+    from sparsebert.data.pretraining import write_examples
 
     rng = np.random.default_rng(0)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(vocab_size - 5)]
@@ -173,8 +174,9 @@ def synthetic_pretraining_data(root: Path, vocab_size: int, seq_len: int, predic
             out["next_sentence_label"].append(nsp)
         return out
 
-    DatasetDict(train=Dataset.from_dict(rows(n)), validation=Dataset.from_dict(rows(512))).save_to_disk(
-        str(root / "examples"))
+    splits = {"train": rows(n), "validation": rows(512)}
+    write_examples(root / "examples", {split: {k: np.asarray(v) for k, v in columns.items()}
+                                       for split, columns in splits.items()}, vocab_size=vocab_size, pad_id=0)
     return root / "examples", root / "tokenizer"
 
 
@@ -193,7 +195,7 @@ def loss_curves(quick: bool) -> tuple[list[dict], str]:
     logging.disable(logging.INFO)  # the loop's progress lines
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if all((p / name).exists() for p, name in zip(real, ["dataset_dict.json", "tokenizer.json"])):
+        if all((p / name).exists() for p, name in zip(real, ["stats.json", "tokenizer.json"])):
             data, source = real, "the default corpus (data/default/examples from `make demo`)"
         else:
             data = synthetic_pretraining_data(tmp / "data", config["tokenizer"]["vocab_size"],

@@ -67,12 +67,12 @@ def make_examples(n: int, seed: int):
 @pytest.fixture(scope="session")
 def tiny_pretraining_data(tmp_path_factory):
     """(examples_dir, tokenizer_dir) for a 32-token, 64-word synthetic language."""
-    from datasets import Dataset, DatasetDict
+    from sparsebert.data.pretraining import write_examples
 
     root = tmp_path_factory.mktemp("pretraining")
-    DatasetDict(
-        train=Dataset.from_dict(make_examples(256, 0)), validation=Dataset.from_dict(make_examples(64, 1))
-    ).save_to_disk(str(root / "examples"))
+    splits = {"train": make_examples(256, 0), "validation": make_examples(64, 1)}
+    write_examples(root / "examples", {split: {k: np.asarray(v) for k, v in rows.items()} for split, rows in splits.items()},
+                   vocab_size=len(VOCAB), pad_id=0)
     return root / "examples", write_tokenizer(root / "tokenizer")
 
 

@@ -56,7 +56,7 @@ def test_a_rebuild_gives_the_same_bytes(tmp_path, monkeypatch):
 
 
 def test_stats_count_documents_sentences_words_bytes_per_source(tmp_path):
-    stats, out = build(tmp_path, shard_documents=2)
+    stats, out = build(tmp_path, shards=2)  # two files for two shards: a file each
     assert stats["sources"]["a"] == {"documents": 2, "sentences": 5, "words": 21,
                                      "bytes": len(DOC_1) + len(DOC_2) + 2}
     assert stats["sources"]["b"] == {"documents": 1, "sentences": 1, "words": 4, "bytes": len(DOC_3) + 1}
@@ -64,6 +64,52 @@ def test_stats_count_documents_sentences_words_bytes_per_source(tmp_path):
     assert stats["shards"] == {"shard-00000.txt": {"documents": 2, "sentences": 5},
                                "shard-00001.txt": {"documents": 1, "sentences": 1}}
     assert json.loads((out / "stats.json").read_text())["total"] == stats["total"]
+
+
+def many_documents(path: Path, n: int = 60) -> list[list[str]]:
+    """n documents of 1-4 one-line sentences, written as one .txt file; returned as read_corpus gives them."""
+    documents = [[f"Document {d} line {i} says {'more ' * (d % 5)}words" for i in range(1 + d % 4)] for d in range(n)]
+    path.write_text("\n\n".join("\n".join(document) for document in documents) + "\n")
+    return documents
+
+
+def sharded_build(tmp_path, name: str, shards: int, glob: str) -> Path:
+    """The workflow's way: one `--shard K` job per shard (here in reverse order), then `--merge`."""
+    params = json.dumps({"source": "text_files", "text_files": {"glob": glob}, "shards": shards, "num_proc": 1})
+    out = tmp_path / name
+    for k in reversed(range(shards)):
+        main(["corpus", "--params", params, "--out", str(out), "--shard", str(k), "--threads", "1"])
+    main(["corpus", "--params", params, "--out", str(out), "--merge"])
+    return out
+
+
+@pytest.mark.parametrize("files", [1, 6])  # fewer files than shards: by document hash; more: by file
+def test_shards_hold_every_document_exactly_once_whatever_the_shard_count(tmp_path, files):
+    (tmp_path / "texts").mkdir()
+    documents = [d for f in range(files) for d in many_documents(tmp_path / "texts" / f"part{f}.txt", n=60 // files)]
+    one = sharded_build(tmp_path, "one", 1, str(tmp_path / "texts" / "*.txt"))
+    four = sharded_build(tmp_path, "four", 4, str(tmp_path / "texts" / "*.txt"))
+    assert sorted(map(tuple, corpus.read_corpus(one))) == sorted(map(tuple, documents))
+    per_shard = [list(map(tuple, corpus.read_corpus(four, shards=[name]))) for name in corpus.corpus_shards(four)]
+    assert len(per_shard) == 4 and all(per_shard), [len(s) for s in per_shard]  # every shard got documents
+    assert sorted(d for shard in per_shard for d in shard) == sorted(map(tuple, documents))  # each exactly once
+    stats = json.loads((four / "stats.json").read_text())
+    assert [stats["shards"][n]["documents"] for n in sorted(stats["shards"])] == [len(s) for s in per_shard]
+    assert stats["total"] == json.loads((one / "stats.json").read_text())["total"]
+
+
+def test_merging_before_every_shard_is_built_is_an_error_naming_the_missing_ones(tmp_path):
+    many_documents(tmp_path / "t.txt")
+    params = {"source": "text_files", "text_files": {"glob": str(tmp_path / "t.txt")}, "shards": 3, "num_proc": 1}
+    corpus.build_shard(params, tmp_path / "c", 1)
+    with pytest.raises(UserError, match=r"shard\(s\) not built yet: .*shard-00000\.json, .*shard-00002\.json"):
+        corpus.merge_shards(params, tmp_path / "c")
+    assert not (tmp_path / "c" / "stats.json").exists()
+    with pytest.raises(UserError, match=r"--shard 3: the corpus has shards 0\.\.2"):
+        corpus.build_shard(params, tmp_path / "c", 3)
+    corpus.build_shard(params, tmp_path / "c", 0)
+    with pytest.raises(UserError, match=r"shard-00000\.json was built for 3 shards, not 2"):
+        corpus.merge_shards({**params, "shards": 2}, tmp_path / "c")
 
 
 def test_cli_writes_the_same_corpus(tmp_path):

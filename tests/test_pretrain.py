@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from _runs import run_watched
-from conftest import TINY_RECIPE
+from conftest import TINY_RECIPE, make_examples
 
 from sparsebert import dam, masks
 from sparsebert.io import UserError
@@ -60,17 +60,17 @@ def test_fixed_mask_pretraining_learns_and_writes_outputs(tiny_pretraining_data,
     # val_mlm_acc recomputed here from the saved model on all 64 validation examples (one batch, the masked
     # positions counted by hand), and the floor of always predicting the train split's most frequent masked token
     # (40 steps learn about that prior: the model sits at the floor, so no margin is asserted).
-    from datasets import load_from_disk
-
-    splits = load_from_disk(str(tiny_pretraining_data[0])).with_format("torch")
-    val = splits["validation"][:64]
+    # The examples as the fixture made them (conftest.make_examples), not as the reader gives them back.
+    splits = {name: {k: torch.tensor(v) for k, v in make_examples(n, seed).items()}
+              for name, n, seed in (("train", 256, 0), ("validation", 64, 1))}
+    val = splits["validation"]
     with torch.no_grad():
         predicted = model.eval()(**{k: v.long() for k, v in val.items()}).prediction_logits.argmax(-1)
     masked = val["masked_lm_ids"] != -100
     assert summary["val_examples"] == 64
     assert summary["val_mlm_acc"] == pytest.approx(((predicted == val["masked_lm_ids"]) & masked).sum().item()
                                                    / masked.sum().item(), abs=1e-9)
-    train_ids = splits["train"][:]["masked_lm_ids"].flatten()
+    train_ids = splits["train"]["masked_lm_ids"].flatten()
     most_frequent = torch.bincount(train_ids[train_ids != -100]).argmax()
     assert summary["val_unigram_mlm_acc"] == pytest.approx(((val["masked_lm_ids"] == most_frequent) & masked).sum().item()
                                                            / masked.sum().item(), abs=1e-9)
@@ -194,11 +194,19 @@ def test_rerun_with_another_recipe_starts_over_instead_of_resuming(tiny_pretrain
 
 def test_unigram_baseline_hand_computed():
     """Most frequent masked token of train is 7 (3 of 5); validation has 2 of its 4 masked labels = 7."""
-    from datasets import Dataset
+    from sparsebert.data.pretraining import Examples, pack
+
+    def examples(labels):  # rows of masked-token ids, -100 = no prediction
+        ids = np.array(labels)
+        n = len(ids)
+        arrays = {"input_ids": np.full((n, 8), 5), "token_type_ids": np.tile([0] * 4 + [1] * 4, (n, 1)),
+                  "attention_mask": np.ones((n, 8), int), "masked_lm_positions": np.tile([1, 2, 3], (n, 1)),
+                  "masked_lm_ids": ids, "next_sentence_label": np.zeros(n, int)}
+        return Examples(pack(arrays, np.uint16, np.uint16), {"seq_len": 8, "max_predictions": 3, "pad_id": 0})
 
     from sparsebert.pretrain import unigram_baseline
 
-    train = Dataset.from_dict({"masked_lm_ids": [[7, 7, 9], [7, 5, -100]]})
-    validation = Dataset.from_dict({"masked_lm_ids": [[7, 9, -100], [7, 5, -100], [9, -100, -100]]})
+    train = examples([[7, 7, 9], [7, 5, -100]])
+    validation = examples([[7, 9, -100], [7, 5, -100], [9, -100, -100]])
     assert unigram_baseline(train, validation, limit=2) == 2 / 4
     assert unigram_baseline(train, validation, limit=3) == 2 / 5

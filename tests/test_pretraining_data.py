@@ -2,8 +2,8 @@
 
 import json
 
-import datasets
 import numpy as np
+import pyarrow as pa
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -126,18 +126,36 @@ def check_invariants(arrays, seq_len, n_pred):
         assert row["next_sentence_label"] in (0, 1)
 
 
-def test_examples_are_deterministic_per_seed_and_differ_across_seeds():
-    documents, vocab = synthetic_documents(20), synthetic_vocab(5 + 20 * DOC_STRIDE)
-    split = {"train": documents[:18], "validation": documents[18:]}
-    one = pretraining.build_split_arrays(split, vocab, params(dupe_factor=3), num_proc=1)
-    again = pretraining.build_split_arrays(split, vocab, params(dupe_factor=3), num_proc=2)  # forked workers
-    other = pretraining.build_split_arrays(split, vocab, params(dupe_factor=3, seed=2), num_proc=1)
+def test_stored_rows_give_back_the_built_columns_exactly(examples):
+    """On disk a row keeps only the unpadded ids, the start of B and the masked (position, id) pairs, in
+    uint16: unpacking must give back every padded column exactly."""
+    arrays, _ = examples
+    table = pretraining.pack(arrays, np.uint32, np.uint16)  # ids reach 3,000,005 here: uint32
+    assert table.schema.field("masked_lm_positions").type.value_type == "uint16"
+    back = pretraining.unpack(table, 64, 20, PAD)
     for name in COLUMNS:
-        assert np.array_equal(one["train"][name], again["train"][name])
-        assert np.array_equal(one["validation"][name], again["validation"][name])
-    assert not np.array_equal(one["train"]["input_ids"], other["train"]["input_ids"][: len(one["train"]["input_ids"])])
-    # dupe_factor passes draw different masks over the same documents.
-    assert len(one["train"]["input_ids"]) > 2 * len(build(documents[:18], vocab)["input_ids"])
+        assert np.array_equal(back[name], arrays[name]), name
+
+
+def test_examples_give_any_rows_in_order_across_record_batches(examples):
+    """Three shards' worth of record batches read as one split: rows by list, slice, int and selection equal the
+    built arrays indexed by numpy."""
+    arrays, _ = examples
+    n = len(arrays["input_ids"])
+    cuts = [0, n // 3, n // 2, n]
+    table = pa.concat_tables([pretraining.pack({k: v[a:b] for k, v in arrays.items()}, np.uint32, np.uint16)
+                              for a, b in zip(cuts, cuts[1:])])
+    ex = pretraining.Examples(table, {"seq_len": 64, "max_predictions": 20, "pad_id": PAD})
+    rows = np.random.default_rng(0).integers(0, n, 50)
+    rows[:4] = [n - 1, 0, n // 3, n // 3 - 1]  # both ends and both sides of a batch boundary
+    got = ex[rows.tolist()]
+    for name in COLUMNS:
+        assert np.array_equal(got[name].numpy(), arrays[name][rows]), name
+    assert len(ex) == n and np.array_equal(ex[5:9]["input_ids"].numpy(), arrays["input_ids"][5:9])
+    assert np.array_equal(ex[7]["masked_lm_ids"].numpy(), arrays["masked_lm_ids"][7])
+    assert np.array_equal(ex.select(rows[::-1])[:]["token_type_ids"].numpy(), arrays["token_type_ids"][rows[::-1]])
+    ids = arrays["masked_lm_ids"]
+    assert np.array_equal(np.concatenate(list(ex.masked_lm_id_chunks())), ids[ids != IGNORE_INDEX])
 
 
 def test_whole_word_masking_masks_every_piece_of_a_word():
@@ -237,19 +255,42 @@ def pipeline(tmp_path_factory):
     return root
 
 
-def test_end_to_end_writes_a_dataset_dict_with_the_training_columns(pipeline):
+def test_end_to_end_writes_examples_with_the_training_columns(pipeline):
     out = pipeline / "examples"
     stats = pretraining.build_examples(pipeline / "corpus", pipeline / "tokenizer",
                                        {"max_seq_length": 32, "max_predictions_per_seq": 5, "dupe_factor": 2,
                                         "validation_fraction": 0.1, "num_proc": 1}, out)
-    ds = datasets.load_from_disk(str(out))
-    assert set(ds) == {"train", "validation"} and ds["train"].column_names == list(COLUMNS)
-    assert ds["train"].features["input_ids"].feature.dtype == "int32"
-    assert stats["train"]["documents"] == 36 and stats["validation"]["documents"] == 4
-    assert stats["train"]["sequences"] == len(ds["train"]) and stats["validation"]["sequences"] == len(ds["validation"])
+    data = pretraining.load_examples(out)
+    assert set(data) == {"train", "validation"} and stats["shards"] == ["shard-00000"]
+    assert stats["format"] == {"seq_len": 32, "max_predictions": 5, "pad_id": 0, "ids": "uint16"}
+    assert stats["train"]["documents"] + stats["validation"]["documents"] == 40 and stats["validation"]["documents"]
+    assert stats["train"]["sequences"] == len(data["train"]) and stats["validation"]["sequences"] == len(data["validation"])
     assert json.loads((out / "stats.json").read_text())["train"]["masked_tokens"] == stats["train"]["masked_tokens"]
-    train = {name: np.asarray(ds["train"][name]) for name in COLUMNS}
+    train = {name: t.numpy() for name, t in data["train"][:].items()}
+    assert list(train) == list(COLUMNS) and train["input_ids"].shape == (len(data["train"]), 32)
+    assert int(train["attention_mask"].sum()) == stats["train"]["tokens"]
     check_invariants(train, 32, 5)
+
+
+def test_examples_are_the_same_bytes_whatever_the_processes_and_differ_across_seeds(pipeline, tmp_path):
+    corpus_dir = tmp_path / "corpus"
+    corpus.build_corpus({"source": "text_files", "text_files": {"glob": str(pipeline / "t.txt")}, "shards": 3,
+                         "num_proc": 1}, corpus_dir)
+    build = lambda out, **p: pretraining.build_examples(corpus_dir, pipeline / "tokenizer", {  # noqa: E731
+        "max_seq_length": 32, "max_predictions_per_seq": 5, "dupe_factor": 3, "validation_fraction": 0.2, **p}, out)
+    build(tmp_path / "one", num_proc=1)
+    build(tmp_path / "two", num_proc=2)  # shards built by forked workers, in whatever order they finish
+    files = sorted(str(p.relative_to(tmp_path / "one")) for p in (tmp_path / "one").rglob("*") if p.is_file())
+    assert len(files) == 3 * 3 + 1
+    for name in files:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    build(tmp_path / "other", num_proc=1, seed=2)
+    assert (tmp_path / "one" / "shard-00000" / "train.arrow").read_bytes() != \
+        (tmp_path / "other" / "shard-00000" / "train.arrow").read_bytes()
+    # dupe_factor passes draw different masks over the same documents: three passes, about three times the rows.
+    once = build(tmp_path / "once", num_proc=1, dupe_factor=1)
+    again = json.loads((tmp_path / "one" / "stats.json").read_text())
+    assert again["train"]["sequences"] > 2 * once["train"]["sequences"]
 
 
 def test_no_validation_split_loads_and_pretrains(pipeline, tmp_path):
@@ -258,10 +299,7 @@ def test_no_validation_split_loads_and_pretrains(pipeline, tmp_path):
                                        {"max_seq_length": 32, "max_predictions_per_seq": 5, "dupe_factor": 1,
                                         "validation_fraction": 0.0, "num_proc": 1}, out)
     assert stats["validation"]["sequences"] == 0
-    assert set(datasets.load_from_disk(str(out))) == {"train"}
-    from sparsebert.pretrain import load_examples
-
-    assert "validation" not in load_examples(out)
+    assert set(pretraining.load_examples(out)) == {"train"}
 
 
 def test_missing_inputs_are_user_errors_and_leave_no_output(pipeline, tmp_path):

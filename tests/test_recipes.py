@@ -30,7 +30,9 @@ SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text
 # them (`recipe["model"]["x"]` reads model.x). A list's items are `name[]`.
 TRAINING = ("training.py", {"build_optimizer": {"p": ""}, "build_scheduler": {"p": ""}})
 READERS = {
-    "corpus": [("data/corpus.py", {"build_corpus": {"params": ""}, "embedded_documents": {"cfg": "embedded."},
+    "corpus": [("data/corpus.py", {"build_corpus": {"params": ""}, "build_shard": {"params": ""},
+                                   "shard_documents": {"params": ""}, "merge_shards": {"params": ""},
+                                   "embedded_documents": {"cfg": "embedded."},
                                    "text_file_documents": {"cfg": "text_files."},
                                    "hub_documents": {"cfg": "hub.", "spec": "hub.datasets[]."}})],
     "tokenizer": [("data/tokenizer.py", {None: {"params": ""}})],

@@ -286,7 +286,13 @@ def test_paper_config_builds_the_full_job_list(tmp_path):
     counts = job_counts(out)
     assert counts["finetune"] == len(variants) * len(seeds) * len(tasks) == (9 + 8 + 8) * len(seeds) * 11
     assert counts["pretrain"] == 9 * len(seeds) and counts["dam_search"] == counts["pretrain_learned"] == 8 * len(seeds)
+    # Data preparation fans out: one corpus and one examples job per shard, then one merge each.
+    assert counts["corpus_shard"] == counts["examples_shard"] == paper["corpus"]["shards"] == 512
+    assert counts["corpus"] == counts["examples"] == 1
     shell = snakemake(wd, "pretrain_all", "-n", "-p", "--configfile", "config/paper.yaml").stdout
+    for shard in ("shard-00000", "shard-00511"):
+        assert f"examples --corpus data/paper/corpus --tokenizer data/paper/tokenizer --shard {shard} " in shell
+        assert f"corpus --params " in shell and f"--shard {int(shard[-5:])} --threads 1 --out data/paper/corpus " in shell
     assert "torchrun --standalone --nproc_per_node=8" in shell  # 8 GPUs -> one process per GPU
     # The official DAM protocol: each DAM row fine-tunes the searched model with its binarized mask; the
     # retrain ablation fine-tunes the model pretrained from scratch with it; SQuAD at 384 (run_squad.sh).

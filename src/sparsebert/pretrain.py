@@ -28,19 +28,17 @@ from tqdm import tqdm
 
 from sparsebert import dam, masks, precision, preemption, recipes, training
 from sparsebert.dam import DAM_TYPES, l1_penalty
+from sparsebert.data.pretraining import load_examples
 from sparsebert.io import UserError, atomic_dir, atomic_write_json, load_params
 from sparsebert.modeling import LEARNED, SparseBertConfig, SparseBertForPreTraining
 
 log = logging.getLogger(__name__)
 
-EXAMPLE_COLUMNS = [
-    "input_ids", "token_type_ids", "attention_mask", "masked_lm_positions", "masked_lm_ids", "next_sentence_label",
-]
 DEFAULTS = recipes.defaults("pretrain")  # the recipe's keys, defaults and meaning: workflow/schemas/config.schema.yaml
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--examples", type=Path, required=True, help="DatasetDict from `sparsebert examples`")
+    parser.add_argument("--examples", type=Path, required=True, help="output directory of `sparsebert examples`")
     parser.add_argument("--tokenizer", type=Path, required=True)
     parser.add_argument("--params", required=True, help="training recipe: JSON/YAML mapping or file")
     parser.add_argument("--mask", required=True, help="registry mask name, dam_s/dam_u, or 'learned'")
@@ -70,21 +68,6 @@ def run(args: argparse.Namespace) -> None:
     )
 
 
-def load_examples(path: Path):
-    from datasets import load_from_disk
-
-    if not (Path(path) / "dataset_dict.json").exists():
-        raise UserError(f"pretraining examples not found at {path} (expected a DatasetDict from `sparsebert examples`)")
-    try:
-        dd = load_from_disk(str(path))
-    except Exception as e:  # noqa: BLE001
-        raise UserError(f"pretraining examples at {path} are unreadable: {e}") from None
-    missing = [c for c in EXAMPLE_COLUMNS if c not in dd["train"].column_names]
-    if missing:
-        raise UserError(f"pretraining examples at {path} lack column(s) {missing}")
-    return dd.with_format("torch", columns=EXAMPLE_COLUMNS)
-
-
 def build_model(recipe: dict, vocab_size: int, seq_len: int, mask: str, mask_params: dict, mask_file) -> SparseBertForPreTraining:
     config = SparseBertConfig(
         vocab_size=vocab_size,
@@ -112,7 +95,7 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
     out_dir, state_dir = Path(out_dir), Path(state_dir)
     data = load_examples(examples_dir)
     train_set = data["train"]
-    seq_len = len(train_set[0]["input_ids"])
+    seq_len = train_set.seq_len
     if not (Path(tokenizer_dir) / "tokenizer.json").exists() and not (Path(tokenizer_dir) / "vocab.txt").exists():
         raise UserError(f"tokenizer not found at {tokenizer_dir}")
     vocab_size = len(BertTokenizerFast.from_pretrained(str(tokenizer_dir)))
@@ -257,15 +240,13 @@ def evaluate(model, dataset, limit: int, batch_size: int, device) -> dict:
 def unigram_baseline(train, validation, limit: int) -> float:
     """MLM accuracy of always predicting the most frequent masked token of the training split, on the same
     validation examples as `evaluate`: the floor a model must clear before it has learned anything."""
-    counts = np.zeros(0, dtype=np.int64)  # counted in chunks: at paper scale the column is billions of ids
-    for chunk in train.with_format("numpy", columns=["masked_lm_ids"]).iter(batch_size=65536):
-        ids = np.asarray(chunk["masked_lm_ids"]).ravel()
-        add = np.bincount(ids[ids >= 0])
+    counts = np.zeros(0, dtype=np.int64)  # counted a record batch at a time: at paper scale, billions of ids
+    for ids in train.masked_lm_id_chunks():
+        add = np.bincount(ids)
         counts = np.pad(counts, (0, max(0, len(add) - len(counts))))
         counts[: len(add)] += add
     most_frequent = counts.argmax()
-    val_ids = np.asarray(validation.select(range(min(limit, len(validation))))
-                         .with_format("numpy", columns=["masked_lm_ids"])["masked_lm_ids"]).ravel()
+    val_ids = validation[: min(limit, len(validation))]["masked_lm_ids"].numpy().ravel()
     val_ids = val_ids[val_ids >= 0]
     return float((val_ids == most_frequent).mean()) if len(val_ids) else float("nan")
 

@@ -24,6 +24,8 @@ TASKS = config["tasks"]["names"]
 # not set: sparsebert/validate.py). Fine-tuning keeps one seed per task (`finetune.seed`), so every
 # (variant, seed) is evaluated on the same examples and the variants are compared pairwise on them.
 SEEDS = [int(seed) for seed in config.get("seeds", [0])]
+# The corpus shards (corpus.smk): one corpus job and one examples job each.
+SHARDS = [f"shard-{index:05d}" for index in range(int(config["corpus"].get("shards", 1)))]
 
 
 def alternation(names):
@@ -40,6 +42,7 @@ wildcard_constraints:
     retrain=alternation(RETRAINS),
     task=alternation(TASKS),
     seed=alternation([str(seed) for seed in SEEDS]),
+    shard=alternation(SHARDS),
 
 
 def as_json(value):
@@ -57,6 +60,10 @@ def pretrained_dir(variant, seed):
 def finetuned_dir(variant, seed, task):
     """Where the fine-tuning of a (variant, seed) on a task writes metrics.json, predictions.json, log.jsonl."""
     return f"{RESULTS}/finetune/{variant}/seed{seed}/{task}"
+
+
+def shard_index(shard):
+    return int(shard.rsplit("-", 1)[1])
 
 
 def parent(path):

