@@ -128,6 +128,24 @@ def test_hub_source_goes_through_datasets_load_dataset(tmp_path):
     assert stats["total"]["documents"] == 2 and stats["total"]["sentences"] == 8
 
 
+@pytest.mark.parametrize("streaming, files", [(True, 4), (True, 1), (False, 1)])
+def test_hub_shards_hold_every_document_once(tmp_path, streaming, files):
+    """Streamed from 4 files (2 shards): each job reads its own files; from 1 file: every job reads it and
+    keeps its hash's documents; downloaded: each job its own row range."""
+    texts = [f"Row {i} says hello. It ends with number {i}." for i in range(24)]
+    paths = [tmp_path / f"rows{f}.jsonl" for f in range(files)]
+    for f, path in enumerate(paths):
+        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[f::files]))
+    hub = {"datasets": [{"path": "json", "data_files": [str(p) for p in paths]}], "streaming": streaming}
+    built = {n: corpus.build_corpus({"source": "hub", "num_proc": 1, "shards": n, "hub": hub}, tmp_path / f"c{n}")
+             for n in (1, 2)}
+    one = sorted(" ".join(d) for d in corpus.read_corpus(tmp_path / "c1"))
+    shards = [[" ".join(d) for d in corpus.read_corpus(tmp_path / "c2", shards=[name])]
+              for name in corpus.corpus_shards(tmp_path / "c2")]
+    assert one == sorted(texts) and sorted(shards[0] + shards[1]) == one and all(shards)
+    assert built[2]["total"] == built[1]["total"]
+
+
 def test_embedded_mix_has_at_least_two_million_words():
     documents = corpus.embedded_documents(corpus.DEFAULTS["embedded"], seed=0)
     words = {}
