@@ -160,8 +160,8 @@ def test_runs_of_other_configs_sit_beside_a_finished_run(smoke, tmp_path):
     assert job_counts(out)["finetune"] == len(SMOKE_VARIANTS) * len(SMOKE["tasks"]["names"])
     outputs = set(re.findall(r"--out (\S+)", out))
     assert outputs and all(o.startswith(("data/other/", "results/other/")) for o in outputs), outputs
-    snakemake(wd, "data/other/corpus", "--cores", "1", "--configfile", "other.yaml")  # target first: --configfile takes a list
-    assert (wd / "data/other/corpus").is_dir()
+    snakemake(wd, "data/other/corpus/stats.json", "--cores", "1", "--configfile", "other.yaml")  # target first: --configfile takes a list
+    assert (wd / "data/other/corpus/stats.json").is_file()
     assert "Nothing to be done" in snakemake(wd, "-n", "--configfile", "config/smoke.yaml").stdout
 
 
