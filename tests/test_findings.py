@@ -337,6 +337,29 @@ def test_claim_3_pair_of_constant_predictors_is_inconclusive():
         f"{CLAIM3_COUNTS}; no pair has a usable column.", ""]  # fmt: skip
 
 
+def test_claim_3_goes_on_after_a_pair_of_constant_predictors():
+    """longformer and dam_s predict a constant, star does not: dam_s vs star is still compared (-10 +- 0.95)."""
+    table = {"dense": [(70, 0)], "longformer": [(60, 0)], "star": [(60, 1)], "dam_s": [(50, 0)]}
+    s = hand_scores(table, [ACC], 2, {"longformer": [85.0] * 2, "star": [84.0] * 2, "dam_s": [80.0] * 2})
+    s.constant[[1, 3], :, 0] = True
+    lines = claim_dam_beats_designed(s, run_params(table), CLAIM3, np.random.default_rng(0))
+    assert lines[4:7] == [
+        "- dam_s (sparsity 80.0 %): 2 hand-designed mask(s) at most 5 points sparser:",
+        "  - vs longformer (85.0 %): both predict a constant on every column -> inconclusive",
+        "  - vs star (84.0 %): -10.00 points, 95 % interval [-10.95, -9.05] on sst2 -> contradicted"]  # fmt: skip
+    assert lines[-2] == (f"Verdict: **inconclusive at this scale**: 0 of 2 pairs supported, 1 contradicted, 1 "
+                         f"inconclusive {CLAIM3_COUNTS}; {BASIS2}; 1 column(s) (sst2), 30 eval examples.")  # fmt: skip
+
+
+def test_claim_3_averages_every_informative_glue_column():
+    """dam_s - longformer: +10 +- 1.9 on sst2, +20 on stsb: +15 +- 0.95 on their average."""
+    table = {"dense": [(70, 0), (10, 0)], "longformer": [(60, 0), (0, 0)], "dam_s": [(70, 2), (20, 0)]}
+    lines = claim3(table, [ACC, CORR], {"longformer": 85.0, "dam_s": 80.0})
+    assert lines[5] == ("  - vs longformer (85.0 %): +15.00 points, 95 % interval [+14.05, +15.95] on sst2, stsb -> "
+                        "supported")  # fmt: skip
+    assert lines[-2].endswith(f"; {BASIS2}; 2 column(s) (sst2, stsb), 60 eval examples.")
+
+
 def test_claim_3_dam_less_sparse_than_every_designed_mask_has_nothing_to_compare():
     table = {"dense": [(70, 0)], "longformer": [(60, 0)], "dam_s": [(50, 0)]}
     lines = claim3(table, [ACC], {"longformer": 85.0, "dam_s": 79.9})
@@ -355,10 +378,10 @@ def test_claim_3_needs_a_dam_run_and_a_designed_mask(variants):
 
 
 def test_claim_3_when_no_column_varies_says_so():
-    table = {v: [(60, 1), (50, 1)] for v in ("dense", "longformer", "dam_s")}
-    lines = claim3(table, [ACC, SPAN], {"longformer": 85.0, "dam_s": 80.0})
+    table = {v: [(60, 1), (50, 1), (40, 0)] for v in ("dense", "longformer", "dam_s")}
+    lines = claim3(table, [ACC, SPAN, CORR], {"longformer": 85.0, "dam_s": 80.0})
     assert lines[4:] == ["Verdict: **inconclusive at this scale**: every variant and seed scores the same on every "
-                         "task (sst2): nothing separates the masks.", ""]  # fmt: skip
+                         "task (sst2, stsb): nothing separates the masks.", ""]  # fmt: skip
 
 
 # Claim 2: no_diagonal - dense within +-margin.
@@ -630,6 +653,20 @@ def test_findings_md_with_one_seed_on_real_tasks(tmp_path):
         "fine-tuning seed. Scores in percent, from results/tables/. Every verdict below follows from the effect size "
         "and its 95 % interval (100 bootstrap draws: eval examples resampled; with one seed the intervals ignore seed "
         "variance) by the rule stated with it.")  # fmt: skip
+
+
+@pytest.mark.parametrize("constant, why", [
+    ([1, 2], "; on squad_v1, stsb every fine-tuned model predicts one constant output"), ([], "")])
+def test_findings_md_note_names_the_flat_columns_where_every_model_is_constant(tmp_path, constant, why):
+    p = findings_inputs(tmp_path)
+    s = Scores.load(tmp_path / "bootstrap.npz")
+    s.constant[:] = False
+    s.constant[:, :, constant] = True
+    s.save(tmp_path / "bootstrap.npz")
+    text = write_findings(p, tmp_path / "metrics.json", tmp_path / "bootstrap.npz", tmp_path / "findings.md")
+    assert text.splitlines()[-1] == (f"Note: every variant and seed scores the same on squad_v1, stsb{why}. These tasks "
+                                     f"do not separate the variants at this scale, so claims 2 and 3 rest on the other "
+                                     f"tasks only.")  # fmt: skip
 
 
 def test_findings_md_without_flat_columns_has_no_note(tmp_path):
