@@ -254,6 +254,7 @@ def test_drop_ranks_and_what_the_report_says_beside_them(tmp_path):
 # output); "no answer" everywhere scores 100.
 
 import json  # noqa: E402
+import warnings  # noqa: E402
 
 from sparsebert.io import UserError  # noqa: E402
 from sparsebert.metrics import task_metrics  # noqa: E402
@@ -378,7 +379,9 @@ PROXY_NOTE = ("**PROXY TASKS.** Every task here is a proxy derived from the embe
 
 
 def test_write_tables_metrics_json(tmp_path):
-    summary = write_tables(tiny_tree(tmp_path), tmp_path / "tables")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # longformer has no val_mlm_acc: no "mean of empty slice"
+        summary = write_tables(tiny_tree(tmp_path), tmp_path / "tables")
     assert json.loads((tmp_path / "tables/metrics.json").read_text()) == summary
     assert {k: summary[k] for k in ("scale", "proxy", "seeds", "interval")} == {
         "scale": "hand-made", "proxy": True, "seeds": [0, 1],
@@ -523,6 +526,7 @@ def test_build_table_inserts_half_widths_and_uses_the_given_average():
                                    "avg_pm"]  # fmt: skip
     assert table["avg"].tolist() == [1.0, 2.0] and table["avg_pm"].tolist() == [0.5, 0.25]
     assert table["squad_v1_em_pm"].tolist() == [3.0, 4.0]
+    assert build_table(frame.assign(sst2=[80.064, 90.0]), ["sst2"], True, False)["sst2"].tolist() == [80.06, 90.0]
     # No average column given: the mean of the non-exact-match columns; none: NaN.
     assert build_table(frame, ["sst2", "squad_v1_em"], True, False)["avg"].tolist() == [80.0, 90.0]
     assert build_table(frame, ["squad_v1_em"], True, False)["avg"].isna().all()
@@ -606,3 +610,10 @@ def test_diagonal_comparison_of_a_table_without_tasks_does_not_blame_the_variant
     assert other[-1] == "BERT vs BERT without diagonal: no task of this table in the config."
     glue = (tmp_path / "tables/glue.md").read_text().splitlines()
     assert glue[-1] == "| proxy_pair | 100.0 | 100.0 | +0.0 | [+0.0, +0.0] |"
+
+
+def test_collect_of_one_variant_and_one_seed(tmp_path):
+    """The smallest run: one (variant, seed); the best constant label (1, 2 of 4) scores 50 %."""
+    p = tiny_tree(tmp_path, tasks=("proxy_pair",), seeds=(0,), predictions={"dense": TREE_PREDICTIONS["dense"]})
+    scores, _ = collect(p)
+    assert scores.points.tolist() == [[[100.0]]] and scores.baseline_points.tolist() == [50.0]
