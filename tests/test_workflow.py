@@ -264,7 +264,7 @@ def test_dvc_push_then_pull_into_a_fresh_clone_leaves_nothing_to_do(smoke, tmp_p
     assert not (clone / "results").exists() and not (clone / "data").exists()  # git brought no outputs
     sh("dvc", "pull", cwd=clone)
     for rel in (f"{R}/tables/glue.csv", f"{R}/pretrain/dense/seed0/model/model.safetensors",
-                f"{D}/examples/dataset_dict.json", f"{R}/figures/masks.png"):  # fmt: skip
+                f"{D}/examples/stats.json", f"{D}/examples/shard-00001/train.arrow", f"{R}/figures/masks.png"):  # fmt: skip
         assert (clone / rel).read_bytes() == (smoke / rel).read_bytes(), rel
     sh("snakemake", "--cores", "1", "--touch", "--configfile", "config/smoke.yaml", cwd=clone)
     assert "Nothing to be done" in sh("snakemake", "-n", "--configfile", "config/smoke.yaml", cwd=clone)
@@ -318,7 +318,7 @@ def test_seeds_fan_out_every_pretraining_and_finetuning(tmp_path):
     out = r.stdout + r.stderr
     tasks = SMOKE["tasks"]["names"]
     assert job_counts(out) | {} == {
-        "corpus": 1, "tokenizer": 1, "examples": 1, "proxy_tasks": 1,
+        "corpus_shard": 2, "corpus": 1, "tokenizer": 1, "examples_shard": 2, "examples": 1, "proxy_tasks": 1,
         "pretrain": len(SMOKE["masks"]) * 2, "dam_search": len(SMOKE_DAM_RUNS) * 2,
         "pretrain_learned": len(SMOKE_RETRAINS) * 2, "finetune": len(SMOKE_VARIANTS) * 2 * len(tasks),
         "tables": 1, "figures": 1, "findings": 1, "all": 1}  # fmt: skip
