@@ -238,8 +238,9 @@ def create_examples(documents: list[list[np.ndarray]], vocab: Vocab, params: dic
 # streams, written one dupe pass at a time and memory-mapped when read) and its stats.json. A row stores only
 # what cannot be derived, in the narrowest type: the unpadded input ids (uint16 for a vocabulary of up to
 # 65,536, as BERT's 30,522), where segment B starts (token types follow), the masked positions and their ids
-# (the attention mask and all padding follow from the lengths). At seq 128 that is about 0.3 kB a row instead
-# of 1.7 kB for the padded int32 columns that `create_examples` returns and `Examples` gives back.
+# (the attention mask and all padding follow from the lengths). Measured on the default run (seq 128, 20
+# predictions): 330 bytes a row on disk, against 1,704 for the padded int32 columns that `create_examples`
+# returns and `Examples` gives back.
 
 SHARD_FILES = {split: f"{split}.arrow" for split in SPLITS}
 
