@@ -8,8 +8,8 @@ every shard has the same number of words (by default 6.25M, near paper.yaml's 3.
 peak memory must be the same at both sizes (a job that holds more than its shard shows as a 4x/1x ratio above 1).
 
 Every shard job is its own `python -m sparsebert ...` process, as in the pipeline (one thread each), at most
---parallel at a time (2 on our 2-core machine). Per job: wall time, CPU time and peak RSS, all from
-os.wait4 on the child (ru_maxrss: the child's high-water mark, KiB on Linux). The examples use paper.yaml's
+--parallel at a time (2 on our 2-core machine). Per job: wall time, CPU time (os.wait4 on the child) and
+peak RSS (the job's own VmHWM, see REPORT_PEAK). The examples use paper.yaml's
 params and a WordPiece tokenizer with BERT's 30,522-token vocabulary size trained on the 1x corpus
 (bert-base-uncased, the paper's, cannot be downloaded here; only its size matters for the speed).
 
@@ -82,7 +82,7 @@ def run_jobs(jobs: list[tuple[str, list[str]]], parallel: int, logs: Path) -> di
             with open(logs / f"{name}.log", "w") as log:
                 p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=ENV)
             running[p.pid] = (name, p, time.perf_counter())
-        pid, status, usage = os.wait4(-1, 0)  # any child: its own rusage, unlike getrusage(RUSAGE_CHILDREN)
+        pid, status, usage = os.wait4(-1, 0)  # any child: its own CPU time, unlike getrusage(RUSAGE_CHILDREN)
         if pid not in running:
             continue
         name, p, start = running.pop(pid)
@@ -91,13 +91,27 @@ def run_jobs(jobs: list[tuple[str, list[str]]], parallel: int, logs: Path) -> di
             tail = (logs / f"{name}.log").read_text()[-3000:]
             raise RuntimeError(f"job {name} failed ({p.returncode}): {' '.join(p.args)}\n{tail}")
         measured[name] = {"wall_s": time.perf_counter() - start, "cpu_s": usage.ru_utime + usage.ru_stime,
-                          "peak_rss_mib": usage.ru_maxrss / 1024}
+                          "peak_rss_mib": reported_peak_mib(logs / f"{name}.log")}
         print(f"  {name}: {measured[name]['wall_s']:.0f} s, {measured[name]['peak_rss_mib']:.0f} MiB", flush=True)
     return measured
 
 
+# Each job reports its own high-water mark (VmHWM: per address space, so it starts afresh at exec). The ru_maxrss
+# that wait4 gives would include the RSS of this process, which the job was forked from (measured: a corpus
+# job's 47 MiB by wait4 was this script's 46 MiB; by VmHWM the job itself peaks lower).
+REPORT_PEAK = ("import atexit, runpy, sys\n"
+               "atexit.register(lambda: print('VmHWM', next(l.split()[1] for l in open('/proc/self/status')"
+               " if l.startswith('VmHWM')), file=sys.stderr))\n"
+               "sys.argv[0] = 'sparsebert'\n"
+               "runpy.run_module('sparsebert', run_name='__main__')")
+
+
 def sparsebert(*args: str) -> list[str]:
-    return [sys.executable, "-m", "sparsebert", *args]
+    return [sys.executable, "-c", REPORT_PEAK, *args]
+
+
+def reported_peak_mib(log: Path) -> float:
+    return int(log.read_text().rsplit("VmHWM", 1)[1].split()[0]) / 1024
 
 
 def prepare(root: Path, shards: int, tokenizer: Path | None, vocab_size: int, parallel: int) -> dict:

@@ -73,7 +73,9 @@ rule examples_shard:
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m sparsebert examples --corpus {params.corpus} --tokenizer {input.tokenizer} --shard {wildcards.shard}"
+        # RAYON_NUM_THREADS: the HF tokenizer's own thread pool, else it takes every core of the node.
+        "RAYON_NUM_THREADS={threads} python -m sparsebert examples --corpus {params.corpus} --tokenizer {input.tokenizer}"
+        " --shard {wildcards.shard}"
         " --params {params.examples:q} --out {params.out} > {log} 2>&1"
 
 
