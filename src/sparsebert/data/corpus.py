@@ -518,15 +518,20 @@ def build_shard(params: dict, out: str | os.PathLike, index: int, threads: int |
     return stats
 
 
+def require_built(step: str, markers: list[Path], command: str) -> None:
+    """A merge needs every shard: name the missing ones (the first five) and how to build them."""
+    missing = [str(m) for m in markers if not m.is_file()]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise UserError(f"{step} shard(s) not built yet: {', '.join(missing[:5])}{more} (run `{command}`)")
+
+
 def merge_shards(params: dict, out: str | os.PathLike) -> dict:
     """stats.json from the shards' counts: per source and per shard (read_corpus checks each shard by them)."""
     params = recipes.fill("corpus", params)
     out = Path(out)
     names = [Shard(i, params["shards"]).name for i in range(params["shards"])]
-    missing = [f"{out / name}.json" for name in names if not (out / f"{name}.json").is_file()]
-    if missing:
-        raise UserError(f"corpus shard(s) not built yet: {', '.join(missing[:5])}"
-                        + (f" and {len(missing) - 5} more" if len(missing) > 5 else "") + " (run `sparsebert corpus --shard K`)")
+    require_built("corpus", [out / f"{name}.json" for name in names], "sparsebert corpus --shard K")
     sources: dict[str, dict[str, int]] = {}
     shards = {}
     for name in names:

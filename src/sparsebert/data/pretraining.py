@@ -39,7 +39,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from sparsebert import recipes
-from sparsebert.data.corpus import corpus_shards, read_corpus, text_hash
+from sparsebert.data.corpus import corpus_shards, read_corpus, require_built, text_hash
 from sparsebert.data.tokenizer import load_tokenizer
 from sparsebert.io import UserError, atomic_dir, atomic_write_json, load_params
 
@@ -253,6 +253,12 @@ def position_type(seq_len: int):
     return np.uint16 if seq_len <= 2**16 else np.uint32
 
 
+def storage_format(params: dict, pad_id: int, ids) -> dict:
+    """What a reader needs to rebuild the padded columns; every shard of one output must agree on it."""
+    return {"seq_len": params["max_seq_length"], "max_predictions": params["max_predictions_per_seq"],
+            "pad_id": pad_id, "ids": np.dtype(ids).name}
+
+
 def _lists(values: np.ndarray, lengths: np.ndarray) -> pa.ListArray:
     offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
@@ -318,8 +324,7 @@ def build_shard(corpus: str | os.PathLike, shard: str, tokenizer_dir: str | os.P
         by_split[split_of(document, params["validation_fraction"], params["seed"])].append(document)
     index = int(Path(shard).stem.rsplit("-", 1)[-1])
     name = Path(shard).stem
-    stats: dict = {"format": {"seq_len": params["max_seq_length"], "max_predictions": params["max_predictions_per_seq"],
-                              "pad_id": vocab.pad_id, "ids": np.dtype(ids).name}}
+    stats: dict = {"format": storage_format(params, vocab.pad_id, ids)}
     with atomic_dir(Path(out) / name) as tmp:
         for split in SPLITS:
             documents = tokenize_documents(by_split.pop(split), tokenizer)
@@ -356,8 +361,7 @@ def write_examples(out: str | os.PathLike, splits: dict[str, dict[str, np.ndarra
     params = check_params({"max_seq_length": splits["train"]["input_ids"].shape[1],
                            "max_predictions_per_seq": splits["train"]["masked_lm_ids"].shape[1], **(params or {})})
     ids, positions = id_type(vocab_size), position_type(params["max_seq_length"])
-    stats: dict = {"format": {"seq_len": params["max_seq_length"], "max_predictions": params["max_predictions_per_seq"],
-                              "pad_id": pad_id, "ids": np.dtype(ids).name}}
+    stats: dict = {"format": storage_format(params, pad_id, ids)}
     with atomic_dir(out) as tmp:
         (tmp / "shard-00000").mkdir()
         for split in SPLITS:
@@ -377,10 +381,7 @@ def merge_shards(out: str | os.PathLike, names: list[str], params: dict) -> dict
     """out/stats.json: the shards (one per corpus shard, each checked present and alike) and their totals."""
     params = check_params(params)
     out = Path(out)
-    missing = [str(out / n) for n in names if not (out / n / "stats.json").is_file()]
-    if missing:
-        raise UserError(f"examples shard(s) not built yet: {', '.join(missing[:5])}"
-                        + (f" and {len(missing) - 5} more" if len(missing) > 5 else "") + " (run `sparsebert examples --shard`)")
+    require_built("examples", [out / n / "stats.json" for n in names], "sparsebert examples --shard")
     stats: dict = {"shards": names, "format": None, **{split: {} for split in SPLITS}}
     for name in names:
         shard = json.loads((out / name / "stats.json").read_text())
