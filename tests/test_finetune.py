@@ -121,6 +121,52 @@ def test_bad_inputs(assets, tmp_path, capsys):
         assert not (tmp_path / d).exists()
 
 
+def test_several_tasks_in_one_process_equal_a_process_each(assets, tmp_path):
+    """`--tasks` (the per_model jobs of the CPU default) must compute exactly what one call per task computes:
+    each task re-seeded, its data and head loaded afresh, nothing carried over from the task before it."""
+    from sparsebert.cli import main
+
+    tasks = {"stsb": {"epochs": 1}, "squad_v2": {}, "cola": {"lr": 2e-3}}  # regression, span, classification
+    for task, recipe in tasks.items():
+        assert run_finetune(assets, task, tmp_path / "apart" / task, recipe) == 0
+    entries = {task: {"source": {"path": str(assets["sources"][task])}, "params": {**RECIPE, **recipe}}
+               for task, recipe in tasks.items()}
+    main(["finetune", "--model", str(assets["model"]), "--tokenizer", str(assets["tokenizer"]),
+          "--tasks", json.dumps(entries), "--out", str(tmp_path / "together"), "--state-dir", str(tmp_path / "st")])
+    for task in tasks:
+        for name in ("metrics.json", "predictions.json", "log.jsonl"):
+            apart = (tmp_path / "apart" / task / name).read_text()
+            together = (tmp_path / "together" / task / name).read_text()
+            if name == "log.jsonl":  # wall-clock seconds differ, nothing else may
+                apart, together = ([{k: v for k, v in json.loads(line).items() if k != "seconds"}
+                                    for line in text.splitlines()] for text in (apart, together))
+            assert apart == together, (task, name)
+        assert (tmp_path / "st" / task).is_dir()  # each task its own resumable state
+
+
+def test_bad_tasks_argument_stops_before_anything_trains(assets, tmp_path, capsys):
+    from sparsebert.cli import main
+
+    good = {"source": {"path": str(assets["sources"]["cola"])}, "params": RECIPE}
+    cases = [
+        ({"cola": good, "not_a_task": good}, "unknown task 'not_a_task'"),
+        ({"cola": good, "sst2": {"source": {}}}, "--tasks: sst2: expected"),
+        ({"cola": good, "mrpc": {**good, "params": {"epochz": 1}}}, "epochz"),
+        ({}, "--tasks names no task"),
+    ]
+    for i, (entries, message) in enumerate(cases):
+        out = tmp_path / f"case{i}"
+        with pytest.raises(SystemExit) as stop:
+            main(["finetune", "--model", str(assets["model"]), "--tokenizer", str(assets["tokenizer"]),
+                  "--tasks", json.dumps(entries), "--out", str(out)])
+        assert stop.value.code == 2 and message in capsys.readouterr().err, message
+        assert not out.exists() and not (tmp_path / f"case{i}.state").exists()  # cola never started
+    with pytest.raises(SystemExit):
+        main(["finetune", "--model", str(assets["model"]), "--tokenizer", str(assets["tokenizer"]),
+              "--tasks", json.dumps({"cola": good}), "--params", "{}", "--out", str(tmp_path / "mixed")])
+    assert "give neither --task-source nor --params" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------ DAM protocol
 
 

@@ -29,14 +29,38 @@ LOSS_TOLERANCE = 0.05
 
 
 def test_auto_resolves_by_cpu_flags_and_says_why():
-    amx = precision.resolve("auto", "cpu", flags=frozenset({"avx512f", "amx_tile", "amx_bf16"}))
+    amx = precision.resolve("auto", "cpu", flags=frozenset({"avx512f", "amx_tile", "amx_bf16"}), environ={})
     assert amx.dtype == torch.bfloat16 and amx.name == "bf16" and "amx_bf16" in amx.reason
-    zen4 = precision.resolve("auto", "cpu", flags=frozenset({"avx512f", "avx512_bf16"}))
+    zen4 = precision.resolve("auto", "cpu", flags=frozenset({"avx512f", "avx512_bf16"}), environ={})
     assert zen4.name == "bf16" and "avx512_bf16" in zen4.line
     old = precision.resolve("auto", "cpu", flags=frozenset({"avx2", "fma"}))
     assert old.dtype == torch.float32 and "emulated" in old.reason
     assert old.record() == {"precision": "fp32", "precision_requested": "auto", "precision_reason": old.reason}
     assert isinstance(old.autocast(), type(precision.resolve("fp32", "cpu").autocast()))  # nullcontext
+
+
+@pytest.mark.parametrize("environ, capped", [
+    ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "ONEDNN_MAX_CPU_ISA=AVX2"),
+    ({"ONEDNN_MAX_CPU_ISA": "avx512_core"}, "ONEDNN_MAX_CPU_ISA=AVX512_CORE"),  # AVX-512 without its bf16
+    ({"DNNL_MAX_CPU_ISA": "AVX2_VNNI"}, "ONEDNN_MAX_CPU_ISA=AVX2_VNNI"),  # oneDNN's older name of the variable
+    ({"ATEN_CPU_CAPABILITY": "avx2"}, "ATEN_CPU_CAPABILITY=avx2"),
+    ({"ATEN_CPU_CAPABILITY": "default"}, "ATEN_CPU_CAPABILITY=default"),
+    ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, None),
+    ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX", "ATEN_CPU_CAPABILITY": "avx512"}, None),
+    ({"ONEDNN_MAX_CPU_ISA": "ALL"}, None),
+])
+def test_an_isa_cap_in_the_environment_turns_auto_to_fp32(environ, capped):
+    """ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY below bf16 make bf16 emulated even on a CPU that has it (how an
+    AVX2-only machine is approximated on a newer one): auto must pick fp32 there, and say which variable."""
+    zen4 = frozenset({"avx512f", "avx512_bf16"})
+    p = precision.resolve("auto", "cpu", flags=zen4, environ=environ)
+    assert precision.isa_cap(environ) == capped
+    if capped:
+        assert p.name == "fp32" and capped in p.line and "emulated" in p.line
+        assert precision.cpu_bf16_flags(zen4, environ) == []
+    else:
+        assert p.name == ("bf16" if torch.backends.mkldnn.is_available() else "fp32")
+        assert precision.cpu_bf16_flags(zen4, environ) == ["avx512_bf16"]
 
 
 def test_explicit_choices_are_honoured():

@@ -9,6 +9,13 @@ fine-tuning, as in the paper. A DAM-search model is fine-tuned as the official c
 weights), with its binarized mask fixed (`--mask-file`). Inputs longer than the pretraining length extend
 the mask (`SparseBertModel.extend_mask`). Writes metrics.json (official metric names, every eval split),
 predictions.json and log.jsonl under --out; resumable state under --state-dir.
+
+    python -m sparsebert finetune --model results/pretrain/star/model --tokenizer data/tokenizer \
+        --tasks '{"sst2": {"source": {"hub": true}, "params": {...}}, "mrpc": {...}}' --out results/finetune/star
+
+fine-tunes several tasks of one pretrained model in turn, in one process (OUT/<task>, STATE_DIR/<task>): the
+start-up (imports, tokenizer, model loading: about 5 s of a 14 s proxy job) is paid once per model instead of
+once per task. Each task is seeded and loaded afresh, so its outputs equal those of its own process (tested).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -55,9 +63,12 @@ TARGETS = {"span": ["start_positions", "end_positions"]}  # every other kind: ["
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, required=True, help="pretrained model dir (save_pretrained)")
     parser.add_argument("--tokenizer", type=Path, required=True)
-    parser.add_argument("--task", required=True, help="task name from the registry (sparsebert.data.tasks)")
-    parser.add_argument("--task-source", required=True, help='{"hub": true} or {"path": DIR}')
-    parser.add_argument("--params", default=None, help="fine-tuning recipe (JSON/YAML mapping or file)")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--task", help="task name from the registry (sparsebert.data.tasks)")
+    which.add_argument("--tasks", help='several tasks in one process: {task: {"source": ..., "params": ...}} '
+                                       "(JSON/YAML mapping or file); each writes OUT/<task>, STATE_DIR/<task>")
+    parser.add_argument("--task-source", help='with --task: {"hub": true} or {"path": DIR}')
+    parser.add_argument("--params", default=None, help="with --task: fine-tuning recipe (JSON/YAML mapping or file)")
     parser.add_argument("--mask-file", type=Path, default=None,
                         help="with a DAM-search model: its binarized mask, fixed while fine-tuning")
     parser.add_argument("--out", type=Path, required=True)
@@ -65,9 +76,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    params = recipes.fill("finetune", load_params(args.params))
-    finetune(args.model, args.tokenizer, args.task, load_params(args.task_source), params, args.out,
-             args.state_dir or args.out.with_name(args.out.name + ".state"), mask_file=args.mask_file)
+    for task, source, params, out, state in task_jobs(args):
+        finetune(args.model, args.tokenizer, task, source, params, out, state, mask_file=args.mask_file)
+
+
+def task_jobs(args: argparse.Namespace) -> list[tuple[str, dict, dict, Path, Path]]:
+    """(task, source, filled recipe, out dir, state dir) of every task the call fine-tunes, all checked before
+    the first one trains: a bad entry stops the job before it has written anything."""
+    state_root = args.state_dir or args.out.with_name(args.out.name + ".state")
+    if args.task is not None:
+        if args.task_source is None:
+            raise UserError("--task needs --task-source")
+        get_task(args.task)
+        return [(args.task, load_params(args.task_source), recipes.fill("finetune", load_params(args.params)),
+                 args.out, state_root)]
+    if args.task_source is not None or args.params is not None:
+        raise UserError("--tasks carries each task's source and params: give neither --task-source nor --params")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("--tasks runs its tasks one after the other in one process; under torchrun give one --task")
+    jobs = []
+    for task, entry in load_params(args.tasks).items():
+        get_task(task)
+        if not isinstance(entry, dict) or set(entry) != {"source", "params"}:
+            raise UserError(f"--tasks: {task}: expected {{\"source\": ..., \"params\": ...}}, got {entry!r}")
+        jobs.append((task, entry["source"], recipes.fill("finetune", entry["params"]), args.out / task,
+                     state_root / task))
+    if not jobs:
+        raise UserError("--tasks names no task")
+    return jobs
 
 
 def load_pretrained(model_dir: Path, spec, mask_file: Path | None = None) -> torch.nn.Module:

@@ -8,7 +8,10 @@ run in bf16. No loss scaling is needed (bf16 has fp32's exponent range).
 - a CUDA GPU with bf16 support (Ampere or later): bf16;
 - a CPU with bf16 instructions (`amx_bf16` or `avx512_bf16` among its flags, e.g. Xeon Sapphire Rapids and
   later, AMD Zen 4 and later) and a oneDNN-enabled torch: bf16 (measured in benchmarks/mfu.py: 1.3-2.1x fp32);
-- any other CPU: fp32, because bf16 there is emulated in software and slower than fp32.
+- any other CPU: fp32, because bf16 there is emulated in software and slower than fp32;
+- a CPU whose instruction set the environment caps below bf16 (`ONEDNN_MAX_CPU_ISA` under AVX512_CORE_BF16,
+  or `ATEN_CPU_CAPABILITY` avx2/default, e.g. to approximate an AVX2-only machine on a newer one): fp32, since
+  oneDNN and ATen then emulate bf16 just as on the older CPU.
 An explicit `bf16` is honoured everywhere (the line says where it is emulated); `fp32` never autocasts.
 
 The decision is one line (`Precision.line`) that the training log prints and summary.json / metrics.json
@@ -17,7 +20,9 @@ record (`Precision.record()`), so a run says what arithmetic produced its number
 
 from __future__ import annotations
 
+import os
 import platform
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
@@ -45,9 +50,30 @@ def cpu_flags() -> frozenset[str]:
     return frozenset(flag for flag, fn in probes.items() if getattr(torch.cpu, fn, lambda: False)())
 
 
-def cpu_bf16_flags(flags: frozenset[str] | None = None) -> list[str]:
-    """The bf16 instruction-set flags this CPU has (empty: bf16 would be emulated)."""
+# oneDNN's ISA names (ONEDNN_MAX_CPU_ISA) from which bf16 dot products are native; any other named cap is older.
+ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX10_1_512_AMX", "AVX512_CORE_AMX",
+                    "AVX10_1_512_AMX_FP16", "AVX512_CORE_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2")
+ATEN_CAPPED = ("default", "avx2")  # ATEN_CPU_CAPABILITY values that leave out AVX-512's bf16 kernels
+
+
+def isa_cap(environ: Mapping[str, str] | None = None) -> str | None:
+    """The environment variable that caps this process's instruction set below native bf16, as `NAME=value`
+    (None: no such cap). oneDNN and ATen read them when torch loads, so they hold for the whole process."""
+    environ = os.environ if environ is None else environ
+    onednn = environ.get("ONEDNN_MAX_CPU_ISA", environ.get("DNNL_MAX_CPU_ISA", "")).strip().upper()
+    if onednn and onednn not in ("ALL", "DEFAULT") and onednn not in ONEDNN_BF16_ISAS:
+        return f"ONEDNN_MAX_CPU_ISA={onednn}"
+    aten = environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    if aten in ATEN_CAPPED:
+        return f"ATEN_CPU_CAPABILITY={aten}"
+    return None
+
+
+def cpu_bf16_flags(flags: frozenset[str] | None = None, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The bf16 instruction-set flags this CPU has and this process may use (empty: bf16 would be emulated)."""
     flags = cpu_flags() if flags is None else flags
+    if isa_cap(environ):
+        return []
     return [f for f in BF16_CPU_FLAGS if f in flags]
 
 
@@ -78,8 +104,10 @@ class Precision:
         return {"precision": self.name, "precision_requested": self.requested, "precision_reason": self.reason}
 
 
-def resolve(requested: str, device: torch.device | str, flags: frozenset[str] | None = None) -> Precision:
-    """`auto | fp32 | bf16` on `device` -> Precision. `flags` overrides the CPU's flags (tests)."""
+def resolve(requested: str, device: torch.device | str, flags: frozenset[str] | None = None,
+            environ: Mapping[str, str] | None = None) -> Precision:
+    """`auto | fp32 | bf16` on `device` -> Precision. `flags` and `environ` override the CPU's flags and the
+    process environment (tests)."""
     if requested not in PRECISIONS:
         raise UserError(f"unknown precision {requested!r}; valid: {', '.join(PRECISIONS)}")
     device_type = torch.device(device).type
@@ -89,11 +117,13 @@ def resolve(requested: str, device: torch.device | str, flags: frozenset[str] | 
         fast = torch.cuda.is_bf16_supported(including_emulation=False)
         why = "this GPU computes bf16 natively" if fast else "this GPU has no native bf16 (pre-Ampere)"
     elif device_type == "cpu":
-        have = cpu_bf16_flags(flags)
+        have, cap = cpu_bf16_flags(flags, environ), isa_cap(environ)
         onednn = torch.backends.mkldnn.is_available()
         fast = bool(have) and onednn
         if fast:
             why = f"CPU flags {' '.join(have)}"
+        elif cap:
+            why = f"{cap} caps the instruction set below native bf16: bf16 would be emulated, slower than fp32"
         elif not have:
             why = (f"this CPU ({platform.machine()}) has none of the flags {' '.join(BF16_CPU_FLAGS)}: bf16 would be "
                    f"emulated, slower than fp32")
