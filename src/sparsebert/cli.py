@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from sparsebert import allocator
 from sparsebert.io import UserError
 
 # subcommand -> (module, one-line help)
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sub_parser.parse_args(argv[1:])
     _inject_fault(known.command)
     _dump_stacks_when_stuck()
+    allocator.reuse_freed_memory()  # every step's activations stay mapped (see allocator.py)
     try:
         module.run(args)
     except UserError as e:
