@@ -13,8 +13,8 @@ from sparsebert import allocator
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt thresholds are glibc's")
 
-# Ten training steps of a small MLP at the CPU default's activation sizes (2,048 tokens x 512: 4 MiB tensors);
-# prints the page faults of the steps after five more.
+# Thirty training steps of a small MLP at the CPU default's activation sizes (2,048 tokens x 512: 4 MiB tensors);
+# prints their page faults (after five warm-up steps).
 STEPS = """
 import resource, sys
 import torch
@@ -31,7 +31,7 @@ def step():
 for _ in range(5):
     step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(10):
+for _ in range(30):
     step()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
@@ -45,8 +45,9 @@ def page_faults(reuse: bool) -> int:
 
 def test_freed_blocks_are_reused_instead_of_faulted_in_again():
     default, reused = page_faults(False), page_faults(True)
-    assert default >= 5 * 1024  # 4 MiB tensors (1,024 pages each) faulted in again, step after step (10-17k seen)
-    assert reused < 200  # kept in the heap: a handful of faults in all
+    assert default >= 15 * 1024  # 4 MiB tensors (1,024 pages each) faulted in again, step after step (27-36k seen)
+    # Kept in the heap: no faults in most runs, at times one tensor's pages once (glibc trims the heap's top).
+    assert reused < default / 8
 
 
 def test_reports_false_where_the_c_library_is_not_glibc(monkeypatch):
