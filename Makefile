@@ -18,7 +18,10 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# First a few seconds of measurement: how long the DAG takes on this machine (sparsebert/estimate.py; a failed
+# estimate never stops the run).
 demo: install
+	-$(BIN)/python -m sparsebert estimate
 	snakemake --cores all
 
 smoke: install

@@ -106,8 +106,8 @@ def matmul_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 7) -> float:
     return 2 * n**3 / t
 
 
-def shape_rows(quick: bool) -> list[dict]:
-    precs = {"fp32": precision.resolve("fp32", "cpu"), "bf16": precision.resolve("bf16", "cpu")}
+def shape_rows(quick: bool, names: tuple[str, ...] = ("fp32", "bf16")) -> list[dict]:
+    precs = {name: precision.resolve(name, "cpu") for name in names}
     peaks = {name: matmul_peak(p.dtype) for name, p in precs.items()}
     rows = []
     for i, (label, (model, B, T, P)) in enumerate(SHAPES.items()):
@@ -236,12 +236,17 @@ def main(quick: bool = False) -> str:
         counted, analytic = counted_flops(model, 4, T, P), step_flops(model, 4, T, P)
         if abs(counted / analytic - 1) > 1e-9:
             raise AssertionError(f"analytic FLOPs {analytic:.0f} != torch's count {counted} at the default shape")
-        rows = shape_rows(quick)
-        _, curve = loss_curves(quick)
+        # Where bf16 is emulated (no avx512_bf16/AMX, or an ISA cap) a bf16 step is several times slower than
+        # fp32 and the default recipe's bf16 training would take most of `make bench`: fp32 only, and say why.
+        auto = precision.resolve("auto", "cpu")
+        native = auto.name == "bf16"
+        rows = shape_rows(quick, ("fp32", "bf16") if native else ("fp32",))
+        curve = loss_curves(quick)[1] if native else (
+            f"bf16 skipped on this CPU (`precision: auto` gives fp32: {auto.reason}): the bf16 rows and the bf16 vs "
+            f"fp32 loss curve of the default recipe need native bf16; fp32 alone is what the pipeline runs here.")
     finally:
         torch.set_num_threads(THREADS)
     write_csv(rows, OUT / "mfu.csv")
-    auto = precision.resolve("auto", "cpu")
     have = precision.cpu_bf16_flags()
     return "\n\n".join([
         f"### Model FLOP utilisation, one pretraining step (forward, backward, AdamW), fp32 vs bf16 autocast, "

@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "figures": ("sparsebert.figures", "the paper's figures: masks, importance analysis, score vs sparsity, losses"),
     "finetune": ("sparsebert.finetune", "fine-tune a pretrained variant on a GLUE/SQuAD/SWAG/proxy task"),
     "proxy-tasks": ("sparsebert.data.proxy", "build the PROXY downstream tasks from the corpus (original file formats + cards)"),
+    "estimate": ("sparsebert.estimate", "how long a run takes on this machine: its step timed here vs a measured run"),
 }
 
 
