@@ -307,3 +307,51 @@ def test_accumulated_gradients_are_the_whole_batch_gradient():
     loss = training.accumulate_gradients(lin, training.Dist(), list(torch.arange(12).split(3)), loss_of, nullcontext)
     assert torch.allclose(lin.weight.grad, expected, atol=1e-6)
     assert loss.item() == pytest.approx(loss_of(torch.arange(12)).item(), rel=1e-6)
+
+
+def test_compile_that_fails_falls_back_to_eager_with_one_line(tiny_pretraining_data, tmp_path, monkeypatch, caplog):
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no working C++ compiler\ndetails")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    recipe = {"max_steps": 3, "compile": True}
+    with caplog.at_level("INFO"):
+        summary = train_in_process(tiny_pretraining_data, tmp_path / "fallback", recipe)
+    warned = [r.message for r in caplog.records if "torch.compile" in r.message]
+    assert warned == ["torch.compile failed (RuntimeError: no working C++ compiler): training the model eagerly"]
+    assert summary["model_run"] == "eager (compile failed)" and np.isfinite(summary["final_train_loss"])
+    eager = train_in_process(tiny_pretraining_data, tmp_path / "eager", {"max_steps": 3})
+    assert all(torch.equal(a, b) for a, b in zip(weights(tmp_path / "fallback").values(),
+                                                 weights(tmp_path / "eager").values()))
+
+
+def test_compile_failing_at_its_first_call_falls_back_once(caplog):
+    """torch.compile is lazy: most failures come at the first call. That call is rerun eagerly, once."""
+    from sparsebert.compilation import CompiledOrEager
+
+    calls = []
+
+    def lazily_broken(model):
+        def first_call(*a):
+            calls.append("compiled")
+            raise RuntimeError("inductor: unsupported operator")
+        return first_call
+
+    eager = lambda x: (calls.append("eager"), x + 1)[1]  # noqa: E731
+    with pytest.MonkeyPatch.context() as mp, caplog.at_level("WARNING"):
+        mp.setattr(torch, "compile", lazily_broken)
+        run = CompiledOrEager(eager, enabled=True)
+        assert run.mode == "compiled"
+        assert run(1) == 2 and run(2) == 3
+    assert calls == ["compiled", "eager", "eager"] and run.mode == "eager (compile failed)"
+    assert len([r for r in caplog.records if "torch.compile failed" in r.message]) == 1
+
+
+@pytest.mark.slow  # ~30 s on 2 cores: inductor compiles the model's C++ kernels
+def test_compiled_pretraining_trains_with_a_finite_loss(tiny_pretraining_data, tmp_path):
+    """torch.compile for real on the CPU (inductor + the C compiler): the loss is finite and close to eager's."""
+    summary = train_in_process(tiny_pretraining_data, tmp_path / "compiled", {"max_steps": 4, "compile": True,
+                                                                              "log_every": 4})
+    assert summary["model_run"] == "compiled" and np.isfinite(summary["final_train_loss"])
+    eager = train_in_process(tiny_pretraining_data, tmp_path / "eager", {"max_steps": 4, "log_every": 4})
+    assert summary["final_train_loss"] == pytest.approx(eager["final_train_loss"], rel=1e-3)
