@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "figures": ("sparsebert.figures", "the paper's figures: masks, importance analysis, score vs sparsity, losses"),
     "finetune": ("sparsebert.finetune", "fine-tune a pretrained variant on a GLUE/SQuAD/SWAG/proxy task"),
     "proxy-tasks": ("sparsebert.data.proxy", "build the PROXY downstream tasks from the corpus (original file formats + cards)"),
+    "plan": ("sparsebert.plan", "cost plan of a config: per rule jobs, FLOPs, GPU-hours (measured MFU), wall time, disk"),
 }
 
 
