@@ -57,7 +57,7 @@ def test_paper_plan_pretrain_row_by_hand(capsys):
     cells = row(out, "pretrain")
     assert cells[1:3] == ["9", "8"]
     assert float(cells[3].replace(",", "")) == pytest.approx(flops / 1e15, abs=0.5)
-    assert cells[4].startswith("14 % (pretrain, micro-batch 64, eager)")
+    assert cells[4] == "14 % (pretrain, micro-batch 64, eager (pretrain's: pretrain_loop not measured))"
     assert float(cells[5].replace(",", "")) == pytest.approx(gpu_hours, abs=0.5)  # ~723
     assert float(cells[6]) == pytest.approx(gpu_hours / 8, abs=0.05)  # 9 jobs one after another on 8 GPUs each
     assert "accumulation 128 on 8 GPU(s)" in cells[8]
@@ -71,7 +71,8 @@ def test_smoke_plan_counts_its_jobs(capsys):
     assert [row(out, r)[1] for r in ("corpus_shard", "examples_shard", "pretrain", "dam_search", "pretrain_learned")] \
         == ["2", "2", "6", "2", "2"]
     assert row(out, "finetune (proxy: proxy_single, proxy_qa)")[1] == str(5 * 2 * 2)
-    assert "pretrain_learned not measured" in row(out, "pretrain_learned")[4]  # the stand-in is named
+    assert "pretrain_loop not measured; measured at micro-batch 64, not 8" in row(out, "pretrain_learned")[4]
+    assert "finetune_proxy / pretrain_loop not measured" in row(out, "finetune (proxy: proxy_single, proxy_qa)")[4]
 
 
 def test_more_gpus_run_more_jobs_side_by_side(tmp_path, capsys):
@@ -83,9 +84,12 @@ def test_more_gpus_run_more_jobs_side_by_side(tmp_path, capsys):
 def test_mfu_is_taken_at_the_nearest_micro_batch_and_compile_setting():
     measured = json.loads((ROOT / "benchmarks" / "results" / "gpu_h200.json").read_text())
     entry, note = plan.pick_mfu(measured, "pretrain", 256, compiled=True)
-    assert entry["mfu"] == 0.44 and note == ""
+    assert entry["mfu"] == 0.44 and note == "pretrain's: pretrain_loop not measured"
     entry, note = plan.pick_mfu(measured, "pretrain", 200, compiled=False)
     assert entry["mfu"] == 0.33 and "not 200" in note
+    loop = {"job": "pretrain_loop", "micro_batch": 256, "compiled": True, "mfu": 0.5}
+    entry, note = plan.pick_mfu({**measured, "mfu": measured["mfu"] + [loop]}, "pretrain", 64, compiled=False)
+    assert entry is loop and note == "measured at micro-batch 256, not 64"  # the loop itself is preferred
 
 
 def test_missing_measurements_are_one_clear_error(tmp_path, capsys):

@@ -112,20 +112,26 @@ def load_measurements(path: Path) -> dict:
     return measured
 
 
+# Which measurements price a rule, best first: the training loop itself (`pretrain_loop`: data path, logging
+# and checkpoints included) over the bare forward+backward of the same model.
+MEASURED_AS = {"pretrain": ("pretrain_loop", "pretrain"), "pretrain_learned": ("pretrain_loop", "pretrain"),
+               "dam_search": ("dam_search", "pretrain_loop", "pretrain")}
+
+
 def pick_mfu(measured: dict, job: str, micro_batch: int, compiled: bool) -> tuple[dict, str]:
-    """The entry measured for `job` nearest to (micro_batch, compiled), and a note when it stands in for
-    another kind of job (none measured) or another micro-batch."""
-    stand_in = {"dam_search": "pretrain", "pretrain_learned": "pretrain"}.get(job, "pretrain")
-    entries = [e for e in measured["mfu"] if e["job"] == job]
-    note = ""
-    if not entries:
-        entries, note = [e for e in measured["mfu"] if e["job"] == stand_in], f"{stand_in}'s: {job} not measured"
-    if not entries:
-        raise UserError(f"the GPU measurements have no entry for {job} or {stand_in}")
+    """The entry of the first measured kind for `job` (MEASURED_AS; a fine-tuning family: its own kind, then
+    the pretraining step's), nearest to (micro_batch, compiled), and a note when it stands in for an
+    unmeasured kind or another micro-batch."""
+    kinds = MEASURED_AS.get(job, (job, "pretrain_loop", "pretrain"))
+    kind = next((k for k in kinds if any(e["job"] == k for e in measured["mfu"])), None)
+    if kind is None:
+        raise UserError(f"the GPU measurements have no entry for {job} (nor {', '.join(kinds[1:])})")
+    entries = [e for e in measured["mfu"] if e["job"] == kind]
+    notes = [] if kind == kinds[0] else [f"{kind}'s: {' / '.join(kinds[:kinds.index(kind)])} not measured"]
     best = min(entries, key=lambda e: (abs(math.log2(e["micro_batch"] / micro_batch)), e["compiled"] != compiled))
     if best["micro_batch"] != micro_batch:
-        note = "; ".join(filter(None, [note, f"measured at micro-batch {best['micro_batch']}, not {micro_batch}"]))
-    return best, note
+        notes.append(f"measured at micro-batch {best['micro_batch']}, not {micro_batch}")
+    return best, "; ".join(notes)
 
 
 # -------------------------------------------------------------------------------------------------------
