@@ -115,3 +115,50 @@ def test_mask_mods_match_dense_reference():
     h = torch.zeros((), dtype=torch.long)
     got = flex.keep_mask_mod(keep)(b, h, q, kv) & flex.key_padding_mask_mod(valid)(b, h, q, kv)
     assert torch.equal(got, keep & valid[:, None, :])
+
+
+# ------------------------------------------------------------------------------------------ API detection
+
+
+def create_block_mask_without_switch(mask_mod, B, H, Q_LEN, KV_LEN, device=None, BLOCK_SIZE=128):
+    """torch 2.11's create_block_mask: no `separate_full_blocks` (full blocks always separate)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    return create_block_mask(mask_mod, B, H, Q_LEN, KV_LEN, device=device, BLOCK_SIZE=BLOCK_SIZE)
+
+
+def test_api_is_detected_from_the_function_not_the_version():
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    assert flex.has_full_blocks_switch(create_block_mask)  # torch 2.13 here
+    assert not flex.has_full_blocks_switch(create_block_mask_without_switch)
+
+
+@pytest.mark.parametrize("name", ["dense", "bigbird", "star"])  # dense and bigbird: many full 16-blocks at T 70
+def test_block_mask_without_the_switch_keeps_padding_in_every_block(name, monkeypatch):
+    keep = masks.build_mask(name, T).unsqueeze(0)
+    with_switch = flex.structural_block_mask(keep)
+    monkeypatch.setattr(flex, "create_block_mask", create_block_mask_without_switch)
+    without = flex.structural_block_mask(keep)
+    assert without.full_kv_num_blocks is None  # mask_mod (hence the padding) runs in every kept block
+    assert torch.equal(without.kv_num_blocks, with_switch.kv_num_blocks)
+    assert torch.equal(without.to_dense(), with_switch.to_dense())
+    # attention against SDPA with the boolean mask (keep & real keys), the reference, on CPU
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, T, 8, generator=g) for _ in range(3))
+    _, am = batch()
+    allowed = keep.unsqueeze(0) & am.bool()[:, None, None, :]  # (B, 1, T, T)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    got = flex.attention(q, k, v, flex.with_padding(without, keep, am))
+    rows = allowed.any(-1).expand(-1, 2, -1)  # rows with no allowed key: sdpa NaN, flex 0 (unused)
+    assert (got - expected)[rows].abs().max() <= 1e-5
+
+
+def test_model_flex_path_runs_on_a_torch_without_the_switch(monkeypatch):
+    monkeypatch.setattr(flex, "create_block_mask", create_block_mask_without_switch)
+    m = model(attention_mask_type="dense", mask_seq_len=80).eval()  # all 16-blocks full but the last
+    ids, am = batch()
+    with torch.no_grad():
+        a, b = run(m, "sdpa", ids, am), run(m, "flex", ids, am)
+    assert m.fixed_mask.block_masks.builds == 1  # flex did run
+    assert (a - b)[am.bool()].abs().max() <= 1e-5

@@ -34,13 +34,14 @@ def reference_lamb(w, grads, lr, decay, b1=0.9, b2=0.999, eps=1e-6):
     return w
 
 
+@pytest.mark.parametrize("foreach", [False, True], ids=["per_tensor", "multi_tensor"])
 @pytest.mark.parametrize("decay", [0.0, 0.01])
-def test_lamb_matches_the_apex_algorithm(decay):
+def test_lamb_matches_the_apex_algorithm(decay, foreach):
     torch.manual_seed(0)
     w0 = torch.randn(7, dtype=torch.float64)
     grads = [torch.randn(7, dtype=torch.float64) for _ in range(5)]
     p = torch.nn.Parameter(w0.clone())
-    opt = Lamb([{"params": [p], "weight_decay": decay}], lr=0.05)
+    opt = Lamb([{"params": [p], "weight_decay": decay}], lr=0.05, foreach=foreach)
     for g in grads:
         p.grad = g.clone()
         opt.step()
@@ -200,3 +201,104 @@ def test_poly_warmup_given_in_steps_and_the_boundary_step():
 def test_lr_multiplier_default_schedule_is_linear():
     assert training.lr_multiplier(5, 100, 0.1) == pytest.approx(0.5)
     assert training.lr_multiplier(55, 100, 0.1) == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------------------------------ multi-tensor LAMB
+
+
+def mixed_model():
+    """Mixed shapes and groups: matrices (decayed), biases/LayerNorm (undecayed: plain Adam), one tensor of
+    zeros (||w|| = 0: r = 1), and one parameter that never gets a gradient (grad None: left alone)."""
+    torch.manual_seed(0)
+    m = torch.nn.ModuleDict({"a": torch.nn.Linear(7, 5), "b": torch.nn.Linear(5, 3), "ln": torch.nn.LayerNorm(3),
+                             "unused": torch.nn.Linear(2, 2)})
+    torch.nn.init.zeros_(m["b"].weight)
+    return m
+
+
+def lamb_groups(m):
+    return [{"params": [m["a"].weight, m["b"].weight, m["unused"].weight], "weight_decay": 0.01},
+            {"params": [m["a"].bias, m["b"].bias, m["ln"].weight, m["ln"].bias, m["unused"].bias],
+             "weight_decay": 0.0, "lr": 3e-2}]
+
+
+def lamb_run(foreach, steps=25, optimizer=None, model=None, start=0):
+    m = model or mixed_model()
+    opt = optimizer or Lamb(lamb_groups(m), lr=1e-2, foreach=foreach)
+    for step in range(start, start + steps):
+        g = torch.Generator().manual_seed(step)
+        x = torch.randn(9, 7, generator=g)
+        loss = m["ln"](m["b"](torch.tanh(m["a"](x)))).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if step % 4 == 3:  # now and then a tensor of a group has no gradient this step (it is skipped)
+            m["a"].bias.grad = None
+        opt.step()
+    return m, opt
+
+
+def test_multi_tensor_lamb_equals_the_per_tensor_reference_over_many_steps():
+    ref, _ = lamb_run(foreach=False)
+    fast, opt = lamb_run(foreach=True)
+    for (name, a), b in zip(ref.named_parameters(), fast.parameters()):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), name
+    assert torch.equal(fast["unused"].weight, mixed_model()["unused"].weight)  # grad None: untouched
+    assert opt.state[fast["a"].bias]["step"] == 25 - 6  # skipped on the 6 steps without a gradient
+    assert not torch.equal(fast["b"].weight, torch.zeros_like(fast["b"].weight))  # ||w|| = 0 moved (r = 1)
+
+
+def test_multi_tensor_lamb_keeps_the_trust_ratio_rules():
+    """The hand-checked rules of the reference, on the multi-tensor path: no-decay groups take Adam steps of
+    lr per element; a decayed group's steps are scaled by ||w|| / ||u||; a zero tensor takes r = 1."""
+    w0 = torch.full((16,), 1e-3 / 4)
+    for decay, expected in ((0.0, torch.full((16,), 6e-3)), (0.01, None)):
+        p = torch.nn.Parameter(w0.clone())
+        p.grad = torch.ones(16)
+        Lamb([{"params": [p], "weight_decay": decay}], lr=6e-3, foreach=True).step()
+        moved = (w0 - p.detach()).abs()
+        if expected is not None:
+            assert torch.allclose(moved, expected, rtol=1e-4)
+        else:  # u = 1/(1+eps) + 0.01 w per element, ||u|| ~ 4: step = lr * ||w|| / ||u|| * u ~ lr * 1e-3 / 4
+            assert moved.max() == pytest.approx(6e-3 * 1e-3 / 4, rel=1e-3)
+    zero = torch.nn.Parameter(torch.zeros(4))
+    zero.grad = torch.ones(4)
+    Lamb([{"params": [zero], "weight_decay": 0.01}], lr=0.1, foreach=True).step()
+    assert torch.allclose(zero.detach(), torch.full((4,), -0.1), rtol=1e-4)  # r = 1: a full Adam step
+
+
+def test_multi_tensor_lamb_resumes_from_its_state_dict_to_identical_weights():
+    whole, _ = lamb_run(foreach=True, steps=20)
+    half, opt = lamb_run(foreach=True, steps=10)
+    saved_model, saved_opt = {k: v.clone() for k, v in half.state_dict().items()}, opt.state_dict()
+    restored = mixed_model()
+    restored.load_state_dict(saved_model)
+    opt2 = Lamb(lamb_groups(restored), lr=1e-2, foreach=True)
+    opt2.load_state_dict(saved_opt)
+    resumed, _ = lamb_run(foreach=True, steps=10, optimizer=opt2, model=restored, start=10)
+    for (name, a), b in zip(whole.named_parameters(), resumed.parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_multi_tensor_lamb_reads_nothing_back_to_the_host(monkeypatch):
+    calls = []
+    for name in ("item", "__bool__", "__float__", "tolist", "cpu"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k: (calls.append(_n), _o(self, *a, **k))[1])
+    lamb_run(foreach=True, steps=3)
+    assert calls == []
+
+
+def test_pretraining_uses_the_multi_tensor_lamb():
+    opt = training.build_optimizer(dam_model("dam_s"), {"optimizer": "lamb", "lr": 1e-3})
+    assert isinstance(opt, Lamb) and all(g["foreach"] for g in opt.param_groups)
+
+
+@pytest.mark.parametrize("device, flag", [("cuda:0", {"fused": True}), ("cuda", {"fused": True}),
+                                          ("cpu", {"foreach": True})])
+def test_adamw_kernel_is_fused_on_cuda_and_foreach_on_cpu(device, flag):
+    assert training.adamw_kernel(torch.device(device)) == flag
+
+
+def test_finetuning_adamw_on_cpu_runs_foreach():
+    opt = training.build_optimizer(dam_model("dam_s"), {"optimizer": "adamw", "lr": 1e-3})
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["foreach"] is True and not opt.defaults["fused"]

@@ -210,3 +210,148 @@ def test_unigram_baseline_hand_computed():
     validation = examples([[7, 9, -100], [7, 5, -100], [9, -100, -100]])
     assert unigram_baseline(train, validation, limit=2) == 2 / 4
     assert unigram_baseline(train, validation, limit=3) == 2 / 5
+
+
+# ------------------------------------------------------------------------------------------ speed levers (issue 21)
+
+
+def train_in_process(data, out, recipe):
+    """`sparsebert pretrain` in this process (so that a test can count what the loop calls)."""
+    from sparsebert import pretrain, recipes
+
+    examples, tokenizer = data
+    filled = recipes.fill("pretrain", {**TINY_RECIPE, "eval_examples": 0, "checkpoint_every": 1000, **recipe})
+    return pretrain.train(examples, tokenizer, filled, "star", {}, None, None, out, out.with_name(out.name + ".state"))
+
+
+def test_micro_batches_accumulate_to_the_weights_of_one_batch(tiny_pretraining_data, tmp_path, caplog):
+    """Global batch 16 as one forward pass or as 4 micro-batches of 4 (dropout off, fp32, LAMB): the same
+    update, within fp32 rounding (every example has 5 masked tokens, so the mean of the micro-batches'
+    mean losses is the batch's mean loss). The log line and summary.json say how the batch was run."""
+    recipe = {"max_steps": 6, "batch_size": 16, "optimizer": "lamb", "lr": 5e-3}
+    whole = train_in_process(tiny_pretraining_data, tmp_path / "whole", recipe)
+    with caplog.at_level("INFO", logger="sparsebert.pretrain"):
+        split = train_in_process(tiny_pretraining_data, tmp_path / "split", {**recipe, "micro_batch_size": 4})
+    assert "global batch 16 = 1 process(es) x micro-batch 4 x 4 accumulation step(s); model eager" in caplog.text
+    assert (whole["micro_batch_size"], whole["accumulation_steps"]) == (16, 1)
+    assert (split["micro_batch_size"], split["accumulation_steps"]) == (4, 4)
+    assert json.loads((tmp_path / "split" / "summary.json").read_text())["accumulation_steps"] == 4
+    a, b = weights(tmp_path / "whole"), weights(tmp_path / "split")
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), k
+
+
+def test_a_micro_batch_that_does_not_divide_the_batch_is_one_clear_error(tiny_pretraining_data, tmp_path):
+    with pytest.raises(UserError, match="batch_size 16 is not divisible by world_size 1 x micro_batch_size 5"):
+        train_in_process(tiny_pretraining_data, tmp_path / "bad", {"max_steps": 2, "micro_batch_size": 5})
+
+
+def count_host_reads(monkeypatch) -> list:
+    """Every way a tensor's value reaches Python (on a GPU each one waits for the device: a host sync)."""
+    calls = []
+    for name in ("item", "__bool__", "__float__", "__int__", "tolist", "cpu", "numpy"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name,
+                            lambda self, *a, _o=original, _n=name, **k: (calls.append(_n), _o(self, *a, **k))[1])
+    return calls
+
+
+def test_host_reads_do_not_grow_with_the_micro_batches(tiny_pretraining_data, tmp_path, monkeypatch):
+    """The loop reads the loss once per optimizer step (the finiteness guard) and 5 numbers per log line
+    (loss, mlm_loss, nsp_loss, mlm_acc, nsp_acc; a fixed mask's sparsity is known): never per micro-batch.
+    The micro-batches' example indices are host tensors (`tolist` of a CPU index tensor is not a device
+    sync) and are left out. LAMB: torch's AdamW on CPU reads its per-tensor step counters (host tensors)
+    with .item(), which would drown the count."""
+    calls = count_host_reads(monkeypatch)
+    counts = {}
+    for steps, micro in ((4, 16), (4, 4), (8, 16)):
+        calls.clear()
+        train_in_process(tiny_pretraining_data, tmp_path / f"{steps}-{micro}",
+                         {"max_steps": steps, "batch_size": 16, "micro_batch_size": micro, "log_every": 4,
+                          "optimizer": "lamb"})
+        counts[steps, micro] = [n for n in calls if n != "tolist"]
+    assert len(counts[4, 4]) == len(counts[4, 16])  # 4 micro-batches per step read no more than 1
+    # 4 more steps: 4 finiteness reads + one more log line of 5 reads
+    assert counts[8, 16].count("item") - counts[4, 16].count("item") == 4 + 5
+
+
+def test_batches_go_to_a_gpu_through_pinned_memory_without_waiting(monkeypatch):
+    """No GPU needed: the copies are recorded, not made."""
+    from sparsebert.pretrain import to_device
+
+    made = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: (made.append("pin"), self)[1])
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, device, non_blocking=False: (made.append((str(device), non_blocking)), self)[1])
+    batch = {"input_ids": torch.zeros(2, 4, dtype=torch.int16), "next_sentence_label": torch.zeros(2, dtype=torch.uint8)}
+    out = to_device(batch, torch.device("cuda:0"))
+    assert made == ["pin", ("cuda:0", True)] * 2
+    assert all(v.dtype == torch.int64 for v in out.values())
+    made.clear()
+    to_device(batch, torch.device("cpu"))
+    assert made == [("cpu", False)] * 2  # nothing pinned on the CPU
+
+
+def test_accumulated_gradients_are_the_whole_batch_gradient():
+    """What the weights test cannot see (LAMB and Adam are nearly blind to a gradient's scale): the summed
+    micro-batch gradients are the gradient of the whole batch's mean loss, not k times it."""
+    from contextlib import nullcontext
+
+    from sparsebert import training
+
+    torch.manual_seed(0)
+    x, y, lin = torch.randn(12, 3), torch.randn(12), torch.nn.Linear(3, 1)
+    loss_of = lambda idx: (lin(x[idx]).squeeze(-1) - y[idx]).pow(2).mean()  # noqa: E731
+    loss_of(torch.arange(12)).backward()
+    expected = lin.weight.grad.clone()
+    lin.zero_grad()
+    loss = training.accumulate_gradients(lin, training.Dist(), list(torch.arange(12).split(3)), loss_of, nullcontext)
+    assert torch.allclose(lin.weight.grad, expected, atol=1e-6)
+    assert loss.item() == pytest.approx(loss_of(torch.arange(12)).item(), rel=1e-6)
+
+
+def test_compile_that_fails_falls_back_to_eager_with_one_line(tiny_pretraining_data, tmp_path, monkeypatch, caplog):
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no working C++ compiler\ndetails")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    recipe = {"max_steps": 3, "compile": True}
+    with caplog.at_level("INFO"):
+        summary = train_in_process(tiny_pretraining_data, tmp_path / "fallback", recipe)
+    warned = [r.message for r in caplog.records if "torch.compile" in r.message]
+    assert warned == ["torch.compile failed (RuntimeError: no working C++ compiler): training the model eagerly"]
+    assert summary["model_run"] == "eager (compile failed)" and np.isfinite(summary["final_train_loss"])
+    eager = train_in_process(tiny_pretraining_data, tmp_path / "eager", {"max_steps": 3})
+    assert all(torch.equal(a, b) for a, b in zip(weights(tmp_path / "fallback").values(),
+                                                 weights(tmp_path / "eager").values()))
+
+
+def test_compile_failing_at_its_first_call_falls_back_once(caplog):
+    """torch.compile is lazy: most failures come at the first call. That call is rerun eagerly, once."""
+    from sparsebert.compilation import CompiledOrEager
+
+    calls = []
+
+    def lazily_broken(model):
+        def first_call(*a):
+            calls.append("compiled")
+            raise RuntimeError("inductor: unsupported operator")
+        return first_call
+
+    eager = lambda x: (calls.append("eager"), x + 1)[1]  # noqa: E731
+    with pytest.MonkeyPatch.context() as mp, caplog.at_level("WARNING"):
+        mp.setattr(torch, "compile", lazily_broken)
+        run = CompiledOrEager(eager, enabled=True)
+        assert run.mode == "compiled"
+        assert run(1) == 2 and run(2) == 3
+    assert calls == ["compiled", "eager", "eager"] and run.mode == "eager (compile failed)"
+    assert len([r for r in caplog.records if "torch.compile failed" in r.message]) == 1
+
+
+@pytest.mark.slow  # ~30 s on 2 cores: inductor compiles the model's C++ kernels
+def test_compiled_pretraining_trains_with_a_finite_loss(tiny_pretraining_data, tmp_path):
+    """torch.compile for real on the CPU (inductor + the C compiler): the loss is finite and close to eager's."""
+    summary = train_in_process(tiny_pretraining_data, tmp_path / "compiled", {"max_steps": 4, "compile": True,
+                                                                              "log_every": 4})
+    assert summary["model_run"] == "compiled" and np.isfinite(summary["final_train_loss"])
+    eager = train_in_process(tiny_pretraining_data, tmp_path / "eager", {"max_steps": 4, "log_every": 4})
+    assert summary["final_train_loss"] == pytest.approx(eager["final_train_loss"], rel=1e-3)

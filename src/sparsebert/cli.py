@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("sparsebert.finetune", "fine-tune a pretrained variant on a GLUE/SQuAD/SWAG/proxy task"),
     "proxy-tasks": ("sparsebert.data.proxy", "build the PROXY downstream tasks from the corpus (original file formats + cards)"),
     "estimate": ("sparsebert.estimate", "how long a run takes on this machine: its step timed here vs a measured run"),
+    "plan": ("sparsebert.plan", "cost plan of a config: per rule jobs, FLOPs, GPU-hours (measured MFU), wall time, disk"),
 }
 
 

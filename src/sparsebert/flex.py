@@ -9,7 +9,7 @@ Design:
   (keep-mask, length, device) and cached (`BlockMaskCache`). Building it evaluates the mask on all L x L
   pairs; doing that per step would cost more than the attention it saves.
 - Padding changes every batch. Rather than rebuilding the BlockMask per batch, the cached one is built
-  with `separate_full_blocks=False` (every kept block is "partial", so `mask_mod` runs in all of them) and
+  with every kept block "partial" (so `mask_mod` runs in all of them; `all_blocks_partial`) and
   each forward swaps in a `mask_mod` that also reads a (B, T) key-validity tensor. That is a shallow copy,
   no mask evaluation and no host-device sync. The price: padded key blocks are not skipped (pretraining
   batches are packed to full length, so little is lost).
@@ -30,9 +30,11 @@ from torch.nn.attention.flex_attention import BlockMask, and_masks, create_block
 
 log = logging.getLogger(__name__)
 
-# The padding lives in mask_mod, which must then run in every block; torch < 2.13's create_block_mask has no
-# `separate_full_blocks` switch (it would skip mask_mod in full blocks and ignore padding there): sdpa instead.
-FULL_BLOCKS_SWITCH = "separate_full_blocks" in inspect.signature(create_block_mask).parameters
+
+def has_full_blocks_switch(build_block_mask) -> bool:
+    """Whether this torch's create_block_mask takes `separate_full_blocks` (torch 2.13 does, 2.11 does not).
+    Asked of the function itself, not of torch's version: GPU boxes run older or patched builds."""
+    return "separate_full_blocks" in inspect.signature(build_block_mask).parameters
 
 
 def block_size(device: torch.device) -> int:
@@ -72,13 +74,26 @@ def key_padding_mask_mod(key_valid: torch.Tensor):
 
 
 def structural_block_mask(keep: torch.Tensor) -> BlockMask:
-    """BlockMask of a keep-mask (Hm, T, T), broadcast over the batch (and over heads if Hm == 1)."""
+    """BlockMask of a keep-mask (Hm, T, T), broadcast over the batch (and over heads if Hm == 1), with every
+    kept block partial: mask_mod must run in every block, because it carries the per-batch padding."""
     Hm, T, _ = keep.shape
-    return create_block_mask(
-        keep_mask_mod(keep), None, Hm if Hm > 1 else None, T, T, device=keep.device,
-        BLOCK_SIZE=block_size(keep.device),
-        separate_full_blocks=False,  # mask_mod must run in every block: it carries the per-batch padding
-    )
+    shape = dict(B=None, H=Hm if Hm > 1 else None, Q_LEN=T, KV_LEN=T, device=keep.device,
+                 BLOCK_SIZE=block_size(keep.device))
+    if has_full_blocks_switch(create_block_mask):
+        return create_block_mask(keep_mask_mod(keep), separate_full_blocks=False, **shape)
+    return all_blocks_partial(create_block_mask(keep_mask_mod(keep), **shape))
+
+
+def all_blocks_partial(block_mask: BlockMask) -> BlockMask:
+    """The same kept blocks with the "full" ones (where create_block_mask found mask_mod all True and would
+    skip it) moved to the partial list, as `separate_full_blocks=False` builds it. For a torch without that
+    switch. Kept blocks come first in each row's index list, in ascending order, as create_block_mask
+    orders them."""
+    kept = block_mask.to_dense().to(torch.int32)  # (B|1, H|1, nQ, nK): 1 = partial or full
+    order = torch.argsort(kept, dim=-1, descending=True, stable=True).to(torch.int32)
+    return BlockMask.from_kv_blocks(kept.sum(-1, dtype=torch.int32), order, None, None,
+                                    BLOCK_SIZE=block_mask.BLOCK_SIZE, mask_mod=block_mask.mask_mod,
+                                    seq_lengths=block_mask.seq_lengths)
 
 
 class BlockMaskCache:
@@ -134,8 +149,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: Blo
 
 def fallback_reason(x: torch.Tensor, training: bool, attention_dropout: float) -> str | None:
     """Why this forward cannot use flex (None if it can)."""
-    if not FULL_BLOCKS_SWITCH:
-        return f"FlexAttention needs torch >= 2.13 here (create_block_mask's separate_full_blocks; torch {torch.__version__}): using sdpa"
     if x.device.type == "cpu" and torch.is_grad_enabled() and (training or x.requires_grad):
         return "FlexAttention has no CPU backward (torch 2.13): training on CPU uses sdpa"
     if training and attention_dropout > 0:

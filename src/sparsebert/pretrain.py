@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sparsebert import dam, masks, precision, preemption, recipes, training
+from sparsebert import compilation, dam, masks, precision, preemption, recipes, training
 from sparsebert.dam import DAM_TYPES, l1_penalty
 from sparsebert.data.pretraining import load_examples
 from sparsebert.io import UserError, atomic_dir, atomic_write_json, load_params
@@ -84,7 +84,12 @@ def build_model(recipe: dict, vocab_size: int, seq_len: int, mask: str, mask_par
 
 
 def to_device(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True).long() for k, v in batch.items()}
+    """A micro-batch's arrays on `device` as int64. To a GPU: copied from pinned host memory without waiting
+    (non_blocking), so the copy overlaps the GPU's work on the previous micro-batch and the host prepares
+    the next one meanwhile; on the CPU a plain copy. The arrays travel in their stored (narrow) integer type
+    and are widened on the device: fewer bytes over PCIe."""
+    to_gpu = torch.device(device).type == "cuda"
+    return {k: (v.pin_memory() if to_gpu else v).to(device, non_blocking=to_gpu).long() for k, v in batch.items()}
 
 
 def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam_lambda, out_dir, state_dir) -> dict:
@@ -114,16 +119,20 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
     snapshots = extra.get("snapshots", [])  # [(step, keep-probability tensor)]
     ddp = training.wrap_ddp(model, env)
     micro = training.micro_batch_size(batch_size, recipe["micro_batch_size"], env)
+    accumulation = batch_size // (env.world_size * micro)
     prec = precision.resolve(recipe["precision"], env.device)  # bf16 autocast or fp32; losses stay fp32
+    runner = compilation.CompiledOrEager(ddp, recipe["compile"])  # compiled once per process, if asked
     if env.is_main:
         log.info(prec.line)
+        log.info("global batch %d = %d process(es) x micro-batch %d x %d accumulation step(s); model %s",
+                 batch_size, env.world_size, micro, accumulation, runner.mode)
     fixed_sparsity = None if is_dam else masks.sparsity(model.bert.fixed_mask.keep)
     logger = training.JsonlLog(state_dir / "log.jsonl", env.is_main, start_step)
     stats = _Running(env.device, extra.get("running"))  # sums since the last log line, if a checkpoint fell between
 
     def forward(chunk):  # one micro-batch: MLM + NSP loss (+ lambda * L1 of the sampled DAM mask)
         batch = to_device(train_set[chunk.tolist()], env.device)
-        out = ddp(**batch)
+        out = runner(**batch)
         loss = out.loss + l1_penalty(out.dam_mask, dam_lambda) if is_dam else out.loss
         stats.add(out, batch, loss.detach())  # sums and argmaxes only: autocast leaves them in fp32
         return loss
@@ -157,7 +166,8 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
 
     summary = {}
     if env.is_main:
-        summary = _finish(model, data, recipe, env, out_dir, logger, snapshots, dam_lambda, is_dam)
+        batching = {"micro_batch_size": micro, "accumulation_steps": accumulation, "model_run": runner.mode}
+        summary = _finish(model, data, recipe, env, out_dir, logger, snapshots, dam_lambda, is_dam, batching)
     del ddp  # before the group goes: see teardown_distributed
     training.teardown_distributed()
     return summary
@@ -251,10 +261,11 @@ def unigram_baseline(train, validation, limit: int) -> float:
     return float((val_ids == most_frequent).mean()) if len(val_ids) else float("nan")
 
 
-def _finish(model, data, recipe, env, out_dir, logger, snapshots, dam_lambda, is_dam) -> dict:
-    """Final artefacts, each written atomically: model/, summary.json, log.jsonl (+ DAM mask, snapshots)."""
+def _finish(model, data, recipe, env, out_dir, logger, snapshots, dam_lambda, is_dam, batching: dict) -> dict:
+    """Final artefacts, each written atomically: model/, summary.json, log.jsonl (+ DAM mask, snapshots).
+    `batching`: how the global batch was run (micro-batch, accumulation steps, compiled or eager)."""
     summary = {"variant_mask": model.config.attention_mask_type, "steps": recipe["max_steps"], "seed": recipe["seed"],
-               "world_size": env.world_size, "parameters": sum(p.numel() for p in model.parameters()),
+               "world_size": env.world_size, "parameters": sum(p.numel() for p in model.parameters()), **batching,
                "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
                **precision.resolve(recipe["precision"], env.device).record()}
     if "validation" in data and len(data["validation"]):

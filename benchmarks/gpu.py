@@ -1,0 +1,293 @@
+"""One GPU run (about 5 minutes on an H200) of what issue 21 asks to measure, written to one JSON and one table.
+
+    PYTHONPATH=src python benchmarks/gpu.py --out benchmarks/results/gpu_h200.json       # on the GPU
+    PYTHONPATH=src python benchmarks/gpu.py --toy --out /tmp/gpu_toy.json              # CPU, tiny sizes, < 1 min
+
+Measured, each with tokens/s and MFU (analytic FLOPs / time / the bf16 matmul peak measured in the same run):
+  pretrain      SparseBertForPreTraining, dense, BERT-base, T 128, 20 masked positions: forward + backward at
+                micro-batches 64-512, eager and torch.compile'd (compile time reported apart)
+  hf_pretrain   HF BertForPreTraining, same shapes, labels at the masked positions (its MLM head projects
+                every position: same useful FLOPs credited, so its MFU is comparable)
+  dam_search    a DAM_s search step (loss + lambda L1) beside a fixed sparse mask's step at the same shape
+  finetune_*    GLUE (B 128 x T 128) and SQuAD (B 32 x T 384) steps, forward + backward + fused AdamW
+  optimizer     the LAMB step at BERT-base: multi-tensor (the default) vs the per-tensor reference
+  pretrain_loop `sparsebert pretrain` itself on synthetic examples (data path, logging and checkpoints
+                included): the median tokens/s of its log lines, eager and compiled
+The JSON's `mfu` list is what `sparsebert plan` reads (one entry per kind of job and micro-batch).
+
+FLOPs: benchmarks/mfu.py's count (`step_flops`) for pretraining, sparsebert.plan's `encoder_flops` (the same
+terms without the pretraining heads) for fine-tuning. A section that fails is recorded with its error and
+the run goes on; `--budget-s` skips the remaining compiled shapes once the run has used that much time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from common import markdown
+from mfu import make_batch, step_flops, synthetic_pretraining_data
+from sparsebert import precision, training
+from sparsebert.dam import l1_penalty, no_weight_decay_groups
+from sparsebert.lamb import Lamb
+from sparsebert.modeling import (SparseBertConfig, SparseBertForPreTraining, SparseBertForQuestionAnswering,
+                                 SparseBertForSequenceClassification)
+from sparsebert.plan import encoder_flops
+
+BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, vocab_size=30522)
+TOY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=500)
+# size -> (model, T, P, micro-batches, compiled micro-batches, GLUE (B, T), SQuAD (B, T), loop (batch, micro, steps))
+SIZES = {
+    "full": (BERT_BASE, 128, 20, (64, 128, 256, 512), (64, 128, 256, 512), (128, 128), (32, 384), (1024, 256, 100)),
+    "toy": (TOY, 32, 5, (2, 4), (4,), (8, 32), (4, 64), (8, 4, 20)),
+}
+
+
+class Clock:
+    """Seconds per call on `device`: CUDA work is asynchronous, so the clock waits for it at both ends."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def per_call(self, fn, repeats: int, warmup: int = 2) -> float:
+        for _ in range(warmup):
+            fn()
+        self.sync()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        self.sync()
+        return (time.perf_counter() - start) / repeats
+
+
+def matmul_peak(clock: Clock, dtype: torch.dtype, n: int) -> float:
+    """FLOP/s of an n^3 matmul in `dtype` on the device: this run's ceiling for MFU."""
+    a = torch.randn(n, n, device=clock.device).to(dtype)
+    b = torch.randn(n, n, device=clock.device).to(dtype)
+    return 2 * n**3 / clock.per_call(lambda: a @ b, repeats=20 if clock.device.type == "cuda" else 5)
+
+
+def on_device(batch: dict, device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def fwd_bwd(model, batch: dict, prec, extra_loss=None):
+    """One forward + backward (the optimizer is timed apart, as in the issue's table)."""
+
+    def step():
+        with prec.autocast():
+            out = model(**batch)
+            loss = out.loss + (extra_loss(out) if extra_loss else 0)
+        loss.backward()
+
+    return step
+
+
+def pretraining_model(shape: dict, T: int, mask: str = "dense", device="cpu"):
+    torch.manual_seed(0)
+    config = SparseBertConfig(**shape, max_position_embeddings=T, attention_mask_type=mask, mask_seq_len=T)
+    return SparseBertForPreTraining(config).to(device).train()
+
+
+def hf_model(shape: dict, T: int, device):
+    from transformers import BertConfig, BertForPreTraining
+
+    torch.manual_seed(0)
+    model = BertForPreTraining(BertConfig(**shape, max_position_embeddings=T))
+    model.config._attn_implementation = "sdpa"
+    return model.to(device).train()
+
+
+def hf_batch(batch: dict) -> dict:
+    """The same targets in HF's form: (B, T) labels, -100 off the masked positions."""
+    labels = torch.full_like(batch["input_ids"], -100).scatter(1, batch["masked_lm_positions"], batch["masked_lm_ids"])
+    keep = ("input_ids", "attention_mask", "token_type_ids", "next_sentence_label")
+    return {**{k: batch[k] for k in keep}, "labels": labels}
+
+
+def entry(job: str, model: str, B: int, T: int, compiled: bool, seconds: float, flops: float, peak: float) -> dict:
+    return {"job": job, "model": model, "micro_batch": B, "seq_len": T, "compiled": compiled,
+            "ms": round(1e3 * seconds, 2), "tokens_per_s": round(B * T / seconds), "mfu": round(flops / seconds / peak, 4)}
+
+
+def pretrain_steps(ctx: dict) -> list[dict]:
+    """The project's step (eager, compiled) and HF's at every micro-batch size."""
+    shape, T, P, micros, compiled_micros = ctx["size"][:5]
+    rows = []
+    for B in micros:
+        batch = on_device(make_batch(shape, B, T, P), ctx["device"])
+        flops = step_flops(shape, B, T, P)
+        model = pretraining_model(shape, T, device=ctx["device"])
+        t = ctx["clock"].per_call(fwd_bwd(model, batch, ctx["prec"]), ctx["repeats"])
+        rows.append(entry("pretrain", "SparseBertForPreTraining dense", B, T, False, t, flops, ctx["peak"]))
+        if B in compiled_micros and time.perf_counter() - ctx["start"] < ctx["budget_s"]:
+            compiled = torch.compile(model, backend=ctx["compile_backend"])
+            began = time.perf_counter()
+            fwd_bwd(compiled, batch, ctx["prec"])()
+            ctx["clock"].sync()
+            compile_s = time.perf_counter() - began
+            t = ctx["clock"].per_call(fwd_bwd(compiled, batch, ctx["prec"]), ctx["repeats"])
+            rows.append({**entry("pretrain", "SparseBertForPreTraining dense", B, T, True, t, flops, ctx["peak"]),
+                         "compile_s": round(compile_s, 1)})
+            del compiled
+        del model
+        hf = hf_model(shape, T, ctx["device"])
+        t = ctx["clock"].per_call(fwd_bwd(hf, hf_batch(batch), ctx["prec"]), ctx["repeats"])
+        rows.append(entry("hf_pretrain", "HF BertForPreTraining", B, T, False, t, flops, ctx["peak"]))
+        del hf
+        free(ctx["device"])
+    return rows
+
+
+def dam_search_step(ctx: dict) -> list[dict]:
+    """DAM_s (loss + lambda L1 of the sampled mask) against a fixed sparse mask, at the middle micro-batch."""
+    shape, T, P, micros = ctx["size"][:4]
+    B = micros[len(micros) // 2]
+    batch = on_device(make_batch(shape, B, T, P), ctx["device"])
+    rows = []
+    for mask, job, extra in (("strided", "fixed_sparse", None), ("dam_s", "dam_search", lambda o: l1_penalty(o.dam_mask, 1e-4))):
+        model = pretraining_model(shape, T, mask, ctx["device"])
+        t = ctx["clock"].per_call(fwd_bwd(model, batch, ctx["prec"], extra), ctx["repeats"])
+        rows.append(entry(job, f"SparseBertForPreTraining {mask}", B, T, False, t, step_flops(shape, B, T, P), ctx["peak"]))
+        del model
+    return rows
+
+
+def finetune_steps(ctx: dict) -> list[dict]:
+    """GLUE-shaped and SQuAD-shaped fine-tuning steps with the optimizer fine-tuning uses (fused AdamW on CUDA)."""
+    shape, T_pre = ctx["size"][0], ctx["size"][1]
+    rows = []
+    for job, cls, (B, T) in (("finetune_glue", SparseBertForSequenceClassification, ctx["size"][5]),
+                             ("finetune_squad", SparseBertForQuestionAnswering, ctx["size"][6])):
+        torch.manual_seed(0)
+        model = cls(SparseBertConfig(**shape, max_position_embeddings=max(T, T_pre), attention_mask_type="dense",
+                                     mask_seq_len=T, num_labels=3)).to(ctx["device"]).train()
+        opt = training.build_optimizer(model, {"optimizer": "adamw", "lr": 2e-5})
+        g = torch.Generator().manual_seed(0)
+        batch = {"input_ids": torch.randint(5, shape["vocab_size"], (B, T), generator=g),
+                 "attention_mask": torch.ones(B, T, dtype=torch.long), "token_type_ids": torch.zeros(B, T, dtype=torch.long)}
+        if job == "finetune_glue":
+            batch["labels"] = torch.randint(0, 3, (B,), generator=g)
+        else:
+            batch["start_positions"] = batch["end_positions"] = torch.randint(0, T, (B,), generator=g)
+        step = fwd_bwd(model, on_device(batch, ctx["device"]), ctx["prec"])
+        t = ctx["clock"].per_call(lambda: (step(), opt.step(), opt.zero_grad(set_to_none=True)), ctx["repeats"])
+        rows.append(entry(job, f"{cls.__name__} (step incl. AdamW)", B, T, False, t, 3 * encoder_flops(shape, B, T),
+                          ctx["peak"]))
+        del model, opt
+    return rows
+
+
+def optimizer_steps(ctx: dict) -> dict:
+    """The LAMB step alone, multi-tensor vs per-tensor, on the full model's parameters."""
+    shape, T = ctx["size"][0], ctx["size"][1]
+    model = pretraining_model(shape, T, device=ctx["device"])
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 1e-3
+    out = {}
+    for name, foreach in (("lamb_multi_tensor_ms", True), ("lamb_per_tensor_ms", False)):
+        opt = Lamb(no_weight_decay_groups(model, 0.01), lr=1e-4, foreach=foreach)
+        out[name] = round(1e3 * ctx["clock"].per_call(opt.step, ctx["repeats"]), 2)
+    return out
+
+
+def pretrain_loop(ctx: dict, out_dir: Path) -> list[dict]:
+    """`sparsebert pretrain` on synthetic examples, eager and (not in toy runs) compiled."""
+    shape, T, P = ctx["size"][:3]
+    batch, micro, steps = ctx["size"][7]
+    data = synthetic_pretraining_data(out_dir / "data", shape["vocab_size"], T, P, max(4 * batch, 2048))
+    model = {k: v for k, v in shape.items() if k != "vocab_size"}
+    rows = []
+    for compiled in (False,) if ctx["toy"] else (False, True):
+        recipe = {"model": model, "optimizer": "lamb", "lr": 1e-4, "schedule": "constant", "batch_size": batch,
+                  "micro_batch_size": micro, "max_steps": steps, "log_every": 10, "checkpoint_every": 50,
+                  "eval_examples": 0, "precision": ctx["prec"].name, "compile": compiled}
+        out = out_dir / f"loop-{'compiled' if compiled else 'eager'}"
+        cmd = [sys.executable, "-m", "sparsebert", "pretrain", "--examples", str(data[0]), "--tokenizer", str(data[1]),
+               "--params", json.dumps(recipe), "--mask", "dense", "--out", str(out)]
+        began = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=ctx["env"])
+        if proc.returncode != 0:
+            raise RuntimeError(f"sparsebert pretrain failed: {proc.stderr[-1500:]}")
+        summary = json.loads((out / "summary.json").read_text())
+        seconds = micro * T / summary["tokens_per_s"]  # per micro-batch, at the loop's median rate
+        rows.append({**entry("pretrain_loop", f"sparsebert pretrain ({summary['model_run']}, accumulation "
+                                              f"{summary['accumulation_steps']})", micro, T, compiled, seconds,
+                             step_flops(shape, micro, T, P), ctx["peak"]), "wall_s": round(time.perf_counter() - began, 1)})
+    return rows
+
+
+def free(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def run_section(report: dict, name: str, fn) -> None:
+    """One section; its failure is recorded, not raised, so the others still measure."""
+    began = time.perf_counter()
+    try:
+        result = fn()
+    except Exception as e:  # noqa: BLE001 - a benchmark reports what broke and goes on
+        result = {"error": f"{type(e).__name__}: {str(e)[:1500]}"}
+    report["sections"][name] = {"seconds": round(time.perf_counter() - began, 1)}
+    if isinstance(result, list):
+        report["mfu"] += result
+    else:
+        report[name] = result
+    print(name, json.dumps(result)[:800], flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="the JSON to write")
+    parser.add_argument("--toy", action="store_true", help="tiny sizes (CPU check of this script, < 1 min)")
+    parser.add_argument("--budget-s", type=float, default=200, help="skip compiled shapes after this many seconds")
+    parser.add_argument("--sections", default="pretrain,dam_search,finetune,optimizer,pretrain_loop",
+                        help="comma-separated subset to run (to rerun one piece)")
+    args = parser.parse_args()
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    src = str(Path(__file__).resolve().parents[1] / "src")  # the loop runs this checkout's package
+    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    clock = Clock(device)
+    prec = precision.resolve("bf16" if device.type == "cuda" else "auto", device)
+    peak = matmul_peak(clock, torch.bfloat16, 256 if args.toy else 8192)
+    ctx = {"device": device, "clock": clock, "prec": prec, "peak": peak, "size": SIZES["toy" if args.toy else "full"],
+           "toy": args.toy, "repeats": 3 if args.toy else 10, "start": time.perf_counter(), "budget_s": args.budget_s,
+           "env": env,
+           # toy: dynamo traces the model but hands it to eager kernels (seconds, not inductor's minute on 2 CPUs)
+           "compile_backend": "eager" if args.toy else "inductor"}
+    report = {"gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({device})",
+              "torch": torch.__version__, "date": datetime.date.today().isoformat(), "source": "benchmarks/gpu.py"
+              + (" --toy (tiny sizes: not a measurement of anything)" if args.toy else ""), "precision": prec.name,
+              "matmul_peak_tflops": {"bf16": round(peak / 1e12, 4)}, "mfu": [], "sections": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fn in (("pretrain", lambda: pretrain_steps(ctx)), ("dam_search", lambda: dam_search_step(ctx)),
+                         ("finetune", lambda: finetune_steps(ctx)), ("optimizer", lambda: optimizer_steps(ctx)),
+                         ("pretrain_loop", lambda: pretrain_loop(ctx, Path(tmp)))):
+            if name in args.sections.split(","):
+                run_section(report, name, fn)
+    report["seconds"] = round(time.perf_counter() - ctx["start"], 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\n{report['gpu']}, torch {report['torch']}, {report['date']}, {prec.name}; bf16 matmul peak "
+          f"{report['matmul_peak_tflops']['bf16']} TFLOP/s; LAMB step {report.get('optimizer')}; {report['seconds']} s")
+    print(markdown(report["mfu"], ["job", "model", "micro_batch", "seq_len", "compiled", "ms", "tokens_per_s", "mfu"]))
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

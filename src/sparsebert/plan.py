@@ -1,0 +1,285 @@
+"""What a config costs before it runs: per rule, jobs, FLOPs, GPU-hours, wall time on N GPUs and disk.
+
+    python -m sparsebert plan --configfile config/paper.yaml --gpus 8 [--gpu-json benchmarks/results/gpu_h200.json]
+
+GPU-hours = FLOPs / (MFU x the measured bf16 matmul peak), with the MFU measured for that kind of job on that
+GPU, read from a JSON written by benchmarks/gpu.py (the output names the file and the entry it used). Where
+no measurement of a job's kind exists, the nearest one stands in and the row says so.
+
+FLOPs (a multiply-add is 2; the same count as benchmarks/mfu.py), a training step is 3 x the forward (the
+backward runs two matmuls per forward matmul). For B sequences of T tokens, P masked positions each, hidden
+d, feed-forward f, vocabulary V, n layers:
+  per layer and token    2 (4 d^2 + 2 d f)   Q, K, V and output projections; feed-forward
+  per layer, sequence    4 T^2 d             QK^T and weights x V (sdpa computes every entry, masked or not)
+  MLM head, per position 2 (d^2 + d V)       pretraining: at the P masked positions only
+  NSP, per sequence      2 (d^2 + 2 d)       pretraining: pooler + classifier
+Fine-tuning counts the encoder only (its heads are < 0.1 % of it). That is 6 x (encoder parameters) x tokens
+plus the attention term, the usual 6ND rule with L^2 attention spelled out.
+
+Wall time assumes each job's GPUs (resources.<rule>.gpu, at most N) scale linearly, jobs of one rule run N /
+gpu at a time, and the rules run one after another (a bound: Snakemake overlaps pretrain and dam_search).
+Data preparation runs on CPUs: its cost comes from the rates measured in README "Data preparation at paper
+scale" and is known only for the hub corpus (BookCorpus + English Wikipedia, 3.3e9 words).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import yaml
+
+from sparsebert import recipes, variants
+from sparsebert.io import UserError
+
+DEFAULT_GPU_JSON = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "gpu_h200.json"
+
+# Training-set sizes of the hub tasks (the datasets' own cards: GLUE's paper, Table 1; SQuAD; SWAG).
+# SQuAD counts one 384-token window per question (most contexts fit); SWAG runs its 4 endings as 4 sequences.
+HUB_TRAIN_EXAMPLES = {"cola": 8_551, "sst2": 67_349, "mrpc": 3_668, "stsb": 5_749, "qqp": 363_846, "mnli": 392_702,
+                      "qnli": 104_743, "rte": 2_490, "wnli": 635, "squad_v1": 87_599, "squad_v2": 130_319,
+                      "swag": 73_546}  # fmt: skip
+SEQUENCES_PER_EXAMPLE = {"swag": 4, "proxy_choice": 4}
+FAMILIES = {"glue": ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"),
+            "squad": ("squad_v1", "squad_v2"), "swag": ("swag",)}  # fmt: skip
+PRETRAINED_VOCAB = {"bert-base-uncased": 30_522, "bert-base-cased": 28_996}
+# README "Data preparation at paper scale" (2026-11-28, one job per core): words per CPU-second, bytes per word.
+CORPUS_WORDS_PER_CPU_S, EXAMPLES_WORDS_PER_CPU_S = 68_000, 140_000
+CORPUS_BYTES_PER_WORD, EXAMPLES_BYTES_PER_WORD = 18e9 / 3.3e9, 20.4
+HUB_CORPUS_WORDS = 3.3e9
+# Checkpoint bytes per parameter: fp32 weights (4) + the optimizer's two fp32 moments (8); a run keeps 2.
+CHECKPOINT_BYTES_PER_PARAM, CHECKPOINTS_KEPT, MODEL_BYTES_PER_PARAM = 12, 2, 4
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--configfile", type=Path, required=True, help="a workflow config (config/paper.yaml)")
+    parser.add_argument("--gpus", type=int, required=True, help="GPUs available to the run")
+    parser.add_argument("--gpu-json", type=Path, default=DEFAULT_GPU_JSON,
+                        help="measured MFU per kind of job on one GPU (benchmarks/gpu.py's output)")
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.gpus < 1:
+        raise UserError(f"--gpus must be >= 1, got {args.gpus}")
+    if not args.configfile.exists():
+        raise UserError(f"config file not found: {args.configfile}")
+    measured = load_measurements(args.gpu_json)
+    rows = plan(yaml.safe_load(args.configfile.read_text()), args.gpus, measured)
+    print(render(rows, args.configfile, args.gpus, args.gpu_json, measured))
+
+
+# -------------------------------------------------------------------------------------------------------
+# FLOPs and parameters
+
+
+def encoder_flops(model: dict, B: int, T: int) -> float:
+    """Forward FLOPs of the encoder over B sequences of T tokens (see the module docstring)."""
+    d, f, n = model["hidden_size"], model["intermediate_size"], model["num_hidden_layers"]
+    return n * (B * T * 2 * (4 * d * d + 2 * d * f) + B * 4 * T * T * d)
+
+
+def pretrain_step_flops(model: dict, vocab: int, B: int, T: int, P: int) -> float:
+    """One pretraining step (forward + backward) of B sequences: encoder, MLM head at P positions, NSP."""
+    d = model["hidden_size"]
+    heads = B * P * 2 * (d * d + d * vocab) + B * 2 * (d * d + 2 * d)
+    return 3.0 * (encoder_flops(model, B, T) + heads)
+
+
+def parameter_count(model: dict, vocab: int, positions: int) -> int:
+    """Parameters of SparseBertForPreTraining with a fixed mask (the decoder is tied to the word embeddings;
+    a DAM search adds H x L logits, not counted)."""
+    d, f, n = model["hidden_size"], model["intermediate_size"], model["num_hidden_layers"]
+    embeddings = vocab * d + positions * d + 2 * d + 2 * d  # words, positions, 2 token types, LayerNorm
+    layer = 4 * (d * d + d) + 2 * d + (d * f + f) + (f * d + d) + 2 * d
+    heads = (d * d + d) + (d * d + d + 2 * d + vocab) + (2 * d + 2)  # pooler; MLM transform + bias; NSP
+    return embeddings + n * layer + heads
+
+
+# -------------------------------------------------------------------------------------------------------
+# Measurements
+
+
+def load_measurements(path: Path) -> dict:
+    try:
+        measured = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read the GPU measurements {path} ({e}); run benchmarks/gpu.py on the GPU, or "
+                        f"pass --gpu-json") from None
+    if not measured.get("mfu") or "bf16" not in measured.get("matmul_peak_tflops", {}):
+        raise UserError(f"{path} has no 'mfu' entries or no matmul_peak_tflops.bf16")
+    return measured
+
+
+# Which measurements price a rule, best first: the training loop itself (`pretrain_loop`: data path, logging
+# and checkpoints included) over the bare forward+backward of the same model.
+MEASURED_AS = {"pretrain": ("pretrain_loop", "pretrain"), "pretrain_learned": ("pretrain_loop", "pretrain"),
+               "dam_search": ("dam_search", "pretrain_loop", "pretrain")}
+
+
+def pick_mfu(measured: dict, job: str, micro_batch: int, compiled: bool) -> tuple[dict, str]:
+    """The entry of the first measured kind for `job` (MEASURED_AS; a fine-tuning family: its own kind, then
+    the pretraining step's), nearest to (micro_batch, compiled), and a note when it stands in for an
+    unmeasured kind or another micro-batch."""
+    kinds = MEASURED_AS.get(job, (job, "pretrain_loop", "pretrain"))
+    kind = next((k for k in kinds if any(e["job"] == k for e in measured["mfu"])), None)
+    if kind is None:
+        raise UserError(f"the GPU measurements have no entry for {job} (nor {', '.join(kinds[1:])})")
+    entries = [e for e in measured["mfu"] if e["job"] == kind]
+    notes = [] if kind == kinds[0] else [f"{kind}'s: {' / '.join(kinds[:kinds.index(kind)])} not measured"]
+    best = min(entries, key=lambda e: (abs(math.log2(e["micro_batch"] / micro_batch)), e["compiled"] != compiled))
+    if best["micro_batch"] != micro_batch:
+        notes.append(f"measured at micro-batch {best['micro_batch']}, not {micro_batch}")
+    return best, "; ".join(notes)
+
+
+# -------------------------------------------------------------------------------------------------------
+# The plan
+
+
+def _vocab(config: dict) -> int:
+    tok = recipes.fill("tokenizer", config.get("tokenizer", {}))
+    if tok["pretrained"]:
+        if tok["pretrained"] not in PRETRAINED_VOCAB:
+            raise UserError(f"tokenizer.pretrained {tok['pretrained']!r}: vocabulary size unknown to the plan")
+        return PRETRAINED_VOCAB[tok["pretrained"]]
+    return tok["vocab_size"]
+
+
+def _gpus_per_job(config: dict, rule: str, gpus: int) -> int:
+    asked = config.get("resources", {}).get(rule, {}).get("gpu", 0)
+    return max(1, min(asked, gpus))  # a CPU rule is priced as if it had one GPU; never more GPUs than the run
+
+
+def _row(rule, jobs, flops_per_job, gpus_per_job, gpus, peak, mfu_entry, note, disk_per_job, what) -> dict:
+    gpu_hours_per_job = flops_per_job / (mfu_entry["mfu"] * peak) / 3600
+    waves = math.ceil(jobs / max(1, gpus // gpus_per_job)) if jobs else 0
+    return {"rule": rule, "jobs": jobs, "gpus_per_job": gpus_per_job, "flops": jobs * flops_per_job,
+            "mfu": mfu_entry["mfu"], "mfu_from": f"{mfu_entry['job']}, micro-batch {mfu_entry['micro_batch']}, "
+            f"{'compiled' if mfu_entry['compiled'] else 'eager'}" + (f" ({note})" if note else ""),
+            "gpu_hours": jobs * gpu_hours_per_job, "wall_hours": waves * gpu_hours_per_job / gpus_per_job,
+            "disk_bytes": jobs * disk_per_job, "what": what}
+
+
+def training_rows(config: dict, gpus: int, measured: dict) -> list[dict]:
+    """pretrain, dam_search and pretrain_learned: one row each, jobs = variants of that role x seeds."""
+    table, seeds = variants.variant_table(config), config.get("seeds", [0])
+    ex = recipes.fill("examples", config.get("examples", {}))
+    vocab, T, P = _vocab(config), ex["max_seq_length"], ex["max_predictions_per_seq"]
+    peak = measured["matmul_peak_tflops"]["bf16"] * 1e12
+    rows = []
+    for rule, role, recipe in (("pretrain", variants.FIXED, config["pretrain"]),
+                               ("dam_search", variants.SEARCH, {**config["pretrain"], **config.get("dam_search", {})}),
+                               ("pretrain_learned", variants.RETRAIN, config["pretrain"])):  # fmt: skip
+        r = recipes.fill("pretrain", {k: v for k, v in recipe.items() if k != "seed"})
+        jobs = len(variants.named(table, role)) * len(seeds)
+        g = _gpus_per_job(config, rule, gpus)
+        micro = r["micro_batch_size"] or r["batch_size"] // g
+        entry, note = pick_mfu(measured, rule, micro, r["compile"])
+        params = parameter_count(r["model"], vocab, max(T, r["model"].get("max_position_embeddings", T)))
+        disk = params * (MODEL_BYTES_PER_PARAM + CHECKPOINTS_KEPT * CHECKPOINT_BYTES_PER_PARAM)
+        flops = r["max_steps"] * pretrain_step_flops(r["model"], vocab, r["batch_size"], T, P)
+        what = (f"{r['max_steps']} steps x {r['batch_size']} x {T} tokens, {params / 1e6:.1f}M parameters; micro-batch "
+                f"{micro}, accumulation {r['batch_size'] // (g * micro)} on {g} GPU(s)")
+        rows.append(_row(rule, jobs, flops, g, gpus, peak, entry, note, disk, what))
+    return rows
+
+
+def _train_examples(task: str, config: dict, recipe: dict) -> int:
+    if task in HUB_TRAIN_EXAMPLES and config["tasks"]["source"] != "proxy":
+        n = HUB_TRAIN_EXAMPLES[task]
+    else:
+        n = recipes.fill("proxy_tasks", config.get("proxy_tasks", {}))["train_examples"]
+    return min(n, recipe["max_train_examples"] or n) * SEQUENCES_PER_EXAMPLE.get(task, 1)
+
+
+def finetune_rows(config: dict, gpus: int, measured: dict) -> list[dict]:
+    """finetune, one row per task family: jobs = variants x seeds x tasks; tokens = examples x epochs x T."""
+    model = recipes.fill("pretrain", {k: v for k, v in config["pretrain"].items() if k != "seed"})["model"]
+    runs = len(variants.variant_table(config)) * len(config.get("seeds", [0]))
+    peak = measured["matmul_peak_tflops"]["bf16"] * 1e12
+    shared = {k: v for k, v in config["finetune"].items() if k != "per_task"}
+    g = _gpus_per_job(config, "finetune", gpus)
+    params = parameter_count(model, _vocab(config), model.get("max_position_embeddings", 512))
+    families: dict[str, list] = {}
+    for task in config["tasks"]["names"]:
+        family = next((name for name, tasks in FAMILIES.items() if task in tasks), "proxy")
+        families.setdefault(family, []).append(task)
+    rows = []
+    for family, tasks in families.items():
+        flops = sequences = 0.0
+        for task in tasks:
+            r = recipes.fill("finetune", {**shared, **config["finetune"].get("per_task", {}).get(task, {})})
+            n = _train_examples(task, config, r) * r["epochs"]
+            sequences += n
+            flops += 3.0 * encoder_flops(model, n, r["max_seq_length"])
+            micro = r["batch_size"] // g
+        entry, note = pick_mfu(measured, f"finetune_{family}", micro, False)
+        disk = params * CHECKPOINTS_KEPT * CHECKPOINT_BYTES_PER_PARAM
+        rows.append(_row(f"finetune ({family}: {', '.join(tasks)})", runs * len(tasks), flops / len(tasks), g, gpus,
+                         peak, entry, note, disk, f"{sequences / len(tasks):,.0f} sequences per job on average"))
+    return rows
+
+
+def data_rows(config: dict) -> list[dict]:
+    """corpus / examples shard jobs (CPU): CPU-hours and disk where the corpus size is known (hub)."""
+    corpus = recipes.fill("corpus", config.get("corpus", {}))
+    words = HUB_CORPUS_WORDS if corpus["source"] == "hub" else None
+    rows = []
+    for rule, rate, per_word in (("corpus_shard", CORPUS_WORDS_PER_CPU_S, CORPUS_BYTES_PER_WORD),
+                                 ("examples_shard", EXAMPLES_WORDS_PER_CPU_S, EXAMPLES_BYTES_PER_WORD)):
+        rows.append({"rule": rule, "jobs": corpus["shards"], "cpu_hours": words / rate / 3600 if words else None,
+                     "disk_bytes": words * per_word if words else None,
+                     "what": f"{words:.2g} words (hub corpus)" if words else f"{corpus['source']} corpus: minutes"})
+    return rows
+
+
+def plan(config: dict, gpus: int, measured: dict) -> dict:
+    problems = recipes.problems(config)
+    if problems:
+        raise UserError("; ".join(f"{key}: {message}" for key, message in problems))
+    config = {**config, "seeds": config.get("seeds", [0])}
+    return {"data": data_rows(config), "training": training_rows(config, gpus, measured) + finetune_rows(
+        config, gpus, measured), "report": {"rule": "tables, figures, findings", "jobs": 3}}
+
+
+# -------------------------------------------------------------------------------------------------------
+# Output
+
+
+def _num(x: float) -> str:
+    """Thousands separated above 100, three significant digits below (a smoke run's tiny numbers stay visible)."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def _size(n: float | None) -> str:
+    if n is None:
+        return "?"
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 1e3:.0f} kB"
+
+
+def render(rows: dict, configfile: Path, gpus: int, gpu_json: Path, measured: dict) -> str:
+    lines = [f"# Cost plan: {configfile} on {gpus} GPU(s)",
+             f"MFU from {gpu_json} ({measured['gpu']}, torch {measured['torch']}, {measured['date']}; bf16 matmul "
+             f"peak {measured['matmul_peak_tflops']['bf16']} TFLOP/s)", "",
+             "| rule | jobs | GPUs/job | PFLOP | MFU (measured for) | GPU-hours | wall (h) | disk | what |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows["data"]:
+        cpu = f"{r['cpu_hours']:.0f} CPU-h" if r["cpu_hours"] is not None else "CPU"
+        lines.append(f"| {r['rule']} | {r['jobs']} | 0 | - | - | {cpu} | - | {_size(r['disk_bytes'])} | {r['what']} |")
+    for r in rows["training"]:
+        lines.append(f"| {r['rule']} | {r['jobs']} | {r['gpus_per_job']} | {_num(r['flops'] / 1e15)} | "
+                     f"{100 * r['mfu']:.0f} % ({r['mfu_from']}) | {_num(r['gpu_hours'])} | {_num(r['wall_hours'])} | "
+                     f"{_size(r['disk_bytes'])} | {r['what']} |")
+    lines.append(f"| {rows['report']['rule']} | {rows['report']['jobs']} | 0 | - | - | CPU, minutes | - | - | |")
+    total_gpu = sum(r["gpu_hours"] for r in rows["training"])
+    total_wall = sum(r["wall_hours"] for r in rows["training"])
+    disk = _size(sum(r["disk_bytes"] or 0 for r in rows["data"] + rows["training"]))
+    lines += ["", f"Total: {_num(total_gpu)} GPU-hours; {_num(total_wall)} h = {total_wall / 24:.3g} days on {gpus} GPU(s) "
+              f"(rules one after another); disk {disk} (data, final models, and the 2 checkpoints of weights and "
+              f"optimizer moments each training job keeps in its state dir)."]
+    return "\n".join(lines)
