@@ -216,13 +216,16 @@ def test_diagonal_comparison_table_by_hand():
     assert diagonal_comparison(s, [], np.random.default_rng(0)).startswith("BERT vs BERT without")
 
 
-def test_drop_ranks_and_what_the_report_says_beside_them(tmp_path):
-    """Claim 1's inputs by hand, for a DAM_s run (2 seeds) and a DAM_u run (1 seed); snapshots at steps 0, 10, 20.
-    DAM_s, per offset: head 0 drops the diagonal at 10, offset 1 at 20, offsets 2-3 never: rank 0; head 1 never
-    drops the diagonal, offset 1 at 10: rank 1/3 + 0.5 * 2/3 = 2/3. DAM_u drop steps (symmetric)
-    [[10, 10, 20], [10, inf, inf], [20, inf, 20]]: rows 0.25, 0.75, 0.25 -> 5/12; its diagonal fell below 0.5 at
-    some entry (10)."""
-    from sparsebert.findings import drop_ranks
+def test_diagonal_ranks_and_what_the_report_says_beside_them(tmp_path):
+    """Claim 1's inputs by hand, for a DAM_s run (2 seeds) and a DAM_u run (1 seed); snapshots at steps 0, 10, 20,
+    keep probability 0.2 from the drop step on (area below 0.25 > 0, larger the earlier), 0.8 before.
+    DAM_s, per offset: head 0 drops the diagonal at 10, offset 1 at 20, offsets 2-3 never: area rank 0; final
+    keep [.2, .2, .8, .8]: rank 1/6. Head 1 never drops the diagonal, offset 1 at 10: area rank 1/3 + 0.5 * 2/3 =
+    2/3; final [.8, .2, .8, .8]: 2/3. Final keep, diagonal (.2 + .8) / 2 = .5, others .6 in both heads; below
+    0.25 in head 0 of each seed. DAM_u drop steps (symmetric) [[10, 10, 20], [10, inf, inf], [20, inf, 20]]:
+    area rows 0.25, 0.75, 0.25 -> 5/12; final [[.2, .2, .2], [.2, .8, .8], [.2, .8, .2]]: rows 1/2, 3/4, 1/4 ->
+    1/2; diagonal mean 0.4, off-diagonal mean 0.4."""
+    from sparsebert.findings import diagonal_ranks
 
     def write(folder, drop, fallback):
         folder.mkdir(parents=True)
@@ -238,12 +241,16 @@ def test_drop_ranks_and_what_the_report_says_beside_them(tmp_path):
     p = {"seeds": [0, 1], "variants": [
         {"name": "dam_s", "kind": "dam_s", "role": "search", "pretrained": str(tmp_path / "s" / "{seed}")},
         {"name": "dam_u", "kind": "dam_u", "role": "search", "pretrained": str(tmp_path / "u" / "{seed}")}]}
-    ranks, info = drop_ranks(p, "dam_s")
-    assert ranks.flatten().tolist() == pytest.approx([0.0, 2 / 3, 0.0, 2 / 3])  # (seeds, heads)
-    assert info == {"dropped": 2, "heads": 4, "steps": 20, "fallback": 3, "rows": 16}
-    ranks, info = drop_ranks({**p, "seeds": [0]}, "dam_u")
-    assert ranks.shape == (1, 1) and ranks[0, 0] == pytest.approx(5 / 12)
-    assert info == {"dropped": 1, "heads": 1, "steps": 20, "fallback": 2, "rows": 3}
+    by_area, by_final, info = diagonal_ranks(p, "dam_s")
+    assert by_area.flatten().tolist() == pytest.approx([0.0, 2 / 3, 0.0, 2 / 3])  # (seeds, heads)
+    assert by_final.flatten().tolist() == pytest.approx([1 / 6, 2 / 3, 1 / 6, 2 / 3])
+    assert info == pytest.approx({"steps": 20, "fallback": 3, "rows": 16, "diag_end": 0.5, "other_end": 0.6,
+                                  "below": 2, "heads": 4})  # fmt: skip
+    by_area, by_final, info = diagonal_ranks({**p, "seeds": [0]}, "dam_u")
+    assert by_area.shape == by_final.shape == (1, 1) and by_area[0, 0] == pytest.approx(5 / 12)
+    assert by_final[0, 0] == pytest.approx(0.5)
+    assert info == pytest.approx({"steps": 20, "fallback": 2, "rows": 3, "diag_end": 0.4, "other_end": 0.4,
+                                  "below": 0, "heads": 1})  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------
