@@ -8,6 +8,7 @@ import pytest
 
 from sparsebert import paper, stats
 from sparsebert.data.tasks import TASKS
+from sparsebert.figures import keep_trajectories, per_offset
 from sparsebert.findings import Effect, compare, gated_note, informative, seed_gated, usable, verdict_line
 from sparsebert.report import (
     Column,
@@ -624,3 +625,42 @@ def test_collect_of_one_variant_and_one_seed(tmp_path):
     p = tiny_tree(tmp_path, tasks=("proxy_pair",), seeds=(0,), predictions={"dense": TREE_PREDICTIONS["dense"]})
     scores, _ = collect(p)
     assert scores.points.tolist() == [[[100.0]]] and scores.baseline_points.tolist() == [50.0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue 22: the keep-probability trajectories figure (claim 1's evidence), from a small synthetic run.
+
+
+def test_per_offset_averages_dam_u_entries_of_each_offset_and_leaves_dam_s_alone():
+    keep = np.array([[[0.1, 0.2, 0.3],
+                      [0.2, 0.5, 0.6],
+                      [0.3, 0.6, 0.9]]])  # (H=1, L=3, L=3)  # fmt: skip
+    # offset 0: (0.1 + 0.5 + 0.9) / 3; offset 1: (0.2 + 0.6 + 0.2 + 0.6) / 4; offset 2: (0.3 + 0.3) / 2
+    assert per_offset(keep, "dam_u") == pytest.approx(np.array([[0.5, 0.4, 0.3]]))
+    assert per_offset(keep[:, 0], "dam_s") is not None and np.array_equal(per_offset(keep[:, 0], "dam_s"), keep[:, 0])
+
+
+def test_keep_trajectories_figure_is_written_from_a_small_synthetic_run(tmp_path):
+    """A DAM_s run (2 seeds x 4 heads, 16 offsets) and a DAM_u run (12 x 12): one PNG and one PDF; without a DAM
+    search the figure says so instead of failing."""
+    import _keep_trajectories as trajectories
+
+    rng = np.random.default_rng(0)
+    variants = []
+    for kind in ("dam_s", "dam_u"):
+        for seed in (0, 1):
+            folder = tmp_path / kind / str(seed)
+            folder.mkdir(parents=True)
+            keep = getattr(trajectories, kind)("early", rng)
+            np.savez(folder / "snapshots.npz", steps=trajectories.STEPS, keep_prob=keep)
+        variants.append({"name": kind, "kind": kind, "role": "search", "pretrained": str(tmp_path / kind / "{seed}")})
+    out = tmp_path / "figures"
+    out.mkdir()
+    keep_trajectories({"seeds": [0, 1], "variants": variants}, out)
+    for ext in ("png", "pdf"):
+        assert (out / f"keep_trajectories.{ext}").stat().st_size > 10_000
+    empty = tmp_path / "none"
+    empty.mkdir()
+    keep_trajectories({"seeds": [0], "variants": [{"name": "dense", "kind": "fixed", "role": "fixed",
+                                                   "pretrained": str(tmp_path / "dense/{seed}")}]}, empty)  # fmt: skip
+    assert sorted(f.name for f in empty.iterdir()) == ["keep_trajectories.pdf", "keep_trajectories.png"]

@@ -113,7 +113,7 @@ def test_smoke_outputs_and_tables(smoke):
             assert (smoke / f"{R}/{folder}/{v}/seed{seed}/model/config.json").is_file()
             for t in SMOKE["tasks"]["names"]:
                 assert json.loads((smoke / f"{R}/finetune/{v}/seed{seed}/{t}/metrics.json").read_text())["eval"]
-    for name in ("masks", "importance", "dam_u_snapshots", "score_vs_sparsity", "loss_curves"):
+    for name in ("masks", "importance", "keep_trajectories", "dam_u_snapshots", "score_vs_sparsity", "loss_curves"):
         for ext in ("png", "pdf"):
             assert (smoke / f"{R}/figures/{name}.{ext}").stat().st_size > 1000, name
     for table in ("glue", "squad_swag"):
