@@ -1,5 +1,6 @@
-"""sparsebert.stats: bootstrap intervals on hand-made and simulated cases, claim 1's ranks of the diagonal in the DAM search's
-snapshots (synthetic trajectories with known answers, tests/_keep_trajectories.py), and every verdict rule on hand-made inputs."""
+"""sparsebert.stats: bootstrap intervals on hand-made and simulated cases, claim 1's ranks of the diagonal in
+the DAM search's snapshots (synthetic trajectories with known answers, tests/_keep_trajectories.py), and every
+verdict rule on hand-made inputs."""
 
 from __future__ import annotations
 
