@@ -399,3 +399,23 @@ def test_gpu_configs_build_their_dags_with_shared_gpu_jobs(tmp_path, config, fix
     if config == "config/gpu.yaml":
         assert all('"max_steps": 1000' in line for line in trainings if " dam-search " in line)
         assert all('"max_steps": 4000' in line for line in trainings if " -m sparsebert pretrain " in line)
+
+
+def test_gpu_demo_script_plans_the_run_and_reports_it(tmp_path):
+    """benchmarks/gpu_demo.sh, the device run's one call, in its dry-run mode on the smoke config (no wheels to
+    install here): the `python` wrapper first on PATH, Snakemake planned under the budget, run_info.txt with the
+    versions, the wall time and the exit status."""
+    wd = workdir(tmp_path / "demo")
+    (wd / "src").symlink_to(REPO / "src")
+    out = tmp_path / "out"
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **OFFLINE_ENV, "CONFIG": "config/smoke.yaml",
+           "WHEELS": str(tmp_path / "none"), "SITE": str(tmp_path / "site"), "OUT": str(out), "CORES": "2"}  # fmt: skip
+    r = subprocess.run(["bash", str(REPO / "benchmarks/gpu_demo.sh"), "run", "--dry-run"], cwd=wd, env=env,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    info = (out / "run_info.txt").read_text()
+    assert "config: config/smoke.yaml (run smoke); cores 2; GPU slots 9" in info and "| torch " in info
+    assert "snakemake exit status: 0" in info and re.search(r"^wall_s: [0-9.]+$", info, re.M)
+    assert "This was a dry-run" in (out / "snakemake.log").read_text()
+    assert (tmp_path / "site/pybin/python").read_text() == '#!/bin/sh\nexec python3 "$@"\n'
+    assert not list(out.glob("*.tar.gz"))  # a dry run has nothing to bring back
