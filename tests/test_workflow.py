@@ -410,8 +410,8 @@ def test_gpu_demo_script_plans_the_run_and_reports_it(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **OFFLINE_ENV, "CONFIG": "config/smoke.yaml",
            "WHEELS": str(tmp_path / "none"), "SITE": str(tmp_path / "site"), "OUT": str(out), "CORES": "2"}  # fmt: skip
-    r = subprocess.run(["bash", str(REPO / "benchmarks/gpu_demo.sh"), "run", "--dry-run"], cwd=wd, env=env,
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = run_watched(["bash", str(REPO / "benchmarks/gpu_demo.sh"), "run", "--dry-run"], cwd=wd, env=env, timeout=120,
+                    workdir=wd)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     info = (out / "run_info.txt").read_text()
     assert "config: config/smoke.yaml (run smoke); cores 2; GPU slots 9" in info and "| torch " in info
