@@ -99,9 +99,15 @@ run() {
     grep -E "steps \([0-9]+%\) done" "$OUT/snakemake.log" | tail -n 1
   } | tee -a "$OUT/run_info.txt"
   if [ ${#dry[@]} -eq 0 ]; then
+    # What comes back from $OUT is at most 16 MiB a file: model weights, resumable state and DAM_u's snapshots
+    # (~26 MB a seed at 4 heads x 128 x 128 x 101 snapshots) stay behind; keep_trajectories.png and findings.md
+    # carry their evidence.
     tar -czf "$OUT/$RUN.tar.gz" --exclude='*/model' --exclude="results/$RUN/state" \
-      $(ls -d "results/$RUN" "logs/$RUN" 2>/dev/null) 2>/dev/null
+      --exclude='dam_u_*/snapshots.npz' $(ls -d "results/$RUN" "logs/$RUN" 2>/dev/null) 2>/dev/null
     [ -f "results/$RUN/findings.md" ] && cp "results/$RUN/findings.md" "$OUT/findings.md"
+    if [ "$(stat -c %s "$OUT/$RUN.tar.gz")" -gt $((16 * 1024 * 1024)) ]; then
+      echo "warning: $OUT/$RUN.tar.gz is over 16 MiB and will not come back" | tee -a "$OUT/run_info.txt"
+    fi
   fi
   tail -n 15 "$OUT/snakemake.log"
   return $rc
