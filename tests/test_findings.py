@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import _keep_trajectories as trajectories
 from sparsebert.findings import write_findings
 from sparsebert.io import UserError
 from sparsebert.metrics import task_metrics
@@ -111,7 +112,7 @@ def test_every_claim_supported(tmp_path):
     # Each verdict line: the effect, its interval, the seeds and the examples it rests on.
     claim2 = next(line for line in text.splitlines() if line.startswith("Verdict") and "margin" in line)
     assert "+0.00 points, 95 % interval [+0.00, +0.00]" in claim2 and "3 seeds" in claim2 and f"{2 * N} eval" in claim2
-    assert "mean drop rank of the diagonal 0.000" in text and "vs longformer (88.0 %): +" in text
+    assert "mean rank of the diagonal by area below 0.25 0.000" in text and "vs longformer (88.0 %): +" in text
     assert "{" not in text and "3 of 36 query rows had no key" in text  # every number filled in
     # What pretraining learned, beside the unigram floor: MLM (10 + 12 + 14) / 3 = 12 % vs 5 %.
     assert "dense validation MLM accuracy 12.0 % (mean over seeds) vs 5.0 % for always predicting" in text
@@ -131,7 +132,7 @@ def test_every_claim_inconclusive(tmp_path):
            "dam_s_0.001": [0.70, 0.50, 0.61]}  # fmt: skip
     text, _ = findings(tmp_path, acc, "none")
     assert verdicts(text) == ["inconclusive", "inconclusive", "inconclusive"], text
-    assert "mean drop rank of the diagonal 0.500" in text
+    assert "mean rank of the diagonal by area below 0.25 0.500" in text
 
 
 def test_two_constant_predictors_are_not_evidence_of_equivalence(tmp_path):
@@ -449,16 +450,18 @@ def test_claim_2_without_a_separating_column_is_inconclusive():
         "same, or both predict a constant.", ""]  # fmt: skip
 
 
-# Claim 1: the diagonal's drop rank, from hand-made snapshots whose drop steps are given.
+# Claim 1: the diagonal's rank by area below 0.25, from hand-made snapshots whose drop steps are given.
 
 INF = np.inf
-FIRST = [10, 20, INF, INF]  # DAM_s offsets: the diagonal dropped at step 10, before every other offset: rank 0
+FIRST = [10, 20, INF, INF]  # DAM_s offsets: the diagonal below 0.25 from step 10, before every other offset: rank 0
 LAST = [INF, 10, 10, 10]  # every other offset dropped, the diagonal never: rank 1
-DAM_U = [[10, 10, 20], [10, INF, INF], [20, INF, 20]]  # rows 1/4, 3/4, 1/4: rank 5/12; diagonal first below at 10
+DAM_U = [[10, 10, 20], [10, INF, INF], [20, INF, 20]]  # rows 1/4, 3/4, 1/4: rank 5/12
 
 
 def write_search(folder, drop, fallback):
-    """snapshots.npz at steps 0, 10, 20 whose keep probabilities fall below 0.5 at `drop`'s steps."""
+    """snapshots.npz at steps 0, 10, 20: keep probability 0.5 at step 0, then 0.2 from `drop`'s step on, 0.8
+    before it. Area below 0.25 (trapezoids, / 20 steps): dropped at 10 -> (0.025 * 10 + 0.05 * 10) / 20 =
+    0.0375, at 20 -> 0.0125, never -> 0: earlier drop, larger area, lower rank."""
     drop = np.asarray(drop, dtype=float)
     folder.mkdir(parents=True)
     keep = np.stack([np.full(drop.shape, 0.5), np.where(drop <= 10, 0.2, 0.8), np.where(drop <= 20, 0.2, 0.8)])
@@ -466,14 +469,15 @@ def write_search(folder, drop, fallback):
     (folder / "summary.json").write_text(json.dumps({} if fallback is None else {"fallback_rows": fallback}))
 
 
-def searches(tmp_path, runs: dict, seeds=(0, 1)) -> dict:
-    """runs[name] = per seed (drop steps, fallback rows) -> run parameters with those DAM searches."""
+def searches(tmp_path, runs: dict, seeds=(0, 1), writer=write_search) -> dict:
+    """runs[name] = per seed (what `writer` turns into snapshots.npz, fallback rows) -> run parameters with
+    those DAM searches (`kind` = the part of the name before any "/")."""
     for name, per_seed in runs.items():
         for seed, (drop, fallback) in zip(seeds, per_seed):
-            write_search(tmp_path / name / str(seed), drop, fallback)
+            writer(tmp_path / name / str(seed), drop, fallback)
     return {"seeds": list(seeds), "variants": [
         {"name": "dense", "kind": "fixed", "role": "fixed", "pretrained": str(tmp_path / "dense" / "{seed}")},
-        *({"name": name, "kind": name, "role": "search", "pretrained": str(tmp_path / name / "{seed}")}
+        *({"name": name, "kind": name.split("-")[0], "role": "search", "pretrained": str(tmp_path / name / "{seed}")}
           for name in runs)]}  # fmt: skip
 
 
@@ -481,29 +485,47 @@ def claim1(p) -> list[str]:
     return claim_diagonal_dropped_first(p, {"bootstrap_samples": 200}, np.random.default_rng(0))
 
 
-def test_claim_1_per_run_and_overall_drop_rank(tmp_path):
-    """dam_s: 3 heads, each drops the diagonal first (rank 0); dam_u: rank 5/12 in its one head. The runs weigh
-    equally: (0 + 5/12) / 2 = 0.208; every head and seed the same, so every interval is a point."""
+METHOD = (
+    "Measured on the DAM searches' keep-probability snapshots, from step 0 to the end of the search. For every "
+    "position (DAM_s: an offset |i - j|, 0 = the diagonal; DAM_u: an entry (i, j)), its area below 0.25: the "
+    "integral over the steps of max(0, 0.25 - keep probability) (trapezoids between snapshots) divided by the "
+    "steps searched, i.e. how far and for how long the search held it below 0.25. Per head and seed, the "
+    "diagonal's rank is the fraction of the other positions with a larger area (ties count half; DAM_u: each "
+    "query row against its own other keys, rows averaged): 0 = the diagonal is dropped most, 0.5 = no "
+    "preference, 1 = least. This rank decides: supported if the 95 % interval of its mean over DAM runs x seeds "
+    "x heads lies below 0.5, contradicted if above 0.5, inconclusive otherwise. Why: 0.25 lies far outside the "
+    "noise around the initial 0.5 (+-0.005 measured), so a position the search has not moved has an area of "
+    "exactly 0: when nothing has moved, every position ties and the rank is 0.5, not a draw of the noise; and "
+    "the area counts both how early and how deep a position fell, whatever the snapshot interval. Beside it, "
+    "not deciding: the diagonal's rank by final keep probability (the fraction of the other positions that end "
+    "lower, same ties and intervals), which noise orders when the search has hardly moved.")
+
+
+def test_claim_1_per_run_and_overall_rank(tmp_path):
+    """dam_s: 3 heads, each drops the diagonal first (area rank 0); final keep: diagonal 0.2, offsets 0.2 (tie),
+    0.8, 0.8 -> rank 1/6, others' mean 0.6. dam_u: area rank 5/12 in its one head; final keep
+    [[.2, .2, .2], [.2, .8, .8], [.2, .8, .2]]: rows 1/2, 3/4, 1/4 -> 1/2; diagonal mean 0.4 (not below 0.25),
+    off-diagonal mean 0.4. The runs weigh equally: (0 + 5/12) / 2 = 0.208; every head and seed the same, so
+    every interval is a point."""
     p = searches(tmp_path, {"dam_s": [([FIRST] * 3, [1, 2]), ([FIRST] * 3, [3])],
                             "dam_u": [([DAM_U], [2]), ([DAM_U], None)]})  # fmt: skip
     lines = claim1(p)
-    assert lines[:4] == [
-        "## 1. The diagonal is the least important attention position during pretraining", "",
-        "Measured on the DAM searches' keep-probability snapshots: for every position, the first snapshot after the "
-        "initial one at which its keep probability is below 0.5 (never: after every other). Per head and seed, the "
-        "diagonal's drop rank is the fraction of the other positions dropped before it (ties count half): 0 = the "
-        "diagonal is dropped first, 0.5 = no preference, 1 = dropped last. Supported if the 95 % interval of the "
-        "mean rank lies below 0.5, contradicted if above 0.5.", ""]  # fmt: skip
+    assert lines[:4] == ["## 1. The diagonal is the least important attention position during pretraining", "",
+                         METHOD, ""]  # fmt: skip
     assert lines[4:] == [
-        "- dam_s (20 steps, 2 seed(s) x 3 heads): mean drop rank 0.000, 95 % interval [0.000, 0.000] (supported); "
-        "the diagonal fell below 0.5 in 6 of 6 head-seeds. Binarized masks: 6 of 24 query rows had no key at "
-        "p >= 0.5 and keep their most probable key instead.",
-        "- dam_u (20 steps, 2 seed(s) x 1 heads): mean drop rank 0.417, 95 % interval [0.417, 0.417] (supported); "
-        "the diagonal fell below 0.5 in 2 of 2 head-seeds (at some entry of it). Binarized masks: 2 of 6 query "
-        "rows had no key at p >= 0.5 and keep their most probable key instead.", "",
-        "Verdict: **supported at this scale**: mean drop rank of the diagonal 0.208 (no preference: 0.5), 95 % "
-        "interval [0.208, 0.208]; 2 DAM run(s), 8 head-seeds; 2 seeds per run (seeds, then heads within a seed, "
-        "resampled).", ""]  # fmt: skip
+        "- dam_s (20 steps, 2 seed(s) x 3 heads): rank by area below 0.25 0.000, 95 % interval [0.000, 0.000] "
+        "(supported); rank by final keep probability 0.167, 95 % interval [0.167, 0.167]; final keep probability, "
+        "mean over head-seeds: diagonal 0.200, other positions 0.600; the diagonal ended below 0.25 in 6 of 6 "
+        "head-seeds. Binarized masks: 6 of 24 query rows had no key at p >= 0.5 and keep their most probable key "
+        "instead.",
+        "- dam_u (20 steps, 2 seed(s) x 1 heads): rank by area below 0.25 0.417, 95 % interval [0.417, 0.417] "
+        "(supported); rank by final keep probability 0.500, 95 % interval [0.500, 0.500]; final keep probability, "
+        "mean over head-seeds: diagonal (mean of its entries) 0.400, other positions 0.400; the diagonal ended "
+        "below 0.25 in 0 of 2 head-seeds. Binarized masks: 2 of 6 query rows had no key at p >= 0.5 and keep "
+        "their most probable key instead.", "",
+        "Verdict: **supported at this scale**: mean rank of the diagonal by area below 0.25 0.208 (no preference: "
+        "0.5), 95 % interval [0.208, 0.208]; 2 DAM run(s), 8 head-seeds; 2 seeds per run (seeds, then heads within "
+        "a seed, resampled).", ""]  # fmt: skip
 
 
 def test_claim_1_interval_is_clipped_to_the_range_of_a_rank(tmp_path):
@@ -512,29 +534,30 @@ def test_claim_1_interval_is_clipped_to_the_range_of_a_rank(tmp_path):
     quarter at 0.5 + 4.6; the interval is clipped to [0, 1]."""
     p = searches(tmp_path, {"dam_s": [([FIRST] * 3, None), ([LAST] * 3, None)]})
     lines = claim1(p)
-    assert lines[4] == ("- dam_s (20 steps, 2 seed(s) x 3 heads): mean drop rank 0.500, 95 % interval [0.000, 1.000] "
-                        "(inconclusive); the diagonal fell below 0.5 in 3 of 6 head-seeds. Binarized masks: 0 of 24 "
-                        "query rows had no key at p >= 0.5 and keep their most probable key instead.")  # fmt: skip
-    assert lines[-2] == ("Verdict: **inconclusive at this scale**: mean drop rank of the diagonal 0.500 (no "
-                         "preference: 0.5), 95 % interval [0.000, 1.000]; 1 DAM run(s), 6 head-seeds; 2 seeds per "
-                         "run (seeds, then heads within a seed, resampled).")  # fmt: skip
+    assert lines[4].startswith("- dam_s (20 steps, 2 seed(s) x 3 heads): rank by area below 0.25 0.500, 95 % interval "
+                               "[0.000, 1.000] (inconclusive); ")  # fmt: skip
+    assert "the diagonal ended below 0.25 in 3 of 6 head-seeds. Binarized masks: 0 of 24 query" in lines[4]
+    assert lines[-2] == ("Verdict: **inconclusive at this scale**: mean rank of the diagonal by area below 0.25 0.500 "
+                         "(no preference: 0.5), 95 % interval [0.000, 1.000]; 1 DAM run(s), 6 head-seeds; 2 seeds "
+                         "per run (seeds, then heads within a seed, resampled).")  # fmt: skip
 
 
 def test_claim_1_diagonal_dropped_last_is_contradicted(tmp_path):
     p = searches(tmp_path, {"dam_s": [([LAST] * 3, None), ([LAST] * 3, None)]})
     lines = claim1(p)
-    assert "mean drop rank 1.000, 95 % interval [1.000, 1.000] (contradicted)" in lines[4]
-    assert lines[-2].startswith("Verdict: **contradicted at this scale**: mean drop rank of the diagonal 1.000")
+    assert "rank by area below 0.25 1.000, 95 % interval [1.000, 1.000] (contradicted)" in lines[4]
+    assert lines[-2].startswith("Verdict: **contradicted at this scale**: mean rank of the diagonal by area below "
+                                "0.25 1.000")  # fmt: skip
 
 
 def test_claim_1_with_one_seed_says_what_the_heads_alone_gave(tmp_path):
     p = searches(tmp_path, {"dam_s": [([FIRST] * 3, None)]}, seeds=(0,))
     lines = claim1(p)
-    assert lines[4].startswith("- dam_s (20 steps, 1 seed(s) x 3 heads): mean drop rank 0.000, 95 % interval "
-                               "[0.000, 0.000] (supported)")  # fmt: skip
-    assert lines[-2] == ("Verdict: **inconclusive at this scale**: mean drop rank of the diagonal 0.000 (no "
-                         "preference: 0.5), 95 % interval [0.000, 0.000]; 1 DAM run(s), 3 head-seeds; 1 seed per run: "
-                         "the interval resamples heads only and ignores seed variance (the eval examples alone: "
+    assert lines[4].startswith("- dam_s (20 steps, 1 seed(s) x 3 heads): rank by area below 0.25 0.000, 95 % "
+                               "interval [0.000, 0.000] (supported)")  # fmt: skip
+    assert lines[-2] == ("Verdict: **inconclusive at this scale**: mean rank of the diagonal by area below 0.25 0.000 "
+                         "(no preference: 0.5), 95 % interval [0.000, 0.000]; 1 DAM run(s), 3 head-seeds; 1 seed per "
+                         "run: the interval resamples heads only and ignores seed variance (the eval examples alone: "
                          "supported; one seed cannot decide).")  # fmt: skip
 
 
@@ -542,6 +565,34 @@ def test_claim_1_without_a_dam_search_measures_nothing(tmp_path):
     lines = claim1(searches(tmp_path, {}))
     assert lines[4:] == ["Verdict: **inconclusive at this scale**: no DAM search in this config, nothing was measured.",
                          ""]  # fmt: skip
+
+
+def write_trajectory(folder, keep, fallback):
+    folder.mkdir(parents=True)
+    np.savez(folder / "snapshots.npz", steps=trajectories.STEPS, keep_prob=keep)
+    (folder / "summary.json").write_text("{}")
+
+
+@pytest.mark.parametrize(("case", "expected"), [("early", "supported"), ("noise", "inconclusive"),
+                                                ("dips", "inconclusive"), ("highest", "contradicted")])  # fmt: skip
+def test_claim_1_on_synthetic_searches_with_known_answers(tmp_path, case, expected):
+    """Issue 22's failure modes of the first-crossing-of-0.5 statistic, DAM_s and DAM_u runs of 3 seeds x 4 heads
+    (tests/_keep_trajectories.py): every position below 0.5 before the first snapshot and the diagonal ending
+    far lowest (that statistic: a tie, 0.5) -> supported; noise within 0.5 +- 0.005 (that statistic: whatever the
+    noise gives; "dips": rank 0, supported) -> inconclusive at exactly 0.5; the diagonal ending highest ->
+    contradicted."""
+    rng = np.random.default_rng(5)
+    name = "noise" if case == "dips" else case
+    runs = {kind: [(getattr(trajectories, kind)(name, rng, diagonal_dips_first=case == "dips"), None)
+                   for _ in range(3)] for kind in ("dam_s", "dam_u")}  # fmt: skip
+    lines = claim1(searches(tmp_path, runs, seeds=(0, 1, 2), writer=write_trajectory))
+    rank = {"supported": "0.000", "inconclusive": "0.500", "contradicted": "1.000"}[expected]
+    assert lines[-2].startswith(f"Verdict: **{expected} at this scale**: mean rank of the diagonal by area below "
+                                f"0.25 {rank} (no preference: 0.5), 95 % interval [{rank}, {rank}]; 2 DAM run(s), "
+                                "24 head-seeds; 3 seeds per run")  # fmt: skip
+    for line, kind in zip(lines[4:6], ("dam_s", "dam_u")):
+        assert line.startswith(f"- {kind} (1000 steps, 3 seed(s) x 4 heads): rank by area below 0.25 {rank}, 95 % "
+                               f"interval [{rank}, {rank}] ({expected}); rank by final keep probability ")
 
 
 # The dense model vs the best constant predictor, and what pretraining learned.

@@ -8,6 +8,7 @@ import pytest
 
 from sparsebert import paper, stats
 from sparsebert.data.tasks import TASKS
+from sparsebert.figures import keep_trajectories, per_offset
 from sparsebert.findings import Effect, compare, gated_note, informative, seed_gated, usable, verdict_line
 from sparsebert.report import (
     Column,
@@ -216,13 +217,16 @@ def test_diagonal_comparison_table_by_hand():
     assert diagonal_comparison(s, [], np.random.default_rng(0)).startswith("BERT vs BERT without")
 
 
-def test_drop_ranks_and_what_the_report_says_beside_them(tmp_path):
-    """Claim 1's inputs by hand, for a DAM_s run (2 seeds) and a DAM_u run (1 seed); snapshots at steps 0, 10, 20.
-    DAM_s, per offset: head 0 drops the diagonal at 10, offset 1 at 20, offsets 2-3 never: rank 0; head 1 never
-    drops the diagonal, offset 1 at 10: rank 1/3 + 0.5 * 2/3 = 2/3. DAM_u drop steps (symmetric)
-    [[10, 10, 20], [10, inf, inf], [20, inf, 20]]: rows 0.25, 0.75, 0.25 -> 5/12; its diagonal fell below 0.5 at
-    some entry (10)."""
-    from sparsebert.findings import drop_ranks
+def test_diagonal_ranks_and_what_the_report_says_beside_them(tmp_path):
+    """Claim 1's inputs by hand, for a DAM_s run (2 seeds) and a DAM_u run (1 seed); snapshots at steps 0, 10, 20,
+    keep probability 0.2 from the drop step on (area below 0.25 > 0, larger the earlier), 0.8 before.
+    DAM_s, per offset: head 0 drops the diagonal at 10, offset 1 at 20, offsets 2-3 never: area rank 0; final
+    keep [.2, .2, .8, .8]: rank 1/6. Head 1 never drops the diagonal, offset 1 at 10: area rank 1/3 + 0.5 * 2/3 =
+    2/3; final [.8, .2, .8, .8]: 2/3. Final keep, diagonal (.2 + .8) / 2 = .5, others .6 in both heads; below
+    0.25 in head 0 of each seed. DAM_u drop steps (symmetric) [[10, 10, 20], [10, inf, inf], [20, inf, 20]]:
+    area rows 0.25, 0.75, 0.25 -> 5/12; final [[.2, .2, .2], [.2, .8, .8], [.2, .8, .2]]: rows 1/2, 3/4, 1/4 ->
+    1/2; diagonal mean 0.4, off-diagonal mean 0.4."""
+    from sparsebert.findings import diagonal_ranks
 
     def write(folder, drop, fallback):
         folder.mkdir(parents=True)
@@ -238,12 +242,16 @@ def test_drop_ranks_and_what_the_report_says_beside_them(tmp_path):
     p = {"seeds": [0, 1], "variants": [
         {"name": "dam_s", "kind": "dam_s", "role": "search", "pretrained": str(tmp_path / "s" / "{seed}")},
         {"name": "dam_u", "kind": "dam_u", "role": "search", "pretrained": str(tmp_path / "u" / "{seed}")}]}
-    ranks, info = drop_ranks(p, "dam_s")
-    assert ranks.flatten().tolist() == pytest.approx([0.0, 2 / 3, 0.0, 2 / 3])  # (seeds, heads)
-    assert info == {"dropped": 2, "heads": 4, "steps": 20, "fallback": 3, "rows": 16}
-    ranks, info = drop_ranks({**p, "seeds": [0]}, "dam_u")
-    assert ranks.shape == (1, 1) and ranks[0, 0] == pytest.approx(5 / 12)
-    assert info == {"dropped": 1, "heads": 1, "steps": 20, "fallback": 2, "rows": 3}
+    by_area, by_final, info = diagonal_ranks(p, "dam_s")
+    assert by_area.flatten().tolist() == pytest.approx([0.0, 2 / 3, 0.0, 2 / 3])  # (seeds, heads)
+    assert by_final.flatten().tolist() == pytest.approx([1 / 6, 2 / 3, 1 / 6, 2 / 3])
+    assert info == pytest.approx({"steps": 20, "fallback": 3, "rows": 16, "diag_end": 0.5, "other_end": 0.6,
+                                  "below": 2, "heads": 4})  # fmt: skip
+    by_area, by_final, info = diagonal_ranks({**p, "seeds": [0]}, "dam_u")
+    assert by_area.shape == by_final.shape == (1, 1) and by_area[0, 0] == pytest.approx(5 / 12)
+    assert by_final[0, 0] == pytest.approx(0.5)
+    assert info == pytest.approx({"steps": 20, "fallback": 2, "rows": 3, "diag_end": 0.4, "other_end": 0.4,
+                                  "below": 0, "heads": 1})  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -617,3 +625,42 @@ def test_collect_of_one_variant_and_one_seed(tmp_path):
     p = tiny_tree(tmp_path, tasks=("proxy_pair",), seeds=(0,), predictions={"dense": TREE_PREDICTIONS["dense"]})
     scores, _ = collect(p)
     assert scores.points.tolist() == [[[100.0]]] and scores.baseline_points.tolist() == [50.0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue 22: the keep-probability trajectories figure (claim 1's evidence), from a small synthetic run.
+
+
+def test_per_offset_averages_dam_u_entries_of_each_offset_and_leaves_dam_s_alone():
+    keep = np.array([[[0.1, 0.2, 0.3],
+                      [0.2, 0.5, 0.6],
+                      [0.3, 0.6, 0.9]]])  # (H=1, L=3, L=3)  # fmt: skip
+    # offset 0: (0.1 + 0.5 + 0.9) / 3; offset 1: (0.2 + 0.6 + 0.2 + 0.6) / 4; offset 2: (0.3 + 0.3) / 2
+    assert per_offset(keep, "dam_u") == pytest.approx(np.array([[0.5, 0.4, 0.3]]))
+    assert per_offset(keep[:, 0], "dam_s") is not None and np.array_equal(per_offset(keep[:, 0], "dam_s"), keep[:, 0])
+
+
+def test_keep_trajectories_figure_is_written_from_a_small_synthetic_run(tmp_path):
+    """A DAM_s run (2 seeds x 4 heads, 16 offsets) and a DAM_u run (12 x 12): one PNG and one PDF; without a DAM
+    search the figure says so instead of failing."""
+    import _keep_trajectories as trajectories
+
+    rng = np.random.default_rng(0)
+    variants = []
+    for kind in ("dam_s", "dam_u"):
+        for seed in (0, 1):
+            folder = tmp_path / kind / str(seed)
+            folder.mkdir(parents=True)
+            keep = getattr(trajectories, kind)("early", rng)
+            np.savez(folder / "snapshots.npz", steps=trajectories.STEPS, keep_prob=keep)
+        variants.append({"name": kind, "kind": kind, "role": "search", "pretrained": str(tmp_path / kind / "{seed}")})
+    out = tmp_path / "figures"
+    out.mkdir()
+    keep_trajectories({"seeds": [0, 1], "variants": variants}, out)
+    for ext in ("png", "pdf"):
+        assert (out / f"keep_trajectories.{ext}").stat().st_size > 10_000
+    empty = tmp_path / "none"
+    empty.mkdir()
+    keep_trajectories({"seeds": [0], "variants": [{"name": "dense", "kind": "fixed", "role": "fixed",
+                                                   "pretrained": str(tmp_path / "dense/{seed}")}]}, empty)  # fmt: skip
+    assert sorted(f.name for f in empty.iterdir()) == ["keep_trajectories.pdf", "keep_trajectories.png"]

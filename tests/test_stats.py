@@ -1,8 +1,10 @@
-"""sparsebert.stats: bootstrap intervals on hand-made and simulated cases, the drop order of the DAM search's
-snapshots, and every verdict rule on hand-made inputs."""
+"""sparsebert.stats: bootstrap intervals on hand-made and simulated cases, claim 1's ranks of the diagonal in
+the DAM search's snapshots (synthetic trajectories with known answers, tests/_keep_trajectories.py), and every
+verdict rule on hand-made inputs."""
 
 from __future__ import annotations
 
+import _keep_trajectories as trajectories
 import numpy as np
 import pytest
 
@@ -104,34 +106,89 @@ def test_nested_mean_draws_resample_heads_within_seeds():
     assert 0.0 <= lo < 0.1 < hi <= 0.2
 
 
-def test_drop_steps_take_the_first_snapshot_below_half_after_the_initial_one():
-    steps = np.array([0, 10, 20, 30])
-    keep = np.array([  # (T=4, H=1, L=4): offsets 0..3
-        [[0.4999, 0.5001, 0.5, 0.5]],  # initial logits: below 0.5 by chance, ignored
-        [[0.6, 0.45, 0.7, 0.55]],
-        [[0.4, 0.55, 0.7, 0.52]],  # offset 1 back above 0.5: it was still dropped at step 10
-        [[0.3, 0.6, 0.8, 0.49]],
+def test_area_below_integrates_the_depth_below_the_threshold_over_the_steps():
+    """Snapshots at steps 0, 10, 30 (uneven: trapezoids weigh each interval by its width), span 30 steps.
+    offset 0: depths 0, 0.05, 0.25 -> (0 + 0.05) / 2 * 10 + (0.05 + 0.25) / 2 * 20 = 0.25 + 3.0 = 3.25 -> /30;
+    offset 1: never below 0.25 (0.5 +- noise) -> exactly 0; offset 2: depth 0.25 from step 10 on -> (0.125 * 10 +
+    0.25 * 20) / 30; offset 3 at 0.25 exactly: not below -> 0."""
+    steps = np.array([0, 10, 30])
+    keep = np.array([[[0.5, 0.5002, 0.5, 0.25]],
+                     [[0.2, 0.4951, 0.0, 0.25]],
+                     [[0.0, 0.5049, 0.0, 0.25]]])  # (T=3, H=1, L=4)  # fmt: skip
+    assert stats.area_below(steps, keep, threshold=0.25) == pytest.approx(np.array([[3.25 / 30, 0.0, 6.25 / 30, 0.0]]))
+    # Any shape after T (DAM_u's (H, L, L)) and another threshold: offset 0 depths 0, 0, 0.1 -> (0 + 0.1) / 2 * 20.
+    assert stats.area_below(steps, keep[..., None], threshold=0.1)[0, 0, 0] == pytest.approx((0.05 * 20) / 30)
+    assert stats.DROPPED == 0.25  # the default, well away from the noise around the initial 0.5
+
+
+def test_diagonal_rank_dam_s():
+    value = np.array([
+        [0.0, 0.1, 0.2, 0.3],  # the diagonal lowest
+        [0.3, 0.1, 0.2, 0.4],  # 2 of 3 lower
+        [0.5, 0.5, 0.1, 0.5],  # 1 lower, 2 ties
+        [0.2, 0.2, 0.3, 0.1],  # 1 lower, 1 tie
     ])  # fmt: skip
-    assert stats.drop_steps(steps, keep).tolist() == [[20.0, 10.0, np.inf, 30.0]]
+    assert stats.diagonal_rank(value, "dam_s") == pytest.approx([0.0, 2 / 3, 1 / 3 + 1 / 3, 1 / 3 + 1 / 6])
 
 
-def test_diagonal_drop_rank_dam_s():
-    inf = np.inf
-    drop = np.array([
-        [10.0, 20.0, 30.0, inf],  # the diagonal first
-        [30.0, 10.0, 20.0, 40.0],  # after 2 of 3
-        [inf, inf, 10.0, inf],  # never: 1 dropped before it, 2 ties
-        [20.0, 20.0, 30.0, 10.0],  # 1 before, 1 tie
-    ])  # fmt: skip
-    assert stats.diagonal_drop_rank(drop, "dam_s") == pytest.approx([0.0, 2 / 3, 1 / 3 + 1 / 3, 1 / 3 + 1 / 6])
+def test_diagonal_rank_dam_u_compares_each_row_with_its_own_keys():
+    value = np.array([[[0.1, 0.2, 0.3],  # row 0: diagonal lowest -> 0
+                       [0.2, 0.4, 0.3],  # row 1: diagonal highest -> 1
+                       [0.3, 0.3, 0.9]]])  # row 2: both others lower -> 1
+    assert stats.diagonal_rank(value, "dam_u") == pytest.approx([2 / 3])
 
 
-def test_diagonal_drop_rank_dam_u_compares_each_row_with_its_own_keys():
-    inf = np.inf
-    drop = np.array([[[10.0, 20.0, 30.0],  # row 0: diagonal first -> 0
-                      [20.0, 40.0, 30.0],  # row 1: diagonal last -> 1
-                      [30.0, 30.0, inf]]])  # row 2: never dropped, both others dropped before it -> 1
-    assert stats.diagonal_drop_rank(drop, "dam_u") == pytest.approx([2 / 3])
+def claim_1_verdict(runs: list[np.ndarray], kind: str, by: str = "area") -> tuple[str, float]:
+    """Verdict and mean rank over seeds x heads of per-seed snapshots (T, H, ...) at trajectories.STEPS."""
+    if by == "area":
+        ranks = np.stack([stats.diagonal_rank(-stats.area_below(trajectories.STEPS, keep), kind) for keep in runs])
+    else:  # the replaced first-crossing-of-0.5 statistic
+        ranks = np.stack([trajectories.first_below_half_rank(trajectories.STEPS, keep, kind) for keep in runs])
+    draws = stats.nested_mean_draws(ranks, 400, np.random.default_rng(1))
+    return stats.drop_first_verdict(*stats.percentile_interval(draws, bounds=(0.0, 1.0))), float(ranks.mean())
+
+
+@pytest.mark.parametrize("kind", ["dam_s", "dam_u"])
+def test_claim_1_all_positions_below_half_before_the_first_snapshot_diagonal_ends_lowest(kind):
+    """Every position crosses 0.5 before the first snapshot: the first-crossing statistic sees one tie (rank
+    0.5 in every head, inconclusive). The area below 0.25 sees the diagonal dropped most in every head:
+    rank 0 (supported); by final keep probability too."""
+    rng = np.random.default_rng(0)
+    runs = [getattr(trajectories, kind)("early", rng) for _ in range(3)]  # 3 seeds x 4 heads
+    assert claim_1_verdict(runs, kind, by="first crossing") == (INCONCLUSIVE, 0.5)
+    assert claim_1_verdict(runs, kind) == (SUPPORTED, 0.0)
+    assert all(stats.diagonal_rank(keep[-1], kind).max() == 0.0 for keep in runs)
+
+
+@pytest.mark.parametrize("kind", ["dam_s", "dam_u"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_claim_1_noise_around_half_is_inconclusive_whatever_the_noise(kind, seed):
+    """Probabilities within 0.5 +- 0.005: no position ever reaches 0.25, every area is exactly 0, every
+    position ties and the rank is 0.5 in every head and seed: inconclusive, for any draw of the noise."""
+    rng = np.random.default_rng(seed)
+    runs = [getattr(trajectories, kind)("noise", rng) for _ in range(3)]
+    assert claim_1_verdict(runs, kind) == (INCONCLUSIVE, 0.5)
+
+
+@pytest.mark.parametrize("kind", ["dam_s", "dam_u"])
+def test_claim_1_noise_that_dips_the_diagonal_first_fooled_the_first_crossing(kind):
+    """The same noise band, where the diagonal's noise happens to dip below 0.5 at the first snapshot and the
+    others' 100 steps later: the first-crossing statistic reads rank 0, supported; the area statistic sees no
+    position dropped: 0.5, inconclusive."""
+    rng = np.random.default_rng(3)
+    runs = [getattr(trajectories, kind)("noise", rng, diagonal_dips_first=True) for _ in range(3)]
+    assert max(abs(keep - 0.5).max() for keep in runs) <= 0.005
+    assert claim_1_verdict(runs, kind, by="first crossing") == (SUPPORTED, 0.0)
+    assert claim_1_verdict(runs, kind) == (INCONCLUSIVE, 0.5)
+
+
+@pytest.mark.parametrize("kind", ["dam_s", "dam_u"])
+def test_claim_1_diagonal_ends_highest_is_contradicted(kind):
+    rng = np.random.default_rng(4)
+    runs = [getattr(trajectories, kind)("highest", rng) for _ in range(3)]
+    # The diagonal never goes below 0.25 (area 0), every other position does: rank 1 in every head.
+    assert claim_1_verdict(runs, kind) == (CONTRADICTED, 1.0)
+    assert all(stats.diagonal_rank(keep[-1], kind).min() == 1.0 for keep in runs)  # ends above every position
 
 
 @pytest.mark.parametrize("lo, hi, expected", [(-0.5, 0.8, SUPPORTED), (1.2, 3.0, CONTRADICTED), (-4.0, -1.5, CONTRADICTED),

@@ -44,8 +44,10 @@ def workdir(path: Path) -> Path:
 
 # Every Snakemake run here (and each job it starts) runs offline with sockets limited to loopback
 # (tests/netguard/sitecustomize.py): the smoke DAG passing proves the default path needs no network.
+# A caller's PYTHONPATH stays behind netguard (a worktree's src/ before an editable install of another checkout).
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-               "PYTHONPATH": str(Path(__file__).parent / "netguard")}
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent / "netguard"),
+                                                           os.environ.get("PYTHONPATH")]))}  # fmt: skip
 
 
 def snakemake(wd: Path, *args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
@@ -113,7 +115,7 @@ def test_smoke_outputs_and_tables(smoke):
             assert (smoke / f"{R}/{folder}/{v}/seed{seed}/model/config.json").is_file()
             for t in SMOKE["tasks"]["names"]:
                 assert json.loads((smoke / f"{R}/finetune/{v}/seed{seed}/{t}/metrics.json").read_text())["eval"]
-    for name in ("masks", "importance", "dam_u_snapshots", "score_vs_sparsity", "loss_curves"):
+    for name in ("masks", "importance", "keep_trajectories", "dam_u_snapshots", "score_vs_sparsity", "loss_curves"):
         for ext in ("png", "pdf"):
             assert (smoke / f"{R}/figures/{name}.{ext}").stat().st_size > 1000, name
     for table in ("glue", "squad_swag"):
@@ -165,7 +167,8 @@ def test_runs_of_other_configs_sit_beside_a_finished_run(smoke, tmp_path):
     assert "Nothing to be done" in snakemake(wd, "-n", "--configfile", "config/smoke.yaml").stdout
 
 
-@pytest.mark.parametrize("config", ["config/config.yaml", "config/smoke.yaml", "config/paper.yaml"])
+@pytest.mark.parametrize("config", ["config/config.yaml", "config/smoke.yaml", "config/paper.yaml", "config/gpu.yaml",
+                                    "config/gpu_full.yaml"])
 def test_snakemake_lint_is_clean(tmp_path, config):
     r = snakemake(workdir(tmp_path / "lint"), "--lint", "--configfile", config, check=False)
     out = r.stdout + r.stderr
@@ -238,7 +241,8 @@ def test_dvc_push_then_pull_into_a_fresh_clone_leaves_nothing_to_do(smoke, tmp_p
     stages = (REPO / "dvc.yaml").read_text()
     assert stages.count(" --cores all --configfile ${item}") == 3
     stages = stages.replace(" --cores all --configfile", " --cores 2 --configfile")
-    runs = "      default: config/config.yaml\n      paper: config/paper.yaml\n"
+    runs = ("      default: config/config.yaml\n      paper: config/paper.yaml\n      gpu: config/gpu.yaml\n"
+            "      gpu_full: config/gpu_full.yaml\n")
     assert runs in stages
     (src / "dvc.yaml").write_text(stages.replace(runs, f"      {SMOKE['run']}: config/smoke.yaml\n"))
     shutil.copy2(REPO / ".gitignore", src / ".gitignore")  # results/ and data/ travel by DVC, never by git
@@ -376,3 +380,42 @@ def test_network_guard_is_active_for_the_smoke_run():
     r = subprocess.run([str(BIN / "python"), "-c", probe], env={**os.environ, **OFFLINE_ENV},
                        capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.returncode != 0 and "denied by tests/netguard" in r.stderr
+
+
+@pytest.mark.parametrize(("config", "fixed", "searches"), [("config/gpu.yaml", 3, 2), ("config/gpu_full.yaml", 9, 4)])
+def test_gpu_configs_build_their_dags_with_shared_gpu_jobs(tmp_path, config, fixed, searches):
+    """issue 22: the one-GPU configs plan 3 seeds of every variant and every proxy task; every training job takes
+    one slot of a GPU shared by 9 (the launcher's prefix), and the searches of gpu.yaml run 1,000 steps."""
+    wd = workdir(tmp_path / "gpu")
+    counts = job_counts(snakemake(wd, "-n", "--quiet", "rules", "--configfile", config).stdout)
+    assert counts["pretrain"] == 3 * fixed and counts["dam_search"] == 3 * searches
+    assert counts["finetune"] == 3 * (fixed + searches) * 5
+    shell = snakemake(wd, "-n", "-p", "--configfile", config).stdout
+    trainings = [line for line in shell.splitlines() if " -m sparsebert pretrain " in line or " dam-search " in line
+                 or " -m sparsebert finetune " in line]  # fmt: skip
+    assert len(trainings) == 3 * (fixed + searches) * 6
+    prefix = "python -m sparsebert.launch --gpus 1 --jobs-per-gpu 9 -- python -m "
+    assert all(line.removeprefix("Shell command:").lstrip().startswith(prefix) for line in trainings), trainings[0]
+    if config == "config/gpu.yaml":
+        assert all('"max_steps": 1000' in line for line in trainings if " dam-search " in line)
+        assert all('"max_steps": 4000' in line for line in trainings if " -m sparsebert pretrain " in line)
+
+
+def test_gpu_demo_script_plans_the_run_and_reports_it(tmp_path):
+    """benchmarks/gpu_demo.sh, the device run's one call, in its dry-run mode on the smoke config (no wheels to
+    install here): the `python` wrapper first on PATH, Snakemake planned under the budget, run_info.txt with the
+    versions, the wall time and the exit status."""
+    wd = workdir(tmp_path / "demo")
+    (wd / "src").symlink_to(REPO / "src")
+    out = tmp_path / "out"
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **OFFLINE_ENV, "CONFIG": "config/smoke.yaml",
+           "WHEELS": str(tmp_path / "none"), "SITE": str(tmp_path / "site"), "OUT": str(out), "CORES": "2"}  # fmt: skip
+    r = run_watched(["bash", str(REPO / "benchmarks/gpu_demo.sh"), "run", "--dry-run"], cwd=wd, env=env, timeout=120,
+                    workdir=wd)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    info = (out / "run_info.txt").read_text()
+    assert "config: config/smoke.yaml (run smoke); cores 2; GPU slots 9" in info and "| torch " in info
+    assert "snakemake exit status: 0" in info and re.search(r"^wall_s: [0-9.]+$", info, re.M)
+    assert "This was a dry-run" in (out / "snakemake.log").read_text()
+    assert (tmp_path / "site/pybin/python").read_text() == '#!/bin/sh\nexec python3 "$@"\n'
+    assert not list(out.glob("*.tar.gz"))  # a dry run has nothing to bring back

@@ -4,6 +4,8 @@
                       (with the rows where binarization fell back on the most probable key)
     importance        importance analysis: keep probability of the diagonal vs the other positions over the
                       DAM search's steps, every head of every seed (the paper: the diagonal is dropped first)
+    keep_trajectories claim 1: per DAM run and head, the diagonal's keep probability (one bold line per seed)
+                      beside bands for offsets 1-8 and beyond 8 (DAM_u: per-offset means), over the steps
     dam_u_snapshots   DAM_u keep probabilities (mean over heads, first seed) at snapshots during the search
     score_vs_sparsity average downstream score (mean over seeds, 95 % interval) vs measured sparsity per
                       variant, beside the paper's points
@@ -30,6 +32,7 @@ from sparsebert import masks, paper  # noqa: E402
 from sparsebert.dam import split_diagonal  # noqa: E402
 from sparsebert.io import load_params  # noqa: E402
 from sparsebert.report import pretrained_dir, searches_of, seeds_of, variants_of  # noqa: E402
+from sparsebert.stats import DROPPED  # noqa: E402  (findings.md's threshold, drawn in keep_trajectories)
 from sparsebert.variants import FIXED  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -109,6 +112,56 @@ def importance(p: dict, out: Path) -> None:
         ax.legend(fontsize=7)
     fig.suptitle("Importance analysis: keep probability during the DAM search (one line per head and seed)", fontsize=9)
     save(fig, out, "importance")
+
+
+def per_offset(keep: np.ndarray, kind: str) -> np.ndarray:
+    """Keep probabilities per offset |i - j| (..., L): DAM_s's are that already; DAM_u's (..., L, L) are averaged
+    over the entries of each offset (the diagonal, offset 0, is the mean of the L diagonal entries)."""
+    if kind == "dam_s":
+        return keep
+    L = keep.shape[-1]
+    i, j = np.indices((L, L))
+    return np.stack([keep[..., np.abs(i - j) == k].mean(axis=-1) for k in range(L)], axis=-1)
+
+
+NEAR = 8  # offsets 1-8: the neighbourhood that local masks (longformer's window) keep, drawn as its own band
+
+
+def keep_trajectories(p: dict, out: Path) -> None:
+    """Claim 1's evidence as it unfolded: per DAM run (row) and head (column), the diagonal's keep probability
+    (bold, one line per seed) beside bands (min to max over offsets and seeds) with mean lines for offsets 1-8 and
+    for offsets beyond 8, over the search's steps; the 0.25 line below which findings.md counts a position as
+    dropped (stats.DROPPED), and the initial 0.5."""
+    runs = searches_of(p)
+    heads = max([np.load(pretrained_dir(p, r, seeds_of(p)[0]) / "snapshots.npz")["keep_prob"].shape[1] for r in runs]
+                or [1])  # fmt: skip
+    fig, axes = plt.subplots(max(1, len(runs)), heads, figsize=(2.9 * heads, 2.5 * max(1, len(runs))), squeeze=False)
+    if not runs:
+        axes[0, 0].text(0.5, 0.5, "no DAM search configured", ha="center", va="center")
+        axes[0, 0].axis("off")
+    for row, run in zip(axes, runs):
+        kind = variants_of(p)[run]["kind"]
+        snaps = [np.load(pretrained_dir(p, run, seed) / "snapshots.npz") for seed in seeds_of(p)]
+        steps = snaps[0]["steps"]
+        offsets = np.stack([per_offset(snap["keep_prob"], kind) for snap in snaps])  # (S, T, H, L)
+        for h, ax in enumerate(row):
+            near, far = offsets[:, :, h, 1 : NEAR + 1], offsets[:, :, h, NEAR + 1 :]  # (S, T, offsets)
+            for band, color, label in ((far, "tab:blue", f"offsets > {NEAR}"), (near, "tab:green", f"offsets 1-{NEAR}")):
+                if band.shape[-1]:
+                    ax.fill_between(steps, band.min(axis=(0, 2)), band.max(axis=(0, 2)), color=color, alpha=0.18)
+                    ax.plot(steps, band.mean(axis=(0, 2)), color=color, lw=1, label=f"{label} (mean, range)")
+            for s in range(len(snaps)):
+                ax.plot(steps, offsets[s, :, h, 0], color="tab:red", lw=2.2, label="diagonal" if s == 0 else None)
+            ax.axhline(DROPPED, color="black", lw=0.6, ls="--")
+            ax.axhline(0.5, color="grey", lw=0.5, ls=":")
+            ax.set(ylim=(0, 1), title=f"{run} head {h}", xlabel="search step")
+            ax.title.set_fontsize(8)
+        row[0].set_ylabel("keep probability")
+        row[0].legend(fontsize=6, loc="upper right")
+    what = "DAM_u: per-offset means of the entries" if any(variants_of(p)[r]["kind"] == "dam_u" for r in runs) else ""
+    fig.suptitle(f"Keep probability of the diagonal (bold, one line per seed) vs the other offsets, {len(seeds_of(p))} "
+                 f"seed(s); dashed: {DROPPED:g}, below which a position counts as dropped. {what}", fontsize=8)
+    save(fig, out, "keep_trajectories")
 
 
 def dam_u_snapshots(p: dict, out: Path, shown: int = 5) -> None:
@@ -195,7 +248,8 @@ def run(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     mask_panels(p, args.out)
     importance(p, args.out)
+    keep_trajectories(p, args.out)
     dam_u_snapshots(p, args.out)
     score_vs_sparsity(p, args.out, args.metrics)
     loss_curves(p, args.out)
-    log.info("figures: masks, importance, dam_u_snapshots, score_vs_sparsity, loss_curves -> %s", args.out)
+    log.info("figures: masks, importance, keep_trajectories, dam_u_snapshots, score_vs_sparsity, loss_curves -> %s", args.out)

@@ -1,11 +1,15 @@
 """How a training rule starts its processes: the command prefix that replaces `python` in its shell.
 
-    python -m sparsebert pretrain ...            one process on the CPU
+    CUDA_VISIBLE_DEVICES= python -m sparsebert pretrain ...
+                                                 one process on the CPU
     python -m sparsebert.launch --gpus 1 -- python -m sparsebert finetune ...
                                                  one GPU of this machine, its own (see "GPU slots" below)
+    python -m sparsebert.launch --gpus 1 --jobs-per-gpu 3 -- python ...
+                                                 a third of one GPU: up to 3 such jobs share it
     python -m sparsebert.launch --gpus 8 -- torchrun --standalone ... -m sparsebert ...
                                                  one node, one process per GPU
-    torchrun --standalone ... -m sparsebert ...  one node, CPU DDP workers (gloo; how tests exercise DDP)
+    CUDA_VISIBLE_DEVICES= torchrun --standalone ... -m sparsebert ...
+                                                 one node, CPU DDP workers (gloo; how tests exercise DDP)
     export MASTER_ADDR=...; srun ... torchrun    several nodes: srun starts one torchrun per node and they
                                                  meet at a c10d rendezvous on the job's first node
 
@@ -13,11 +17,24 @@ Rules call `from_resources(resources)` in a `params:` function, so the decision 
 resources that the SLURM profile turns into `sbatch --nodes/--gpus/--gres`; those resources are resolved
 here too (`rule_resources`: the config's `resources.<rule>`, the one place GPU counts are declared).
 
+A job that declares no GPU runs on the CPU even on a GPU machine: its prefix hides the GPUs
+(`CUDA_VISIBLE_DEVICES=` empty), so torch sees none and the training loop picks the CPU and gloo. Otherwise
+Snakemake, which schedules by declared resources, would start up to --cores such jobs on one GPU at once, and a
+CPU DDP job's rank 1 would ask for cuda:1 on a one-GPU machine (seen on an H200: "invalid device ordinal").
+
 GPU slots: on a workstation several GPU jobs run side by side (`profiles/local`), and each process would
 pick `cuda:{local_rank}`, i.e. GPU 0. `python -m sparsebert.launch --gpus N -- CMD` takes N free GPUs of
 this machine by locking one file per GPU (flock, held until CMD exits; the OS frees it when the job dies,
 however it dies), exports them as CUDA_VISIBLE_DEVICES and executes CMD. Under SLURM (SLURM_JOB_ID set) the
 allocation already chose the devices, and the command runs untouched.
+
+Sharing: a small model leaves a GPU mostly idle (one H200 ran three 4-layer pretraining runs side by side at
+590-710k tokens/s each), so a rule may declare `jobs_per_gpu: n` (config `resources.<rule>`): each GPU then has
+n slots (lock files gpu-<id>.lock, gpu-<id>.slot1.lock, ...), a job takes one slot on each of its GPUs, and up
+to n jobs share a GPU. A job with n takes only slots 0..n-1, so a job declaring 1 may still meet jobs of a rule
+declaring more on its GPU: give every GPU rule of a run the same n. Snakemake does not see the slots: run it
+with `--resources gpu=<GPUs x n>` so that it starts no more GPU jobs than there are slots (the Makefile's
+demo-gpu does), or the extra jobs wait in `acquire` (and their benchmark times include the wait).
 """
 
 from __future__ import annotations
@@ -37,22 +54,31 @@ from pathlib import Path
 RDZV_PORT = 29500
 
 
-def launcher(nodes: int, gpus_per_node: int, cpu_procs: int = 0) -> str:
+HIDE_GPUS = "CUDA_VISIBLE_DEVICES="  # an empty list: torch sees no GPU (the variable is set, unlike unset)
+
+
+def launcher(nodes: int, gpus_per_node: int, cpu_procs: int = 0, jobs_per_gpu: int = 1) -> str:
     """Command prefix for `nodes` nodes with `gpus_per_node` GPUs each (one process per GPU).
 
-    Without GPUs, `cpu_procs` > 1 starts that many CPU processes on one node (the training loop then
-    picks the gloo backend); this is how tests exercise DDP on machines without GPUs.
+    Without GPUs the job runs on the CPU with the GPUs hidden; `cpu_procs` > 1 starts that many CPU processes
+    on one node (the training loop then picks the gloo backend); this is how tests exercise DDP on machines
+    without GPUs. `jobs_per_gpu` > 1: the job's GPU slots are shared with up to that many jobs (module doc).
     """
-    if nodes < 1 or gpus_per_node < 0 or cpu_procs < 0:
-        raise ValueError(f"need nodes >= 1 and non-negative counts, got {nodes=} {gpus_per_node=} {cpu_procs=}")
+    if nodes < 1 or gpus_per_node < 0 or cpu_procs < 0 or jobs_per_gpu < 1:
+        raise ValueError(f"need nodes >= 1, jobs_per_gpu >= 1 and non-negative counts, got {nodes=} "
+                         f"{gpus_per_node=} {cpu_procs=} {jobs_per_gpu=}")  # fmt: skip
     procs = gpus_per_node or cpu_procs
     if nodes > 1:
         if procs < 1:
             raise ValueError(f"a {nodes}-node job needs gpus_per_node (or cpu_procs) >= 1")
-        return srun_torchrun(nodes, procs)
+        # srun passes the environment on to every node's torchrun (--export=ALL, its default).
+        return srun_torchrun(nodes, procs) if gpus_per_node else f"export {HIDE_GPUS} && {srun_torchrun(nodes, procs)}"
     # --standalone: a private rendezvous on localhost with a free port, so two jobs on one node never collide.
     start = "python" if procs <= 1 else f"torchrun --standalone --nproc_per_node={procs}"
-    return f"python -m sparsebert.launch --gpus {gpus_per_node} -- {start}" if gpus_per_node else start
+    if not gpus_per_node:
+        return f"{HIDE_GPUS} {start}"
+    share = f" --jobs-per-gpu {jobs_per_gpu}" if jobs_per_gpu > 1 else ""
+    return f"python -m sparsebert.launch --gpus {gpus_per_node}{share} -- {start}"
 
 
 def srun_torchrun(nodes: int, procs_per_node: int) -> str:
@@ -86,18 +112,21 @@ def gpus_per_node(resources: Mapping) -> int:
 
 
 def from_resources(resources: Mapping) -> str:
-    """`launcher()` decided by a job's resources: `nodes`, `gpu`/`gres`, and `ddp_cpu_procs` (CPU DDP)."""
+    """`launcher()` decided by a job's resources: `nodes`, `gpu`/`gres`, `ddp_cpu_procs` (CPU DDP) and
+    `jobs_per_gpu` (GPU sharing)."""
     return launcher(
         int(resources.get("nodes") or 1),
         gpus_per_node(resources),
         int(resources.get("ddp_cpu_procs") or 0),
+        int(resources.get("jobs_per_gpu") or 1),
     )
 
 
 # -------------------------------------------------------------------------------------------------------
 # Resources of a training rule (Snakemake's `resources:` and `threads:` call these through common.smk)
 
-RESOURCE_DEFAULTS = {"threads": 1, "gpu": 0, "nodes": 1, "ddp_cpu_procs": 0, "mem_mb": 4000, "runtime": 60}
+RESOURCE_DEFAULTS = {"threads": 1, "gpu": 0, "nodes": 1, "ddp_cpu_procs": 0, "jobs_per_gpu": 1, "mem_mb": 4000,
+                     "runtime": 60}
 
 
 def rule_resources(config: Mapping, rule: str, variant: str | None = None) -> dict:
@@ -161,12 +190,21 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
-def acquire(count: int, gpus: list[str], lock_dir: Path, poll_s: float = 2.0) -> list[tuple[str, int]]:
-    """Lock `count` of `gpus`, waiting while fewer are free; returns (gpu, locked descriptor) pairs. The
-    descriptors must stay open for the life of the job: closing one (or the process dying) frees its GPU.
+def slot_file(lock_dir: Path, gpu: str, slot: int) -> Path:
+    """Lock file of one slot of a GPU: slot 0 is gpu-<id>.lock (the one slot of an unshared GPU)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", gpu)
+    return lock_dir / (f"gpu-{name}.lock" if slot == 0 else f"gpu-{name}.slot{slot}.lock")
 
-    One job picks at a time (a lock on `acquire.lock`), so two jobs that each want several GPUs never each
-    hold part of what the other waits for."""
+
+def acquire(count: int, gpus: list[str], lock_dir: Path, poll_s: float = 2.0, jobs_per_gpu: int = 1
+            ) -> list[tuple[str, int]]:
+    """Lock a slot on each of `count` distinct `gpus` (slots 0..jobs_per_gpu-1 of each), waiting while fewer
+    GPUs have a free slot; returns (gpu, locked descriptor) pairs. The descriptors must stay open for the life
+    of the job: closing one (or the process dying) frees its slot.
+
+    Slot 0 of every GPU is tried before slot 1 of any, so shared jobs spread over the GPUs before they pile
+    onto one. One job picks at a time (a lock on `acquire.lock`), so two jobs that each want several GPUs never
+    each hold part of what the other waits for."""
     if count > len(gpus):
         raise SlotError(f"this job asks for {count} GPU(s); this machine has {len(gpus)} ({gpus or 'none found'}"
                         f"; {GPUS_ENV} or CUDA_VISIBLE_DEVICES state them): lower the rule's `gpu` in the "
@@ -180,30 +218,34 @@ def acquire(count: int, gpus: list[str], lock_dir: Path, poll_s: float = 2.0) ->
     while True:
         fcntl.flock(guard, fcntl.LOCK_EX)
         held = []
-        for gpu in gpus:
-            fd = _try_lock(lock_dir / f"gpu-{re.sub(r'[^A-Za-z0-9_.-]', '_', gpu)}.lock")
-            if fd is not None:
-                held.append((gpu, fd))
-            if len(held) == count:
-                fcntl.flock(guard, fcntl.LOCK_UN)
-                os.close(guard)
-                return held
+        for slot in range(jobs_per_gpu):
+            for gpu in gpus:
+                if len(held) == count or any(gpu == taken for taken, _ in held):
+                    continue
+                fd = _try_lock(slot_file(lock_dir, gpu, slot))
+                if fd is not None:
+                    held.append((gpu, fd))
+        if len(held) == count:
+            fcntl.flock(guard, fcntl.LOCK_UN)
+            os.close(guard)
+            return held
         for _, fd in held:
             os.close(fd)
         fcntl.flock(guard, fcntl.LOCK_UN)
         if waiting_since is None:
             waiting_since = time.monotonic()
-            print(f"sparsebert.launch: waiting for {count} free GPU(s) of {','.join(gpus)} (locks in {lock_dir}: "
-                  f"another job holds them)", file=sys.stderr, flush=True)
+            print(f"sparsebert.launch: waiting for {count} free GPU(s) of {','.join(gpus)} ({jobs_per_gpu} job(s) "
+                  f"per GPU; locks in {lock_dir}: other jobs hold them)", file=sys.stderr, flush=True)
         time.sleep(poll_s)
 
 
-def run_on_gpus(count: int, command: list[str], environ: Mapping = os.environ) -> None:
-    """Execute `command` (never returns) on `count` GPUs of its own, or as is under SLURM / without GPUs."""
+def run_on_gpus(count: int, command: list[str], environ: Mapping = os.environ, jobs_per_gpu: int = 1) -> None:
+    """Execute `command` (never returns) on `count` GPUs of its own (or a slot of each, shared by up to
+    `jobs_per_gpu` jobs), or as is under SLURM / without GPUs."""
     env = dict(environ)
     if count and not env.get("SLURM_JOB_ID"):
         lock_dir = Path(env.get(LOCK_DIR_ENV) or DEFAULT_LOCK_DIR)
-        held = acquire(count, machine_gpus(env), lock_dir)
+        held = acquire(count, machine_gpus(env), lock_dir, jobs_per_gpu=jobs_per_gpu)
         for _, fd in held:
             os.set_inheritable(fd, True)  # the lock lives on in the executed command
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu for gpu, _ in held)
@@ -216,13 +258,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sparsebert.launch",
                                      description="run a command on GPUs of its own (lock-file slots per GPU)")
     parser.add_argument("--gpus", type=int, required=True, help="how many GPUs the command needs")
+    parser.add_argument("--jobs-per-gpu", type=int, default=1, help="how many jobs may share each GPU (slots)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command or args.gpus < 0:
-        parser.error("usage: --gpus N -- CMD [ARGS...] with N >= 0")
+    if not command or args.gpus < 0 or args.jobs_per_gpu < 1:
+        parser.error("usage: --gpus N [--jobs-per-gpu M] -- CMD [ARGS...] with N >= 0, M >= 1")
     try:
-        run_on_gpus(args.gpus, command)
+        run_on_gpus(args.gpus, command, jobs_per_gpu=args.jobs_per_gpu)
     except SlotError as e:
         print(f"sparsebert.launch: {e}", file=sys.stderr)
         sys.exit(2)

@@ -30,9 +30,10 @@ Method (a two-way bootstrap: Davison & Hinkley 1997, ch. 3.8; Owen 2007 for cros
    columns is averaged inside each draw (each column resampled on its own examples).
 
 Claim 1 (the DAM search drops the diagonal first) uses the snapshots of the keep probabilities:
-`drop_steps` finds each position's first snapshot below 0.5, `diagonal_drop_rank` where the diagonal falls
-in that order per head, and `nested_mean_draws` bootstraps the mean over seeds x heads (seeds, then heads
-within a seed, with the same seed-level scaling).
+`area_below` measures how far and how long each position sat below `DROPPED` (0.25, out of reach of the noise
+around the initial 0.5), `diagonal_rank` where the diagonal falls among the positions by that area (it decides
+the verdict) and by final keep probability (reported beside it), and `nested_mean_draws` bootstraps the mean
+over seeds x heads (seeds, then heads within a seed, with the same seed-level scaling).
 """
 
 from __future__ import annotations
@@ -47,7 +48,11 @@ from sparsebert.metrics import task_metrics
 
 LEVEL = 0.95
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
-NO_PREFERENCE = 0.5  # drop rank of a diagonal dropped at a random place in the order (ties count half)
+NO_PREFERENCE = 0.5  # rank of a diagonal at a random place in the order, or tied with everything (ties count half)
+# Claim 1: a position counts as dropped while its keep probability is below this. The search starts every logit
+# at 1e-3 * randn (p = 0.5 +- 0.00025) and, measured on one H200 at dam_lr 0.005, the probabilities wander within
+# 0.5 +- 0.005 for ~50 steps before they move: 0.25 (logit -1.1, 50x that wander) only a learned drop reaches.
+DROPPED = 0.25
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -167,36 +172,39 @@ def resampled_scores(spec, metric: str, runs: Sequence[tuple], samples: int, rng
 # The DAM search's drop order (claim 1)
 
 
-def drop_steps(steps: np.ndarray, keep_prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """First snapshot step at which each position's keep probability is below `threshold` (inf: never).
+def area_below(steps: np.ndarray, keep_prob: np.ndarray, threshold: float = DROPPED) -> np.ndarray:
+    """How far and how long each position's keep probability sat below `threshold` during the search: the
+    integral over steps of max(0, threshold - p) (trapezoids between snapshots), divided by the steps the
+    snapshots span, so a mean depth in probability units (0: never below; threshold: at 0 from the start).
 
-    steps (T,), keep_prob (T, ...) -> (...). The snapshot at step 0 is skipped: it holds the initial logits
-    (1e-3 * randn, probabilities 0.5 +- 0.001), where half of the positions sit below 0.5 by chance."""
-    steps, keep_prob = np.asarray(steps), np.asarray(keep_prob)
-    trained = steps > 0
-    below = keep_prob[trained] < threshold  # (T', ...)
-    if not below.size:
-        return np.full(keep_prob.shape[1:], np.inf)
-    first = below.argmax(axis=0)
-    return np.where(below.any(axis=0), steps[trained][first].astype(float), np.inf)
+    steps (T,), keep_prob (T, ...) -> (...). A position dropped earlier or deeper collects more; one that never
+    leaves the band around the initial 0.5 collects exactly 0, whatever its noise."""
+    steps, keep_prob = np.asarray(steps, dtype=float), np.asarray(keep_prob, dtype=float)
+    depth = np.clip(threshold - keep_prob, 0.0, None)  # (T, ...)
+    span = steps[-1] - steps[0] if len(steps) > 1 else 0.0
+    if span <= 0:
+        return depth[-1] if len(steps) else np.zeros(keep_prob.shape[1:])
+    widths = np.diff(steps).reshape((-1,) + (1,) * (depth.ndim - 1))  # (T-1, 1, ...)
+    return ((depth[1:] + depth[:-1]) / 2 * widths).sum(axis=0) / span
 
 
-def diagonal_drop_rank(drop: np.ndarray, kind: str) -> np.ndarray:
-    """Per head, the fraction of the other positions dropped strictly before the diagonal, ties (e.g. both
-    never dropped) counting half: 0 = the diagonal is dropped first, 1 = last, 0.5 = no preference (what a
-    diagonal at a random place in the order gives).
+def diagonal_rank(value: np.ndarray, kind: str) -> np.ndarray:
+    """Per head, the fraction of the other positions whose `value` is strictly lower than the diagonal's, ties
+    counting half: 0 = the diagonal is the lowest, 1 = the highest, 0.5 = no preference (what a diagonal at a
+    random place in the order, or tied with every position, gives). Lower must mean "more dropped": pass final
+    keep probabilities as they are, areas below the threshold negated.
 
-    dam_s: drop (H, L) per offset |i - j| (0 = diagonal), the other offsets counted once each (one mask
-    parameter each). dam_u: drop (H, L, L); each query row compares its diagonal entry with the row's other
+    dam_s: value (H, L) per offset |i - j| (0 = diagonal), the other offsets counted once each (one mask
+    parameter each). dam_u: value (H, L, L); each query row compares its diagonal entry with the row's other
     keys, and the rows are averaged."""
-    drop = np.asarray(drop, dtype=float)
+    value = np.asarray(value, dtype=float)
     if kind == "dam_s":
-        diag, other = drop[:, :1], drop[:, 1:]  # (H, 1), (H, L-1)
+        diag, other = value[:, :1], value[:, 1:]  # (H, 1), (H, L-1)
         return (other < diag).mean(axis=1) + 0.5 * (other == diag).mean(axis=1)
-    H, L, _ = drop.shape
+    H, L, _ = value.shape
     off = ~np.eye(L, dtype=bool)
-    diag = np.diagonal(drop, axis1=1, axis2=2)[:, :, None]  # (H, L, 1)
-    other = drop[:, off].reshape(H, L, L - 1)  # row i without its diagonal entry
+    diag = np.diagonal(value, axis1=1, axis2=2)[:, :, None]  # (H, L, 1)
+    other = value[:, off].reshape(H, L, L - 1)  # row i without its diagonal entry
     per_row = (other < diag).mean(axis=2) + 0.5 * (other == diag).mean(axis=2)
     return per_row.mean(axis=1)
 

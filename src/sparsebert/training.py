@@ -53,9 +53,16 @@ class Dist:
 
 
 def setup_distributed() -> Dist:
+    """The process's device and group: cuda:<local rank> (nccl) when torch sees GPUs, else the CPU (gloo). A job
+    that declares no GPU has them hidden by its launch prefix (CUDA_VISIBLE_DEVICES empty, sparsebert/launch.py),
+    so torch sees none and it stays on the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda" and local_rank >= torch.cuda.device_count():
+        raise UserError(f"local rank {local_rank} has no GPU: this process sees {torch.cuda.device_count()} "
+                        f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); declare the rule's `gpu` "
+                        "in the config's `resources` (one process per GPU), or none to run its CPU DDP on the CPU")
     if world > 1 and not dist.is_initialized():
         # gloo on CPU (tests, laptops), nccl on GPUs.
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

