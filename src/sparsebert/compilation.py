@@ -1,6 +1,6 @@
 """torch.compile for the training loops, behind the recipe's `compile` switch, with an eager fallback.
 
-Measured on an H200 (calibration notes, BERT-base, T 128, micro-batch 256, bf16): the compiled model's
+Measured on an H200 (docs/gpu_measurements.md, BERT-base, T 128, micro-batch 256, bf16): the compiled model's
 forward+backward ran 639k tokens/s against 479k eager, after 36 s of compiling. On the 2-core CPUs of the
 default run it paid nothing (0.86x fp32, 1.05x bf16, ~20 s to compile), hence off by default.
 

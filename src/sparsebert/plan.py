@@ -262,9 +262,17 @@ def _size(n: float | None) -> str:
     return f"{n / 1e3:.0f} kB"
 
 
+def _shown(path: Path) -> str:
+    """The measurement file as a user names it: relative to the current folder when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def render(rows: dict, configfile: Path, gpus: int, gpu_json: Path, measured: dict) -> str:
     lines = [f"# Cost plan: {configfile} on {gpus} GPU(s)",
-             f"MFU from {gpu_json} ({measured['gpu']}, torch {measured['torch']}, {measured['date']}; bf16 matmul "
+             f"MFU from {_shown(gpu_json)} ({measured['gpu']}, torch {measured['torch']}, {measured['date']}; bf16 matmul "
              f"peak {measured['matmul_peak_tflops']['bf16']} TFLOP/s)", "",
              "| rule | jobs | GPUs/job | PFLOP | MFU (measured for) | GPU-hours | wall (h) | disk | what |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
