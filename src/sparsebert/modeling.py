@@ -29,7 +29,7 @@ from transformers.models.bert.modeling_bert import (
     BertSelfOutput,
 )
 
-from sparsebert import flex, masks
+from sparsebert import dropout, flex, masks
 from sparsebert.dam import DAM, DAM_TYPES, MASK_BIAS, build_dam, extend_keep, rescue_empty_rows
 from sparsebert.io import UserError
 
@@ -150,11 +150,22 @@ class SparseBertSelfAttention(nn.Module):
         v = self.value(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
         if isinstance(mask, BlockMask):
             y = flex.attention(q, k, v, mask)  # (B, H, T, hd); no dropout (the model checked it is off)
+        elif self.training and self.dropout_p > 0 and q.device.type == "cpu":
+            y = attention_with_cpu_dropout(q, k, v, mask.to(q.dtype), self.dropout_p)
         else:
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask.to(q.dtype), dropout_p=self.dropout_p if self.training else 0.0
             )  # (B, H, T, hd)
         return y.transpose(1, 2).reshape(B, T, C)
+
+
+def attention_with_cpu_dropout(q, k, v, bias: torch.Tensor, p: float) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias), dropped out with `dropout.dropout`, times v: what SDPA computes with
+    dropout_p = p, written out because on the CPU SDPA's dropout takes its unfused math path and torch's
+    Bernoulli sampling (see dropout.py). The softmax runs in fp32, as SDPA's does under bf16."""
+    scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5) + bias
+    probs = scores.float().softmax(dim=-1).to(v.dtype)
+    return dropout.dropout(probs, p) @ v
 
 
 class SparseBertAttention(nn.Module):
@@ -234,6 +245,10 @@ class SparseBertPreTrainedModel(BertPreTrainedModel):
     _keys_to_ignore_on_load_unexpected = [r"dam\.logits"]
     _supports_flash_attn = False
     _supports_flex_attn = False
+
+    def post_init(self):
+        super().post_init()
+        dropout.use_fast_dropout(self)  # HF's blocks build nn.Dropout; on the CPU ours draws masks cheaper
 
     def _init_weights(self, module):
         super()._init_weights(module)
