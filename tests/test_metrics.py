@@ -149,3 +149,21 @@ def test_error_messages_name_the_problem():
 
     with pytest.raises(ValueError, match=r"^unknown task kind 'ranking'$"):
         metrics.task_metrics(Spec, [1], [1])
+
+
+def test_correlations_equal_sklearn_and_scipy_on_random_cases():
+    """The numpy correlations equal their reference libraries: binary and 3-class MCC (balanced, skewed, a
+    class missing from the predictions), Pearson and Spearman with and without ties."""
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import matthews_corrcoef
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        k, n = (2, 3)[trial % 2], int(rng.integers(5, 300))
+        y = rng.integers(0, k, n)
+        y_hat = np.where(rng.random(n) < rng.random(), y, rng.integers(0, k - (trial % 5 == 0), n))
+        assert metrics.matthews_correlation(y_hat, y) == pytest.approx(matthews_corrcoef(y, y_hat), abs=1e-12)
+        a = rng.normal(size=n) if trial % 3 else rng.integers(0, 5, n).astype(float)  # integers: ties
+        b = a * rng.normal() + rng.normal(size=n)
+        assert metrics.pearson(a, b) == pytest.approx(pearsonr(a, b)[0], abs=1e-12)
+        assert metrics.spearmanr(a, b) == pytest.approx(spearmanr(a, b)[0], abs=1e-12)
