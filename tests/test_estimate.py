@@ -85,3 +85,11 @@ def test_record_writes_the_reference_and_refuses_without_a_wall_time(tmp_path, m
     ref = json.loads(out.read_text())
     assert ref["probe_step_s"] == 0.123 and ref["dag_wall_s"] == 600 and ref["jobs"]["pretrain"]["seconds"] == 100
     assert ref["config_sha256_16"] == estimate.config_digest(config)
+
+
+def test_the_digest_reads_the_content_not_the_comments(tmp_path):
+    a, b, c = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "c.yaml"
+    a.write_text(yaml.safe_dump(TINY))
+    b.write_text("# a comment that changed\n" + yaml.safe_dump(TINY, default_flow_style=True))
+    c.write_text(yaml.safe_dump({**TINY, "run": "other"}))
+    assert estimate.config_digest(a) == estimate.config_digest(b) != estimate.config_digest(c)

@@ -62,7 +62,9 @@ def load_config(path: Path) -> dict:
 
 
 def config_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    """The config's content (comments and layout aside), to tell whether the reference ran this config."""
+    content = json.dumps(yaml.safe_load(path.read_text()), sort_keys=True)
+    return hashlib.sha256(content.encode()).hexdigest()[:16]
 
 
 def probe_step_seconds(config: dict) -> tuple[float, str]:
