@@ -389,11 +389,11 @@ def test_gpu_configs_build_their_dags_with_shared_gpu_jobs(tmp_path, config, fix
     wd = workdir(tmp_path / "gpu")
     counts = job_counts(snakemake(wd, "-n", "--quiet", "rules", "--configfile", config).stdout)
     assert counts["pretrain"] == 3 * fixed and counts["dam_search"] == 3 * searches
-    assert counts["finetune"] == 3 * (fixed + searches) * 5
+    assert counts["finetune_model"] == 3 * (fixed + searches)  # tasks.jobs per_model: one job fine-tunes 5 tasks
     shell = snakemake(wd, "-n", "-p", "--configfile", config).stdout
     trainings = [line for line in shell.splitlines() if " -m sparsebert pretrain " in line or " dam-search " in line
                  or " -m sparsebert finetune " in line]  # fmt: skip
-    assert len(trainings) == 3 * (fixed + searches) * 6
+    assert len(trainings) == 3 * (fixed + searches) * 2
     prefix = "python -m sparsebert.launch --gpus 1 --jobs-per-gpu 9 -- python -m "
     assert all(line.removeprefix("Shell command:").lstrip().startswith(prefix) for line in trainings), trainings[0]
     if config == "config/gpu.yaml":

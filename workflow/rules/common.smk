@@ -135,6 +135,20 @@ PROXY = config["tasks"]["source"] == "proxy"
 PROXY_TASKS = [task for task in TASKS if task.startswith("proxy_")]  # built by the proxy_tasks rule
 
 
+def finetune_inputs(wildcards):
+    """What a fine-tuning of one pretrained (variant, seed) reads, besides the tasks: the model, and for a DAM
+    search its binarized mask. Written by `pretrain` (fixed masks), `dam_search` (DAM variants: the searched
+    model, fine-tuned with its binarized mask) or `pretrain_learned` (the `_retrain` ablation)."""
+    folder = pretrained_dir(wildcards.variant, wildcards.seed)
+    mask = [f"{folder}/mask.safetensors"] if VARIANTS[wildcards.variant]["role"] == SEARCH else []
+    return {"model": f"{folder}/model", "mask": mask, "tokenizer": rules.tokenizer.output[0]}
+
+
+def mask_file_option(wildcards, input):
+    """`--mask-file <the search's binarized mask>` for a DAM variant, nothing for the others."""
+    return f"--mask-file {input.mask}" if input.mask else ""
+
+
 def finetune_task_input(wildcards):
     """The built proxy task folder (a DAG edge); hub and local tasks have no upstream rule."""
     return [f"{DATA}/tasks/{wildcards.task}"] if PROXY else []

@@ -8,19 +8,6 @@
 # its time). Both write the same files (results/<run>/finetune/<variant>/seed<N>/<task>/).
 
 
-def finetune_inputs(wildcards):
-    """What a fine-tuning of one pretrained (variant, seed) reads, besides the tasks: the model, and for a DAM
-    search its binarized mask. Written by `pretrain` (fixed masks), `dam_search` (DAM variants: the searched
-    model, fine-tuned with its binarized mask) or `pretrain_learned` (the `_retrain` ablation)."""
-    folder = pretrained_dir(wildcards.variant, wildcards.seed)
-    mask = [f"{folder}/mask.safetensors"] if VARIANTS[wildcards.variant]["role"] == SEARCH else []
-    return {"model": f"{folder}/model", "mask": mask, "tokenizer": rules.tokenizer.output[0]}
-
-
-def mask_file_option(wildcards, input):
-    return f"--mask-file {input.mask}" if input.mask else ""
-
-
 if config["tasks"].get("jobs", "per_task") == "per_task":
 
     rule finetune:
@@ -60,9 +47,9 @@ else:
             tasks=lambda wc: [f"{DATA}/tasks/{task}" for task in TASKS] if PROXY else [],
         output:
             # One job, every task's files: the same paths as `finetune` writes.
-            metrics=expand(RESULTS + "/finetune/{{variant}}/seed{{seed}}/{task}/metrics.json", task=TASKS),
-            predictions=expand(RESULTS + "/finetune/{{variant}}/seed{{seed}}/{task}/predictions.json", task=TASKS),
-            log=expand(RESULTS + "/finetune/{{variant}}/seed{{seed}}/{task}/log.jsonl", task=TASKS),
+            metrics=expand(f"{RESULTS}/finetune/{{{{variant}}}}/seed{{{{seed}}}}/{{task}}/metrics.json", task=TASKS),
+            predictions=expand(f"{RESULTS}/finetune/{{{{variant}}}}/seed{{{{seed}}}}/{{task}}/predictions.json", task=TASKS),
+            log=expand(f"{RESULTS}/finetune/{{{{variant}}}}/seed{{{{seed}}}}/{{task}}/log.jsonl", task=TASKS),
         params:
             launch=launch,
             tasks=lambda wc: as_json({task: {"source": task_source(task), "params": finetune_recipe(task)}
