@@ -40,6 +40,7 @@ from common import MALLOC_ENV, OUT, THREADS, markdown, median_times
 from sparsebert import precision
 from sparsebert.dam import no_weight_decay_groups
 from sparsebert.modeling import SparseBertConfig, SparseBertForPreTraining
+from sparsebert.plan import pretrain_step_flops
 
 MFU_THREADS = 1
 LOSS_TOLERANCE = 0.05  # nats per logged loss, bf16 vs fp32: the bound tests/test_precision.py checks on a tiny recipe
@@ -56,11 +57,9 @@ SHAPES = {
 
 
 def step_flops(model: dict, B: int, T: int, P: int) -> float:
-    """Analytic FLOPs of one training step (forward + backward; see the module docstring)."""
-    d, f, V, n = model["hidden_size"], model["intermediate_size"], model["vocab_size"], model["num_hidden_layers"]
-    per_layer = B * T * 2 * (4 * d * d + 2 * d * f) + B * 4 * T * T * d
-    heads = B * P * 2 * (d * d + d * V) + B * 2 * (d * d + 2 * d)
-    return 3.0 * (n * per_layer + heads)
+    """Analytic FLOPs of one training step (forward + backward; see the module docstring): the count the cost
+    plan uses (`sparsebert.plan.pretrain_step_flops`), checked against torch's own count in main()."""
+    return pretrain_step_flops(model, model["vocab_size"], B, T, P)
 
 
 def make_batch(model: dict, B: int, T: int, P: int, seed: int = 0) -> dict:
@@ -251,25 +250,13 @@ def main(quick: bool = False) -> str:
     return "\n\n".join([
         f"### Model FLOP utilisation, one pretraining step (forward, backward, AdamW), fp32 vs bf16 autocast, "
         f"{MFU_THREADS} thread; peak = a {1024}^3 matmul of the same dtype in this run; x_fp32 = tokens/s over "
-        f"fp32's at the same shape. CPU: {cpu_model()}, bf16 flags: {' '.join(have) or 'none'} (of "
+        f"fp32's at the same shape. CPU: {precision.cpu_model()}, bf16 flags: {' '.join(have) or 'none'} (of "
         f"{' '.join(precision.BF16_CPU_FLAGS)}); `precision: auto` here: {auto.name}. Analytic FLOPs = "
         f"torch.utils.flop_counter's count (checked this run).",
         markdown(rows, ["shape", "B", "T", "precision", "step_ms", "tokens_per_s", "GFLOP_per_step", "peak_GFLOPs",
                         "MFU", "x_fp32"]),
         curve,
     ])
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def main_isolated(quick: bool = False) -> str:

@@ -16,6 +16,8 @@ made before this change.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,9 +29,7 @@ LEVELS = 1 << 16
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """A bool CPU tensor of `shape`, each element True with probability 1 - round(p * 65536) / 65536,
     independently: one 16-bit lane of a uniform 64-bit draw per element."""
-    n = 1
-    for size in shape:
-        n *= size
+    n = math.prod(shape)
     words = torch.empty((n + LANES - 1) // LANES, dtype=torch.int64)
     words.random_(-(2**63), None, generator=generator)  # the full 64-bit range (every bit uniform)
     lanes = words.view(torch.int16)[:n].view(shape)  # uniform over [-32768, 32767]

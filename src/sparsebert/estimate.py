@@ -18,7 +18,6 @@ import csv
 import hashlib
 import json
 import os
-import platform
 import statistics
 import time
 from datetime import date
@@ -126,18 +125,8 @@ def machine() -> dict:
     caps = precision.isa_cap()
     flags = precision.cpu_flags()
     isa = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "older"
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "isa": isa, "bf16_flags": precision.cpu_bf16_flags(),
+    return {"cpu": precision.cpu_model(), "cores": os.cpu_count(), "isa": isa, "bf16_flags": precision.cpu_bf16_flags(),
             "isa_cap": caps}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def record(config: dict, config_path: Path, logs: Path, wall: float, install: float | None, out: Path) -> None:

@@ -6,8 +6,8 @@ GPU-hours = FLOPs / (MFU x the measured bf16 matmul peak), with the MFU measured
 GPU, read from a JSON written by benchmarks/gpu.py (the output names the file and the entry it used). Where
 no measurement of a job's kind exists, the nearest one stands in and the row says so.
 
-FLOPs (a multiply-add is 2; the same count as benchmarks/mfu.py), a training step is 3 x the forward (the
-backward runs two matmuls per forward matmul). For B sequences of T tokens, P masked positions each, hidden
+FLOPs (a multiply-add is 2; benchmarks/mfu.py measures MFU with this count and checks it against torch's
+counter every run): a training step is 3 x the forward (the backward runs two matmuls per forward matmul). For B sequences of T tokens, P masked positions each, hidden
 d, feed-forward f, vocabulary V, n layers:
   per layer and token    2 (4 d^2 + 2 d f)   Q, K, V and output projections; feed-forward
   per layer, sequence    4 T^2 d             QK^T and weights x V (sdpa computes every entry, masked or not)

@@ -50,6 +50,19 @@ def cpu_flags() -> frozenset[str]:
     return frozenset(flag for flag, fn in probes.items() if getattr(torch.cpu, fn, lambda: False)())
 
 
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """This CPU's model name (/proc/cpuinfo's `model name`), for the records and tables that say where a time
+    was measured; the platform's processor or machine name elsewhere."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 # oneDNN's ISA names (ONEDNN_MAX_CPU_ISA) from which bf16 dot products are native; any other named cap is older.
 ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX10_1_512_AMX", "AVX512_CORE_AMX",
                     "AVX10_1_512_AMX_FP16", "AVX512_CORE_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2")
