@@ -3,7 +3,8 @@
     PYTHONPATH=src python benchmarks/gpu.py --out benchmarks/results/gpu_h200.json       # on the GPU
     PYTHONPATH=src python benchmarks/gpu.py --toy --out /tmp/gpu_toy.json              # CPU, tiny sizes, < 1 min
 
-Measured, each with tokens/s and MFU (analytic FLOPs / time / the bf16 matmul peak measured in the same run):
+Measured, each with tokens/s and MFU (analytic FLOPs / time / the bf16 matmul peak measured in the same run; the
+fp32 peak, TF32 off, is recorded beside it for the plan's fp32 jobs):
   pretrain      SparseBertForPreTraining, dense, BERT-base, T 128, 20 masked positions: forward + backward at
                 micro-batches 64-512, eager and torch.compile'd (compile time reported apart)
   hf_pretrain   HF BertForPreTraining, same shapes, labels at the masked positions (its MLM head projects
@@ -259,12 +260,16 @@ def main() -> None:
                         help="comma-separated subset to run (to rerun one piece)")
     args = parser.parse_args()
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    clock = Clock(device)
+    n = 256 if args.toy else 8192
+    # fp32 as the pipeline's fp32 jobs run it (paper.yaml's SWAG): TF32 off, torch's default; the plan prices
+    # them at this peak.
+    peak_fp32 = matmul_peak(clock, torch.float32, n)
     torch.backends.cuda.matmul.allow_tf32 = True
     src = str(Path(__file__).resolve().parents[1] / "src")  # the loop runs this checkout's package
     env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
-    clock = Clock(device)
     prec = precision.resolve("bf16" if device.type == "cuda" else "auto", device)
-    peak = matmul_peak(clock, torch.bfloat16, 256 if args.toy else 8192)
+    peak = matmul_peak(clock, torch.bfloat16, n)
     ctx = {"device": device, "clock": clock, "prec": prec, "peak": peak, "size": SIZES["toy" if args.toy else "full"],
            "toy": args.toy, "repeats": 3 if args.toy else 10, "start": time.perf_counter(), "budget_s": args.budget_s,
            "env": env,
@@ -273,7 +278,7 @@ def main() -> None:
     report = {"gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({device})",
               "torch": torch.__version__, "date": datetime.date.today().isoformat(), "source": "benchmarks/gpu.py"
               + (" --toy (tiny sizes: not a measurement of anything)" if args.toy else ""), "precision": prec.name,
-              "matmul_peak_tflops": {"bf16": round(peak / 1e12, 4)}, "mfu": [], "sections": {}}
+              "matmul_peak_tflops": {"bf16": round(peak / 1e12, 4), "fp32": round(peak_fp32 / 1e12, 4)}, "mfu": [], "sections": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name, fn in (("pretrain", lambda: pretrain_steps(ctx)), ("dam_search", lambda: dam_search_step(ctx)),
                          ("finetune", lambda: finetune_steps(ctx)), ("optimizer", lambda: optimizer_steps(ctx)),
@@ -283,8 +288,8 @@ def main() -> None:
     report["seconds"] = round(time.perf_counter() - ctx["start"], 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\n{report['gpu']}, torch {report['torch']}, {report['date']}, {prec.name}; bf16 matmul peak "
-          f"{report['matmul_peak_tflops']['bf16']} TFLOP/s; LAMB step {report.get('optimizer')}; {report['seconds']} s")
+    print(f"\n{report['gpu']}, torch {report['torch']}, {report['date']}, {prec.name}; matmul peak "
+          f"{report['matmul_peak_tflops']['bf16']} TFLOP/s bf16, {report['matmul_peak_tflops']['fp32']} fp32; LAMB step {report.get('optimizer')}; {report['seconds']} s")
     print(markdown(report["mfu"], ["job", "model", "micro_batch", "seq_len", "compiled", "ms", "tokens_per_s", "mfu"]))
     print(f"written to {args.out}")
 

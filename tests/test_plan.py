@@ -98,3 +98,35 @@ def test_missing_measurements_are_one_clear_error(tmp_path, capsys):
     assert stop.value.code == 2 and "none.json" in capsys.readouterr().err
     with pytest.raises(UserError, match="--gpus must be >= 1"):
         plan.run(type("A", (), {"gpus": 0, "configfile": ROOT / "config" / "paper.yaml", "gpu_json": None})())
+
+
+def test_fp32_jobs_are_priced_at_the_fp32_peak(tmp_path, capsys):
+    """paper.yaml fine-tunes SWAG in fp32 (the official script): 25 variants x 1 seed, 73,546 examples x 4 endings
+    x 2 epochs at T 128, BERT-base encoder, MFU 14 % (the pretraining step's, standing in). With an fp32 peak of
+    60 TFLOP/s in the measurements it is priced at that peak; without one, at bf16's, and the row says so."""
+    measured = json.loads((ROOT / "benchmarks" / "results" / "gpu_h200.json").read_text())
+    d, f, n, T = 768, 3072, 12, 128
+    sequences = 73546 * 4 * 2
+    flops = 3 * sequences * T * n * (2 * (4 * d * d + 2 * d * f) + 4 * T * d)
+    swag = "finetune (swag: swag)"
+
+    cells = row(run_plan(capsys, "paper.yaml"), swag)
+    assert float(cells[5]) == pytest.approx(25 * flops / (0.14 * 797e12) / 3600, rel=1e-2)
+    assert "fp32 priced at the bf16 peak: no fp32 peak measured, an underestimate" in cells[4]
+
+    with_fp32 = tmp_path / "gpu.json"
+    with_fp32.write_text(json.dumps({**measured, "matmul_peak_tflops": {"bf16": 797, "fp32": 60}}))
+    out = run_plan(capsys, "paper.yaml", gpu_json=with_fp32)
+    cells = row(out, swag)
+    assert float(cells[5]) == pytest.approx(25 * flops / (0.14 * 60e12) / 3600, rel=1e-2)  # ~13x the bf16 price
+    assert "peak" not in cells[4] and "797 bf16, 60 fp32" in out
+    glue = row(out, "finetune (glue: mnli, qqp, qnli, sst2, cola, stsb, mrpc, rte)")
+    assert "peak" not in glue[4]  # bf16 tasks keep the bf16 peak
+
+
+def test_job_peak_maps_each_precision():
+    measured = {"matmul_peak_tflops": {"bf16": 800, "fp32": 50}}
+    assert plan.job_peak(measured, "auto") == (800e12, "") == plan.job_peak(measured, "bf16")
+    assert plan.job_peak(measured, "fp32") == (50e12, "")
+    peak, note = plan.job_peak({"matmul_peak_tflops": {"bf16": 800}}, "fp32")
+    assert peak == 800e12 and "no fp32 peak measured" in note

@@ -2,9 +2,11 @@
 
     python -m sparsebert plan --configfile config/paper.yaml --gpus 8 [--gpu-json benchmarks/results/gpu_h200.json]
 
-GPU-hours = FLOPs / (MFU x the measured bf16 matmul peak), with the MFU measured for that kind of job on that
-GPU, read from a JSON written by benchmarks/gpu.py (the output names the file and the entry it used). Where
-no measurement of a job's kind exists, the nearest one stands in and the row says so.
+GPU-hours = FLOPs / (MFU x the measured matmul peak of the job's precision), with the MFU measured for that kind
+of job on that GPU, read from a JSON written by benchmarks/gpu.py (the output names the file and the entry it
+used). `auto` is bf16 on a GPU (precision.resolve); an fp32 job (paper.yaml's SWAG, as the official script) runs
+at the fp32 peak, about a tenth of bf16's on tensor-core GPUs (the pipeline leaves TF32 off, torch's default).
+Where no measurement of a job's kind or precision exists, the nearest one stands in and the row says so.
 
 FLOPs (a multiply-add is 2; benchmarks/mfu.py measures MFU with this count and checks it against torch's
 counter every run): a training step is 3 x the forward (the backward runs two matmuls per forward matmul). For B sequences of T tokens, P masked positions each, hidden
@@ -134,6 +136,15 @@ def pick_mfu(measured: dict, job: str, micro_batch: int, compiled: bool) -> tupl
     return best, "; ".join(notes)
 
 
+def job_peak(measured: dict, precision: str) -> tuple[float, str]:
+    """The matmul peak (FLOP/s) a job of `precision` runs at, and a note when another one stands in for it."""
+    dtype = "fp32" if precision == "fp32" else "bf16"  # auto and bf16 both run bf16 autocast on a GPU
+    peaks = measured["matmul_peak_tflops"]
+    if dtype in peaks:
+        return peaks[dtype] * 1e12, ""
+    return peaks["bf16"] * 1e12, f"{precision} priced at the bf16 peak: no {dtype} peak measured, an underestimate"
+
+
 # -------------------------------------------------------------------------------------------------------
 # The plan
 
@@ -152,8 +163,10 @@ def _gpus_per_job(config: dict, rule: str, gpus: int) -> int:
     return max(1, min(asked, gpus))  # a CPU rule is priced as if it had one GPU; never more GPUs than the run
 
 
-def _row(rule, jobs, flops_per_job, gpus_per_job, gpus, peak, mfu_entry, note, disk_per_job, what) -> dict:
-    gpu_hours_per_job = flops_per_job / (mfu_entry["mfu"] * peak) / 3600
+def _row(rule, jobs, flops_per_job, peak_seconds_per_job, gpus_per_job, gpus, mfu_entry, note, disk_per_job,
+         what) -> dict:
+    """peak_seconds_per_job: the job's FLOPs / the matmul peak of their precision (its time at 100 % MFU)."""
+    gpu_hours_per_job = peak_seconds_per_job / mfu_entry["mfu"] / 3600
     waves = math.ceil(jobs / max(1, gpus // gpus_per_job)) if jobs else 0
     return {"rule": rule, "jobs": jobs, "gpus_per_job": gpus_per_job, "flops": jobs * flops_per_job,
             "mfu": mfu_entry["mfu"], "mfu_from": f"{mfu_entry['job']}, micro-batch {mfu_entry['micro_batch']}, "
@@ -167,7 +180,6 @@ def training_rows(config: dict, gpus: int, measured: dict) -> list[dict]:
     table, seeds = variants.variant_table(config), config.get("seeds", [0])
     ex = recipes.fill("examples", config.get("examples", {}))
     vocab, T, P = _vocab(config), ex["max_seq_length"], ex["max_predictions_per_seq"]
-    peak = measured["matmul_peak_tflops"]["bf16"] * 1e12
     rows = []
     for rule, role, recipe in (("pretrain", variants.FIXED, config["pretrain"]),
                                ("dam_search", variants.SEARCH, {**config["pretrain"], **config.get("dam_search", {})}),
@@ -177,12 +189,14 @@ def training_rows(config: dict, gpus: int, measured: dict) -> list[dict]:
         g = _gpus_per_job(config, rule, gpus)
         micro = r["micro_batch_size"] or r["batch_size"] // g
         entry, note = pick_mfu(measured, rule, micro, r["compile"])
+        peak, peak_note = job_peak(measured, r["precision"])
+        note = "; ".join(filter(None, [note, peak_note]))
         params = parameter_count(r["model"], vocab, max(T, r["model"].get("max_position_embeddings", T)))
         disk = params * (MODEL_BYTES_PER_PARAM + CHECKPOINTS_KEPT * CHECKPOINT_BYTES_PER_PARAM)
         flops = r["max_steps"] * pretrain_step_flops(r["model"], vocab, r["batch_size"], T, P)
         what = (f"{r['max_steps']} steps x {r['batch_size']} x {T} tokens, {params / 1e6:.1f}M parameters; micro-batch "
                 f"{micro}, accumulation {r['batch_size'] // (g * micro)} on {g} GPU(s)")
-        rows.append(_row(rule, jobs, flops, g, gpus, peak, entry, note, disk, what))
+        rows.append(_row(rule, jobs, flops, flops / peak, g, gpus, entry, note, disk, what))
     return rows
 
 
@@ -198,7 +212,6 @@ def finetune_rows(config: dict, gpus: int, measured: dict) -> list[dict]:
     """finetune, one row per task family: jobs = variants x seeds x tasks; tokens = examples x epochs x T."""
     model = recipes.fill("pretrain", {k: v for k, v in config["pretrain"].items() if k != "seed"})["model"]
     runs = len(variants.variant_table(config)) * len(config.get("seeds", [0]))
-    peak = measured["matmul_peak_tflops"]["bf16"] * 1e12
     shared = {k: v for k, v in config["finetune"].items() if k != "per_task"}
     g = _gpus_per_job(config, "finetune", gpus)
     params = parameter_count(model, _vocab(config), model.get("max_position_embeddings", 512))
@@ -208,17 +221,23 @@ def finetune_rows(config: dict, gpus: int, measured: dict) -> list[dict]:
         families.setdefault(family, []).append(task)
     rows = []
     for family, tasks in families.items():
-        flops = sequences = 0.0
+        flops = peak_seconds = sequences = 0.0
+        peak_notes = set()
         for task in tasks:
             r = recipes.fill("finetune", {**shared, **config["finetune"].get("per_task", {}).get(task, {})})
             n = _train_examples(task, config, r) * r["epochs"]
             sequences += n
-            flops += 3.0 * encoder_flops(model, n, r["max_seq_length"])
+            task_flops = 3.0 * encoder_flops(model, n, r["max_seq_length"])
+            peak, peak_note = job_peak(measured, r["precision"])
+            flops, peak_seconds = flops + task_flops, peak_seconds + task_flops / peak
+            peak_notes.add(peak_note)
             micro = r["batch_size"] // g
         entry, note = pick_mfu(measured, f"finetune_{family}", micro, False)
+        note = "; ".join(filter(None, [note, *sorted(peak_notes)]))
         disk = params * CHECKPOINTS_KEPT * CHECKPOINT_BYTES_PER_PARAM
-        rows.append(_row(f"finetune ({family}: {', '.join(tasks)})", runs * len(tasks), flops / len(tasks), g, gpus,
-                         peak, entry, note, disk, f"{sequences / len(tasks):,.0f} sequences per job on average"))
+        rows.append(_row(f"finetune ({family}: {', '.join(tasks)})", runs * len(tasks), flops / len(tasks),
+                         peak_seconds / len(tasks), g, gpus, entry, note, disk,
+                         f"{sequences / len(tasks):,.0f} sequences per job on average"))
     return rows
 
 
@@ -271,9 +290,10 @@ def _shown(path: Path) -> str:
 
 
 def render(rows: dict, configfile: Path, gpus: int, gpu_json: Path, measured: dict) -> str:
+    peaks = ", ".join(f"{tflops} {dtype}" for dtype, tflops in measured["matmul_peak_tflops"].items())
     lines = [f"# Cost plan: {configfile} on {gpus} GPU(s)",
-             f"MFU from {_shown(gpu_json)} ({measured['gpu']}, torch {measured['torch']}, {measured['date']}; bf16 matmul "
-             f"peak {measured['matmul_peak_tflops']['bf16']} TFLOP/s)", "",
+             f"MFU from {_shown(gpu_json)} ({measured['gpu']}, torch {measured['torch']}, {measured['date']}; matmul "
+             f"peak TFLOP/s: {peaks})", "",
              "| rule | jobs | GPUs/job | PFLOP | MFU (measured for) | GPU-hours | wall (h) | disk | what |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows["data"]:
