@@ -278,7 +278,8 @@ def main() -> None:
     report = {"gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({device})",
               "torch": torch.__version__, "date": datetime.date.today().isoformat(), "source": "benchmarks/gpu.py"
               + (" --toy (tiny sizes: not a measurement of anything)" if args.toy else ""), "precision": prec.name,
-              "matmul_peak_tflops": {"bf16": round(peak / 1e12, 4), "fp32": round(peak_fp32 / 1e12, 4)}, "mfu": [], "sections": {}}
+              "matmul_peak_tflops": {"bf16": round(peak / 1e12, 4), "fp32": round(peak_fp32 / 1e12, 4)},
+              "mfu": [], "sections": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name, fn in (("pretrain", lambda: pretrain_steps(ctx)), ("dam_search", lambda: dam_search_step(ctx)),
                          ("finetune", lambda: finetune_steps(ctx)), ("optimizer", lambda: optimizer_steps(ctx)),
@@ -288,8 +289,9 @@ def main() -> None:
     report["seconds"] = round(time.perf_counter() - ctx["start"], 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\n{report['gpu']}, torch {report['torch']}, {report['date']}, {prec.name}; matmul peak "
-          f"{report['matmul_peak_tflops']['bf16']} TFLOP/s bf16, {report['matmul_peak_tflops']['fp32']} fp32; LAMB step {report.get('optimizer')}; {report['seconds']} s")
+    peaks = report["matmul_peak_tflops"]
+    print(f"\n{report['gpu']}, torch {report['torch']}, {report['date']}, {prec.name}; matmul peak {peaks['bf16']} "
+          f"TFLOP/s bf16, {peaks['fp32']} fp32; LAMB step {report.get('optimizer')}; {report['seconds']} s")
     print(markdown(report["mfu"], ["job", "model", "micro_batch", "seq_len", "compiled", "ms", "tokens_per_s", "mfu"]))
     print(f"written to {args.out}")
 
