@@ -50,6 +50,9 @@ MODULES: dict[str, tuple[str, list[str] | None]] = {
     "dam": ("src/sparsebert/dam.py", None),
     "report": ("src/sparsebert/report.py", None),
     "findings": ("src/sparsebert/findings.py", None),
+    "stats": ("src/sparsebert/stats.py", None),
+    "dropout": ("src/sparsebert/dropout.py", None),
+    "lamb": ("src/sparsebert/lamb.py", None),
 }  # fmt: skip
 DETECTED = {"killed", "timeout", "segfault", "caught by type check"}  # segfault: the test process died
 
