@@ -64,6 +64,43 @@ def test_lamb_trust_ratio_only_where_weight_decay_applies():
     assert steps[0.01].max() < 1e-5  # trust ratio ||w|| / ||u|| ~ 1e-3 / 4
 
 
+def test_lamb_defaults_are_the_recipe_values():
+    """`Lamb(params)` with nothing else given, in a group without its own weight_decay: the hand-written apex
+    step with lr 1e-3, betas (0.9, 0.999), eps 1e-6 and weight decay 0.01, on the multi-tensor path."""
+    torch.manual_seed(5)
+    w0 = torch.randn(6, dtype=torch.float64)
+    grads = [torch.randn(6, dtype=torch.float64) for _ in range(3)]
+    p = torch.nn.Parameter(w0.clone())
+    opt = Lamb([p])
+    assert opt.param_groups[0]["foreach"] is True  # the fast path is what callers get unless they ask otherwise
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+    expected = reference_lamb(w0.tolist(), [g.tolist() for g in grads], lr=1e-3, decay=0.01)
+    assert p.detach().tolist() == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("bad", [dict(lr=0.0), dict(lr=-1e-3), dict(eps=-1e-9), dict(weight_decay=-0.01),
+                                 dict(betas=(1.0, 0.999)), dict(betas=(0.9, 1.0)), dict(betas=(-0.1, 0.999))])
+def test_lamb_rejects_each_invalid_hyper_parameter_alone(bad):
+    """Each bad value on its own (the others valid) is refused, with the values in the message."""
+    with pytest.raises(ValueError, match=r"invalid LAMB hyper-parameters lr=.* betas=.* eps=.* weight_decay="):
+        Lamb([torch.nn.Parameter(torch.ones(2))], **bad)
+
+
+@pytest.mark.parametrize("foreach", [False, True], ids=["per_tensor", "multi_tensor"])
+def test_lamb_zero_update_keeps_the_weights(foreach):
+    """Boundary values are accepted (betas 0, eps 0) and a zero update takes r = 1, not ||w|| / 0: with
+    betas (0, 0) and eps 0 the Adam direction is sign(g) = (1, -1, 1, -1), and weight decay 0.5 on
+    w = (-2, 2, -2, 2) cancels it exactly (u = 0), so w stays put instead of becoming 0 * inf = NaN."""
+    assert Lamb([torch.nn.Parameter(torch.ones(2))], lr=1e-9, eps=0.0, weight_decay=0.0, betas=(0.0, 0.0))
+    w0 = torch.tensor([-2.0, 2.0, -2.0, 2.0], dtype=torch.float64)
+    p = torch.nn.Parameter(w0.clone())
+    p.grad = torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64)
+    Lamb([p], lr=0.1, betas=(0.0, 0.0), eps=0.0, weight_decay=0.5, foreach=foreach).step()
+    assert torch.equal(p.detach(), w0)
+
+
 def dam_model(dam_type):
     cfg = SparseBertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                            intermediate_size=64, max_position_embeddings=32, attention_mask_type=dam_type,
