@@ -179,10 +179,18 @@ def test_off_cpu_dropout_is_torch_dropout(monkeypatch):
     assert out.device.type == "meta" and out.shape == x.shape and out is not x
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: round(p * 65536) = 65536 makes the int16 threshold 32768 wrap "
-                                       "to -32768, so every element is kept (scaled by 1 / (1 - p))")
 def test_p_within_half_a_level_of_one_drops_everything():
     """p = 1 - 2^-18 rounds to 65,536 levels: the documented keep probability 1 - round(p * 65536) / 65536 is 0,
-    so every element should be dropped (as F.dropout nearly surely does)."""
+    so every element is dropped (as F.dropout nearly surely does). The threshold, 32768, does not fit an int16:
+    compared as one, it wrapped to -32768 and every element was kept, scaled by 1 / (1 - p) (found by mutation
+    testing)."""
     torch.manual_seed(24)
     assert torch.equal(dropout.dropout(torch.ones(100), 1 - 2**-18), torch.zeros(100))
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.5])
+def test_dropout_refuses_a_probability_outside_0_1_as_torch_does(p):
+    with pytest.raises(ValueError, match=f"between 0 and 1, but got {p}"):
+        dropout.dropout(torch.ones(4), p)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        F.dropout(torch.ones(4), p)

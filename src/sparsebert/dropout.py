@@ -33,11 +33,16 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, generator: torch.Ge
     words = torch.empty((n + LANES - 1) // LANES, dtype=torch.int64)
     words.random_(-(2**63), None, generator=generator)  # the full 64-bit range (every bit uniform)
     lanes = words.view(torch.int16)[:n].view(shape)  # uniform over [-32768, 32767]
-    return lanes >= round(p * LEVELS) - LEVELS // 2
+    threshold = round(p * LEVELS) - LEVELS // 2
+    if threshold > torch.iinfo(torch.int16).max:  # p within half a level of 1: keep nothing (32768 would wrap)
+        return torch.zeros(shape, dtype=torch.bool)
+    return lanes >= threshold
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """`F.dropout(x, p, training)`, with `keep_mask` on the CPU."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")  # as F.dropout says
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu":
