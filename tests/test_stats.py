@@ -4,6 +4,8 @@ verdict rule on hand-made inputs."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import _keep_trajectories as trajectories
 import numpy as np
 import pytest
@@ -197,8 +199,18 @@ def test_equivalence_verdict(lo, hi, expected):
     assert stats.equivalence_verdict(lo, hi, margin=1.0) == expected
 
 
-@pytest.mark.parametrize("lo, hi, expected", [(0.1, 2.0, SUPPORTED), (-2.0, -0.1, CONTRADICTED), (-0.1, 2.0, INCONCLUSIVE)])
+@pytest.mark.parametrize("lo, hi", [(-1.0, 0.5), (-0.5, 1.0), (1.0, 2.0), (-2.0, -1.0)])
+def test_equivalence_verdict_an_interval_touching_the_margin_is_inconclusive(lo, hi):
+    """Supported needs the interval inside the open band (-margin, margin), contradicted needs it strictly
+    above +margin or below -margin: an interval whose end sits exactly on +-margin is neither."""
+    assert stats.equivalence_verdict(lo, hi, margin=1.0) == INCONCLUSIVE
+
+
+@pytest.mark.parametrize("lo, hi, expected", [(0.1, 2.0, SUPPORTED), (-2.0, -0.1, CONTRADICTED), (-0.1, 2.0, INCONCLUSIVE),
+                                              (0.0, 1.0, INCONCLUSIVE), (-1.0, 0.0, INCONCLUSIVE),
+                                              (-0.5, 0.5, INCONCLUSIVE)])  # fmt: skip
 def test_superiority_verdict(lo, hi, expected):
+    """An interval with an end exactly at 0 contains 0: inconclusive, on either side; so is one straddling 0."""
     assert stats.superiority_verdict(lo, hi) == expected
 
 
@@ -227,3 +239,109 @@ def test_seed_pairing_cancels_a_shared_seed_effect():
     a, b = shared + noise[0], shared + 1.0 + noise[1]
     lo, hi = stats.percentile_interval(stats.seed_level(b - a, rng)[0])
     assert 0.5 < lo < 1.0 < hi < 1.5
+
+
+def test_area_below_without_two_distinct_steps():
+    """No snapshot: zeros of one position's shape (H, L). One snapshot (nothing to integrate over): its own
+    depth below the threshold, 0.25 - 0.1 = 0.15 and 0 for a position above it; likewise snapshots that all
+    sit at the same step (a span of 0 steps)."""
+    empty = stats.area_below(np.array([], dtype=int), np.zeros((0, 2, 3), dtype=np.float32))
+    assert empty.shape == (2, 3) and not empty.any()
+    keep = np.array([[0.1, 0.3]])  # (T=1, L=2)
+    assert stats.area_below(np.array([40]), keep) == pytest.approx([0.15, 0.0])
+    keep = np.array([[0.2, 0.3], [0.1, 0.3]])  # (T=2, L=2) at steps 40, 40: the last snapshot's depth
+    assert stats.area_below(np.array([40, 40]), keep) == pytest.approx([0.15, 0.0])
+
+
+def test_area_below_two_snapshots_one_step_apart_late_in_the_search():
+    """Steps 100 and 101 (span 1, not starting at 0): depths 0 then 0.2 -> one trapezoid (0 + 0.2) / 2 * 1,
+    divided by the span 101 - 100 = 1 -> 0.1 (not the last depth 0.2, not divided by 100 + 101)."""
+    keep = np.array([[0.25, 0.5], [0.05, 0.5]])  # (T=2, L=2)
+    assert stats.area_below(np.array([100, 101]), keep) == pytest.approx([0.1, 0.0])
+
+
+def test_area_below_float32_snapshots_are_integrated_in_float64():
+    """snapshots.npz holds torch's float32 probabilities. Two positions one float32 ulp apart near 0.01 (2^-30)
+    must keep their order: 0.25 - p in float32 rounds to its 2^-26 grid and would tie them, changing the
+    diagonal's rank from 0 (strictly more dropped) to 0.5. Reference: 0.25 - p in float64 (exact)."""
+    p1 = np.float32(0.01)
+    p2 = np.nextafter(p1, np.float32(1.0))
+    keep = np.array([[p1, p2], [p1, p2]], dtype=np.float32)  # (T=2, L=2): constant between steps 0 and 10
+    area = stats.area_below(np.array([0, 10]), keep)
+    assert area == pytest.approx([0.25 - float(p1), 0.25 - float(p2)], rel=1e-13, abs=0)
+    assert area[0] > area[1]
+    assert stats.diagonal_rank(-area[None], "dam_s") == pytest.approx([0.0])
+
+
+def test_diagonal_rank_dam_u_ranks_each_head_on_its_own():
+    """Three heads of (L=3, L=3): head 0 ties its diagonal with every key (0.5), head 1 has each row's diagonal
+    highest (1), head 2 lowest (0). The lower and tied fractions must be taken per head and row, not pooled."""
+    tied = np.full((3, 3), 0.4)
+    highest = 0.1 * np.ones((3, 3)) + 0.8 * np.eye(3)
+    lowest = 0.9 * np.ones((3, 3)) - 0.8 * np.eye(3)
+    assert stats.diagonal_rank(np.stack([tied, highest, lowest]), "dam_u") == pytest.approx([0.5, 1.0, 0.0])
+
+
+def test_is_mean_metric():
+    """Accuracy and every SQuAD metric are means of per-example scores; F1, Matthews and correlations are not."""
+    assert stats.is_mean_metric(TASKS["proxy_pair"], "accuracy")
+    assert stats.is_mean_metric(TASKS["proxy_choice"], "accuracy")
+    assert not stats.is_mean_metric(TASKS["proxy_single"], "matthews_correlation")
+    assert not stats.is_mean_metric(TASKS["proxy_regression"], "pearson")
+    assert stats.is_mean_metric(TASKS["proxy_qa"], "f1") and stats.is_mean_metric(TASKS["proxy_qa"], "NoAns_exact")
+
+
+def test_a_non_mean_metric_is_recomputed_on_every_resample_chunk_by_chunk():
+    """Matthews correlation (not a mean of per-example scores) on 7 resamples drawn 3, 3, 1 at a time: each draw
+    equals sklearn's Matthews correlation of that resample (every resample filled once, example 0 drawable)."""
+    from sklearn.metrics import matthews_corrcoef
+
+    rng = np.random.default_rng(5)
+    refs = rng.integers(0, 2, 40)
+    preds = np.where(rng.random(40) < 0.7, refs, 1 - refs)
+    spec = TASKS["proxy_single"]
+    points, draws = stats.resampled_scores(spec, "matthews_correlation", [(preds, refs)], 7, np.random.default_rng(9),
+                                           chunk=3)  # fmt: skip
+    ref_rng = np.random.default_rng(9)
+    idx = np.concatenate([ref_rng.integers(0, 40, size=(k, 40)) for k in (3, 3, 1)])
+    assert points[0] == pytest.approx(matthews_corrcoef(refs, preds))
+    assert draws[0] == pytest.approx([matthews_corrcoef(refs[i], preds[i]) for i in idx])
+
+
+@pytest.mark.parametrize("mapping", [dict, OrderedDict])
+def test_span_runs_are_paired_by_question_id_whatever_their_order(mapping):
+    """Two runs with the same answers to the same questions, their references listed in opposite orders (plain
+    dicts, or OrderedDicts, whose == would see them as different): the runs hold the same examples, and the
+    resamples pair them by question id, so both get the same point and the same draws."""
+    golds = {f"q{k}": ([] if k % 3 == 0 else [f"word {k}"]) for k in range(12)}
+    answers = {q: ("" if k % 4 == 0 else f"word {k}" if k % 2 else "a word") for k, q in enumerate(golds)}
+    forward = mapping(golds.items())
+    backward = mapping(reversed(list(golds.items())))
+    points, draws = stats.resampled_scores(TASKS["proxy_qa"], "f1", [(answers, forward), (answers, backward)], 50,
+                                           np.random.default_rng(2))  # fmt: skip
+    assert points[1] == pytest.approx(points[0])
+    assert draws[1] == pytest.approx(draws[0], rel=1e-12)
+    assert draws[0].std() > 0  # the resamples do differ, so a misaligned run would show
+
+
+def test_seed_level_scales_the_resampled_seed_mean_about_the_all_seed_mean():
+    """Seeds scoring 0, 0, 1 on every example resample: the all-seed mean is 1/3 and a draw of three seeds has
+    k = 0..3 ones, so the draws are 1/3 + c (k/3 - 1/3) with c = sqrt(3/2) t_2 / z at 95 % (t_2 quantile
+    (2q - 1) / sqrt(2q(1 - q)) at q = 0.975, z = 1.959964); k = 3 (1/27 per draw) lies furthest above."""
+    c = np.sqrt(1.5) * (0.95 / np.sqrt(2 * 0.975 * 0.025)) / 1.959964
+    draws = np.repeat(np.array([[0.0], [0.0], [1.0]]), 400, axis=1)  # (S=3, B=400)
+    got = np.unique(stats.seed_level(draws, np.random.default_rng(0)).round(12))
+    assert got == pytest.approx([1 / 3 + c * (k / 3 - 1 / 3) for k in range(4)], rel=1e-6)
+
+
+def test_seed_level_and_nested_mean_draws_use_the_level_they_are_given():
+    """Two seeds scoring 0 and 1 (one head each): draws 0.5 and 0.5 +- c / 2, c = sqrt(2) t_1 / z at the given
+    level. At 50 %: t_1 quantile at 0.75 is tan(pi / 4) = 1, z = 0.6744898 (not the 95 % factor, 9.17)."""
+    c = np.sqrt(2) * 1.0 / 0.6744898
+    expected = [0.5 - c / 2, 0.5, 0.5 + c / 2]
+    two_seeds = np.repeat(np.array([[0.0], [1.0]]), 200, axis=1)  # (S=2, B=200)
+    got = np.unique(stats.seed_level(two_seeds, np.random.default_rng(0), level=0.5).round(12))
+    assert got == pytest.approx(expected, rel=1e-6)
+    nested = stats.nested_mean_draws(np.array([[0.0], [1.0]]), 200, np.random.default_rng(0), level=0.5)
+    got = np.unique(nested.round(12))
+    assert got == pytest.approx(expected, rel=1e-6)
