@@ -211,6 +211,7 @@ from sparsebert.findings import (  # noqa: E402
     claim_dam_beats_designed,
     claim_diagonal_dropped_first,
     claim_no_diagonal_matches_bert,
+    final_keep,
     learned_line,
     tasks_line,
 )
@@ -531,11 +532,14 @@ def test_claim_1_per_run_and_overall_rank(tmp_path):
 def test_claim_1_interval_is_clipped_to_the_range_of_a_rank(tmp_path):
     """Seed 0 drops the diagonal first, seed 1 last: mean 0.5. With 2 seeds the seed level scales the deviation
     of the drawn seeds' mean by 9.2 (t with 1 degree of freedom): a quarter of the draws sit at 0.5 - 4.6, a
-    quarter at 0.5 + 4.6; the interval is clipped to [0, 1]."""
+    quarter at 0.5 + 4.6; the interval is clipped to [0, 1]. The same holds for the rank by final keep
+    probability printed beside it: seed 0 ends [.2, .2, .8, .8] (rank 1/6), seed 1 [.8, .2, .2, .2] (rank 1),
+    mean 7/12 = 0.583, draws at 7/12 -+ 9.2 * 5/12 = -3.2 and 4.4, clipped to [0, 1] as well."""
     p = searches(tmp_path, {"dam_s": [([FIRST] * 3, None), ([LAST] * 3, None)]})
     lines = claim1(p)
     assert lines[4].startswith("- dam_s (20 steps, 2 seed(s) x 3 heads): rank by area below 0.25 0.500, 95 % interval "
-                               "[0.000, 1.000] (inconclusive); ")  # fmt: skip
+                               "[0.000, 1.000] (inconclusive); rank by final keep probability 0.583, 95 % interval "
+                               "[0.000, 1.000]; ")  # fmt: skip
     assert "the diagonal ended below 0.25 in 3 of 6 head-seeds. Binarized masks: 0 of 24 query" in lines[4]
     assert lines[-2] == ("Verdict: **inconclusive at this scale**: mean rank of the diagonal by area below 0.25 0.500 "
                          "(no preference: 0.5), 95 % interval [0.000, 1.000]; 1 DAM run(s), 6 head-seeds; 2 seeds "
@@ -593,6 +597,43 @@ def test_claim_1_on_synthetic_searches_with_known_answers(tmp_path, case, expect
     for line, kind in zip(lines[4:6], ("dam_s", "dam_u")):
         assert line.startswith(f"- {kind} (1000 steps, 3 seed(s) x 4 heads): rank by area below 0.25 {rank}, 95 % "
                                f"interval [{rank}, {rank}] ({expected}); rank by final keep probability ")
+
+
+def write_ending_at_threshold(folder, heads, fallback):
+    """DAM_s snapshots at steps 0, 10, 20 of `heads` heads x 4 offsets: every offset stays at 0.5 but the
+    diagonal, which ends at exactly 0.25 (0.375 at step 10)."""
+    folder.mkdir(parents=True)
+    keep = np.full((3, heads, 4), 0.5)
+    keep[1:, :, 0] = [[0.375], [0.25]]
+    np.savez(folder / "snapshots.npz", steps=np.array([0, 10, 20]), keep_prob=keep)
+    (folder / "summary.json").write_text("{}")
+
+
+def test_claim_1_diagonal_ending_exactly_at_the_threshold_is_not_below_it(tmp_path):
+    """A keep probability of exactly 0.25 is not below 0.25 (the threshold counts as kept, as in the area
+    below it, max(0, 0.25 - p) = 0): the diagonal ended below 0.25 in 0 of 2 seeds x 3 heads. Its area is 0 like
+    every other offset's (rank 0.5); by final keep it is the lowest (rank 0)."""
+    p = searches(tmp_path, {"dam_s": [(3, None), (3, None)]}, writer=write_ending_at_threshold)
+    line = claim1(p)[4]
+    assert line.startswith("- dam_s (20 steps, 2 seed(s) x 3 heads): rank by area below 0.25 0.500, 95 % interval "
+                           "[0.500, 0.500] (inconclusive); rank by final keep probability 0.000, ")  # fmt: skip
+    assert "diagonal 0.250, other positions 0.500; the diagonal ended below 0.25 in 0 of 6 head-seeds." in line
+
+
+def test_final_keep_is_the_mean_per_head_of_the_diagonal_and_of_the_other_positions():
+    """One snapshot, by hand, every head and row different so that a mean over the wrong axis shows.
+    DAM_s (H=2, L=4 offsets): the diagonal is offset 0 as it is, the others' mean is over offsets 1-3 (0.4, 0.5).
+    DAM_u (H=2, L=3): diagonal entries per head (0.1, 0.5, 0.9) -> 0.5 and (0.3, 0.3, 0.6) -> 0.4; the six
+    off-diagonal entries of head 0 sum to 1.2 -> 0.2, of head 1 to 4.8 -> 0.8."""
+    s_diag, s_other = final_keep(np.array([[0.1, 0.2, 0.3, 0.7], [0.9, 0.6, 0.9, 0.0]]), "dam_s")
+    assert s_diag.tolist() == [0.1, 0.9]
+    assert s_other.tolist() == pytest.approx([0.4, 0.5])
+    u = np.array([[[0.1, 0.1, 0.2], [0.3, 0.5, 0.1], [0.2, 0.3, 0.9]],
+                  [[0.3, 0.9, 0.7], [0.8, 0.3, 0.9], [0.7, 0.8, 0.6]]])  # fmt: skip
+    u_diag, u_other = final_keep(u, "dam_u")
+    assert u_diag.shape == u_other.shape == (2,)
+    assert u_diag.tolist() == pytest.approx([0.5, 0.4])
+    assert u_other.tolist() == pytest.approx([0.2, 0.8])
 
 
 # The dense model vs the best constant predictor, and what pretraining learned.

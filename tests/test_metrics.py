@@ -167,3 +167,38 @@ def test_correlations_equal_sklearn_and_scipy_on_random_cases():
         b = a * rng.normal() + rng.normal(size=n)
         assert metrics.pearson(a, b) == pytest.approx(pearsonr(a, b)[0], abs=1e-12)
         assert metrics.spearmanr(a, b) == pytest.approx(spearmanr(a, b)[0], abs=1e-12)
+
+
+def test_perfect_correlation_is_exactly_one_despite_rounding():
+    """y = +-0.3 x is perfectly (anti-)correlated, but in floating point the raw ratio cov / sqrt(var var) comes
+    out as +-1.0000000000000002 for x = [0, 1, 2, 3]: a correlation past +-1 must not leave the metric (scipy's
+    pearsonr clips it to exactly +-1 too)."""
+    from scipy.stats import pearsonr
+
+    x = np.array([0.0, 1.0, 2.0, 3.0])
+    for y, r in ((0.3 * x, 1.0), (-0.3 * x, -1.0)):
+        a, b = x - x.mean(), y - y.mean()
+        assert abs((a @ b) / np.sqrt((a @ a) * (b @ b))) > 1  # the unclipped ratio does overshoot here
+        assert metrics.pearson(x, y) == r == pearsonr(x, y)[0]
+
+
+@pytest.mark.filterwarnings("ignore:A single label was found")  # sklearn, on the all-constant case
+def test_matthews_correlation_of_a_constant_side_is_zero_like_sklearn():
+    """A constant prediction (or a constant reference) leaves the MCC undefined (0 / 0); sklearn's
+    matthews_corrcoef reports 0 for it, not NaN and not 1, whichever side is constant."""
+    from sklearn.metrics import matthews_corrcoef
+
+    gold = [0, 1, 1, 0, 1]
+    for pred, ref in (([1] * 5, gold), (gold, [1] * 5), ([2] * 5, gold), ([0] * 5, [0] * 5)):
+        assert metrics.matthews_correlation(pred, ref) == 0.0 == matthews_corrcoef(ref, pred)
+
+
+def test_correlations_accept_boolean_predictions_like_scipy():
+    """A binary prediction handed over as booleans (or integers) is a number for scipy's pearsonr and spearmanr;
+    ours must take it the same way (a bool array has no `max - min` of its own: it is cast to float first)."""
+    from scipy.stats import pearsonr, spearmanr
+
+    flags, scores = np.array([True, False, True, True, False]), np.array([0.9, 0.2, 0.4, 0.7, 0.5])
+    for x, y in ((flags, scores), (scores, flags), (flags.astype(int), scores), (scores, flags.astype(int))):
+        assert metrics.pearson(x, y) == pytest.approx(pearsonr(x.astype(float), y.astype(float))[0], abs=1e-12)
+        assert metrics.spearmanr(x, y) == pytest.approx(spearmanr(x.astype(float), y.astype(float))[0], abs=1e-12)
