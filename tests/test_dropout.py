@@ -121,6 +121,18 @@ def test_keep_mask_is_each_lane_against_the_threshold(shape, p):
     assert torch.equal(torch.get_rng_state(), global_state)  # generator= was honoured
 
 
+@pytest.mark.parametrize("p", [65535 / 65536, 1 - 2**-18])
+def test_keep_mask_at_the_top_two_levels(p):
+    """round(p * 65536) = 65535 keeps exactly the lanes at the top value (1 in 65,536: 2^20 elements hold a
+    few), 65536 keeps none (its threshold does not fit an int16); the mask is bool either way."""
+    n = 2**20
+    mask = dropout.keep_mask((n,), p, generator=torch.Generator().manual_seed(5))
+    want = lanes_keep(draw_words(n, torch.Generator().manual_seed(5)), n, p)
+    assert mask.dtype == torch.bool
+    assert np.array_equal(mask.numpy(), want)
+    assert want.any() == (round(p * 65536) == 65535)
+
+
 def test_keep_mask_keeps_a_lane_equal_to_the_threshold():
     """Boundary: p chosen so that round(p * 65536) is exactly element 0's offset lane value; `>=` keeps it
     (that is what makes the keep probability 1 - round(p * 65536) / 65536 and not one level less)."""
