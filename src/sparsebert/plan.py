@@ -5,7 +5,7 @@
 GPU-hours = FLOPs / (MFU x the measured matmul peak of the job's precision), with the MFU measured for that kind
 of job on that GPU, read from a JSON written by benchmarks/gpu.py (the output names the file and the entry it
 used). `auto` is bf16 on a GPU (precision.resolve); an fp32 job (paper.yaml's SWAG, as the official script) runs
-at the fp32 peak, about a tenth of bf16's on tensor-core GPUs (the pipeline leaves TF32 off, torch's default).
+at the fp32 peak, an order of magnitude below bf16's on tensor-core GPUs (the pipeline leaves TF32 off, torch's default).
 Where no measurement of a job's kind or precision exists, the nearest one stands in and the row says so.
 
 FLOPs (a multiply-add is 2; benchmarks/mfu.py measures MFU with this count and checks it against torch's
