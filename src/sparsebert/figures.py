@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -39,6 +40,13 @@ log = logging.getLogger(__name__)
 KIND_STYLE = {"fixed": ("tab:blue", "o"), "dam_s": ("tab:red", "s"), "dam_u": ("tab:green", "^")}
 
 
+def suptitle(fig, text: str, fontsize: float) -> None:
+    """The figure's title, wrapped to the figure's width: a figure with few panels (a smoke run's two heads) is
+    narrower than its longest titles. An average character of this font is about 0.55 of its size wide."""
+    chars = int(fig.get_figwidth() * 72 / (0.55 * fontsize))
+    fig.suptitle(textwrap.fill(text, width=chars), fontsize=fontsize)
+
+
 def save(fig, out: Path, name: str, tight: bool = True) -> None:
     if tight:
         fig.tight_layout()
@@ -59,7 +67,7 @@ def mask_grid(blocks: list[list[tuple[str, torch.Tensor]]], cols: int, title: st
             ax = axes[first_row + i // cols, i % cols]
             ax.imshow(keep.numpy(), cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
             ax.set_title(label, fontsize=fontsize)
-    fig.suptitle(title, fontsize=8)
+    suptitle(fig, title, fontsize=8)
     return fig
 
 
@@ -110,7 +118,7 @@ def importance(p: dict, out: Path) -> None:
         ax.axhline(0.5, color="grey", lw=0.5, ls="--")
         ax.set(title=f"{run} ({len(snaps)} seed(s))", xlabel="pretraining step", ylabel="keep probability")
         ax.legend(fontsize=7)
-    fig.suptitle("Importance analysis: keep probability during the DAM search (one line per head and seed)", fontsize=9)
+    suptitle(fig, "Importance analysis: keep probability during the DAM search (one line per head and seed)", 9)
     save(fig, out, "importance")
 
 
@@ -159,8 +167,8 @@ def keep_trajectories(p: dict, out: Path) -> None:
         row[0].set_ylabel("keep probability")
         row[0].legend(fontsize=6, loc="upper right")
     what = "DAM_u: per-offset means of the entries" if any(variants_of(p)[r]["kind"] == "dam_u" for r in runs) else ""
-    fig.suptitle(f"Keep probability of the diagonal (bold, one line per seed) vs the other offsets, {len(seeds_of(p))} "
-                 f"seed(s); dashed: {DROPPED:g}, below which a position counts as dropped. {what}", fontsize=8)
+    suptitle(fig, f"Keep probability of the diagonal (bold, one line per seed) vs the other offsets, {len(seeds_of(p))} "
+             f"seed(s); dashed: {DROPPED:g}, below which a position counts as dropped. {what}", 8)
     save(fig, out, "keep_trajectories")
 
 
@@ -209,7 +217,7 @@ def score_vs_sparsity(p: dict, out: Path, metrics_json: Path) -> None:
     for k, (color, marker) in KIND_STYLE.items():
         ours.scatter([], [], color=color, marker=marker, label={"fixed": "hand-designed / dense"}.get(k, k.upper()))
     ours.legend(fontsize=7)
-    fig.suptitle(f"Score vs sparsity. Ours: {p['scale']}", fontsize=8)
+    suptitle(fig, f"Score vs sparsity. Ours: {p['scale']}", 8)
     save(fig, out, "score_vs_sparsity")
 
 
