@@ -211,7 +211,6 @@ from sparsebert.findings import (  # noqa: E402
     claim_dam_beats_designed,
     claim_diagonal_dropped_first,
     claim_no_diagonal_matches_bert,
-    final_keep,
     learned_line,
     tasks_line,
 )
@@ -618,22 +617,6 @@ def test_claim_1_diagonal_ending_exactly_at_the_threshold_is_not_below_it(tmp_pa
     assert line.startswith("- dam_s (20 steps, 2 seed(s) x 3 heads): rank by area below 0.25 0.500, 95 % interval "
                            "[0.500, 0.500] (inconclusive); rank by final keep probability 0.000, ")  # fmt: skip
     assert "diagonal 0.250, other positions 0.500; the diagonal ended below 0.25 in 0 of 6 head-seeds." in line
-
-
-def test_final_keep_is_the_mean_per_head_of_the_diagonal_and_of_the_other_positions():
-    """One snapshot, by hand, every head and row different so that a mean over the wrong axis shows.
-    DAM_s (H=2, L=4 offsets): the diagonal is offset 0 as it is, the others' mean is over offsets 1-3 (0.4, 0.5).
-    DAM_u (H=2, L=3): diagonal entries per head (0.1, 0.5, 0.9) -> 0.5 and (0.3, 0.3, 0.6) -> 0.4; the six
-    off-diagonal entries of head 0 sum to 1.2 -> 0.2, of head 1 to 4.8 -> 0.8."""
-    s_diag, s_other = final_keep(np.array([[0.1, 0.2, 0.3, 0.7], [0.9, 0.6, 0.9, 0.0]]), "dam_s")
-    assert s_diag.tolist() == [0.1, 0.9]
-    assert s_other.tolist() == pytest.approx([0.4, 0.5])
-    u = np.array([[[0.1, 0.1, 0.2], [0.3, 0.5, 0.1], [0.2, 0.3, 0.9]],
-                  [[0.3, 0.9, 0.7], [0.8, 0.3, 0.9], [0.7, 0.8, 0.6]]])  # fmt: skip
-    u_diag, u_other = final_keep(u, "dam_u")
-    assert u_diag.shape == u_other.shape == (2,)
-    assert u_diag.tolist() == pytest.approx([0.5, 0.4])
-    assert u_other.tolist() == pytest.approx([0.2, 0.8])
 
 
 # The dense model vs the best constant predictor, and what pretraining learned.

@@ -236,6 +236,13 @@ def split_diagonal(keep: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]
     return keep[..., eye], keep[..., ~eye]
 
 
+def diagonal_and_rest(keep: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per head, the diagonal's mean keep probability and the other positions' mean: (...,) each, from a DAM_s
+    (..., L) or DAM_u (..., L, L) array (one snapshot per head, or a trajectory of them)."""
+    diag, other = split_diagonal(keep, kind)
+    return (diag if kind == "dam_s" else diag.mean(axis=-1)), other.mean(axis=-1)
+
+
 def save_snapshots(path, snapshots: list[tuple[int, torch.Tensor]]) -> None:
     """snapshots.npz: `steps` (T,) and `keep_prob` (T, ...) of `DAM.snapshot()`s, written atomically."""
     path = Path(path)

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from sparsebert import stats
-from sparsebert.dam import split_diagonal
+from sparsebert.dam import diagonal_and_rest
 from sparsebert.io import atomic_write_text, load_params
 from sparsebert.report import Scores, interval, pretrained_dir, read_json, searches_of, seeds_of, settings, variants_of
 
@@ -114,13 +114,6 @@ def gated_note(verdict: str, gated: str) -> str:
 # ------------------------------------------------------------------------------------------ claim 1
 
 
-def final_keep(keep: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per head, the diagonal's and the other positions' mean keep probability in one snapshot (H, L) or
-    (H, L, L)."""
-    diag, other = split_diagonal(keep, kind)
-    return (diag if kind == "dam_s" else diag.mean(axis=-1)), other.mean(axis=-1)
-
-
 def diagonal_ranks(p: dict, run: str) -> tuple[np.ndarray, np.ndarray, dict]:
     """The diagonal's rank by area below stats.DROPPED and by final keep probability, (S, H) each, of one DAM
     run per seed and head, and what the report says beside them."""
@@ -133,7 +126,7 @@ def diagonal_ranks(p: dict, run: str) -> tuple[np.ndarray, np.ndarray, dict]:
         area = stats.area_below(snap["steps"], snap["keep_prob"])  # (H, L) or (H, L, L)
         by_area.append(stats.diagonal_rank(-area, kind))  # more area = more dropped = lower
         by_final.append(stats.diagonal_rank(snap["keep_prob"][-1], kind))
-        diag, other = final_keep(snap["keep_prob"][-1], kind)
+        diag, other = diagonal_and_rest(snap["keep_prob"][-1], kind)
         diag_end.append(diag)
         other_end.append(other)
         info["steps"] = int(snap["steps"][-1])
