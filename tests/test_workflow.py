@@ -239,12 +239,12 @@ def test_dvc_push_then_pull_into_a_fresh_clone_leaves_nothing_to_do(smoke, tmp_p
         (src / name).unlink(missing_ok=True)
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     stages = (REPO / "dvc.yaml").read_text()
-    assert stages.count(" --cores all --configfile ${item}") == 3
+    assert stages.count(" --cores all --configfile ${item.config} ${item.snakemake}") == 3
     stages = stages.replace(" --cores all --configfile", " --cores 2 --configfile")
-    runs = ("      default: config/config.yaml\n      paper: config/paper.yaml\n      gpu: config/gpu.yaml\n"
-            "      gpu_full: config/gpu_full.yaml\n")
-    assert runs in stages
-    (src / "dvc.yaml").write_text(stages.replace(runs, f"      {SMOKE['run']}: config/smoke.yaml\n"))
+    runs = stages[stages.index("  - runs:\n") : stages.index("\nstages:")]
+    assert 'gpu: {config: config/gpu.yaml, snakemake: "--resources gpu=9"}' in runs
+    smoke_run = f"  - runs:\n      {SMOKE['run']}: {{config: config/smoke.yaml, snakemake: \"\"}}\n"
+    (src / "dvc.yaml").write_text(stages.replace(runs, smoke_run))
     shutil.copy2(REPO / ".gitignore", src / ".gitignore")  # results/ and data/ travel by DVC, never by git
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **OFFLINE_ENV, "DVC_NO_ANALYTICS": "1"}
 
@@ -419,3 +419,19 @@ def test_gpu_demo_script_plans_the_run_and_reports_it(tmp_path):
     assert "This was a dry-run" in (out / "snakemake.log").read_text()
     assert (tmp_path / "site/pybin/python").read_text() == '#!/bin/sh\nexec python3 "$@"\n'
     assert not list(out.glob("*.tar.gz"))  # a dry run has nothing to bring back
+
+
+@pytest.mark.parametrize("config", ["config/gpu.yaml", "config/gpu_full.yaml"])
+def test_one_gpu_slot_count_is_the_same_everywhere_it_is_written(config):
+    """The one-GPU runs' Snakemake slot count (`--resources gpu=N`) is written in three places besides the
+    config's jobs_per_gpu: the Makefile (demo-gpu), benchmarks/gpu_demo.sh and dvc.yaml's runs. On one GPU, N must
+    be jobs_per_gpu: fewer starves the GPU, more starts jobs that only wait for a slot."""
+    resources = yaml.safe_load((REPO / config).read_text())["resources"]
+    per_gpu = {rule: r["jobs_per_gpu"] for rule, r in resources.items() if r.get("gpu", 0) > 0}
+    assert set(per_gpu) == {"pretrain", "dam_search", "pretrain_learned", "finetune"}
+    (slots,) = set(per_gpu.values())
+    assert re.search(rf"^GPU_SLOTS \?= {slots}$", (REPO / "Makefile").read_text(), re.M)
+    assert f"GPU_SLOTS=${{GPU_SLOTS:-{slots}}}" in (REPO / "benchmarks/gpu_demo.sh").read_text()
+    runs = yaml.safe_load((REPO / "dvc.yaml").read_text())["vars"][0]["runs"]
+    (run,) = [r for r in runs.values() if r["config"] == config]
+    assert run["snakemake"] == f"--resources gpu={slots}"
