@@ -69,6 +69,27 @@ def test_probe_times_the_configs_own_step():
     assert 0 < seconds < 1 and name == "fp32"
 
 
+@pytest.mark.parametrize(("optimizer", "expected"), [("adamw", "AdamW"), ("lamb", "Lamb")])
+def test_probe_steps_the_optimizer_the_pipeline_builds(optimizer, expected, monkeypatch):
+    """The probe times the run's own step: the recipe's optimizer, built as training.build_optimizer builds it
+    (on the CPU AdamW's multi-tensor path, not torch's default per-tensor loop)."""
+    from sparsebert import training
+
+    built = []
+
+    def spy(model, recipe):
+        built.append(training_build(model, recipe))
+        return built[-1]
+
+    training_build = training.build_optimizer
+    monkeypatch.setattr(training, "build_optimizer", spy)
+    estimate.probe_step_seconds({**TINY, "pretrain": {**TINY["pretrain"], "optimizer": optimizer}})
+    (opt,) = built
+    assert type(opt).__name__ == expected
+    assert opt.param_groups[0]["foreach"] is True
+    assert opt.state  # the probe's steps went through this optimizer
+
+
 def test_record_writes_the_reference_and_refuses_without_a_wall_time(tmp_path, monkeypatch, capsys):
     from sparsebert.cli import main
 

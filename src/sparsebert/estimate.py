@@ -67,11 +67,13 @@ def config_digest(path: Path) -> str:
 
 
 def probe_step_seconds(config: dict) -> tuple[float, str]:
-    """Median seconds of one pretraining step (forward, backward, AdamW; dropout on) at the run's shape and
-    precision, with the threads of one pretraining job; and the precision's name."""
+    """Median seconds of one pretraining step (forward, backward, the recipe's optimizer as the pipeline builds
+    it; dropout on) at the run's shape and precision, with the threads of one pretraining job; and the
+    precision's name."""
     import torch
 
     from sparsebert.pretrain import build_model
+    from sparsebert.training import build_optimizer
 
     recipe = recipes.fill("pretrain", config["pretrain"])
     examples = config.get("examples", {})
@@ -82,7 +84,7 @@ def probe_step_seconds(config: dict) -> tuple[float, str]:
     prec = precision.resolve(recipe["precision"], "cpu")
     torch.manual_seed(0)
     model = build_model(recipe, vocab, T, "dense", {}, None).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = build_optimizer(model, recipe)
     ids = torch.randint(5, vocab, (B, T))
     positions = torch.rand(B, T).argsort(dim=1)[:, :P].sort(dim=1).values
     batch = dict(input_ids=ids, token_type_ids=torch.zeros_like(ids), attention_mask=torch.ones_like(ids),
