@@ -128,9 +128,13 @@ def create_block_mask_without_switch(mask_mod, B, H, Q_LEN, KV_LEN, device=None,
 
 
 def test_api_is_detected_from_the_function_not_the_version():
+    """The releases checked so far (2.11: benchmarks/torch_compat.sh; 2.13: the pin); others only by the stand-in."""
     from torch.nn.attention.flex_attention import create_block_mask
 
-    assert flex.has_full_blocks_switch(create_block_mask)  # torch 2.13 here
+    known = {"2.11": False, "2.13": True}
+    release = ".".join(torch.__version__.split(".")[:2])
+    if release in known:
+        assert flex.has_full_blocks_switch(create_block_mask) is known[release]
     assert not flex.has_full_blocks_switch(create_block_mask_without_switch)
 
 
