@@ -12,7 +12,7 @@ module scores under 85 % or a survivor is not explained there.
 
     python benchmarks/mutants.py                    # all modules (about 40 minutes on 2 cores)
     python benchmarks/mutants.py --module metrics   # one module
-    python benchmarks/mutants.py --report-only      # re-read the last run's results
+    python benchmarks/mutants.py --report-only      # re-read the last run's results (the modules it ran)
     python benchmarks/mutants.py --survivors-only   # rerun the last run's survivors (after adding tests)
 """
 
@@ -111,6 +111,15 @@ def undetected(module: str) -> list[str]:
     exit_codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
     return [name for name, code in exit_codes.items() if any(fnmatch.fnmatch(name, p) for p in mutant_patterns(module))
             and (code is None or status_by_exit_code[code] not in DETECTED)]  # fmt: skip
+
+
+def last_run_covered(module: str) -> bool:
+    """Whether mutmut's last run tested any mutant of `module` (a run of some modules leaves the others' results
+    unset; re-reading those would report every mutant of theirs as a survivor)."""
+    meta = ROOT / "mutants" / (MODULES[module][0] + ".meta")
+    exit_codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+    return any(code is not None and any(fnmatch.fnmatch(name, p) for p in mutant_patterns(module))
+               for name, code in exit_codes.items())  # fmt: skip
 
 
 def run_mutmut(modules: list[str], survivors_only: bool = False) -> None:
@@ -250,6 +259,8 @@ def main() -> None:
                              "needs a full run: its mutants are renumbered)")
     args = parser.parse_args()
     modules = args.module or list(MODULES)
+    if args.report_only and not args.module:  # the modules the last run covered; the others keep their rows
+        modules = [module for module in modules if last_run_covered(module)]
     start = time.monotonic()
     if not args.report_only:
         run_mutmut(modules, args.survivors_only)
