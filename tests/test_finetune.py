@@ -75,7 +75,13 @@ def test_every_head_trains_and_reports_official_metrics(assets, tmp_path, task):
     assert metrics["score"] == metrics["eval"][spec.eval_splits[0]][spec.main_metric]
     assert metrics["attention_mask_type"] == "longformer"
     assert metrics["steps"] > 0 and (out / "predictions.json").exists()
-    assert json.loads((out / "log.jsonl").read_text().splitlines()[0])["step"] == 1
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert records[0]["step"] == 1
+    # Throughput over each log interval: batch 1 x 64 positions (SWAG: 4 endings of 64), padding included.
+    tokens_per_step = 1 * 64 * (4 if task == "swag" else 1)
+    for before, record in zip([{"step": 0, "seconds": 0.0}] + records, records):
+        seconds = record["seconds"] - before["seconds"]
+        assert record["tokens_per_s"] * seconds == pytest.approx((record["step"] - before["step"]) * tokens_per_step)
     # Every split's predictions with their references: the report recomputes the metrics from them.
     predictions = json.loads((out / "predictions.json").read_text())
     for split in spec.eval_splits:
@@ -137,8 +143,8 @@ def test_several_tasks_in_one_process_equal_a_process_each(assets, tmp_path):
         for name in ("metrics.json", "predictions.json", "log.jsonl"):
             apart = (tmp_path / "apart" / task / name).read_text()
             together = (tmp_path / "together" / task / name).read_text()
-            if name == "log.jsonl":  # wall-clock seconds differ, nothing else may
-                apart, together = ([{k: v for k, v in json.loads(line).items() if k != "seconds"}
+            if name == "log.jsonl":  # wall-clock seconds and throughput differ, nothing else may
+                apart, together = ([{k: v for k, v in json.loads(line).items() if k not in ("seconds", "tokens_per_s")}
                                     for line in text.splitlines()] for text in (apart, together))
             assert apart == together, (task, name)
         assert (tmp_path / "st" / task).is_dir()  # each task its own resumable state

@@ -184,7 +184,9 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
         return ddp(**batch).loss  # fp32 (the heads' losses cast their logits)
 
     model.train()
+    step_tokens = batch_size * train_set[0]["input_ids"].numel()  # padded positions too: the device computes them
     t0 = time.perf_counter()
+    timed = (start_step, t0)  # the last log line's step and time: tokens/s is over the steps since
     for step in tqdm(range(start_step, total_steps), initial=start_step, total=total_steps,
                      desc=f"finetune[{task}]", mininterval=2.0, disable=not env.is_main):
         chunks = training.rank_micro_batches(len(train_set), batch_size, micro, params["seed"], step, env)
@@ -194,10 +196,12 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
         n_running += 1
         done = step + 1
         if done % params["log_every"] == 0 or done == total_steps:  # the loss of the global batch (mean of ranks)
+            now = time.perf_counter()
             logger.write({"step": done, "epoch": done / steps_per_epoch,
                           "loss": (training.all_reduce_mean(running) / n_running).item(),
-                          "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t0})
-            running, n_running = torch.zeros((), device=env.device), 0
+                          "lr": scheduler.get_last_lr()[0], "seconds": now - t0,
+                          "tokens_per_s": (done - timed[0]) * step_tokens / (now - timed[1])})
+            running, n_running, timed = torch.zeros((), device=env.device), 0, (done, now)
         if training.end_of_step(env, done, total_steps, params["checkpoint_every"], state_dir, model, optimizer,
                                 scheduler, lambda: {"running": training.all_reduce_mean(running).detach().cpu(),
                                                     "n_running": n_running}):
