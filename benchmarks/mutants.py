@@ -103,23 +103,25 @@ def mutant_patterns(module: str) -> list[str]:
                                                       for fn in functions]  # fmt: skip
 
 
+def exit_codes(module: str) -> dict[str, int | None]:
+    """mutmut's last recorded exit code of each mutant of `module` (None: not run yet)."""
+    meta = ROOT / "mutants" / (MODULES[module][0] + ".meta")
+    codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+    return {name: code for name, code in codes.items() if any(fnmatch.fnmatch(name, p) for p in mutant_patterns(module))}
+
+
 def undetected(module: str) -> list[str]:
     """The mutants of `module` that the last run did not detect (survived, untested or not run yet)."""
     from mutmut.stats import status_by_exit_code
 
-    meta = ROOT / "mutants" / (MODULES[module][0] + ".meta")
-    exit_codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
-    return [name for name, code in exit_codes.items() if any(fnmatch.fnmatch(name, p) for p in mutant_patterns(module))
-            and (code is None or status_by_exit_code[code] not in DETECTED)]  # fmt: skip
+    return [name for name, code in exit_codes(module).items()
+            if code is None or status_by_exit_code[code] not in DETECTED]  # fmt: skip
 
 
 def last_run_covered(module: str) -> bool:
     """Whether mutmut's last run tested any mutant of `module` (a run of some modules leaves the others' results
     unset; re-reading those would report every mutant of theirs as a survivor)."""
-    meta = ROOT / "mutants" / (MODULES[module][0] + ".meta")
-    exit_codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
-    return any(code is not None and any(fnmatch.fnmatch(name, p) for p in mutant_patterns(module))
-               for name, code in exit_codes.items())  # fmt: skip
+    return any(code is not None for code in exit_codes(module).values())
 
 
 def run_mutmut(modules: list[str], survivors_only: bool = False) -> None:
@@ -181,14 +183,11 @@ def score_module(module: str, equivalents: dict[tuple[str, str], str]) -> Score:
     meta = ROOT / "mutants" / (path + ".meta")
     if not meta.exists():
         sys.exit(f"{meta}: no mutmut results for {module}; run without --report-only first")
-    exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
+    codes = exit_codes(module)
     sources = function_sources(ROOT / "mutants" / path)
-    patterns = mutant_patterns(module)
     result = Score(module)
-    for name in sorted(exit_codes, key=lambda n: (re.sub(r"\d+$", "", n), int(re.search(r"\d+$", n)[0]))):
-        if not any(fnmatch.fnmatch(name, p) for p in patterns):
-            continue
-        status = status_by_exit_code[exit_codes[name]]
+    for name in sorted(codes, key=lambda n: (re.sub(r"\d+$", "", n), int(re.search(r"\d+$", n)[0]))):
+        status = status_by_exit_code[codes[name]]
         result.counts[status] = result.counts.get(status, 0) + 1
         if status not in DETECTED and status != "skipped":
             change = change_of(name, sources)
