@@ -14,11 +14,11 @@ from sparsebert.dam import (
     extend_keep,
     l1_penalty,
     load_mask_file,
+    mean_per_head,
     no_weight_decay_groups,
     rescue_empty_rows,
     save_mask_file,
     save_search,
-    diagonal_and_rest,
     split_diagonal,
     toeplitz,
 )
@@ -366,23 +366,24 @@ def test_extend_keep_at_its_own_length_returns_the_mask_unchanged():
     assert torch.equal(extend_keep(keep, 3), keep)
 
 
-def test_diagonal_and_rest_is_the_mean_per_head_of_the_diagonal_and_of_the_other_positions():
+def test_mean_per_head_is_the_mean_of_the_diagonal_and_of_the_other_positions():
     """One snapshot, by hand, every head and row different so that a mean over the wrong axis shows.
     DAM_s (H=2, L=4 offsets): the diagonal is offset 0 as it is, the others' mean is over offsets 1-3 (0.4, 0.5).
     DAM_u (H=2, L=3): diagonal entries per head (0.1, 0.5, 0.9) -> 0.5 and (0.3, 0.3, 0.6) -> 0.4; the six
     off-diagonal entries of head 0 sum to 1.2 -> 0.2, of head 1 to 4.8 -> 0.8."""
-    s_diag, s_other = diagonal_and_rest(np.array([[0.1, 0.2, 0.3, 0.7], [0.9, 0.6, 0.9, 0.0]]), "dam_s")
+    s = np.array([[0.1, 0.2, 0.3, 0.7], [0.9, 0.6, 0.9, 0.0]])
+    s_diag, s_other = mean_per_head(*split_diagonal(s, "dam_s"))
     assert s_diag.tolist() == [0.1, 0.9]
     assert s_other.tolist() == pytest.approx([0.4, 0.5])
     u = np.array([[[0.1, 0.1, 0.2], [0.3, 0.5, 0.1], [0.2, 0.3, 0.9]],
                   [[0.3, 0.9, 0.7], [0.8, 0.3, 0.9], [0.7, 0.8, 0.6]]])  # fmt: skip
-    u_diag, u_other = diagonal_and_rest(u, "dam_u")
+    u_diag, u_other = mean_per_head(*split_diagonal(u, "dam_u"))
     assert u_diag.shape == u_other.shape == (2,)
     assert u_diag.tolist() == pytest.approx([0.5, 0.4])
     assert u_other.tolist() == pytest.approx([0.2, 0.8])
     # A trajectory (2 snapshots, the second with the heads swapped), as the importance figure passes it:
     # the same per head, snapshot by snapshot.
-    t_diag, t_other = diagonal_and_rest(np.stack([u, u[::-1]]), "dam_u")
+    t_diag, t_other = mean_per_head(*split_diagonal(np.stack([u, u[::-1]]), "dam_u"))
     assert t_diag.shape == (2, 2)
     np.testing.assert_allclose(t_diag, [[0.5, 0.4], [0.4, 0.5]])
     np.testing.assert_allclose(t_other, [[0.2, 0.8], [0.8, 0.2]])

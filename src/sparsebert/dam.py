@@ -236,11 +236,11 @@ def split_diagonal(keep: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]
     return keep[..., eye], keep[..., ~eye]
 
 
-def diagonal_and_rest(keep: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per head, the diagonal's mean keep probability and the other positions' mean: (...,) each, from a DAM_s
-    (..., L) or DAM_u (..., L, L) array (one snapshot per head, or a trajectory of them)."""
-    diag, other = split_diagonal(keep, kind)
-    return (diag if kind == "dam_s" else diag.mean(axis=-1)), other.mean(axis=-1)
+def mean_per_head(diag: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per head, the diagonal's mean keep probability and the other positions' mean, (...,) each, from
+    `split_diagonal`'s two parts (of one snapshot per head, or of a trajectory of them). A DAM_s diagonal is one
+    offset, already one value per head (an axis fewer than the rest); a DAM_u diagonal has L entries."""
+    return (diag if diag.ndim < other.ndim else diag.mean(axis=-1)), other.mean(axis=-1)
 
 
 def save_snapshots(path, snapshots: list[tuple[int, torch.Tensor]]) -> None:

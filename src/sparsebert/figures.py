@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from sparsebert import masks, paper  # noqa: E402
-from sparsebert.dam import diagonal_and_rest, split_diagonal  # noqa: E402
+from sparsebert.dam import mean_per_head, split_diagonal  # noqa: E402
 from sparsebert.io import load_params  # noqa: E402
 from sparsebert.report import pretrained_dir, searches_of, seeds_of, variants_of  # noqa: E402
 from sparsebert.stats import DROPPED  # noqa: E402  (findings.md's threshold, drawn in keep_trajectories)
@@ -107,9 +107,8 @@ def importance(p: dict, out: Path) -> None:
         steps = snaps[0]["steps"]
         # Every seed's heads side by side: (T, seeds x H, L) offsets (dam_s) or (T, seeds x H, L, L) (dam_u).
         keep = np.concatenate([snap["keep_prob"] for snap in snaps], axis=1)
-        kind = variants_of(p)[run]["kind"]
-        diag, off_mean = diagonal_and_rest(keep, kind)  # (T, seeds x H) each
-        off = split_diagonal(keep, kind)[1]
+        diag, off = split_diagonal(keep, variants_of(p)[run]["kind"])
+        diag, off_mean = mean_per_head(diag, off)  # (T, seeds x H) each
         for h in range(diag.shape[1]):
             ax.plot(steps, diag[:, h], color="tab:red", lw=1, alpha=0.8, label="diagonal" if h == 0 else None)
             ax.plot(steps, off_mean[:, h], color="tab:blue", lw=1, alpha=0.8,

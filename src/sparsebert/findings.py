@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from sparsebert import stats
-from sparsebert.dam import diagonal_and_rest
+from sparsebert.dam import mean_per_head, split_diagonal
 from sparsebert.io import atomic_write_text, load_params
 from sparsebert.report import Scores, interval, pretrained_dir, read_json, searches_of, seeds_of, settings, variants_of
 
@@ -126,7 +126,7 @@ def diagonal_ranks(p: dict, run: str) -> tuple[np.ndarray, np.ndarray, dict]:
         area = stats.area_below(snap["steps"], snap["keep_prob"])  # (H, L) or (H, L, L)
         by_area.append(stats.diagonal_rank(-area, kind))  # more area = more dropped = lower
         by_final.append(stats.diagonal_rank(snap["keep_prob"][-1], kind))
-        diag, other = diagonal_and_rest(snap["keep_prob"][-1], kind)
+        diag, other = mean_per_head(*split_diagonal(snap["keep_prob"][-1], kind))
         diag_end.append(diag)
         other_end.append(other)
         info["steps"] = int(snap["steps"][-1])
