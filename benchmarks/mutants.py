@@ -53,6 +53,8 @@ MODULES: dict[str, tuple[str, list[str] | None]] = {
     "stats": ("src/sparsebert/stats.py", None),
     "dropout": ("src/sparsebert/dropout.py", None),
     "lamb": ("src/sparsebert/lamb.py", None),
+    "plan": ("src/sparsebert/plan.py", None),
+    "launch": ("src/sparsebert/launch.py", None),
 }  # fmt: skip
 DETECTED = {"killed", "timeout", "segfault", "caught by type check"}  # segfault: the test process died
 
