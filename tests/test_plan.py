@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -130,3 +131,254 @@ def test_job_peak_maps_each_precision():
     assert plan.job_peak(measured, "fp32") == (50e12, "")
     peak, note = plan.job_peak({"matmul_peak_tflops": {"bf16": 800}}, "fp32")
     assert peak == 800e12 and "no fp32 peak measured" in note
+
+
+# -------------------------------------------------------------------------------------------------------
+# A hand-made config and measurements, every value of their plan worked out by hand from the module docstring
+
+# Model d 4, f 8, 1 layer, V 100, pretraining T 16 and P 3, 20 positions: 2 fixed masks + 1 DAM search + its
+# retrain = 4 variants, 2 seeds; GLUE-named tasks counted at the proxy size (tasks.source: proxy); 3 GPUs.
+TINY_CONFIG = {
+    "scale": "tiny", "seeds": [0, 1],
+    "corpus": {"source": "hub", "shards": 4}, "tokenizer": {"vocab_size": 100},
+    "examples": {"max_seq_length": 16, "max_predictions_per_seq": 3}, "proxy_tasks": {"train_examples": 50},
+    "pretrain": {"model": {**TINY, "max_position_embeddings": 20}, "batch_size": 8, "max_steps": 10,
+                 "compile": True, "precision": "fp32"},
+    "dam_search": {"max_steps": 5, "compile": False, "precision": "bf16"},
+    "masks": {"dense": {}, "no_diagonal": {}}, "dam": {"dam_s": [0.001]}, "dam_retrain": True,
+    "tasks": {"names": ["mrpc", "rte", "proxy_single"], "source": "proxy"},
+    "finetune": {"max_seq_length": 16, "batch_size": 8, "epochs": 2,
+                 "per_task": {"rte": {"epochs": 1},
+                              "proxy_single": {"max_train_examples": 30, "precision": "fp32", "batch_size": 16}}},
+    "resources": {"pretrain": {"gpu": 2}, "pretrain_learned": {"gpu": 5}, "finetune": {"gpu": 2}},
+}
+# Listed so that a lost compile tie-break shows: the entry that must NOT be picked comes first.
+TINY_MEASURED = {
+    "gpu": "Test GPU", "torch": "0.0", "date": "2000-01-01", "matmul_peak_tflops": {"bf16": 100, "fp32": 10},
+    "mfu": [{"job": "pretrain", "micro_batch": 4, "compiled": False, "mfu": 0.5},
+            {"job": "pretrain", "micro_batch": 4, "compiled": True, "mfu": 0.6},
+            {"job": "dam_search", "micro_batch": 16, "compiled": False, "mfu": 0.4},
+            {"job": "finetune_glue", "micro_batch": 4, "compiled": True, "mfu": 0.75},
+            {"job": "finetune_glue", "micro_batch": 4, "compiled": False, "mfu": 0.5}]}
+NO_FP32 = {**TINY_MEASURED, "matmul_peak_tflops": {"bf16": 100}}
+FP32_NOTE = "fp32 priced at the bf16 peak: no fp32 peak measured, an underestimate"
+# parameter_count of the tiny model, V 100, 20 positions (TINY_CONFIG's max_position_embeddings > T 16):
+# embeddings 100*4 + 20*4 + 2*4 + 2*4 = 496; layer 4 (16 + 4) + 8 + (32 + 8) + (32 + 4) + 8 = 172;
+# heads (16 + 4) + (16 + 4 + 8 + 100) + (8 + 2) = 158; total 826.
+TINY_PARAMS = 826
+
+
+def test_tiny_plan_training_rows_by_hand():
+    """Every value of the three pretraining rows of TINY_CONFIG on 3 GPUs.
+    Step (B 8, T 16, P 3): encoder 8*16*2 (4*16 + 2*4*8) + 8*4*16^2*4 = 32768 + 32768 = 65536;
+    heads 8*3*2 (16 + 4*100) + 8*2 (16 + 8) = 19968 + 384 = 20352; step 3 (65536 + 20352) = 257664.
+    pretrain: 2 masks x 2 seeds = 4 jobs of 10 steps, fp32 (10 TFLOP/s), 2 GPUs each (micro-batch 8 // 2 = 4,
+      compiled: MFU 0.6), 3 // 2 = 1 job at a time: 4 waves.
+    dam_search: dam_search's overrides (5 steps, bf16 100 TFLOP/s, eager), no resources: 1 GPU, micro-batch 8,
+      nearest measurement micro-batch 16 (MFU 0.4); 2 jobs, 3 at a time: 1 wave.
+    pretrain_learned: 1 retrain x 2 seeds, gpu 5 capped at the run's 3 (micro-batch 8 // 3 = 2, MFU 0.6 of
+      micro-batch 4, compiled), 3 // 3 = 1 at a time: 2 waves.
+    Disk per job: 826 params x (4 + 2 x 12) bytes."""
+    pretrain_job, dam_job = 10 * 257664, 5 * 257664
+    pretrain_h, dam_h = pretrain_job / (0.6 * 10e12) / 3600, dam_job / (0.4 * 100e12) / 3600
+    disk = TINY_PARAMS * 28
+    not_loop = "pretrain's: pretrain_loop not measured"
+    pretrain, dam_search, learned = plan.training_rows(TINY_CONFIG, 3, TINY_MEASURED)
+    assert pretrain == pytest.approx({
+        "rule": "pretrain", "jobs": 4, "gpus_per_job": 2, "flops": 4 * pretrain_job, "mfu": 0.6,
+        "mfu_from": f"pretrain, micro-batch 4, compiled ({not_loop})", "gpu_hours": 4 * pretrain_h,
+        "wall_hours": 4 * pretrain_h / 2, "disk_bytes": 4 * disk,
+        "what": "10 steps x 8 x 16 tokens, 0.0M parameters; micro-batch 4, accumulation 1 on 2 GPU(s)"})
+    assert dam_search == pytest.approx({
+        "rule": "dam_search", "jobs": 2, "gpus_per_job": 1, "flops": 2 * dam_job, "mfu": 0.4,
+        "mfu_from": "dam_search, micro-batch 16, eager (measured at micro-batch 16, not 8)",
+        "gpu_hours": 2 * dam_h, "wall_hours": dam_h, "disk_bytes": 2 * disk,
+        "what": "5 steps x 8 x 16 tokens, 0.0M parameters; micro-batch 8, accumulation 1 on 1 GPU(s)"})
+    assert learned == pytest.approx({
+        "rule": "pretrain_learned", "jobs": 2, "gpus_per_job": 3, "flops": 2 * pretrain_job, "mfu": 0.6,
+        "mfu_from": f"pretrain, micro-batch 4, compiled ({not_loop}; measured at micro-batch 4, not 2)",
+        "gpu_hours": 2 * pretrain_h, "wall_hours": 2 * pretrain_h / 3, "disk_bytes": 2 * disk,
+        "what": "10 steps x 8 x 16 tokens, 0.0M parameters; micro-batch 2, accumulation 1 on 3 GPU(s)"})
+    # Without an fp32 peak the fp32 pretraining says so after the measurement's own note.
+    assert plan.training_rows(TINY_CONFIG, 3, NO_FP32)[0]["mfu_from"] == \
+        f"pretrain, micro-batch 4, compiled ({not_loop}; {FP32_NOTE})"
+
+
+def test_tiny_plan_finetune_rows_by_hand():
+    """The fine-tuning rows of TINY_CONFIG on 3 GPUs: 4 variants x 2 seeds = 8 runs, 2 GPUs per job (3 // 2 = 1
+    job at a time). Training FLOPs per sequence at T 16: 3 (16*2 (4*16 + 2*4*8) + 4*16^2*4) = 3 * 8192 = 24576.
+    glue (mrpc, rte; source proxy: 50 examples each, not the hub's 3,668 / 2,490): mrpc 50 x 2 epochs = 100,
+      rte 50 x 1 epoch = 50 sequences; 16 jobs of (150 / 2) x 24576 FLOPs at bf16 (100 TFLOP/s), micro-batch
+      8 // 2 = 4 measured eager (MFU 0.5).
+    proxy (proxy_single): min(50, 30) x 2 epochs = 60 sequences; 8 jobs at fp32 (10 TFLOP/s); micro-batch
+      16 // 2 = 8 priced by the pretraining's eager micro-batch 4 (MFU 0.5).
+    Disk per job: 826 params x 2 checkpoints x 12 bytes."""
+    glue_job, proxy_job = 150 / 2 * 24576, 60 * 24576
+    glue_h, proxy_h = glue_job / (0.5 * 100e12) / 3600, proxy_job / (0.5 * 10e12) / 3600
+    disk = TINY_PARAMS * 2 * 12
+    proxy_note = "pretrain's: finetune_proxy / pretrain_loop not measured; measured at micro-batch 4, not 8"
+    glue, proxy = plan.finetune_rows(TINY_CONFIG, 3, TINY_MEASURED)
+    assert glue == pytest.approx({
+        "rule": "finetune (glue: mrpc, rte)", "jobs": 16, "gpus_per_job": 2, "flops": 16 * glue_job, "mfu": 0.5,
+        "mfu_from": "finetune_glue, micro-batch 4, eager", "gpu_hours": 16 * glue_h, "wall_hours": 16 * glue_h / 2,
+        "disk_bytes": 16 * disk, "what": "75 sequences per job on average"})
+    assert proxy == pytest.approx({
+        "rule": "finetune (proxy: proxy_single)", "jobs": 8, "gpus_per_job": 2, "flops": 8 * proxy_job,
+        "mfu": 0.5, "mfu_from": f"pretrain, micro-batch 4, eager ({proxy_note})", "gpu_hours": 8 * proxy_h,
+        "wall_hours": 8 * proxy_h / 2, "disk_bytes": 8 * disk, "what": "60 sequences per job on average"})
+    assert plan.finetune_rows(TINY_CONFIG, 3, NO_FP32)[1]["mfu_from"] == \
+        f"pretrain, micro-batch 4, eager ({proxy_note}; {FP32_NOTE})"
+
+
+def test_tiny_plan_data_and_report_rows_by_hand():
+    """The hub corpus: 3.3e9 words over 4 shards; corpus 3.3e9 / 68,000 words/CPU-s, 18 GB; examples
+    3.3e9 / 140,000 words/CPU-s, 20.4 bytes per word. The report: 3 CPU jobs. plan() also checks the config."""
+    rows = plan.plan(TINY_CONFIG, 3, TINY_MEASURED)
+    what = "3.3e+09 words (hub corpus)"
+    corpus, examples = rows["data"]
+    assert corpus == pytest.approx(
+        {"rule": "corpus_shard", "jobs": 4, "cpu_hours": 3.3e9 / 68000 / 3600, "disk_bytes": 18e9, "what": what})
+    assert examples == pytest.approx(
+        {"rule": "examples_shard", "jobs": 4, "cpu_hours": 3.3e9 / 140000 / 3600, "disk_bytes": 3.3e9 * 20.4,
+         "what": what})
+    assert [r["rule"] for r in rows["training"]] == ["pretrain", "dam_search", "pretrain_learned",
+                                                     "finetune (glue: mrpc, rte)", "finetune (proxy: proxy_single)"]
+    assert rows["report"] == {"rule": "tables, figures, findings", "jobs": 3}
+
+
+# The required sections (and the tasks) only: every optional section and key at its schema default.
+MINIMAL_CONFIG = {"scale": "minimal", "pretrain": {"model": TINY}, "masks": {"dense": {}},
+                  "tasks": {"names": ["mrpc", "proxy_single"], "source": "hub"}, "finetune": {}}
+
+
+def test_absent_sections_take_the_schema_defaults():
+    """No seeds (1), corpus (embedded, 1 shard), tokenizer (V 8000), examples (T 128), proxy_tasks (4000
+    examples), dam / dam_search, resources (1 GPU per job). DAM rows have 0 jobs and so 0 hours. Positions: T 128
+    when pretraining, 512 when fine-tuning. Parameters, V 8000 d 4: 8000*4 + positions*4 + 16 + 172 (layer)
+    + (20 + 8028 + 10) (heads) = 40,758 at 128 positions, 42,294 at 512."""
+    assert plan.data_rows(MINIMAL_CONFIG) == [
+        {"rule": rule, "jobs": 1, "cpu_hours": None, "disk_bytes": None, "what": "embedded corpus: minutes"}
+        for rule in ("corpus_shard", "examples_shard")]
+    pretrain, dam_search, learned = plan.training_rows(MINIMAL_CONFIG, 1, TINY_MEASURED)
+    assert [pretrain["jobs"], dam_search["jobs"], learned["jobs"]] == [1, 0, 0]
+    assert pretrain["disk_bytes"] == 40758 * 28
+    assert pretrain["what"] == \
+        "100 steps x 32 x 128 tokens, 0.0M parameters; micro-batch 32, accumulation 1 on 1 GPU(s)"
+    assert dam_search["gpu_hours"] == dam_search["wall_hours"] == 0 == learned["wall_hours"]
+    glue, proxy = plan.finetune_rows(MINIMAL_CONFIG, 1, TINY_MEASURED)
+    assert (glue["jobs"], glue["gpus_per_job"], glue["disk_bytes"]) == (1, 1, 42294 * 24)
+    assert glue["what"] == "11,004 sequences per job on average"  # mrpc's hub size 3,668 x 3 epochs
+    assert proxy["what"] == "12,000 sequences per job on average"  # a proxy task under source hub: 4000 x 3
+    # Through plan(): the required sections present but empty, and `seeds` absent: 1 seed.
+    full = {**MINIMAL_CONFIG, "corpus": {}, "tokenizer": {}, "examples": {}}
+    assert [r["jobs"] for r in plan.plan(full, 1, TINY_MEASURED)["training"]] == [1, 0, 0, 1, 1]
+
+
+def test_vocabulary_of_a_pretrained_tokenizer():
+    assert plan._vocab({"tokenizer": {"pretrained": "bert-base-cased"}}) == 28996
+    with pytest.raises(UserError, match="tokenizer.pretrained 'roberta-base': vocabulary size unknown to the plan"):
+        plan._vocab({"tokenizer": {"pretrained": "roberta-base"}})
+
+
+def test_bad_config_and_measurements_are_user_errors(tmp_path):
+    """Each names what is wrong: every schema problem of the config (joined by '; '), the measurement file, the
+    job and the kinds tried in its place."""
+    with pytest.raises(UserError, match=r"^bogus: unknown key; valid: .*; seeds\[0\]: must be an integer in \[0, "):
+        plan.plan({**TINY_CONFIG, "seeds": [-1], "bogus": 1}, 3, TINY_MEASURED)
+    entry = TINY_MEASURED["mfu"][0]
+    for name, measured in (("no_peaks", {"mfu": [entry]}),
+                           ("no_bf16", {"mfu": [entry], "matmul_peak_tflops": {"fp32": 1}}),
+                           ("no_mfu", {"mfu": [], "matmul_peak_tflops": {"bf16": 1}})):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(measured))
+        with pytest.raises(UserError, match=f"{name}.json has no 'mfu' entries or no matmul_peak_tflops.bf16"):
+            plan.load_measurements(path)
+    only_hf = {"mfu": [{"job": "hf_pretrain", "micro_batch": 4, "compiled": False, "mfu": 0.5}]}
+    with pytest.raises(UserError, match=r"no entry for finetune_glue \(nor pretrain_loop, pretrain\)$"):
+        plan.pick_mfu(only_hf, "finetune_glue", 4, False)
+
+
+def test_size_units_at_their_boundaries():
+    """Decimal units, each from exactly 1 of it; below 1 MB whole kB."""
+    assert [plan._size(n) for n in (None, 1e12, 1e9, 1e6, 999_999, 2600)] == \
+        ["?", "1.0 TB", "1.0 GB", "1.0 MB", "1000 kB", "3 kB"]
+    assert plan._size(2.5e12) == "2.5 TB"
+
+
+def _training_row(rule, jobs, gpus_per_job, flops, mfu, mfu_from, gpu_hours, wall_hours, disk_bytes, what):
+    return {"rule": rule, "jobs": jobs, "gpus_per_job": gpus_per_job, "flops": flops, "mfu": mfu,
+            "mfu_from": mfu_from, "gpu_hours": gpu_hours, "wall_hours": wall_hours, "disk_bytes": disk_bytes,
+            "what": what}
+
+
+REPORT_ROW = {"rule": "tables, figures, findings", "jobs": 3}
+TOTAL_TAIL = ("(rules one after another); disk {} (data, final models, and the 2 checkpoints of weights and optimizer "
+              "moments each training job keeps in its state dir).")
+
+
+def test_render_prints_every_cell(tmp_path, monkeypatch):
+    """Hand-made rows, the whole table. PFLOP 2.5e15 / 1e15 = 2.5 and 1.5e12 / 1e15 = 0.0015 (3 significant
+    digits below 100); MFU 0.6 -> 60 %; hours >= 100 thousands-separated without decimals; CPU-hours 13.48 -> 13
+    and 6.55 -> 7. Totals: 1234.4 + 0.5 = 1,235 GPU-hours; 617.2 + 0.25 = 617.45 h = 25.7 days; disk 18e9 +
+    67.32e9 + 1.5e12 + 2.5e6 = 1.585e12 -> 1.6 TB. The measurement file inside the current folder: relative."""
+    monkeypatch.chdir(tmp_path)
+    hub = "3.3e+09 words (hub corpus)"
+    rows = {"data": [{"rule": "corpus_shard", "jobs": 4, "cpu_hours": 13.48, "disk_bytes": 18e9, "what": hub},
+                     {"rule": "examples_shard", "jobs": 4, "cpu_hours": 6.55, "disk_bytes": 67.32e9, "what": hub}],
+            "training": [_training_row("pretrain", 4, 2, 2.5e15, 0.6, "pretrain, micro-batch 4, compiled", 1234.4,
+                                       617.2, 1.5e12, "w1"),
+                         _training_row("finetune (glue: mrpc)", 1, 1, 1.5e12, 0.25,
+                                       "finetune_glue, micro-batch 8, eager", 0.5, 0.25, 2.5e6, "w2")],
+            "report": REPORT_ROW}
+    out = plan.render(rows, Path("c.yaml"), 3, tmp_path / "gpu.json", TINY_MEASURED)
+    assert out.split("\n") == [
+        "# Cost plan: c.yaml on 3 GPU(s)",
+        "MFU from gpu.json (Test GPU, torch 0.0, 2000-01-01; matmul peak TFLOP/s: 100 bf16, 10 fp32)",
+        "",
+        "| rule | jobs | GPUs/job | PFLOP | MFU (measured for) | GPU-hours | wall (h) | disk | what |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| corpus_shard | 4 | 0 | - | - | 13 CPU-h | - | 18.0 GB | {hub} |",
+        f"| examples_shard | 4 | 0 | - | - | 7 CPU-h | - | 67.3 GB | {hub} |",
+        "| pretrain | 4 | 2 | 2.5 | 60 % (pretrain, micro-batch 4, compiled) | 1,234 | 617 | 1.5 TB | w1 |",
+        "| finetune (glue: mrpc) | 1 | 1 | 0.0015 | 25 % (finetune_glue, micro-batch 8, eager) | 0.5 | 0.25 | 2.5 MB "
+        "| w2 |",
+        "| tables, figures, findings | 3 | 0 | - | - | CPU, minutes | - | - | |",
+        "",
+        "Total: 1,235 GPU-hours; 617 h = 25.7 days on 3 GPU(s) " + TOTAL_TAIL.format("1.6 TB")]
+
+
+def test_render_of_a_corpus_of_unknown_size(tmp_path, monkeypatch):
+    """Data rows without CPU-hours or disk: 'CPU' and '?', counted as 0 bytes in the total: 2500 bytes of
+    training output -> 2.5 kB, printed '2 kB' (format rounds the tie to even; one byte more would print 3 kB).
+    A measurement file outside the current folder is shown as given."""
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    rows = {"data": [{"rule": "corpus_shard", "jobs": 1, "cpu_hours": None, "disk_bytes": None,
+                      "what": "embedded corpus: minutes"}],
+            "training": [_training_row("pretrain", 1, 1, 1e9, 0.5, "pretrain", 0.5, 0.5, 2500, "w")],
+            "report": REPORT_ROW}
+    lines = plan.render(rows, Path("c.yaml"), 1, tmp_path / "gpu.json", TINY_MEASURED).split("\n")
+    assert lines[1].startswith(f"MFU from {tmp_path / 'gpu.json'} (Test GPU")
+    assert lines[5] == "| corpus_shard | 1 | 0 | - | - | CPU | - | ? | embedded corpus: minutes |"
+    assert lines[-1] == "Total: 0.5 GPU-hours; 0.5 h = 0.0208 days on 1 GPU(s) " + TOTAL_TAIL.format("2 kB")
+
+
+def test_cli_plan_of_a_config_file_on_one_gpu(tmp_path, capsys):
+    """The command line end to end: the header names the config and the GPUs; 1 GPU is enough (every job's
+    GPUs capped at 1); the required flags and a missing config are errors."""
+    config, gpu_json = tmp_path / "tiny.yaml", tmp_path / "gpu.json"
+    config.write_text(json.dumps(TINY_CONFIG))  # JSON is YAML
+    gpu_json.write_text(json.dumps(TINY_MEASURED))
+    cli.main(["plan", "--configfile", str(config), "--gpus", "1", "--gpu-json", str(gpu_json)])
+    out = capsys.readouterr().out
+    assert out.startswith(f"# Cost plan: {config} on 1 GPU(s)\n")
+    assert row(out, "pretrain")[1:3] == ["4", "1"] and row(out, "pretrain_learned")[1:3] == ["2", "1"]
+    for missing in ("--configfile", "--gpus"):
+        argv = ["plan", "--configfile", str(config), "--gpus", "1"]
+        i = argv.index(missing)
+        with pytest.raises(SystemExit):
+            cli.main(argv[:i] + argv[i + 2:])
+        assert f"the following arguments are required: {missing}" in capsys.readouterr().err
+    absent = argparse.Namespace(gpus=1, configfile=tmp_path / "absent.yaml", gpu_json=gpu_json)
+    with pytest.raises(UserError, match="config file not found: .*absent.yaml"):
+        plan.run(absent)
