@@ -2,10 +2,12 @@
 they are decided from; and GPU slots, which give concurrent jobs on one machine disjoint GPUs (tested on the
 CPU with a stated GPU count)."""
 
+import fcntl
 import os
 import select
 import shlex
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -13,7 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from sparsebert.launch import from_resources, gpus_per_node, launcher, rule_resources
+from sparsebert import launch
+from sparsebert.launch import (
+    SlotError,
+    _try_lock,
+    acquire,
+    from_resources,
+    gpus_per_node,
+    launcher,
+    machine_gpus,
+    main,
+    rule_resources,
+    run_on_gpus,
+    slot_file,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,6 +57,8 @@ def test_multi_node_is_srun_with_c10d_rendezvous_on_the_first_node():
     # MASTER_ADDR: the first host of the allocation, resolved inside the job.
     assert setup.startswith("export MASTER_ADDR=$(scontrol show hostnames ")
     assert "squeue -h -j \"$SLURM_JOB_ID\" -o %N" in setup and setup.endswith("| head -n 1)")
+    # the node list is one quoted word for scontrol (squeue's output, unquoted, would be split by the shell)
+    assert setup == 'export MASTER_ADDR=$(scontrol show hostnames "$(squeue -h -j "$SLURM_JOB_ID" -o %N)" | head -n 1)'
     argv = shlex.split(run)
     assert argv[:5] == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
     torchrun = argv[argv.index("torchrun") :]
@@ -55,6 +72,19 @@ def test_multi_node_is_srun_with_c10d_rendezvous_on_the_first_node():
     ]
     # Snakemake formats shell strings with {}: the prefix must contain none.
     assert "{" not in cmd and "}" not in cmd
+
+
+def test_launcher_defaults_and_boundary_counts():
+    """One GPU per node is a valid multi-node job; a node count without GPUs or CPU processes (cpu_procs defaults
+    to 0, and so does `ddp_cpu_procs` in the resources) is refused with a message; sharing starts at 2 jobs."""
+    assert "--nnodes=2 --nproc_per_node=1 " in launcher(2, 1)
+    with pytest.raises(ValueError, match="a 2-node job needs gpus_per_node \\(or cpu_procs\\) >= 1"):
+        launcher(2, 0)
+    with pytest.raises(ValueError, match="a 3-node job needs"):
+        from_resources({"nodes": 3})
+    with pytest.raises(ValueError, match="need nodes >= 1, jobs_per_gpu >= 1 and non-negative counts, got nodes=0"):
+        launcher(0, 1)
+    assert launcher(1, 1, 0, 2) == f"{SLOTS} 1 --jobs-per-gpu 2 -- python"
 
 
 def test_multi_node_cpu_and_errors():
@@ -243,3 +273,359 @@ def test_setup_distributed_refuses_a_rank_without_a_gpu(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(UserError, match="local rank 1 has no GPU: this process sees 1"):
         setup_distributed()
+
+
+# ------------------------------------------------------------------------- GPU slots, in process
+# The subprocess tests above check real concurrency; these call the slot functions in this process (where
+# mutation testing sees them) with hand-made environments, locks held by the test and os.execvpe recorded.
+
+
+class Waited(Exception):
+    """Raised by the stand-in for time.sleep: acquire found too few free slots and would wait."""
+
+
+@pytest.fixture
+def sleeps(monkeypatch):
+    """time.sleep recorded and turned into Waited, so that a test never waits (a test may patch it again)."""
+    calls = []
+
+    def sleep(seconds):
+        calls.append(seconds)
+        raise Waited
+
+    monkeypatch.setattr(launch.time, "sleep", sleep)
+    return calls
+
+
+def fds_under(directory: Path) -> dict[int, str]:
+    """This process's open descriptors of files in `directory` (fd -> file name), read from /proc/self/fd."""
+    found = {}
+    for entry in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{entry}")
+        except OSError:  # the listing's own descriptor, closed by now
+            continue
+        if os.path.dirname(target) == str(directory):
+            found[int(entry)] = os.path.basename(target)
+    return found
+
+
+@pytest.fixture
+def lock_dir(tmp_path, sleeps):
+    """A lock directory of the test's own; the descriptors still open on its files at the end are closed."""
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("counts descriptors through /proc/self/fd (Linux)")
+    directory = tmp_path.resolve() / "locks"
+    yield directory
+    for fd in fds_under(directory):
+        os.close(fd)
+
+
+def hold(path: Path) -> int:
+    """Lock `path` as another job would: an open file description of its own with the flock (two open file
+    descriptions conflict even in one process)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def locked(path: Path) -> bool:
+    """Whether some open file description holds the flock of `path` (probed with a non-blocking lock)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also frees the probe's own lock
+
+
+def test_machine_gpus_from_cuda_visible_devices():
+    """A CUDA_VISIBLE_DEVICES restriction lists the GPUs (blanks and empty entries dropped) and wins over a
+    stated count; an empty one means no GPU."""
+    environ = {"CUDA_VISIBLE_DEVICES": " 5, 7,,GPU-ab12 ", "SPARSEBERT_GPUS": "8"}
+    assert machine_gpus(environ) == ["5", "7", "GPU-ab12"]
+    assert machine_gpus({"CUDA_VISIBLE_DEVICES": "", "SPARSEBERT_GPUS": "8"}) == []
+
+
+def test_machine_gpus_from_sparsebert_gpus_and_nothing_without_nvidia_smi(monkeypatch, tmp_path):
+    """SPARSEBERT_GPUS=N gives GPUs 0..N-1; anything but a plain number is refused, naming the value; neither
+    it nor nvidia-smi on the PATH: no GPU."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no nvidia-smi
+    assert machine_gpus({"SPARSEBERT_GPUS": "3"}) == ["0", "1", "2"]
+    assert machine_gpus({"SPARSEBERT_GPUS": "0"}) == []
+    for bad in ("two", "-1", "1.5", ""):
+        with pytest.raises(SlotError) as error:
+            machine_gpus({"SPARSEBERT_GPUS": bad})
+        assert str(error.value) == f"SPARSEBERT_GPUS={bad!r} is not a number of GPUs"
+    assert machine_gpus({}) == []
+
+
+def test_machine_gpus_counts_the_gpu_lines_of_nvidia_smi(monkeypatch, tmp_path):
+    """Without a restriction or a stated count, the GPUs are those `nvidia-smi -L` lists ("GPU n: ..." lines;
+    the MIG lines under a GPU are not GPUs), asked with a time limit (a hung driver must not hang the job)."""
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text('#!/bin/sh\n[ "$*" = "-L" ] || exit 1\n'
+                   'printf "GPU 0: NVIDIA H200 (UUID: GPU-aa)\\n  MIG 1g.18gb Device 0: (UUID: MIG-bb)\\n'
+                   'GPU 1: NVIDIA H200 (UUID: GPU-cc)\\n"\n')  # fmt: skip
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    timeouts, real_run = [], subprocess.run
+
+    def run(*args, **kwargs):
+        timeouts.append(kwargs.get("timeout"))
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(launch.subprocess, "run", run)
+    assert machine_gpus({}) == ["0", "1"]
+    assert timeouts and None not in timeouts
+
+
+def test_slot_file_names():
+    """Slot 0 is gpu-<id>.lock, slot k gpu-<id>.slot<k>.lock; letters of both cases, digits, '_', '.' and '-'
+    of a device id (a UUID) are kept, any other character (a '/' would name another directory) becomes '_'."""
+    d = Path("/locks")
+    assert slot_file(d, "0", 0) == d / "gpu-0.lock"
+    assert slot_file(d, "3", 1) == d / "gpu-3.slot1.lock"
+    assert slot_file(d, "3", 2) == d / "gpu-3.slot2.lock"
+    assert slot_file(d, "MIG-GPU-ab12/3/0 x", 0) == d / "gpu-MIG-GPU-ab12_3_0_x.lock"
+    assert slot_file(d, "a_b.C-1", 1) == d / "gpu-a_b.C-1.slot1.lock"
+
+
+def test_try_lock_creates_locks_and_marks_the_file(lock_dir):
+    """A new lock file is created open to all users (0o666 whatever the umask), locked, and holds the pid; while
+    it is held another attempt gets None and leaves no descriptor open; closing frees it. An old file's longer
+    content is replaced."""
+    lock_dir.mkdir(parents=True)
+    path = lock_dir / "gpu-0.lock"
+    umask = os.umask(0o077)
+    try:
+        fd = _try_lock(path)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666
+    assert path.read_text() == f"{os.getpid()}\n" and locked(path)
+    assert _try_lock(path) is None
+    assert fds_under(lock_dir) == {fd: "gpu-0.lock"}
+    os.close(fd)
+    assert not locked(path)
+    old = lock_dir / "gpu-1.lock"
+    old.write_text("123456789012\n")
+    old.chmod(0o600)
+    fd = _try_lock(old)
+    assert old.read_text() == f"{os.getpid()}\n" and stat.S_IMODE(os.stat(old).st_mode) == 0o666
+    os.close(fd)
+
+
+def test_acquire_refuses_more_gpus_than_the_machine_has(lock_dir):
+    """More GPUs than listed: SlotError saying how many and which (or 'none found'), before anything is
+    locked; exactly as many as listed is fine."""
+    with pytest.raises(SlotError) as error:
+        acquire(3, ["0", "1"], lock_dir)
+    assert str(error.value).startswith("this job asks for 3 GPU(s); this machine has 2 (['0', '1']; SPARSEBERT_GPUS")
+    assert "lower the rule's `gpu`" in str(error.value)
+    with pytest.raises(SlotError) as error:
+        acquire(1, [], lock_dir)
+    assert str(error.value).startswith("this job asks for 1 GPU(s); this machine has 0 (none found; SPARSEBERT_GPUS")
+    assert not lock_dir.exists()
+    held = acquire(2, ["0", "1"], lock_dir)
+    names = fds_under(lock_dir)
+    assert [(gpu, names[fd]) for gpu, fd in held] == [("0", "gpu-0.lock"), ("1", "gpu-1.lock")]
+    assert sorted(names.values()) == ["gpu-0.lock", "gpu-1.lock"]  # the acquire.lock guard is closed
+
+
+def test_acquire_creates_the_lock_directory_open_to_all(lock_dir):
+    """The lock directory and its parents are created (rwx for all: other users' jobs lock there too), an
+    existing one is used as it is, and the guard file is acquire.lock."""
+    nested = lock_dir / "a" / "b"
+    umask = os.umask(0)
+    try:
+        held = acquire(1, ["0"], nested)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(nested.stat().st_mode) == 0o777
+    assert sorted(os.listdir(nested)) == ["acquire.lock", "gpu-0.lock"]
+    os.close(held[0][1])
+    assert acquire(1, ["0"], nested)[0][0] == "0"  # the directory exists now
+
+
+def test_acquire_names_an_unusable_lock_directory(tmp_path, lock_dir):
+    """A lock directory that cannot be made (a file is in the way) is a SlotError naming it and the variable
+    that moves it."""
+    (tmp_path / "file").write_text("")
+    bad = tmp_path / "file" / "locks"
+    with pytest.raises(SlotError) as error:
+        acquire(1, ["0"], bad)
+    assert str(error.value).startswith(f"cannot use the GPU lock directory {bad} (")
+    assert str(error.value).endswith("); set SPARSEBERT_GPU_LOCK_DIR")
+
+
+def test_acquire_spreads_shared_jobs_over_the_gpus_before_piling_onto_one(lock_dir):
+    """2 GPUs, 2 jobs per GPU: three 1-GPU jobs get slot 0 of GPU 0, slot 0 of GPU 1, then slot 1 of GPU 0."""
+    held = [acquire(1, ["0", "1"], lock_dir, jobs_per_gpu=2) for _ in range(3)]
+    names = fds_under(lock_dir)
+    assert [(gpu, names[fd]) for job in held for gpu, fd in job] == [
+        ("0", "gpu-0.lock"), ("1", "gpu-1.lock"), ("0", "gpu-0.slot1.lock")]  # fmt: skip
+    assert all(locked(lock_dir / name) for name in names.values())
+
+
+def test_acquire_takes_distinct_gpus_through_a_second_slot(lock_dir):
+    """Slot 0 of GPU 1 held by another job, 2 jobs per GPU: a 2-GPU job takes slot 0 of GPU 0 and slot 1 of
+    GPU 1, never two slots of GPU 0."""
+    hold(lock_dir / "gpu-1.lock")
+    held = acquire(2, ["0", "1"], lock_dir, jobs_per_gpu=2)
+    names = fds_under(lock_dir)
+    assert [(gpu, names[fd]) for gpu, fd in held] == [("0", "gpu-0.lock"), ("1", "gpu-1.slot1.lock")]
+
+
+def test_acquire_defaults_to_one_job_per_gpu_polled_every_2_s(lock_dir, sleeps):
+    """With slot 0 of the only GPU held, a job of default acquire waits (it does not take a second slot) and
+    polls every 2 s."""
+    hold(lock_dir / "gpu-0.lock")
+    with pytest.raises(Waited):
+        acquire(1, ["0"], lock_dir)
+    assert sleeps == [2.0]
+
+
+def test_acquire_waits_gives_back_a_partial_round_and_says_so_once(lock_dir, monkeypatch, capsys):
+    """GPU 1 held elsewhere, a 2-GPU job: each round it locks GPU 0, finds too few, and gives it back (no
+    descriptor left but the guard, which is unlocked while it sleeps); it says once on stderr that it waits,
+    sleeps poll_s per round, and takes both GPUs once GPU 1 is freed (here: during the second sleep)."""
+    other = hold(lock_dir / "gpu-1.lock")
+    sleeps = []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        assert sorted(name for fd, name in fds_under(lock_dir).items() if fd != other) == ["acquire.lock"]
+        assert not locked(lock_dir / "gpu-0.lock") and not locked(lock_dir / "acquire.lock")
+        if len(sleeps) == 2:
+            os.close(other)
+
+    monkeypatch.setattr(launch.time, "sleep", sleep)
+    held = acquire(2, ["0", "1"], lock_dir, poll_s=0.01)
+    assert sleeps == [0.01, 0.01]
+    names = fds_under(lock_dir)
+    assert [(gpu, names[fd]) for gpu, fd in held] == [("0", "gpu-0.lock"), ("1", "gpu-1.lock")]
+    assert sorted(names.values()) == ["gpu-0.lock", "gpu-1.lock"]
+    out, err = capsys.readouterr()
+    assert out == "" and err == (f"sparsebert.launch: waiting for 2 free GPU(s) of 0,1 (1 job(s) per GPU; locks in "
+                                 f"{lock_dir}: other jobs hold them)\n")  # fmt: skip
+
+
+class Exec:
+    """Stands in for os.execvpe: records what would be executed, and whether the new program would inherit
+    each descriptor open on a lock file."""
+
+    def __init__(self, lock_dir: Path):
+        self.lock_dir, self.calls, self.inherited = lock_dir, [], {}
+
+    def __call__(self, file, args, env):
+        self.calls.append((file, list(args), dict(env)))
+        self.inherited = {name: os.get_inheritable(fd) for fd, name in fds_under(self.lock_dir).items()}
+
+
+@pytest.fixture
+def fake_exec(monkeypatch, lock_dir):
+    record = Exec(lock_dir)
+    monkeypatch.setattr(launch.os, "execvpe", record)
+    return record
+
+
+def test_run_on_gpus_executes_the_command_with_its_gpus(lock_dir, fake_exec, capsys):
+    """The command is executed with CUDA_VISIBLE_DEVICES set to the GPUs it locked (in the lock directory that
+    SPARSEBERT_GPU_LOCK_DIR names), the locks inheritable by it, the rest of the environment as it was."""
+    environ = {"SPARSEBERT_GPUS": "2", "SPARSEBERT_GPU_LOCK_DIR": str(lock_dir), "OTHER": "kept"}
+    run_on_gpus(2, ["prog", "--flag"], environ)
+    assert fake_exec.calls == [("prog", ["prog", "--flag"], {**environ, "CUDA_VISIBLE_DEVICES": "0,1"})]
+    assert fake_exec.inherited == {"gpu-0.lock": True, "gpu-1.lock": True}
+    assert "CUDA_VISIBLE_DEVICES" not in environ
+    out, err = capsys.readouterr()
+    assert out == "" and err == "sparsebert.launch: this job's GPUs: CUDA_VISIBLE_DEVICES=0,1\n"
+
+
+def test_run_on_gpus_shares_a_gpu_only_when_asked(lock_dir, fake_exec):
+    """Slot 0 of the only GPU held: by default (one job per GPU) the command waits; with jobs_per_gpu=2 it gets
+    GPU 0 through slot 1."""
+    hold(lock_dir / "gpu-0.lock")
+    environ = {"SPARSEBERT_GPUS": "1", "SPARSEBERT_GPU_LOCK_DIR": str(lock_dir)}
+    with pytest.raises(Waited):
+        run_on_gpus(1, ["prog"], environ)
+    assert not fake_exec.calls
+    run_on_gpus(1, ["prog"], environ, jobs_per_gpu=2)
+    assert fake_exec.calls[0][2]["CUDA_VISIBLE_DEVICES"] == "0" and fake_exec.inherited["gpu-0.slot1.lock"]
+
+
+@pytest.mark.parametrize("count", [0, 4])
+def test_run_on_gpus_runs_as_is_under_slurm_or_without_gpus(lock_dir, fake_exec, count):
+    """Under SLURM (SLURM_JOB_ID set) the allocation chose the devices, and a job of 0 GPUs needs none: the
+    command runs with the environment untouched, nothing is locked."""
+    environ = {"SPARSEBERT_GPUS": "1", "SPARSEBERT_GPU_LOCK_DIR": str(lock_dir), "CUDA_VISIBLE_DEVICES": "3"}
+    if count:
+        environ["SLURM_JOB_ID"] = "42"
+    run_on_gpus(count, ["prog", "x"], environ)
+    assert fake_exec.calls == [("prog", ["prog", "x"], environ)]
+    assert not lock_dir.exists()
+
+
+@pytest.fixture
+def slots_env(monkeypatch, lock_dir):
+    """The process environment of a job on a stated 2-GPU machine, locks in the test's directory."""
+    monkeypatch.setenv("SPARSEBERT_GPUS", "2")
+    monkeypatch.setenv("SPARSEBERT_GPU_LOCK_DIR", str(lock_dir))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+
+
+def test_main_runs_the_command_after_the_double_dash(slots_env, fake_exec):
+    """Everything after `--` is the command, its own options included; without `--` the command starts at the
+    first positional word; --gpus 0 runs it as is."""
+    main(["--gpus", "2", "--", "prog", "--gpus", "x"])
+    (file, args, env), = fake_exec.calls
+    assert (file, args, env["CUDA_VISIBLE_DEVICES"]) == ("prog", ["prog", "--gpus", "x"], "0,1")
+    main(["--gpus", "0", "prog", "-v"])
+    file, args, env = fake_exec.calls[1]
+    assert (file, args, "CUDA_VISIBLE_DEVICES" in env) == ("prog", ["prog", "-v"], False)
+
+
+def test_main_passes_jobs_per_gpu(slots_env, fake_exec, lock_dir):
+    """Both GPUs' slot 0 held: --jobs-per-gpu 2 gets a second slot (GPU 0's); without it the job waits."""
+    hold(lock_dir / "gpu-0.lock")
+    hold(lock_dir / "gpu-1.lock")
+    main(["--gpus", "1", "--jobs-per-gpu", "2", "--", "prog"])
+    assert fake_exec.calls[0][2]["CUDA_VISIBLE_DEVICES"] == "0" and fake_exec.inherited["gpu-0.slot1.lock"]
+    with pytest.raises(Waited):
+        main(["--gpus", "1", "--", "prog"])
+
+
+USAGE = "error: usage: --gpus N [--jobs-per-gpu M] -- CMD [ARGS...] with N >= 0, M >= 1\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--gpus", "1"], USAGE),  # no command
+        (["--gpus", "1", "--"], USAGE),
+        (["--gpus", "-1", "--", "prog"], USAGE),
+        (["--gpus", "1", "--jobs-per-gpu", "0", "--", "prog"], USAGE),
+        (["--", "prog"], "error: the following arguments are required: --gpus\n"),
+        (["--gpus", "one", "--", "prog"], "error: argument --gpus: invalid int value: 'one'\n"),
+    ],
+)
+def test_main_refuses_bad_arguments(argv, message, slots_env, fake_exec, capsys):
+    """Bad arguments: argparse's exit 2 with the usage and the reason on stderr, nothing executed."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and not fake_exec.calls
+    assert err.startswith("usage: python -m sparsebert.launch ") and err.endswith(message)
+
+
+def test_main_reports_a_slot_error_and_exits_2(slots_env, fake_exec, capsys):
+    """More GPUs than the machine has: the SlotError's message on stderr, exit 2, nothing executed."""
+    with pytest.raises(SystemExit) as exited:
+        main(["--gpus", "3", "--", "prog"])
+    out, err = capsys.readouterr()
+    assert exited.value.code == 2 and not fake_exec.calls and out == ""
+    assert err.startswith("sparsebert.launch: this job asks for 3 GPU(s); this machine has 2 (") and err.endswith("\n")
