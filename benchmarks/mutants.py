@@ -55,6 +55,8 @@ MODULES: dict[str, tuple[str, list[str] | None]] = {
     "lamb": ("src/sparsebert/lamb.py", None),
     "plan": ("src/sparsebert/plan.py", None),
     "launch": ("src/sparsebert/launch.py", None),
+    "precision": ("src/sparsebert/precision.py", None),
+    "flex": ("src/sparsebert/flex.py", None),
 }  # fmt: skip
 DETECTED = {"killed", "timeout", "segfault", "caught by type check"}  # segfault: the test process died
 
