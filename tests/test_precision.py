@@ -6,6 +6,7 @@ bf16 explicitly, which works everywhere (emulated, slower, on CPUs without bf16 
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -77,6 +78,74 @@ def test_auto_on_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
     assert precision.resolve("auto", "cuda").name == "fp32"
 
+
+
+def test_onednn_default_isa_is_no_cap():
+    """oneDNN's `DEFAULT` (any case: the value is upper-cased) means "no cap", like `ALL`: it must not turn auto
+    to fp32 on a bf16 CPU."""
+    assert precision.isa_cap({"ONEDNN_MAX_CPU_ISA": "default"}) is None
+    assert precision.isa_cap({"ONEDNN_MAX_CPU_ISA": " Default "}) is None
+    assert precision.isa_cap({}) is None  # neither variable set: no cap
+
+
+def test_resolved_lines_and_records_say_what_was_asked_and_why(monkeypatch):
+    """The log line and summary.json's fields are how a run tells what arithmetic produced its numbers and
+    why auto chose it: requested, device and reason must be the ones asked for / decided (texts by hand)."""
+    monkeypatch.setattr(precision.platform, "machine", lambda: "testarch")
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    fp32 = precision.resolve("fp32", "cpu", flags=frozenset({"amx_bf16"}), environ={})
+    assert fp32.device_type == "cpu" and fp32.line == "precision: fp32 (fp32: as requested)"
+    assert fp32.record() == {"precision": "fp32", "precision_requested": "fp32", "precision_reason": "as requested"}
+    both = precision.resolve("auto", "cpu", flags=frozenset({"avx512f", "avx512_bf16", "amx_bf16"}), environ={})
+    assert both.device_type == "cpu" and both.line == "precision: bf16 (auto: CPU flags amx_bf16 avx512_bf16)"
+    old = precision.resolve("auto", "cpu", flags=frozenset({"avx2"}), environ={})
+    assert old.line == ("precision: fp32 (auto: this CPU (testarch) has none of the flags amx_bf16 avx512_bf16: "
+                        "bf16 would be emulated, slower than fp32)")
+    forced = precision.resolve("bf16", "cpu", flags=frozenset({"avx2"}), environ={})
+    assert forced.record()["precision_requested"] == "bf16" and forced.line.startswith(
+        "precision: bf16 (bf16: as requested; this CPU (testarch) has none of the flags")
+
+
+def test_auto_bf16_autocasts_on_the_resolved_device(monkeypatch):
+    """auto's bf16 must carry its device into autocast: a CPU matmul inside it comes out bf16."""
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    p = precision.resolve("auto", "cpu", flags=frozenset({"avx512_bf16"}), environ={})
+    with p.autocast():
+        y = torch.ones(2, 3) @ torch.ones(3, 2)
+    assert y.dtype == torch.bfloat16
+
+
+def test_autocast_asks_for_bf16_not_the_devices_default():
+    """torch.autocast's default dtype is fp16 on CUDA (bf16 only on CPU): the context must name bf16 itself, or
+    a GPU run would train in fp16 without loss scaling. Checked on the context object (no GPU needed)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "CUDA is not available ... Disabling autocast" on CPU-only machines
+        ctx = precision.Precision("auto", torch.bfloat16, "cuda", "test").autocast()
+    assert ctx.fast_dtype == torch.bfloat16
+
+
+def test_no_onednn_keeps_auto_fp32_and_says_so(monkeypatch):
+    """A bf16 CPU under a torch without oneDNN: auto is fp32, and the line names the missing oneDNN."""
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    p = precision.resolve("auto", "cpu", flags=frozenset({"avx512_bf16"}), environ={})
+    assert p.line == "precision: fp32 (auto: this torch build has no oneDNN: bf16 matmuls would be slow)"
+
+
+@pytest.mark.parametrize("device", ["mps", "meta"])
+def test_auto_is_fp32_on_devices_without_a_bf16_rule(device):
+    """Devices other than cpu/cuda have no rule: auto stays fp32 and says which device."""
+    p = precision.resolve("auto", device, flags=frozenset({"amx_bf16"}), environ={})
+    assert p.dtype == torch.float32 and p.line == f"precision: fp32 (auto: no bf16 autocast rule for device '{device}')"
+
+
+def test_auto_on_gpus_native_bf16_only(monkeypatch):
+    """A pre-Ampere GPU (Volta) supports bf16 only by emulation (torch's including_emulation=True says yes):
+    auto must ask for native support and pick fp32 there; the lines say which case it was."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bool(including_emulation))
+    volta = precision.resolve("auto", "cuda")
+    assert volta.line == "precision: fp32 (auto: this GPU has no native bf16 (pre-Ampere))"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert precision.resolve("auto", "cuda").line == "precision: bf16 (auto: this GPU computes bf16 natively)"
 
 def test_this_cpus_flags_decide_auto():
     p = precision.resolve("auto", "cpu")
