@@ -166,3 +166,123 @@ def test_model_flex_path_runs_on_a_torch_without_the_switch(monkeypatch):
         a, b = run(m, "sdpa", ids, am), run(m, "flex", ids, am)
     assert m.fixed_mask.block_masks.builds == 1  # flex did run
     assert (a - b)[am.bool()].abs().max() <= 1e-5
+
+
+# ------------------------------------------------------------------------------- pure parts, no flex kernel
+
+
+def two_head_keep(T=40):
+    """(2, T, T) keep-mask whose heads touch different 16-blocks: head 0 a band |q - kv| <= 2, head 1 the
+    first 5 keys plus the diagonal. At T 40 (three 16-blocks, the last one cut at 8) the block layouts are
+    head 0 [[1,1,0],[1,1,1],[0,1,1]] and head 1 [[1,0,0],[1,1,0],[1,0,1]] (worked out by hand)."""
+    q, kv = torch.arange(T)[:, None], torch.arange(T)
+    return torch.stack([(q - kv).abs() <= 2, (kv < 5) | (q == kv)])
+
+
+def grid(mask_mod, B, H, T):
+    """mask_mod evaluated on every (b, h, q, kv): FlexAttention's own dense view of a predicate."""
+    from torch.nn.attention.flex_attention import create_mask
+
+    return create_mask(mask_mod, B, H, T, T, "cpu")
+
+
+def test_block_size_is_the_triton_tile_on_cuda_and_16_elsewhere():
+    """128 on CUDA (Triton's tile), 16 on CPU (measured faster there, see block_size's docstring); only the
+    device type is read, so a device object is enough, no GPU needed."""
+    assert flex.block_size(torch.device("cuda")) == 128
+    assert flex.block_size(torch.device("cuda", 1)) == 128
+    assert flex.block_size(torch.device("cpu")) == 16
+    assert flex.block_size(torch.device("meta")) == 16
+
+
+@pytest.mark.parametrize("switch", [True, False], ids=["torch_with_switch", "torch_without_switch"])
+def test_structural_block_mask_keeps_each_heads_own_blocks_all_partial(switch, monkeypatch):
+    """A per-head keep-mask gives a per-head BlockMask: the blocks each head touches (hand-worked layout),
+    all partial (no full list: mask_mod, hence padding, runs in every kept block), kept blocks first in
+    ascending order, 16-blocks, the true length 40 (not the padded 48), and a mask_mod that is the keep-mask.
+    Built both through `separate_full_blocks=False` and through all_blocks_partial (torch 2.11 stand-in)."""
+    if not switch:
+        monkeypatch.setattr(flex, "create_block_mask", create_block_mask_without_switch)
+    keep = two_head_keep()
+    bm = flex.structural_block_mask(keep)
+    layout = torch.tensor([[[1, 1, 0], [1, 1, 1], [0, 1, 1]], [[1, 0, 0], [1, 1, 0], [1, 0, 1]]])
+    assert torch.equal(bm.to_dense(), layout[None].int())
+    assert bm.full_kv_num_blocks is None and bm.full_kv_indices is None
+    assert bm.kv_num_blocks.dtype == torch.int32 and bm.kv_indices.dtype == torch.int32
+    assert bm.kv_num_blocks.tolist() == [[[2, 3, 2], [1, 2, 2]]]
+    kept_first = [[[0, 1], [0, 1, 2], [1, 2]], [[0], [0, 1], [0, 2]]]
+    rows = zip(bm.kv_indices[0].tolist(), bm.kv_num_blocks[0].tolist())
+    assert [[row[:n] for row, n in zip(head, ns)] for head, ns in rows] == kept_first
+    assert bm.BLOCK_SIZE == (16, 16) and bm.seq_lengths == (40, 40)
+    assert torch.equal(grid(bm.mask_mod, 1, 2, 40), keep[None])
+
+
+def test_single_head_keep_mask_is_shared_by_all_heads():
+    """A keep-mask with one head (the fixed patterns) applies to every attention head: its BlockMask
+    broadcasts over heads (H 1) and its mask_mod answers head 3 with head 0's pattern."""
+    keep = masks.build_mask("longformer", 40).unsqueeze(0)
+    bm = flex.structural_block_mask(keep)
+    assert bm.kv_num_blocks.shape == (1, 1, 3)
+    assert torch.equal(grid(bm.mask_mod, 1, 4, 40), keep.expand(4, -1, -1)[None])
+    assert torch.equal(grid(flex.keep_mask_mod(keep), 2, 4, 40), keep.expand(2, 4, -1, -1))
+
+
+def test_block_mask_is_built_on_the_keep_masks_device_not_the_default_accelerator(monkeypatch):
+    """On a GPU box torch's default device for create_block_mask is the accelerator; a CPU keep-mask must
+    still get a CPU BlockMask (stand-in: an "accelerator" that is the meta device)."""
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda *a, **k: torch.device("meta"))
+    bm = flex.structural_block_mask(two_head_keep())
+    assert bm.kv_num_blocks.device.type == "cpu"
+    assert bm.to_dense().sum().item() == 12  # the 7 + 5 blocks of two_head_keep
+
+
+def test_with_padding_ands_the_batch_padding_into_a_copy():
+    """No padding: the cached BlockMask itself. Padding (a 0/1 long tensor, as tokenizers give it): a copy
+    whose mask_mod is keep & real key (bool), while the cached one keeps the bare structure."""
+    keep = two_head_keep()
+    bm = flex.structural_block_mask(keep)
+    assert flex.with_padding(bm, keep, None) is bm
+    am = torch.ones(2, 40, dtype=torch.long)
+    am[1, 30:] = 0
+    padded = flex.with_padding(bm, keep, am)
+    got = grid(padded.mask_mod, 2, 2, 40)
+    assert got.dtype == torch.bool
+    assert torch.equal(got, keep[None] & am.bool()[:, None, None, :])
+    assert torch.equal(padded.kv_indices, bm.kv_indices)
+    assert torch.equal(grid(bm.mask_mod, 1, 2, 40), keep[None])  # the cached one is untouched
+
+
+def test_fallback_reasons_name_only_what_flex_cannot_do():
+    """sdpa only where flex cannot run: a CPU forward that builds a graph (training, or inputs that need
+    grad) has no flex backward; training with attention dropout has no flex dropout. Inference, or training
+    with dropout 0 and no graph, stays on flex; a non-CPU tensor (meta as a stand-in) has a backward."""
+    cpu_backward = "FlexAttention has no CPU backward (torch 2.13): training on CPU uses sdpa"
+    x, x_grad = torch.zeros(1, 2, 4), torch.zeros(1, 2, 4, requires_grad=True)
+    assert flex.fallback_reason(x, training=False, attention_dropout=0.1) is None  # eval: dropout is off
+    assert flex.fallback_reason(x, training=True, attention_dropout=0.1) == cpu_backward
+    assert flex.fallback_reason(x_grad, training=False, attention_dropout=0.0) == cpu_backward
+    with torch.no_grad():
+        assert flex.fallback_reason(x_grad, training=False, attention_dropout=0.0) is None
+        assert flex.fallback_reason(x, training=True, attention_dropout=0.0) is None
+        assert flex.fallback_reason(x, training=True, attention_dropout=0.1) == (
+            "FlexAttention has no attention dropout: training with attention_probs_dropout_prob=0.1 uses sdpa "
+            "(set it to 0 to train with flex)"
+        )
+        assert flex.fallback_reason(x, training=True, attention_dropout=1.0) is not None
+    meta = torch.zeros(1, 2, 4, device="meta")
+    assert flex.fallback_reason(meta, training=True, attention_dropout=0.0) is None
+    assert flex.fallback_reason(meta, training=False, attention_dropout=0.5) is None
+
+
+def test_all_blocks_partial_orders_blocks_like_create_block_mask(monkeypatch):
+    """Without the switch, each row's block list is ordered exactly as `separate_full_blocks=False` orders it
+    (kept blocks first, ascending): the kernel then visits the same blocks in the same order, so both torch
+    releases sum the softmax in the same order. T 300 gives 19 blocks a row, past the 16 up to which an
+    unstable sort happens to keep ties in order."""
+    keep = masks.build_mask("bigbird", 300).unsqueeze(0)
+    with_switch = flex.structural_block_mask(keep)
+    monkeypatch.setattr(flex, "create_block_mask", create_block_mask_without_switch)
+    without = flex.structural_block_mask(keep)
+    assert without.kv_indices.shape[-1] == 19
+    assert torch.equal(without.kv_num_blocks, with_switch.kv_num_blocks)
+    assert torch.equal(without.kv_indices, with_switch.kv_indices)
