@@ -14,6 +14,9 @@ fp32 peak, TF32 off, is recorded beside it for the plan's fp32 jobs):
   optimizer     the LAMB step at BERT-base: multi-tensor (the default) vs the per-tensor reference
   pretrain_loop `sparsebert pretrain` itself on synthetic examples (data path, logging and checkpoints
                 included): the median tokens/s of its log lines, eager and compiled
+  profile       where a whole step's time goes (forward, backward, LAMB), at paper.yaml's micro-batch 64 and the
+                largest: phases, device time by kind of operator, and how busy the device is
+                (benchmarks/step_profile.py): the breakdown to read where a lever falls short
 The JSON's `mfu` list is what `sparsebert plan` reads (one entry per kind of job and micro-batch).
 
 FLOPs: benchmarks/mfu.py's count (`step_flops`) for pretraining, sparsebert.plan's `encoder_flops` (the same
@@ -35,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+import step_profile
 from common import markdown
 from mfu import make_batch, step_flops, synthetic_pretraining_data
 from sparsebert import precision, training
@@ -231,6 +235,55 @@ def pretrain_loop(ctx: dict, out_dir: Path) -> list[dict]:
     return rows
 
 
+def profile_steps(ctx: dict) -> dict:
+    """A whole eager step (forward, backward, multi-tensor LAMB, zero_grad), as the loop runs it without
+    accumulation, at the smallest and largest micro-batch: its wall time, MFU, phases and device breakdown."""
+    shape, T, P, micros = ctx["size"][:4]
+    out = {}
+    for B in sorted({micros[0], micros[-1]}):
+        batch = on_device(make_batch(shape, B, T, P), ctx["device"])
+        model = pretraining_model(shape, T, device=ctx["device"])
+        opt = Lamb(no_weight_decay_groups(model, 0.01), lr=1e-4, foreach=True)
+
+        def forward():
+            with ctx["prec"].autocast():
+                return model(**batch).loss
+
+        def optimizer_step():
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        def step():
+            forward().backward()
+            optimizer_step()
+
+        seconds = ctx["clock"].per_call(step, ctx["repeats"])
+        profiled = step_profile.profile_step(step, ctx["device"], steps=3 if ctx["toy"] else 5)
+        phases = step_profile.phase_times(forward, lambda loss: loss.backward(), optimizer_step, ctx["clock"].sync,
+                                          ctx["repeats"])
+        out[f"micro_batch_{B}"] = {
+            "step_ms": round(1e3 * seconds, 3), "mfu": round(step_flops(shape, B, T, P) / seconds / ctx["peak"], 4),
+            # a CPU has no separate device: its operators' CPU time, profiler overhead included, is no busy share
+            "busy_fraction": round(profiled["device_ms_per_step"] / (1e3 * seconds), 3)
+            if ctx["device"].type == "cuda" else None, "phases_ms": phases,
+            **profiled}  # fmt: skip
+        del model, opt
+        free(ctx["device"])
+    return out
+
+
+def print_profile(profiles: dict) -> None:
+    """One line per micro-batch: wall time, device busy share, phases; then its time by kind of operator."""
+    for name, p in profiles.items():
+        if name == "error":
+            print(f"profile: {p}")
+            continue
+        busy = "no separate device" if p["busy_fraction"] is None else f"device busy {p['busy_fraction']:.0%} of it"
+        print(f"\n{name}: step {p['step_ms']} ms, MFU {p['mfu']}, {busy}; phases (ms) {p['phases_ms']}")
+        rows = [{"category": c, "ms_per_step": ms} for c, ms in p["by_category_ms"].items()]
+        print(markdown(rows, ["category", "ms_per_step"]))
+
+
 def free(device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -256,7 +309,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="the JSON to write")
     parser.add_argument("--toy", action="store_true", help="tiny sizes (CPU check of this script, < 1 min)")
     parser.add_argument("--budget-s", type=float, default=200, help="skip compiled shapes after this many seconds")
-    parser.add_argument("--sections", default="pretrain,dam_search,finetune,optimizer,pretrain_loop",
+    parser.add_argument("--sections", default="pretrain,dam_search,finetune,optimizer,pretrain_loop,profile",
                         help="comma-separated subset to run (to rerun one piece)")
     args = parser.parse_args()
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
@@ -283,7 +336,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, fn in (("pretrain", lambda: pretrain_steps(ctx)), ("dam_search", lambda: dam_search_step(ctx)),
                          ("finetune", lambda: finetune_steps(ctx)), ("optimizer", lambda: optimizer_steps(ctx)),
-                         ("pretrain_loop", lambda: pretrain_loop(ctx, Path(tmp)))):
+                         ("pretrain_loop", lambda: pretrain_loop(ctx, Path(tmp))),
+                         ("profile", lambda: profile_steps(ctx))):
             if name in args.sections.split(","):
                 run_section(report, name, fn)
     report["seconds"] = round(time.perf_counter() - ctx["start"], 1)
@@ -293,6 +347,8 @@ def main() -> None:
     print(f"\n{report['gpu']}, torch {report['torch']}, {report['date']}, {prec.name}; matmul peak {peaks['bf16']} "
           f"TFLOP/s bf16, {peaks['fp32']} fp32; LAMB step {report.get('optimizer')}; {report['seconds']} s")
     print(markdown(report["mfu"], ["job", "model", "micro_batch", "seq_len", "compiled", "ms", "tokens_per_s", "mfu"]))
+    if "profile" in report:
+        print_profile(report["profile"])
     print(f"written to {args.out}")
 
 
