@@ -57,6 +57,8 @@ MODULES: dict[str, tuple[str, list[str] | None]] = {
     "launch": ("src/sparsebert/launch.py", None),
     "precision": ("src/sparsebert/precision.py", None),
     "flex": ("src/sparsebert/flex.py", None),
+    "recipes": ("src/sparsebert/recipes.py", None),
+    "variants": ("src/sparsebert/variants.py", None),
 }  # fmt: skip
 DETECTED = {"killed", "timeout", "segfault", "caught by type check"}  # segfault: the test process died
 
