@@ -294,3 +294,111 @@ def test_an_unknown_config_key_stops_snakemake_before_any_job(tmp_path):
     assert r.returncode != 0 and len(errors) == 1, out[-3000:]
     assert errors[0].startswith("config error: pretrain.model.attention_backnd: unknown key; valid: "), errors
     assert "Building DAG" not in out and not (wd / "data").exists() and not (wd / "results").exists()
+
+
+# ------------------------------------------------------------------------------------------ exact messages
+# The messages are what a user reads when a config is wrong, so each kind of schema violation is checked
+# word for word on a small hand-made config (expected texts written out by hand from the schema).
+
+SMOKE = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+MASK_NAMES = "dense, no_diagonal, strided, fixed, longformer, logsparse, bigbird, star, blockwise"
+PRETRAIN_KEYS = ("batch_size, betas, checkpoint_every, compile, dam_lr, eps, eval_examples, grad_clip, log_every, lr, "
+                 "max_steps, micro_batch_size, model, optimizer, poly_power, precision, schedule, seed, "
+                 "snapshot_every, warmup, weight_decay")  # fmt: skip
+
+
+def test_the_smoke_config_is_valid():
+    """The base of the whole-config cases below has no problem of its own."""
+    assert recipes.problems(SMOKE) == []
+
+
+def test_an_unknown_mask_name_lists_the_registry_masks():
+    """A `masks` key is a name from an enum (propertyNames), reported as an unknown name under its own key."""
+    config = {**SMOKE, "masks": {"dense": {}, "bogus": {}}}
+    assert recipes.problems(config) == [("masks.bogus", f"unknown name; valid: {MASK_NAMES}")]
+
+
+def test_missing_required_keys_are_named_at_every_level():
+    """Only the absent required keys are reported, each under its full dotted key (and `where`'s prefix)."""
+    config = {k: v for k, v in SMOKE.items() if k != "scale"}
+    config["tasks"] = {k: v for k, v in SMOKE["tasks"].items() if k != "source"}
+    assert recipes.problems(config) == [("scale", "missing (required)"), ("tasks.source", "missing (required)")]
+    assert recipes.problems(config, where="cfg") == [("cfg.scale", "missing (required)"),
+                                                     ("cfg.tasks.source", "missing (required)")]
+
+
+def test_exclusive_bounds_are_described_with_strict_signs():
+    """exclusiveMinimum / exclusiveMaximum violations read like the other range errors, not jsonschema's text."""
+    assert recipes.problems({"lr": 0}, "pretrain") == [("pretrain.lr", "must be a finite number > 0, got 0")]
+    assert recipes.problems({"validation_fraction": 1}, "examples") == [
+        ("examples.validation_fraction", "must be a finite number >= 0 and < 1, got 1")]
+
+
+def test_an_unknown_key_beside_a_ref_lists_both_sets_of_keys():
+    """The config's `finetune` is the finetune definition ($ref) plus its own `per_task`: both are valid keys."""
+    finetune_keys = ("batch_size, betas, checkpoint_every, doc_stride, epochs, eps, eval_batch_size, grad_clip, "
+                     "log_every, lr, max_answer_length, max_eval_examples, max_query_length, max_seq_length, "
+                     "max_train_examples, n_best_size, null_score_diff_threshold, per_task, precision, seed, "
+                     "warmup, weight_decay")  # fmt: skip
+    config = {**SMOKE, "finetune": {**SMOKE["finetune"], "bogus": 1}}
+    assert recipes.problems(config) == [("finetune.bogus", f"unknown key; valid: {finetune_keys}")]
+
+
+def test_where_prefixes_the_keys_of_a_section():
+    """dam_search is checked against the pretrain definition but reported under its own name."""
+    assert recipes.problems({"lrr": 1}, "pretrain", where="dam_search") == [
+        ("dam_search.lrr", f"unknown key; valid: {PRETRAIN_KEYS}")]
+
+
+def test_fill_joins_all_problems_into_one_line():
+    """Every problem, '; '-separated, then the section and the schema file."""
+    with pytest.raises(UserError) as error:
+        recipes.fill("pretrain", {"lrr": 1, "max_steps": 0})
+    assert str(error.value) == (f"pretrain.lrr: unknown key; valid: {PRETRAIN_KEYS}; pretrain.max_steps: must be an "
+                                "integer >= 1, got 0 (--params of `pretrain`, defined in config.schema.yaml)")
+
+
+def test_an_unknown_section_names_the_sections():
+    with pytest.raises(ValueError) as error:
+        recipes.definition("bogus")
+    assert str(error.value) == ("no recipe section 'bogus'; sections: corpus, tokenizer, examples, proxy_tasks, "
+                                "pretrain, finetune, report")
+
+
+def test_a_huge_integer_is_a_number():
+    """An int too large for a float is still a number (it is an integer); math.isfinite would overflow on it."""
+    assert recipes.problems({"lr": 10**400}, "pretrain") == []
+
+
+@pytest.mark.parametrize("node, words", [
+    ({"type": "boolean"}, "true or false"),
+    ({"type": ["array", "object", "null"]}, "null or a list or a mapping"),
+    ({}, "a value"),
+    ({"minimum": 3}, "a value >= 3"),
+    ({"type": "integer", "maximum": 5}, "an integer <= 5"),
+    ({"type": "number", "exclusiveMaximum": 1}, "a finite number < 1"),
+    ({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}, "a finite number > 0 and < 1"),
+    ({"type": "number", "minimum": 0, "exclusiveMaximum": 1}, "a finite number >= 0 and < 1"),
+    ({"type": "string", "exclusiveMinimum": 0, "maximum": 2}, "a string > 0 and <= 2"),
+    ({"type": ["integer", "null"], "minimum": 1, "maximum": 9}, "null or an integer in [1, 9]"),
+    ({"enum": ["a", "b", None]}, "one of a, b, None"),
+])  # fmt: skip
+def test_describe_in_words(node, words):
+    """describe() on tiny hand-made schemas: each type's word, open and closed bounds, null, no type at all."""
+    assert recipes.describe(node) == words
+
+
+def test_defaults_are_deep_copies():
+    """A caller that edits a default's nested mapping (a hub dataset) does not change the next defaults."""
+    defaults = recipes.defaults("corpus")
+    defaults["hub"]["datasets"][0]["name"] = "changed"
+    assert recipes.defaults("corpus")["hub"]["datasets"][0] == {"path": "wikimedia/wikipedia", "name": "20231101.en"}
+
+
+def test_a_mapping_without_defaults_is_not_invented():
+    """A nested mapping whose keys have no default is left absent when unset, and kept as given when set;
+    a definition without properties leaves the value as it is."""
+    node = {"properties": {"opt": {"type": "object", "properties": {"x": {"type": "integer"}}}}}
+    assert recipes._with_defaults(node, {}) == {}
+    assert recipes._with_defaults(node, {"opt": {}}) == {"opt": {}}
+    assert recipes._with_defaults({"$ref": "#/definitions/seed"}, {"x": 1}) == {"x": 1}

@@ -32,3 +32,10 @@ def test_no_retrain_without_dam_retrain_and_roles_select_names():
     table = variant_table({"masks": {"star": {}}, "dam": {"dam_u": [0.01]}})
     assert list(table) == ["star", "dam_u_0.01"]
     assert named(table, "fixed") == ["star"] and named(table, "search") == ["dam_u_0.01"] and named(table, "retrain") == []
+
+
+def test_a_config_without_fixed_masks_has_only_searches():
+    """`masks` may be absent (a DAM-only config): the table is the searches, no error."""
+    table = variant_table({"dam": {"dam_s": [0.1]}})
+    assert table == {"dam_s_0.1": {"kind": "dam_s", "role": "search", "mask": "dam_s", "params": {}, "lambda": 0.1,
+                                   "learned_from": None}}  # fmt: skip
