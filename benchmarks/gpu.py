@@ -261,12 +261,11 @@ def profile_steps(ctx: dict) -> dict:
         profiled = step_profile.profile_step(step, ctx["device"], steps=3 if ctx["toy"] else 5)
         phases = step_profile.phase_times(forward, lambda loss: loss.backward(), optimizer_step, ctx["clock"].sync,
                                           ctx["repeats"])
+        # a CPU has no separate device: its operators' CPU time, profiler overhead included, is no busy share
+        busy = round(profiled["device_ms_per_step"] / (1e3 * seconds), 3) if ctx["device"].type == "cuda" else None
         out[f"micro_batch_{B}"] = {
             "step_ms": round(1e3 * seconds, 3), "mfu": round(step_flops(shape, B, T, P) / seconds / ctx["peak"], 4),
-            # a CPU has no separate device: its operators' CPU time, profiler overhead included, is no busy share
-            "busy_fraction": round(profiled["device_ms_per_step"] / (1e3 * seconds), 3)
-            if ctx["device"].type == "cuda" else None, "phases_ms": phases,
-            **profiled}  # fmt: skip
+            "busy_fraction": busy, "phases_ms": phases, **profiled}  # fmt: skip
         del model, opt
         free(ctx["device"])
     return out

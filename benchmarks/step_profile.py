@@ -64,8 +64,9 @@ def breakdown(rows, on_device: bool, steps: int, top: int = 12) -> dict:
         ms = self_time_us(row, on_device) / 1e3 / steps
         if ms <= 0:
             continue
-        by_category[category(row.key)] += ms
-        ops.append({"op": row.key, "ms": round(ms, 3), "calls": round(row.count / steps, 1), "category": category(row.key)})
+        cat = category(row.key)
+        by_category[cat] += ms
+        ops.append({"op": row.key, "ms": round(ms, 3), "calls": round(row.count / steps, 1), "category": cat})
     total = sum(by_category.values())
     ops.sort(key=lambda op: -op["ms"])
     return {"device_ms_per_step": round(total, 3),
