@@ -6,6 +6,9 @@ bf16 explicitly, which works everywhere (emulated, slower, on CPUs without bf16 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -43,12 +46,20 @@ def test_auto_resolves_by_cpu_flags_and_says_why():
 @pytest.mark.parametrize("environ, capped", [
     ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "ONEDNN_MAX_CPU_ISA=AVX2"),
     ({"ONEDNN_MAX_CPU_ISA": "avx512_core"}, "ONEDNN_MAX_CPU_ISA=AVX512_CORE"),  # AVX-512 without its bf16
-    ({"DNNL_MAX_CPU_ISA": "AVX2_VNNI"}, "ONEDNN_MAX_CPU_ISA=AVX2_VNNI"),  # oneDNN's older name of the variable
+    ({"ONEDNN_MAX_CPU_ISA": "Avx512_Core_Vnni"}, "ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI"),  # oneDNN ignores case
+    ({"DNNL_MAX_CPU_ISA": "AVX2_VNNI"}, "DNNL_MAX_CPU_ISA=AVX2_VNNI"),  # oneDNN's older name of the variable
+    ({"ONEDNN_MAX_CPU_ISA": "", "DNNL_MAX_CPU_ISA": "AVX512_CORE"}, "DNNL_MAX_CPU_ISA=AVX512_CORE"),  # empty: next
+    ({"ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "ALL"}, "ONEDNN_MAX_CPU_ISA=AVX2"),  # the new name wins
     ({"ATEN_CPU_CAPABILITY": "avx2"}, "ATEN_CPU_CAPABILITY=avx2"),
     ({"ATEN_CPU_CAPABILITY": "default"}, "ATEN_CPU_CAPABILITY=default"),
     ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, None),
     ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX", "ATEN_CPU_CAPABILITY": "avx512"}, None),
     ({"ONEDNN_MAX_CPU_ISA": "ALL"}, None),
+    ({"ONEDNN_MAX_CPU_ISA": "ALL", "DNNL_MAX_CPU_ISA": "AVX2"}, None),  # the new name wins
+    ({"ONEDNN_MAX_CPU_ISA": "AVX2_FOO"}, None),  # a name oneDNN does not know: ignored, no cap
+    ({"ONEDNN_MAX_CPU_ISA": " AVX2"}, None),  # oneDNN takes spaces literally: not a name it knows
+    ({"ATEN_CPU_CAPABILITY": "AVX2"}, None),  # ATen matches exactly: ignored (with a warning)
+    ({"ATEN_CPU_CAPABILITY": " default"}, None),
 ])
 def test_an_isa_cap_in_the_environment_turns_auto_to_fp32(environ, capped):
     """ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY below bf16 make bf16 emulated even on a CPU that has it (how an
@@ -81,11 +92,52 @@ def test_auto_on_gpus(monkeypatch):
 
 
 def test_onednn_default_isa_is_no_cap():
-    """oneDNN's `DEFAULT` (any case: the value is upper-cased) means "no cap", like `ALL`: it must not turn auto
-    to fp32 on a bf16 CPU."""
+    """oneDNN's `DEFAULT` (any case) means "no cap", like `ALL`: it must not turn auto to fp32 on a bf16 CPU."""
     assert precision.isa_cap({"ONEDNN_MAX_CPU_ISA": "default"}) is None
-    assert precision.isa_cap({"ONEDNN_MAX_CPU_ISA": " Default "}) is None
+    assert precision.isa_cap({"ONEDNN_MAX_CPU_ISA": "Default"}) is None
     assert precision.isa_cap({}) is None  # neither variable set: no cap
+
+
+NATIVE_BF16_CPU = "avx512_bf16" in precision.cpu_flags() or "amx_bf16" in precision.cpu_flags()
+# What the libraries themselves make of a variable, in a fresh process (they read it when torch loads): does
+# oneDNN's bf16 matmul run a bf16 ISA (its verbose mode names the ISA of the first primitive it creates), and
+# which capability does ATen dispatch to.
+LIBRARY_PROBE = """
+import torch
+a = torch.randn(32, 32, dtype=torch.bfloat16)
+torch.nn.functional.linear(a, a)
+print("aten", torch.backends.cpu.get_cpu_capability())
+"""
+
+
+@pytest.mark.skipif(not NATIVE_BF16_CPU, reason="a cap only changes anything on a CPU with native bf16")
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
+@pytest.mark.parametrize("environ", [
+    {"ONEDNN_MAX_CPU_ISA": "", "DNNL_MAX_CPU_ISA": "AVX512_CORE"},
+    {"ONEDNN_MAX_CPU_ISA": "ALL", "DNNL_MAX_CPU_ISA": "AVX2"},
+    {"ONEDNN_MAX_CPU_ISA": "avx512_core_vnni"},
+    {"ONEDNN_MAX_CPU_ISA": "AVX2_FOO"},
+    {"ONEDNN_MAX_CPU_ISA": " AVX2"},
+    {"ATEN_CPU_CAPABILITY": "avx2"},
+    {"ATEN_CPU_CAPABILITY": "AVX2"},
+    {"ATEN_CPU_CAPABILITY": " default"},
+])
+def test_isa_cap_reads_the_variables_as_onednn_and_aten_do(environ):
+    """The reference is the libraries themselves: a cap is reported exactly where oneDNN's bf16 matmul leaves
+    its bf16 ISA or ATen dispatches below AVX-512, on this CPU (which has native bf16)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
+                                                          "ATEN_CPU_CAPABILITY")}
+    env.update(environ, ONEDNN_VERBOSE="1")
+    out = subprocess.run([sys.executable, "-c", LIBRARY_PROBE], env=env, capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    isa_lines = [line for line in out if line.startswith("onednn_verbose") and ",isa:" in line]
+    onednn_capped = not any("bfloat16" in line for line in isa_lines)
+    aten_capped = out[-1] in ("aten DEFAULT", "aten AVX2")
+    cap = precision.isa_cap(environ)
+    assert (cap is not None) == (onednn_capped or aten_capped), (environ, out)
+    if cap:
+        assert cap.startswith("ATEN" if aten_capped else "ONEDNN_MAX_CPU_ISA" if environ.get("ONEDNN_MAX_CPU_ISA")
+                              else "DNNL")
 
 
 def test_resolved_lines_and_records_say_what_was_asked_and_why(monkeypatch):

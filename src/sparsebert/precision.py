@@ -9,9 +9,9 @@ run in bf16. No loss scaling is needed (bf16 has fp32's exponent range).
 - a CPU with bf16 instructions (`amx_bf16` or `avx512_bf16` among its flags, e.g. Xeon Sapphire Rapids and
   later, AMD Zen 4 and later) and a oneDNN-enabled torch: bf16 (measured in benchmarks/mfu.py: 1.3-2.1x fp32);
 - any other CPU: fp32, because bf16 there is emulated in software and slower than fp32;
-- a CPU whose instruction set the environment caps below bf16 (`ONEDNN_MAX_CPU_ISA` under AVX512_CORE_BF16,
-  or `ATEN_CPU_CAPABILITY` avx2/default, e.g. to approximate an AVX2-only machine on a newer one): fp32, since
-  oneDNN and ATen then emulate bf16 just as on the older CPU.
+- a CPU whose instruction set the environment caps below bf16 (`ONEDNN_MAX_CPU_ISA` or `DNNL_MAX_CPU_ISA`
+  under AVX512_CORE_BF16, or `ATEN_CPU_CAPABILITY` avx2/default, e.g. to approximate an AVX2-only machine on a
+  newer one): fp32, since oneDNN and ATen then emulate bf16 just as on the older CPU.
 An explicit `bf16` is honoured everywhere (the line says where it is emulated); `fp32` never autocasts.
 
 The decision is one line (`Precision.line`) that the training log prints and summary.json / metrics.json
@@ -63,9 +63,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-# oneDNN's ISA names (ONEDNN_MAX_CPU_ISA) from which bf16 dot products are native; any other named cap is older.
-ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX10_1_512_AMX", "AVX512_CORE_AMX",
-                    "AVX10_1_512_AMX_FP16", "AVX512_CORE_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2")
+# The ISA caps read as the libraries themselves read them (checked with ONEDNN_VERBOSE and
+# torch.backends.cpu.get_cpu_capability() on torch 2.13):
+# - oneDNN reads ONEDNN_MAX_CPU_ISA or, where that is unset or empty, its older name DNNL_MAX_CPU_ISA; it matches
+#   the value case-insensitively but takes spaces literally, and ignores a name it does not know (no cap then).
+# - ATen matches ATEN_CPU_CAPABILITY exactly (`AVX2` or ` avx2` is ignored, with a warning).
+ONEDNN_ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+ONEDNN_PRE_BF16_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_MIC", "AVX512_MIC_4OPS",
+                        "AVX512_CORE", "AVX512_CORE_VNNI")  # the caps below native bf16 dot products
 ATEN_CAPPED = ("default", "avx2")  # ATEN_CPU_CAPABILITY values that leave out AVX-512's bf16 kernels
 
 
@@ -73,10 +78,10 @@ def isa_cap(environ: Mapping[str, str] | None = None) -> str | None:
     """The environment variable that caps this process's instruction set below native bf16, as `NAME=value`
     (None: no such cap). oneDNN and ATen read them when torch loads, so they hold for the whole process."""
     environ = os.environ if environ is None else environ
-    onednn = environ.get("ONEDNN_MAX_CPU_ISA", environ.get("DNNL_MAX_CPU_ISA", "")).strip().upper()
-    if onednn and onednn not in ("ALL", "DEFAULT") and onednn not in ONEDNN_BF16_ISAS:
-        return f"ONEDNN_MAX_CPU_ISA={onednn}"
-    aten = environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    onednn = next((name for name in ONEDNN_ISA_VARIABLES if environ.get(name)), None)
+    if onednn and environ[onednn].upper() in ONEDNN_PRE_BF16_ISAS:
+        return f"{onednn}={environ[onednn].upper()}"
+    aten = environ.get("ATEN_CPU_CAPABILITY")
     if aten in ATEN_CAPPED:
         return f"ATEN_CPU_CAPABILITY={aten}"
     return None
