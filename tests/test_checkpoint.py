@@ -114,6 +114,51 @@ def test_resume_restores_the_python_numpy_and_torch_random_streams(tmp_path):
     assert got[:2] == expected[:2] and torch.equal(got[2], expected[2]) and got[3:] == expected[3:]
 
 
+class FakeCuda:
+    """torch.cuda as a process sees it with `count` GPUs and `current` as its own: one RNG state per GPU."""
+
+    def __init__(self, monkeypatch, count: int, current: int):
+        self.states = {i: torch.tensor([i], dtype=torch.uint8) for i in range(count)}
+        self.count, self.current = count, current
+        for name in ("is_available", "current_device", "get_rng_state", "set_rng_state", "get_rng_state_all",
+                     "set_rng_state_all"):
+            monkeypatch.setattr(torch.cuda, name, getattr(self, name))
+
+    def is_available(self):
+        return True
+
+    def current_device(self):
+        return self.current
+
+    def get_rng_state(self, device="cuda"):
+        return self.states[self.current if device == "cuda" else int(device)].clone()
+
+    def set_rng_state(self, state, device="cuda"):
+        index = self.current if device == "cuda" else int(device)
+        if index >= self.count:
+            raise IndexError(f"no GPU {index} among {self.count}")
+        self.states[index] = state.clone()
+
+    def get_rng_state_all(self):
+        return [self.get_rng_state(i) for i in range(self.count)]
+
+    def set_rng_state_all(self, states):
+        for i, state in enumerate(states):
+            self.set_rng_state(state, i)
+
+
+def test_a_run_resumes_its_own_gpus_random_stream_on_a_machine_with_fewer_gpus(tmp_path, monkeypatch):
+    """A checkpoint keeps the CUDA stream of the GPU the process trains on (GPU 3 of 8 here); the resumed run
+    sees one GPU (a smaller `gpu:` count, another slot) and must continue that stream on it, not fail."""
+    model, optimizer, scheduler = make_run()
+    saved = FakeCuda(monkeypatch, count=8, current=3)
+    saved.states[3] = torch.tensor([42], dtype=torch.uint8)
+    training.save_checkpoint(tmp_path, 1, model, optimizer, scheduler)
+    resumed = FakeCuda(monkeypatch, count=1, current=0)
+    training.load_checkpoint(tmp_path / "step-00000001", model, optimizer, scheduler)
+    assert resumed.states == {0: torch.tensor([42], dtype=torch.uint8)}
+
+
 def test_checkpoint_state_loads_with_weights_only(tmp_path):
     """No arbitrary unpickling on resume: state.pt must be readable by torch.load(weights_only=True)."""
     model, optimizer, scheduler = make_run()

@@ -25,6 +25,22 @@ def test_ranks_take_disjoint_contiguous_shares_of_the_global_batch_in_micro_batc
     assert [c.tolist() for c in one] == [order[16:24].tolist()]
 
 
+def test_the_epoch_order_is_drawn_once_per_epoch_not_per_step(monkeypatch):
+    """At paper scale (~200M sequences) one draw of the order takes seconds, so the loops must not redraw it for
+    every step: over two epochs of 5 steps each, torch.randperm runs twice. The batches are still the slices of
+    torch's own int64 order for (seed, epoch), as int64 indices."""
+    training.epoch_permutation.cache_clear()
+    draws = []
+    randperm = torch.randperm
+    monkeypatch.setattr(torch, "randperm", lambda *a, **k: draws.append(a) or randperm(*a, **k))
+    batches = [training.global_batch_indices(43, 8, seed=3, step=s) for s in range(10)]
+    assert draws == [(43,), (43,)]
+    for step, batch in enumerate(batches):
+        epoch, k = divmod(step, 5)
+        reference = randperm(43, generator=torch.Generator().manual_seed(3 * 1_000_003 + epoch))
+        assert batch.dtype == torch.int64 and torch.equal(batch, reference[8 * k: 8 * k + 8])
+
+
 def test_micro_batch_size_defaults_to_the_rank_share_and_must_divide_it():
     assert training.micro_batch_size(32, None, training.Dist(world_size=4)) == 8
     assert training.micro_batch_size(32, 2, training.Dist(world_size=4)) == 2
