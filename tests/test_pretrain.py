@@ -192,6 +192,17 @@ def test_rerun_with_another_recipe_starts_over_instead_of_resuming(tiny_pretrain
     assert "resumed from" in again.stderr  # the same recipe still resumes
 
 
+def test_rerun_that_changes_only_how_the_run_is_carried_out_resumes(tiny_pretraining_data, tmp_path):
+    """Halving the micro-batch after an out-of-memory, or another checkpoint / log / eval cadence, changes how the
+    run is carried out, not what it trains: the rerun must resume the checkpoints, not start days over."""
+    state = ("--state-dir", tmp_path / "run.state")
+    run_pretrain(tiny_pretraining_data, tmp_path / "a", recipe={"max_steps": 10, "checkpoint_every": 5}, extra=state)
+    carried_out = {"max_steps": 10, "micro_batch_size": 8, "checkpoint_every": 3, "log_every": 2, "eval_examples": 8,
+                   "compile": False}
+    again = run_pretrain(tiny_pretraining_data, tmp_path / "b", recipe=carried_out, extra=state)
+    assert "resumed from" in again.stderr and "starting over" not in again.stderr
+
+
 def test_unigram_baseline_hand_computed():
     """Most frequent masked token of train is 7 (3 of 5); validation has 2 of its 4 masked labels = 7."""
     from sparsebert.data.pretraining import Examples, pack
@@ -239,6 +250,22 @@ def test_micro_batches_accumulate_to_the_weights_of_one_batch(tiny_pretraining_d
     a, b = weights(tmp_path / "whole"), weights(tmp_path / "split")
     for k in a:
         assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), k
+
+
+def test_the_final_evaluation_runs_in_micro_batches(tiny_pretraining_data, tmp_path, monkeypatch):
+    """The held-out evaluation must not run the global batch in one pass: paper.yaml's 65,536 sequences would
+    need ~50 GB in fp32. Every batch the run moves to the device, the evaluation's included, is at most a
+    micro-batch, and all 40 held-out examples are still evaluated."""
+    from sparsebert import pretrain
+
+    sizes = []
+    moved = pretrain.to_device
+    monkeypatch.setattr(pretrain, "to_device", lambda batch, device: sizes.append(len(batch["input_ids"]))
+                        or moved(batch, device))
+    summary = train_in_process(tiny_pretraining_data, tmp_path / "run",
+                               {"max_steps": 2, "batch_size": 16, "micro_batch_size": 4, "eval_examples": 40})
+    assert summary["val_examples"] == 40 and max(sizes) == 4
+    assert sizes[-10:] == [4] * 10  # the evaluation: 40 examples in micro-batches of 4
 
 
 def test_a_micro_batch_that_does_not_divide_the_batch_is_one_clear_error(tiny_pretraining_data, tmp_path):

@@ -83,6 +83,12 @@ def build_model(recipe: dict, vocab_size: int, seq_len: int, mask: str, mask_par
     return model
 
 
+# Recipe keys that say how a run is carried out, not what it trains: a rerun that changes only these (a smaller
+# micro-batch after running out of GPU memory, another checkpoint cadence) resumes the run's checkpoints instead
+# of starting days of training over. The global batch is unchanged, so the updates differ only by rounding.
+RUN_ONLY_KEYS = frozenset({"micro_batch_size", "compile", "checkpoint_every", "log_every", "eval_examples"})
+
+
 def to_device(batch: dict, device) -> dict:
     """A micro-batch's arrays on `device` as int64. To a GPU: copied from pinned host memory without waiting
     (non_blocking), so the copy overlaps the GPU's work on the previous micro-batch and the host prepares
@@ -113,7 +119,8 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
     total_steps, batch_size = recipe["max_steps"], recipe["batch_size"]
     optimizer = training.build_optimizer(model, recipe)
     scheduler = training.build_scheduler(optimizer, recipe, total_steps)
-    training.claim_state(state_dir, {"recipe": recipe, "mask": mask, "mask_params": mask_params, "mask_file": mask_file,
+    trained = {k: v for k, v in recipe.items() if k not in RUN_ONLY_KEYS}
+    training.claim_state(state_dir, {"recipe": trained, "mask": mask, "mask_params": mask_params, "mask_file": mask_file,
                                      "dam_lambda": dam_lambda, "examples": examples_dir}, env)  # fmt: skip
     start_step, extra = training.resume(state_dir, model, optimizer, scheduler, total_steps)
     snapshots = extra.get("snapshots", [])  # [(step, keep-probability tensor)]
@@ -269,7 +276,9 @@ def _finish(model, data, recipe, env, out_dir, logger, snapshots, dam_lambda, is
                "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
                **precision.resolve(recipe["precision"], env.device).record()}
     if "validation" in data and len(data["validation"]):
-        summary.update(evaluate(model, data["validation"], recipe["eval_examples"], recipe["batch_size"], env.device))
+        # In training's micro-batches: the global batch (65,536 in paper.yaml) in one fp32 pass would need ~50 GB.
+        micro = batching["micro_batch_size"]
+        summary.update(evaluate(model, data["validation"], recipe["eval_examples"], micro, env.device))
         summary["val_unigram_mlm_acc"] = unigram_baseline(data["train"], data["validation"], recipe["eval_examples"])
     model.eval()
     with atomic_dir(out_dir / "model") as tmp:
