@@ -139,7 +139,10 @@ def pretrain_steps(ctx: dict) -> list[dict]:
         t = ctx["clock"].per_call(fwd_bwd(model, batch, ctx["prec"]), ctx["repeats"])
         rows.append(entry("pretrain", "SparseBertForPreTraining dense", B, T, False, t, flops, ctx["peak"]))
         if B in compiled_micros and time.perf_counter() - ctx["start"] < ctx["budget_s"]:
-            compiled = torch.compile(model, backend=ctx["compile_backend"])
+            # Static shapes, as the training loop's one compile per process sees them: dynamo keeps its cache per
+            # code object, so without dynamic=False the second micro-batch's compile would mark the batch
+            # dimension dynamic ("automatic dynamic") and time a graph the loop never runs.
+            compiled = torch.compile(model, backend=ctx["compile_backend"], dynamic=False)
             began = time.perf_counter()
             fwd_bwd(compiled, batch, ctx["prec"])()
             ctx["clock"].sync()
