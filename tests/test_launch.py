@@ -569,6 +569,18 @@ def test_run_on_gpus_runs_as_is_under_slurm_or_without_gpus(lock_dir, fake_exec,
     assert not lock_dir.exists()
 
 
+def test_jobs_sharing_one_slurm_allocation_take_slots_among_its_gpus(lock_dir, fake_exec):
+    """Snakemake started inside a 4-GPU allocation (`salloc`, then `snakemake --cores`): every job sees the 4
+    GPUs and SLURM_JOB_ID. Jobs of 1 GPU must each get their own (0, then 1), not all run on the first; a job
+    asking for all 4 is the allocation's own and runs as is."""
+    environ = {"SLURM_JOB_ID": "42", "CUDA_VISIBLE_DEVICES": "0,1,2,3", "SPARSEBERT_GPU_LOCK_DIR": str(lock_dir)}
+    run_on_gpus(1, ["prog"], environ)
+    run_on_gpus(1, ["prog"], environ)  # the first job's lock is still held (its descriptor is open)
+    assert [env["CUDA_VISIBLE_DEVICES"] for _, _, env in fake_exec.calls] == ["0", "1"]
+    run_on_gpus(4, ["prog"], environ)  # while those two are held
+    assert fake_exec.calls[-1][2] == environ
+
+
 @pytest.fixture
 def slots_env(monkeypatch, lock_dir):
     """The process environment of a job on a stated 2-GPU machine, locks in the test's directory."""

@@ -241,11 +241,17 @@ def acquire(count: int, gpus: list[str], lock_dir: Path, poll_s: float = 2.0, jo
 
 def run_on_gpus(count: int, command: list[str], environ: Mapping = os.environ, jobs_per_gpu: int = 1) -> None:
     """Execute `command` (never returns) on `count` GPUs of its own (or a slot of each, shared by up to
-    `jobs_per_gpu` jobs), or as is under SLURM / without GPUs."""
+    `jobs_per_gpu` jobs), or as is without GPUs and in a SLURM job's own allocation.
+
+    Under SLURM a job submitted on its own (the slurm profile) sees just the GPUs it was allocated: it runs as
+    is. Snakemake started inside one allocation (`salloc` / `srun --pty` with 8 GPUs, then `snakemake --cores`)
+    runs all its jobs there: each sees more GPUs than it asks for, and takes slots among them as on a
+    workstation, or every job would run on the allocation's first GPU."""
     env = dict(environ)
-    if count and not env.get("SLURM_JOB_ID"):
+    gpus = machine_gpus(env) if count else []
+    if count and (not env.get("SLURM_JOB_ID") or len(gpus) > count):
         lock_dir = Path(env.get(LOCK_DIR_ENV) or DEFAULT_LOCK_DIR)
-        held = acquire(count, machine_gpus(env), lock_dir, jobs_per_gpu=jobs_per_gpu)
+        held = acquire(count, gpus, lock_dir, jobs_per_gpu=jobs_per_gpu)
         for _, fd in held:
             os.set_inheritable(fd, True)  # the lock lives on in the executed command
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu for gpu, _ in held)
