@@ -268,6 +268,37 @@ def test_the_final_evaluation_runs_in_micro_batches(tiny_pretraining_data, tmp_p
     assert sizes[-10:] == [4] * 10  # the evaluation: 40 examples in micro-batches of 4
 
 
+def test_the_ddp_wrapper_is_gone_before_the_process_group(tiny_pretraining_data, tmp_path, monkeypatch):
+    """A DDP wrapper still alive when the group is destroyed can hang gloo's destructor (teardown_distributed):
+    the loop must drop every reference to it, the compile runner's and the forward closure's included."""
+    import gc
+    import weakref
+
+    from sparsebert import pretrain, training
+
+    wrappers = []
+
+    class Wrapper(torch.nn.Module):  # stands in for DDP, which one process does not build
+        def __init__(self, model):
+            super().__init__()
+            self.module = model
+
+        def forward(self, **kwargs):
+            return self.module(**kwargs)
+
+    def wrap(model, env):
+        wrapper = Wrapper(model)
+        wrappers.append(weakref.ref(wrapper))
+        return wrapper
+
+    alive_at_teardown = []
+    monkeypatch.setattr(training, "wrap_ddp", wrap)
+    monkeypatch.setattr(training, "teardown_distributed",
+                        lambda: alive_at_teardown.append(gc.collect() >= 0 and wrappers[0]() is not None))
+    train_in_process(tiny_pretraining_data, tmp_path / "run", {"max_steps": 2, "batch_size": 16})
+    assert alive_at_teardown == [False]
+
+
 def test_a_micro_batch_that_does_not_divide_the_batch_is_one_clear_error(tiny_pretraining_data, tmp_path):
     with pytest.raises(UserError, match="batch_size 16 is not divisible by world_size 1 x micro_batch_size 5"):
         train_in_process(tiny_pretraining_data, tmp_path / "bad", {"max_steps": 2, "micro_batch_size": 5})

@@ -166,7 +166,7 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
             bar.set_postfix(loss=f"{record['loss']:.3f}", mlm_acc=f"{record['mlm_acc']:.3f}")
         if training.end_of_step(env, done, total_steps, recipe["checkpoint_every"], state_dir, model, optimizer,
                                 scheduler, lambda: {"snapshots": snapshots, "running": stats.state()}):
-            del ddp  # before the group goes: see teardown_distributed
+            del ddp, runner  # the wrapper (held by the runner too) goes before the group: see teardown_distributed
             training.stop_preempted(done, state_dir)
     if is_dam and not any(s == total_steps for s, _ in snapshots):
         snapshots.append((total_steps, model.bert.dam.snapshot()))
@@ -175,7 +175,7 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
     if env.is_main:
         batching = {"micro_batch_size": micro, "accumulation_steps": accumulation, "model_run": runner.mode}
         summary = _finish(model, data, recipe, env, out_dir, logger, snapshots, dam_lambda, is_dam, batching)
-    del ddp  # before the group goes: see teardown_distributed
+    del ddp, runner  # the wrapper (held by the runner too) goes before the group: see teardown_distributed
     training.teardown_distributed()
     return summary
 
