@@ -493,7 +493,9 @@ METHOD = (
     "diagonal's rank is the fraction of the other positions with a larger area (ties count half; DAM_u: each "
     "query row against its own other keys, rows averaged): 0 = the diagonal is dropped most, 0.5 = no "
     "preference, 1 = least. This rank decides: supported if the 95 % interval of its mean over DAM runs x seeds "
-    "x heads lies below 0.5, contradicted if above 0.5, inconclusive otherwise. Why: 0.25 lies far outside the "
+    "x heads lies below 0.5, contradicted if above 0.5, inconclusive otherwise; the runs share their seeds (the "
+    "same initial weights and batches), so the interval resamples the seeds jointly across the runs, then the "
+    "heads within a seed. Why: 0.25 lies far outside the "
     "noise around the initial 0.5 (+-0.005 measured), so a position the search has not moved has an area of "
     "exactly 0: when nothing has moved, every position ties and the rank is 0.5, not a draw of the noise; and "
     "the area counts both how early and how deep a position fell, whatever the snapshot interval. Beside it, "
@@ -524,8 +526,8 @@ def test_claim_1_per_run_and_overall_rank(tmp_path):
         "below 0.25 in 0 of 2 head-seeds. Binarized masks: 2 of 6 query rows had no key at p >= 0.5 and keep "
         "their most probable key instead.", "",
         "Verdict: **supported at this scale**: mean rank of the diagonal by area below 0.25 0.208 (no preference: "
-        "0.5), 95 % interval [0.208, 0.208]; 2 DAM run(s), 8 head-seeds; 2 seeds per run (seeds, then heads within "
-        "a seed, resampled).", ""]  # fmt: skip
+        "0.5), 95 % interval [0.208, 0.208]; 2 DAM run(s), 8 head-seeds; 2 seeds shared by the runs (seeds "
+        "resampled jointly for every run, then heads within a seed).", ""]  # fmt: skip
 
 
 def test_claim_1_interval_is_clipped_to_the_range_of_a_rank(tmp_path):
@@ -542,8 +544,27 @@ def test_claim_1_interval_is_clipped_to_the_range_of_a_rank(tmp_path):
     assert "the diagonal ended below 0.25 in 3 of 6 head-seeds. Binarized masks: 0 of 24 query" in lines[4]
     assert lines[-2] == ("Verdict: **inconclusive at this scale**: mean rank of the diagonal by area below 0.25 0.500 "
                          "(no preference: 0.5), 95 % interval [0.000, 1.000]; 1 DAM run(s), 6 head-seeds; 2 seeds "
-                         "per run (seeds, then heads within a seed, resampled).")  # fmt: skip
+                         "shared by the runs (seeds resampled jointly for every run, then heads within a seed).")
 
+
+
+def test_claim_1_one_search_entered_several_times_adds_no_evidence(tmp_path):
+    """The DAM runs share their seeds (same initial weights and batches), so the seed is resampled once for
+    every run: the same search entered 3 or 8 times gives the interval of one run, [0.000, 0.577] with 3 seeds
+    (inconclusive). Resampled per run, the copies counted as independent samples of the seed effect and the
+    interval narrowed by ~sqrt(R) to supported ([0.000, 0.470] for 3 copies). Ranks per seed (3 heads):
+    [0, 0, 1/6], [1/3, 1/6, 0], [2/3, 1/3, 0]; mean 5/27 = 0.185."""
+    dropped_second = [20, 10, INF, INF]  # diagonal after offset 1, before the rest: rank 1/3
+    tied_with_offset_1 = [20, 20, INF, INF]  # rank 1/6
+    after_offset_1 = [INF, 10, INF, INF]  # never dropped, offset 1 dropped: rank 2/3
+    per_seed = [([FIRST, FIRST, tied_with_offset_1], None), ([dropped_second, tied_with_offset_1, FIRST], None),
+                ([after_offset_1, dropped_second, FIRST], None)]  # fmt: skip
+    for copies in (1, 3, 8):
+        runs = {"dam_s" if i == 0 else f"dam_s-{i}": per_seed for i in range(copies)}
+        verdict = claim1(searches(tmp_path / str(copies), runs, seeds=(0, 1, 2)))[-2]
+        assert verdict.startswith("Verdict: **inconclusive at this scale**: mean rank of the diagonal by area below "
+                                  "0.25 0.185 (no preference: 0.5), 95 % interval [0.000, 0.577]; "
+                                  f"{copies} DAM run(s), {9 * copies} head-seeds; ")
 
 def test_claim_1_diagonal_dropped_last_is_contradicted(tmp_path):
     p = searches(tmp_path, {"dam_s": [([LAST] * 3, None), ([LAST] * 3, None)]})
@@ -592,7 +613,7 @@ def test_claim_1_on_synthetic_searches_with_known_answers(tmp_path, case, expect
     rank = {"supported": "0.000", "inconclusive": "0.500", "contradicted": "1.000"}[expected]
     assert lines[-2].startswith(f"Verdict: **{expected} at this scale**: mean rank of the diagonal by area below "
                                 f"0.25 {rank} (no preference: 0.5), 95 % interval [{rank}, {rank}]; 2 DAM run(s), "
-                                "24 head-seeds; 3 seeds per run")  # fmt: skip
+                                "24 head-seeds; 3 seeds shared by the runs")  # fmt: skip
     for line, kind in zip(lines[4:6], ("dam_s", "dam_u")):
         assert line.startswith(f"- {kind} (1000 steps, 3 seed(s) x 4 heads): rank by area below 0.25 {rank}, 95 % "
                                f"interval [{rank}, {rank}] ({expected}); rank by final keep probability ")

@@ -12,7 +12,9 @@ Rules (settings from config `report`):
 - Claim 1, the DAM search drops the diagonal first: per head and seed, the diagonal's rank among the positions
   by their area below stats.DROPPED = 0.25 (how far and how long each sat below 0.25; ties counting half;
   0 = dropped most, 0.5 = no preference); supported if the 95 % interval of its mean over DAM runs x seeds x
-  heads lies below 0.5, contradicted if above, inconclusive otherwise. The rank by final keep probability is
+  heads lies below 0.5, contradicted if above, inconclusive otherwise. The runs share their seeds (a block: same
+  initial weights and batches), so each bootstrap draw picks one set of seeds for every run
+  (stats.pooled_mean_draws); the same run entered twice adds no evidence. The rank by final keep probability is
   printed beside it and does not decide (CLAIM_1_METHOD says why). An earlier version ranked the first snapshot
   below 0.5: noise around the initial 0.5 decided it, and positions that all fell before the first snapshot
   tied (issue 22).
@@ -147,7 +149,9 @@ CLAIM_1_METHOD = (
     "diagonal's rank is the fraction of the other positions with a larger area (ties count half; DAM_u: each "
     "query row against its own other keys, rows averaged): 0 = the diagonal is dropped most, 0.5 = no "
     "preference, 1 = least. This rank decides: supported if the 95 % interval of its mean over DAM runs x seeds "
-    "x heads lies below 0.5, contradicted if above 0.5, inconclusive otherwise. Why: {t:g} lies far outside the "
+    "x heads lies below 0.5, contradicted if above 0.5, inconclusive otherwise; the runs share their seeds (the "
+    "same initial weights and batches), so the interval resamples the seeds jointly across the runs, then the "
+    "heads within a seed. Why: {t:g} lies far outside the "
     "noise around the initial 0.5 (+-0.005 measured), so a position the search has not moved has an area of "
     "exactly 0: when nothing has moved, every position ties and the rank is 0.5, not a draw of the noise; and "
     "the area counts both how early and how deep a position fell, whatever the snapshot interval. Beside it, "
@@ -162,13 +166,14 @@ def claim_diagonal_dropped_first(p: dict, cfg: dict, rng: np.random.Generator) -
     if not runs:
         return lines + verdict_line(stats.INCONCLUSIVE, "no DAM search in this config, nothing was measured.")
     B, n_seeds, t = cfg["bootstrap_samples"], len(seeds_of(p)), stats.DROPPED
-    all_draws, means, heads = [], [], 0
-    for run in runs:
-        by_area, by_final, info = diagonal_ranks(p, run)
-        draws = stats.nested_mean_draws(by_area, B, rng)
-        lo, hi = stats.percentile_interval(draws, bounds=(0.0, 1.0))
+    ranks = {run: diagonal_ranks(p, run) for run in runs}
+    # the runs share their seeds, a block: one pick of seeds per draw serves every run (stats.pooled_mean_draws),
+    # drawn before the per-run lines so that it does not depend on how many runs there are
+    draws = stats.pooled_mean_draws([by_area for by_area, _, _ in ranks.values()], B, rng)
+    means, heads = [], 0
+    for run, (by_area, by_final, info) in ranks.items():
+        lo, hi = stats.percentile_interval(stats.nested_mean_draws(by_area, B, rng), bounds=(0.0, 1.0))
         f_lo, f_hi = stats.percentile_interval(stats.nested_mean_draws(by_final, B, rng), bounds=(0.0, 1.0))
-        all_draws.append(draws)
         means.append(by_area.mean())
         heads += by_area.size
         where = " (mean of its entries)" if variants_of(p)[run]["kind"] == "dam_u" else ""
@@ -180,11 +185,11 @@ def claim_diagonal_dropped_first(p: dict, cfg: dict, rng: np.random.Generator) -
                      f"ended below {t:g} in {info['below']} of {info['heads']} head-seeds. Binarized masks: "
                      f"{info['fallback']} of {info['rows']} query rows had no key at p >= 0.5 and keep their most "
                      f"probable key instead.")  # fmt: skip
-    draws = np.mean(all_draws, axis=0)  # each run bootstrapped on its own; the runs weigh equally
     lo, hi = stats.percentile_interval(draws, bounds=(0.0, 1.0))
     raw = stats.drop_first_verdict(lo, hi)
     verdict = seed_gated(raw, n_seeds)
-    seeds = (f"{n_seeds} seeds per run (seeds, then heads within a seed, resampled)" if n_seeds > 1 else
+    seeds = (f"{n_seeds} seeds shared by the runs (seeds resampled jointly for every run, then heads within a "
+             "seed)" if n_seeds > 1 else
              "1 seed per run: the interval resamples heads only and ignores seed variance")
     return lines + [""] + verdict_line(verdict, f"mean rank of the diagonal by area below {t:g} "
                                                 f"{float(np.mean(means)):.3f} (no preference: 0.5), 95 % interval "

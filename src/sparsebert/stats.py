@@ -33,7 +33,8 @@ Claim 1 (the DAM search drops the diagonal first) uses the snapshots of the keep
 `area_below` measures how far and how long each position sat below `DROPPED` (0.25, out of reach of the noise
 around the initial 0.5), `diagonal_rank` where the diagonal falls among the positions by that area (it decides
 the verdict) and by final keep probability (reported beside it), and `nested_mean_draws` bootstraps the mean
-over seeds x heads (seeds, then heads within a seed, with the same seed-level scaling).
+over seeds x heads (seeds, then heads within a seed, with the same seed-level scaling). The mean over several DAM
+runs (`pooled_mean_draws`) resamples the seeds jointly across the runs: they share the seeds, a block as above.
 """
 
 from __future__ import annotations
@@ -97,14 +98,42 @@ def seed_level(draws: np.ndarray, rng: np.random.Generator, level: float = LEVEL
     return base + seed_scale(S, level) * (picked.mean(axis=0) - base)
 
 
+def head_means(values: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """The head level of `nested_mean_draws`: per seed, `samples` means of the seed's H heads resampled with
+    replacement. values (S, H) -> (S, samples)."""
+    values = np.asarray(values, dtype=float)
+    S, H = values.shape
+    pick = rng.integers(0, H, size=(S, samples, H))
+    return np.take_along_axis(values[:, None, :], pick, axis=2).mean(axis=2)
+
+
 def nested_mean_draws(values: np.ndarray, samples: int, rng: np.random.Generator, level: float = LEVEL) -> np.ndarray:
     """Bootstrap draws (samples,) of the mean of `values` (S, H): H units (heads) nested in each of S seeds.
     Heads are resampled within each seed, then seeds as in `seed_level` (a head of one seed has nothing to do
     with the same-numbered head of another)."""
-    values = np.asarray(values, dtype=float)
-    S, H = values.shape
-    pick = rng.integers(0, H, size=(S, samples, H))
-    per_seed = np.take_along_axis(values[:, None, :], pick, axis=2).mean(axis=2)  # (S, samples)
+    return seed_level(head_means(values, samples, rng), rng, level)
+
+
+def pooled_mean_draws(runs: Sequence[np.ndarray], samples: int, rng: np.random.Generator, level: float = LEVEL
+                      ) -> np.ndarray:
+    """Bootstrap draws (samples,) of the mean over runs of each run's mean of `values` (S, H), for runs that
+    share their S seeds (the DAM searches of one config: seed s gives every search the same initial weights,
+    batches and logit init, so a seed effect is common to all runs). The seed is a block: one pick of seeds
+    per draw serves every run (resampling it per run would treat R runs as R independent samples of the seed
+    effect and narrow the interval by ~sqrt(R); the same run entered twice would count as twice the evidence).
+
+    Runs with the same head count are averaged per (seed, head) first, then bootstrapped as one run
+    (`nested_mean_draws`): head h of seed s is resampled jointly across runs, which are its searches from the
+    same start. Runs with different head counts (different heads) have their heads resampled per run, the
+    per-seed means averaged over runs, then the seeds resampled once. Runs must hold the same number of seeds
+    (in the same order, as `findings.diagonal_ranks` reads them from the config's `seeds`)."""
+    runs = [np.asarray(v, dtype=float) for v in runs]
+    if not runs or len({v.shape[0] for v in runs}) != 1:
+        raise ValueError(f"pooled_mean_draws: the runs must share one seed list, got seed counts "
+                         f"{[v.shape[0] for v in runs]}")  # fmt: skip
+    if len({v.shape for v in runs}) == 1:
+        return nested_mean_draws(np.mean(runs, axis=0), samples, rng, level)
+    per_seed = np.mean([head_means(v, samples, rng) for v in runs], axis=0)  # (S, samples), runs weigh equally
     return seed_level(per_seed, rng, level)
 
 
