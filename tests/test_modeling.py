@@ -265,3 +265,21 @@ def test_extend_mask_rebuilds_a_registry_mask_at_the_longer_length():
     assert torch.equal(model.fixed_mask.keep, masks.build_mask("longformer", 32, window=3).unsqueeze(0))
     with pytest.raises(UserError, match="max_position_embeddings 32"):
         model.extend_mask(33)
+
+
+@pytest.mark.parametrize("kind", sorted(masks.MASKS))
+def test_extend_mask_keeps_the_pretrained_block_of_every_registry_mask(kind):
+    """A model pretrained at 20 and fine-tuned at 32 attends inside the first 20 positions exactly as it was
+    trained to: the extended mask's 20 x 20 block is the pretrained mask. BigBird's seeded random keys are drawn
+    from the whole length, so a rebuild at 32 moved them inside the block. The result still has the model's
+    head axis, a key in every row, and beyond the block the pattern rebuilt at 32."""
+    model = SparseBertModel(tiny(attention_mask_type=kind, mask_seq_len=20))
+    before = model.fixed_mask.keep.clone()
+    model.extend_mask(32)
+    keep = model.fixed_mask.keep
+    rebuilt = masks.build_mask(kind, 32)
+    rebuilt = rebuilt if rebuilt.dim() == 3 else rebuilt.unsqueeze(0)
+    assert keep.shape == (before.shape[0], 32, 32)
+    assert torch.equal(keep[:, :20, :20], before)
+    assert torch.equal(keep[:, 20:], rebuilt[:, 20:]) and torch.equal(keep[:, :, 20:], rebuilt[:, :, 20:])
+    assert keep.any(dim=-1).all()

@@ -292,8 +292,12 @@ class SparseBertModel(SparseBertPreTrainedModel):
 
     def extend_mask(self, seq_len: int) -> None:
         """Make the fixed mask cover inputs of `seq_len` > mask_seq_len (fine-tuning SQuAD at 384 after
-        pretraining at 128): a registry mask is rebuilt at that length (the patterns are length-generic), a
-        learned mask is extended by `dam.extend_keep`. Position embeddings must already cover the length."""
+        pretraining at 128). The pretrained L x L block stays exactly as it was (the model learned with it);
+        beyond it, a registry mask is the pattern rebuilt at seq_len with the same parameters, and a learned
+        mask follows `dam.extend_keep`. Rebuilding alone would not do: BigBird's seeded random keys are drawn
+        over the whole length, so its rebuild moves the random links inside the pretrained block (a query < L
+        then keeps its pretrained random keys plus those the rebuild drew beyond L); the other registry patterns
+        rebuild to the same block. Position embeddings must already cover the length."""
         c = self.config
         if seq_len <= c.mask_seq_len:
             return
@@ -302,10 +306,16 @@ class SparseBertModel(SparseBertPreTrainedModel):
                             f"{c.max_position_embeddings}; pretrain with model.max_position_embeddings >= {seq_len}")
         if c.is_dam:
             raise UserError("a DAM-search model has no fixed mask to extend; fine-tune it with its binarized mask")
-        learned = extend_keep(self.fixed_mask.keep, seq_len) if c.attention_mask_type == LEARNED else None
+        pretrained, L = self.fixed_mask.keep, c.mask_seq_len
         c.mask_seq_len = seq_len  # the config FixedMask reads: a registry mask is now built at seq_len
-        keep = learned if learned is not None else self.fixed_mask.initial_mask()
-        self.fixed_mask.keep = keep.to(self.fixed_mask.keep.device)
+        if c.attention_mask_type == LEARNED:
+            keep = extend_keep(pretrained, seq_len)
+        else:
+            keep = self.fixed_mask.initial_mask().to(pretrained.device)  # (1 or H, T, T)
+            keep = keep.expand(max(keep.shape[0], pretrained.shape[0]), seq_len, seq_len).clone()
+            keep[:, :L, :L] = pretrained  # the block as trained; rows and columns beyond it as rebuilt
+            masks.check_rows(keep, what=f"{c.attention_mask_type} mask extended to {seq_len}")
+        self.fixed_mask.keep = keep.to(pretrained.device)
         self.fixed_mask.block_masks = flex.BlockMaskCache()
 
     def uses_flex(self, x: torch.Tensor) -> bool:
