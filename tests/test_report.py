@@ -60,6 +60,21 @@ def test_averaging_reproduces_every_published_average():
             assert table.loc[variant, f"delta_{c}"] == 0.0
 
 
+
+@pytest.mark.parametrize("drop, add", [(("rte",), ()), (("mnli_mm", "qqp", "qnli", "cola", "stsb", "mrpc", "rte"), ()),
+                                       ((), ("wnli",))])  # fmt: skip
+def test_delta_avg_only_where_the_average_is_over_the_papers_9_columns(drop, add):
+    """The paper's Avg is the mean of its 9 GLUE columns. Fed the paper's own longformer cells, our average over
+    all 9 is the mean of the 9 cells, 80.03 (published: 80.1, delta -0.07); over a subset (the paper's
+    sst2 91.8 and rte 65.3 alone average 78.55) or with WNLI added it averages other tasks, and a delta with the
+    paper's 80.1 would be meaningless (-1.55 for that pair): NaN."""
+    frame = paper_frame().loc[["longformer"]].assign(wnli=56.3)
+    full = build_table(frame, list(paper.GLUE_COLUMNS), proxy=False, with_paper=True)
+    cells = [paper.GLUE["longformer"][c] for c in paper.GLUE_COLUMNS]
+    assert full.loc["longformer", "delta_avg"] == pytest.approx(round(sum(cells) / 9 - 80.1, 2))
+    cols = [c for c in paper.GLUE_COLUMNS if c not in drop] + list(add)
+    assert np.isnan(build_table(frame, cols, proxy=False, with_paper=True).loc["longformer", "delta_avg"])
+
 # ---------------------------------------------------------------------------------------------------------
 # Issue 17: the building blocks of the claim verdicts (report.py, findings.py) on hand-made scores, with
 # hand-computed expected values: columns and their bounds, bootstrap intervals, per-variant summaries, effects,
@@ -444,7 +459,8 @@ def test_write_tables_markdown_and_csv(tmp_path):
 
 def test_write_tables_on_real_tasks_with_one_seed(tmp_path):
     """Real task names: the paper's column and its delta are computed; one seed: the note says what the
-    interval leaves out."""
+    interval leaves out. Our average is over sst2 alone, the paper's over 9 columns: no delta_avg (it printed
+    0 - 80.1 = -80.1), and the note says why."""
     preds = {"dense": {"sst2": [0, 1, 1, 1], "squad_v1": {"q0": "a", "q1": "b"}},
              "longformer": {"sst2": [1, 0, 0, 0], "squad_v1": {"q0": "a", "q1": "c"}}}  # fmt: skip
     refs = {"sst2": [0, 1, 1, 1], "squad_v1": {"q0": ["a"], "q1": ["b"]}}
@@ -453,13 +469,15 @@ def test_write_tables_on_real_tasks_with_one_seed(tmp_path):
     glue = (tmp_path / "tables/glue.md").read_text().splitlines()
     assert glue[:5] == ["# GLUE dev", "", "Our scale: hand-made.", "", glue[4]] and "PROXY" not in "\n".join(glue)
     assert "(bootstrap over the eval examples only: one seed, seed variance not covered, 100 draws;" in glue[4]
+    assert glue[4].endswith(" delta_avg is left empty: the paper's Avg is over its 9 GLUE columns (mnli_m, mnli_mm, "
+                            "qqp, qnli, sst2, cola, stsb, mrpc, rte), ours over sst2.")  # fmt: skip
     assert glue[6] == ("| variant | kind | sparsity | sst2 | avg | paper_sparsity | delta_sparsity | paper_sst2 | "
                        "delta_sst2 | paper_avg | delta_avg |")  # fmt: skip
-    # longformer: sst2 0 %, the paper's 91.8 -> -91.8; avg (sst2 only) 0 - 80.1
-    assert glue[9] == "| longformer | fixed | 88.7 | 0.0 ± 0.0 | 0.0 ± 0.0 | 88.7 | 0.0 | 91.8 | -91.8 | 80.1 | -80.1 |"
+    # longformer: sst2 0 %, the paper's 91.8 -> -91.8; avg (sst2 only) not comparable with the paper's 80.1
+    assert glue[9] == "| longformer | fixed | 88.7 | 0.0 ± 0.0 | 0.0 ± 0.0 | 88.7 | 0.0 | 91.8 | -91.8 | 80.1 |  |"
     assert glue[11] == "BERT vs BERT without diagonal: needs both `dense` and `no_diagonal` in the config."
     other = (tmp_path / "tables/squad_swag.md").read_text().splitlines()
-    assert other[0] == "# SQuAD v1.1 / v2.0 and SWAG dev"
+    assert other[0] == "# SQuAD v1.1 / v2.0 and SWAG dev" and "delta_avg" not in other[4]
     assert other[9] == "| longformer | fixed | 88.7 | 50.0 ± 50.0 | 50.0 ± 50.0 | 50.0 ± 50.0 |"
 
 

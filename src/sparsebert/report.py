@@ -290,11 +290,18 @@ def score_columns(frame: pd.DataFrame, tasks: list[str], glue: bool) -> list[str
             and not c.startswith("avg") and not c.endswith("_pm")]  # fmt: skip
 
 
+def averages_paper_columns(cols: list[str]) -> bool:
+    """Whether the average over `cols` (their non-`_em` columns) is over exactly the paper's 9 GLUE columns:
+    only then can it be subtracted from the paper's Avg (a subset, or WNLI added, averages other tasks)."""
+    return sorted(c for c in cols if not c.endswith("_em")) == sorted(paper.GLUE_COLUMNS)
+
+
 def build_table(frame: pd.DataFrame, cols: list[str], proxy: bool, with_paper: bool,
                 half: pd.DataFrame | None = None, avg: str | None = None) -> pd.DataFrame:
     """One table: kind, sparsity, the score columns and their average (`avg`: that average's column in `frame`,
     else the mean of the non-`_em` columns), each followed by its interval's half-width `<col>_pm` when
-    `half` is given; then the paper's numbers and, for real tasks, the deltas of our means."""
+    `half` is given; then the paper's numbers and, for real tasks, the deltas of our means (`delta_avg` only
+    where the average is over the paper's 9 GLUE columns, `averages_paper_columns`; else NaN)."""
     averaged = [c for c in cols if not c.endswith("_em")]
     table = frame[["kind", "sparsity", *cols]].copy()
     if avg is not None:
@@ -312,8 +319,8 @@ def build_table(frame: pd.DataFrame, cols: list[str], proxy: bool, with_paper: b
             table[f"paper_{c}"] = [paper.GLUE.get(v, {}).get(c, np.nan) for v in table.index]
             table[f"delta_{c}"] = table[c] - table[f"paper_{c}"]
         table["paper_avg"] = [paper.GLUE.get(v, {}).get("avg", np.nan) for v in table.index]
-        if not proxy:  # the paper's average covers its 9 columns; only then is the delta meaningful
-            table["delta_avg"] = table["avg"] - table["paper_avg"]
+        if not proxy:  # the paper's average covers its 9 columns; only an average over the same is comparable
+            table["delta_avg"] = table["avg"] - table["paper_avg"] if averages_paper_columns(cols) else np.nan
     return table.round(2)
 
 
@@ -385,10 +392,14 @@ def write_tables(p: dict, out: Path) -> dict:
     name = "PROXY tasks (GLUE-shaped)" if p["proxy"] else "GLUE dev"
     other_name = "PROXY tasks (SQuAD/SWAG-shaped)" if p["proxy"] else "SQuAD v1.1 / v2.0 and SWAG dev"
     out.mkdir(parents=True, exist_ok=True)
-    for stem, table, title, cols in (("glue", glue, name, glue_cols), ("squad_swag", other, other_name, other_cols)):
+    glue_note = note + ("" if p["proxy"] or not glue_cols or averages_paper_columns(glue_cols) else
+                        f" delta_avg is left empty: the paper's Avg is over its 9 GLUE columns "
+                        f"({', '.join(paper.GLUE_COLUMNS)}), ours over {', '.join(glue_cols)}.")  # fmt: skip
+    for stem, table, title, cols, text in (("glue", glue, name, glue_cols, glue_note),
+                                           ("squad_swag", other, other_name, other_cols, note)):  # fmt: skip
         table.to_csv(out / f"{stem}.csv", index_label="variant")
         extra = diagonal_comparison(scores, cols, rng)
-        atomic_write_text(out / f"{stem}.md", markdown(table, title, p, note) + "\n" + extra + "\n")
+        atomic_write_text(out / f"{stem}.md", markdown(table, title, p, text) + "\n" + extra + "\n")
     long.to_csv(out / "all_metrics.csv", index=False)
     scores.save(out / "bootstrap.npz")
     summary = {
