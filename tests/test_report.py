@@ -8,6 +8,7 @@ import pytest
 
 from sparsebert import paper, stats
 from sparsebert.data.tasks import TASKS
+from sparsebert import figures
 from sparsebert.figures import keep_trajectories, per_offset
 from sparsebert.findings import Effect, compare, gated_note, informative, seed_gated, usable, verdict_line
 from sparsebert.report import (
@@ -278,6 +279,7 @@ def test_diagonal_ranks_and_what_the_report_says_beside_them(tmp_path):
 
 import json  # noqa: E402
 import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from sparsebert.io import UserError  # noqa: E402
 from sparsebert.metrics import task_metrics  # noqa: E402
@@ -682,3 +684,40 @@ def test_keep_trajectories_figure_is_written_from_a_small_synthetic_run(tmp_path
     keep_trajectories({"seeds": [0], "variants": [{"name": "dense", "kind": "fixed", "role": "fixed",
                                                    "pretrained": str(tmp_path / "dense/{seed}")}]}, empty)  # fmt: skip
     assert sorted(f.name for f in empty.iterdir()) == ["keep_trajectories.pdf", "keep_trajectories.png"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# score_vs_sparsity: our panel plots what the paper's panel plots, its GLUE average.
+
+
+def metrics_json(tmp_path, proxy: bool, avg_glue: list) -> Path:
+    """A tables metrics.json of two variants: avg (every task column) 70 and 80, the GLUE average as given."""
+    variants = {v: {"kind": "fixed", "sparsity": s, "avg": a, "avg_glue": g,
+                    "intervals": {"avg": [a - 1, a + 1], "avg_glue": [None, None] if g is None else [g - 2, g + 3]}}
+                for v, s, a, g in zip(("dense", "longformer"), (0.0, 88.0), (70.0, 80.0), avg_glue)}  # fmt: skip
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"proxy": proxy, "variants": variants}))
+    return path
+
+
+@pytest.mark.parametrize("proxy, avg_glue, y, label", [
+    (False, [60.0, 65.0], [60.0, 65.0], "GLUE average over this run's GLUE tasks (%)"),
+    (True, [60.0, 65.0], [60.0, 65.0], "average of the GLUE-shaped PROXY tasks (%)"),
+    (False, [None, None], [70.0, 80.0], "SQuAD/SWAG average (%), no GLUE task: not the paper's GLUE average"),
+    (True, [None, None], [70.0, 80.0], "average of the SQuAD/SWAG-shaped PROXY tasks (%)")])  # fmt: skip
+def test_score_vs_sparsity_plots_our_glue_average_beside_the_papers(tmp_path, monkeypatch, proxy, avg_glue, y, label):
+    """The paper's panel is its GLUE average; ours plotted `avg`, which adds SQuAD and SWAG. Now our panel plots
+    avg_glue with its interval (60 - 2 / + 3), and only a run without GLUE(-shaped) tasks falls back on avg
+    (interval -+ 1), so labelled."""
+    from matplotlib.collections import LineCollection, PathCollection
+
+    saved = {}
+    monkeypatch.setattr(figures, "save", lambda fig, out, name, tight=True: saved.update(fig=fig))
+    figures.score_vs_sparsity({"scale": "hand-made"}, tmp_path, metrics_json(tmp_path, proxy, avg_glue))
+    ours = saved["fig"].axes[0]
+    points = [c.get_offsets().tolist() for c in ours.collections if isinstance(c, PathCollection)]
+    bars = [[seg.tolist() for seg in c.get_segments()] for c in ours.collections if isinstance(c, LineCollection)]
+    low, high = (2, 3) if avg_glue[0] is not None else (1, 1)
+    assert [pt for pt in points if pt] == [[[0.0, y[0]]], [[88.0, y[1]]]]  # the legend's entries are empty
+    assert bars == [[[[0.0, y[0] - low], [0.0, y[0] + high]]], [[[88.0, y[1] - low], [88.0, y[1] + high]]]]
+    assert ours.get_ylabel() == label

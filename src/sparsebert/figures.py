@@ -7,8 +7,8 @@
     keep_trajectories claim 1: per DAM run and head, the diagonal's keep probability (one bold line per seed)
                       beside bands for offsets 1-8 and beyond 8 (DAM_u: per-offset means), over the steps
     dam_u_snapshots   DAM_u keep probabilities (mean over heads, first seed) at snapshots during the search
-    score_vs_sparsity average downstream score (mean over seeds, 95 % interval) vs measured sparsity per
-                      variant, beside the paper's points
+    score_vs_sparsity GLUE average (mean over seeds, 95 % interval) vs measured sparsity per variant, beside
+                      the paper's GLUE averages (a run without GLUE tasks: its other tasks' average, so labelled)
     loss_curves       pretraining loss per variant, mean over seeds (+ loss_curves.csv, wide, for `dvc plots`)
 """
 
@@ -195,20 +195,34 @@ def dam_u_snapshots(p: dict, out: Path, shown: int = 5) -> None:
     save(fig, out, "dam_u_snapshots", tight=False)
 
 
+def plotted_average(metrics: dict) -> tuple[str, str]:
+    """Which average of the tables' metrics.json score_vs_sparsity plots for this run, and its axis label. The
+    paper's panel is its GLUE average, so ours is the GLUE average too (`avg_glue`, over the configured GLUE or
+    GLUE-shaped proxy tasks), not `avg`, which adds SQuAD and SWAG. A run without GLUE(-shaped) tasks has no
+    GLUE average: then `avg` (its SQuAD/SWAG-shaped tasks), labelled as not the paper's quantity."""
+    proxy = metrics["proxy"]
+    if any(m.get("avg_glue") is not None for m in metrics["variants"].values()):
+        return "avg_glue", ("average of the GLUE-shaped PROXY tasks (%)" if proxy else
+                            "GLUE average over this run's GLUE tasks (%)")
+    return "avg", ("average of the SQuAD/SWAG-shaped PROXY tasks (%)" if proxy else
+                   "SQuAD/SWAG average (%), no GLUE task: not the paper's GLUE average")  # fmt: skip
+
+
 def score_vs_sparsity(p: dict, out: Path, metrics_json: Path) -> None:
     metrics = json.loads(metrics_json.read_text())
+    key, label = plotted_average(metrics)
     fig, (ours, theirs) = plt.subplots(1, 2, figsize=(10, 4))
     for v, m in metrics["variants"].items():
-        if m["avg"] is None:
+        if m.get(key) is None:
             continue
         color, marker = KIND_STYLE[m["kind"]]
-        lo, hi = m.get("intervals", {}).get("avg", [None, None])
+        lo, hi = m.get("intervals", {}).get(key, [None, None])
         if lo is not None and hi is not None:  # 95 % interval over seeds and eval examples
-            ours.errorbar(m["sparsity"], m["avg"], yerr=[[m["avg"] - lo], [hi - m["avg"]]], color=color, lw=0.8)
-        ours.scatter(m["sparsity"], m["avg"], color=color, marker=marker)
-        ours.annotate(v, (m["sparsity"], m["avg"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    what = "PROXY tasks" if metrics["proxy"] else "GLUE/SQuAD/SWAG dev"
-    ours.set(title=f"this run ({what})", xlabel="measured sparsity (%)", ylabel="average score (%)")
+            ours.errorbar(m["sparsity"], m[key], yerr=[[m[key] - lo], [hi - m[key]]], color=color, lw=0.8)
+        ours.scatter(m["sparsity"], m[key], color=color, marker=marker)
+        ours.annotate(v, (m["sparsity"], m[key]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    what = "PROXY tasks" if metrics["proxy"] else "dev sets"
+    ours.set(title=f"this run ({what})", xlabel="measured sparsity (%)", ylabel=label)
     for v, row in paper.GLUE.items():
         color, marker = KIND_STYLE[row["kind"]]
         theirs.scatter(row["sparsity"], row["avg"], color=color, marker=marker)
