@@ -3,6 +3,7 @@ and gradient accumulation (expected values computed by hand or with plain torch,
 
 from __future__ import annotations
 
+import inspect
 from contextlib import nullcontext
 
 import pytest
@@ -58,3 +59,19 @@ def test_accumulated_gradients_equal_one_pass_over_the_whole_batch():
                                          lambda idx: ((x[idx] @ w - y[idx]) ** 2).mean(), nullcontext)
     assert torch.allclose(w.grad, expected, atol=1e-6)
     assert loss.item() == pytest.approx(((x @ w - y) ** 2).mean().item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("switch", ["forward_sync_buffers", "broadcast_buffers"])
+def test_ddp_does_not_broadcast_the_buffers_before_every_forward(monkeypatch, switch):
+    """Each torch's own switch (2.13: forward_sync_buffers; 2.11: broadcast_buffers, which bumps the keep-mask's
+    version at every forward and so rebuilt flex's block masks every step) is turned off, and only that one."""
+    made = []
+
+    def ddp(module, device_ids=None, **kwargs):
+        made.append(kwargs)
+
+    ddp.__signature__ = inspect.Signature(
+        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in ("module", "device_ids", switch)])
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", ddp)
+    training.wrap_ddp(torch.nn.Linear(2, 2), training.Dist(world_size=2))
+    assert made == [{switch: False}]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import functools
 import gc
+import inspect
 import json
 import logging
 import math
@@ -384,12 +385,18 @@ def resume(state_dir: Path, model, optimizer, scheduler, total_steps: int) -> tu
 
 def wrap_ddp(model, env: Dist):
     """The model itself in one process; under torchrun a DistributedDataParallel wrapper (which broadcasts
-    rank 0's weights and all-reduces gradients). Checkpoints and outputs always use the bare model."""
+    rank 0's weights and all-reduces gradients). Checkpoints and outputs always use the bare model.
+
+    Buffers are not broadcast again before every forward: the model's buffers (the fixed keep-mask, position
+    and token-type ids) are built the same on every rank and never change. On torch 2.11 that broadcast copies
+    into the keep-mask in place, bumping its version (measured, 2 gloo ranks), so flex.BlockMaskCache rebuilt
+    its block masks every step. torch 2.13 renamed the switch (`broadcast_buffers` is deprecated there)."""
     if env.world_size == 1:
         return model
-    return torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[env.device.index] if env.device.type == "cuda" else None
-    )
+    ddp = torch.nn.parallel.DistributedDataParallel
+    no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
+                      else {"broadcast_buffers": False})
+    return ddp(model, device_ids=[env.device.index] if env.device.type == "cuda" else None, **no_buffer_sync)
 
 
 def micro_batch_size(batch_size: int, micro: int | None, env: Dist) -> int:
