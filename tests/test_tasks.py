@@ -84,6 +84,39 @@ def test_swag_csv_loads_with_hub_columns(tmp_path):
     assert data["validation"]["label"] == [0, 3]
 
 
+MRPC_WITH_BOM = ("\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+                 "1\t702876\t702977\tHe said so .\tSo he said .\n")  # as download_glue_data.py writes it
+
+
+def test_glue_mrpc_with_a_byte_order_mark_loads(tmp_path):
+    """GLUE's download_glue_data.py writes MRPC train.tsv/dev.tsv with a UTF-8 byte order mark before 'Quality';
+    read as plain UTF-8 the first column was '\ufeffQuality' and the loader said the column was missing."""
+    for split in ("train", "dev"):
+        (tmp_path / f"{split}.tsv").write_text(MRPC_WITH_BOM, encoding="utf-8")
+    assert (tmp_path / "train.tsv").read_bytes()[:4] == b"\xef\xbb\xbfQ"
+    mrpc = load_task("mrpc", {"path": str(tmp_path)})["train"]
+    assert mrpc[0] == {"sentence1": "He said so .", "sentence2": "So he said .", "label": 1, "idx": 0}
+
+
+def test_squad_and_swag_with_a_byte_order_mark_load(tmp_path):
+    """A byte order mark (Windows editors write one) is not text in any format: json.loads refused it, and the
+    SWAG CSV's first (unnamed) column name would have been '\ufeff'."""
+    for folder in (write_squad(tmp_path / "squad", "v1.1"), write_swag(tmp_path / "swag")):
+        for path in folder.iterdir():
+            path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert load_task("squad_v1", {"path": str(tmp_path / "squad")})["train"][0]["id"] == "q1"
+    assert load_task("swag", {"path": str(tmp_path / "swag")})["train"]["label"] == [0, 3]
+
+
+def test_bad_byte_after_a_byte_order_mark_is_located_in_the_file(tmp_path):
+    """The byte named is counted from the file's start, byte order mark included (3 bytes + 'sentence\tlabel\n'
+    (15) + 'ok' = byte 20 is the invalid 0xff)."""
+    for split in ("train", "dev"):
+        (tmp_path / f"{split}.tsv").write_bytes(b"\xef\xbb\xbfsentence\tlabel\nok\xff\t1\n")
+    with pytest.raises(UserError, match=r"train\.tsv: not UTF-8 text \(invalid start byte at byte 20\)$"):
+        load_task("sst2", {"path": str(tmp_path)})
+
+
 # ------------------------------------------------------------------------------------------ bad input
 
 

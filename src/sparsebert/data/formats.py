@@ -10,12 +10,14 @@ writers) of the benchmarks' original file formats.
   "answers": [{"text", "answer_start"}], "is_impossible" (v2)}]}]}]}.
 - SWAG CSV (train.csv / val.csv): `,video-id,fold-ind,startphrase,sent1,sent2,gold-source,ending0..3,label`.
 
+Files are UTF-8, with or without a leading byte order mark (GLUE's MRPC train.tsv and dev.tsv start with one).
 Every reader returns a `datasets.Dataset` with the hub's features (`tasks.hub_features`), rows in file order,
 and turns any problem into one `UserError` naming the file and, where it applies, the line.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -57,10 +59,14 @@ def read_split(spec: TaskSpec, folder, filename: str) -> datasets.Dataset:
     if not path.is_file():
         expected = ", ".join(f for _, f in spec.files)
         raise UserError(f"{path}: file not found (task {spec.name} reads {expected} from {folder})")
+    data = path.read_bytes()
+    # utf-8-sig: a leading byte order mark is not text. GLUE's download_glue_data.py writes one at the start of
+    # MRPC's train.tsv and dev.tsv (read as UTF-8, the first column is '\ufeffQuality'), Windows editors too.
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:  # utf-8-sig counts from after the mark
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {bom + e.start})") from None
     readers = {"glue_tsv": read_glue_tsv, "squad_json": read_squad_json, "swag_csv": read_swag_csv}
     rows = readers[spec.file_format](spec, path, text)
     return datasets.Dataset.from_list(rows, features=hub_features(spec))
