@@ -165,6 +165,25 @@ def test_squad_answer_not_in_context_names_file_line_and_question(tmp_path):
         load_task("squad_v2", {"path": str(tmp_path)})
 
 
+def test_squad_error_location_is_only_computed_for_a_failing_question(tmp_path, monkeypatch):
+    """Locating a question's line scans the whole file; doing it for every question made loading quadratic in
+    the file's size (SQuAD v2.0's train set: minutes). A valid file never looks a line up; a bad one once."""
+    from sparsebert.data import formats
+
+    calls = []
+    line_of = formats._line_of
+    monkeypatch.setattr(formats, "_line_of", lambda text, needle: calls.append(needle) or line_of(text, needle))
+    load_task("squad_v2", {"path": str(write_squad(tmp_path, "v2.0"))})
+    assert calls == []
+    bad = squad_json("v2.0")
+    del bad["data"][0]["paragraphs"][0]["qas"][1]["question"]
+    (tmp_path / "train-v2.0.json").write_text(json.dumps(bad, indent=1))
+    with pytest.raises(UserError, match=r"train-v2\.0\.json:\d+: question 'q2': missing or malformed field "
+                                        r"'question'$"):
+        load_task("squad_v2", {"path": str(tmp_path)})
+    assert calls == ['"q2"']
+
+
 def test_squad_v1_rejects_unanswerable_questions(tmp_path):
     (tmp_path / "train-v1.1.json").write_text(json.dumps(squad_json("v2.0")))
     (tmp_path / "dev-v1.1.json").write_text(json.dumps(squad_json("v1.1")))

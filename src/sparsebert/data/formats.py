@@ -147,6 +147,17 @@ def _line_of(text: str, needle: str) -> int:
     return text.count("\n", 0, pos) + 1 if pos >= 0 else 1
 
 
+def _where(path: Path, text: str, qa: dict) -> str:
+    """'file:line: question ID' of a question that fails. Only computed on failure: it scans the file, so
+    computing it for every question made loading quadratic in the file's size (minutes for SQuAD's train set)."""
+    qid = str(qa.get("id", ""))
+    return f"{path}:{_line_of(text, json.dumps(qid))}: question {qid!r}"
+
+
+class _BadQuestion(ValueError):
+    """A question that cannot be read; `read_squad_json` adds where it is."""
+
+
 def read_squad_json(spec: TaskSpec, path: Path, text: str) -> list[dict]:
     try:
         obj = json.loads(text)
@@ -158,28 +169,28 @@ def read_squad_json(spec: TaskSpec, path: Path, text: str) -> list[dict]:
     for article in obj["data"]:
         for paragraph in article.get("paragraphs", []):
             for qa in paragraph.get("qas", []):
-                qid = str(qa.get("id", ""))
-                where = f"{path}:{_line_of(text, json.dumps(qid))}: question {qid!r}"
                 try:
-                    rows.append(_squad_row(spec, article, paragraph, qa, where))
+                    rows.append(_squad_row(spec, article, paragraph, qa))
                 except (KeyError, TypeError) as e:
-                    raise UserError(f"{where}: missing or malformed field {e}") from None
+                    raise UserError(f"{_where(path, text, qa)}: missing or malformed field {e}") from None
+                except _BadQuestion as e:
+                    raise UserError(f"{_where(path, text, qa)}: {e}") from None
     if not rows:
         raise UserError(f"{path}: no questions found")
     return rows
 
 
-def _squad_row(spec: TaskSpec, article: dict, paragraph: dict, qa: dict, where: str) -> dict:
+def _squad_row(spec: TaskSpec, article: dict, paragraph: dict, qa: dict) -> dict:
     context = paragraph["context"]
     answers = [] if qa.get("is_impossible", False) else qa["answers"]
     if not answers and not spec.unanswerable:
-        raise UserError(f"{where}: no answers (unanswerable questions only exist in SQuAD v2.0)")
+        raise _BadQuestion("no answers (unanswerable questions only exist in SQuAD v2.0)")
     for answer in answers:
         start, answer_text = answer["answer_start"], answer["text"]
         found = context[start : start + len(answer_text)]
         if not isinstance(start, int) or found != answer_text:
-            raise UserError(f"{where}: answer {answer_text!r} does not match the context at answer_start "
-                            f"{start} (context has {found!r} there)")  # fmt: skip
+            raise _BadQuestion(f"answer {answer_text!r} does not match the context at answer_start {start} "
+                               f"(context has {found!r} there)")  # fmt: skip
     return {
         "id": str(qa["id"]),
         "title": article.get("title", ""),
