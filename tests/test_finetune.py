@@ -89,6 +89,19 @@ def test_every_head_trains_and_reports_official_metrics(assets, tmp_path, task):
         assert got == pytest.approx(metrics["eval"][split]), split
 
 
+@pytest.mark.parametrize("epochs,steps", [(2.0, 4), (1.5, 3), (0.1, 1)])
+def test_fractional_epochs_train_int_of_steps_per_epoch_times_epochs(assets, tmp_path, epochs, steps):
+    """The schema allows a number and the official run_squad.sh passes epochs "2.0": 2.0 crashed range() with
+    a float step count. SST-2's 2 training rows at batch 1 are 2 steps an epoch: 2.0 -> 4 steps, 1.5 -> 3 (as
+    run_squad.py's int(examples / batch x epochs)), 0.1 -> at least 1 (int gives 0)."""
+    out = tmp_path / "ft"
+    assert run_finetune(assets, "sst2", out, {"epochs": epochs}) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["steps"], metrics["epochs"]) == (steps, epochs)
+    logged = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, steps + 1))  # log_every 1
+
+
 def test_finetuned_model_keeps_the_pretrained_mask(assets, tmp_path):
     from sparsebert.finetune import load_pretrained
 

@@ -164,7 +164,7 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
     steps_per_epoch = len(train_set) // batch_size
     if steps_per_epoch == 0:
         raise UserError(f"task {task}: {len(train_set)} training features, fewer than one batch of {batch_size}")
-    total_steps = steps_per_epoch * params["epochs"]
+    total_steps = max(1, int(steps_per_epoch * params["epochs"]))  # epochs may be 1.5: as Google's run_squad.py
     micro = training.micro_batch_size(batch_size, None, env)
     optimizer = training.build_optimizer(model, {**params, "optimizer": "adamw"})
     scheduler = training.build_scheduler(optimizer, {**params, "schedule": "linear"}, total_steps)
