@@ -103,8 +103,8 @@ _SPECS = [
              "matthews_correlation", "glue_tsv", (("train", "train.tsv"), ("validation", "dev.tsv")),
              ("unacceptable", "acceptable"), tsv_columns=("sentence", "label"),
              tsv_names=("source", "label", "author_label", "sentence"), proxy=True,
-             description="PROXY (CoLA-shaped): is this corpus sentence intact (1), or have two of its words "
-                         "been swapped or one replaced by a random corpus word (0)?"),
+             description="PROXY (CoLA-shaped): is this corpus sentence intact (1), or have a third of its words "
+                         "(at least two) been replaced by words of random corpus sentences (0)?"),
     TaskSpec("proxy_pair", "classification", 3, ("sentence1", "sentence2"), ("accuracy",), "accuracy",
              "glue_tsv", (("train", "train.tsv"), ("validation", "dev.tsv")),
              ("next", "same_document", "other_document"), tsv_columns=("sentence1", "sentence2", "label"),
@@ -119,12 +119,15 @@ _SPECS = [
                          "replacements; score = 5 x the fraction of sentence1's word bigrams kept in sentence2."),
     TaskSpec("proxy_qa", "span", 2, ("question", "context"), _SQUAD_V2, "f1", "squad_json",
              (("train", "train-v2.0.json"), ("validation", "dev-v2.0.json")), unanswerable=True, proxy=True,
-             description="PROXY (SQuAD v2-shaped): which 1-3 words follow a quoted three-word cue in the passage? "
-                         "Unanswerable when the cue is a phrase of the sentence after the passage, not in it."),
+             description="PROXY (SQuAD v2-shaped): the passage is two sentences of two documents; the question "
+                         "'Which sentence has: w1 w2 w3 w4?' gives four words of one of them in random order and "
+                         "the answer is that whole sentence. Unanswerable (a third of the questions) when the four "
+                         "words come from a sentence of a third document."),
     TaskSpec("proxy_choice", "multiple_choice", 4, ("sent1", "sent2"), ("accuracy",), "accuracy", "swag_csv",
              (("train", "train.csv"), ("validation", "val.csv")), ("0", "1", "2", "3"), proxy=True,
-             description="PROXY (SWAG-shaped): given a sentence and the start of the next one, pick its true "
-                         "ending among its own ending with words shuffled and two endings from the same document."),
+             description="PROXY (SWAG-shaped): given a sentence and the first 2-3 words of the next one, pick "
+                         "the next one's true ending among it and three endings of sentences of other documents "
+                         "(cut after the same number of words)."),
 ]  # fmt: skip
 
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in _SPECS}
