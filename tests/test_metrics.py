@@ -49,12 +49,54 @@ def test_squad_normalization(raw, normalized):
     assert metrics.normalize_answer(raw) == normalized
 
 
-def test_squad_exact_and_f1_by_hand():
+@pytest.mark.parametrize("version", ["v1.1", "v2.0"])
+def test_squad_exact_and_f1_by_hand(version):
     assert metrics.squad_exact("The Normans", "normans.") == 1.0
     # pred "normans in normandy" vs gold "the normans": common 1, p = 1/3, r = 1/1 -> f1 = 0.5
-    assert metrics.squad_f1("normans in normandy", "the normans") == pytest.approx(0.5)
-    assert metrics.squad_f1("a", "the") == 1.0  # both normalize to empty
-    assert metrics.squad_f1("", "Rollo") == 0.0
+    assert metrics.squad_f1("normans in normandy", "the normans", version) == pytest.approx(0.5)
+    assert metrics.squad_f1("", "Rollo", version) == 0.0
+
+
+def test_squad_f1_of_two_empty_answers_differs_by_version():
+    """"a" and "the" both normalize to empty. evaluate-v1.1.py: no common token -> 0. evaluate-v2.0.py: an empty
+    side scores 1 when both are empty (that is how "no answer" is right on an unanswerable question)."""
+    assert metrics.squad_exact("a", "the") == 1.0
+    assert metrics.squad_f1("a", "the", "v1.1") == 0.0
+    assert metrics.squad_f1("a", "the", "v2.0") == 1.0
+    with pytest.raises(ValueError, match=r"^unknown SQuAD version 'v3'; valid: v1\.1, v2\.0$"):
+        metrics.squad_f1("a", "the", "v3")
+
+
+def test_squad_v1_keeps_every_gold_answer_as_evaluate_v1_1_does():
+    """evaluate-v1.1.py scores against every gold as given, even one that normalizes to empty (v2.0's dropping
+    of such golds used to be applied to v1.1 too). By hand:
+    - "" vs ["The"]: normalized "" == "" -> EM 1; no common token -> F1 0 (v2.0's rules gave 1 and 1);
+    - "the" vs ["The", "Paris"]: EM 1 against "The"; F1 0 against both (v2.0's rules: only "Paris", 0 and 0);
+    - "Paris!" vs ["Paris"]: EM 1, F1 1.
+    EM (1 + 1 + 1) / 3 = 100 %, F1 (0 + 0 + 1) / 3 = 33.3 %."""
+    refs = {"article": ["The"], "article_or_name": ["The", "Paris"], "name": ["Paris"]}
+    preds = {"article": "", "article_or_name": "the", "name": "Paris!"}
+    assert metrics.squad_v1(preds, refs) == pytest.approx({"exact_match": 100.0, "f1": 100 / 3})
+    with pytest.raises(ValueError, match=r"^1 questions have no gold answer, e\.g\. \['none'\]; SQuAD v1\.1 has no "
+                                         r"unanswerable questions \(score them as v2\.0\)$"):
+        metrics.squad_v1({**preds, "none": ""}, {**refs, "none": []})
+
+
+def test_squad_v2_has_answer_is_a_non_empty_gold_list_as_evaluate_v2_0_says():
+    """evaluate-v2.0.py: a question is HasAns when its answer list is non-empty (bool(qa['answers'])), even if
+    every answer normalizes to empty; scoring drops such golds and falls back to "". By hand:
+    - "" vs ["The"]: HasAns; golds -> [""]: EM 1, F1 1 (both empty);
+    - "the" vs ["The", "Paris"]: HasAns; golds -> ["Paris"]: EM 0, F1 0 (an empty side, the other not);
+    - "" vs []: NoAns; EM 1, F1 1.
+    Overall 2/3; HasAns (1 + 0) / 2 = 50 % of 2 questions; NoAns 100 % of 1 (the old rule counted "article" as
+    NoAns)."""
+    refs = {"article": ["The"], "article_or_name": ["The", "Paris"], "none": []}
+    preds = {"article": "", "article_or_name": "the", "none": ""}
+    assert metrics.squad_v2(preds, refs) == pytest.approx({
+        "exact": 200 / 3, "f1": 200 / 3, "total": 3,
+        "HasAns_exact": 50.0, "HasAns_f1": 50.0, "HasAns_total": 2,
+        "NoAns_exact": 100.0, "NoAns_f1": 100.0, "NoAns_total": 1,
+    })  # fmt: skip
 
 
 def test_squad_v1_best_of_gold():
@@ -134,9 +176,9 @@ def test_regression_metrics_computed_in_float64():
 def test_squad_f1_counts_repeated_tokens_once_per_match():
     # pred "the the cat cat cat" -> "cat cat cat" (articles go); gold "cat sat cat": common = min(3, 2) = 2 cats,
     # p = 2/3, r = 2/3 -> f1 = 2/3 (counting every predicted token found in gold would give p = 1)
-    assert metrics.squad_f1("the the cat cat cat", "cat sat cat") == pytest.approx(2 / 3)
+    assert metrics.squad_f1("the the cat cat cat", "cat sat cat", "v1.1") == pytest.approx(2 / 3)
     # pred "x y x" vs gold "y x y y": common = min(2, 1) x + min(1, 3) y = 2; p = 2/3, r = 2/4 -> 2pr/(p+r) = 4/7
-    assert metrics.squad_f1("x y x", "y x y y") == pytest.approx(4 / 7)
+    assert metrics.squad_f1("x y x", "y x y y", "v2.0") == pytest.approx(4 / 7)
 
 
 def test_error_messages_name_the_problem():

@@ -4,11 +4,17 @@ Scales follow each benchmark's own convention so numbers compare directly with p
 GLUE and SWAG metrics are fractions in [0, 1] (as HF `evaluate`'s glue metric reports them), SQuAD metrics
 are percentages in [0, 100] (as the official v1.1 / v2.0 evaluation scripts report them).
 
-SQuAD scoring (our own implementation of the official rules):
+SQuAD scoring (our own implementation of the rules of the official evaluate-v1.1.py and evaluate-v2.0.py,
+which differ where an answer normalizes to empty; each version is scored by its own script's rules):
 - answers are normalized: lowercase, punctuation removed, articles a/an/the removed, whitespace collapsed;
-- exact match and token F1 are taken against every gold answer and the best one counts;
-- v2.0: a question with no gold answer is scored against the empty string, so predicting "" there scores
-  1 (EM and F1) and any non-empty prediction scores 0; HasAns/NoAns report the two halves separately.
+- exact match: the normalized strings are equal; token F1: from the tokens the two have in common (none: 0);
+- each question scores its best gold answer;
+- v1.1 keeps every gold answer as given: a prediction "" against the gold "The" (both normalize to empty) is
+  EM 1 and F1 0 (no common token);
+- v2.0 drops gold answers that normalize to empty, and a question left with none (an unanswerable one) is
+  scored against the empty string; an empty side scores F1 1 when the other is empty too, else 0. So predicting
+  "" there scores 1 (EM and F1) and any non-empty prediction 0. HasAns/NoAns split the questions by whether
+  their list of gold answers is empty (as given: a gold "The" makes a HasAns question).
 """
 
 from __future__ import annotations
@@ -92,15 +98,21 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.split())
 
 
+SQUAD_VERSIONS = ("v1.1", "v2.0")
+
+
 def squad_exact(prediction: str, gold: str) -> float:
     return float(normalize_answer(prediction) == normalize_answer(gold))
 
 
-def squad_f1(prediction: str, gold: str) -> float:
-    """Token-overlap F1 after normalization; if either side is empty, 1 only when both are."""
+def squad_f1(prediction: str, gold: str, version: str) -> float:
+    """Token-overlap F1 after normalization; no common token scores 0. v2.0 only: if either side is empty,
+    1 when both are (two empty answers have no common token: v1.1 scores them 0)."""
+    if version not in SQUAD_VERSIONS:
+        raise ValueError(f"unknown SQuAD version {version!r}; valid: {', '.join(SQUAD_VERSIONS)}")
     pred_tokens = normalize_answer(prediction).split()
     gold_tokens = normalize_answer(gold).split()
-    if not pred_tokens or not gold_tokens:
+    if version == "v2.0" and (not pred_tokens or not gold_tokens):
         return float(pred_tokens == gold_tokens)
     common = collections.Counter(pred_tokens) & collections.Counter(gold_tokens)
     overlap = sum(common.values())
@@ -111,10 +123,12 @@ def squad_f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def best_of_gold(score, prediction: str, golds: Sequence[str]) -> float:
-    """Max of `score` over gold answers; no gold answer means the question is unanswerable (gold = "")."""
-    golds = [g for g in golds if normalize_answer(g)] or [""]
-    return max(score(prediction, g) for g in golds)
+def best_of_gold(prediction: str, golds: Sequence[str], version: str) -> tuple[float, float]:
+    """(exact match, F1) of one question, each the max over its gold answers. v1.1: every gold as given;
+    v2.0: the golds that do not normalize to empty, or the empty string if none is left (unanswerable)."""
+    if version == "v2.0":
+        golds = [g for g in golds if normalize_answer(g)] or [""]
+    return max(squad_exact(prediction, g) for g in golds), max(squad_f1(prediction, g, version) for g in golds)
 
 
 def _check_ids(predictions: Mapping, references: Mapping) -> None:
@@ -126,20 +140,20 @@ def _check_ids(predictions: Mapping, references: Mapping) -> None:
 def squad_v1(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> dict:
     """SQuAD v1.1: exact_match and f1 in percent, averaged over the reference questions."""
     _check_ids(predictions, references)
-    em = [best_of_gold(squad_exact, predictions[qid], golds) for qid, golds in references.items()]
-    f = [best_of_gold(squad_f1, predictions[qid], golds) for qid, golds in references.items()]
-    return {"exact_match": 100 * float(np.mean(em)), "f1": 100 * float(np.mean(f))}
+    unanswerable = sorted(qid for qid, golds in references.items() if len(golds) == 0)
+    if unanswerable:  # evaluate-v1.1.py would take the max of nothing
+        raise ValueError(f"{len(unanswerable)} questions have no gold answer, e.g. {unanswerable[:3]}; SQuAD v1.1 "
+                         "has no unanswerable questions (score them as v2.0)")  # fmt: skip
+    scores = np.array([best_of_gold(predictions[q], golds, "v1.1") for q, golds in references.items()]).reshape(-1, 2)
+    return {"exact_match": 100 * float(np.mean(scores[:, 0])), "f1": 100 * float(np.mean(scores[:, 1]))}
 
 
 def squad_v2(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> dict:
     """SQuAD v2.0: exact and f1 overall, then over answerable (HasAns) and unanswerable (NoAns) questions."""
     _check_ids(predictions, references)
-    em, f, has_answer = [], [], []
-    for qid, golds in references.items():
-        em.append(best_of_gold(squad_exact, predictions[qid], golds))
-        f.append(best_of_gold(squad_f1, predictions[qid], golds))
-        has_answer.append(any(normalize_answer(g) for g in golds))
-    em, f, has_answer = np.array(em), np.array(f), np.array(has_answer, dtype=bool)
+    scores = np.array([best_of_gold(predictions[q], golds, "v2.0") for q, golds in references.items()]).reshape(-1, 2)
+    em, f = scores[:, 0], scores[:, 1]
+    has_answer = np.array([len(golds) > 0 for golds in references.values()], dtype=bool)
     out = {"exact": 100 * float(em.mean()), "f1": 100 * float(f.mean()), "total": int(len(em))}
     for prefix, subset in (("HasAns", has_answer), ("NoAns", ~has_answer)):
         if subset.any():  # the official script omits a half that has no questions
