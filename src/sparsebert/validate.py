@@ -286,8 +286,8 @@ def _check_finetune(run: _Run) -> None:
                                   f"models pretrained with {model_key}.model (raise its max_position_embeddings)"),
                                  []).append(task)
                 break
-        # Beyond the pretraining length the masks are extended (SparseBertModel.extend_mask: registry masks
-        # are rebuilt at that length, learned ones follow dam.extend_keep). HOOK: a mask kind that cannot
+        # Beyond the pretraining length the masks are extended (SparseBertModel.extend_mask: the pretrained
+        # block kept, registry masks rebuilt beyond it, learned ones following dam.extend_keep). HOOK: a mask kind that cannot
         # extend must be checked here, with the rule the code applies; do not invent one.
         if spec.kind == "span" and length - r["max_query_length"] - 3 < 1:
             found.setdefault((f"{key}.max_query_length", f"{r['max_query_length']} leaves no room for the context "
