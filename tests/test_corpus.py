@@ -183,6 +183,21 @@ def test_wikitext_is_reduced_to_prose():
                                              "The island was settled by the Arawak long ago."]
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_word(tmp_path):
+    """Files saved by some editors start with a UTF-8 byte order mark: it must not stick to the first word
+    (whole-file and line-by-line reading), and a bad byte after it is still reported on its own line."""
+    from sparsebert.data import corpus
+
+    good = tmp_path / "bom.txt"
+    good.write_bytes(b"\xef\xbb\xbfHello there.\nSecond line.\n")
+    assert corpus.read_text(good) == "Hello there.\nSecond line.\n"
+    assert list(corpus.read_lines(good)) == ["Hello there.\n", "Second line.\n"]
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xef\xbb\xbfok\nbad \xff here\n")
+    with pytest.raises(UserError, match=r"bad\.txt:2: not valid UTF-8 \(byte 0xff\)"):
+        corpus.read_text(bad)
+
+
 def test_non_utf8_input_is_an_error_naming_file_and_line(tmp_path):
     (tmp_path / "texts").mkdir()
     (tmp_path / "texts" / "bad.txt").write_bytes(b"fine line\nbad \xff byte\n")

@@ -29,6 +29,7 @@ corpus is either exactly what was read or nothing).
 from __future__ import annotations
 
 import bz2
+import codecs
 import hashlib
 import importlib.util
 import json
@@ -86,13 +87,16 @@ Shard.ALL = Shard()  # type: ignore[attr-defined]  # every document (the source 
 
 
 def read_text(path: Path) -> str:
-    """Decode a file as UTF-8; a bad byte is a UserError naming the file and line."""
+    """Decode a file as UTF-8, without the byte order mark some editors write first (it would stick to the first
+    word); a bad byte is a UserError naming the file and line."""
     data = Path(path).read_bytes()
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
-        return data.decode("utf-8")
+        return data[bom:].decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x}); re-encode the file as UTF-8") from None
+        at = bom + e.start
+        line = data[:at].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[at]:02x}); re-encode the file as UTF-8") from None
 
 
 def read_lines(path: Path) -> Iterator[str]:
@@ -100,6 +104,8 @@ def read_lines(path: Path) -> Iterator[str]:
     byte is a UserError naming the file and line."""
     with open(path, "rb") as f:
         for number, line in enumerate(f, 1):
+            if number == 1 and line.startswith(codecs.BOM_UTF8):  # a byte order mark is not text
+                line = line[len(codecs.BOM_UTF8):]
             try:
                 yield line.decode("utf-8")
             except UnicodeDecodeError as e:
