@@ -299,6 +299,19 @@ def test_the_ddp_wrapper_is_gone_before_the_process_group(tiny_pretraining_data,
     assert alive_at_teardown == [False]
 
 
+def test_rank_0_finishes_after_the_ranks_have_parted(tiny_pretraining_data, tmp_path, monkeypatch):
+    """At paper scale the final evaluation and unigram count take minutes on rank 0: the other ranks must not
+    wait for them in the teardown's barrier (NCCL gives up after 10 min), so the group goes first."""
+    from sparsebert import pretrain, training
+
+    order = []
+    finish = pretrain._finish
+    monkeypatch.setattr(training, "teardown_distributed", lambda: order.append("teardown"))
+    monkeypatch.setattr(pretrain, "_finish", lambda *a: order.append("finish") or finish(*a))
+    summary = train_in_process(tiny_pretraining_data, tmp_path / "run", {"max_steps": 2, "batch_size": 16})
+    assert order == ["teardown", "finish"] and summary["backend"] is None and summary["steps"] == 2
+
+
 def test_a_micro_batch_that_does_not_divide_the_batch_is_one_clear_error(tiny_pretraining_data, tmp_path):
     with pytest.raises(UserError, match="batch_size 16 is not divisible by world_size 1 x micro_batch_size 5"):
         train_in_process(tiny_pretraining_data, tmp_path / "bad", {"max_steps": 2, "micro_batch_size": 5})

@@ -98,18 +98,22 @@ def to_device(batch: dict, device) -> dict:
     return {k: (v.pin_memory() if to_gpu else v).to(device, non_blocking=to_gpu).long() for k, v in batch.items()}
 
 
-def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam_lambda, out_dir, state_dir) -> dict:
+def vocab_size_of(tokenizer_dir) -> int:
     from transformers import BertTokenizerFast
 
+    if not (Path(tokenizer_dir) / "tokenizer.json").exists() and not (Path(tokenizer_dir) / "vocab.txt").exists():
+        raise UserError(f"tokenizer not found at {tokenizer_dir}")
+    return len(BertTokenizerFast.from_pretrained(str(tokenizer_dir)))
+
+
+def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam_lambda, out_dir, state_dir) -> dict:
     env = training.setup_distributed()
     preemption.install()  # SIGTERM/SIGUSR1: finish the step, checkpoint, exit (see preemption.py)
     out_dir, state_dir = Path(out_dir), Path(state_dir)
     data = load_examples(examples_dir)
     train_set = data["train"]
     seq_len = train_set.seq_len
-    if not (Path(tokenizer_dir) / "tokenizer.json").exists() and not (Path(tokenizer_dir) / "vocab.txt").exists():
-        raise UserError(f"tokenizer not found at {tokenizer_dir}")
-    vocab_size = len(BertTokenizerFast.from_pretrained(str(tokenizer_dir)))
+    vocab_size = vocab_size_of(tokenizer_dir)
 
     # Same initial weights on every rank; then per-rank streams for dropout / Gumbel noise.
     training.seed_everything(recipe["seed"])
@@ -171,13 +175,16 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
     if is_dam and not any(s == total_steps for s, _ in snapshots):
         snapshots.append((total_steps, model.bert.dam.snapshot()))
 
-    summary = {}
-    if env.is_main:
-        batching = {"micro_batch_size": micro, "accumulation_steps": accumulation, "model_run": runner.mode}
-        summary = _finish(model, data, recipe, env, out_dir, logger, snapshots, dam_lambda, is_dam, batching)
+    batching = {"micro_batch_size": micro, "accumulation_steps": accumulation, "model_run": runner.mode,
+                "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None}
     del ddp, runner  # the wrapper (held by the runner too) goes before the group: see teardown_distributed
+    # The ranks part before rank 0 finishes alone: _finish uses no collective, and at paper scale its evaluation
+    # and unigram count (billions of ids) take minutes, past which the other ranks would time out waiting in the
+    # teardown's barrier (NCCL's default: 10 min).
     training.teardown_distributed()
-    return summary
+    if not env.is_main:
+        return {}
+    return _finish(model, data, recipe, env, out_dir, logger, snapshots, dam_lambda, is_dam, batching)
 
 
 class _Running:
@@ -270,10 +277,10 @@ def unigram_baseline(train, validation, limit: int) -> float:
 
 def _finish(model, data, recipe, env, out_dir, logger, snapshots, dam_lambda, is_dam, batching: dict) -> dict:
     """Final artefacts, each written atomically: model/, summary.json, log.jsonl (+ DAM mask, snapshots).
-    `batching`: how the global batch was run (micro-batch, accumulation steps, compiled or eager)."""
+    `batching`: how the global batch was run (micro-batch, accumulation steps, compiled or eager, DDP backend).
+    Rank 0 alone, after the process group is gone: nothing here may use a collective."""
     summary = {"variant_mask": model.config.attention_mask_type, "steps": recipe["max_steps"], "seed": recipe["seed"],
                "world_size": env.world_size, "parameters": sum(p.numel() for p in model.parameters()), **batching,
-               "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
                **precision.resolve(recipe["precision"], env.device).record()}
     if "validation" in data and len(data["validation"]):
         # In training's micro-batches: the global batch (65,536 in paper.yaml) in one fp32 pass would need ~50 GB.
