@@ -569,6 +569,15 @@ def test_run_on_gpus_runs_as_is_under_slurm_or_without_gpus(lock_dir, fake_exec,
     assert not lock_dir.exists()
 
 
+def test_a_job_of_no_gpus_does_not_look_for_gpus(lock_dir, fake_exec, monkeypatch):
+    """A CPU job (count 0) runs as is without asking the machine for its GPUs: no nvidia-smi call (up to 60 s
+    on a broken driver), and a bad SPARSEBERT_GPUS, which only GPU jobs read, does not stop it."""
+    monkeypatch.setattr(launch, "machine_gpus", lambda env: pytest.fail("a CPU job looked for GPUs"))
+    environ = {"SPARSEBERT_GPUS": "two", "SPARSEBERT_GPU_LOCK_DIR": str(lock_dir)}
+    run_on_gpus(0, ["prog"], environ)
+    assert fake_exec.calls == [("prog", ["prog"], environ)]
+
+
 def test_jobs_sharing_one_slurm_allocation_take_slots_among_its_gpus(lock_dir, fake_exec):
     """Snakemake started inside a 4-GPU allocation (`salloc`, then `snakemake --cores`): every job sees the 4
     GPUs and SLURM_JOB_ID. Jobs of 1 GPU must each get their own (0, then 1), not all run on the first; a job

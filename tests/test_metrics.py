@@ -80,6 +80,9 @@ def test_squad_v1_keeps_every_gold_answer_as_evaluate_v1_1_does():
     with pytest.raises(ValueError, match=r"^1 questions have no gold answer, e\.g\. \['none'\]; SQuAD v1\.1 has no "
                                          r"unanswerable questions \(score them as v2\.0\)$"):
         metrics.squad_v1({**preds, "none": ""}, {**refs, "none": []})
+    empty = {f"q{i}": [] for i in range(5)}  # the message shows the first three, sorted
+    with pytest.raises(ValueError, match=r"^5 questions have no gold answer, e\.g\. \['q0', 'q1', 'q2'\]; "):
+        metrics.squad_v1(dict.fromkeys(empty, ""), empty)
 
 
 def test_squad_v2_has_answer_is_a_non_empty_gold_list_as_evaluate_v2_0_says():

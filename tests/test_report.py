@@ -484,6 +484,25 @@ def test_write_tables_on_real_tasks_with_one_seed(tmp_path):
     assert other[9] == "| longformer | fixed | 88.7 | 50.0 ± 50.0 | 50.0 ± 50.0 | 50.0 ± 50.0 |"
 
 
+@pytest.mark.parametrize("tasks, note", [
+    (("sst2", "rte"), " delta_avg is left empty: the paper's Avg is over its 9 GLUE columns (mnli_m, mnli_mm, qqp, "
+                      "qnli, sst2, cola, stsb, mrpc, rte), ours over sst2, rte."),
+    (("squad_v1",), ""),  # no GLUE task: no average to compare, nothing to explain
+])
+def test_the_glue_note_says_why_delta_avg_is_empty_only_when_it_is(tmp_path, tasks, note):
+    """Real tasks, one seed: the note names every GLUE column our average is over; a run with no GLUE task has
+    no GLUE average, and its note says nothing about delta_avg."""
+    answers = {"dense": [0, 1, 1, 1], "longformer": [1, 0, 0, 0]}
+    preds = {v: {"sst2": a, "rte": a, "squad_v1": {"q0": "d", "q1": "b"}} for v, a in answers.items()}
+    refs = {"sst2": [0, 1, 1, 1], "rte": [0, 1, 1, 1], "squad_v1": {"q0": ["d"], "q1": ["b"]}}
+    p = tiny_tree(tmp_path, tasks=tasks, seeds=(0,), proxy=False, predictions=preds, references=refs)
+    write_tables(p, tmp_path / "tables")
+    text = (tmp_path / "tables/glue.md").read_text().splitlines()[4]
+    assert text.endswith("README of github.com/han-shi/SparseBERT; paper-scale: BERT-base, seq 128, LAMB global "
+                         "batch 65,536 x 7038 steps, BookCorpus+Wikipedia, real GLUE dev." + note)
+    assert ("delta_avg" in text) == bool(note)
+
+
 def test_run_records_give_seeds_variants_searches_and_folders():
     p = {"variants": [{"name": "dense", "role": "fixed", "pretrained": "pre/dense/{seed}",
                        "finetuned": "ft/dense/{seed}/{task}"},

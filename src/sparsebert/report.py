@@ -291,9 +291,9 @@ def score_columns(frame: pd.DataFrame, tasks: list[str], glue: bool) -> list[str
 
 
 def averages_paper_columns(cols: list[str]) -> bool:
-    """Whether the average over `cols` (their non-`_em` columns) is over exactly the paper's 9 GLUE columns:
-    only then can it be subtracted from the paper's Avg (a subset, or WNLI added, averages other tasks)."""
-    return sorted(c for c in cols if not c.endswith("_em")) == sorted(paper.GLUE_COLUMNS)
+    """Whether the average over the GLUE columns `cols` is over exactly the paper's 9: only then can it be
+    subtracted from the paper's Avg (a subset, or WNLI added, averages other tasks)."""
+    return sorted(cols) == sorted(paper.GLUE_COLUMNS)
 
 
 def build_table(frame: pd.DataFrame, cols: list[str], proxy: bool, with_paper: bool,
