@@ -193,9 +193,9 @@ def _rng_state() -> dict:
     numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)
     state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
     if torch.cuda.is_available():
-        # This process's own GPU only (the one it trains on): a resumed process may see fewer GPUs than this
-        # one does (a smaller `gpu:` count, another slot), and DDP ranks each own one device.
-        state["cuda"] = torch.cuda.get_rng_state(torch.cuda.current_device())
+        # The current GPU's only, the one this process trains on (DDP sets it per rank): a resumed process may
+        # see fewer GPUs than this one does (a smaller `gpu:` count, another slot).
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -205,7 +205,7 @@ def _set_rng_state(state: dict) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"], torch.cuda.current_device())
+        torch.cuda.set_rng_state(state["cuda"])  # the current GPU's
 
 
 def rank_rng_states() -> list[dict] | None:
