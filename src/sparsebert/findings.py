@@ -172,7 +172,9 @@ def claim_diagonal_dropped_first(p: dict, cfg: dict, rng: np.random.Generator) -
     draws = stats.pooled_mean_draws([by_area for by_area, _, _ in ranks.values()], B, rng)
     means, heads = [], 0
     for run, (by_area, by_final, info) in ranks.items():
-        lo, hi = stats.percentile_interval(stats.nested_mean_draws(by_area, B, rng), bounds=(0.0, 1.0))
+        # one run: the pooled draws are its own, so its line and the verdict print one interval, not two draws
+        own = draws if len(ranks) == 1 else stats.nested_mean_draws(by_area, B, rng)
+        lo, hi = stats.percentile_interval(own, bounds=(0.0, 1.0))
         f_lo, f_hi = stats.percentile_interval(stats.nested_mean_draws(by_final, B, rng), bounds=(0.0, 1.0))
         means.append(by_area.mean())
         heads += by_area.size
