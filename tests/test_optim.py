@@ -12,22 +12,25 @@ import pytest
 import torch
 
 from sparsebert import training
-from sparsebert.lamb import Lamb
+from sparsebert.lamb import ApexAdam, Lamb
 from sparsebert.modeling import SparseBertConfig, SparseBertForPreTraining
 
 
-def reference_lamb(w, grads, lr, decay, b1=0.9, b2=0.999, eps=1e-6):
-    """apex FusedLAMB (adam_w_mode, bias correction, grad averaging, use_nvlamb=False), one tensor, in floats."""
+def reference_lamb(w, grads, lr, decay, b1=0.9, b2=0.999, eps=1e-6, bias_correction=True, trust_ratio=True):
+    """apex FusedLAMB (adam_w_mode, grad averaging, use_nvlamb=False), one tensor, in floats. Without the trust
+    ratio: apex FusedAdam(adam_w_mode=True); without it and without bias correction also NVIDIA's BertAdam
+    (optimization.py: update = next_m / (next_v.sqrt() + e) + weight_decay * p; p -= lr * update)."""
     w = [float(x) for x in w]
     m, v = [0.0] * len(w), [0.0] * len(w)
     for t, g in enumerate(grads, start=1):
+        c1, c2 = (1 - b1**t, 1 - b2**t) if bias_correction else (1.0, 1.0)
         u = []
         for i, gi in enumerate(g):
             m[i] = b1 * m[i] + (1 - b1) * gi
             v[i] = b2 * v[i] + (1 - b2) * gi * gi
-            u.append((m[i] / (1 - b1**t)) / (math.sqrt(v[i] / (1 - b2**t)) + eps) + decay * w[i])
+            u.append((m[i] / c1) / (math.sqrt(v[i] / c2) + eps) + decay * w[i])
         ratio = 1.0
-        if decay != 0:
+        if decay != 0 and trust_ratio:
             wn, un = math.sqrt(sum(x * x for x in w)), math.sqrt(sum(x * x for x in u))
             ratio = wn / un if wn > 0 and un > 0 else 1.0
         w = [wi - lr * ratio * ui for wi, ui in zip(w, u)]
@@ -339,3 +342,181 @@ def test_adamw_kernel_is_fused_on_cuda_and_foreach_on_cpu(device, flag):
 def test_finetuning_adamw_on_cpu_runs_foreach():
     opt = training.build_optimizer(dam_model("dam_s"), {"optimizer": "adamw", "lr": 1e-3})
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["foreach"] is True and not opt.defaults["fused"]
+
+
+# ------------------------------------------------------------------------- the official fine-tuning Adam
+
+
+@pytest.mark.parametrize("foreach", [False, True], ids=["per_tensor", "multi_tensor"])
+@pytest.mark.parametrize("decay", [0.0, 0.01])
+@pytest.mark.parametrize("bias_correction", [True, False])
+def test_apex_adam_matches_the_written_out_algorithm(bias_correction, decay, foreach):
+    """FusedAdam(adam_w_mode=True) / BertAdam, written out in floats above, with and without bias correction:
+    the trust ratio never applies, whatever the group's weight decay."""
+    torch.manual_seed(1)
+    w0 = torch.randn(7, dtype=torch.float64)
+    grads = [torch.randn(7, dtype=torch.float64) for _ in range(6)]
+    p = torch.nn.Parameter(w0.clone())
+    opt = ApexAdam([{"params": [p], "weight_decay": decay}], lr=0.05, eps=1e-8, bias_correction=bias_correction,
+                   foreach=foreach)
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+    expected = reference_lamb(w0.tolist(), [g.tolist() for g in grads], lr=0.05, decay=decay, eps=1e-8,
+                              bias_correction=bias_correction, trust_ratio=False)
+    assert p.detach().tolist() == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_uncorrected_first_step_is_larger_by_the_bias_factors():
+    """At t = 1, m = 0.1 g and v = 0.001 g^2: the uncorrected step is lr * 0.1 / sqrt(0.001) = 3.16 lr per
+    element (sign(g)), the corrected one lr (eps aside): what makes the official small-GLUE fine-tunings move
+    several times further than torch AdamW's."""
+    moved = {}
+    for bias_correction in (True, False):
+        p = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+        p.grad = torch.tensor([2.0, -0.5, 1e-3], dtype=torch.float64)
+        ApexAdam([{"params": [p], "weight_decay": 0.0}], lr=1e-2, eps=1e-12, bias_correction=bias_correction).step()
+        moved[bias_correction] = p.detach().abs()
+    assert moved[True].tolist() == pytest.approx([1e-2] * 3, rel=1e-6)
+    assert moved[False].tolist() == pytest.approx([1e-2 * 0.1 / math.sqrt(0.001)] * 3, rel=1e-6)
+
+
+def test_bias_corrected_apex_adam_is_torch_adamw():
+    """With bias correction FusedAdam's decoupled decay (p -= lr * (u + wd p)) is torch's AdamW (p *= 1 - lr wd,
+    then the Adam step): the same weights over 25 steps of the mixed model, groups and skipped gradients included
+    (in float64: in float32 the two orders of the same arithmetic drift apart by ~1e-5 over the steps)."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        ref = mixed_model()
+        adamw = torch.optim.AdamW(lamb_groups(ref), lr=1e-2, eps=1e-6)
+        torch_run, _ = lamb_run(foreach=True, model=ref, optimizer=adamw)
+        ours = mixed_model()
+        apex_run, _ = lamb_run(foreach=True, model=ours, optimizer=ApexAdam(lamb_groups(ours), lr=1e-2))
+    finally:
+        torch.set_default_dtype(torch.float32)
+    for (name, a), b in zip(torch_run.named_parameters(), apex_run.parameters()):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-13), name
+
+
+def test_multi_tensor_apex_adam_equals_its_per_tensor_reference_and_reads_nothing_back(monkeypatch):
+    ref = mixed_model()
+    slow, _ = lamb_run(foreach=False, model=ref, optimizer=ApexAdam(lamb_groups(ref), lr=1e-2, bias_correction=False,
+                                                                    foreach=False))
+    calls = []
+    for name in ("item", "__bool__", "__float__", "tolist", "cpu"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k: (calls.append(_n), _o(self, *a, **k))[1])
+    fast_model = mixed_model()
+    fast, _ = lamb_run(foreach=True, model=fast_model, optimizer=ApexAdam(lamb_groups(fast_model), lr=1e-2,
+                                                                          bias_correction=False))
+    monkeypatch.undo()
+    assert calls == []
+    for (name, a), b in zip(slow.named_parameters(), fast.parameters()):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), name
+
+
+def test_lamb_without_bias_correction_matches_the_written_out_algorithm():
+    torch.manual_seed(2)
+    w0 = torch.randn(5, dtype=torch.float64)
+    grads = [torch.randn(5, dtype=torch.float64) for _ in range(4)]
+    p = torch.nn.Parameter(w0.clone())
+    opt = Lamb([{"params": [p], "weight_decay": 0.01}], lr=0.05, bias_correction=False)
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+    expected = reference_lamb(w0.tolist(), [g.tolist() for g in grads], lr=0.05, decay=0.01, bias_correction=False)
+    assert p.detach().tolist() == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_fine_tuning_builds_the_uncorrected_adam_only_when_asked():
+    model = dam_model("dam_s")
+    recipe = {"optimizer": "adamw", "lr": 2e-5, "eps": 1e-8, "weight_decay": 0.01}
+    official = training.build_optimizer(model, recipe, bias_correction=False)
+    assert type(official) is ApexAdam and all(not g["bias_correction"] and g["foreach"] for g in official.param_groups)
+    assert {g["eps"] for g in official.param_groups} == {1e-8} and {g["lr"] for g in official.param_groups} == {2e-5}
+    assert sorted(g["weight_decay"] for g in official.param_groups) == [0.0, 0.0, 0.01]
+    assert type(training.build_optimizer(model, recipe)) is torch.optim.AdamW
+
+
+def test_a_resumed_uncorrected_adam_continues_its_step_count():
+    """Bias correction or not is part of the checkpointed group; a resumed run keeps taking uncorrected steps."""
+    whole_model = mixed_model()
+    whole, _ = lamb_run(foreach=True, steps=12, model=whole_model,
+                        optimizer=ApexAdam(lamb_groups(whole_model), lr=1e-2, bias_correction=False))
+    half_model = mixed_model()
+    half, opt = lamb_run(foreach=True, steps=6, model=half_model,
+                         optimizer=ApexAdam(lamb_groups(half_model), lr=1e-2, bias_correction=False))
+    restored = mixed_model()
+    restored.load_state_dict(half.state_dict())
+    opt2 = ApexAdam(lamb_groups(restored), lr=1e-2, bias_correction=False)
+    opt2.load_state_dict(opt.state_dict())
+    resumed, _ = lamb_run(foreach=True, steps=6, optimizer=opt2, model=restored, start=6)
+    for (name, a), b in zip(whole.named_parameters(), resumed.parameters()):
+        assert torch.equal(a, b), name
+
+
+# ------------------------------------------------------------------ clipping each tensor, schedule offset
+
+
+def test_clipping_each_tensor_equals_torch_clipping_them_one_by_one():
+    """BertAdam's max_grad_norm: torch's clip_grad_norm_ applied to every tensor alone is the reference; a
+    tensor under the norm keeps its gradient, a parameter without one is skipped."""
+    torch.manual_seed(3)
+    params = [torch.nn.Parameter(torch.zeros(n)) for n in (4, 9, 2, 3)]
+    grads = [torch.randn(4) * 5, torch.randn(9) * 0.01, torch.tensor([3.0, 4.0]), None]
+    for p, g in zip(params, grads):
+        p.grad = None if g is None else g.clone()
+    expected = []
+    for g in grads:
+        if g is None:
+            expected.append(None)
+            continue
+        q = torch.nn.Parameter(torch.zeros_like(g))
+        q.grad = g.clone()
+        torch.nn.utils.clip_grad_norm_([q], 1.0)
+        expected.append(q.grad)
+    training.clip_each_tensor_(params, 1.0)
+    assert params[3].grad is None
+    for p, e in zip(params[:3], expected[:3]):
+        assert torch.allclose(p.grad, e, rtol=1e-6, atol=0)
+    assert torch.equal(params[1].grad, grads[1])  # norm ~0.03: untouched
+    assert params[2].grad.norm().item() == pytest.approx(1.0, rel=1e-5)  # (3, 4) -> (0.6, 0.8)
+
+
+def test_optimizer_step_clips_by_the_scope_it_is_given():
+    """Gradient norms 5 and 0.5: the global norm scales both by 1/sqrt(25.25); per tensor only the first."""
+    env = training.Dist(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    out = {}
+    for scope in ("global", "tensor"):
+        a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+        a.grad, b.grad = torch.tensor([3.0, 4.0]), torch.tensor([0.3, 0.4])
+        model = torch.nn.ParameterList([a, b])
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        training.optimizer_step(model, opt, sched, torch.tensor(0.0), 1.0, 1, env, scope)
+        out[scope] = (-a.detach(), -b.detach())  # SGD lr 1 from 0: minus the clipped gradient
+    k = 1.0 / math.sqrt(25.25)
+    assert out["global"][0].tolist() == pytest.approx([3 * k, 4 * k], rel=1e-5)
+    assert out["global"][1].tolist() == pytest.approx([0.3 * k, 0.4 * k], rel=1e-5)
+    assert out["tensor"][0].tolist() == pytest.approx([0.6, 0.8], rel=1e-5)
+    assert out["tensor"][1].tolist() == pytest.approx([0.3, 0.4], rel=1e-6)
+
+
+def test_schedule_offset_one_is_the_scheduler_stepped_before_the_optimizer():
+    """run_glue.py in fp16 over 10 updates, warmup 0.1: LinearWarmUpScheduler's progress is (k + 1) / 10 at
+    update k, so the factors are 1.0 (x = 0.1 ends the warmup), then (1 - x) / 0.9, down to 0 at the last
+    update; offset 0 (BertAdam) starts at 0 and ends at 0.1 / 0.9."""
+    def factors(offset):
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.SGD([p], lr=1.0)
+        sched = training.build_scheduler(opt, {"warmup": 0.1, "schedule": "linear"}, 10, offset)
+        seen = []
+        for _ in range(10):
+            seen.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return seen
+
+    assert factors(1) == pytest.approx([(1 - x / 10) / 0.9 for x in range(1, 11)])
+    assert factors(1)[0] == pytest.approx(1.0) and factors(1)[-1] == 0.0
+    assert factors(0) == pytest.approx([0.0] + [(1 - x / 10) / 0.9 for x in range(1, 10)])

@@ -336,10 +336,10 @@ def test_exclusive_bounds_are_described_with_strict_signs():
 
 def test_an_unknown_key_beside_a_ref_lists_both_sets_of_keys():
     """The config's `finetune` is the finetune definition ($ref) plus its own `per_task`: both are valid keys."""
-    finetune_keys = ("batch_size, betas, checkpoint_every, doc_stride, epochs, eps, eval_batch_size, grad_clip, "
-                     "log_every, lr, max_answer_length, max_eval_examples, max_query_length, max_seq_length, "
-                     "max_train_examples, n_best_size, null_score_diff_threshold, per_task, precision, seed, "
-                     "warmup, weight_decay")  # fmt: skip
+    finetune_keys = ("batch_size, betas, bias_correction, checkpoint_every, doc_stride, epochs, eps, eval_batch_size, "
+                     "grad_clip, grad_clip_scope, log_every, lr, max_answer_length, max_eval_examples, "
+                     "max_query_length, max_seq_length, max_train_examples, n_best_size, null_score_diff_threshold, "
+                     "per_task, precision, schedule_offset, seed, warmup, weight_decay")  # fmt: skip
     config = {**SMOKE, "finetune": {**SMOKE["finetune"], "bogus": 1}}
     assert recipes.problems(config) == [("finetune.bogus", f"unknown key; valid: {finetune_keys}")]
 

@@ -20,6 +20,8 @@ import pytest
 import yaml
 from _runs import run_watched
 
+from sparsebert import recipes
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SMOKE = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
@@ -308,8 +310,17 @@ def test_paper_config_builds_the_full_job_list(tmp_path):
                         f"--mask-file results/paper/dam/{run}/seed{seed}/mask.safetensors "
                         f"--out results/paper/finetune/{run}/seed{seed}/{task} " in shell)
             assert f"--model results/paper/pretrain/{run}_retrain/seed{seed}/model " in shell
-    squad = re.search(r"--task squad_v1 .*?--params '([^']*)'", shell).group(1)
-    assert json.loads(squad)["max_seq_length"] == 384 and json.loads(squad)["doc_stride"] == 128
+    recipe = {task: recipes.fill("finetune", json.loads(re.search(rf"--task {task} .*?--params '([^']*)'", shell).group(1)))
+              for task in ("rte", "squad_v1", "swag")}  # as `sparsebert finetune` reads them: defaults filled
+    assert recipe["squad_v1"]["max_seq_length"] == 384 and recipe["squad_v1"]["doc_stride"] == 128
+    # The official fine-tuning optimizers (han-shi/SparseBERT): run_glue.py / run_squad.py in fp16, their
+    # default, apex FusedAdam(bias_correction=False) with eps 1e-8 and the scheduler stepped first; run_glue.py
+    # clips nothing, run_squad.py the global norm at 1.0; run_swag.py in fp32: BertAdam (eps 1e-6, each tensor
+    # clipped at 1.0, warmup_linear(step / total)).
+    optimizer = ("bias_correction", "eps", "schedule_offset", "grad_clip", "grad_clip_scope")
+    assert [recipe["rte"][k] for k in optimizer] == [False, 1e-8, 1, None, "global"]
+    assert [recipe["squad_v1"][k] for k in optimizer] == [False, 1e-8, 1, 1.0, "global"]
+    assert [recipe["swag"][k] for k in optimizer] == [False, 1e-6, 0, 1.0, "tensor"]
 
 
 def test_seeds_fan_out_every_pretraining_and_finetuning(tmp_path):

@@ -166,8 +166,9 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
         raise UserError(f"task {task}: {len(train_set)} training features, fewer than one batch of {batch_size}")
     total_steps = max(1, int(steps_per_epoch * params["epochs"]))  # epochs may be 1.5: as Google's run_squad.py
     micro = training.micro_batch_size(batch_size, None, env)
-    optimizer = training.build_optimizer(model, {**params, "optimizer": "adamw"})
-    scheduler = training.build_scheduler(optimizer, {**params, "schedule": "linear"}, total_steps)
+    optimizer = training.build_optimizer(model, {**params, "optimizer": "adamw"}, params["bias_correction"])
+    scheduler = training.build_scheduler(optimizer, {**params, "schedule": "linear"}, total_steps,
+                                         params["schedule_offset"])
     training.claim_state(state_dir, {"task": task, "source": source, "params": params, "model": model_dir,
                                      "mask_file": mask_file}, env)  # fmt: skip
     start_step, extra = training.resume(state_dir, model, optimizer, scheduler, total_steps)
@@ -191,7 +192,8 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
                      desc=f"finetune[{task}]", mininterval=2.0, disable=not env.is_main):
         chunks = training.rank_micro_batches(len(train_set), batch_size, micro, params["seed"], step, env)
         loss = training.accumulate_gradients(ddp, env, chunks, forward, prec.autocast)
-        training.optimizer_step(model, optimizer, scheduler, loss, params["grad_clip"], step + 1, env)
+        training.optimizer_step(model, optimizer, scheduler, loss, params["grad_clip"], step + 1, env,
+                                params["grad_clip_scope"])
         running += loss
         n_running += 1
         done = step + 1

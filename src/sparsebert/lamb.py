@@ -1,11 +1,19 @@
-"""LAMB with the semantics of NVIDIA apex's `FusedLAMB` (use_nvlamb=False), the official recipe's optimizer.
+"""LAMB with the semantics of NVIDIA apex's `FusedLAMB` (use_nvlamb=False), the official recipe's pretraining
+optimizer, and its trust-ratio-free sibling `ApexAdam`, the official scripts' fine-tuning optimizer.
 
-Per parameter tensor p with gradient g, at step t of its group (bias_correction, adam_w_mode, grad_averaging
-as apex's defaults):
+Per parameter tensor p with gradient g, at step t of its group (adam_w_mode and grad_averaging as apex's
+defaults; bias_correction as given, apex's default on):
 
     m = b1 m + (1 - b1) g            v = b2 v + (1 - b2) g^2
-    u = (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps) + weight_decay * p
-    p -= lr * r * u,   r = ||p|| / ||u|| if weight_decay != 0 and both norms are > 0, else r = 1
+    u = (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps) + weight_decay * p     (without bias correction:
+    p -= lr * r * u                                                              m / (sqrt(v) + eps) + ...)
+
+LAMB: r = ||p|| / ||u|| if weight_decay != 0 and both norms are > 0, else r = 1. ApexAdam: r = 1 always, i.e.
+apex `FusedAdam(adam_w_mode=True)`. run_glue.py and run_squad.py (fp16, their default) fine-tune with
+`FusedAdam(bias_correction=False)` and run_swag.py (fp32) with NVIDIA's `BertAdam`, which takes the same
+uncorrected step; torch's Adam and AdamW always correct the bias, so their first steps are
+(1 - b1^t) / sqrt(1 - b2^t) times smaller (1/3.2 at t = 1, 1/1.26 at t = 1000). With bias correction ApexAdam is
+torch's AdamW (tested), which fine-tuning then uses instead (fused on CUDA).
 
 The layer-wise trust ratio r applies only to groups with weight decay. Groups without it (biases, LayerNorm
 and, what matters for the paper, the DAM mask logits) take plain Adam steps. A LAMB that applies r to every
@@ -31,11 +39,15 @@ import torch
 
 
 class Lamb(torch.optim.Optimizer):
+    algorithm, trust_ratio = "LAMB", True  # r: the layer-wise ratio of groups with weight decay (module docstring)
+
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.01,
-                 foreach: bool = True):
+                 bias_correction: bool = True, foreach: bool = True):
         if lr <= 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"invalid LAMB hyper-parameters lr={lr} betas={betas} eps={eps} weight_decay={weight_decay}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, foreach=foreach))
+            raise ValueError(f"invalid {self.algorithm} hyper-parameters lr={lr} betas={betas} eps={eps} "
+                             f"weight_decay={weight_decay}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                      bias_correction=bias_correction, foreach=foreach))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -54,8 +66,16 @@ class Lamb(torch.optim.Optimizer):
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
-            (_multi_tensor_step if group.get("foreach", True) else _per_tensor_step)(group, params, self.state)
+            (_multi_tensor_step if group.get("foreach", True) else _per_tensor_step)(group, params, self.state,
+                                                                                     self.trust_ratio)
         return loss
+
+
+class ApexAdam(Lamb):
+    """apex `FusedAdam(adam_w_mode=True)`: LAMB's step with r = 1 in every group (module docstring). With
+    `bias_correction=False`, the official fine-tuning scripts' Adam (run_glue.py, run_squad.py, run_swag.py)."""
+
+    algorithm, trust_ratio = "Adam", False
 
 
 def _trust_ratio(w_norm: torch.Tensor, u_norm: torch.Tensor) -> torch.Tensor:
@@ -63,42 +83,51 @@ def _trust_ratio(w_norm: torch.Tensor, u_norm: torch.Tensor) -> torch.Tensor:
     return torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
 
 
-def _per_tensor_step(group: dict, params: list, state: dict) -> None:
+def _bias_corrections(group: dict, t: int) -> tuple[float, float]:
+    """(1 - b1^t, 1 - b2^t), the divisors of m and v at step t, or (1, 1) without bias correction."""
+    b1, b2 = group["betas"]
+    return (1 - b1**t, 1 - b2**t) if group.get("bias_correction", True) else (1.0, 1.0)
+
+
+def _per_tensor_step(group: dict, params: list, state: dict, trust_ratio: bool) -> None:
     """The reference: one tensor at a time, as the formula in the module docstring reads."""
     b1, b2 = group["betas"]
     decay = group["weight_decay"]
     for p in params:
-        t = state[p]["step"]
+        c1, c2 = _bias_corrections(group, state[p]["step"])
         m, v = state[p]["exp_avg"], state[p]["exp_avg_sq"]
         g = p.grad
         m.mul_(b1).add_(g, alpha=1 - b1)
         v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        update = (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt_().add_(group["eps"]))
+        update = (m / c1) / ((v / c2).sqrt_().add_(group["eps"]))
         if decay != 0:
             update.add_(p, alpha=decay)
-            update.mul_(_trust_ratio(p.norm(), update.norm()))
+            if trust_ratio:
+                update.mul_(_trust_ratio(p.norm(), update.norm()))
         p.add_(update, alpha=-group["lr"])
 
 
-def _multi_tensor_step(group: dict, params: list, state: dict) -> None:
+def _multi_tensor_step(group: dict, params: list, state: dict, trust_ratio: bool) -> None:
     """The same arithmetic, in the same order, on all of a group's tensors per kernel launch."""
     b1, b2 = group["betas"]
     decay = group["weight_decay"]
     grads = [p.grad for p in params]
     ms = [state[p]["exp_avg"] for p in params]
     vs = [state[p]["exp_avg_sq"] for p in params]
-    steps = [state[p]["step"] for p in params]  # tensors of one group may have taken different step counts
+    # tensors of one group may have taken different step counts
+    corrections = [_bias_corrections(group, state[p]["step"]) for p in params]
     torch._foreach_mul_(ms, b1)
     torch._foreach_add_(ms, grads, alpha=1 - b1)
     torch._foreach_mul_(vs, b2)
     torch._foreach_addcmul_(vs, grads, grads, value=1 - b2)
-    denom = torch._foreach_div(vs, [1 - b2**t for t in steps])
+    denom = torch._foreach_div(vs, [c2 for _, c2 in corrections])
     torch._foreach_sqrt_(denom)
     torch._foreach_add_(denom, group["eps"])
-    updates = torch._foreach_div(ms, [1 - b1**t for t in steps])
+    updates = torch._foreach_div(ms, [c1 for c1, _ in corrections])
     torch._foreach_div_(updates, denom)
     if decay != 0:
         torch._foreach_add_(updates, params, alpha=decay)
+    if decay != 0 and trust_ratio:
         ratios = _trust_ratio(torch.stack(torch._foreach_norm(params)), torch.stack(torch._foreach_norm(updates)))
         torch._foreach_mul_(updates, list(ratios.unbind()))
     torch._foreach_add_(params, updates, alpha=-group["lr"])

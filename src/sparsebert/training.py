@@ -33,7 +33,7 @@ from safetensors.torch import load_model, save_model
 from sparsebert import preemption
 from sparsebert.dam import no_weight_decay_groups
 from sparsebert.io import UserError, atomic_dir
-from sparsebert.lamb import Lamb
+from sparsebert.lamb import ApexAdam, Lamb
 
 log = logging.getLogger(__name__)
 
@@ -125,22 +125,27 @@ def global_batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch
 # Optimizer and schedule
 
 
-def build_optimizer(model: torch.nn.Module, p: dict) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, p: dict, bias_correction: bool = True) -> torch.optim.Optimizer:
     """AdamW (torch) or LAMB (`sparsebert.lamb`: apex FusedLAMB semantics, the official recipe's optimizer).
 
     Groups: decayed matrices, undecayed biases/LayerNorm, and the DAM mask logits (undecayed, optionally at
-    their own `dam_lr`). Under LAMB the undecayed groups take plain Adam steps, as in the official code."""
+    their own `dam_lr`). Under LAMB the undecayed groups take plain Adam steps, as in the official code.
+    `bias_correction=False` (fine-tuning's key of that name): AdamW without the moments' bias correction, the
+    official fine-tuning scripts' optimizer, which torch has not (`lamb.ApexAdam`)."""
     groups = no_weight_decay_groups(model, p.get("weight_decay", 0.01))
     for group in groups:  # the DAM mask logits may learn at their own rate (`dam_lr`; default: `lr`)
         group["lr"] = (p.get("dam_lr") or p["lr"]) if group.get("dam") else p["lr"]
     name = p.get("optimizer", "adamw").lower()
     betas = tuple(p.get("betas", (0.9, 0.999)))
+    if name == "adamw" and not bias_correction:
+        return ApexAdam(groups, lr=p["lr"], betas=betas, eps=p.get("eps", 1e-6), bias_correction=False, foreach=True)
     if name == "adamw":
         device = next(model.parameters()).device
         return torch.optim.AdamW(groups, lr=p["lr"], betas=betas, eps=p.get("eps", 1e-6), **adamw_kernel(device))
     if name == "lamb":
         # Clipping is done once by the loop (clip_grad_norm_), as apex FusedLAMB's max_grad_norm=1.0 does.
-        return Lamb(groups, lr=p["lr"], betas=betas, eps=p.get("eps", 1e-6), foreach=True)
+        return Lamb(groups, lr=p["lr"], betas=betas, eps=p.get("eps", 1e-6), bias_correction=bias_correction,
+                    foreach=True)
     raise UserError(f"unknown optimizer {name!r}; valid: adamw, lamb")
 
 
@@ -174,11 +179,14 @@ def lr_multiplier(step: int, total_steps: int, warmup: float, schedule: str = "l
     raise UserError(f"unknown lr schedule {schedule!r}; valid: linear, poly, constant")
 
 
-def build_scheduler(optimizer, p: dict, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(optimizer, p: dict, total_steps: int, offset: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """The schedule's factor of update k (0-based) is lr_multiplier(k + offset). offset 1 (fine-tuning's
+    `schedule_offset`): run_glue.py / run_squad.py in fp16 step their LinearWarmUpScheduler before the optimizer,
+    so update k runs at progress (k + 1) / total: the first update's lr is not 0, the last one's is."""
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: lr_multiplier(
-            s, total_steps, p.get("warmup", 0.1), p.get("schedule", "linear"), p.get("poly_power", 0.5)
+            s + offset, total_steps, p.get("warmup", 0.1), p.get("schedule", "linear"), p.get("poly_power", 0.5)
         ),
     )
 
@@ -434,16 +442,30 @@ def accumulate_gradients(ddp, env: Dist, chunks: list[torch.Tensor], forward, au
 
 
 def optimizer_step(model, optimizer, scheduler, loss: torch.Tensor, grad_clip: float | None, step: int,
-                   env: Dist) -> None:
-    """Update `step` (1-based, as logged): clip the global gradient norm, stop on a non-finite loss (every rank
-    together: the loss is all-reduced), step the optimizer and the schedule."""
+                   env: Dist, clip_scope: str = "global") -> None:
+    """Update `step` (1-based, as logged): clip the gradients (`clip_scope`: their global norm, or each tensor's
+    own: `clip_each_tensor_`), stop on a non-finite loss (every rank together: the loss is all-reduced), step
+    the optimizer and the schedule."""
     preemption.inject(step, env.rank)  # tests: a signal while a step is half done
-    if grad_clip:
+    if grad_clip and clip_scope == "tensor":
+        clip_each_tensor_(model.parameters(), grad_clip)
+    elif grad_clip:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     check_finite(all_reduce_mean(loss), step)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+def clip_each_tensor_(parameters, max_norm: float) -> None:
+    """Scale each gradient tensor whose own norm exceeds `max_norm` down to it (by max_norm / (norm + 1e-6), as
+    torch's clip_grad_norm_ does for one tensor): NVIDIA's BertAdam clips so, tensor by tensor (run_swag.py's
+    fp32 fine-tuning). Multi-tensor kernels, and no value read back to the host."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    coefficients = (max_norm / (torch.stack(torch._foreach_norm(grads)) + 1e-6)).clamp(max=1.0)
+    torch._foreach_mul_(grads, list(coefficients.unbind()))
 
 
 def save_on_main(env: Dist, state_dir: Path, step: int, model, optimizer, scheduler, extra: dict) -> None:
