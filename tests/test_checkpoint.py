@@ -281,3 +281,52 @@ def test_resume_restores_the_cuda_random_streams(tmp_path):
     torch.cuda.manual_seed_all(22)
     training.load_checkpoint(tmp_path / "step-00000001", model, optimizer, scheduler)
     assert torch.rand(4, device="cuda").tolist() == expected
+
+
+# ------------------------------------------------------------------------------- a run's input fingerprint
+
+
+def test_fingerprint_changes_with_each_kind_of_rebuilt_input(tmp_path):
+    """What makes a rerun start over instead of resuming (training.claim_state): a file rewritten (a new
+    modification time, same size), grown, added or renamed anywhere below a folder; and None, missing and
+    present inputs differ. A copy that keeps names, sizes and times (shutil.copy2) elsewhere is the same input."""
+    import os
+    import shutil
+
+    model = tmp_path / "model"
+    (model / "sub").mkdir(parents=True)
+    (model / "a.bin").write_bytes(b"1234")
+    (model / "sub" / "b.json").write_text("{}")
+    before = training.fingerprint(model, None)
+    assert training.fingerprint(model, None) == before
+    shutil.copytree(model, tmp_path / "moved", copy_function=shutil.copy2)
+    assert training.fingerprint(tmp_path / "moved", None) == before
+
+    changed = []
+    st = (model / "a.bin").stat()
+    os.utime(model / "a.bin", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # rewritten, same bytes
+    changed.append(training.fingerprint(model, None))
+    (model / "a.bin").write_bytes(b"12345")
+    changed.append(training.fingerprint(model, None))
+    (model / "sub" / "c.txt").write_text("new")
+    changed.append(training.fingerprint(model, None))
+    (model / "sub" / "c.txt").rename(model / "sub" / "d.txt")
+    changed.append(training.fingerprint(model, None))
+    changed.append(training.fingerprint(model, tmp_path / "no-such-mask.safetensors"))
+    changed.append(training.fingerprint(model, model / "a.bin"))  # a mask file given where there was none
+    assert len({before, *changed}) == 1 + len(changed)
+
+
+def test_claim_state_removes_checkpoints_when_the_inputs_change(tmp_path):
+    env = training.Dist()
+    state = tmp_path / "state"
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"weights of the first pretraining")
+    identity = lambda: {"recipe": {"lr": 1e-3}, "inputs": training.fingerprint(model)}  # noqa: E731
+    training.claim_state(state, identity(), env)
+    (state / "step-00000010").mkdir()
+    training.claim_state(state, identity(), env)  # the same run: its checkpoint stays to be resumed
+    assert (state / "step-00000010").is_dir()
+    model.write_bytes(b"weights of the second pretraining, same path")
+    training.claim_state(state, identity(), env)
+    assert not (state / "step-00000010").exists()

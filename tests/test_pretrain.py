@@ -192,6 +192,26 @@ def test_rerun_with_another_recipe_starts_over_instead_of_resuming(tiny_pretrain
     assert "resumed from" in again.stderr  # the same recipe still resumes
 
 
+@pytest.mark.slow
+def test_rerun_on_rebuilt_examples_starts_over_instead_of_resuming(tiny_pretraining_data, tmp_path):
+    """The same recipe at the same paths, but the examples were rebuilt upstream (a corpus change reruns the
+    examples job into the same folder): the checkpoints were taken on the old examples and must not be resumed."""
+    import os
+    import shutil
+
+    examples = tmp_path / "examples"
+    shutil.copytree(tiny_pretraining_data[0], examples, copy_function=shutil.copy2)
+    data = (examples, tiny_pretraining_data[1])
+    state = ("--state-dir", tmp_path / "run.state")
+    recipe = {"max_steps": 10, "checkpoint_every": 5}
+    run_pretrain(data, tmp_path / "a", recipe=recipe, extra=state)
+    assert "resumed from" in run_pretrain(data, tmp_path / "b", recipe=recipe, extra=state).stderr
+    rebuilt = next(f for f in sorted(examples.rglob("*")) if f.is_file())
+    os.utime(rebuilt, ns=(rebuilt.stat().st_atime_ns, rebuilt.stat().st_mtime_ns + 1_000_000_000))
+    again = run_pretrain(data, tmp_path / "c", recipe=recipe, extra=state)
+    assert "starting over" in again.stderr and "resumed from" not in again.stderr
+
+
 def test_rerun_that_changes_only_how_the_run_is_carried_out_resumes(tiny_pretraining_data, tmp_path):
     """Halving the micro-batch after an out-of-memory, or another checkpoint / log / eval cadence, changes how the
     run is carried out, not what it trains: the rerun must resume the checkpoints, not start days over."""

@@ -167,10 +167,8 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
     total_steps = max(1, int(steps_per_epoch * params["epochs"]))  # epochs may be 1.5: as Google's run_squad.py
     micro = training.micro_batch_size(batch_size, None, env)
     optimizer = training.build_optimizer(model, {**params, "optimizer": "adamw"}, params["bias_correction"])
-    scheduler = training.build_scheduler(optimizer, {**params, "schedule": "linear"}, total_steps,
-                                         params["schedule_offset"])
-    training.claim_state(state_dir, {"task": task, "source": source, "params": params, "model": model_dir,
-                                     "mask_file": mask_file}, env)  # fmt: skip
+    scheduler = training.build_scheduler(optimizer, {**params, "schedule": "linear"}, total_steps, params["schedule_offset"])
+    training.claim_state(state_dir, run_identity(spec, source, params, model_dir, tokenizer_dir, mask_file), env)
     start_step, extra = training.resume(state_dir, model, optimizer, scheduler, total_steps)
     ddp = training.wrap_ddp(model, env)
     prec = precision.resolve(params["precision"], env.device)  # training only; evaluation runs in fp32
@@ -226,6 +224,15 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
     del ddp  # before the group goes: see training.teardown_distributed
     training.teardown_distributed()
     return metrics
+
+
+def run_identity(spec, source: dict, params: dict, model_dir, tokenizer_dir, mask_file) -> dict:
+    """What defines a fine-tuning run for its checkpoints (training.claim_state): the task, its source and
+    recipe, and the fingerprint of what it reads: the pretrained model, the tokenizer, the mask file, and a local
+    source's files of this task."""
+    task_files = [Path(source["path"]) / name for _, name in spec.files] if source.get("path") else []
+    return {"task": spec.name, "source": source, "params": params, "model": model_dir, "mask_file": mask_file,
+            "inputs": training.fingerprint(model_dir, tokenizer_dir, mask_file, *task_files)}
 
 
 def evaluate_splits(model, spec, raw, feat, params, env: training.Dist) -> tuple[dict, dict]:

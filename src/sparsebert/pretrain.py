@@ -125,7 +125,8 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
     scheduler = training.build_scheduler(optimizer, recipe, total_steps)
     trained = {k: v for k, v in recipe.items() if k not in RUN_ONLY_KEYS}
     training.claim_state(state_dir, {"recipe": trained, "mask": mask, "mask_params": mask_params, "mask_file": mask_file,
-                                     "dam_lambda": dam_lambda, "examples": examples_dir}, env)  # fmt: skip
+                                     "dam_lambda": dam_lambda, "examples": examples_dir,
+                                     "inputs": training.fingerprint(examples_dir, tokenizer_dir, mask_file)}, env)  # fmt: skip
     start_step, extra = training.resume(state_dir, model, optimizer, scheduler, total_steps)
     snapshots = extra.get("snapshots", [])  # [(step, keep-probability tensor)]
     ddp = training.wrap_ddp(model, env)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import functools
 import gc
+import hashlib
 import inspect
 import json
 import logging
@@ -360,17 +361,40 @@ class JsonlLog:
 #   del ddp; teardown_distributed()
 
 
+def fingerprint(*paths) -> str:
+    """A short hash of the inputs at `paths` (files, or folders walked whole): each file's path inside its root,
+    size and modification time in nanoseconds. Part of a run's identity (`claim_state`): an input rebuilt at the
+    same path (a rerun pretraining writes a new model/, a rerun DAM search a new mask file, a changed corpus new
+    examples) hashes differently, so the jobs that read it start over instead of resuming checkpoints taken on
+    the old input. Sizes and times, not bytes: reading paper.yaml's 67 GB of examples would take minutes, and a
+    copy that changes only the times starts over, the safe side. None and missing paths hash as such."""
+    digest = hashlib.sha256()
+    for path in paths:
+        root = None if path is None else Path(path)
+        if root is None or not root.exists():
+            digest.update(b"none\n" if root is None else b"missing\n")
+            continue
+        files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())
+        for f in files:
+            st = f.stat()
+            digest.update(f"{f.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        digest.update(b"end\n")
+    return digest.hexdigest()[:16]
+
+
 def claim_state(state_dir: Path, identity: dict, env: Dist) -> None:
     """Checkpoints resume only the run that wrote them. A job rerun with another recipe keeps its state dir (a
-    mask parameter or an lr changed in the config leaves the variant's name, hence the folder, as it was) and
-    would silently resume the old run's weights and mask: when `identity` (what defines the run) differs from
-    the one recorded in `state_dir`, its checkpoints and log are removed and the run starts over."""
+    mask parameter or an lr changed in the config leaves the variant's name, hence the folder, as it was), and so
+    does a job whose inputs were rebuilt upstream at the same paths; either would silently resume the old run's
+    weights and mask: when `identity` (what defines the run: its recipe, and the `fingerprint` of its inputs)
+    differs from the one recorded in `state_dir`, its checkpoints and log are removed and the run starts over."""
     if env.is_main:
         state_dir = Path(state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         path, text = state_dir / "identity.json", json.dumps(identity, sort_keys=True, default=str)
         if path.exists() and path.read_text() != text:
-            log.warning("%s holds the checkpoints of another recipe: starting over", state_dir)
+            log.warning("%s holds the checkpoints of another run (its recipe or inputs differ): starting over",
+                        state_dir)
             for stale in [*state_dir.glob("step-*"), state_dir / "log.jsonl"]:
                 shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
         tmp = path.with_name(".identity.json.tmp")
