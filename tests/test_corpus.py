@@ -146,6 +146,27 @@ def test_hub_shards_hold_every_document_once(tmp_path, streaming, files):
     assert built[2]["total"] == built[1]["total"]
 
 
+@pytest.mark.parametrize("streaming", [True, False])
+def test_hub_shards_take_contiguous_rows_so_grouped_rows_stay_neighbours(tmp_path, monkeypatch, streaming):
+    """group_rows makes pseudo-documents of consecutive rows (BookCorpus sentences): a shard job must read a
+    contiguous run of rows (files, streamed) in order. datasets < 3.1 defaulted shard() to every n-th row (file):
+    emulated here by a shard() whose default is contiguous=False, so only an explicit contiguous=True passes."""
+    import datasets
+
+    for cls in (datasets.Dataset, datasets.IterableDataset):
+        original = cls.shard
+        monkeypatch.setattr(cls, "shard", lambda self, num_shards, index, contiguous=False, _f=original, **kw:
+                            _f(self, num_shards, index, contiguous=contiguous, **kw))
+    paths = [tmp_path / f"rows{f}.jsonl" for f in range(4)]  # 4 files of 4 rows: rows 0-3, 4-7, ...
+    for f, path in enumerate(paths):
+        path.write_text("".join(json.dumps({"text": f"Row {i} ends here."}) + "\n" for i in range(4 * f, 4 * f + 4)))
+    hub = {"datasets": [{"path": "json", "data_files": [str(p) for p in paths], "group_rows": 2}],
+           "streaming": streaming}
+    shard_1 = list(corpus.hub_documents(hub, corpus.Shard(1, 2)))  # rows 8..15, two by two
+    assert [[int(p.split()[1]) for p in paragraphs] for _, paragraphs in shard_1] == [[8, 9], [10, 11], [12, 13],
+                                                                                      [14, 15]]
+
+
 def test_embedded_mix_has_at_least_two_million_words():
     documents = corpus.embedded_documents(corpus.DEFAULTS["embedded"], seed=0)
     words = {}

@@ -345,7 +345,9 @@ def hub_documents(cfg: dict, shard: Shard) -> Iterator[Document]:
             raise UserError(f"could not load hub dataset {spec}: {type(e).__name__}: {e}") from None
         owner = shard
         if shard.count > 1 and (isinstance(rows, datasets.Dataset) or rows.num_shards >= shard.count):
-            rows, owner = rows.shard(num_shards=shard.count, index=shard.index), Shard.ALL
+            # contiguous: a job's rows (or files) in their order, so grouped rows stay neighbours (datasets < 3.1
+            # defaulted to every count-th row, which makes a pseudo-document of unrelated sentences)
+            rows, owner = rows.shard(num_shards=shard.count, index=shard.index, contiguous=True), Shard.ALL
         elif shard.count > 1:
             log.warning("corpus: hub dataset %s is stored in %d file(s), fewer than %d shards: every shard job "
                         "streams all of it (use streaming: false, or fewer shards)", name, rows.num_shards, shard.count)
