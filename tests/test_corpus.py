@@ -255,6 +255,19 @@ def test_no_matching_files_is_an_error(tmp_path):
         corpus.build_corpus({"source": "text_files", "text_files": {"glob": str(tmp_path / "*.txt")}}, tmp_path / "c")
 
 
+def test_a_shard_that_got_no_document_is_read_as_empty(tmp_path):
+    """Two shards, two files, one holding no text: shard 1 is an empty file listed with 0 documents. The
+    corpus must read back (the tokenizer and examples steps read it), and the empty shard yields nothing."""
+    (tmp_path / "a.txt").write_text("First one. Second one.\n\nDoc two starts. And goes on.\n")
+    (tmp_path / "b.txt").write_text("\n")
+    params = {"source": "text_files", "text_files": {"glob": str(tmp_path / "*.txt")}, "shards": 2, "num_proc": 1}
+    stats = corpus.build_corpus(params, tmp_path / "corpus")
+    assert stats["shards"]["shard-00001.txt"]["documents"] == 0
+    assert list(corpus.read_corpus(tmp_path / "corpus")) == [["First one.", "Second one."],
+                                                            ["Doc two starts.", "And goes on."]]
+    assert list(corpus.read_corpus(tmp_path / "corpus", shards=["shard-00001.txt"])) == []
+
+
 def test_reading_a_truncated_or_missing_corpus_is_an_error_naming_the_file(tmp_path):
     _, out = build(tmp_path)
     shard = out / "shard-00000.txt"
@@ -263,6 +276,9 @@ def test_reading_a_truncated_or_missing_corpus_is_an_error_naming_the_file(tmp_p
         list(corpus.read_corpus(out))
     shard.write_text("one\n\ntwo\n\n")
     with pytest.raises(UserError, match=r"shard-00000\.txt: corrupt or truncated shard"):
+        list(corpus.read_corpus(out))
+    shard.write_text("")  # emptied, while stats.json lists its documents
+    with pytest.raises(UserError, match=r"shard-00000\.txt: truncated shard"):
         list(corpus.read_corpus(out))
     with pytest.raises(UserError, match="corpus directory not found"):
         list(corpus.read_corpus(tmp_path / "nowhere"))
