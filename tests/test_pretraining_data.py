@@ -177,6 +177,18 @@ def test_whole_word_masking_masks_every_piece_of_a_word():
     assert words_seen > 100  # multi-piece words were actually masked
 
 
+def test_the_target_length_is_drawn_once_per_document(monkeypatch):
+    """Google's create_instances_from_document draws target_seq_length once per document (short_seq_prob
+    picks short DOCUMENTS, every chunk of which is short), not once per chunk: count the draws."""
+    draws = []
+    real = pretraining.target_length
+    monkeypatch.setattr(pretraining, "target_length", lambda *args: draws.append(real(*args)) or draws[-1])
+    documents = synthetic_documents(8)
+    arrays = build(documents, synthetic_vocab(5 + 8 * DOC_STRIDE), short_seq_prob=1.0)
+    assert len(arrays["input_ids"]) > 2 * len(documents)  # several chunks per document
+    assert len(draws) == len(documents)
+
+
 @settings(max_examples=60, deadline=None)
 @given(n_documents=st.integers(1, 6), max_sentence=st.integers(1, 40), seq_len=st.integers(5, 48),
        n_pred=st.integers(1, 12), prob=st.floats(0.01, 1.0), short=st.floats(0, 1), wwm=st.booleans(),
