@@ -267,6 +267,23 @@ def pipeline(tmp_path_factory):
     return root
 
 
+@pytest.mark.parametrize("files", ["tokenizer.json", "vocab.txt"])  # trained; a bert-base-uncased-style vocab.txt
+def test_special_token_strings_in_the_text_are_ordinary_text(pipeline, tmp_path, files):
+    """Google's FullTokenizer splits a literal "[SEP]" in corpus text at its punctuation ('[', 'sep', ']'); HF
+    fast tokenizers would give the special id, so the corpus could forge [SEP]/[MASK]/[CLS]/[PAD] tokens."""
+    import shutil
+
+    for name in ("tokenizer_config.json", files, "vocab.txt"):
+        shutil.copy(pipeline / "tokenizer" / name, tmp_path / name)
+    tok = tokenizer.load_tokenizer(tmp_path)
+    literal = [["Alpha [CLS] beta [SEP] gamma.", "Delta [MASK] eta [PAD] [UNK] mu."]]
+    spaced = [["Alpha [ CLS ] beta [ SEP ] gamma.", "Delta [ MASK ] eta [ PAD ] [ UNK ] mu."]]  # no token to match
+    ids = pretraining.tokenize_documents(literal, tok)[0]
+    forged = {tok.cls_token_id, tok.sep_token_id, tok.mask_token_id, tok.pad_token_id}  # [UNK] is ordinary output
+    assert not set(np.concatenate(ids).tolist()) & forged
+    assert [s.tolist() for s in ids] == [s.tolist() for s in pretraining.tokenize_documents(spaced, tok)[0]]
+
+
 def test_end_to_end_writes_examples_with_the_training_columns(pipeline):
     out = pipeline / "examples"
     stats = pretraining.build_examples(pipeline / "corpus", pipeline / "tokenizer",

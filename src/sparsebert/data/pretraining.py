@@ -88,12 +88,15 @@ def check_params(params: dict) -> dict:
 
 
 def tokenize_documents(documents: list[list[str]], tokenizer, batch_size: int = 10_000) -> list[list[np.ndarray]]:
-    """Documents of sentences -> documents of int32 token-id arrays (empty sentences and documents dropped)."""
+    """Documents of sentences -> documents of int32 token-id arrays (empty sentences and documents dropped).
+
+    A literal "[SEP]" or "[MASK]" in the text is ordinary text ('[', 'sep', ']'), as for Google's FullTokenizer:
+    Hugging Face fast tokenizers would otherwise match special tokens in raw text and give their ids."""
     sentences = [s for document in documents for s in document]
     ids: list[list[int]] = []
     for start in tqdm(range(0, len(sentences), batch_size), desc="examples: tokenizing", unit="batch", mininterval=2):
         batch = sentences[start : start + batch_size]
-        ids += tokenizer(batch, add_special_tokens=False, return_attention_mask=False,
+        ids += tokenizer(batch, add_special_tokens=False, split_special_tokens=True, return_attention_mask=False,
                          return_token_type_ids=False)["input_ids"]
     tokenized, position = [], 0
     for document in documents:
