@@ -219,6 +219,17 @@ def test_a_byte_order_mark_is_not_part_of_the_first_word(tmp_path):
         corpus.read_text(bad)
 
 
+def test_a_zero_width_only_sentence_is_dropped_and_the_corpus_reads_back(tmp_path):
+    """A paragraph of a lone U+FEFF (scraped text) was kept as a sentence; first in a shard, reading the shard
+    back strips it as a byte order mark and leaves an empty line: the corpus must build AND read back."""
+    assert corpus.split_sentences("\ufeff") == [] and corpus.split_sentences(" \u200b \ufeff ") == []
+    assert corpus.split_sentences("Hi there. \u200b") == ["Hi there."]
+    (tmp_path / "a.jsonl").write_text(json.dumps({"text": "\ufeff\nHello there, world. Goodbye now."}) + "\n")
+    corpus.build_corpus({"source": "text_files", "text_files": {"glob": str(tmp_path / "*.jsonl")}, "num_proc": 1},
+                        tmp_path / "corpus")
+    assert list(corpus.read_corpus(tmp_path / "corpus")) == [["Hello there, world.", "Goodbye now."]]
+
+
 def test_non_utf8_input_is_an_error_naming_file_and_line(tmp_path):
     (tmp_path / "texts").mkdir()
     (tmp_path / "texts" / "bad.txt").write_bytes(b"fine line\nbad \xff byte\n")

@@ -373,17 +373,25 @@ _segmenter = None
 LIKELY_BOUNDARY = re.compile(r"[.!?][\"')\]]*\s")
 
 
+ZERO_WIDTH = "\ufeff\u200b"  # no-break space / byte order mark, zero-width space: invisible, not whitespace
+
+
 def split_sentences(paragraph: str) -> list[str]:
-    """pysbd, skipped when the paragraph holds no internal sentence end (most speeches and verses: 3x faster)."""
+    """pysbd, skipped when the paragraph holds no internal sentence end (most speeches and verses: 3x faster).
+
+    A sentence of only whitespace and zero-width characters is dropped: it holds no text, and a lone U+FEFF
+    first in a shard would be read back as a byte order mark, leaving an empty line in the shard."""
     global _segmenter
     paragraph = re.sub(r"\s+", " ", paragraph).strip()
     if not LIKELY_BOUNDARY.search(paragraph):
-        return [paragraph] if paragraph else []
-    if _segmenter is None:
-        import pysbd
+        sentences = [paragraph]
+    else:
+        if _segmenter is None:
+            import pysbd
 
-        _segmenter = pysbd.Segmenter(language="en", clean=False)
-    return [s.strip() for s in _segmenter.segment(paragraph) if s.strip()]
+            _segmenter = pysbd.Segmenter(language="en", clean=False)
+        sentences = [s.strip() for s in _segmenter.segment(paragraph)]
+    return [s for s in sentences if s.strip(" " + ZERO_WIDTH)]
 
 
 def split_document(document: Document) -> tuple[str, list[str]]:
