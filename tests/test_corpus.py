@@ -219,6 +219,19 @@ def test_a_byte_order_mark_is_not_part_of_the_first_word(tmp_path):
         corpus.read_text(bad)
 
 
+@pytest.mark.parametrize("paragraph, sentences", [("She said “Stop.” Then he left.", 2),
+                                                   ("He asked “Why?” Nobody answered.", 2),
+                                                   ("He said ‘Stop.’ Then he left.", 1),  # pysbd's choices
+                                                   ("She wrote «Stop.» Then he left.", 1)])
+def test_a_sentence_end_before_a_closing_quote_is_split_as_pysbd_splits_it(paragraph, sentences):
+    """The shortcut that skips pysbd on paragraphs without a likely sentence end must see ends followed by
+    curly or angle closing quotes: the sentences must be pysbd's own (the reference)."""
+    import pysbd
+
+    reference = [s.strip() for s in pysbd.Segmenter(language="en", clean=False).segment(paragraph)]
+    assert len(reference) == sentences and corpus.split_sentences(paragraph) == reference
+
+
 def test_a_zero_width_only_sentence_is_dropped_and_the_corpus_reads_back(tmp_path):
     """A paragraph of a lone U+FEFF (scraped text) was kept as a sentence; first in a shard, reading the shard
     back strips it as a byte order mark and leaves an empty line: the corpus must build AND read back."""

@@ -370,7 +370,8 @@ def hub_documents(cfg: dict, shard: Shard) -> Iterator[Document]:
 # ---------------------------------------------------------------------------------- sentences and shards
 
 _segmenter = None
-LIKELY_BOUNDARY = re.compile(r"[.!?][\"')\]]*\s")
+# A sentence end, its closing quotes or brackets (straight or curly), then a space: where pysbd may split.
+LIKELY_BOUNDARY = re.compile(r"[.!?][\"')\]”’»]*\s")
 
 
 ZERO_WIDTH = "\ufeff\u200b"  # no-break space / byte order mark, zero-width space: invisible, not whitespace
