@@ -232,6 +232,30 @@ def test_a_sentence_end_before_a_closing_quote_is_split_as_pysbd_splits_it(parag
     assert len(reference) == sentences and corpus.split_sentences(paragraph) == reference
 
 
+def test_a_very_long_paragraph_is_split_by_pysbd_in_blocks(monkeypatch):
+    """pysbd's time grows about quadratically with its input (a book stored as one line took up to an hour):
+    past LONG_PARAGRAPH characters it gets blocks of a few thousand. Each block's sentences are pysbd's own on
+    that block; a block's last sentence (maybe cut at a false end, as "Mr. ") starts the next block instead."""
+    import pysbd
+
+    pysbd_segment, calls = pysbd.Segmenter(language="en", clean=False).segment, []
+    monkeypatch.setattr(corpus, "_segmenter", type("Recorder", (), {"segment": staticmethod(
+        lambda text: calls.append((text, pysbd_segment(text))) or calls[-1][1])}))
+    sentences = ["Mr. Smith went to Washington on the early train.", "She said “Stop.” Then he left the room.",
+                 "It was e.g. a test of patience!", "Why did nobody answer the letter?"]
+    paragraph = " ".join(f"{s} Line {i} ends here." for i in range(300) for s in sentences)
+    assert len(paragraph) > 20_000  # LONG_PARAGRAPH
+    got = corpus.split_sentences(paragraph)
+    assert len(calls) > 3 and max(len(text) for text, _ in calls) < 10_000
+    kept = [s for _, found in calls[:-1] for s in found[:-1]] + calls[-1][1]  # every block's last one redone
+    assert got == [s.strip() for s in kept]
+    assert "".join(text[: len(text) - len(found[-1])] for text, found in calls[:-1]) + calls[-1][0] == paragraph
+    assert sentences[0] in got and "Mr." not in got  # no cut at a false end
+    short, before = paragraph[:2000].strip(), len(calls)
+    corpus.split_sentences(short)
+    assert len(calls) == before + 1 and calls[-1][0] == short  # a shorter paragraph: one call, whole
+
+
 def test_a_zero_width_only_sentence_is_dropped_and_the_corpus_reads_back(tmp_path):
     """A paragraph of a lone U+FEFF (scraped text) was kept as a sentence; first in a shard, reading the shard
     back strips it as a byte order mark and leaves an empty line: the corpus must build AND read back."""
