@@ -146,6 +146,27 @@ def test_hub_shards_hold_every_document_once(tmp_path, streaming, files):
     assert built[2]["total"] == built[1]["total"]
 
 
+@pytest.mark.parametrize("streaming", [True, False])
+def test_hub_shards_take_contiguous_rows_so_grouped_rows_stay_neighbours(tmp_path, monkeypatch, streaming):
+    """group_rows makes pseudo-documents of consecutive rows (BookCorpus sentences): a shard job must read a
+    contiguous run of rows (files, streamed) in order. datasets < 3.1 defaulted shard() to every n-th row (file):
+    emulated here by a shard() whose default is contiguous=False, so only an explicit contiguous=True passes."""
+    import datasets
+
+    for cls in (datasets.Dataset, datasets.IterableDataset):
+        original = cls.shard
+        monkeypatch.setattr(cls, "shard", lambda self, num_shards, index, contiguous=False, _f=original, **kw:
+                            _f(self, num_shards, index, contiguous=contiguous, **kw))
+    paths = [tmp_path / f"rows{f}.jsonl" for f in range(4)]  # 4 files of 4 rows: rows 0-3, 4-7, ...
+    for f, path in enumerate(paths):
+        path.write_text("".join(json.dumps({"text": f"Row {i} ends here."}) + "\n" for i in range(4 * f, 4 * f + 4)))
+    hub = {"datasets": [{"path": "json", "data_files": [str(p) for p in paths], "group_rows": 2}],
+           "streaming": streaming}
+    shard_1 = list(corpus.hub_documents(hub, corpus.Shard(1, 2)))  # rows 8..15, two by two
+    assert [[int(p.split()[1]) for p in paragraphs] for _, paragraphs in shard_1] == [[8, 9], [10, 11], [12, 13],
+                                                                                      [14, 15]]
+
+
 def test_embedded_mix_has_at_least_two_million_words():
     documents = corpus.embedded_documents(corpus.DEFAULTS["embedded"], seed=0)
     words = {}
@@ -198,6 +219,54 @@ def test_a_byte_order_mark_is_not_part_of_the_first_word(tmp_path):
         corpus.read_text(bad)
 
 
+@pytest.mark.parametrize("paragraph, sentences", [("She said “Stop.” Then he left.", 2),
+                                                   ("He asked “Why?” Nobody answered.", 2),
+                                                   ("He said ‘Stop.’ Then he left.", 1),  # pysbd's choices
+                                                   ("She wrote «Stop.» Then he left.", 1)])
+def test_a_sentence_end_before_a_closing_quote_is_split_as_pysbd_splits_it(paragraph, sentences):
+    """The shortcut that skips pysbd on paragraphs without a likely sentence end must see ends followed by
+    curly or angle closing quotes: the sentences must be pysbd's own (the reference)."""
+    import pysbd
+
+    reference = [s.strip() for s in pysbd.Segmenter(language="en", clean=False).segment(paragraph)]
+    assert len(reference) == sentences and corpus.split_sentences(paragraph) == reference
+
+
+def test_a_very_long_paragraph_is_split_by_pysbd_in_blocks(monkeypatch):
+    """pysbd's time grows about quadratically with its input (a book stored as one line took up to an hour):
+    past LONG_PARAGRAPH characters it gets blocks of a few thousand. Each block's sentences are pysbd's own on
+    that block; a block's last sentence (maybe cut at a false end, as "Mr. ") starts the next block instead."""
+    import pysbd
+
+    pysbd_segment, calls = pysbd.Segmenter(language="en", clean=False).segment, []
+    monkeypatch.setattr(corpus, "_segmenter", type("Recorder", (), {"segment": staticmethod(
+        lambda text: calls.append((text, pysbd_segment(text))) or calls[-1][1])}))
+    sentences = ["Mr. Smith went to Washington on the early train.", "She said “Stop.” Then he left the room.",
+                 "It was e.g. a test of patience!", "Why did nobody answer the letter?"]
+    paragraph = " ".join(f"{s} Line {i} ends here." for i in range(300) for s in sentences)
+    assert len(paragraph) > 20_000  # LONG_PARAGRAPH
+    got = corpus.split_sentences(paragraph)
+    assert len(calls) > 3 and max(len(text) for text, _ in calls) < 10_000
+    kept = [s for _, found in calls[:-1] for s in found[:-1]] + calls[-1][1]  # every block's last one redone
+    assert got == [s.strip() for s in kept]
+    assert "".join(text[: len(text) - len(found[-1])] for text, found in calls[:-1]) + calls[-1][0] == paragraph
+    assert sentences[0] in got and "Mr." not in got  # no cut at a false end
+    short, before = paragraph[:2000].strip(), len(calls)
+    corpus.split_sentences(short)
+    assert len(calls) == before + 1 and calls[-1][0] == short  # a shorter paragraph: one call, whole
+
+
+def test_a_zero_width_only_sentence_is_dropped_and_the_corpus_reads_back(tmp_path):
+    """A paragraph of a lone U+FEFF (scraped text) was kept as a sentence; first in a shard, reading the shard
+    back strips it as a byte order mark and leaves an empty line: the corpus must build AND read back."""
+    assert corpus.split_sentences("\ufeff") == [] and corpus.split_sentences(" \u200b \ufeff ") == []
+    assert corpus.split_sentences("Hi there. \u200b") == ["Hi there."]
+    (tmp_path / "a.jsonl").write_text(json.dumps({"text": "\ufeff\nHello there, world. Goodbye now."}) + "\n")
+    corpus.build_corpus({"source": "text_files", "text_files": {"glob": str(tmp_path / "*.jsonl")}, "num_proc": 1},
+                        tmp_path / "corpus")
+    assert list(corpus.read_corpus(tmp_path / "corpus")) == [["Hello there, world.", "Goodbye now."]]
+
+
 def test_non_utf8_input_is_an_error_naming_file_and_line(tmp_path):
     (tmp_path / "texts").mkdir()
     (tmp_path / "texts" / "bad.txt").write_bytes(b"fine line\nbad \xff byte\n")
@@ -234,6 +303,19 @@ def test_no_matching_files_is_an_error(tmp_path):
         corpus.build_corpus({"source": "text_files", "text_files": {"glob": str(tmp_path / "*.txt")}}, tmp_path / "c")
 
 
+def test_a_shard_that_got_no_document_is_read_as_empty(tmp_path):
+    """Two shards, two files, one holding no text: shard 1 is an empty file listed with 0 documents. The
+    corpus must read back (the tokenizer and examples steps read it), and the empty shard yields nothing."""
+    (tmp_path / "a.txt").write_text("First one. Second one.\n\nDoc two starts. And goes on.\n")
+    (tmp_path / "b.txt").write_text("\n")
+    params = {"source": "text_files", "text_files": {"glob": str(tmp_path / "*.txt")}, "shards": 2, "num_proc": 1}
+    stats = corpus.build_corpus(params, tmp_path / "corpus")
+    assert stats["shards"]["shard-00001.txt"]["documents"] == 0
+    assert list(corpus.read_corpus(tmp_path / "corpus")) == [["First one.", "Second one."],
+                                                            ["Doc two starts.", "And goes on."]]
+    assert list(corpus.read_corpus(tmp_path / "corpus", shards=["shard-00001.txt"])) == []
+
+
 def test_reading_a_truncated_or_missing_corpus_is_an_error_naming_the_file(tmp_path):
     _, out = build(tmp_path)
     shard = out / "shard-00000.txt"
@@ -242,6 +324,9 @@ def test_reading_a_truncated_or_missing_corpus_is_an_error_naming_the_file(tmp_p
         list(corpus.read_corpus(out))
     shard.write_text("one\n\ntwo\n\n")
     with pytest.raises(UserError, match=r"shard-00000\.txt: corrupt or truncated shard"):
+        list(corpus.read_corpus(out))
+    shard.write_text("")  # emptied, while stats.json lists its documents
+    with pytest.raises(UserError, match=r"shard-00000\.txt: truncated shard"):
         list(corpus.read_corpus(out))
     with pytest.raises(UserError, match="corpus directory not found"):
         list(corpus.read_corpus(tmp_path / "nowhere"))

@@ -177,6 +177,18 @@ def test_whole_word_masking_masks_every_piece_of_a_word():
     assert words_seen > 100  # multi-piece words were actually masked
 
 
+def test_the_target_length_is_drawn_once_per_document(monkeypatch):
+    """Google's create_instances_from_document draws target_seq_length once per document (short_seq_prob
+    picks short DOCUMENTS, every chunk of which is short), not once per chunk: count the draws."""
+    draws = []
+    real = pretraining.target_length
+    monkeypatch.setattr(pretraining, "target_length", lambda *args: draws.append(real(*args)) or draws[-1])
+    documents = synthetic_documents(8)
+    arrays = build(documents, synthetic_vocab(5 + 8 * DOC_STRIDE), short_seq_prob=1.0)
+    assert len(arrays["input_ids"]) > 2 * len(documents)  # several chunks per document
+    assert len(draws) == len(documents)
+
+
 @settings(max_examples=60, deadline=None)
 @given(n_documents=st.integers(1, 6), max_sentence=st.integers(1, 40), seq_len=st.integers(5, 48),
        n_pred=st.integers(1, 12), prob=st.floats(0.01, 1.0), short=st.floats(0, 1), wwm=st.booleans(),
@@ -253,6 +265,23 @@ def pipeline(tmp_path_factory):
                         root / "corpus")
     tokenizer.build_tokenizer(root / "corpus", {"vocab_size": 100, "min_frequency": 1}, root / "tokenizer")
     return root
+
+
+@pytest.mark.parametrize("files", ["tokenizer.json", "vocab.txt"])  # trained; a bert-base-uncased-style vocab.txt
+def test_special_token_strings_in_the_text_are_ordinary_text(pipeline, tmp_path, files):
+    """Google's FullTokenizer splits a literal "[SEP]" in corpus text at its punctuation ('[', 'sep', ']'); HF
+    fast tokenizers would give the special id, so the corpus could forge [SEP]/[MASK]/[CLS]/[PAD] tokens."""
+    import shutil
+
+    for name in ("tokenizer_config.json", files, "vocab.txt"):
+        shutil.copy(pipeline / "tokenizer" / name, tmp_path / name)
+    tok = tokenizer.load_tokenizer(tmp_path)
+    literal = [["Alpha [CLS] beta [SEP] gamma.", "Delta [MASK] eta [PAD] [UNK] mu."]]
+    spaced = [["Alpha [ CLS ] beta [ SEP ] gamma.", "Delta [ MASK ] eta [ PAD ] [ UNK ] mu."]]  # no token to match
+    ids = pretraining.tokenize_documents(literal, tok)[0]
+    forged = {tok.cls_token_id, tok.sep_token_id, tok.mask_token_id, tok.pad_token_id}  # [UNK] is ordinary output
+    assert not set(np.concatenate(ids).tolist()) & forged
+    assert [s.tolist() for s in ids] == [s.tolist() for s in pretraining.tokenize_documents(spaced, tok)[0]]
 
 
 def test_end_to_end_writes_examples_with_the_training_columns(pipeline):

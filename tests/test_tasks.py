@@ -262,6 +262,39 @@ def test_pairs_longer_than_max_seq_length_are_cut_to_it(glue, tmp_path):
     assert row["input_ids"][-1] == tokenizer.sep_token_id and row["token_type_ids"][-2:] == [1, 1]
 
 
+def official_truncation(a: list, b: list, max_tokens: int) -> tuple[list, list]:
+    """_truncate_seq_pair of Google's run_classifier.py, written from its rule: pop from the longer, B on ties."""
+    a, b = list(a), list(b)
+    while len(a) + len(b) > max_tokens:
+        (a if len(a) > len(b) else b).pop()
+    return a, b
+
+
+@pytest.mark.parametrize("max_seq_length", [12, 13])  # pair budgets 9 (odd: ties split differently) and 10
+def test_pairs_are_cut_by_the_official_pop_from_the_longer_rule(tmp_path, max_seq_length):
+    """HF's truncation="longest_first" gives the odd token of a tie to segment B; Google's and NVIDIA's
+    _truncate_seq_pair (which the official fine-tuning uses) keep it in A. Random lengths, ties included,
+    one wordpiece per letter, so the expected ids are written by hand."""
+    import random
+
+    import datasets
+
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    rng = random.Random(0)
+    lengths = [(n, n) for n in range(12)] + [(rng.randrange(16), rng.randrange(16)) for _ in range(40)]
+    texts = [(rng.choices("abcdefghij", k=n_a), rng.choices("klmnopqrst", k=n_b)) for n_a, n_b in lengths]
+    rows = [{"sentence1": " ".join(a), "sentence2": " ".join(b), "label": 0, "idx": i} for i, (a, b) in enumerate(texts)]
+    got = featurize(get_task("mrpc"), datasets.Dataset.from_list(rows), tokenizer, max_seq_length)
+    cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
+    for (a, b), row in zip(texts, got):
+        a, b = official_truncation(tokenizer.convert_tokens_to_ids(a), tokenizer.convert_tokens_to_ids(b),
+                                   max_seq_length - 3)
+        ids = [cls, *a, sep, *b, sep]
+        padding = max_seq_length - len(ids)
+        assert row["input_ids"] == ids + [pad] * padding
+        assert row["token_type_ids"] == [0] * (len(a) + 2) + [1] * (len(b) + 1) + [0] * padding
+
+
 def test_every_multiple_choice_row_has_its_four_choices(tmp_path):
     tokenizer = tiny_tokenizer(tmp_path / "tok")
     swag = featurize(get_task("swag"), load_task("swag", {"path": str(write_swag(tmp_path / "swag"))})["train"],

@@ -92,8 +92,9 @@ RUN_ONLY_KEYS = frozenset({"micro_batch_size", "compile", "checkpoint_every", "l
 def to_device(batch: dict, device) -> dict:
     """A micro-batch's arrays on `device` as int64. To a GPU: copied from pinned host memory without waiting
     (non_blocking), so the copy overlaps the GPU's work on the previous micro-batch and the host prepares
-    the next one meanwhile; on the CPU a plain copy. The arrays travel in their stored (narrow) integer type
-    and are widened on the device: fewer bytes over PCIe."""
+    the next one meanwhile; on the CPU a plain copy. The arrays arrive already int64 (Examples widens the
+    stored narrow columns, uint16 ids, on the host when it pads them), so they cross PCIe at 8 bytes a value;
+    .long() only makes the type certain for any other caller."""
     to_gpu = torch.device(device).type == "cuda"
     return {k: (v.pin_memory() if to_gpu else v).to(device, non_blocking=to_gpu).long() for k, v in batch.items()}
 

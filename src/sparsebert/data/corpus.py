@@ -345,7 +345,9 @@ def hub_documents(cfg: dict, shard: Shard) -> Iterator[Document]:
             raise UserError(f"could not load hub dataset {spec}: {type(e).__name__}: {e}") from None
         owner = shard
         if shard.count > 1 and (isinstance(rows, datasets.Dataset) or rows.num_shards >= shard.count):
-            rows, owner = rows.shard(num_shards=shard.count, index=shard.index), Shard.ALL
+            # contiguous: a job's rows (or files) in their order, so grouped rows stay neighbours (datasets < 3.1
+            # defaulted to every count-th row, which makes a pseudo-document of unrelated sentences)
+            rows, owner = rows.shard(num_shards=shard.count, index=shard.index, contiguous=True), Shard.ALL
         elif shard.count > 1:
             log.warning("corpus: hub dataset %s is stored in %d file(s), fewer than %d shards: every shard job "
                         "streams all of it (use streaming: false, or fewer shards)", name, rows.num_shards, shard.count)
@@ -368,20 +370,51 @@ def hub_documents(cfg: dict, shard: Shard) -> Iterator[Document]:
 # ---------------------------------------------------------------------------------- sentences and shards
 
 _segmenter = None
-LIKELY_BOUNDARY = re.compile(r"[.!?][\"')\]]*\s")
+# A sentence end, its closing quotes or brackets (straight or curly), then a space: where pysbd may split.
+LIKELY_BOUNDARY = re.compile(r"[.!?][\"')\]”’»]*\s")
+
+
+ZERO_WIDTH = "\ufeff\u200b"  # no-break space / byte order mark, zero-width space: invisible, not whitespace
 
 
 def split_sentences(paragraph: str) -> list[str]:
-    """pysbd, skipped when the paragraph holds no internal sentence end (most speeches and verses: 3x faster)."""
+    """pysbd, skipped when the paragraph holds no internal sentence end (most speeches and verses: 3x faster).
+
+    A sentence of only whitespace and zero-width characters is dropped: it holds no text, and a lone U+FEFF
+    first in a shard would be read back as a byte order mark, leaving an empty line in the shard."""
     global _segmenter
     paragraph = re.sub(r"\s+", " ", paragraph).strip()
     if not LIKELY_BOUNDARY.search(paragraph):
-        return [paragraph] if paragraph else []
-    if _segmenter is None:
-        import pysbd
+        sentences = [paragraph]
+    else:
+        if _segmenter is None:
+            import pysbd
 
-        _segmenter = pysbd.Segmenter(language="en", clean=False)
-    return [s.strip() for s in _segmenter.segment(paragraph) if s.strip()]
+            _segmenter = pysbd.Segmenter(language="en", clean=False)
+        sentences = [s.strip() for s in segment_in_blocks(paragraph, _segmenter.segment)]
+    return [s for s in sentences if s.strip(" " + ZERO_WIDTH)]
+
+
+LONG_PARAGRAPH, BLOCK = 20_000, 5_000  # characters: pysbd's time grows about quadratically with its input
+
+
+def segment_in_blocks(paragraph: str, segment) -> list[str]:
+    """segment(paragraph), in blocks of about BLOCK characters when the paragraph is longer than LONG_PARAGRAPH
+    (a book stored as one line took minutes to an hour). A block ends at a likely sentence end; its last
+    sentence is not trusted (its end may be a false one, as in "Mr. "): it starts the next block, so every
+    boundary kept was found by pysbd with text on both sides. Shorter paragraphs: one call, as before."""
+    if len(paragraph) <= LONG_PARAGRAPH:
+        return segment(paragraph)
+    sentences, start, end = [], 0, 0
+    while True:
+        boundary = LIKELY_BOUNDARY.search(paragraph, max(end, start + BLOCK))
+        end = boundary.end() if boundary else len(paragraph)
+        found = segment(paragraph[start:end])
+        if end == len(paragraph):
+            return sentences + found
+        if len(found) > 1 and "".join(found) == paragraph[start:end]:  # the tail's offset is known
+            sentences += found[:-1]
+            start = end - len(found[-1])
 
 
 def split_document(document: Document) -> tuple[str, list[str]]:
@@ -448,7 +481,8 @@ def read_corpus(corpus_dir: str | os.PathLike, max_documents: int | None = None,
     checking each shard against stats.json.
 
     A shard that is missing, not UTF-8, lacks its final blank line or holds other counts than stats.json
-    says (truncated, edited) is a UserError naming the file.
+    says (truncated, edited) is a UserError naming the file; an empty shard is valid where stats.json lists
+    0 documents for it.
     """
     corpus_dir = Path(corpus_dir)
     listed = read_stats(corpus_dir)["shards"]
@@ -462,6 +496,8 @@ def read_corpus(corpus_dir: str | os.PathLike, max_documents: int | None = None,
         if not path.is_file():
             raise UserError(f"{path}: shard listed in stats.json is missing")
         text = read_text(path)
+        if not text and expected["documents"] == 0:
+            continue  # a shard whose share of the input was empty (fewer files or rows than shards)
         if not text.endswith("\n\n"):
             raise UserError(f"{path}: truncated shard (does not end with a blank line after its last document)")
         documents = [block.split("\n") for block in text[:-2].split("\n\n")]

@@ -57,10 +57,37 @@ def featurize(spec, dataset: datasets.Dataset, tokenizer, max_seq_length: int, d
                        desc=f"featurize {spec.name}")  # fmt: skip
 
 
+def truncate_pair(a: list, b: list, max_tokens: int) -> tuple[list, list]:
+    """Cut a pair to max_tokens by dropping the last token of the longer segment, of B on ties: the rule of
+    Google's and NVIDIA's run_classifier (_truncate_seq_pair). The tokenizer's longest_first gives the odd
+    token to B instead, so A and B would differ by one token from the original recipe's inputs."""
+    a_end, b_end = len(a), len(b)
+    while a_end + b_end > max_tokens:
+        if a_end > b_end:
+            a_end -= 1
+        else:
+            b_end -= 1
+    return a[:a_end], b[:b_end]
+
+
 def _encode(tokenizer, first, second, max_seq_length: int) -> dict:
-    encoded = tokenizer(first, second, truncation="longest_first", max_length=max_seq_length,
-                        padding="max_length", return_token_type_ids=True)  # fmt: skip
-    return {k: encoded[k] for k in _INPUTS}
+    """[CLS] A [SEP] (B [SEP]) [PAD]...: A (or a pair, by truncate_pair) cut to fit, token types 0 for A and
+    1 for B and its [SEP], attention 1 on every real token."""
+    firsts = tokenizer(first, add_special_tokens=False)["input_ids"]
+    seconds = tokenizer(second, add_special_tokens=False)["input_ids"] if second is not None else None
+    cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
+    out = {k: [] for k in _INPUTS}
+    for i, a in enumerate(firsts):
+        if seconds is None:
+            a, b = a[: max_seq_length - 2], None
+        else:
+            a, b = truncate_pair(a, seconds[i], max_seq_length - 3)
+        ids = [cls, *a, sep] + ([] if b is None else [*b, sep])
+        padding = max_seq_length - len(ids)
+        out["input_ids"].append(ids + [pad] * padding)
+        out["token_type_ids"].append([0] * (len(a) + 2) + [1] * (len(ids) - len(a) - 2) + [0] * padding)
+        out["attention_mask"].append([1] * len(ids) + [0] * padding)
+    return out
 
 
 def _sentences(spec, batch: dict, tokenizer, max_seq_length: int) -> dict:
@@ -71,7 +98,8 @@ def _sentences(spec, batch: dict, tokenizer, max_seq_length: int) -> dict:
 
 
 def _choices(batch: dict, tokenizer, max_seq_length: int, num_choices: int = 4) -> dict:
-    """SWAG: segment A = sent1 (the context), segment B = sent2 + " " + ending_k, for each of the 4 endings."""
+    """SWAG: segment A = sent1 (the context), segment B = sent2 + " " + ending_k, for each of the 4 endings
+    (a long pair is cut by truncate_pair, the rule of the BERT-era run_swag.py too)."""
     endings = zip(*(batch[f"ending{k}"] for k in range(num_choices)))  # per row: (ending0, ..., ending3)
     first = [sent1 for sent1 in batch["sent1"] for _ in range(num_choices)]
     second = [f"{sent2} {ending}" for sent2, row in zip(batch["sent2"], endings) for ending in row]

@@ -7,7 +7,9 @@ The construction of Devlin et al. (2019), which the SparseBERT code inherits, wr
 2. For each of `dupe_factor` passes over the documents (each pass draws new segment boundaries and masks),
    consecutive sentences are packed into a chunk until it reaches a target length: max_seq_length - 3 (room
    for [CLS] A [SEP] B [SEP]) or, with probability short_seq_prob, a random shorter one, so the model also
-   sees the short inputs of fine-tuning. The chunk is cut at a random sentence boundary into A and B.
+   sees the short inputs of fine-tuning. The target is drawn once per document (as Google's
+   create_pretraining_data.py does): a short document is cut into short chunks throughout. The chunk is cut
+   at a random sentence boundary into A and B.
 3. Next sentence prediction: with probability 0.5 B is replaced by text from a random other document (label
    1, the HF convention; 0 = B really follows A; the other document is drawn from the same corpus shard and
    split, as in NVIDIA's sharded preparation), and the chunk's unused sentences go back to start the next
@@ -86,12 +88,15 @@ def check_params(params: dict) -> dict:
 
 
 def tokenize_documents(documents: list[list[str]], tokenizer, batch_size: int = 10_000) -> list[list[np.ndarray]]:
-    """Documents of sentences -> documents of int32 token-id arrays (empty sentences and documents dropped)."""
+    """Documents of sentences -> documents of int32 token-id arrays (empty sentences and documents dropped).
+
+    A literal "[SEP]" or "[MASK]" in the text is ordinary text ('[', 'sep', ']'), as for Google's FullTokenizer:
+    Hugging Face fast tokenizers would otherwise match special tokens in raw text and give their ids."""
     sentences = [s for document in documents for s in document]
     ids: list[list[int]] = []
     for start in tqdm(range(0, len(sentences), batch_size), desc="examples: tokenizing", unit="batch", mininterval=2):
         batch = sentences[start : start + batch_size]
-        ids += tokenizer(batch, add_special_tokens=False, return_attention_mask=False,
+        ids += tokenizer(batch, add_special_tokens=False, split_special_tokens=True, return_attention_mask=False,
                          return_token_type_ids=False)["input_ids"]
     tokenized, position = [], 0
     for document in documents:
@@ -127,7 +132,7 @@ def document_pairs(documents: list[list[np.ndarray]], index: int, rng: np.random
                    short_seq_prob: float):
     """Yield (tokens_a, tokens_b, is_random_next) for one document (steps 2-4 of the module docstring)."""
     document = documents[index]
-    target = target_length(rng, max_num_tokens, short_seq_prob)
+    target = target_length(rng, max_num_tokens, short_seq_prob)  # one draw for the whole document
     chunk, length, i = [], 0, 0
     while i < len(document):
         chunk.append(document[i])
@@ -158,7 +163,6 @@ def document_pairs(documents: list[list[np.ndarray]], index: int, rng: np.random
             if len(tokens_b):  # empty only in a one-document split (no random B to take)
                 yield (*truncate_pair(tokens_a, tokens_b, max_num_tokens, rng), is_random)
             chunk, length = [], 0
-            target = target_length(rng, max_num_tokens, short_seq_prob)
         i += 1
 
 
@@ -240,7 +244,7 @@ def create_examples(documents: list[list[np.ndarray]], vocab: Vocab, params: dic
 # 65,536, as BERT's 30,522), where segment B starts (token types follow), the masked positions and their ids
 # (the attention mask and all padding follow from the lengths). Measured on the default run (seq 128, 20
 # predictions): 330 bytes a row on disk, against 1,704 for the padded int32 columns that `create_examples`
-# returns and `Examples` gives back.
+# returns (`Examples` gives them back padded, as int64).
 
 SHARD_FILES = {split: f"{split}.arrow" for split in SPLITS}
 
