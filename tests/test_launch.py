@@ -4,6 +4,7 @@ CPU with a stated GPU count)."""
 
 import fcntl
 import os
+import re
 import select
 import shlex
 import signal
@@ -33,6 +34,8 @@ from sparsebert.launch import (
 REPO = Path(__file__).resolve().parents[1]
 
 SLOTS = "python -m sparsebert.launch --gpus"
+# torchrun's grace before it SIGKILLs a signalled worker (launch.TORCHRUN_SHUTDOWN; 30 s by default)
+GRACE = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT=240"
 
 
 @pytest.mark.parametrize(
@@ -41,10 +44,10 @@ SLOTS = "python -m sparsebert.launch --gpus"
         (1, 0, 0, "CUDA_VISIBLE_DEVICES= python"),  # no GPU declared: the GPUs hidden, even on a GPU machine
         (1, 1, 0, f"{SLOTS} 1 -- python"),  # one GPU needs no process group, but a GPU of its own
         (1, 0, 1, "CUDA_VISIBLE_DEVICES= python"),
-        (1, 2, 0, f"{SLOTS} 2 -- torchrun --standalone --nproc_per_node=2"),
-        (1, 8, 0, f"{SLOTS} 8 -- torchrun --standalone --nproc_per_node=8"),
-        (1, 0, 2, "CUDA_VISIBLE_DEVICES= torchrun --standalone --nproc_per_node=2"),  # CPU DDP (gloo)
-        (1, 4, 2, f"{SLOTS} 4 -- torchrun --standalone --nproc_per_node=4"),  # GPUs win over CPU workers
+        (1, 2, 0, f"{GRACE} {SLOTS} 2 -- torchrun --standalone --nproc_per_node=2"),
+        (1, 8, 0, f"{GRACE} {SLOTS} 8 -- torchrun --standalone --nproc_per_node=8"),
+        (1, 0, 2, f"CUDA_VISIBLE_DEVICES= {GRACE} torchrun --standalone --nproc_per_node=2"),  # CPU DDP (gloo)
+        (1, 4, 2, f"{GRACE} {SLOTS} 4 -- torchrun --standalone --nproc_per_node=4"),  # GPUs win over CPU workers
     ],
 )
 def test_single_node(nodes, gpus, cpu_procs, expected):
@@ -60,7 +63,7 @@ def test_multi_node_is_srun_with_c10d_rendezvous_on_the_first_node():
     # the node list is one quoted word for scontrol (squeue's output, unquoted, would be split by the shell)
     assert setup == 'export MASTER_ADDR=$(scontrol show hostnames "$(squeue -h -j "$SLURM_JOB_ID" -o %N)" | head -n 1)'
     argv = shlex.split(run)
-    assert argv[:5] == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+    assert argv[:6] == [GRACE, "srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
     torchrun = argv[argv.index("torchrun") :]
     assert torchrun == [
         "torchrun",
@@ -72,6 +75,25 @@ def test_multi_node_is_srun_with_c10d_rendezvous_on_the_first_node():
     ]
     # Snakemake formats shell strings with {}: the prefix must contain none.
     assert "{" not in cmd and "}" not in cmd
+
+
+def test_torchrun_grace_is_the_variable_torch_reads_and_ends_before_the_wall_time(monkeypatch):
+    """TORCH_ELASTIC_SHUTDOWN_TIMEOUT is what torch's launcher reads for the seconds between forwarding a SIGTERM
+    to the workers and killing them (torch >= 2.13; older ones ignore the variable and wait 30 s), and the
+    grace ends before the wall time that the SLURM profile's early signal (--signal=TERM@N) announces."""
+    import inspect
+
+    import yaml
+    from torch.distributed.launcher.api import LaunchConfig
+
+    name, seconds = launch.TORCHRUN_SHUTDOWN.split("=")
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    leads = {int(m) for m in re.findall(r"--signal=TERM@(\d+)", str(profile["set-resources"]))}
+    assert leads and all(int(seconds) < lead for lead in leads)
+    if "shutdown_timeout" not in inspect.signature(LaunchConfig).parameters:
+        pytest.skip("this torch has no shutdown timeout: torchrun waits 30 s")
+    monkeypatch.setenv(name, seconds)
+    assert LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=2).shutdown_timeout == int(seconds)
 
 
 def test_launcher_defaults_and_boundary_counts():
@@ -99,11 +121,11 @@ def test_multi_node_cpu_and_errors():
     ("resources", "per_node", "expected_start"),
     [
         ({}, 0, "CUDA_VISIBLE_DEVICES= python"),
-        ({"gpu": 8}, 8, f"{SLOTS} 8 -- torchrun --standalone --nproc_per_node=8"),
-        ({"gres": "gpu:4"}, 4, f"{SLOTS} 4 -- torchrun --standalone --nproc_per_node=4"),
-        ({"gres": "gpu:a100:2"}, 2, f"{SLOTS} 2 -- torchrun --standalone --nproc_per_node=2"),
+        ({"gpu": 8}, 8, f"{GRACE} {SLOTS} 8 -- torchrun --standalone --nproc_per_node=8"),
+        ({"gres": "gpu:4"}, 4, f"{GRACE} {SLOTS} 4 -- torchrun --standalone --nproc_per_node=4"),
+        ({"gres": "gpu:a100:2"}, 2, f"{GRACE} {SLOTS} 2 -- torchrun --standalone --nproc_per_node=2"),
         ({"gres": "gpu"}, 1, f"{SLOTS} 1 -- python"),
-        ({"ddp_cpu_procs": 2}, 0, "CUDA_VISIBLE_DEVICES= torchrun --standalone --nproc_per_node=2"),
+        ({"ddp_cpu_procs": 2}, 0, f"CUDA_VISIBLE_DEVICES= {GRACE} torchrun --standalone --nproc_per_node=2"),
         ({"gpu": 1, "jobs_per_gpu": 3}, 1, f"{SLOTS} 1 --jobs-per-gpu 3 -- python"),  # a third of one GPU
         ({"gpu": 0, "jobs_per_gpu": 3}, 0, "CUDA_VISIBLE_DEVICES= python"),  # nothing to share without a GPU
         ({"nodes": 2, "gres": "gpu:8"}, 8, "export MASTER_ADDR="),  # gres counts per node
@@ -255,7 +277,7 @@ def test_the_smoke_configs_cpu_ddp_job_runs_on_the_cpu():
 
     smoke = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
     assert from_resources(rule_resources(smoke, "pretrain", "dense")) == (
-        "CUDA_VISIBLE_DEVICES= torchrun --standalone --nproc_per_node=2")
+        f"CUDA_VISIBLE_DEVICES= {GRACE} torchrun --standalone --nproc_per_node=2")
     assert from_resources(rule_resources(smoke, "pretrain", "longformer")) == "CUDA_VISIBLE_DEVICES= python"
 
 

@@ -50,6 +50,12 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+# torchrun forwards a SIGTERM to its workers and SIGKILLs those still running after TORCH_ELASTIC_SHUTDOWN_TIMEOUT
+# seconds (read by torch >= 2.13; older torchruns wait 30 s and ignore the variable). A worker needs the rest of
+# its optimizer step and a checkpoint write (BERT-base: 1.3 GB) to stop cleanly, which at 2-4 GPUs or on a slow
+# shared filesystem takes more than 30 s; the SLURM profile signals 300 s before the wall time.
+TORCHRUN_SHUTDOWN = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT=240"
+
 # Port of the c10d rendezvous store on the first node; torchrun's own default.
 RDZV_PORT = 29500
 
@@ -75,10 +81,11 @@ def launcher(nodes: int, gpus_per_node: int, cpu_procs: int = 0, jobs_per_gpu: i
         return srun_torchrun(nodes, procs) if gpus_per_node else f"export {HIDE_GPUS} && {srun_torchrun(nodes, procs)}"
     # --standalone: a private rendezvous on localhost with a free port, so two jobs on one node never collide.
     start = "python" if procs <= 1 else f"torchrun --standalone --nproc_per_node={procs}"
+    env = "" if procs <= 1 else f"{TORCHRUN_SHUTDOWN} "  # inherited through sparsebert.launch's exec
     if not gpus_per_node:
-        return f"{HIDE_GPUS} {start}"
+        return f"{HIDE_GPUS} {env}{start}"
     share = f" --jobs-per-gpu {jobs_per_gpu}" if jobs_per_gpu > 1 else ""
-    return f"python -m sparsebert.launch --gpus {gpus_per_node}{share} -- {start}"
+    return f"{env}python -m sparsebert.launch --gpus {gpus_per_node}{share} -- {start}"
 
 
 def srun_torchrun(nodes: int, procs_per_node: int) -> str:
@@ -93,7 +100,7 @@ def srun_torchrun(nodes: int, procs_per_node: int) -> str:
     return (
         f"export MASTER_ADDR=$(scontrol show hostnames {nodelist} | head -n 1) && "
         # --kill-on-bad-exit: one node dying ends the step instead of leaving the others waiting forever.
-        f"srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --kill-on-bad-exit=1 "
+        f"{TORCHRUN_SHUTDOWN} srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --kill-on-bad-exit=1 "
         f"torchrun --nnodes={nodes} --nproc_per_node={procs_per_node} "
         f"--rdzv_backend=c10d --rdzv_endpoint=$MASTER_ADDR:{RDZV_PORT} --rdzv_id=$SLURM_JOB_ID"
     )
