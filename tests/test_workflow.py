@@ -323,6 +323,20 @@ def test_dvc_stages_of_every_run_record_what_their_snakemake_target_writes(tmp_p
     assert set(lock) == {f"{stage}@{run}" for stage in ("pretrain", "finetune") for run in runs}
 
 
+
+def test_dvc_loss_plot_names_exactly_the_default_runs_variants():
+    """The top-level loss plot's y fields are the columns of results/default/figures/loss_curves.csv: step, then
+    each variant of config/config.yaml (its masks, DAM runs <kind>_<lambda>, retrainings). `dvc plots show` drops
+    the whole plot when one field is missing from the CSV (it named cpu_full.yaml's 13 variants)."""
+    default = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    assert yaml.safe_load((REPO / "dvc.yaml").read_text())["vars"][0]["runs"]["default"]["config"] == "config/config.yaml"
+    dam_runs = [f"{kind}_{lam:g}" for kind, lams in default.get("dam", {}).items() for lam in lams]
+    columns = list(default["masks"]) + dam_runs + [f"{r}_retrain" for r in dam_runs] * bool(default.get("dam_retrain"))
+    (plot,) = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+    (spec,) = plot.values()
+    assert spec["x"] == "step"
+    assert spec["y"] == {"results/default/figures/loss_curves.csv": columns}
+
 def test_paper_config_builds_the_full_job_list(tmp_path):
     wd = workdir(tmp_path / "paper")
     r = snakemake(wd, "-n", "--configfile", "config/paper.yaml")
