@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from sparsebert import cli, plan
 from sparsebert.io import UserError
@@ -229,6 +230,33 @@ def test_tiny_plan_finetune_rows_by_hand():
     assert plan.finetune_rows(TINY_CONFIG, 3, NO_FP32)[1]["mfu_from"] == \
         f"pretrain, micro-batch 4, eager ({proxy_note}; {FP32_NOTE})"
 
+
+
+def test_per_model_fine_tuning_counts_the_dags_jobs():
+    """`tasks.jobs: per_model` (rule finetune_model): one job per (variant, seed) fine-tunes every task in turn,
+    so TINY_CONFIG's DAG has 4 variants x 2 seeds = 8 fine-tuning jobs, not 8 x 3 tasks = 24 (config/config.yaml:
+    3 masks + 1 DAM run, 3 seeds = 12, not 60). One row; FLOPs as per task (8 x (150 + 60) sequences x 24576);
+    glue measured at MFU 0.25 here, proxy 0.5: in units of 24576 / 1e12 s a job is glue 150 / 100 = 1.5 and
+    proxy 60 / 10 = 6 at peak, 1.5 / 0.25 + 6 / 0.5 = 18 on the GPU (MFU 7.5 / 18 = 5/12). 3 // 2 = 1 job at a
+    time: 8 waves of 18 units / 2 GPUs. Disk: every task keeps its own 2 checkpoints (3 x 826 x 24 bytes)."""
+    config = {**TINY_CONFIG, "tasks": {**TINY_CONFIG["tasks"], "jobs": "per_model"}}
+    measured = {**TINY_MEASURED, "mfu": [
+        {**e, "mfu": 0.25} if (e["job"], e["compiled"]) == ("finetune_glue", False) else e for e in TINY_MEASURED["mfu"]]}
+    unit_h = 24576 / 1e12 / 3600
+    proxy_note = "pretrain's: finetune_proxy / pretrain_loop not measured; measured at micro-batch 4, not 8"
+    (row,) = plan.finetune_rows(config, 3, measured)
+    assert row == pytest.approx({
+        "rule": "finetune_model (glue: mrpc, rte; proxy: proxy_single)", "jobs": 8, "gpus_per_job": 2,
+        "flops": 8 * 210 * 24576, "mfu": 5 / 12,
+        "mfu_from": f"glue 25 %: finetune_glue, micro-batch 4, eager; proxy 50 %: pretrain, micro-batch 4, eager "
+                    f"({proxy_note})",
+        "gpu_hours": 8 * 18 * unit_h, "wall_hours": 8 * 18 * unit_h / 2, "disk_bytes": 8 * 3 * TINY_PARAMS * 24,
+        "what": "210 sequences per job (3 tasks in turn)"})
+    default = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    assert default["tasks"]["jobs"] == "per_model"
+    rows = plan.plan(default, 1, TINY_MEASURED)["training"]
+    assert [(r["rule"].split(" ")[0], r["jobs"]) for r in rows if r["rule"].startswith("finetune")] == \
+        [("finetune_model", 12)]
 
 def test_tiny_plan_data_and_report_rows_by_hand():
     """The hub corpus: 3.3e9 words over 4 shards; corpus 3.3e9 / 68,000 words/CPU-s, 18 GB; examples

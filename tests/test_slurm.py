@@ -196,6 +196,30 @@ def test_profile_sends_training_rules_to_gpus_and_leaves_their_counts_to_the_con
         assert rule_resources(paper, rule)["gpu"] >= 1, rule
 
 
+def gpu_rules() -> set[str]:
+    """Every rule of the workflow whose resources come from the config's training resources (and so may ask
+    for GPUs), read from the rule files: each `rule x:` up to the next one."""
+    rules = set()
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        for name, body in re.findall(r"^\s*rule (\w+):\n(.*?)(?=^\s*rule \w+:|\Z)", smk.read_text(), re.M | re.S):
+            if "training_resources(" in body:
+                rules.add(name)
+    return rules
+
+
+def test_every_rule_that_may_ask_for_gpus_goes_to_the_gpu_partition_with_the_early_signal():
+    """A rule with the config's GPU resources that the profile does not name falls to the CPU partition: sbatch
+    then asks a CPU partition for GPUs, and a preempted job gets no early SIGTERM (finetune_model, the
+    `tasks.jobs: per_model` fine-tuning rule, was missing). Each such rule gets the pretraining rule's settings."""
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    rules = gpu_rules()
+    assert {"pretrain", "dam_search", "pretrain_learned", "finetune", "finetune_model"} <= rules
+    for rule in sorted(rules):
+        res = profile["set-resources"].get(rule, {})
+        assert res.get("slurm_partition") == profile["set-resources"]["pretrain"]["slurm_partition"], rule
+        assert "--signal=TERM@300" in res.get("slurm_extra", ""), rule
+
+
 @pytest.mark.slow
 def test_profile_dry_run_plans_the_paper_dag():
     """The profile's per-rule settings include expressions Snakemake evaluates per job (slurm_extra): the DAG-time

@@ -277,6 +277,66 @@ def test_dvc_push_then_pull_into_a_fresh_clone_leaves_nothing_to_do(smoke, tmp_p
     assert "up to date" in sh("dvc", "status", cwd=clone).lower()
 
 
+
+# A stand-in for `snakemake <target> ... --configfile <config>` that writes, per run, the folders the real target
+# writes there (and nothing else): proxy tasks only with `tasks.source: proxy`, DAM masks only with DAM runs.
+FAKE_SNAKEMAKE = """#!PYTHON
+import pathlib, sys, yaml
+target, config = sys.argv[1], yaml.safe_load(open(sys.argv[sys.argv.index("--configfile") + 1]))
+data, results = f"data/{config['run']}", f"results/{config['run']}"
+writes = {"pretrain_all": [f"{data}/corpus", f"{data}/tokenizer", f"{data}/examples", f"{results}/pretrain"]
+                          + [f"{results}/dam"] * any(config.get("dam", {}).values()),
+          "finetune_all": [f"{results}/finetune"] + [f"{data}/tasks"] * (config["tasks"]["source"] == "proxy")}
+for folder in writes[target]:
+    pathlib.Path(folder).mkdir(parents=True, exist_ok=True)
+    pathlib.Path(folder, "done").write_text(folder)
+"""
+
+
+def test_dvc_stages_of_every_run_record_what_their_snakemake_target_writes(tmp_path):
+    """dvc.yaml's pretrain and finetune stages, run for each of its runs (plus a run with local tasks and no DAM
+    runs) with a stand-in Snakemake that writes only what that run's target writes: DVC records every stage.
+    data/<run>/tasks exists only for proxy tasks and results/<run>/dam only with DAM runs; an output declared
+    but never written failed `dvc repro finetune@paper` after all its jobs ("output 'data/paper/tasks' does
+    not exist")."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    runs = stages["vars"][0]["runs"]
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    plain = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    plain.update(run="plain", dam={}, tasks={**plain["tasks"], "source": "local", "local_dir": "/nonexistent"})
+    (tmp_path / "config/plain.yaml").write_text(yaml.safe_dump(plain))
+    runs["plain"] = {"config": "config/plain.yaml", "snakemake": ""}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"vars": stages["vars"], "stages": {
+        name: stages["stages"][name] for name in ("pretrain", "finetune")}}))  # fmt: skip
+    for dep in ("Snakefile", "workflow/x.smk", "src/sparsebert/x.py"):
+        (tmp_path / dep).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / dep).write_text("")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/snakemake").write_text(FAKE_SNAKEMAKE.replace("PYTHON", sys.executable))
+    (tmp_path / "bin/snakemake").chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1"}
+    for cmd in (["dvc", "init", "--no-scm", "-q"], ["dvc", "repro", "finetune"]):
+        r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, f"{' '.join(cmd)}:\n{(r.stdout + r.stderr)[-3000:]}"
+    lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]
+    assert set(lock) == {f"{stage}@{run}" for stage in ("pretrain", "finetune") for run in runs}
+
+
+
+def test_dvc_loss_plot_names_exactly_the_default_runs_variants():
+    """The top-level loss plot's y fields are the columns of results/default/figures/loss_curves.csv: step, then
+    each variant of config/config.yaml (its masks, DAM runs <kind>_<lambda>, retrainings). `dvc plots show` drops
+    the whole plot when one field is missing from the CSV (it named cpu_full.yaml's 13 variants)."""
+    default = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    assert yaml.safe_load((REPO / "dvc.yaml").read_text())["vars"][0]["runs"]["default"]["config"] == "config/config.yaml"
+    dam_runs = [f"{kind}_{lam:g}" for kind, lams in default.get("dam", {}).items() for lam in lams]
+    columns = list(default["masks"]) + dam_runs + [f"{r}_retrain" for r in dam_runs] * bool(default.get("dam_retrain"))
+    (plot,) = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+    (spec,) = plot.values()
+    assert spec["x"] == "step"
+    assert spec["y"] == {"results/default/figures/loss_curves.csv": columns}
+
 def test_paper_config_builds_the_full_job_list(tmp_path):
     wd = workdir(tmp_path / "paper")
     r = snakemake(wd, "-n", "--configfile", "config/paper.yaml")

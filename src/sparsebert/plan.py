@@ -18,6 +18,8 @@ d, feed-forward f, vocabulary V, n layers:
 Fine-tuning counts the encoder only (its heads are < 0.1 % of it). That is 6 x (encoder parameters) x tokens
 plus the attention term, the usual 6ND rule with L^2 attention spelled out.
 
+Fine-tuning is cut into jobs as the DAG cuts it (`tasks.jobs`): one job per variant x seed x task (`finetune`,
+one row per task family), or per variant x seed running every task in turn (`finetune_model`, one row).
 Wall time assumes each job's GPUs (resources.<rule>.gpu, at most N) scale linearly, jobs of one rule run N /
 gpu at a time, and the rules run one after another (a bound: Snakemake overlaps pretrain and dam_search).
 Data preparation runs on CPUs: its cost comes from the rates measured in README "Data preparation at paper
@@ -163,14 +165,19 @@ def _gpus_per_job(config: dict, rule: str, gpus: int) -> int:
     return max(1, min(asked, gpus))  # a CPU rule is priced as if it had one GPU; never more GPUs than the run
 
 
+def _mfu_from(entry: dict, note: str) -> str:
+    """Which measurement priced a job, and the note saying where it stands in for another."""
+    return (f"{entry['job']}, micro-batch {entry['micro_batch']}, {'compiled' if entry['compiled'] else 'eager'}"
+            + (f" ({note})" if note else ""))
+
+
 def _row(rule, jobs, flops_per_job, peak_seconds_per_job, gpus_per_job, gpus, mfu_entry, note, disk_per_job,
          what) -> dict:
     """peak_seconds_per_job: the job's FLOPs / the matmul peak of their precision (its time at 100 % MFU)."""
     gpu_hours_per_job = peak_seconds_per_job / mfu_entry["mfu"] / 3600
     waves = math.ceil(jobs / max(1, gpus // gpus_per_job)) if jobs else 0
     return {"rule": rule, "jobs": jobs, "gpus_per_job": gpus_per_job, "flops": jobs * flops_per_job,
-            "mfu": mfu_entry["mfu"], "mfu_from": f"{mfu_entry['job']}, micro-batch {mfu_entry['micro_batch']}, "
-            f"{'compiled' if mfu_entry['compiled'] else 'eager'}" + (f" ({note})" if note else ""),
+            "mfu": mfu_entry["mfu"], "mfu_from": _mfu_from(mfu_entry, note),
             "gpu_hours": jobs * gpu_hours_per_job, "wall_hours": waves * gpu_hours_per_job / gpus_per_job,
             "disk_bytes": jobs * disk_per_job, "what": what}
 
@@ -208,18 +215,15 @@ def _train_examples(task: str, config: dict, recipe: dict) -> int:
     return min(n, recipe["max_train_examples"] or n) * SEQUENCES_PER_EXAMPLE.get(task, 1)
 
 
-def finetune_rows(config: dict, gpus: int, measured: dict) -> list[dict]:
-    """finetune, one row per task family: jobs = variants x seeds x tasks; tokens = examples x epochs x T."""
-    model = recipes.fill("pretrain", {k: v for k, v in config["pretrain"].items() if k != "seed"})["model"]
-    runs = len(variants.variant_table(config)) * len(config.get("seeds", [0]))
+def _family_costs(config: dict, model: dict, g: int, measured: dict) -> list[dict]:
+    """Per task family, what one (variant, seed) costs to fine-tune on its tasks: FLOPs, time at the matmul peak
+    of each task's precision, sequences, and the MFU entry that prices them (with its note)."""
     shared = {k: v for k, v in config["finetune"].items() if k != "per_task"}
-    g = _gpus_per_job(config, "finetune", gpus)
-    params = parameter_count(model, _vocab(config), model.get("max_position_embeddings", 512))
     families: dict[str, list] = {}
     for task in config["tasks"]["names"]:
         family = next((name for name, tasks in FAMILIES.items() if task in tasks), "proxy")
         families.setdefault(family, []).append(task)
-    rows = []
+    costs = []
     for family, tasks in families.items():
         flops = peak_seconds = sequences = 0.0
         peak_notes = set()
@@ -234,11 +238,42 @@ def finetune_rows(config: dict, gpus: int, measured: dict) -> list[dict]:
             micro = r["batch_size"] // g
         entry, note = pick_mfu(measured, f"finetune_{family}", micro, False)
         note = "; ".join(filter(None, [note, *sorted(peak_notes)]))
-        disk = params * CHECKPOINTS_KEPT * CHECKPOINT_BYTES_PER_PARAM
-        rows.append(_row(f"finetune ({family}: {', '.join(tasks)})", runs * len(tasks), flops / len(tasks),
-                         peak_seconds / len(tasks), g, gpus, entry, note, disk,
-                         f"{sequences / len(tasks):,.0f} sequences per job on average"))
-    return rows
+        costs.append({"family": family, "tasks": tasks, "flops": flops, "peak_seconds": peak_seconds,
+                      "sequences": sequences, "entry": entry, "note": note})
+    return costs
+
+
+def _per_model_row(costs: list[dict], runs: int, g: int, gpus: int, disk_per_task: float) -> dict:
+    """finetune_model (`tasks.jobs: per_model`): one job per (variant, seed) fine-tunes every task in turn, each
+    family at its own MFU; the row's MFU is the job's overall one (its time at peak / its GPU time)."""
+    peak = sum(c["peak_seconds"] for c in costs)
+    gpu_seconds = sum(c["peak_seconds"] / c["entry"]["mfu"] for c in costs)
+    entry = {**costs[0]["entry"], "mfu": peak / gpu_seconds if gpu_seconds else costs[0]["entry"]["mfu"]}
+    tasks = [task for c in costs for task in c["tasks"]]
+    row = _row(f"finetune_model ({'; '.join(c['family'] + ': ' + ', '.join(c['tasks']) for c in costs)})", runs,
+               sum(c["flops"] for c in costs), peak, g, gpus, entry, costs[0]["note"], disk_per_task * len(tasks),
+               f"{sum(c['sequences'] for c in costs):,.0f} sequences per job ({len(tasks)} tasks in turn)")
+    if len(costs) > 1:  # each family's own measurement
+        row["mfu_from"] = "; ".join(f"{c['family']} {100 * c['entry']['mfu']:.0f} %: {_mfu_from(c['entry'], c['note'])}"
+                                    for c in costs)
+    return row
+
+
+def finetune_rows(config: dict, gpus: int, measured: dict) -> list[dict]:
+    """Fine-tuning as the DAG cuts it into jobs (`tasks.jobs`): per_task, one `finetune` row per task family,
+    jobs = variants x seeds x tasks; per_model, one `finetune_model` row, jobs = variants x seeds, each running
+    every task. Tokens = examples x epochs x T; every task keeps its own checkpoints either way."""
+    model = recipes.fill("pretrain", {k: v for k, v in config["pretrain"].items() if k != "seed"})["model"]
+    runs = len(variants.variant_table(config)) * len(config.get("seeds", [0]))
+    g = _gpus_per_job(config, "finetune", gpus)
+    params = parameter_count(model, _vocab(config), model.get("max_position_embeddings", 512))
+    disk = params * CHECKPOINTS_KEPT * CHECKPOINT_BYTES_PER_PARAM
+    costs = _family_costs(config, model, g, measured)
+    if config["tasks"].get("jobs", "per_task") == "per_model":
+        return [_per_model_row(costs, runs, g, gpus, disk)]
+    return [_row(f"finetune ({c['family']}: {', '.join(c['tasks'])})", runs * len(c["tasks"]),
+                 c["flops"] / len(c["tasks"]), c["peak_seconds"] / len(c["tasks"]), g, gpus, c["entry"], c["note"],
+                 disk, f"{c['sequences'] / len(c['tasks']):,.0f} sequences per job on average") for c in costs]
 
 
 def data_rows(config: dict) -> list[dict]:
