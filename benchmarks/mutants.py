@@ -46,7 +46,7 @@ MODULES: dict[str, tuple[str, list[str] | None]] = {
     "data/features": ("src/sparsebert/data/features.py", None),
     "training": ("src/sparsebert/training.py", ["lr_multiplier", "build_scheduler", "save_checkpoint",
                                                 "latest_checkpoint", "load_checkpoint", "_rng_state",
-                                                "_set_rng_state"]),
+                                                "_set_rng_state", "fingerprint", "clip_each_tensor_"]),
     "masks": ("src/sparsebert/masks.py", None),
     "dam": ("src/sparsebert/dam.py", None),
     "report": ("src/sparsebert/report.py", None),
