@@ -315,6 +315,9 @@ def test_fingerprint_changes_with_each_kind_of_rebuilt_input(tmp_path):
     changed.append(training.fingerprint(model, tmp_path / "no-such-mask.safetensors"))
     changed.append(training.fingerprint(model, model / "a.bin"))  # a mask file given where there was none
     assert len({before, *changed}) == 1 + len(changed)
+    # every input counts, also those after a None (fine-tuning: the task's files after a run without mask file)
+    assert training.fingerprint(None, model / "a.bin") != training.fingerprint(None, model / "sub" / "d.txt")
+    assert training.fingerprint(tmp_path / "gone", model) != training.fingerprint(tmp_path / "gone", tmp_path / "moved")
 
 
 def test_claim_state_removes_checkpoints_when_the_inputs_change(tmp_path):

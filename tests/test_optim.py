@@ -428,6 +428,23 @@ def test_lamb_without_bias_correction_matches_the_written_out_algorithm():
     assert p.detach().tolist() == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
+def test_a_checkpoint_from_before_the_switch_resumes_with_bias_correction():
+    """Optimizer groups saved before `bias_correction` existed have no such key: a resumed LAMB (the paper's
+    pretraining) must go on correcting the bias, as it did when the checkpoint was written."""
+    whole, _ = lamb_run(foreach=True, steps=12)
+    half, opt = lamb_run(foreach=True, steps=6)
+    old_state = opt.state_dict()
+    for group in old_state["param_groups"]:
+        del group["bias_correction"]
+    restored = mixed_model()
+    restored.load_state_dict(half.state_dict())
+    opt2 = Lamb(lamb_groups(restored), lr=1e-2)
+    opt2.load_state_dict(old_state)
+    resumed, _ = lamb_run(foreach=True, steps=6, optimizer=opt2, model=restored, start=6)
+    for (name, a), b in zip(whole.named_parameters(), resumed.parameters()):
+        assert torch.equal(a, b), name
+
+
 def test_fine_tuning_builds_the_uncorrected_adam_only_when_asked():
     model = dam_model("dam_s")
     recipe = {"optimizer": "adamw", "lr": 2e-5, "eps": 1e-8, "weight_decay": 0.01}
@@ -462,8 +479,9 @@ def test_clipping_each_tensor_equals_torch_clipping_them_one_by_one():
     """BertAdam's max_grad_norm: torch's clip_grad_norm_ applied to every tensor alone is the reference; a
     tensor under the norm keeps its gradient, a parameter without one is skipped."""
     torch.manual_seed(3)
-    params = [torch.nn.Parameter(torch.zeros(n)) for n in (4, 9, 2, 3)]
-    grads = [torch.randn(4) * 5, torch.randn(9) * 0.01, torch.tensor([3.0, 4.0]), None]
+    f64 = dict(dtype=torch.float64)  # float64, so that the 1e-6 beside the norm shows (4e-7 of a norm of 5)
+    params = [torch.nn.Parameter(torch.zeros(n, **f64)) for n in (4, 9, 2, 3)]
+    grads = [torch.randn(4, **f64) * 5, torch.randn(9, **f64) * 0.01, torch.tensor([3.0, 4.0], **f64), None]
     for p, g in zip(params, grads):
         p.grad = None if g is None else g.clone()
     expected = []
@@ -478,7 +496,7 @@ def test_clipping_each_tensor_equals_torch_clipping_them_one_by_one():
     training.clip_each_tensor_(params, 1.0)
     assert params[3].grad is None
     for p, e in zip(params[:3], expected[:3]):
-        assert torch.allclose(p.grad, e, rtol=1e-6, atol=0)
+        assert torch.allclose(p.grad, e, rtol=1e-12, atol=0)
     assert torch.equal(params[1].grad, grads[1])  # norm ~0.03: untouched
     assert params[2].grad.norm().item() == pytest.approx(1.0, rel=1e-5)  # (3, 4) -> (0.6, 0.8)
 
