@@ -295,6 +295,22 @@ def test_pairs_are_cut_by_the_official_pop_from_the_longer_rule(tmp_path, max_se
         assert row["token_type_ids"] == [0] * (len(a) + 2) + [1] * (len(b) + 1) + [0] * padding
 
 
+def test_a_single_sentence_is_cut_to_room_for_cls_and_sep(tmp_path):
+    """One segment: [CLS] + its first max_seq_length - 2 wordpieces + [SEP], no padding; a short one is padded
+    after its [SEP] (one wordpiece per letter, so the ids are written by hand)."""
+    import datasets
+
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    letters = list("abcdefghijklmnop")
+    rows = [{"sentence": " ".join(letters), "label": 1, "idx": 0}, {"sentence": "a b", "label": 0, "idx": 1}]
+    long, short = featurize(get_task("sst2"), datasets.Dataset.from_list(rows), tokenizer, 8)
+    cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
+    assert long["input_ids"] == [cls, *tokenizer.convert_tokens_to_ids(letters[:6]), sep]
+    assert long["attention_mask"] == [1] * 8 and long["token_type_ids"] == [0] * 8
+    assert short["input_ids"] == [cls, *tokenizer.convert_tokens_to_ids(["a", "b"]), sep] + [pad] * 4
+    assert short["attention_mask"] == [1] * 4 + [0] * 4
+
+
 def test_every_multiple_choice_row_has_its_four_choices(tmp_path):
     tokenizer = tiny_tokenizer(tmp_path / "tok")
     swag = featurize(get_task("swag"), load_task("swag", {"path": str(write_swag(tmp_path / "swag"))})["train"],
