@@ -258,6 +258,20 @@ def test_per_model_fine_tuning_counts_the_dags_jobs():
     assert [(r["rule"].split(" ")[0], r["jobs"]) for r in rows if r["rule"].startswith("finetune")] == \
         [("finetune_model", 12)]
 
+def test_per_model_row_names_the_measurements_that_price_it():
+    """One task family: the row names that family's measurement and its note, as a per_task row does; two: each
+    family's MFU in whole percent (0.75 -> "75 %") before its source."""
+    proxy_note = "pretrain's: finetune_proxy / pretrain_loop not measured; measured at micro-batch 4, not 8"
+    one = {**TINY_CONFIG, "tasks": {**TINY_CONFIG["tasks"], "names": ["proxy_single"], "jobs": "per_model"}}
+    (row,) = plan.finetune_rows(one, 3, TINY_MEASURED)
+    assert (row["mfu_from"], row["mfu"]) == (f"pretrain, micro-batch 4, eager ({proxy_note})", 0.5)
+    measured = {**TINY_MEASURED, "mfu": [
+        {**e, "mfu": 0.75} if (e["job"], e["compiled"]) == ("finetune_glue", False) else e for e in TINY_MEASURED["mfu"]]}
+    two = {**TINY_CONFIG, "tasks": {**TINY_CONFIG["tasks"], "jobs": "per_model"}}
+    (row,) = plan.finetune_rows(two, 3, measured)
+    assert row["mfu_from"].startswith("glue 75 %: finetune_glue, micro-batch 4, eager; proxy 50 %: pretrain")
+
+
 def test_tiny_plan_data_and_report_rows_by_hand():
     """The hub corpus: 3.3e9 words over 4 shards; corpus 3.3e9 / 68,000 words/CPU-s, 18 GB; examples
     3.3e9 / 140,000 words/CPU-s, 20.4 bytes per word. The report: 3 CPU jobs. plan() also checks the config."""

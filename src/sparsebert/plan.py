@@ -248,7 +248,7 @@ def _per_model_row(costs: list[dict], runs: int, g: int, gpus: int, disk_per_tas
     family at its own MFU; the row's MFU is the job's overall one (its time at peak / its GPU time)."""
     peak = sum(c["peak_seconds"] for c in costs)
     gpu_seconds = sum(c["peak_seconds"] / c["entry"]["mfu"] for c in costs)
-    entry = {**costs[0]["entry"], "mfu": peak / gpu_seconds if gpu_seconds else costs[0]["entry"]["mfu"]}
+    entry = {**costs[0]["entry"], "mfu": peak / gpu_seconds}  # every task has examples: gpu_seconds > 0
     tasks = [task for c in costs for task in c["tasks"]]
     row = _row(f"finetune_model ({'; '.join(c['family'] + ': ' + ', '.join(c['tasks']) for c in costs)})", runs,
                sum(c["flops"] for c in costs), peak, g, gpus, entry, costs[0]["note"], disk_per_task * len(tasks),
@@ -269,7 +269,7 @@ def finetune_rows(config: dict, gpus: int, measured: dict) -> list[dict]:
     params = parameter_count(model, _vocab(config), model.get("max_position_embeddings", 512))
     disk = params * CHECKPOINTS_KEPT * CHECKPOINT_BYTES_PER_PARAM
     costs = _family_costs(config, model, g, measured)
-    if config["tasks"].get("jobs", "per_task") == "per_model":
+    if config["tasks"].get("jobs") == "per_model":  # the schema's default is per_task
         return [_per_model_row(costs, runs, g, gpus, disk)]
     return [_row(f"finetune ({c['family']}: {', '.join(c['tasks'])})", runs * len(c["tasks"]),
                  c["flops"] / len(c["tasks"]), c["peak_seconds"] / len(c["tasks"]), g, gpus, c["entry"], c["note"],
