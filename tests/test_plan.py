@@ -258,6 +258,7 @@ def test_per_model_fine_tuning_counts_the_dags_jobs():
     assert [(r["rule"].split(" ")[0], r["jobs"]) for r in rows if r["rule"].startswith("finetune")] == \
         [("finetune_model", 12)]
 
+
 def test_per_model_row_names_the_measurements_that_price_it():
     """One task family: the row names that family's measurement and its note, as a per_task row does; two: each
     family's MFU in whole percent (0.75 -> "75 %") before its source."""

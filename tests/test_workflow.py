@@ -277,7 +277,6 @@ def test_dvc_push_then_pull_into_a_fresh_clone_leaves_nothing_to_do(smoke, tmp_p
     assert "up to date" in sh("dvc", "status", cwd=clone).lower()
 
 
-
 # A stand-in for `snakemake <target> ... --configfile <config>` that writes, per run, the folders the real target
 # writes there (and nothing else): proxy tasks only with `tasks.source: proxy`, DAM masks only with DAM runs.
 FAKE_SNAKEMAKE = """#!PYTHON
@@ -323,7 +322,6 @@ def test_dvc_stages_of_every_run_record_what_their_snakemake_target_writes(tmp_p
     assert set(lock) == {f"{stage}@{run}" for stage in ("pretrain", "finetune") for run in runs}
 
 
-
 def test_dvc_loss_plot_names_exactly_the_default_runs_variants():
     """The top-level loss plot's y fields are the columns of results/default/figures/loss_curves.csv: step, then
     each variant of config/config.yaml (its masks, DAM runs <kind>_<lambda>, retrainings). `dvc plots show` drops
@@ -336,6 +334,7 @@ def test_dvc_loss_plot_names_exactly_the_default_runs_variants():
     (spec,) = plot.values()
     assert spec["x"] == "step"
     assert spec["y"] == {"results/default/figures/loss_curves.csv": columns}
+
 
 def test_paper_config_builds_the_full_job_list(tmp_path):
     wd = workdir(tmp_path / "paper")
