@@ -84,7 +84,8 @@ def _trust_ratio(w_norm: torch.Tensor, u_norm: torch.Tensor) -> torch.Tensor:
 
 
 def _bias_corrections(group: dict, t: int) -> tuple[float, float]:
-    """(1 - b1^t, 1 - b2^t), the divisors of m and v at step t, or (1, 1) without bias correction."""
+    """(1 - b1^t, 1 - b2^t), the divisors of m and v at step t, or (1, 1) without bias correction. A group
+    restored from a checkpoint written before the switch existed has no such key: it was corrected."""
     b1, b2 = group["betas"]
     return (1 - b1**t, 1 - b2**t) if group.get("bias_correction", True) else (1.0, 1.0)
 
