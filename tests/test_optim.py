@@ -306,24 +306,38 @@ def test_multi_tensor_lamb_keeps_the_trust_ratio_rules():
     assert torch.allclose(zero.detach(), torch.full((4,), -0.1), rtol=1e-4)  # r = 1: a full Adam step
 
 
-def test_multi_tensor_lamb_resumes_from_its_state_dict_to_identical_weights():
-    whole, _ = lamb_run(foreach=True, steps=20)
-    half, opt = lamb_run(foreach=True, steps=10)
-    saved_model, saved_opt = {k: v.clone() for k, v in half.state_dict().items()}, opt.state_dict()
+def assert_resume_is_bit_identical(make_optimizer, steps, edit_state=lambda state: state):
+    """2 x `steps` steps in one go equal `steps`, a restore of model and optimizer state (after `edit_state`),
+    and `steps` more, bit for bit. make_optimizer(model) -> the optimizer over lamb_groups(model)."""
+    whole_model = mixed_model()
+    whole, _ = lamb_run(foreach=True, steps=2 * steps, model=whole_model, optimizer=make_optimizer(whole_model))
+    half_model = mixed_model()
+    half, opt = lamb_run(foreach=True, steps=steps, model=half_model, optimizer=make_optimizer(half_model))
+    saved_model, saved_opt = {k: v.clone() for k, v in half.state_dict().items()}, edit_state(opt.state_dict())
     restored = mixed_model()
     restored.load_state_dict(saved_model)
-    opt2 = Lamb(lamb_groups(restored), lr=1e-2, foreach=True)
+    opt2 = make_optimizer(restored)
     opt2.load_state_dict(saved_opt)
-    resumed, _ = lamb_run(foreach=True, steps=10, optimizer=opt2, model=restored, start=10)
+    resumed, _ = lamb_run(foreach=True, steps=steps, optimizer=opt2, model=restored, start=steps)
     for (name, a), b in zip(whole.named_parameters(), resumed.parameters()):
         assert torch.equal(a, b), name
 
 
-def test_multi_tensor_lamb_reads_nothing_back_to_the_host(monkeypatch):
+def host_reads(monkeypatch) -> list[str]:
+    """The names of the tensor methods that read a value back to the host, appended to as they are called."""
     calls = []
     for name in ("item", "__bool__", "__float__", "tolist", "cpu"):
         original = getattr(torch.Tensor, name)
         monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k: (calls.append(_n), _o(self, *a, **k))[1])
+    return calls
+
+
+def test_multi_tensor_lamb_resumes_from_its_state_dict_to_identical_weights():
+    assert_resume_is_bit_identical(lambda m: Lamb(lamb_groups(m), lr=1e-2, foreach=True), steps=10)
+
+
+def test_multi_tensor_lamb_reads_nothing_back_to_the_host(monkeypatch):
+    calls = host_reads(monkeypatch)
     lamb_run(foreach=True, steps=3)
     assert calls == []
 
@@ -402,10 +416,7 @@ def test_multi_tensor_apex_adam_equals_its_per_tensor_reference_and_reads_nothin
     ref = mixed_model()
     slow, _ = lamb_run(foreach=False, model=ref, optimizer=ApexAdam(lamb_groups(ref), lr=1e-2, bias_correction=False,
                                                                     foreach=False))
-    calls = []
-    for name in ("item", "__bool__", "__float__", "tolist", "cpu"):
-        original = getattr(torch.Tensor, name)
-        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k: (calls.append(_n), _o(self, *a, **k))[1])
+    calls = host_reads(monkeypatch)
     fast_model = mixed_model()
     fast, _ = lamb_run(foreach=True, model=fast_model, optimizer=ApexAdam(lamb_groups(fast_model), lr=1e-2,
                                                                           bias_correction=False))
@@ -431,18 +442,12 @@ def test_lamb_without_bias_correction_matches_the_written_out_algorithm():
 def test_a_checkpoint_from_before_the_switch_resumes_with_bias_correction():
     """Optimizer groups saved before `bias_correction` existed have no such key: a resumed LAMB (the paper's
     pretraining) must go on correcting the bias, as it did when the checkpoint was written."""
-    whole, _ = lamb_run(foreach=True, steps=12)
-    half, opt = lamb_run(foreach=True, steps=6)
-    old_state = opt.state_dict()
-    for group in old_state["param_groups"]:
-        del group["bias_correction"]
-    restored = mixed_model()
-    restored.load_state_dict(half.state_dict())
-    opt2 = Lamb(lamb_groups(restored), lr=1e-2)
-    opt2.load_state_dict(old_state)
-    resumed, _ = lamb_run(foreach=True, steps=6, optimizer=opt2, model=restored, start=6)
-    for (name, a), b in zip(whole.named_parameters(), resumed.parameters()):
-        assert torch.equal(a, b), name
+    def without_the_key(state):
+        for group in state["param_groups"]:
+            del group["bias_correction"]
+        return state
+
+    assert_resume_is_bit_identical(lambda m: Lamb(lamb_groups(m), lr=1e-2), steps=6, edit_state=without_the_key)
 
 
 def test_fine_tuning_builds_the_uncorrected_adam_only_when_asked():
@@ -457,19 +462,7 @@ def test_fine_tuning_builds_the_uncorrected_adam_only_when_asked():
 
 def test_a_resumed_uncorrected_adam_continues_its_step_count():
     """Bias correction or not is part of the checkpointed group; a resumed run keeps taking uncorrected steps."""
-    whole_model = mixed_model()
-    whole, _ = lamb_run(foreach=True, steps=12, model=whole_model,
-                        optimizer=ApexAdam(lamb_groups(whole_model), lr=1e-2, bias_correction=False))
-    half_model = mixed_model()
-    half, opt = lamb_run(foreach=True, steps=6, model=half_model,
-                         optimizer=ApexAdam(lamb_groups(half_model), lr=1e-2, bias_correction=False))
-    restored = mixed_model()
-    restored.load_state_dict(half.state_dict())
-    opt2 = ApexAdam(lamb_groups(restored), lr=1e-2, bias_correction=False)
-    opt2.load_state_dict(opt.state_dict())
-    resumed, _ = lamb_run(foreach=True, steps=6, optimizer=opt2, model=restored, start=6)
-    for (name, a), b in zip(whole.named_parameters(), resumed.parameters()):
-        assert torch.equal(a, b), name
+    assert_resume_is_bit_identical(lambda m: ApexAdam(lamb_groups(m), lr=1e-2, bias_correction=False), steps=6)
 
 
 # ------------------------------------------------------------------ clipping each tensor, schedule offset
