@@ -374,7 +374,7 @@ _segmenter = None
 LIKELY_BOUNDARY = re.compile(r"[.!?][\"')\]”’»]*\s")
 
 
-ZERO_WIDTH = "\ufeff\u200b"  # no-break space / byte order mark, zero-width space: invisible, not whitespace
+ZERO_WIDTH = "\ufeff\u200b"  # zero-width no-break space (byte order mark), zero-width space: invisible, not whitespace
 
 
 def split_sentences(paragraph: str) -> list[str]:
