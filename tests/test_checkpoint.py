@@ -333,3 +333,25 @@ def test_claim_state_removes_checkpoints_when_the_inputs_change(tmp_path):
     model.write_bytes(b"weights of the second pretraining, same path")
     training.claim_state(state, identity(), env)
     assert not (state / "step-00000010").exists()
+
+
+def test_release_checkpoints_removes_them_on_rank_0_unless_kept(tmp_path, monkeypatch):
+    """A finished job's checkpoints go, its identity and log stay; kept ones stay; another rank removes nothing
+    (rank 0 alone finishes); a job that never wrote a state dir is nothing to do."""
+    for step in (2, 4):
+        (tmp_path / f"step-0000000{step}").mkdir()
+        (tmp_path / f"step-0000000{step}" / "meta.json").write_text(json.dumps({"step": step}))
+    (tmp_path / "identity.json").write_text("{}")
+    (tmp_path / "log.jsonl").write_text("")
+    everything = ["identity.json", "log.jsonl", "step-00000002", "step-00000004"]
+    monkeypatch.delenv("RANK", raising=False)
+    training.release_checkpoints(tmp_path, keep=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == everything
+    monkeypatch.setenv("RANK", "1")
+    training.release_checkpoints(tmp_path, keep=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == everything
+    monkeypatch.setenv("RANK", "0")
+    training.release_checkpoints(tmp_path, keep=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["identity.json", "log.jsonl"]
+    training.release_checkpoints(tmp_path / "never-written", keep=False)
+    assert not (tmp_path / "never-written").exists()

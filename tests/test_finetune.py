@@ -140,18 +140,33 @@ def test_bad_inputs(assets, tmp_path, capsys):
         assert not (tmp_path / d).exists()
 
 
-def test_several_tasks_in_one_process_equal_a_process_each(assets, tmp_path):
+def checkpoints(state_dir) -> list[str]:
+    return sorted(p.name for p in state_dir.glob("step-*"))
+
+
+def test_several_tasks_in_one_process_equal_a_process_each(assets, tmp_path, monkeypatch):
     """`--tasks` (the per_model jobs of the CPU default) must compute exactly what one call per task computes:
-    each task re-seeded, its data and head loaded afresh, nothing carried over from the task before it."""
+    each task re-seeded, its data and head loaded afresh, nothing carried over from the task before it.
+    Checkpoints go when the job is done (keep_checkpoints: false, the default), not when a task is: a job stopped
+    half-way is rerun whole, and its finished tasks resume from them."""
+    from sparsebert import finetune
     from sparsebert.cli import main
 
-    tasks = {"stsb": {"epochs": 1}, "squad_v2": {}, "cola": {"lr": 2e-3}}  # regression, span, classification
+    tasks = {"stsb": {"epochs": 1, "checkpoint_every": 1}, "squad_v2": {},  # regression, span, classification
+             "cola": {"lr": 2e-3, "keep_checkpoints": True}}
     for task, recipe in tasks.items():
         assert run_finetune(assets, task, tmp_path / "apart" / task, recipe) == 0
+    assert checkpoints(tmp_path / "apart" / "stsb.state") == [] != checkpoints(tmp_path / "apart" / "cola.state")
     entries = {task: {"source": {"path": str(assets["sources"][task])}, "params": {**RECIPE, **recipe}}
                for task, recipe in tasks.items()}
+    seen, real = {}, finetune.finetune
+    monkeypatch.setattr(finetune, "finetune", lambda model, tokenizer, task, *a, **kw: (
+        seen.setdefault(task, {t: checkpoints(tmp_path / "st" / t) != [] for t in seen}), real(model, tokenizer, task,
+                                                                                              *a, **kw))[1])
     main(["finetune", "--model", str(assets["model"]), "--tokenizer", str(assets["tokenizer"]),
           "--tasks", json.dumps(entries), "--out", str(tmp_path / "together"), "--state-dir", str(tmp_path / "st")])
+    assert seen == {"stsb": {}, "squad_v2": {"stsb": True}, "cola": {"stsb": True, "squad_v2": True}}
+    assert [checkpoints(tmp_path / "st" / task) != [] for task in tasks] == [False, False, True]
     for task in tasks:
         for name in ("metrics.json", "predictions.json", "log.jsonl"):
             apart = (tmp_path / "apart" / task / name).read_text()
@@ -161,6 +176,18 @@ def test_several_tasks_in_one_process_equal_a_process_each(assets, tmp_path):
                                     for line in text.splitlines()] for text in (apart, together))
             assert apart == together, (task, name)
         assert (tmp_path / "st" / task).is_dir()  # each task its own resumable state
+
+
+def test_keeping_checkpoints_is_not_part_of_a_runs_identity(assets):
+    """Whether checkpoints outlive the job changes nothing it trains: a rerun that only flips it resumes."""
+    from sparsebert import recipes
+    from sparsebert.finetune import run_identity
+
+    def identity(**params):
+        return run_identity(TASKS["cola"], {"path": str(assets["sources"]["cola"])},
+                            recipes.fill("finetune", {**RECIPE, **params}), assets["model"], assets["tokenizer"], None)
+
+    assert identity(keep_checkpoints=True) == identity(keep_checkpoints=False) != identity(lr=2e-3)
 
 
 def test_bad_tasks_argument_stops_before_anything_trains(assets, tmp_path, capsys):

@@ -51,7 +51,8 @@ def test_two_process_ddp_finetuning_matches_one_process(assets, no_dropout_model
     from sparsebert.cli import main
 
     source = sst2_folder(tmp_path / "SST-2") if task == "sst2" else assets["sources"][task]
-    recipe = {"batch_size": 4, "epochs": 2, "eval_batch_size": 3, "log_every": 1, "checkpoint_every": 2}
+    recipe = {"batch_size": 4, "epochs": 2, "eval_batch_size": 3, "log_every": 1, "checkpoint_every": 2,
+              "keep_checkpoints": True}  # the weights are compared at the last periodic checkpoint
     if task == "squad_v2":  # 3 training features (windows), 4 steps of 2
         recipe.update(batch_size=2, epochs=4)
     try:

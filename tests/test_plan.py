@@ -179,7 +179,8 @@ def test_tiny_plan_training_rows_by_hand():
       nearest measurement micro-batch 16 (MFU 0.4); 2 jobs, 3 at a time: 1 wave.
     pretrain_learned: 1 retrain x 2 seeds, gpu 5 capped at the run's 3 (micro-batch 8 // 3 = 2, MFU 0.6 of
       micro-batch 4, compiled), 3 // 3 = 1 at a time: 2 waves.
-    Disk per job: 826 params x (4 + 2 x 12) bytes."""
+    Disk per job: 826 params x (4 + 2 x 12) bytes (the model, and the checkpoints pretraining keeps by default);
+    nothing more while they run."""
     pretrain_job, dam_job = 10 * 257664, 5 * 257664
     pretrain_h, dam_h = pretrain_job / (0.6 * 10e12) / 3600, dam_job / (0.4 * 100e12) / 3600
     disk = TINY_PARAMS * 28
@@ -188,17 +189,18 @@ def test_tiny_plan_training_rows_by_hand():
     assert pretrain == pytest.approx({
         "rule": "pretrain", "jobs": 4, "gpus_per_job": 2, "flops": 4 * pretrain_job, "mfu": 0.6,
         "mfu_from": f"pretrain, micro-batch 4, compiled ({not_loop})", "gpu_hours": 4 * pretrain_h,
-        "wall_hours": 4 * pretrain_h / 2, "disk_bytes": 4 * disk,
+        "wall_hours": 4 * pretrain_h / 2, "disk_bytes": 4 * disk, "running_disk_bytes": 0,
         "what": "10 steps x 8 x 16 tokens, 0.0M parameters; micro-batch 4, accumulation 1 on 2 GPU(s)"})
     assert dam_search == pytest.approx({
         "rule": "dam_search", "jobs": 2, "gpus_per_job": 1, "flops": 2 * dam_job, "mfu": 0.4,
         "mfu_from": "dam_search, micro-batch 16, eager (measured at micro-batch 16, not 8)",
-        "gpu_hours": 2 * dam_h, "wall_hours": dam_h, "disk_bytes": 2 * disk,
+        "gpu_hours": 2 * dam_h, "wall_hours": dam_h, "disk_bytes": 2 * disk, "running_disk_bytes": 0,
         "what": "5 steps x 8 x 16 tokens, 0.0M parameters; micro-batch 8, accumulation 1 on 1 GPU(s)"})
     assert learned == pytest.approx({
         "rule": "pretrain_learned", "jobs": 2, "gpus_per_job": 3, "flops": 2 * pretrain_job, "mfu": 0.6,
         "mfu_from": f"pretrain, micro-batch 4, compiled ({not_loop}; measured at micro-batch 4, not 2)",
         "gpu_hours": 2 * pretrain_h, "wall_hours": 2 * pretrain_h / 3, "disk_bytes": 2 * disk,
+        "running_disk_bytes": 0,
         "what": "10 steps x 8 x 16 tokens, 0.0M parameters; micro-batch 2, accumulation 1 on 3 GPU(s)"})
     # Without an fp32 peak the fp32 pretraining says so after the measurement's own note.
     assert plan.training_rows(TINY_CONFIG, 3, NO_FP32)[0]["mfu_from"] == \
@@ -213,7 +215,8 @@ def test_tiny_plan_finetune_rows_by_hand():
       8 // 2 = 4 measured eager (MFU 0.5).
     proxy (proxy_single): min(50, 30) x 2 epochs = 60 sequences; 8 jobs at fp32 (10 TFLOP/s); micro-batch
       16 // 2 = 8 priced by the pretraining's eager micro-batch 4 (MFU 0.5).
-    Disk per job: 826 params x 2 checkpoints x 12 bytes."""
+    Disk: none left behind (fine-tuning removes its checkpoints when it finishes); while they run, 826 params x 2
+    checkpoints x 12 bytes for each of the 1 job at a time."""
     glue_job, proxy_job = 150 / 2 * 24576, 60 * 24576
     glue_h, proxy_h = glue_job / (0.5 * 100e12) / 3600, proxy_job / (0.5 * 10e12) / 3600
     disk = TINY_PARAMS * 2 * 12
@@ -222,11 +225,12 @@ def test_tiny_plan_finetune_rows_by_hand():
     assert glue == pytest.approx({
         "rule": "finetune (glue: mrpc, rte)", "jobs": 16, "gpus_per_job": 2, "flops": 16 * glue_job, "mfu": 0.5,
         "mfu_from": "finetune_glue, micro-batch 4, eager", "gpu_hours": 16 * glue_h, "wall_hours": 16 * glue_h / 2,
-        "disk_bytes": 16 * disk, "what": "75 sequences per job on average"})
+        "disk_bytes": 0, "running_disk_bytes": disk, "what": "75 sequences per job on average"})
     assert proxy == pytest.approx({
         "rule": "finetune (proxy: proxy_single)", "jobs": 8, "gpus_per_job": 2, "flops": 8 * proxy_job,
         "mfu": 0.5, "mfu_from": f"pretrain, micro-batch 4, eager ({proxy_note})", "gpu_hours": 8 * proxy_h,
-        "wall_hours": 8 * proxy_h / 2, "disk_bytes": 8 * disk, "what": "60 sequences per job on average"})
+        "wall_hours": 8 * proxy_h / 2, "disk_bytes": 0, "running_disk_bytes": disk,
+        "what": "60 sequences per job on average"})
     assert plan.finetune_rows(TINY_CONFIG, 3, NO_FP32)[1]["mfu_from"] == \
         f"pretrain, micro-batch 4, eager ({proxy_note}; {FP32_NOTE})"
 
@@ -238,7 +242,8 @@ def test_per_model_fine_tuning_counts_the_dags_jobs():
     3 masks + 1 DAM run, 3 seeds = 12, not 60). One row; FLOPs as per task (8 x (150 + 60) sequences x 24576);
     glue measured at MFU 0.25 here, proxy 0.5: in units of 24576 / 1e12 s a job is glue 150 / 100 = 1.5 and
     proxy 60 / 10 = 6 at peak, 1.5 / 0.25 + 6 / 0.5 = 18 on the GPU (MFU 7.5 / 18 = 5/12). 3 // 2 = 1 job at a
-    time: 8 waves of 18 units / 2 GPUs. Disk: every task keeps its own 2 checkpoints (3 x 826 x 24 bytes)."""
+    time: 8 waves of 18 units / 2 GPUs. Disk: nothing left behind; a running job holds its 3 tasks' checkpoints
+    until the last is done (3 x 826 x 24 bytes), 1 job at a time."""
     config = {**TINY_CONFIG, "tasks": {**TINY_CONFIG["tasks"], "jobs": "per_model"}}
     measured = {**TINY_MEASURED, "mfu": [
         {**e, "mfu": 0.25} if (e["job"], e["compiled"]) == ("finetune_glue", False) else e for e in TINY_MEASURED["mfu"]]}
@@ -250,7 +255,8 @@ def test_per_model_fine_tuning_counts_the_dags_jobs():
         "flops": 8 * 210 * 24576, "mfu": 5 / 12,
         "mfu_from": f"glue 25 %: finetune_glue, micro-batch 4, eager; proxy 50 %: pretrain, micro-batch 4, eager "
                     f"({proxy_note})",
-        "gpu_hours": 8 * 18 * unit_h, "wall_hours": 8 * 18 * unit_h / 2, "disk_bytes": 8 * 3 * TINY_PARAMS * 24,
+        "gpu_hours": 8 * 18 * unit_h, "wall_hours": 8 * 18 * unit_h / 2, "disk_bytes": 0,
+        "running_disk_bytes": 3 * TINY_PARAMS * 24,
         "what": "210 sequences per job (3 tasks in turn)"})
     default = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     assert default["tasks"]["jobs"] == "per_model"
@@ -309,7 +315,7 @@ def test_absent_sections_take_the_schema_defaults():
         "100 steps x 32 x 128 tokens, 0.0M parameters; micro-batch 32, accumulation 1 on 1 GPU(s)"
     assert dam_search["gpu_hours"] == dam_search["wall_hours"] == 0 == learned["wall_hours"]
     glue, proxy = plan.finetune_rows(MINIMAL_CONFIG, 1, TINY_MEASURED)
-    assert (glue["jobs"], glue["gpus_per_job"], glue["disk_bytes"]) == (1, 1, 42294 * 24)
+    assert (glue["jobs"], glue["gpus_per_job"], glue["disk_bytes"], glue["running_disk_bytes"]) == (1, 1, 0, 42294 * 24)
     assert glue["what"] == "11,004 sequences per job on average"  # mrpc's hub size 3,668 x 3 epochs
     assert proxy["what"] == "12,000 sequences per job on average"  # a proxy task under source hub: 4000 x 3
     # Through plan(): the required sections present but empty, and `seeds` absent: 1 seed.
@@ -348,30 +354,34 @@ def test_size_units_at_their_boundaries():
     assert plan._size(2.5e12) == "2.5 TB"
 
 
-def _training_row(rule, jobs, gpus_per_job, flops, mfu, mfu_from, gpu_hours, wall_hours, disk_bytes, what):
+def _training_row(rule, jobs, gpus_per_job, flops, mfu, mfu_from, gpu_hours, wall_hours, disk_bytes, what,
+                  running_disk_bytes=0):
     return {"rule": rule, "jobs": jobs, "gpus_per_job": gpus_per_job, "flops": flops, "mfu": mfu,
             "mfu_from": mfu_from, "gpu_hours": gpu_hours, "wall_hours": wall_hours, "disk_bytes": disk_bytes,
-            "what": what}
+            "running_disk_bytes": running_disk_bytes, "what": what}
 
 
 REPORT_ROW = {"rule": "tables, figures, findings", "jobs": 3}
 TOTAL_TAIL = ("(rules one after another); disk {} (data, final models, and the 2 checkpoints of weights and optimizer "
-              "moments each training job keeps in its state dir).")
+              "moments that a job keeps in its state dir where its recipe says keep_checkpoints) and up to {} more "
+              "while jobs run (the checkpoints of the jobs running at once, removed as each finishes).")
 
 
 def test_render_prints_every_cell(tmp_path, monkeypatch):
     """Hand-made rows, the whole table. PFLOP 2.5e15 / 1e15 = 2.5 and 1.5e12 / 1e15 = 0.0015 (3 significant
     digits below 100); MFU 0.6 -> 60 %; hours >= 100 thousands-separated without decimals; CPU-hours 13.48 -> 13
     and 6.55 -> 7. Totals: 1234.4 + 0.5 = 1,235 GPU-hours; 617.2 + 0.25 = 617.45 h = 25.7 days; disk 18e9 +
-    67.32e9 + 1.5e12 + 2.5e6 = 1.585e12 -> 1.6 TB. The measurement file inside the current folder: relative."""
+    67.32e9 + 1.5e12 + 2.5e6 = 1.585e12 -> 1.6 TB, and while jobs run the larger of the rows' 3 GB and 2 GB (rules
+    one after another). The measurement file inside the current folder: relative."""
     monkeypatch.chdir(tmp_path)
     hub = "3.3e+09 words (hub corpus)"
     rows = {"data": [{"rule": "corpus_shard", "jobs": 4, "cpu_hours": 13.48, "disk_bytes": 18e9, "what": hub},
                      {"rule": "examples_shard", "jobs": 4, "cpu_hours": 6.55, "disk_bytes": 67.32e9, "what": hub}],
             "training": [_training_row("pretrain", 4, 2, 2.5e15, 0.6, "pretrain, micro-batch 4, compiled", 1234.4,
-                                       617.2, 1.5e12, "w1"),
+                                       617.2, 1.5e12, "w1", running_disk_bytes=3e9),
                          _training_row("finetune (glue: mrpc)", 1, 1, 1.5e12, 0.25,
-                                       "finetune_glue, micro-batch 8, eager", 0.5, 0.25, 2.5e6, "w2")],
+                                       "finetune_glue, micro-batch 8, eager", 0.5, 0.25, 2.5e6, "w2",
+                                       running_disk_bytes=2e9)],
             "report": REPORT_ROW}
     out = plan.render(rows, Path("c.yaml"), 3, tmp_path / "gpu.json", TINY_MEASURED)
     assert out.split("\n") == [
@@ -387,7 +397,7 @@ def test_render_prints_every_cell(tmp_path, monkeypatch):
         "| w2 |",
         "| tables, figures, findings | 3 | 0 | - | - | CPU, minutes | - | - | |",
         "",
-        "Total: 1,235 GPU-hours; 617 h = 25.7 days on 3 GPU(s) " + TOTAL_TAIL.format("1.6 TB")]
+        "Total: 1,235 GPU-hours; 617 h = 25.7 days on 3 GPU(s) " + TOTAL_TAIL.format("1.6 TB", "3.0 GB")]
 
 
 def test_render_of_a_corpus_of_unknown_size(tmp_path, monkeypatch):
@@ -403,7 +413,7 @@ def test_render_of_a_corpus_of_unknown_size(tmp_path, monkeypatch):
     lines = plan.render(rows, Path("c.yaml"), 1, tmp_path / "gpu.json", TINY_MEASURED).split("\n")
     assert lines[1].startswith(f"MFU from {tmp_path / 'gpu.json'} (Test GPU")
     assert lines[5] == "| corpus_shard | 1 | 0 | - | - | CPU | - | ? | embedded corpus: minutes |"
-    assert lines[-1] == "Total: 0.5 GPU-hours; 0.5 h = 0.0208 days on 1 GPU(s) " + TOTAL_TAIL.format("2 kB")
+    assert lines[-1] == "Total: 0.5 GPU-hours; 0.5 h = 0.0208 days on 1 GPU(s) " + TOTAL_TAIL.format("2 kB", "0 kB")
 
 
 def test_cli_plan_of_a_config_file_on_one_gpu(tmp_path, capsys):
@@ -425,3 +435,26 @@ def test_cli_plan_of_a_config_file_on_one_gpu(tmp_path, capsys):
     absent = argparse.Namespace(gpus=1, configfile=tmp_path / "absent.yaml", gpu_json=gpu_json)
     with pytest.raises(UserError, match="config file not found: .*absent.yaml"):
         plan.run(absent)
+
+
+def test_disk_follows_each_recipes_keep_checkpoints():
+    """TINY_CONFIG on 3 GPUs with the defaults turned round: pretrain (2 GPUs per job, 1 at a time) removes its
+    checkpoints, and mrpc (1 of glue's 2 tasks) keeps them. pretrain: 4 jobs leave their model (826 x 4 bytes) and
+    the 1 running job holds 826 x 24 more; dam_search's 2 jobs (1 GPU each) run at once. glue: 16 jobs, half of them mrpc's, leave 8 x 826 x 24 bytes; a running
+    job may be rte's, which holds its 826 x 24 until it finishes. per_model: 8 jobs of 3 tasks, each leaving
+    mrpc's checkpoints and holding the other 2 tasks' until its last task is done."""
+    config = {**TINY_CONFIG, "pretrain": {**TINY_CONFIG["pretrain"], "keep_checkpoints": False},
+              "finetune": {**TINY_CONFIG["finetune"], "per_task": {**TINY_CONFIG["finetune"]["per_task"],
+                                                                     "mrpc": {"keep_checkpoints": True}}}}
+    checkpoints = TINY_PARAMS * 24
+    pretrain, dam_search, _ = plan.training_rows(config, 3, TINY_MEASURED)
+    assert (pretrain["disk_bytes"], pretrain["running_disk_bytes"]) == (4 * TINY_PARAMS * 4, checkpoints)
+    assert (dam_search["disk_bytes"], dam_search["running_disk_bytes"]) == (2 * TINY_PARAMS * 4, 2 * checkpoints)
+    glue, proxy = plan.finetune_rows(config, 3, TINY_MEASURED)
+    assert (glue["disk_bytes"], glue["running_disk_bytes"]) == (8 * checkpoints, checkpoints)
+    assert (proxy["disk_bytes"], proxy["running_disk_bytes"]) == (0, checkpoints)
+    everything_kept = {**config, "finetune": {**config["finetune"], "keep_checkpoints": True}}
+    glue, _ = plan.finetune_rows(everything_kept, 3, TINY_MEASURED)
+    assert (glue["disk_bytes"], glue["running_disk_bytes"]) == (16 * checkpoints, 0)
+    (row_,) = plan.finetune_rows({**config, "tasks": {**config["tasks"], "jobs": "per_model"}}, 3, TINY_MEASURED)
+    assert (row_["disk_bytes"], row_["running_disk_bytes"]) == (8 * checkpoints, 2 * checkpoints)

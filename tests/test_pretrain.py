@@ -217,10 +217,14 @@ def test_rerun_that_changes_only_how_the_run_is_carried_out_resumes(tiny_pretrai
     run is carried out, not what it trains: the rerun must resume the checkpoints, not start days over."""
     state = ("--state-dir", tmp_path / "run.state")
     run_pretrain(tiny_pretraining_data, tmp_path / "a", recipe={"max_steps": 10, "checkpoint_every": 5}, extra=state)
+    assert [p.name for p in (tmp_path / "run.state").glob("step-*")] == ["step-00000005"]  # kept by default
     carried_out = {"max_steps": 10, "micro_batch_size": 8, "checkpoint_every": 3, "log_every": 2, "eval_examples": 8,
-                   "compile": False}
+                   "compile": False, "keep_checkpoints": False}
     again = run_pretrain(tiny_pretraining_data, tmp_path / "b", recipe=carried_out, extra=state)
     assert "resumed from" in again.stderr and "starting over" not in again.stderr
+    # keep_checkpoints: false removes them once the outputs are written; what the run was stays
+    assert sorted(p.name for p in (tmp_path / "run.state").iterdir()) == ["identity.json", "log.jsonl"]
+    assert (tmp_path / "b" / "summary.json").exists()
 
 
 def test_unigram_baseline_hand_computed():

@@ -302,9 +302,9 @@ def test_an_unknown_config_key_stops_snakemake_before_any_job(tmp_path):
 
 SMOKE = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
 MASK_NAMES = "dense, no_diagonal, strided, fixed, longformer, logsparse, bigbird, star, blockwise"
-PRETRAIN_KEYS = ("batch_size, betas, checkpoint_every, compile, dam_lr, eps, eval_examples, grad_clip, log_every, lr, "
-                 "max_steps, micro_batch_size, model, optimizer, poly_power, precision, schedule, seed, "
-                 "snapshot_every, warmup, weight_decay")  # fmt: skip
+PRETRAIN_KEYS = ("batch_size, betas, checkpoint_every, compile, dam_lr, eps, eval_examples, grad_clip, "
+                 "keep_checkpoints, log_every, lr, max_steps, micro_batch_size, model, optimizer, poly_power, "
+                 "precision, schedule, seed, snapshot_every, warmup, weight_decay")  # fmt: skip
 
 
 def test_the_smoke_config_is_valid():
@@ -337,9 +337,10 @@ def test_exclusive_bounds_are_described_with_strict_signs():
 def test_an_unknown_key_beside_a_ref_lists_both_sets_of_keys():
     """The config's `finetune` is the finetune definition ($ref) plus its own `per_task`: both are valid keys."""
     finetune_keys = ("batch_size, betas, bias_correction, checkpoint_every, doc_stride, epochs, eps, eval_batch_size, "
-                     "grad_clip, grad_clip_scope, log_every, lr, max_answer_length, max_eval_examples, "
-                     "max_query_length, max_seq_length, max_train_examples, n_best_size, null_score_diff_threshold, "
-                     "per_task, precision, schedule_offset, seed, warmup, weight_decay")  # fmt: skip
+                     "grad_clip, grad_clip_scope, keep_checkpoints, log_every, lr, max_answer_length, "
+                     "max_eval_examples, max_query_length, max_seq_length, max_train_examples, n_best_size, "
+                     "null_score_diff_threshold, per_task, precision, schedule_offset, seed, warmup, "
+                     "weight_decay")  # fmt: skip
     config = {**SMOKE, "finetune": {**SMOKE["finetune"], "bogus": 1}}
     assert recipes.problems(config) == [("finetune.bogus", f"unknown key; valid: {finetune_keys}")]
 

@@ -76,8 +76,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    for task, source, params, out, state in task_jobs(args):
+    jobs = task_jobs(args)
+    for task, source, params, out, state in jobs:
         finetune(args.model, args.tokenizer, task, source, params, out, state, mask_file=args.mask_file)
+    # Only once every task is done: a job of several tasks stopped half-way (preempted) is rerun whole, since
+    # Snakemake removes a failed job's outputs, and its finished tasks then resume from their checkpoints.
+    for _, _, params, _, state in jobs:
+        training.release_checkpoints(state, keep=params["keep_checkpoints"])
 
 
 def task_jobs(args: argparse.Namespace) -> list[tuple[str, dict, dict, Path, Path]]:
@@ -231,6 +236,7 @@ def run_identity(spec, source: dict, params: dict, model_dir, tokenizer_dir, mas
     recipe, and the fingerprint of what it reads: the pretrained model, the tokenizer, the mask file, and a local
     source's files of this task."""
     task_files = [Path(source["path"]) / name for _, name in spec.files] if source.get("path") else []
+    params = {k: v for k, v in params.items() if k != "keep_checkpoints"}  # what outlives the run, not what it is
     return {"task": spec.name, "source": source, "params": params, "model": model_dir, "mask_file": mask_file,
             "inputs": training.fingerprint(model_dir, tokenizer_dir, mask_file, *task_files)}
 

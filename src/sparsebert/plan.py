@@ -53,7 +53,8 @@ PRETRAINED_VOCAB = {"bert-base-uncased": 30_522, "bert-base-cased": 28_996}
 CORPUS_WORDS_PER_CPU_S, EXAMPLES_WORDS_PER_CPU_S = 68_000, 140_000
 CORPUS_BYTES_PER_WORD, EXAMPLES_BYTES_PER_WORD = 18e9 / 3.3e9, 20.4
 HUB_CORPUS_WORDS = 3.3e9
-# Checkpoint bytes per parameter: fp32 weights (4) + the optimizer's two fp32 moments (8); a run keeps 2.
+# Checkpoint bytes per parameter: fp32 weights (4) + the optimizer's two fp32 moments (8); a running job holds 2,
+# and a finished one still does where its recipe's keep_checkpoints says so.
 CHECKPOINT_BYTES_PER_PARAM, CHECKPOINTS_KEPT, MODEL_BYTES_PER_PARAM = 12, 2, 4
 
 
@@ -171,15 +172,16 @@ def _mfu_from(entry: dict, note: str) -> str:
             + (f" ({note})" if note else ""))
 
 
-def _row(rule, jobs, flops_per_job, peak_seconds_per_job, gpus_per_job, gpus, mfu_entry, note, disk_per_job,
-         what) -> dict:
-    """peak_seconds_per_job: the job's FLOPs / the matmul peak of their precision (its time at 100 % MFU)."""
+def _row(rule, jobs, flops_per_job, peak_seconds_per_job, gpus_per_job, gpus, mfu_entry, note, disk, what) -> dict:
+    """peak_seconds_per_job: the job's FLOPs / the matmul peak of their precision (its time at 100 % MFU).
+    disk: (bytes a job leaves behind, bytes it holds only while it runs), each per job."""
     gpu_hours_per_job = peak_seconds_per_job / mfu_entry["mfu"] / 3600
-    waves = math.ceil(jobs / max(1, gpus // gpus_per_job)) if jobs else 0
+    at_once = max(1, gpus // gpus_per_job)
+    waves = math.ceil(jobs / at_once) if jobs else 0
     return {"rule": rule, "jobs": jobs, "gpus_per_job": gpus_per_job, "flops": jobs * flops_per_job,
             "mfu": mfu_entry["mfu"], "mfu_from": _mfu_from(mfu_entry, note),
             "gpu_hours": jobs * gpu_hours_per_job, "wall_hours": waves * gpu_hours_per_job / gpus_per_job,
-            "disk_bytes": jobs * disk_per_job, "what": what}
+            "disk_bytes": jobs * disk[0], "running_disk_bytes": min(jobs, at_once) * disk[1], "what": what}
 
 
 def training_rows(config: dict, gpus: int, measured: dict) -> list[dict]:
@@ -199,7 +201,9 @@ def training_rows(config: dict, gpus: int, measured: dict) -> list[dict]:
         peak, peak_note = job_peak(measured, r["precision"])
         note = "; ".join(filter(None, [note, peak_note]))
         params = parameter_count(r["model"], vocab, max(T, r["model"].get("max_position_embeddings", T)))
-        disk = params * (MODEL_BYTES_PER_PARAM + CHECKPOINTS_KEPT * CHECKPOINT_BYTES_PER_PARAM)
+        checkpoints = params * CHECKPOINTS_KEPT * CHECKPOINT_BYTES_PER_PARAM
+        disk = (params * MODEL_BYTES_PER_PARAM + checkpoints, 0) if r["keep_checkpoints"] else \
+            (params * MODEL_BYTES_PER_PARAM, checkpoints)
         flops = r["max_steps"] * pretrain_step_flops(r["model"], vocab, r["batch_size"], T, P)
         what = (f"{r['max_steps']} steps x {r['batch_size']} x {T} tokens, {params / 1e6:.1f}M parameters; micro-batch "
                 f"{micro}, accumulation {r['batch_size'] // (g * micro)} on {g} GPU(s)")
@@ -217,7 +221,8 @@ def _train_examples(task: str, config: dict, recipe: dict) -> int:
 
 def _family_costs(config: dict, model: dict, g: int, measured: dict) -> list[dict]:
     """Per task family, what one (variant, seed) costs to fine-tune on its tasks: FLOPs, time at the matmul peak
-    of each task's precision, sequences, and the MFU entry that prices them (with its note)."""
+    of each task's precision, sequences, the MFU entry that prices them (with its note), and how many of its
+    tasks keep their checkpoints after they finish."""
     shared = {k: v for k, v in config["finetune"].items() if k != "per_task"}
     families: dict[str, list] = {}
     for task in config["tasks"]["names"]:
@@ -226,7 +231,7 @@ def _family_costs(config: dict, model: dict, g: int, measured: dict) -> list[dic
     costs = []
     for family, tasks in families.items():
         flops = peak_seconds = sequences = 0.0
-        peak_notes = set()
+        peak_notes, kept = set(), 0
         for task in tasks:
             r = recipes.fill("finetune", {**shared, **config["finetune"].get("per_task", {}).get(task, {})})
             n = _train_examples(task, config, r) * r["epochs"]
@@ -235,23 +240,27 @@ def _family_costs(config: dict, model: dict, g: int, measured: dict) -> list[dic
             peak, peak_note = job_peak(measured, r["precision"])
             flops, peak_seconds = flops + task_flops, peak_seconds + task_flops / peak
             peak_notes.add(peak_note)
+            kept += r["keep_checkpoints"]
             micro = r["batch_size"] // g
         entry, note = pick_mfu(measured, f"finetune_{family}", micro, False)
         note = "; ".join(filter(None, [note, *sorted(peak_notes)]))
         costs.append({"family": family, "tasks": tasks, "flops": flops, "peak_seconds": peak_seconds,
-                      "sequences": sequences, "entry": entry, "note": note})
+                      "sequences": sequences, "entry": entry, "note": note, "kept": kept})
     return costs
 
 
-def _per_model_row(costs: list[dict], runs: int, g: int, gpus: int, disk_per_task: float) -> dict:
+def _per_model_row(costs: list[dict], runs: int, g: int, gpus: int, checkpoints: float) -> dict:
     """finetune_model (`tasks.jobs: per_model`): one job per (variant, seed) fine-tunes every task in turn, each
-    family at its own MFU; the row's MFU is the job's overall one (its time at peak / its GPU time)."""
+    family at its own MFU; the row's MFU is the job's overall one (its time at peak / its GPU time). A job
+    removes its tasks' checkpoints when the last task is done, so while it runs it holds every finished task's."""
     peak = sum(c["peak_seconds"] for c in costs)
     gpu_seconds = sum(c["peak_seconds"] / c["entry"]["mfu"] for c in costs)
     entry = {**costs[0]["entry"], "mfu": peak / gpu_seconds}  # every task has examples: gpu_seconds > 0
     tasks = [task for c in costs for task in c["tasks"]]
+    kept = sum(c["kept"] for c in costs)
+    disk = (kept * checkpoints, (len(tasks) - kept) * checkpoints)
     row = _row(f"finetune_model ({'; '.join(c['family'] + ': ' + ', '.join(c['tasks']) for c in costs)})", runs,
-               sum(c["flops"] for c in costs), peak, g, gpus, entry, costs[0]["note"], disk_per_task * len(tasks),
+               sum(c["flops"] for c in costs), peak, g, gpus, entry, costs[0]["note"], disk,
                f"{sum(c['sequences'] for c in costs):,.0f} sequences per job ({len(tasks)} tasks in turn)")
     if len(costs) > 1:  # each family's own measurement
         row["mfu_from"] = "; ".join(f"{c['family']} {100 * c['entry']['mfu']:.0f} %: {_mfu_from(c['entry'], c['note'])}"
@@ -262,18 +271,23 @@ def _per_model_row(costs: list[dict], runs: int, g: int, gpus: int, disk_per_tas
 def finetune_rows(config: dict, gpus: int, measured: dict) -> list[dict]:
     """Fine-tuning as the DAG cuts it into jobs (`tasks.jobs`): per_task, one `finetune` row per task family,
     jobs = variants x seeds x tasks; per_model, one `finetune_model` row, jobs = variants x seeds, each running
-    every task. Tokens = examples x epochs x T; every task keeps its own checkpoints either way."""
+    every task. Tokens = examples x epochs x T; every task has its own checkpoints either way."""
     model = recipes.fill("pretrain", {k: v for k, v in config["pretrain"].items() if k != "seed"})["model"]
     runs = len(variants.variant_table(config)) * len(config.get("seeds", [0]))
     g = _gpus_per_job(config, "finetune", gpus)
     params = parameter_count(model, _vocab(config), model.get("max_position_embeddings", 512))
-    disk = params * CHECKPOINTS_KEPT * CHECKPOINT_BYTES_PER_PARAM
+    checkpoints = params * CHECKPOINTS_KEPT * CHECKPOINT_BYTES_PER_PARAM
     costs = _family_costs(config, model, g, measured)
     if config["tasks"].get("jobs") == "per_model":  # the schema's default is per_task
-        return [_per_model_row(costs, runs, g, gpus, disk)]
-    return [_row(f"finetune ({c['family']}: {', '.join(c['tasks'])})", runs * len(c["tasks"]),
-                 c["flops"] / len(c["tasks"]), c["peak_seconds"] / len(c["tasks"]), g, gpus, c["entry"], c["note"],
-                 disk, f"{c['sequences'] / len(c['tasks']):,.0f} sequences per job on average") for c in costs]
+        return [_per_model_row(costs, runs, g, gpus, checkpoints)]
+    rows = []
+    for c in costs:
+        share = c["kept"] / len(c["tasks"])  # a job keeps its checkpoints or not: on average, this share
+        rows.append(_row(f"finetune ({c['family']}: {', '.join(c['tasks'])})", runs * len(c["tasks"]),
+                         c["flops"] / len(c["tasks"]), c["peak_seconds"] / len(c["tasks"]), g, gpus, c["entry"],
+                         c["note"], (share * checkpoints, checkpoints if share < 1 else 0),
+                         f"{c['sequences'] / len(c['tasks']):,.0f} sequences per job on average"))
+    return rows
 
 
 def data_rows(config: dict) -> list[dict]:
@@ -342,7 +356,10 @@ def render(rows: dict, configfile: Path, gpus: int, gpu_json: Path, measured: di
     total_gpu = sum(r["gpu_hours"] for r in rows["training"])
     total_wall = sum(r["wall_hours"] for r in rows["training"])
     disk = _size(sum(r["disk_bytes"] or 0 for r in rows["data"] + rows["training"]))
+    running = max(r["running_disk_bytes"] for r in rows["training"])
     lines += ["", f"Total: {_num(total_gpu)} GPU-hours; {_num(total_wall)} h = {total_wall / 24:.3g} days on {gpus} GPU(s) "
               f"(rules one after another); disk {disk} (data, final models, and the 2 checkpoints of weights and "
-              f"optimizer moments each training job keeps in its state dir)."]
+              f"optimizer moments that a job keeps in its state dir where its recipe says keep_checkpoints) and up to "
+              f"{_size(running)} more while jobs run (the checkpoints of the jobs running at once, removed as each "
+              f"finishes)."]
     return "\n".join(lines)

@@ -86,7 +86,8 @@ def build_model(recipe: dict, vocab_size: int, seq_len: int, mask: str, mask_par
 # Recipe keys that say how a run is carried out, not what it trains: a rerun that changes only these (a smaller
 # micro-batch after running out of GPU memory, another checkpoint cadence) resumes the run's checkpoints instead
 # of starting days of training over. The global batch is unchanged, so the updates differ only by rounding.
-RUN_ONLY_KEYS = frozenset({"micro_batch_size", "compile", "checkpoint_every", "log_every", "eval_examples"})
+RUN_ONLY_KEYS = frozenset({"micro_batch_size", "compile", "checkpoint_every", "log_every", "eval_examples",
+                           "keep_checkpoints"})
 
 
 def to_device(batch: dict, device) -> dict:
@@ -124,10 +125,8 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
     total_steps, batch_size = recipe["max_steps"], recipe["batch_size"]
     optimizer = training.build_optimizer(model, recipe)
     scheduler = training.build_scheduler(optimizer, recipe, total_steps)
-    trained = {k: v for k, v in recipe.items() if k not in RUN_ONLY_KEYS}
-    training.claim_state(state_dir, {"recipe": trained, "mask": mask, "mask_params": mask_params, "mask_file": mask_file,
-                                     "dam_lambda": dam_lambda, "examples": examples_dir,
-                                     "inputs": training.fingerprint(examples_dir, tokenizer_dir, mask_file)}, env)  # fmt: skip
+    training.claim_state(state_dir, run_identity(recipe, mask, mask_params, mask_file, dam_lambda, examples_dir,
+                                                 tokenizer_dir), env)
     start_step, extra = training.resume(state_dir, model, optimizer, scheduler, total_steps)
     snapshots = extra.get("snapshots", [])  # [(step, keep-probability tensor)]
     ddp = training.wrap_ddp(model, env)
@@ -186,7 +185,18 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
     training.teardown_distributed()
     if not env.is_main:
         return {}
-    return _finish(model, data, recipe, env, out_dir, logger, snapshots, dam_lambda, is_dam, batching)
+    summary = _finish(model, data, recipe, env, out_dir, logger, snapshots, dam_lambda, is_dam, batching)
+    training.release_checkpoints(state_dir, keep=recipe["keep_checkpoints"])
+    return summary
+
+
+def run_identity(recipe, mask, mask_params, mask_file, dam_lambda, examples_dir, tokenizer_dir) -> dict:
+    """What defines a pretraining run for its checkpoints (training.claim_state): what it trains (the recipe
+    less RUN_ONLY_KEYS), its mask, and the fingerprint of what it reads: examples, tokenizer, mask file."""
+    trained = {k: v for k, v in recipe.items() if k not in RUN_ONLY_KEYS}
+    return {"recipe": trained, "mask": mask, "mask_params": mask_params, "mask_file": mask_file,
+            "dam_lambda": dam_lambda, "examples": examples_dir,
+            "inputs": training.fingerprint(examples_dir, tokenizer_dir, mask_file)}
 
 
 class _Running:
