@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 SLOTS = "python -m sparsebert.launch --gpus"
 # torchrun's grace before it SIGKILLs a signalled worker (launch.TORCHRUN_SHUTDOWN; 30 s by default)
 GRACE = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT=240"
+TORCHRUN = "python -m sparsebert.torchrun"  # torchrun, reading the grace on every torch release
 
 
 @pytest.mark.parametrize(
@@ -44,10 +45,10 @@ GRACE = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT=240"
         (1, 0, 0, "CUDA_VISIBLE_DEVICES= python"),  # no GPU declared: the GPUs hidden, even on a GPU machine
         (1, 1, 0, f"{SLOTS} 1 -- python"),  # one GPU needs no process group, but a GPU of its own
         (1, 0, 1, "CUDA_VISIBLE_DEVICES= python"),
-        (1, 2, 0, f"{GRACE} {SLOTS} 2 -- torchrun --standalone --nproc_per_node=2"),
-        (1, 8, 0, f"{GRACE} {SLOTS} 8 -- torchrun --standalone --nproc_per_node=8"),
-        (1, 0, 2, f"CUDA_VISIBLE_DEVICES= {GRACE} torchrun --standalone --nproc_per_node=2"),  # CPU DDP (gloo)
-        (1, 4, 2, f"{GRACE} {SLOTS} 4 -- torchrun --standalone --nproc_per_node=4"),  # GPUs win over CPU workers
+        (1, 2, 0, f"{GRACE} {SLOTS} 2 -- {TORCHRUN} --standalone --nproc_per_node=2"),
+        (1, 8, 0, f"{GRACE} {SLOTS} 8 -- {TORCHRUN} --standalone --nproc_per_node=8"),
+        (1, 0, 2, f"CUDA_VISIBLE_DEVICES= {GRACE} {TORCHRUN} --standalone --nproc_per_node=2"),  # CPU DDP (gloo)
+        (1, 4, 2, f"{GRACE} {SLOTS} 4 -- {TORCHRUN} --standalone --nproc_per_node=4"),  # GPUs win over CPU workers
     ],
 )
 def test_single_node(nodes, gpus, cpu_procs, expected):
@@ -64,9 +65,9 @@ def test_multi_node_is_srun_with_c10d_rendezvous_on_the_first_node():
     assert setup == 'export MASTER_ADDR=$(scontrol show hostnames "$(squeue -h -j "$SLURM_JOB_ID" -o %N)" | head -n 1)'
     argv = shlex.split(run)
     assert argv[:6] == [GRACE, "srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
-    torchrun = argv[argv.index("torchrun") :]
+    torchrun = argv[argv.index("sparsebert.torchrun") - 2 :]
     assert torchrun == [
-        "torchrun",
+        "python", "-m", "sparsebert.torchrun",
         "--nnodes=2",
         "--nproc_per_node=8",
         "--rdzv_backend=c10d",
@@ -91,9 +92,96 @@ def test_torchrun_grace_is_the_variable_torch_reads_and_ends_before_the_wall_tim
     leads = {int(m) for m in re.findall(r"--signal=TERM@(\d+)", str(profile["set-resources"]))}
     assert leads and all(int(seconds) < lead for lead in leads)
     if "shutdown_timeout" not in inspect.signature(LaunchConfig).parameters:
-        pytest.skip("this torch has no shutdown timeout: torchrun waits 30 s")
+        pytest.skip("this torch's launcher reads no shutdown timeout: sparsebert.torchrun grants it (tests below)")
     monkeypatch.setenv(name, seconds)
     assert LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=2).shutdown_timeout == int(seconds)
+
+
+GRACEFUL_WORKER = """
+import signal, sys, time
+from pathlib import Path
+
+def stop(*_):  # as a training step finishing and writing its checkpoint
+    time.sleep(float(sys.argv[2]))
+    Path(sys.argv[1], "finished").touch()
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, stop)
+Path(sys.argv[1], "ready").touch()
+time.sleep(120)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("grace", "finishes"), [(1, False), (20, True)])
+def test_torchrun_gives_a_signalled_worker_the_grace_of_the_variable(tmp_path, grace, finishes):
+    """The launcher's torchrun forwards a SIGTERM to its worker, which needs 6 s to stop: with a grace of 1 s it is
+    killed first, with 20 s it finishes. On a torch that ignores the variable (2.11: a fixed 30 s) the first case
+    finishes too, unless sparsebert.torchrun sets the grace (benchmarks/torch_compat.sh 2.11.0 runs this)."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(GRACEFUL_WORKER)
+    env = {**os.environ, "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": str(grace)}
+    proc = subprocess.Popen([sys.executable, "-m", "sparsebert.torchrun", "--standalone", "--nproc_per_node=1",
+                             str(worker), str(tmp_path), "6"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "ready").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert (tmp_path / "finished").exists() == finishes
+
+
+def test_grant_grace_makes_the_seconds_the_timeout_of_a_close_that_names_none(monkeypatch):
+    """torch 2.11's agent calls `PContext.close(death_sig)`: the granted seconds replace close's 30; a caller's own
+    timeout is kept."""
+    from torch.distributed.elastic.multiprocessing import api
+
+    from sparsebert import torchrun
+
+    calls = []
+    monkeypatch.setattr(api.PContext, "close", lambda self, death_sig=None, timeout=30: calls.append((death_sig,
+                                                                                                         timeout)))
+    torchrun.grant_grace(7)
+    api.PContext.close(None)
+    api.PContext.close(None, signal.SIGTERM)
+    api.PContext.close(None, signal.SIGINT, 3)
+    assert calls == [(None, 7), (signal.SIGTERM, 7), (signal.SIGINT, 3)]
+
+
+@pytest.mark.parametrize(("env", "reads", "granted"), [("240", False, [240]), ("240", True, []), (None, False, [])])
+def test_sparsebert_torchrun_grants_the_grace_only_where_torch_would_not(monkeypatch, env, reads, granted):
+    """An older torch gets the variable's seconds; one that reads the variable itself, or no variable, is left
+    alone. Either way torchrun itself runs."""
+    import torch.distributed.run
+
+    from sparsebert import torchrun
+
+    ran, grants = [], []
+    monkeypatch.setattr(torch.distributed.run, "main", lambda: ran.append(True))
+    monkeypatch.setattr(torchrun, "reads_shutdown_timeout", lambda: reads)
+    monkeypatch.setattr(torchrun, "grant_grace", grants.append)
+    if env is None:
+        monkeypatch.delenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", raising=False)
+    else:
+        monkeypatch.setenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", env)
+    torchrun.main()
+    assert ran == [True] and grants == granted
+
+
+def test_whether_torch_reads_the_grace_itself_is_told_by_its_api():
+    """torch 2.13's launcher reads the variable (LaunchConfig.shutdown_timeout), 2.11's does not (their sources)."""
+    import torch
+
+    from sparsebert import torchrun
+
+    release = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+    assert torchrun.reads_shutdown_timeout() == (release >= (2, 13))
 
 
 def test_launcher_defaults_and_boundary_counts():
@@ -121,11 +209,11 @@ def test_multi_node_cpu_and_errors():
     ("resources", "per_node", "expected_start"),
     [
         ({}, 0, "CUDA_VISIBLE_DEVICES= python"),
-        ({"gpu": 8}, 8, f"{GRACE} {SLOTS} 8 -- torchrun --standalone --nproc_per_node=8"),
-        ({"gres": "gpu:4"}, 4, f"{GRACE} {SLOTS} 4 -- torchrun --standalone --nproc_per_node=4"),
-        ({"gres": "gpu:a100:2"}, 2, f"{GRACE} {SLOTS} 2 -- torchrun --standalone --nproc_per_node=2"),
+        ({"gpu": 8}, 8, f"{GRACE} {SLOTS} 8 -- {TORCHRUN} --standalone --nproc_per_node=8"),
+        ({"gres": "gpu:4"}, 4, f"{GRACE} {SLOTS} 4 -- {TORCHRUN} --standalone --nproc_per_node=4"),
+        ({"gres": "gpu:a100:2"}, 2, f"{GRACE} {SLOTS} 2 -- {TORCHRUN} --standalone --nproc_per_node=2"),
         ({"gres": "gpu"}, 1, f"{SLOTS} 1 -- python"),
-        ({"ddp_cpu_procs": 2}, 0, f"CUDA_VISIBLE_DEVICES= {GRACE} torchrun --standalone --nproc_per_node=2"),
+        ({"ddp_cpu_procs": 2}, 0, f"CUDA_VISIBLE_DEVICES= {GRACE} {TORCHRUN} --standalone --nproc_per_node=2"),
         ({"gpu": 1, "jobs_per_gpu": 3}, 1, f"{SLOTS} 1 --jobs-per-gpu 3 -- python"),  # a third of one GPU
         ({"gpu": 0, "jobs_per_gpu": 3}, 0, "CUDA_VISIBLE_DEVICES= python"),  # nothing to share without a GPU
         ({"nodes": 2, "gres": "gpu:8"}, 8, "export MASTER_ADDR="),  # gres counts per node
@@ -277,7 +365,7 @@ def test_the_smoke_configs_cpu_ddp_job_runs_on_the_cpu():
 
     smoke = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
     assert from_resources(rule_resources(smoke, "pretrain", "dense")) == (
-        f"CUDA_VISIBLE_DEVICES= {GRACE} torchrun --standalone --nproc_per_node=2")
+        f"CUDA_VISIBLE_DEVICES= {GRACE} {TORCHRUN} --standalone --nproc_per_node=2")
     assert from_resources(rule_resources(smoke, "pretrain", "longformer")) == "CUDA_VISIBLE_DEVICES= python"
 
 

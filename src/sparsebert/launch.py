@@ -6,12 +6,15 @@
                                                  one GPU of this machine, its own (see "GPU slots" below)
     python -m sparsebert.launch --gpus 1 --jobs-per-gpu 3 -- python ...
                                                  a third of one GPU: up to 3 such jobs share it
-    python -m sparsebert.launch --gpus 8 -- torchrun --standalone ... -m sparsebert ...
+    python -m sparsebert.launch --gpus 8 -- python -m sparsebert.torchrun --standalone ... -m sparsebert ...
                                                  one node, one process per GPU
-    CUDA_VISIBLE_DEVICES= torchrun --standalone ... -m sparsebert ...
+    CUDA_VISIBLE_DEVICES= python -m sparsebert.torchrun --standalone ... -m sparsebert ...
                                                  one node, CPU DDP workers (gloo; how tests exercise DDP)
-    export MASTER_ADDR=...; srun ... torchrun    several nodes: srun starts one torchrun per node and they
+    export MASTER_ADDR=...; srun ... python -m sparsebert.torchrun ...
+                                                 several nodes: srun starts one torchrun per node and they
                                                  meet at a c10d rendezvous on the job's first node
+
+`sparsebert.torchrun` is torchrun with the same grace period on every torch release (TORCHRUN_SHUTDOWN below).
 
 Rules call `from_resources(resources)` in a `params:` function, so the decision comes from the same
 resources that the SLURM profile turns into `sbatch --nodes/--gpus/--gres`; those resources are resolved
@@ -51,10 +54,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 # torchrun forwards a SIGTERM to its workers and SIGKILLs those still running after TORCH_ELASTIC_SHUTDOWN_TIMEOUT
-# seconds (read by torch >= 2.13; older torchruns wait 30 s and ignore the variable). A worker needs the rest of
-# its optimizer step and a checkpoint write (BERT-base: 1.3 GB) to stop cleanly, which at 2-4 GPUs or on a slow
-# shared filesystem takes more than 30 s; the SLURM profile signals 300 s before the wall time.
+# seconds (read by torch >= 2.13; sparsebert.torchrun makes older torchruns read it too, where they would wait a
+# fixed 30 s). A worker needs the rest of its optimizer step and a checkpoint write (BERT-base: 1.3 GB) to stop
+# cleanly, which at 2-4 GPUs or on a slow shared filesystem takes more than 30 s; the SLURM profile signals 300 s
+# before the wall time.
 TORCHRUN_SHUTDOWN = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT=240"
+TORCHRUN = "python -m sparsebert.torchrun"
 
 # Port of the c10d rendezvous store on the first node; torchrun's own default.
 RDZV_PORT = 29500
@@ -80,7 +85,7 @@ def launcher(nodes: int, gpus_per_node: int, cpu_procs: int = 0, jobs_per_gpu: i
         # srun passes the environment on to every node's torchrun (--export=ALL, its default).
         return srun_torchrun(nodes, procs) if gpus_per_node else f"export {HIDE_GPUS} && {srun_torchrun(nodes, procs)}"
     # --standalone: a private rendezvous on localhost with a free port, so two jobs on one node never collide.
-    start = "python" if procs <= 1 else f"torchrun --standalone --nproc_per_node={procs}"
+    start = "python" if procs <= 1 else f"{TORCHRUN} --standalone --nproc_per_node={procs}"
     env = "" if procs <= 1 else f"{TORCHRUN_SHUTDOWN} "  # inherited through sparsebert.launch's exec
     if not gpus_per_node:
         return f"{HIDE_GPUS} {env}{start}"
@@ -101,7 +106,7 @@ def srun_torchrun(nodes: int, procs_per_node: int) -> str:
         f"export MASTER_ADDR=$(scontrol show hostnames {nodelist} | head -n 1) && "
         # --kill-on-bad-exit: one node dying ends the step instead of leaving the others waiting forever.
         f"{TORCHRUN_SHUTDOWN} srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --kill-on-bad-exit=1 "
-        f"torchrun --nnodes={nodes} --nproc_per_node={procs_per_node} "
+        f"{TORCHRUN} --nnodes={nodes} --nproc_per_node={procs_per_node} "
         f"--rdzv_backend=c10d --rdzv_endpoint=$MASTER_ADDR:{RDZV_PORT} --rdzv_id=$SLURM_JOB_ID"
     )
 
