@@ -144,14 +144,14 @@ def test_grant_grace_makes_the_seconds_the_timeout_of_a_close_that_names_none(mo
 
     from sparsebert import torchrun
 
-    calls = []
-    monkeypatch.setattr(api.PContext, "close", lambda self, death_sig=None, timeout=30: calls.append((death_sig,
-                                                                                                         timeout)))
+    calls, context = [], object()  # the process context whose workers are stopped
+    monkeypatch.setattr(api.PContext, "close", lambda self, death_sig=None, timeout=30: calls.append(
+        (self, death_sig, timeout)))
     torchrun.grant_grace(7)
-    api.PContext.close(None)
-    api.PContext.close(None, signal.SIGTERM)
-    api.PContext.close(None, signal.SIGINT, 3)
-    assert calls == [(None, 7), (signal.SIGTERM, 7), (signal.SIGINT, 3)]
+    api.PContext.close(context)
+    api.PContext.close(context, signal.SIGTERM)
+    api.PContext.close(context, signal.SIGINT, 3)
+    assert calls == [(context, None, 7), (context, signal.SIGTERM, 7), (context, signal.SIGINT, 3)]
 
 
 @pytest.mark.parametrize(("env", "reads", "granted"), [("240", False, [240]), ("240", True, []), (None, False, [])])

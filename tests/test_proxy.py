@@ -177,3 +177,17 @@ def test_choice_gold_ending_completes_the_next_sentence_distractors_from_other_d
             if k != row["label"]:
                 sources = [d for d in documents if any(s.split()[cut:] == ending.split() for s in d)]
                 assert sources and all(d is not doc for d in sources), (row, ending)
+
+
+def test_proxy_qa_ceiling_counts_the_shortest_span_some_window_holds():
+    """benchmarks/proxy_qa_ceiling.py: a window labelled [CLS] (start 0) holds no answer; of several windows
+    holding one, the shortest span counts (spans in tokens: end - start + 1). Example c is held by no window."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from proxy_qa_ceiling import shortest_held_span
+
+    features = {"example_id": ["a", "a", "b", "c", "b"], "start_positions": [0, 5, 3, 0, 10],
+                "end_positions": [0, 9, 40, 0, 50]}
+    assert dict(shortest_held_span(features)) == {"a": 5, "b": 38}

@@ -277,17 +277,3 @@ def test_max_seq_length_must_leave_room_for_one_context_token(tokenizer):
 def test_the_longer_window_wins_a_tie_in_context():
     # token 2: min(2, 1) = 1 in window (0, 4) and min(1, 3) = 1 in window (1, 6); + 0.01 x length: 1.04 < 1.05
     assert max_context_flags([(0, 4), (1, 6)]) == [[True, True, False, False], [False, True, True, True, True]]
-
-
-def test_proxy_qa_ceiling_counts_the_shortest_span_some_window_holds():
-    """benchmarks/proxy_qa_ceiling.py: a window labelled [CLS] (start 0) holds no answer; of several windows
-    holding one, the shortest span counts (spans in tokens: end - start + 1). Example c is held by no window."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from proxy_qa_ceiling import shortest_held_span
-
-    features = {"example_id": ["a", "a", "b", "c", "b"], "start_positions": [0, 5, 3, 0, 10],
-                "end_positions": [0, 9, 40, 0, 50]}
-    assert dict(shortest_held_span(features)) == {"a": 5, "b": 38}
