@@ -337,13 +337,18 @@ def test_claim_state_removes_checkpoints_when_the_inputs_change(tmp_path):
 
 def test_release_checkpoints_removes_them_on_rank_0_unless_kept(tmp_path, monkeypatch):
     """A finished job's checkpoints go, its identity and log stay; kept ones stay; another rank removes nothing
-    (rank 0 alone finishes); a job that never wrote a state dir is nothing to do."""
-    for step in (2, 4):
-        (tmp_path / f"step-0000000{step}").mkdir()
-        (tmp_path / f"step-0000000{step}" / "meta.json").write_text(json.dumps({"step": step}))
-    (tmp_path / "identity.json").write_text("{}")
-    (tmp_path / "log.jsonl").write_text("")
+    (rank 0 alone finishes); one process without torchrun (no RANK) is rank 0; a job that never wrote a state
+    dir is nothing to do."""
+    def write_run():
+        for step in (2, 4):
+            (tmp_path / f"step-0000000{step}").mkdir(exist_ok=True)
+            (tmp_path / f"step-0000000{step}" / "meta.json").write_text(json.dumps({"step": step}))
+        (tmp_path / "identity.json").write_text("{}")
+        (tmp_path / "log.jsonl").write_text("")
+
     everything = ["identity.json", "log.jsonl", "step-00000002", "step-00000004"]
+    released = ["identity.json", "log.jsonl"]
+    write_run()
     monkeypatch.delenv("RANK", raising=False)
     training.release_checkpoints(tmp_path, keep=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == everything
@@ -352,6 +357,24 @@ def test_release_checkpoints_removes_them_on_rank_0_unless_kept(tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == everything
     monkeypatch.setenv("RANK", "0")
     training.release_checkpoints(tmp_path, keep=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["identity.json", "log.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == released
+    write_run()
+    monkeypatch.delenv("RANK")
+    training.release_checkpoints(tmp_path, keep=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == released
     training.release_checkpoints(tmp_path / "never-written", keep=False)
     assert not (tmp_path / "never-written").exists()
+
+
+def test_a_checkpoint_that_cannot_be_removed_does_not_fail_the_finished_job(tmp_path, monkeypatch):
+    """Removal runs after the outputs are written: an error then (NFS's busy .nfsXXXX files, permissions) would
+    fail a finished job, and Snakemake would delete its outputs. The checkpoint is left instead."""
+    def rmtree(path, ignore_errors=False):
+        if not ignore_errors:
+            raise OSError(16, "Device or resource busy", str(path))
+
+    (tmp_path / "step-00000002").mkdir()
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setattr(training.shutil, "rmtree", rmtree)
+    training.release_checkpoints(tmp_path, keep=False)
+    assert (tmp_path / "step-00000002").is_dir()

@@ -177,7 +177,7 @@ def _row(rule, jobs, flops_per_job, peak_seconds_per_job, gpus_per_job, gpus, mf
     disk: (bytes a job leaves behind, bytes it holds only while it runs), each per job."""
     gpu_hours_per_job = peak_seconds_per_job / mfu_entry["mfu"] / 3600
     at_once = max(1, gpus // gpus_per_job)
-    waves = math.ceil(jobs / at_once) if jobs else 0
+    waves = math.ceil(jobs / at_once)
     return {"rule": rule, "jobs": jobs, "gpus_per_job": gpus_per_job, "flops": jobs * flops_per_job,
             "mfu": mfu_entry["mfu"], "mfu_from": _mfu_from(mfu_entry, note),
             "gpu_hours": jobs * gpu_hours_per_job, "wall_hours": waves * gpu_hours_per_job / gpus_per_job,
