@@ -160,9 +160,12 @@ def test_several_tasks_in_one_process_equal_a_process_each(assets, tmp_path, mon
     entries = {task: {"source": {"path": str(assets["sources"][task])}, "params": {**RECIPE, **recipe}}
                for task, recipe in tasks.items()}
     seen, real = {}, finetune.finetune
-    monkeypatch.setattr(finetune, "finetune", lambda model, tokenizer, task, *a, **kw: (
-        seen.setdefault(task, {t: checkpoints(tmp_path / "st" / t) != [] for t in seen}), real(model, tokenizer, task,
-                                                                                              *a, **kw))[1])
+
+    def finetune_noting_checkpoints(model, tokenizer, task, *args, **kwargs):
+        seen[task] = {t: checkpoints(tmp_path / "st" / t) != [] for t in seen}  # the tasks before this one
+        return real(model, tokenizer, task, *args, **kwargs)
+
+    monkeypatch.setattr(finetune, "finetune", finetune_noting_checkpoints)
     main(["finetune", "--model", str(assets["model"]), "--tokenizer", str(assets["tokenizer"]),
           "--tasks", json.dumps(entries), "--out", str(tmp_path / "together"), "--state-dir", str(tmp_path / "st")])
     assert seen == {"stsb": {}, "squad_v2": {"stsb": True}, "cola": {"stsb": True, "squad_v2": True}}
