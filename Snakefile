@@ -21,7 +21,7 @@ min_version("9.17")
 
 
 # The embedded default, unless --configfile names another: Snakemake would otherwise merge the two, and a
-# smoke run would inherit the default's nine masks and five tasks.
+# smoke run would inherit keys it does not set, such as the default's blockwise mask and tasks.jobs.
 if not workflow.config_settings.configfiles:
 
     configfile: "config/config.yaml"

@@ -10,7 +10,7 @@ run, as the DAG runs them), then writes, for every run:
 and a figure (MLM accuracy vs tokens, the unigram floor, 3x the floor). Runs already finished in --out are
 reused, so the grid can be extended and re-plotted. Long (minutes per run): a benchmark, not a test.
 
-    python benchmarks/learning_curves.py --data data --out results/benchmarks/learning_curves \
+    python benchmarks/learning_curves.py --data data/default --out results/benchmarks/learning_curves \
         --figure docs/learning_curves.png [--only NAME ...] [--jobs 2]
 """
 

@@ -1,7 +1,7 @@
 """Fine-tuning on every downstream task with one loop: GLUE, SQuAD v1.1/v2.0, SWAG and the proxy tasks.
 
-    python -m sparsebert finetune --model results/pretrain/star/model --tokenizer data/tokenizer \
-        --task mnli --task-source '{"hub": true}' --params P.json --out results/finetune/star/mnli
+    python -m sparsebert finetune --model results/<run>/pretrain/star/seed0/model --tokenizer data/<run>/tokenizer \
+        --task mnli --task-source '{"hub": true}' --params P.json --out results/<run>/finetune/star/seed0/mnli
 
 The task's kind picks the head (sequence classification/regression, span QA, multiple choice); everything
 else is shared. The pretrained variant's attention mask travels inside its checkpoint and is kept while
@@ -10,8 +10,9 @@ weights), with its binarized mask fixed (`--mask-file`). Inputs longer than the 
 the mask (`SparseBertModel.extend_mask`). Writes metrics.json (official metric names, every eval split),
 predictions.json and log.jsonl under --out; resumable state under --state-dir.
 
-    python -m sparsebert finetune --model results/pretrain/star/model --tokenizer data/tokenizer \
-        --tasks '{"sst2": {"source": {"hub": true}, "params": {...}}, "mrpc": {...}}' --out results/finetune/star
+    python -m sparsebert finetune --model results/<run>/pretrain/star/seed0/model --tokenizer data/<run>/tokenizer \
+        --tasks '{"sst2": {"source": {"hub": true}, "params": {...}}, "mrpc": {...}}' \
+        --out results/<run>/finetune/star/seed0
 
 fine-tunes several tasks of one pretrained model in turn, in one process (OUT/<task>, STATE_DIR/<task>): the
 start-up (imports, tokenizer, model loading: about 5 s of a 14 s proxy job) is paid once per model instead of

@@ -7,7 +7,7 @@ run in bf16. No loss scaling is needed (bf16 has fp32's exponent range).
 `auto` picks bf16 where it is fast and fp32 elsewhere, decided at run time:
 - a CUDA GPU with bf16 support (Ampere or later): bf16;
 - a CPU with bf16 instructions (`amx_bf16` or `avx512_bf16` among its flags, e.g. Xeon Sapphire Rapids and
-  later, AMD Zen 4 and later) and a oneDNN-enabled torch: bf16 (measured in benchmarks/mfu.py: 1.3-2.1x fp32);
+  later, AMD Zen 4 and later) and a oneDNN-enabled torch: bf16 (measured in benchmarks/mfu.py: 1.4-1.9x fp32);
 - any other CPU: fp32, because bf16 there is emulated in software and slower than fp32;
 - a CPU whose instruction set the environment caps below bf16 (`ONEDNN_MAX_CPU_ISA` or `DNNL_MAX_CPU_ISA`
   under AVX512_CORE_BF16, or `ATEN_CPU_CAPABILITY` avx2/default, e.g. to approximate an AVX2-only machine on a

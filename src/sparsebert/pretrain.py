@@ -1,7 +1,8 @@
 """BERT pretraining (MLM + NSP) with a fixed attention mask, or a DAM search with a learnable one.
 
-    python -m sparsebert pretrain   --examples data/examples --tokenizer data/tokenizer --params P.json \
-        --mask longformer [--mask-params '{"window": 6}' | --mask-file learned.safetensors] --out DIR --state-dir S
+    python -m sparsebert pretrain   --examples data/<run>/examples --tokenizer data/<run>/tokenizer \
+        --params P.json --mask longformer [--mask-params '{"window": 6}'] --out DIR --state-dir S
+    python -m sparsebert pretrain   ... --mask learned --mask-file results/<run>/dam/<search>/seed0/mask.safetensors
     python -m sparsebert dam-search --examples ... --params P.json --mask dam_s --dam-lambda 1e-4 --out DIR --state-dir S
 
 One loop serves both: the DAM search adds lambda * ||mask||_1 to the loss, snapshots the keep probabilities

@@ -4,8 +4,8 @@
 # eval examples, so the report can pair them on the eval examples.
 # `tasks.jobs` decides how the work is cut into jobs, never what a job computes: `per_task` (one job per
 # variant x seed x task: the paper's GPU jobs, each its own resources) or `per_model` (one job per variant x
-# seed fine-tunes every task in turn, in one process: the small CPU runs, where a job's start-up is a third of
-# its time). Both write the same files (results/<run>/finetune/<variant>/seed<N>/<task>/).
+# seed fine-tunes every task in turn, in one process: small models, on the CPU or one GPU, where a job's
+# start-up is a third of its time). Both write the same files (results/<run>/finetune/<variant>/seed<N>/<task>/).
 
 
 if config["tasks"].get("jobs", "per_task") == "per_task":
