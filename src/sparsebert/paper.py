@@ -2,7 +2,8 @@
 steps of global batch 65,536 on BookCorpus + Wikipedia, GLUE dev sets; never comparable to a tiny run on proxy tasks.
 
 Source: Shi et al., "SparseBERT: Rethinking the Importance Analysis in Self-attention", ICML 2021
-(arXiv 2102.12871), GLUE dev results as listed in the README of the official code (github han-shi/SparseBERT). Keys are our variant names; scores in percent, sparsity ratio in percent.
+(arXiv 2102.12871), GLUE dev results as listed in the README of the official code (github han-shi/SparseBERT).
+Keys are our variant names; scores in percent, sparsity ratio in percent.
 The paper lists no GLUE row for dense BERT or BERT without the diagonal, and no per-variant SQuAD/SWAG numbers
 in that table: those cells stay empty rather than being guessed.
 """

@@ -302,6 +302,7 @@ def release_checkpoints(state_dir: Path, keep: bool) -> None:
     process group is gone."""
     if not keep and int(os.environ.get("RANK", "0")) == 0:
         for ckpt in Path(state_dir).glob("step-*"):
+            # A failure here must not fail a job whose outputs are written: Snakemake would delete them.
             shutil.rmtree(ckpt, ignore_errors=True)
 
 
