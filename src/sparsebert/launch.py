@@ -53,12 +53,14 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from sparsebert import torchrun
+
 # torchrun forwards a SIGTERM to its workers and SIGKILLs those still running after TORCH_ELASTIC_SHUTDOWN_TIMEOUT
 # seconds (read by torch >= 2.13; sparsebert.torchrun makes older torchruns read it too, where they would wait a
 # fixed 30 s). A worker needs the rest of its optimizer step and a checkpoint write (BERT-base: 1.3 GB) to stop
 # cleanly, which at 2-4 GPUs or on a slow shared filesystem takes more than 30 s; the SLURM profile signals 300 s
 # before the wall time.
-TORCHRUN_SHUTDOWN = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT=240"
+TORCHRUN_SHUTDOWN = f"{torchrun.ENV}=240"
 TORCHRUN = "python -m sparsebert.torchrun"
 
 # Port of the c10d rendezvous store on the first node; torchrun's own default.
