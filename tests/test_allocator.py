@@ -3,6 +3,7 @@ next step does not page-fault them in again (the CPU default lost 9 % of each st
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -55,9 +56,15 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults, (heap_bytes()
 def page_faults(reuse: bool) -> tuple[int, int]:
     """(page faults, pages the heap grew by) over the thirty steps."""
     out = subprocess.run([sys.executable, "-c", STEPS, "1" if reuse else "0"], capture_output=True, text=True,
-                         check=True, env={"PATH": ""})  # no MALLOC_* variables from the caller's environment
+                         check=True, env=clean_env())
     faults, grown = map(int, out.stdout.split())
     return faults, grown
+
+
+def clean_env() -> dict[str, str]:
+    """No MALLOC_* variables from the caller's environment; PYTHONPATH kept, for a sparsebert that is not installed
+    (the device rehearsal runs the tests from a source tree)."""
+    return {"PATH": ""} | {k: v for k, v in os.environ.items() if k == "PYTHONPATH"}
 
 
 @pytest.mark.skipif(not glibc_has_mallinfo2(), reason="mallinfo2 is glibc >= 2.33's")

@@ -1,5 +1,6 @@
 """Metrics against values computed by hand, with the leaderboards' names."""
 
+import itertools
 import math
 import warnings
 
@@ -215,16 +216,24 @@ def test_correlations_equal_sklearn_and_scipy_on_random_cases():
 
 
 def test_perfect_correlation_is_exactly_one_despite_rounding():
-    """y = +-0.3 x is perfectly (anti-)correlated, but in floating point the raw ratio cov / sqrt(var var) comes
-    out as +-1.0000000000000002 for x = [0, 1, 2, 3]: a correlation past +-1 must not leave the metric (scipy's
-    pearsonr clips it to exactly +-1 too)."""
+    """y = c x is perfectly (anti-)correlated, but in floating point the raw ratio cov / sqrt(var var) can come out
+    as +-1.0000000000000002: a correlation past +-1 must not leave the metric (scipy's pearsonr, which sums in
+    another order, agrees within 1e-15). Which (x, c) overshoot depends on the BLAS kernel behind `@` (OpenBLAS's
+    Haswell and SkylakeX dot products round differently: x = 0..3, c = 0.3 overshoots under one and not the
+    other), so a grid of them is checked, and at least one must overshoot here for the test to bite."""
     from scipy.stats import pearsonr
 
-    x = np.array([0.0, 1.0, 2.0, 3.0])
-    for y, r in ((0.3 * x, 1.0), (-0.3 * x, -1.0)):
+    overshooting = 0
+    for n, c in itertools.product(range(3, 12), (0.1, 0.2, 0.3, 0.7, 1.1, 1.3, 3.7, -0.3, -0.7, -3.7)):
+        x = np.arange(float(n))
+        y = c * x
         a, b = x - x.mean(), y - y.mean()
-        assert abs((a @ b) / np.sqrt((a @ a) * (b @ b))) > 1  # the unclipped ratio does overshoot here
-        assert metrics.pearson(x, y) == r == pearsonr(x, y)[0]
+        r = metrics.pearson(x, y)
+        assert -1.0 <= r <= 1.0 and r == pytest.approx(pearsonr(x, y)[0], abs=1e-15), (n, c)
+        if abs((a @ b) / np.sqrt((a @ a) * (b @ b))) > 1:
+            overshooting += 1
+            assert r == math.copysign(1.0, c), (n, c)
+    assert overshooting  # 10 of the 90 with either kernel
 
 
 @pytest.mark.filterwarnings("ignore:A single label was found")  # sklearn, on the all-constant case
