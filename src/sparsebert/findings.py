@@ -303,8 +303,9 @@ def learned_line(p: dict, seeds) -> list[str]:
     mlm = 100 * np.mean([r["val_mlm_acc"] for r in runs])
     unigram = 100 * np.mean([r["val_unigram_mlm_acc"] for r in runs])
     nsp = 100 * np.mean([r.get("val_nsp_acc", np.nan) for r in runs])
+    ratio = f"{mlm / unigram:.1f}x" if unigram > 0 else "no ratio: the floor is 0"  # a toy run's few examples
     return [f"What pretraining learned: dense validation MLM accuracy {mlm:.1f} % (mean over seeds) vs {unigram:.1f} % "
-            f"for always predicting the most frequent masked token ({mlm / unigram:.1f}x); NSP {nsp:.1f} % "
+            f"for always predicting the most frequent masked token ({ratio}); NSP {nsp:.1f} % "
             f"(chance 50 %).", ""]  # fmt: skip
 
 
