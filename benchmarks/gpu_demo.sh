@@ -165,6 +165,9 @@ run() {
 bench() {
   mkdir -p "$OUT"
   install_site || { echo "installing the wheels in $WHEELS failed" >&2; return 1; }
+  # A `run` call cut off by the device before it stopped its MPS daemon: measure without it.
+  [ -d "$SITE/mps/pipe" ] && command -v nvidia-cuda-mps-control > /dev/null \
+    && CUDA_MPS_PIPE_DIRECTORY="$SITE/mps/pipe" stop_mps > /dev/null 2>&1
   run_info | tee "$OUT/run_info.txt"
   python benchmarks/gpu.py --out "$OUT/gpu.json" "$@" 2>&1 | tee "$OUT/gpu.log"
 }

@@ -532,6 +532,28 @@ def test_gpu_demo_script_starts_mps_only_where_a_cuda_probe_passes_under_it(tmp_
     assert sorted(p.name for p in out.iterdir()) == ["run_info.txt", "snakemake.log"]  # nothing to bring back
 
 
+def test_gpu_demo_bench_stops_an_mps_daemon_a_cut_off_run_left_behind(tmp_path):
+    """`gpu_demo.sh bench` measures without MPS: a `run` call that the device cut off before it stopped its daemon
+    left the pipes folder, and bench quits that daemon first (a fake control program logs the call; gpu.py only
+    prints its help). Without the folder it calls nothing."""
+    fake_bin, calls, site = tmp_path / "fake_bin", tmp_path / "calls.log", tmp_path / "site"
+    fake_bin.mkdir()
+    control = fake_bin / "nvidia-cuda-mps-control"
+    control.write_text(f'#!/bin/sh\n[ $# -gt 0 ] || read -r cmd\necho "$* ${{cmd:-}} $CUDA_MPS_PIPE_DIRECTORY" >> {calls}\n')
+    control.chmod(0o755)
+    env = {**os.environ, "PATH": os.pathsep.join([str(fake_bin), str(BIN), os.environ["PATH"]]),
+           "WHEELS": str(tmp_path / "none"), "SITE": str(site), "OUT": str(tmp_path / "out")}  # fmt: skip
+    bench = ["bash", str(REPO / "benchmarks/gpu_demo.sh"), "bench", "--help"]
+    r = subprocess.run(bench, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--sections" in r.stdout, r.stdout + r.stderr
+    assert not calls.exists()
+    (site / "mps/pipe").mkdir(parents=True)
+    r = subprocess.run(bench, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert calls.read_text().splitlines() == [f" quit {site}/mps/pipe"]
+    assert "--sections" in (tmp_path / "out/gpu.log").read_text()
+
+
 @pytest.mark.parametrize("config", ["config/gpu.yaml", "config/gpu_full.yaml"])
 def test_one_gpu_slot_count_is_the_same_everywhere_it_is_written(config):
     """The one-GPU runs' Snakemake slot count (`--resources gpu=N`) is written in three places besides the
