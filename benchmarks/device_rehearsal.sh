@@ -50,6 +50,11 @@ print(" ".join(sorted(needs - carried - {"torch"})))
 PY
 }
 
+# pip, without the warnings of this machine's pip config about index folders that do not exist
+pip_here() {
+  "$VENV/bin/python" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+
 build_venv() {
   [ -f "$VENV/.device" ] && return
   rm -rf "$VENV"
@@ -59,10 +64,10 @@ build_venv() {
       "$VENV/bin/dvc"  # torch_compat.sh's bridge to the project venv: the device has no such thing
   else
     python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q "torch==$TORCH"
+    pip_here install -q "torch==$TORCH"
   fi
   # shellcheck disable=SC2046,SC2086
-  "$VENV/bin/python" -m pip install -q $PINS $EXTRA $(wheel_needs)
+  pip_here install -q $PINS $EXTRA $(wheel_needs)
   touch "$VENV/.device"
 }
 
@@ -76,8 +81,7 @@ wheels_here() {
       *-py3-none-any.whl | *-py2.py3-none-any.whl) cp "$w" "$WORK/wheels/" ;;
       *)
         name=$(basename "$w" | cut -d- -f1) version=$(basename "$w" | cut -d- -f2)
-        "$VENV/bin/python" -m pip download -q --no-deps --only-binary=:all: -d "$WORK/wheels" "$name==$version" \
-          2> >(grep -v "is ignored: it is neither" >&2) ;;
+        pip_here download -q --no-deps --only-binary=:all: -d "$WORK/wheels" "$name==$version" ;;
     esac
   done
 }
@@ -124,7 +128,7 @@ cd "$WORK/tree"
 if [ "${1:-}" = tests ]; then
   shift
   rm -rf "$WORK/site"
-  "$VENV/bin/python" -m pip install -q --no-index --no-deps --target "$WORK/site" "$WORK"/wheels/*.whl
+  pip_here install -q --no-index --no-deps --target "$WORK/site" "$WORK"/wheels/*.whl
   tar -xzf "$WORK/wheels/embedded_corpus.tar.gz" -C "$WORK/site"
   [ $# -gt 0 ] || set -- -m "not slow"
   exec env -i HOME="$HOME" LANG=C.UTF-8 PATH="$WORK/site/bin:$VENV/bin:/usr/bin:/bin" HF_HUB_OFFLINE=1 \
