@@ -21,7 +21,10 @@ The JSON's `mfu` list is what `sparsebert plan` reads (one entry per kind of job
 
 FLOPs: benchmarks/mfu.py's count (`step_flops`) for pretraining, sparsebert.plan's `encoder_flops` (the same
 terms without the pretraining heads) for fine-tuning. A section that fails is recorded with its error and
-the run goes on; `--budget-s` skips the remaining compiled shapes once the run has used that much time.
+the run goes on; `--budget-s` skips the remaining compiled shapes once the run has used that much time. The JSON
+is rewritten after every section, so a run cut off by a time limit (`timeout`, a device call's) keeps what it
+finished. On a lent machine without network: `bash benchmarks/gpu_demo.sh bench [ARGS]` (it installs the wheels
+that `sparsebert pretrain` needs first).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from common import markdown
 from mfu import make_batch, step_flops, synthetic_pretraining_data
 from sparsebert import precision, training
 from sparsebert.dam import l1_penalty, no_weight_decay_groups
+from sparsebert.io import atomic_write_json
 from sparsebert.lamb import Lamb
 from sparsebert.modeling import (SparseBertConfig, SparseBertForPreTraining, SparseBertForQuestionAnswering,
                                  SparseBertForSequenceClassification)
@@ -306,6 +310,12 @@ def run_section(report: dict, name: str, fn) -> None:
     print(name, json.dumps(result)[:800], flush=True)
 
 
+def write_report(path: Path, report: dict, ctx: dict) -> None:
+    report["seconds"] = round(time.perf_counter() - ctx["start"], 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, report)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="the JSON to write")
@@ -342,9 +352,8 @@ def main() -> None:
                          ("profile", lambda: profile_steps(ctx))):
             if name in args.sections.split(","):
                 run_section(report, name, fn)
-    report["seconds"] = round(time.perf_counter() - ctx["start"], 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+                write_report(args.out, report, ctx)  # a run cut off by a time limit keeps what it measured
+    write_report(args.out, report, ctx)
     peaks = report["matmul_peak_tflops"]
     print(f"\n{report['gpu']}, torch {report['torch']}, {report['date']}, {prec.name}; matmul peak {peaks['bf16']} "
           f"TFLOP/s bf16, {peaks['fp32']} fp32; LAMB step {report.get('optimizer')}; {report['seconds']} s")

@@ -17,8 +17,9 @@
 #   bash benchmarks/gpu_demo.sh bench [GPU_PY_ARGS...]
 #                                                 THERE: the same wheels, then benchmarks/gpu.py (issue 21's
 #                                                 measurements) with them: its pretrain_loop section runs `sparsebert
-#                                                 pretrain`, which needs jsonschema. Leaves in $OUT run_info.txt,
-#                                                 gpu.json (unless GPU_PY_ARGS name another --out) and gpu.log.
+#                                                 pretrain`, which needs jsonschema. Leaves in $OUT gpu_info.txt,
+#                                                 gpu.json (unless GPU_PY_ARGS name another --out; rewritten after
+#                                                 every section, so `timeout` keeps what finished) and gpu.log.
 #
 # Settings (environment): COMMIT (what run_info.txt names: the device's copy has no .git), CONFIG (config/gpu.yaml),
 # CORES (16), GPU_SLOTS (9: one GPU x the config's jobs_per_gpu), BUDGET_S (540: Snakemake is interrupted then,
@@ -168,7 +169,7 @@ bench() {
   # A `run` call cut off by the device before it stopped its MPS daemon: measure without it.
   [ -d "$SITE/mps/pipe" ] && command -v nvidia-cuda-mps-control > /dev/null \
     && CUDA_MPS_PIPE_DIRECTORY="$SITE/mps/pipe" stop_mps > /dev/null 2>&1
-  run_info | tee "$OUT/run_info.txt"
+  run_info | tee "$OUT/gpu_info.txt"  # beside a `run` call's run_info.txt when one command does both
   python benchmarks/gpu.py --out "$OUT/gpu.json" "$@" 2>&1 | tee "$OUT/gpu.log"
 }
 

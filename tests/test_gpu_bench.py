@@ -37,3 +37,25 @@ def test_every_compiled_micro_batch_is_timed_on_a_static_graph():
     assert len(graphs) >= 2 and all(type(d) is int for d in dims), [d for d in dims if type(d) is not int]
     batch_dims = {shape[0] for shapes in graphs for shape in shapes if len(shape) == 2 and shape[1] == T}
     assert {2, 4} <= batch_dims  # (B, T) inputs at both sizes, each concrete
+
+
+def test_a_run_cut_off_mid_way_keeps_the_sections_it_finished(tmp_path, monkeypatch):
+    """A device call has a hard time limit: the JSON is rewritten after every section, so a run killed in its
+    last section (here a KeyboardInterrupt, which no section catches) still leaves the first one's numbers."""
+    import json
+
+    def killed(ctx):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "gpu.json"
+    monkeypatch.setattr(gpu, "profile_steps", killed)
+    monkeypatch.setattr(sys, "argv", ["gpu.py", "--toy", "--out", str(out), "--sections", "optimizer,profile"])
+    try:
+        gpu.main()
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the profile section was to be cut off")
+    report = json.loads(out.read_text())
+    assert set(report["sections"]) == {"optimizer"} and "error" not in report["optimizer"]
+    assert report["torch"] == torch.__version__ and report["seconds"] >= report["sections"]["optimizer"]["seconds"]
