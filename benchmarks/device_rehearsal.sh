@@ -98,8 +98,8 @@ toy_config() {
   "$VENV/bin/python" - "$WORK/tree/config/gpu.yaml" "$WORK/tree/config/rehearsal.yaml" <<'PY'
 import sys, yaml
 c = yaml.safe_load(open(sys.argv[1]))
-c.update(run="rehearsal", scale="device rehearsal: config/gpu.yaml's DAG at toy sizes on a CPU; numbers are meaningless",
-         seeds=[0, 1], tokenizer={"vocab_size": 1000},
+c.update(run="rehearsal", seeds=[0, 1], tokenizer={"vocab_size": 1000},
+         scale="device rehearsal: config/gpu.yaml's DAG at toy sizes on a CPU; numbers are meaningless",
          corpus={"source": "embedded", "shards": 2, "embedded": {"sources": ["lee", "wikipedia"], "max_words": 60000}},
          examples={"max_seq_length": 32, "max_predictions_per_seq": 5, "dupe_factor": 1},
          proxy_tasks={"train_examples": 100, "dev_examples": 40, "qa_context_words": 28, "max_words": 14})

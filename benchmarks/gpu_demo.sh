@@ -79,8 +79,9 @@ run_info() {
   python -c "import sys, torch; print('python', sys.version.split()[0], '| torch', torch.__version__, '| cuda',
 torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" 2>&1
   echo "snakemake: $(snakemake --version 2>&1)"
-  python -c "from importlib.metadata import version as v
-print('packages:', ', '.join(f'{n} {v(n)}' for n in 'transformers tokenizers datasets numpy pandas pyarrow'.split()))" 2>&1
+  python -c "from importlib.metadata import version
+names = 'transformers tokenizers datasets numpy pandas pyarrow'.split()
+print('packages:', ', '.join(f'{n} {version(n)}' for n in names))" 2>&1
 }
 
 # The nine small jobs share one GPU. Without MPS (NVIDIA's Multi-Process Service) processes on a GPU take turns in

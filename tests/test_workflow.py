@@ -539,7 +539,8 @@ def test_gpu_demo_bench_stops_an_mps_daemon_a_cut_off_run_left_behind(tmp_path):
     fake_bin, calls, site = tmp_path / "fake_bin", tmp_path / "calls.log", tmp_path / "site"
     fake_bin.mkdir()
     control = fake_bin / "nvidia-cuda-mps-control"
-    control.write_text(f'#!/bin/sh\n[ $# -gt 0 ] || read -r cmd\necho "$* ${{cmd:-}} $CUDA_MPS_PIPE_DIRECTORY" >> {calls}\n')
+    control.write_text(f'#!/bin/sh\n[ $# -gt 0 ] || read -r cmd\n'
+                       f'echo "$* ${{cmd:-}} $CUDA_MPS_PIPE_DIRECTORY" >> {calls}\n')
     control.chmod(0o755)
     env = {**os.environ, "PATH": os.pathsep.join([str(fake_bin), str(BIN), os.environ["PATH"]]),
            "WHEELS": str(tmp_path / "none"), "SITE": str(site), "OUT": str(tmp_path / "out")}  # fmt: skip
