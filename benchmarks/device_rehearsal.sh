@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The lent GPU machine's two calls, rehearsed on this CPU: `benchmarks/gpu_demo.sh run` on config/gpu.yaml's DAG
-# shrunk to toy sizes, then `gpu_demo.sh bench --toy` (benchmarks/gpu.py), in a copy of what the device receives
-# (the tracked and untracked-not-ignored files), with the device's package versions, without network, and with
-# nothing on PATH but a python3 that lacks snakemake. A device session has 15 minutes; a wheel missing from .whl,
+# The lent GPU machine's calls, rehearsed on this CPU: `benchmarks/gpu_demo.sh run` on config/gpu.yaml's DAG shrunk
+# to toy sizes (once stopped by a 45 s budget, then resumed), then `gpu_demo.sh bench --toy` (benchmarks/gpu.py),
+# in a copy of what the device receives (the tracked and untracked-not-ignored files), with the device's package
+# versions, without network, and with nothing on PATH but a python3 that lacks snakemake. A device session has 15 minutes; a wheel missing from .whl,
 # an API that moved in the device's transformers, or a job that fails on a one-GPU machine should cost 3 minutes
 # here instead. Not in CI (it installs a 4.6 GB torch).
 #
@@ -135,14 +135,25 @@ if [ "${1:-}" = tests ]; then
     PYTHONPATH="$WORK/site:$PWD/src" "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
 fi
 toy_config
-rm -rf "$WORK/site" "$WORK/out" "$WORK/bench"
-start=$(date +%s)
+rm -rf "$WORK/site" "$WORK/out" "$WORK/out_cut" "$WORK/bench"
+demo_run() {  # BUDGET_S, OUT
+  device_env SPARSEBERT_GPUS=1 COMMIT="$(git -C "$ROOT" describe --always --dirty)" CONFIG=config/rehearsal.yaml \
+    CORES=2 WHEELS="$WORK/wheels" SITE="$WORK/site" BUDGET_S="$1" OUT="$2" bash benchmarks/gpu_demo.sh run \
+    > "$2.log" 2>&1
+}
 set +e
-device_env SPARSEBERT_GPUS=1 COMMIT="$(git -C "$ROOT" describe --always --dirty)" CONFIG=config/rehearsal.yaml CORES=2 \
-  WHEELS="$WORK/wheels" SITE="$WORK/site" OUT="$WORK/out" BUDGET_S=900 bash benchmarks/gpu_demo.sh run \
-  > "$WORK/gpu_demo.log" 2>&1
+# A first call stopped by its budget (SIGTERM: training jobs checkpoint), then a second one that resumes it.
+start=$(date +%s)
+demo_run 45 "$WORK/out_cut"
 rc=$?
-echo "gpu_demo.sh run: exit status $rc in $(($(date +%s) - start)) s; its output: $WORK/gpu_demo.log"
+echo "gpu_demo.sh run, 45 s budget: exit status $rc in $(($(date +%s) - start)) s; its output: $WORK/out_cut.log"
+grep -E "^snakemake exit status|steps \(" "$WORK/out_cut/run_info.txt"
+cut=0
+[ $rc -eq 124 ] && [ -f "$WORK/out_cut/rehearsal.tar.gz" ] || { echo "the budget did not stop it as planned" >&2; cut=1; }
+start=$(date +%s)
+demo_run 900 "$WORK/out"
+rc=$((cut + $?))
+echo "gpu_demo.sh run, resumed: exit status $rc in $(($(date +%s) - start)) s; its output: $WORK/out.log"
 ls -l "$WORK/out"
 grep -E "steps \([0-9]+%\) done" "$WORK/out/snakemake.log" | tail -n 1
 grep -q "^## " "$WORK/out/findings.md" 2>/dev/null || { echo "no findings.md came back" >&2; rc=1; }

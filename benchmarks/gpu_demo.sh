@@ -22,9 +22,11 @@
 #                                                 every section, so `timeout` keeps what finished) and gpu.log.
 #
 # Settings (environment): COMMIT (what run_info.txt names: the device's copy has no .git), CONFIG (config/gpu.yaml),
-# CORES (16), GPU_SLOTS (9: one GPU x the config's jobs_per_gpu), BUDGET_S (540: Snakemake is interrupted then,
-# so that the tarball is still written inside a 600 s device call; a second call resumes: finished jobs stay
-# done, training jobs continue from their checkpoints), MPS (auto; off), WHEELS (.whl), SITE (/tmp/site), OUT (out).
+# CORES (16), GPU_SLOTS (9: one GPU x the config's jobs_per_gpu), BUDGET_S (540: seconds from the call's start at
+# which Snakemake gets SIGTERM, its training jobs save a checkpoint at their current step, and the tarball is
+# still written inside a 600 s device call: give it the call's limit minus 60), MPS (auto; off), WHEELS (.whl),
+# SITE (/tmp/site), OUT (out). A second `run` resumes (finished jobs stay done, training jobs continue from their
+# checkpoints) only on the same machine: data/, results/ and $SITE stay there while it is warm, 30 s after a call.
 set -uo pipefail
 
 CONFIG=${CONFIG:-config/gpu.yaml}
@@ -92,6 +94,7 @@ print('packages:', ', '.join(f'{n} {version(n)}' for n in names))" 2>&1
 start_mps() {
   if [ "${MPS:-auto}" = off ]; then echo "mps: off (MPS=off)"; return; fi
   if ! command -v nvidia-cuda-mps-control > /dev/null; then echo "mps: off (no nvidia-cuda-mps-control)"; return; fi
+  quit_stale_mps
   export CUDA_MPS_PIPE_DIRECTORY="$SITE/mps/pipe" CUDA_MPS_LOG_DIRECTORY="$SITE/mps/log"
   mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
   if ! nvidia-cuda-mps-control -d; then
@@ -102,14 +105,32 @@ start_mps() {
     echo "mps: on"
   else
     stop_mps
-    echo "mps: off (a CUDA probe failed under it: $SITE/mps/probe.log)"
+    echo "mps: off (a CUDA probe failed under it; the end of $SITE/mps/probe.log:)"
+    tail -n 3 "$SITE/mps/probe.log" | sed 's/^/  /'
   fi
 }
 
+# `quit` waits for the daemon's clients: bounded, so that a stuck daemon cannot eat the call's time.
 stop_mps() {
   [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] || return 0
-  echo quit | nvidia-cuda-mps-control
+  echo quit | timeout 15 nvidia-cuda-mps-control
   unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+}
+
+# The daemon of an earlier call that the device cut off before it stopped it (its pipes are still there).
+quit_stale_mps() {
+  [ -d "$SITE/mps/pipe" ] && command -v nvidia-cuda-mps-control > /dev/null \
+    && CUDA_MPS_PIPE_DIRECTORY="$SITE/mps/pipe" stop_mps > /dev/null 2>&1
+  return 0
+}
+
+# Training jobs signalled with the budget save a checkpoint before they exit; their shells are gone already.
+wait_for_training_jobs() {
+  local i
+  for i in $(seq 20); do
+    pgrep -f -- "-m sparsebert (pretrain|dam-search|finetune)" > /dev/null || return 0
+    sleep 1
+  done
 }
 
 # What comes back from $OUT is at most 16 MiB a file: model weights, resumable state and DAM_u's snapshots (~26 MB
@@ -146,20 +167,28 @@ run() {
     start_mps > "$OUT/mps.txt"  # not in a pipe: its exports must reach Snakemake
     tee -a "$OUT/run_info.txt" < "$OUT/mps.txt" && rm "$OUT/mps.txt"
   fi
-  local start end rc
+  local start end rc left=$((BUDGET_S - SECONDS))  # SECONDS: since this script started
   start=$(date +%s.%N)
-  # SIGINT: Snakemake stops its jobs and keeps what finished; -k: one failed job does not stop the others.
-  timeout -s INT -k 30 "$BUDGET_S" snakemake --cores "$CORES" --resources gpu="$GPU_SLOTS" --configfile "$CONFIG" \
-    --rerun-incomplete -k "${dry[@]}" "${extra[@]}" > "$OUT/snakemake.log" 2>&1
-  rc=$?
+  if [ "$left" -lt 10 ]; then
+    echo "the ${BUDGET_S} s budget was used up before Snakemake started" > "$OUT/snakemake.log"
+    rc=124
+  else
+    # SIGTERM (to Snakemake and its jobs): training jobs checkpoint their current step and exit 75 (preemption.py),
+    # Snakemake keeps what finished; -k: one failed job does not stop the others.
+    timeout -s TERM -k 20 "$left" snakemake --cores "$CORES" --resources gpu="$GPU_SLOTS" --configfile "$CONFIG" \
+      --rerun-incomplete -k "${dry[@]}" "${extra[@]}" > "$OUT/snakemake.log" 2>&1
+    rc=$?
+  fi
   end=$(date +%s.%N)
-  stop_mps
+  case $rc in 124 | 137) wait_for_training_jobs ;; esac
   {
     echo "wall_s: $(python -c "print(round($end - $start, 1))")"
-    echo "snakemake exit status: $rc$([ $rc -eq 124 ] && echo " (interrupted at the ${BUDGET_S} s budget: run again to resume)")"
+    echo "snakemake exit status: $rc$(case $rc in 124 | 137)
+      echo " (stopped at the ${BUDGET_S} s budget: run again on this machine to resume)" ;; esac)"
     grep -E "steps \([0-9]+%\) done" "$OUT/snakemake.log" | tail -n 1
   } | tee -a "$OUT/run_info.txt"
   [ ${#dry[@]} -eq 0 ] && bring_back
+  stop_mps  # after the tarball: a slow stop must not cost the results
   tail -n 15 "$OUT/snakemake.log"
   return $rc
 }
@@ -167,9 +196,7 @@ run() {
 bench() {
   mkdir -p "$OUT"
   install_site || { echo "installing the wheels in $WHEELS failed" >&2; return 1; }
-  # A `run` call cut off by the device before it stopped its MPS daemon: measure without it.
-  [ -d "$SITE/mps/pipe" ] && command -v nvidia-cuda-mps-control > /dev/null \
-    && CUDA_MPS_PIPE_DIRECTORY="$SITE/mps/pipe" stop_mps > /dev/null 2>&1
+  quit_stale_mps  # a `run` call cut off before it stopped its MPS daemon: measure without it
   run_info | tee "$OUT/gpu_info.txt"  # beside a `run` call's run_info.txt when one command does both
   python benchmarks/gpu.py --out "$OUT/gpu.json" "$@" 2>&1 | tee "$OUT/gpu.log"
 }

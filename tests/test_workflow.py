@@ -491,45 +491,77 @@ def test_gpu_demo_script_plans_the_run_and_reports_it(tmp_path):
     assert not list(out.glob("*.tar.gz"))  # a dry run has nothing to bring back
 
 
-@pytest.mark.parametrize("mps, fake_control, expected", [
-    ("auto", True, "mps: off (a CUDA probe failed under it: "),
-    ("off", True, "mps: off (MPS=off)"),
-    ("auto", False, "mps: off (no nvidia-cuda-mps-control)"),
-])
-def test_gpu_demo_script_starts_mps_only_where_a_cuda_probe_passes_under_it(tmp_path, mps, fake_control, expected):
-    """gpu_demo.sh's MPS daemon, on a CPU: with the driver's control program there (a fake that logs its calls) the
-    daemon is started with pipes of the call's own, the CUDA probe fails (no GPU), and the daemon is stopped
-    again before Snakemake starts, which then sees no MPS pipes; MPS=off, or no control program, never calls it.
-    Snakemake is a stub that logs what it was given (the real one is the test above)."""
+def stubbed_demo_run(tmp_path, fake_control: bool, snakemake_body: str, **settings):
+    """`gpu_demo.sh run` on the smoke config with stubs that log to calls.log: a `snakemake` (its --version answers
+    at once; a real run does `snakemake_body`) and, where asked, the driver's MPS control program (its arguments,
+    its stdin's command, the pipes, and whether Snakemake has started). Returns (process, out, site, calls)."""
     wd = workdir(tmp_path / "demo")
     (wd / "src").symlink_to(REPO / "src")
     fake_bin, calls = tmp_path / "fake_bin", tmp_path / "calls.log"
     out, site = tmp_path / "out", tmp_path / "site"
     fake_bin.mkdir()
-    stub = fake_bin / "snakemake"
-    stub.write_text(f'#!/bin/sh\necho "snakemake $* pipes=${{CUDA_MPS_PIPE_DIRECTORY:-none}}" >> {calls}\n')
-    if fake_control:  # logs its arguments, its stdin's command, the pipes, and whether Snakemake has started
-        control = fake_bin / "nvidia-cuda-mps-control"
-        control.write_text(f"#!/bin/sh\n[ $# -gt 0 ] || read -r cmd\nwhen=before; [ -e {out}/snakemake.log ] && "
-                           f'when=after\necho "$* ${{cmd:-}} $CUDA_MPS_PIPE_DIRECTORY $when" >> {calls}\n')
+    (fake_bin / "snakemake").write_text(
+        f'#!/bin/sh\necho "snakemake $* pipes=${{CUDA_MPS_PIPE_DIRECTORY:-none}}" >> {calls}\n'
+        f'[ "$1" = --version ] && exit 0\n{snakemake_body}\n')
+    if fake_control:
+        (fake_bin / "nvidia-cuda-mps-control").write_text(
+            f"#!/bin/sh\n[ $# -gt 0 ] || read -r cmd\nwhen=before; [ -e {out}/snakemake.log ] && when=after\n"
+            f'echo "$* ${{cmd:-}} $CUDA_MPS_PIPE_DIRECTORY $when" >> {calls}\n')
     for program in fake_bin.iterdir():
         program.chmod(0o755)
     env = {**os.environ, "PATH": os.pathsep.join([str(fake_bin), str(BIN), os.environ["PATH"]]), **OFFLINE_ENV,
            "CONFIG": "config/smoke.yaml", "WHEELS": str(tmp_path / "none"), "SITE": str(site), "OUT": str(out),
-           "CORES": "2", "MPS": mps}  # fmt: skip
+           "CORES": "2", **settings}  # fmt: skip
     r = run_watched(["bash", str(REPO / "benchmarks/gpu_demo.sh"), "run"], cwd=wd, env=env, timeout=120, workdir=wd)
+    return r, out, site, calls
+
+
+@pytest.mark.parametrize("mps, fake_control, stale, expected", [
+    ("auto", True, False, "mps: off (a CUDA probe failed under it; "),
+    ("auto", True, True, "mps: off (a CUDA probe failed under it; "),
+    ("off", True, False, "mps: off (MPS=off)"),
+    ("auto", False, False, "mps: off (no nvidia-cuda-mps-control)"),
+])
+def test_gpu_demo_script_starts_mps_only_where_a_cuda_probe_passes_under_it(tmp_path, mps, fake_control, stale,
+                                                                             expected):
+    """gpu_demo.sh's MPS daemon, on a CPU: with the driver's control program there (a fake) the daemon is started
+    with pipes of the call's own, the CUDA probe fails (no GPU), and the daemon is stopped again before Snakemake
+    starts, which then sees no MPS pipes; a daemon that an earlier, cut-off call left behind is quit first.
+    MPS=off, or no control program, never calls it. Snakemake is a stub (the real one is the test above)."""
+    if stale:
+        (tmp_path / "site/mps/pipe").mkdir(parents=True)
+    r, out, site, calls = stubbed_demo_run(tmp_path, fake_control, "exit 0", MPS=mps)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert expected in (out / "run_info.txt").read_text()
+    info = (out / "run_info.txt").read_text()
+    assert expected in info and "snakemake exit status: 0\n" in info
     lines = calls.read_text().splitlines()
     assert lines[0] == "snakemake --version pipes=none"  # run_info's
     assert lines[-1].startswith("snakemake --cores 2 --resources gpu=9 --configfile config/smoke.yaml ")
     assert lines[-1].endswith(" pipes=none")
-    if expected.startswith("mps: off (a CUDA probe"):
-        assert lines[1:-1] == [f"-d  {site}/mps/pipe before", f" quit {site}/mps/pipe before"]
-        assert "cuda" in (site / "mps/probe.log").read_text().lower()  # torch's own error
+    pipes = f"{site}/mps/pipe"
+    if fake_control and mps == "auto":
+        assert lines[1:-1] == [f" quit {pipes} before"] * stale + [f"-d  {pipes} before", f" quit {pipes} before"]
+        assert "cuda" in info.split(expected)[1].lower()  # the end of the probe's log: torch's own error
     else:
         assert len(lines) == 2
     assert sorted(p.name for p in out.iterdir()) == ["run_info.txt", "snakemake.log"]  # nothing to bring back
+
+
+def test_gpu_demo_budget_counts_from_the_call_start_and_stops_snakemake_with_sigterm(tmp_path):
+    """BUDGET_S is the call's time from its start (installing the wheels and the version checks included), not
+    Snakemake's alone, so the tarball still fits the device call; at the budget Snakemake and its jobs get SIGTERM,
+    on which training jobs checkpoint their current step (SIGINT would lose the steps since the last periodic
+    checkpoint). A budget used up before Snakemake starts runs nothing."""
+    r, out, site, calls = stubbed_demo_run(tmp_path / "a", False, "trap 'echo got TERM >> " + str(tmp_path / "a/calls.log")
+                                           + "; exit 0' TERM\nsleep 60 & wait", BUDGET_S="12")  # fmt: skip
+    assert r.returncode == 124, r.stdout + r.stderr
+    info = (out / "run_info.txt").read_text()
+    assert "snakemake exit status: 124 (stopped at the 12 s budget: run again on this machine to resume)" in info
+    assert float(re.search(r"^wall_s: ([0-9.]+)$", info, re.M)[1]) < 12  # the budget began before Snakemake did
+    assert calls.read_text().splitlines()[-1] == "got TERM"
+    r, out, site, calls = stubbed_demo_run(tmp_path / "b", False, "exit 0", BUDGET_S="0")
+    assert r.returncode == 124 and "budget was used up before Snakemake started" in (out / "snakemake.log").read_text()
+    assert calls.read_text().splitlines() == ["snakemake --version pipes=none"]
 
 
 def test_gpu_demo_bench_stops_an_mps_daemon_a_cut_off_run_left_behind(tmp_path):
