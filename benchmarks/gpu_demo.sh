@@ -89,8 +89,8 @@ print('packages:', ', '.join(f'{n} {version(n)}' for n in names))" 2>&1
 # The nine small jobs share one GPU. Without MPS (NVIDIA's Multi-Process Service) processes on a GPU take turns in
 # time slices; under it their kernels run side by side. MPS=auto (the default) starts a daemon of this call's own,
 # with its pipes under $SITE, when the driver's nvidia-cuda-mps-control is on PATH and a CUDA probe then passes,
-# and stops it when Snakemake is done; MPS=off leaves it out. No setting of the GPU changes (its compute mode stays
-# as it is). run_info.txt says which it was.
+# and stops it once the results are tarred (or on any exit); MPS=off leaves it out. No setting of the GPU changes
+# (its compute mode stays as it is). run_info.txt says which it was.
 start_mps() {
   if [ "${MPS:-auto}" = off ]; then echo "mps: off (MPS=off)"; return; fi
   if ! command -v nvidia-cuda-mps-control > /dev/null; then echo "mps: off (no nvidia-cuda-mps-control)"; return; fi
