@@ -100,7 +100,9 @@ start_mps() {
   if ! nvidia-cuda-mps-control -d; then
     unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
     echo "mps: off (its daemon did not start)"
-  elif timeout 30 python -c "import torch; torch.ones(1, device='cuda').sum().item()" > "$SITE/mps/probe.log" 2>&1
+  elif timeout 30 python -c "import torch  # what the jobs do: a bf16 matrix product, its backward, a sync
+x = torch.randn(256, 256, device='cuda', dtype=torch.bfloat16, requires_grad=True)
+(x @ x).float().sum().backward(); print(x.grad.float().norm().item())" > "$SITE/mps/probe.log" 2>&1
   then
     echo "mps: on"
   else
