@@ -491,24 +491,33 @@ def test_gpu_demo_script_plans_the_run_and_reports_it(tmp_path):
     assert not list(out.glob("*.tar.gz"))  # a dry run has nothing to bring back
 
 
+def fake_program(fake_bin: Path, name: str, body: str, calls: Path) -> None:
+    """An executable shell script `name` in fake_bin; `$calls` in its body is the log the tests read."""
+    fake_bin.mkdir(exist_ok=True)
+    (fake_bin / name).write_text(f"#!/bin/sh\ncalls={calls}\n{body}\n")
+    (fake_bin / name).chmod(0o755)
+
+
+def fake_mps_control(fake_bin: Path, calls: Path, out: Path) -> None:
+    """The driver's MPS control program, logging its arguments, its stdin's command, the pipes, and whether
+    Snakemake has started (its log exists in `out`)."""
+    fake_program(fake_bin, "nvidia-cuda-mps-control", f"[ $# -gt 0 ] || read -r cmd\nwhen=before; "
+                 f'[ -e {out}/snakemake.log ] && when=after\necho "$* ${{cmd:-}} $CUDA_MPS_PIPE_DIRECTORY $when" >> $calls',
+                 calls)  # fmt: skip
+
+
 def stubbed_demo_run(tmp_path, fake_control: bool, snakemake_body: str, **settings):
-    """`gpu_demo.sh run` on the smoke config with stubs that log to calls.log: a `snakemake` (its --version answers
-    at once; a real run does `snakemake_body`) and, where asked, the driver's MPS control program (its arguments,
-    its stdin's command, the pipes, and whether Snakemake has started). Returns (process, out, site, calls)."""
+    """`gpu_demo.sh run` on the smoke config with stubs that log to calls.log (`$calls` in `snakemake_body`): a
+    `snakemake` (its --version answers at once; a real run does `snakemake_body`) and, where asked, the driver's
+    MPS control program. Returns (process, out, site, calls)."""
     wd = workdir(tmp_path / "demo")
     (wd / "src").symlink_to(REPO / "src")
     fake_bin, calls = tmp_path / "fake_bin", tmp_path / "calls.log"
     out, site = tmp_path / "out", tmp_path / "site"
-    fake_bin.mkdir()
-    (fake_bin / "snakemake").write_text(
-        f'#!/bin/sh\necho "snakemake $* pipes=${{CUDA_MPS_PIPE_DIRECTORY:-none}}" >> {calls}\n'
-        f'[ "$1" = --version ] && exit 0\n{snakemake_body}\n')
+    fake_program(fake_bin, "snakemake", 'echo "snakemake $* pipes=${CUDA_MPS_PIPE_DIRECTORY:-none}" >> $calls\n'
+                 f'[ "$1" = --version ] && exit 0\n{snakemake_body}', calls)  # fmt: skip
     if fake_control:
-        (fake_bin / "nvidia-cuda-mps-control").write_text(
-            f"#!/bin/sh\n[ $# -gt 0 ] || read -r cmd\nwhen=before; [ -e {out}/snakemake.log ] && when=after\n"
-            f'echo "$* ${{cmd:-}} $CUDA_MPS_PIPE_DIRECTORY $when" >> {calls}\n')
-    for program in fake_bin.iterdir():
-        program.chmod(0o755)
+        fake_mps_control(fake_bin, calls, out)
     env = {**os.environ, "PATH": os.pathsep.join([str(fake_bin), str(BIN), os.environ["PATH"]]), **OFFLINE_ENV,
            "CONFIG": "config/smoke.yaml", "WHEELS": str(tmp_path / "none"), "SITE": str(site), "OUT": str(out),
            "CORES": "2", **settings}  # fmt: skip
@@ -552,8 +561,8 @@ def test_gpu_demo_budget_counts_from_the_call_start_and_stops_snakemake_with_sig
     Snakemake's alone, so the tarball still fits the device call; at the budget Snakemake and its jobs get SIGTERM,
     on which training jobs checkpoint their current step (SIGINT would lose the steps since the last periodic
     checkpoint). A budget used up before Snakemake starts runs nothing."""
-    r, out, site, calls = stubbed_demo_run(tmp_path / "a", False, "trap 'echo got TERM >> " + str(tmp_path / "a/calls.log")
-                                           + "; exit 0' TERM\nsleep 60 & wait", BUDGET_S="12")  # fmt: skip
+    r, out, site, calls = stubbed_demo_run(tmp_path / "a", False, "trap 'echo got TERM >> $calls; exit 0' TERM\n"
+                                           "sleep 60 & wait", BUDGET_S="12")  # fmt: skip
     assert r.returncode == 124, r.stdout + r.stderr
     info = (out / "run_info.txt").read_text()
     assert "snakemake exit status: 124 (stopped at the 12 s budget: run again on this machine to resume)" in info
@@ -568,14 +577,10 @@ def test_gpu_demo_bench_stops_an_mps_daemon_a_cut_off_run_left_behind(tmp_path):
     """`gpu_demo.sh bench` measures without MPS: a `run` call that the device cut off before it stopped its daemon
     left the pipes folder, and bench quits that daemon first (a fake control program logs the call; gpu.py only
     prints its help). Without the folder it calls nothing."""
-    fake_bin, calls, site = tmp_path / "fake_bin", tmp_path / "calls.log", tmp_path / "site"
-    fake_bin.mkdir()
-    control = fake_bin / "nvidia-cuda-mps-control"
-    control.write_text(f'#!/bin/sh\n[ $# -gt 0 ] || read -r cmd\n'
-                       f'echo "$* ${{cmd:-}} $CUDA_MPS_PIPE_DIRECTORY" >> {calls}\n')
-    control.chmod(0o755)
+    fake_bin, calls, site, out = tmp_path / "fake_bin", tmp_path / "calls.log", tmp_path / "site", tmp_path / "out"
+    fake_mps_control(fake_bin, calls, out)
     env = {**os.environ, "PATH": os.pathsep.join([str(fake_bin), str(BIN), os.environ["PATH"]]),
-           "WHEELS": str(tmp_path / "none"), "SITE": str(site), "OUT": str(tmp_path / "out")}  # fmt: skip
+           "WHEELS": str(tmp_path / "none"), "SITE": str(site), "OUT": str(out)}  # fmt: skip
     bench = ["bash", str(REPO / "benchmarks/gpu_demo.sh"), "bench", "--help"]
     r = subprocess.run(bench, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--sections" in r.stdout, r.stdout + r.stderr
@@ -583,8 +588,8 @@ def test_gpu_demo_bench_stops_an_mps_daemon_a_cut_off_run_left_behind(tmp_path):
     (site / "mps/pipe").mkdir(parents=True)
     r = subprocess.run(bench, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert calls.read_text().splitlines() == [f" quit {site}/mps/pipe"]
-    assert "--sections" in (tmp_path / "out/gpu.log").read_text()
+    assert calls.read_text().splitlines() == [f" quit {site}/mps/pipe before"]  # no Snakemake in a bench call
+    assert "--sections" in (out / "gpu.log").read_text()
 
 
 @pytest.mark.parametrize("config", ["config/gpu.yaml", "config/gpu_full.yaml"])
