@@ -131,12 +131,15 @@ def test_snakemake_dry_run_stops_before_any_job(tmp_path, change, key):
 
 
 def test_shipped_configs_pass_also_under_the_slurm_profile(monkeypatch):
+    """Every config in config/, so that a new one cannot ship broken (the default, smoke and paper at least)."""
     monkeypatch.chdir(REPO)
     profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())["set-resources"]
-    for name in ("smoke", "config", "paper"):
-        config = yaml.safe_load((REPO / f"config/{name}.yaml").read_text())
-        assert validate.problems(config) == [], name
-        assert validate.problems(config, overrides=profile) == [], name
+    shipped = sorted((REPO / "config").glob("*.yaml"))
+    assert {"config.yaml", "smoke.yaml", "paper.yaml"} <= {p.name for p in shipped}
+    for path in shipped:
+        config = yaml.safe_load(path.read_text())
+        assert validate.problems(config) == [], path.name
+        assert validate.problems(config, overrides=profile) == [], path.name
 
 
 def test_the_profile_gpus_decide_the_batch_split():
