@@ -494,8 +494,9 @@ METHOD = (
     "query row against its own other keys, rows averaged): 0 = the diagonal is dropped most, 0.5 = no "
     "preference, 1 = least. This rank decides: supported if the 95 % interval of its mean over DAM runs x seeds "
     "x heads lies below 0.5, contradicted if above 0.5, inconclusive otherwise; the runs share their seeds (the "
-    "same initial weights and batches), so the interval resamples the seeds jointly across the runs, then the "
-    "heads within a seed. Why: 0.25 lies far outside the "
+    "same initial weights and batches), so the interval resamples the seeds jointly across the runs, each seed "
+    "as the mean of its heads (a seed's mean already carries its heads' spread: resampling the heads as well "
+    "would count it twice and widen the interval). Why: 0.25 lies far outside the "
     "noise around the initial 0.5 (+-0.005 measured), so a position the search has not moved has an area of "
     "exactly 0: when nothing has moved, every position ties and the rank is 0.5, not a draw of the noise; and "
     "the area counts both how early and how deep a position fell, whatever the snapshot interval. Beside it, "
@@ -526,8 +527,8 @@ def test_claim_1_per_run_and_overall_rank(tmp_path):
         "below 0.25 in 0 of 2 head-seeds. Binarized masks: 2 of 6 query rows had no key at p >= 0.5 and keep "
         "their most probable key instead.", "",
         "Verdict: **supported at this scale**: mean rank of the diagonal by area below 0.25 0.208 (no preference: "
-        "0.5), 95 % interval [0.208, 0.208]; 2 DAM run(s), 8 head-seeds; 2 seeds shared by the runs (seeds "
-        "resampled jointly for every run, then heads within a seed).", ""]  # fmt: skip
+        "0.5), 95 % interval [0.208, 0.208]; 2 DAM run(s), 8 head-seeds; 2 seeds shared by the runs (resampled "
+        "jointly for every run, each as the mean of its heads).", ""]  # fmt: skip
 
 
 def test_claim_1_interval_is_clipped_to_the_range_of_a_rank(tmp_path):
@@ -544,16 +545,18 @@ def test_claim_1_interval_is_clipped_to_the_range_of_a_rank(tmp_path):
     assert "the diagonal ended below 0.25 in 3 of 6 head-seeds. Binarized masks: 0 of 24 query" in lines[4]
     assert lines[-2] == ("Verdict: **inconclusive at this scale**: mean rank of the diagonal by area below 0.25 0.500 "
                          "(no preference: 0.5), 95 % interval [0.000, 1.000]; 1 DAM run(s), 6 head-seeds; 2 seeds "
-                         "shared by the runs (seeds resampled jointly for every run, then heads within a seed).")
+                         "shared by the runs (resampled jointly for every run, each as the mean of its heads).")
 
 
 
 def test_claim_1_one_search_entered_several_times_adds_no_evidence(tmp_path):
     """The DAM runs share their seeds (same initial weights and batches), so the seed is resampled once for
-    every run: the same search entered 3 or 8 times gives the interval of one run, [0.000, 0.577] with 3 seeds
-    (inconclusive). Resampled per run, the copies counted as independent samples of the seed effect and the
-    interval narrowed by ~sqrt(R) to supported ([0.000, 0.470] for 3 copies). Ranks per seed (3 heads):
-    [0, 0, 1/6], [1/3, 1/6, 0], [2/3, 1/3, 0]; mean 5/27 = 0.185."""
+    every run: the same search entered 3 or 8 times gives the interval of one run (inconclusive). Resampled per
+    run, the copies counted as independent samples of the seed effect and the interval narrowed by ~sqrt(R) to
+    supported ([0.000, 0.470] for 3 copies). Ranks per seed (3 heads): [0, 0, 1/6], [1/3, 1/6, 0], [2/3, 1/3, 0];
+    seed means 1/18, 1/6, 1/3, mean 5/27 = 0.185. A draw of three seeds is 5/27 + c (its mean - 5/27), c =
+    sqrt(3/2) t_2 / z = 2.689 (stats.seed_scale); all three the last seed (1/27 = 3.7 % of draws, past the 2.5 %
+    tail) is the top: 5/27 + c 4/27 = 0.584; all three the first, 5/27 - c 7/54 < 0, is clipped to 0."""
     dropped_second = [20, 10, INF, INF]  # diagonal after offset 1, before the rest: rank 1/3
     tied_with_offset_1 = [20, 20, INF, INF]  # rank 1/6
     after_offset_1 = [INF, 10, INF, INF]  # never dropped, offset 1 dropped: rank 2/3
@@ -563,10 +566,10 @@ def test_claim_1_one_search_entered_several_times_adds_no_evidence(tmp_path):
         runs = {"dam_s" if i == 0 else f"dam_s-{i}": per_seed for i in range(copies)}
         lines = claim1(searches(tmp_path / str(copies), runs, seeds=(0, 1, 2)))
         assert lines[-2].startswith("Verdict: **inconclusive at this scale**: mean rank of the diagonal by area "
-                                    "below 0.25 0.185 (no preference: 0.5), 95 % interval [0.000, 0.577]; "
+                                    "below 0.25 0.185 (no preference: 0.5), 95 % interval [0.000, 0.584]; "
                                     f"{copies} DAM run(s), {9 * copies} head-seeds; ")
         if copies == 1:  # one run: its own line prints the verdict's interval, not a second draw of it
-            assert "rank by area below 0.25 0.185, 95 % interval [0.000, 0.577] (inconclusive)" in lines[4]
+            assert "rank by area below 0.25 0.185, 95 % interval [0.000, 0.584] (inconclusive)" in lines[4]
 
 
 def test_claim_1_diagonal_dropped_last_is_contradicted(tmp_path):

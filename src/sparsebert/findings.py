@@ -150,8 +150,9 @@ CLAIM_1_METHOD = (
     "query row against its own other keys, rows averaged): 0 = the diagonal is dropped most, 0.5 = no "
     "preference, 1 = least. This rank decides: supported if the 95 % interval of its mean over DAM runs x seeds "
     "x heads lies below 0.5, contradicted if above 0.5, inconclusive otherwise; the runs share their seeds (the "
-    "same initial weights and batches), so the interval resamples the seeds jointly across the runs, then the "
-    "heads within a seed. Why: {t:g} lies far outside the "
+    "same initial weights and batches), so the interval resamples the seeds jointly across the runs, each seed "
+    "as the mean of its heads (a seed's mean already carries its heads' spread: resampling the heads as well "
+    "would count it twice and widen the interval). Why: {t:g} lies far outside the "
     "noise around the initial 0.5 (+-0.005 measured), so a position the search has not moved has an area of "
     "exactly 0: when nothing has moved, every position ties and the rank is 0.5, not a draw of the noise; and "
     "the area counts both how early and how deep a position fell, whatever the snapshot interval. Beside it, "
@@ -190,8 +191,8 @@ def claim_diagonal_dropped_first(p: dict, cfg: dict, rng: np.random.Generator) -
     lo, hi = stats.percentile_interval(draws, bounds=(0.0, 1.0))
     raw = stats.drop_first_verdict(lo, hi)
     verdict = seed_gated(raw, n_seeds)
-    seeds = (f"{n_seeds} seeds shared by the runs (seeds resampled jointly for every run, then heads within a "
-             "seed)" if n_seeds > 1 else
+    seeds = (f"{n_seeds} seeds shared by the runs (resampled jointly for every run, each as the mean of its "
+             "heads)" if n_seeds > 1 else
              "1 seed per run: the interval resamples heads only and ignores seed variance")
     return lines + [""] + verdict_line(verdict, f"mean rank of the diagonal by area below {t:g} "
                                                 f"{float(np.mean(means)):.3f} (no preference: 0.5), 95 % interval "
