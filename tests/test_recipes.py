@@ -216,6 +216,38 @@ def test_a_bad_key_or_value_is_one_line_naming_it_and_the_section(section, param
     assert f"--params of `{section}`" in text
 
 
+COMMAND_LINE = ("(a string, as `snakemake --config` passes every value inside a list or mapping: give it unquoted in "
+                "a config file, --configfile)")
+EXPONENT = "(YAML reads a number with an exponent as text unless it has a decimal point and a signed exponent: write"
+
+
+@pytest.mark.parametrize("params, key, ending", [
+    # snakemake --config 'pretrain={max_steps: 100, lr: 0.001, compile: true}' and 'seeds=[0, 1]' give strings
+    ({"max_steps": "100"}, "pretrain.max_steps", f"got '100' {COMMAND_LINE}"),
+    ({"lr": "0.001"}, "pretrain.lr", f"got '0.001' {COMMAND_LINE}"),
+    ({"lr": "2"}, "pretrain.lr", f"got '2' {COMMAND_LINE}"),
+    ({"compile": "true"}, "pretrain.compile", f"got 'true' {COMMAND_LINE}"),
+    ({"micro_batch_size": "64"}, "pretrain.micro_batch_size", f"got '64' {COMMAND_LINE}"),  # null or an integer
+    # PyYAML (YAML 1.1) reads an exponent without a decimal point as text, in a config file too
+    ({"lr": "1e-3"}, "pretrain.lr", f"got '1e-3' {EXPONENT} 1.0e-3)"),
+    ({"lr": "1E-3"}, "pretrain.lr", f"got '1E-3' {EXPONENT} 1.0e-3)"),
+    ({"lr": "2.5e0"}, "pretrain.lr", f"got '2.5e0' {EXPONENT} 2.5e+0)"),
+    ({"lr": "1e3"}, "pretrain.lr", f"got '1e3' {EXPONENT} 1.0e+3)"),
+    ({"eval_examples": "1e3"}, "pretrain.eval_examples", "got '1e3' (write 1000)"),
+    # strings that are not what the key takes get no hint
+    ({"max_steps": "x"}, "pretrain.max_steps", "got 'x'"),
+    ({"max_steps": "2.5"}, "pretrain.max_steps", "got '2.5'"),
+    ({"max_steps": "true"}, "pretrain.max_steps", "got 'true'"),
+    ({"compile": "1"}, "pretrain.compile", "got '1'"),
+    ({"eval_examples": "2.5e0"}, "pretrain.eval_examples", "got '2.5e0'"),
+    ({"lr": "inf"}, "pretrain.lr", "got 'inf'"),
+    ({"precision": "1"}, "pretrain.precision", "got '1'"),
+])  # fmt: skip
+def test_a_number_or_boolean_written_as_a_string_says_why_it_is_one(params, key, ending):
+    found = dict(recipes.problems(params, "pretrain"))
+    assert list(found) == [key] and found[key].endswith(ending), found
+
+
 def test_every_problem_is_named_at_once():
     found = recipes.problems({"lrr": 1, "max_steps": 0, "model": {"heads": 2}}, "pretrain")
     assert [key for key, _ in found] == ["pretrain.lrr", "pretrain.max_steps", "pretrain.model.heads"]

@@ -115,8 +115,34 @@ def _messages(error, where: str) -> list[tuple[str, str]]:
     if error.validator == "required":
         return [(_key(key, [name]), "missing (required)") for name in error.validator_value if name not in error.instance]
     if error.validator in ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        return [(key, f"must be {describe(error.schema)}, got {error.instance!r}")]
+        return [(key, f"must be {describe(error.schema)}, got {error.instance!r}{_string_hint(error.instance, error.schema)}")]
     return [(key, error.message)]
+
+
+def _string_hint(value, node: dict) -> str:
+    """Why a number or boolean the schema asks for arrived as a string ('3', 'true', '1e-3'), or ''."""
+    kinds = _subschema(node).get("type", [])
+    kinds = {kinds} if isinstance(kinds, str) else set(kinds)
+    try:
+        parsed = yaml.safe_load(value) if isinstance(value, str) else None
+        number = float(value) if isinstance(parsed, str) else None
+    except (yaml.YAMLError, ValueError):
+        return ""
+    if number is not None:  # YAML 1.1 (PyYAML, Snakemake) reads 1e-3 and 1.0e3 as text: it wants 1.0e-3, 1.0e+3
+        mantissa, _, exponent = value.strip().lower().partition("e")
+        written = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{'' if exponent[:1] in '+-' else '+'}{exponent}"
+        if "number" in kinds and exponent:
+            return f" (YAML reads a number with an exponent as text unless it has a decimal point and a signed " \
+                   f"exponent: write {written})"
+        return f" (write {int(number)})" if "integer" in kinds and number.is_integer() else ""
+    if isinstance(parsed, bool):
+        wanted = "boolean" in kinds
+    else:
+        wanted = isinstance(parsed, float) and "number" in kinds or isinstance(parsed, int) and bool(
+            kinds & {"number", "integer"})
+    # Snakemake's cli.parse_config reads a value inside a list or mapping with YAML's BaseLoader: all strings.
+    return (" (a string, as `snakemake --config` passes every value inside a list or mapping: give it unquoted "
+            "in a config file, --configfile)") if wanted else ""
 
 
 def problems(instance, section: str | None = None, where: str | None = None) -> list[tuple[str, str]]:
