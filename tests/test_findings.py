@@ -519,13 +519,13 @@ def test_claim_1_per_run_and_overall_rank(tmp_path):
         "- dam_s (20 steps, 2 seed(s) x 3 heads): rank by area below 0.25 0.000, 95 % interval [0.000, 0.000] "
         "(supported); rank by final keep probability 0.167, 95 % interval [0.167, 0.167]; final keep probability, "
         "mean over head-seeds: diagonal 0.200, other positions 0.600; the diagonal ended below 0.25 in 6 of 6 "
-        "head-seeds. Binarized masks: 6 of 24 query rows had no key at p >= 0.5 and keep their most probable key "
-        "instead.",
+        "head-seeds and was dropped most (rank 0: no position with a larger area) in 6. Binarized masks: 6 of 24 "
+        "query rows had no key at p >= 0.5 and keep their most probable key instead.",
         "- dam_u (20 steps, 2 seed(s) x 1 heads): rank by area below 0.25 0.417, 95 % interval [0.417, 0.417] "
         "(supported); rank by final keep probability 0.500, 95 % interval [0.500, 0.500]; final keep probability, "
         "mean over head-seeds: diagonal (mean of its entries) 0.400, other positions 0.400; the diagonal ended "
-        "below 0.25 in 0 of 2 head-seeds. Binarized masks: 2 of 6 query rows had no key at p >= 0.5 and keep "
-        "their most probable key instead.", "",
+        "below 0.25 in 0 of 2 head-seeds and was dropped most (rank 0: no position with a larger area) in 0. "
+        "Binarized masks: 2 of 6 query rows had no key at p >= 0.5 and keep their most probable key instead.", "",
         "Verdict: **supported at this scale**: mean rank of the diagonal by area below 0.25 0.208 (no preference: "
         "0.5), 95 % interval [0.208, 0.208]; 2 DAM run(s), 8 head-seeds; 2 seeds shared by the runs (resampled "
         "jointly for every run, each as the mean of its heads).", ""]  # fmt: skip
@@ -542,7 +542,8 @@ def test_claim_1_interval_is_clipped_to_the_range_of_a_rank(tmp_path):
     assert lines[4].startswith("- dam_s (20 steps, 2 seed(s) x 3 heads): rank by area below 0.25 0.500, 95 % interval "
                                "[0.000, 1.000] (inconclusive); rank by final keep probability 0.583, 95 % interval "
                                "[0.000, 1.000]; ")  # fmt: skip
-    assert "the diagonal ended below 0.25 in 3 of 6 head-seeds. Binarized masks: 0 of 24 query" in lines[4]
+    assert ("the diagonal ended below 0.25 in 3 of 6 head-seeds and was dropped most (rank 0: no position with a "
+            "larger area) in 3. Binarized masks: 0 of 24 query") in lines[4]  # seed 0's 3 heads
     assert lines[-2] == ("Verdict: **inconclusive at this scale**: mean rank of the diagonal by area below 0.25 0.500 "
                          "(no preference: 0.5), 95 % interval [0.000, 1.000]; 1 DAM run(s), 6 head-seeds; 2 seeds "
                          "shared by the runs (resampled jointly for every run, each as the mean of its heads).")
@@ -643,7 +644,8 @@ def test_claim_1_diagonal_ending_exactly_at_the_threshold_is_not_below_it(tmp_pa
     line = claim1(p)[4]
     assert line.startswith("- dam_s (20 steps, 2 seed(s) x 3 heads): rank by area below 0.25 0.500, 95 % interval "
                            "[0.500, 0.500] (inconclusive); rank by final keep probability 0.000, ")  # fmt: skip
-    assert "diagonal 0.250, other positions 0.500; the diagonal ended below 0.25 in 0 of 6 head-seeds." in line
+    assert ("diagonal 0.250, other positions 0.500; the diagonal ended below 0.25 in 0 of 6 head-seeds and was "
+            "dropped most (rank 0: no position with a larger area) in 0.") in line  # every area 0: rank 0.5
 
 
 # The dense model vs the best constant predictor, and what pretraining learned.
