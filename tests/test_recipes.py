@@ -228,7 +228,7 @@ EXPONENT = "(YAML reads a number with an exponent as text unless it has a decima
     ({"lr": "2"}, "pretrain.lr", f"got '2' {COMMAND_LINE}"),
     ({"compile": "true"}, "pretrain.compile", f"got 'true' {COMMAND_LINE}"),
     ({"micro_batch_size": "64"}, "pretrain.micro_batch_size", f"got '64' {COMMAND_LINE}"),  # null or an integer
-    # PyYAML (YAML 1.1) reads an exponent without a decimal point as text, in a config file too
+    # PyYAML (YAML 1.1) reads 1e-3 (no decimal point) and 2.5e0 (no sign on the exponent) as text, in a file too
     ({"lr": "1e-3"}, "pretrain.lr", f"got '1e-3' {EXPONENT} 1.0e-3)"),
     ({"lr": "1E-3"}, "pretrain.lr", f"got '1E-3' {EXPONENT} 1.0e-3)"),
     ({"lr": "2.5e0"}, "pretrain.lr", f"got '2.5e0' {EXPONENT} 2.5e+0)"),

@@ -107,6 +107,7 @@ def test_nested_mean_draws_resample_seeds_and_only_a_single_seed_s_heads():
     assert np.allclose(stats.nested_mean_draws(np.full((3, 4), 0.25), 200, rng), 0.25)
     same_means = np.array([[0.0, 1.0, 0.5, 0.5], [1.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5]])
     assert np.allclose(stats.nested_mean_draws(same_means, 200, rng), 0.5)
+    assert np.allclose(stats.nested_mean_draws(same_means[:2], 200, rng), 0.5)  # two seeds are a seed level too
     lo, hi = stats.percentile_interval(stats.nested_mean_draws(np.array([[0.0, 0.1, 0.2, 0.1]]), 500, rng))
     assert 0.0 <= lo < 0.1 < hi <= 0.2
 
@@ -130,6 +131,16 @@ def test_pooled_mean_draws_of_one_run_entered_several_times_equal_that_run():
     v = np.random.default_rng(2).normal(0.4, 0.1, size=(3, 12))
     pooled = stats.pooled_mean_draws([v] * 8, 300, np.random.default_rng(0))
     assert pooled == pytest.approx(stats.nested_mean_draws(v, 300, np.random.default_rng(0)), abs=1e-12)
+
+
+def test_pooled_mean_draws_of_one_seed_resample_each_run_s_heads():
+    """One seed, runs of 2 and 3 heads (different heads, nothing to pair): each run's heads are resampled on
+    their own and the runs' means averaged. Run means 1/2 and 1/3: the draws average (1/2 + 1/3) / 2 = 0.417
+    and spread over the head resamples, from 0 (both runs all zeros) to 1."""
+    draws = stats.pooled_mean_draws([np.array([[0.0, 1.0]]), np.array([[0.0, 0.0, 1.0]])], 4000,
+                                    np.random.default_rng(0))
+    assert draws.mean() == pytest.approx(5 / 12, abs=0.01)
+    assert draws.min() == 0.0 and draws.max() == 1.0
 
 
 def test_pooled_mean_draws_need_one_seed_list():

@@ -115,7 +115,8 @@ def _messages(error, where: str) -> list[tuple[str, str]]:
     if error.validator == "required":
         return [(_key(key, [name]), "missing (required)") for name in error.validator_value if name not in error.instance]
     if error.validator in ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        return [(key, f"must be {describe(error.schema)}, got {error.instance!r}{_string_hint(error.instance, error.schema)}")]
+        hint = _string_hint(error.instance, error.schema)
+        return [(key, f"must be {describe(error.schema)}, got {error.instance!r}{hint}")]
     return [(key, error.message)]
 
 
@@ -130,7 +131,8 @@ def _string_hint(value, node: dict) -> str:
         return ""
     if number is not None:  # YAML 1.1 (PyYAML, Snakemake) reads 1e-3 and 1.0e3 as text: it wants 1.0e-3, 1.0e+3
         mantissa, _, exponent = value.strip().lower().partition("e")
-        written = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{'' if exponent[:1] in '+-' else '+'}{exponent}"
+        sign = "" if exponent[:1] in ("+", "-") else "+"
+        written = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{sign}{exponent}"
         if "number" in kinds and exponent:
             return f" (YAML reads a number with an exponent as text unless it has a decimal point and a signed " \
                    f"exponent: write {written})"

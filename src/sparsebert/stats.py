@@ -115,8 +115,8 @@ def per_seed_draws(values: np.ndarray, samples: int, rng: np.random.Generator) -
     both levels; resampling the heads within each seed as well adds the head variance a second time (Davison &
     Hinkley 1997, ch. 3.8: resample the top level of a nested design). That made a nominal 95 % interval cover
     99.8-100 % (3 seeds x 4 heads, head sd 0.17 and seed sd 0.07 as in config/cpu_claim1.yaml's DAM_s search;
-    the coverage test in tests/test_stats.py; 93.5-95.5 % now). With one seed there is no seed level: the heads, resampled, are all
-    the interval can see (findings.seed_gated keeps such a verdict inconclusive)."""
+    the coverage test in tests/test_stats.py; 93.5-95.5 % now). With one seed there is no seed level: the heads,
+    resampled, are all the interval can see (findings.seed_gated keeps such a verdict inconclusive)."""
     values = np.asarray(values, dtype=float)
     if values.shape[0] > 1:
         return np.repeat(values.mean(axis=1, keepdims=True), samples, axis=1)
@@ -141,8 +141,8 @@ def pooled_mean_draws(runs: Sequence[np.ndarray], samples: int, rng: np.random.G
     Runs with the same head count are averaged per (seed, head) first, then bootstrapped as one run
     (`nested_mean_draws`): head h of seed s holds its searches from the same start. Runs with different head
     counts (different heads) have their per-seed means (`per_seed_draws`) averaged over runs, then the seeds
-    resampled once. Runs must hold the same number of seeds
-    (in the same order, as `findings.diagonal_ranks` reads them from the config's `seeds`)."""
+    resampled once. Runs must hold the same number of seeds (in the same order, as `findings.diagonal_ranks`
+    reads them from the config's `seeds`)."""
     runs = [np.asarray(v, dtype=float) for v in runs]
     if not runs or len({v.shape[0] for v in runs}) != 1:
         raise ValueError(f"pooled_mean_draws: the runs must share one seed list, got seed counts "
