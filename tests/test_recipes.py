@@ -233,6 +233,7 @@ EXPONENT = "(YAML reads a number with an exponent as text unless it has a decima
     ({"lr": "1E-3"}, "pretrain.lr", f"got '1E-3' {EXPONENT} 1.0e-3)"),
     ({"lr": "2.5e0"}, "pretrain.lr", f"got '2.5e0' {EXPONENT} 2.5e+0)"),
     ({"lr": "1e3"}, "pretrain.lr", f"got '1e3' {EXPONENT} 1.0e+3)"),
+    ({"lr": "1e+3"}, "pretrain.lr", f"got '1e+3' {EXPONENT} 1.0e+3)"),
     ({"eval_examples": "1e3"}, "pretrain.eval_examples", "got '1e3' (write 1000)"),
     # strings that are not what the key takes get no hint
     ({"max_steps": "x"}, "pretrain.max_steps", "got 'x'"),
