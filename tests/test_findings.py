@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 import _keep_trajectories as trajectories
+from sparsebert import findings as findings_module
 from sparsebert.findings import write_findings
 from sparsebert.io import UserError
 from sparsebert.metrics import task_metrics
@@ -133,6 +134,25 @@ def test_every_claim_inconclusive(tmp_path):
     text, _ = findings(tmp_path, acc, "none")
     assert verdicts(text) == ["inconclusive", "inconclusive", "inconclusive"], text
     assert "mean rank of the diagonal by area below 0.25 0.500" in text
+
+
+def test_a_claim_s_random_draws_do_not_move_another_claim_s_interval(tmp_path, monkeypatch):
+    """Each claim bootstraps from its own seeded stream: claim 1 drawing more (a changed method, more DAM runs)
+    leaves the intervals of claims 2 and 3 as they were. With one shared stream they moved (by a few tenths of a
+    point on the default run when claim 1's interval stopped resampling heads)."""
+    acc = {"dense": [0.60, 0.60, 0.60], "no_diagonal": [0.70, 0.50, 0.61], "longformer": [0.60, 0.60, 0.60],
+           "dam_s_0.001": [0.70, 0.50, 0.61]}  # fmt: skip
+    before, p = findings(tmp_path, acc, "none")
+    claim_1 = findings_module.claim_diagonal_dropped_first
+
+    def drawing_more(p, cfg, rng):
+        rng.random(12345)
+        return claim_1(p, cfg, rng)
+
+    monkeypatch.setattr(findings_module, "claim_diagonal_dropped_first", drawing_more)
+    after = write_findings(p, tmp_path / "tables/metrics.json", tmp_path / "tables/bootstrap.npz", tmp_path / "again.md")
+    claims_2_and_3 = before[before.index("## 2."):]
+    assert "95 % interval [-" in claims_2_and_3 and after[after.index("## 2."):] == claims_2_and_3
 
 
 def test_two_constant_predictors_are_not_evidence_of_equivalence(tmp_path):
