@@ -155,6 +155,26 @@ def test_a_claim_s_random_draws_do_not_move_another_claim_s_interval(tmp_path, m
     assert "95 % interval [-" in claims_2_and_3 and after[after.index("## 2."):] == claims_2_and_3
 
 
+def test_each_section_bootstraps_from_its_own_seeded_stream(tmp_path, monkeypatch):
+    """The dense-vs-constant section and each claim get a generator of their own, seeded from the config: the
+    same first draw in two writes (reproducible bytes), a different one in each section (no shared stream)."""
+    acc = {"dense": [0.60, 0.60, 0.60], "no_diagonal": [0.70, 0.50, 0.61], "longformer": [0.60, 0.60, 0.60],
+           "dam_s_0.001": [0.70, 0.50, 0.61]}  # fmt: skip
+    _, p = findings(tmp_path, acc, "none")
+    first_draws = []
+
+    def spy(*args):
+        first_draws.append(args[-1].random())
+        return []
+
+    for name in ("tasks_line", "claim_diagonal_dropped_first", "claim_no_diagonal_matches_bert",
+                 "claim_dam_beats_designed"):
+        monkeypatch.setattr(findings_module, name, spy)
+    for out in ("a.md", "b.md"):
+        write_findings(p, tmp_path / "tables/metrics.json", tmp_path / "tables/bootstrap.npz", tmp_path / out)
+    assert first_draws[:4] == first_draws[4:] and len(set(first_draws[:4])) == 4, first_draws
+
+
 def test_two_constant_predictors_are_not_evidence_of_equivalence(tmp_path):
     """dense and no_diagonal both predict one output everywhere: their difference is exactly 0, and claim 2 must
     not call that a match; the other variants still separate on these tasks."""
@@ -593,6 +613,20 @@ def test_claim_1_one_search_entered_several_times_adds_no_evidence(tmp_path):
             assert "rank by area below 0.25 0.185, 95 % interval [0.000, 0.584] (inconclusive)" in lines[4]
 
 
+def test_claim_1_one_run_prints_the_verdict_s_interval_with_many_seeds(tmp_path):
+    """8 seeds of one search, seed means from 0 to 2/3: the percentile interval then depends on which seeds the
+    draws pick (with 3 seeds its ends are the extreme picks, the same in any draw), so a second draw for the
+    run's own line would print other bounds than the verdict's."""
+    dropped_second = [20, 10, INF, INF]  # rank 1/3
+    after_offset_1 = [INF, 10, INF, INF]  # rank 2/3
+    heads = [[FIRST] * 3, [FIRST, FIRST, dropped_second], [FIRST, dropped_second, dropped_second],
+             [dropped_second] * 3, [dropped_second, dropped_second, after_offset_1],
+             [dropped_second, after_offset_1, after_offset_1], [after_offset_1] * 3, [FIRST, after_offset_1, FIRST]]
+    lines = claim1(searches(tmp_path, {"dam_s": [(h, None) for h in heads]}, seeds=tuple(range(8))))
+    own = lines[4].split("rank by area below 0.25 ")[1].split(" (")[0]
+    assert lines[-2].split("(no preference: 0.5), ")[1].startswith(own.split(", ", 1)[1]), (own, lines[-2])
+
+
 def test_claim_1_diagonal_dropped_last_is_contradicted(tmp_path):
     p = searches(tmp_path, {"dam_s": [([LAST] * 3, None), ([LAST] * 3, None)]})
     lines = claim1(p)
@@ -723,6 +757,11 @@ def test_learned_line_without_nsp_prints_nan_and_without_a_floor_nothing(tmp_pat
 
 
 @pytest.mark.filterwarnings("error")  # numpy's "invalid value encountered in scalar divide" for 0 / 0
+def test_learned_line_gives_the_ratio_for_a_floor_under_one_percent(tmp_path):
+    p = pretrained(tmp_path, [{"val_mlm_acc": 0.02, "val_unigram_mlm_acc": 0.005, "val_nsp_acc": 0.5}])
+    assert "vs 0.5 % for always predicting the most frequent masked token (4.0x)" in learned_line(p, [0])[0]
+
+
 def test_learned_line_with_a_floor_of_zero_gives_no_ratio(tmp_path):
     """A toy run's validation set can be two examples, on which even the most frequent token scores 0 %: no
     "nanx" or "infx" ratio then."""
