@@ -78,13 +78,18 @@ def _key(where: str, path) -> str:
     return key
 
 
+def _types(node: dict) -> list[str]:
+    """The JSON types a (resolved) schema node allows, in the schema's order: `type` is one name or a list."""
+    kinds = node.get("type", [])
+    return [kinds] if isinstance(kinds, str) else list(kinds)
+
+
 def describe(node: dict) -> str:
     """What a value of this schema must be, in words: 'an integer in [5, 1048576]', 'one of a, b or null'."""
     node = _subschema(node)
     if "enum" in node:
         return "one of " + ", ".join(map(str, node["enum"]))
-    kinds = node.get("type", [])
-    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+    kinds = _types(node)
     nullable = "null" in kinds
     kinds = [k for k in kinds if k != "null"]
     words = {"integer": "an integer", "number": "a finite number", "string": "a string", "boolean": "true or false",
@@ -122,8 +127,7 @@ def _messages(error, where: str) -> list[tuple[str, str]]:
 
 def _string_hint(value, node: dict) -> str:
     """Why a number or boolean the schema asks for arrived as a string ('3', 'true', '1e-3'), or ''."""
-    kinds = _subschema(node).get("type", [])
-    kinds = {kinds} if isinstance(kinds, str) else set(kinds)
+    kinds = set(_types(_subschema(node)))
     try:
         parsed = yaml.safe_load(value) if isinstance(value, str) else None
         number = float(value) if isinstance(parsed, str) else None
@@ -131,17 +135,18 @@ def _string_hint(value, node: dict) -> str:
         return ""
     if number is not None:  # YAML 1.1 (PyYAML, Snakemake) reads 1e-3 and 1.0e3 as text: it wants 1.0e-3, 1.0e+3
         mantissa, _, exponent = value.strip().lower().partition("e")
-        sign = "" if exponent[:1] in ("+", "-") else "+"
-        written = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{sign}{exponent}"
         if "number" in kinds and exponent:
+            sign = "" if exponent[:1] in ("+", "-") else "+"
+            written = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{sign}{exponent}"
             return f" (YAML reads a number with an exponent as text unless it has a decimal point and a signed " \
                    f"exponent: write {written})"
         return f" (write {int(number)})" if "integer" in kinds and number.is_integer() else ""
-    if isinstance(parsed, bool):
+    if isinstance(parsed, bool):  # before int: a bool is an int in Python
         wanted = "boolean" in kinds
+    elif isinstance(parsed, int):
+        wanted = bool(kinds & {"number", "integer"})
     else:
-        wanted = isinstance(parsed, float) and "number" in kinds or isinstance(parsed, int) and bool(
-            kinds & {"number", "integer"})
+        wanted = isinstance(parsed, float) and "number" in kinds
     # Snakemake's cli.parse_config reads a value inside a list or mapping with YAML's BaseLoader: all strings.
     return (" (a string, as `snakemake --config` passes every value inside a list or mapping: give it unquoted "
             "in a config file, --configfile)") if wanted else ""
