@@ -2,9 +2,9 @@
 # The lent GPU machine's calls, rehearsed on this CPU: `benchmarks/gpu_demo.sh run` on config/gpu.yaml's DAG shrunk
 # to toy sizes (once stopped by a 45 s budget, then resumed), then `gpu_demo.sh bench --toy` (benchmarks/gpu.py),
 # in a copy of what the device receives (the tracked and untracked-not-ignored files), with the device's package
-# versions, without network, and with nothing on PATH but a python3 that lacks snakemake. A device session has 15 minutes; a wheel missing from .whl,
-# an API that moved in the device's transformers, or a job that fails on a one-GPU machine should cost 3 minutes
-# here instead. Not in CI (it installs a 4.6 GB torch).
+# versions, without network, and with nothing on PATH but a python3 that lacks snakemake. A device session has 15
+# minutes; a wheel missing from .whl, an API that moved in the device's transformers, or a job that fails on a
+# one-GPU machine should cost 3 minutes here instead. Not in CI (it installs a 4.6 GB torch).
 #
 #   bash benchmarks/device_rehearsal.sh            after `make install`, `bash ../shared/tools/device-wheels.sh .whl`
 #                                                  and `VENV_PYTHON=.venv/bin/python bash benchmarks/gpu_demo.sh pack`

@@ -127,11 +127,14 @@ def test_every_claim_contradicted(tmp_path):
     assert verdicts(text) == ["contradicted", "contradicted", "contradicted"], text
 
 
+# Seeds that disagree (a difference of +-10 points): every claim's interval straddles its boundaries.
+SEEDS_DISAGREE = {"dense": [0.60, 0.60, 0.60], "no_diagonal": [0.70, 0.50, 0.61], "longformer": [0.60, 0.60, 0.60],
+                  "dam_s_0.001": [0.70, 0.50, 0.61]}  # fmt: skip
+
+
 def test_every_claim_inconclusive(tmp_path):
-    """Seeds that disagree (a difference of +-10 points): intervals straddle every boundary; nothing drops."""
-    acc = {"dense": [0.60, 0.60, 0.60], "no_diagonal": [0.70, 0.50, 0.61], "longformer": [0.60, 0.60, 0.60],
-           "dam_s_0.001": [0.70, 0.50, 0.61]}  # fmt: skip
-    text, _ = findings(tmp_path, acc, "none")
+    """Seeds that disagree: intervals straddle every boundary; nothing drops."""
+    text, _ = findings(tmp_path, SEEDS_DISAGREE, "none")
     assert verdicts(text) == ["inconclusive", "inconclusive", "inconclusive"], text
     assert "mean rank of the diagonal by area below 0.25 0.500" in text
 
@@ -140,9 +143,7 @@ def test_a_claim_s_random_draws_do_not_move_another_claim_s_interval(tmp_path, m
     """Each claim bootstraps from its own seeded stream: claim 1 drawing more (a changed method, more DAM runs)
     leaves the intervals of claims 2 and 3 as they were. With one shared stream they moved (by a few tenths of a
     point on the default run when claim 1's interval stopped resampling heads)."""
-    acc = {"dense": [0.60, 0.60, 0.60], "no_diagonal": [0.70, 0.50, 0.61], "longformer": [0.60, 0.60, 0.60],
-           "dam_s_0.001": [0.70, 0.50, 0.61]}  # fmt: skip
-    before, p = findings(tmp_path, acc, "none")
+    before, p = findings(tmp_path, SEEDS_DISAGREE, "none")
     claim_1 = findings_module.claim_diagonal_dropped_first
 
     def drawing_more(p, cfg, rng):
@@ -158,9 +159,7 @@ def test_a_claim_s_random_draws_do_not_move_another_claim_s_interval(tmp_path, m
 def test_each_section_bootstraps_from_its_own_seeded_stream(tmp_path, monkeypatch):
     """The dense-vs-constant section and each claim get a generator of their own, seeded from the config: the
     same first draw in two writes (reproducible bytes), a different one in each section (no shared stream)."""
-    acc = {"dense": [0.60, 0.60, 0.60], "no_diagonal": [0.70, 0.50, 0.61], "longformer": [0.60, 0.60, 0.60],
-           "dam_s_0.001": [0.70, 0.50, 0.61]}  # fmt: skip
-    _, p = findings(tmp_path, acc, "none")
+    _, p = findings(tmp_path, SEEDS_DISAGREE, "none")
     first_draws = []
 
     def spy(*args):

@@ -161,6 +161,7 @@ def test_pooled_interval_covers_a_seed_effect_shared_by_the_runs():
         hits += lo <= 0.5 <= hi
     assert 0.9 <= hits / 200 <= 0.995
 
+
 def head_nested_coverage(seeds: int, head_sd: float, seed_sd: float, reps: int = 400) -> float:
     """How often the interval of `nested_mean_draws` covers the true mean 0.3 of ranks r[s, h] = 0.3 + seed effect
     + head noise (4 heads nested in each seed)."""
