@@ -14,7 +14,7 @@ import pytest
 
 import _keep_trajectories as trajectories
 from sparsebert import findings as findings_module
-from sparsebert.findings import write_findings
+from sparsebert.findings import data_line, write_findings
 from sparsebert.io import UserError
 from sparsebert.metrics import task_metrics
 from sparsebert.report import write_tables
@@ -871,3 +871,17 @@ def test_findings_command_line_needs_every_file_and_prints_findings_md(tmp_path,
     assert all(isinstance(getattr(args, name), Path) for name in ("metrics", "bootstrap", "out"))
     module.run(args)
     assert capsys.readouterr().out == (tmp_path / "f.md").read_text() + "\n"
+
+
+def test_the_data_line_groups_the_tasks_by_where_they_were_read():
+    glue = "0123456789abcdef" * 2 + "01234567"
+    metrics = {"data": {"mnli": {"path": "nyu-mll/glue", "name": "mnli", "revision": glue},
+                        "proxy_qa": {"path": "data/x/tasks/proxy_qa", "sha256": {"dev.json": "ab"}},
+                        "rte": {"path": "nyu-mll/glue", "name": "rte", "revision": glue},
+                        "proxy_pair": {"path": "data/x/tasks/proxy_pair", "sha256": {"dev.tsv": "cd"}},
+                        "swag": {"path": "/data/swag_hub_copy", "name": None, "revision": None}}}
+    assert data_line(metrics) == [
+        "Task data, the same for every variant and seed: mnli, rte from nyu-mll/glue at commit 0123456789ab; "
+        "proxy_qa, proxy_pair from local files in data/x/tasks/ (sha256 in each fine-tuning's metrics.json); "
+        "swag from /data/swag_hub_copy (no commit).", ""]
+    assert data_line({}) == [] and data_line({"data": {}}) == []

@@ -295,6 +295,7 @@ from sparsebert.report import (  # noqa: E402
     searches_of,
     seeds_of,
     settings,
+    task_data,
     variants_of,
     write_tables,
 )
@@ -354,6 +355,19 @@ def test_collect_reads_every_variant_seed_and_column(tmp_path):
     row = long[(long.variant == "longformer") & (long.seed == 1) & (long.metric == "accuracy")].iloc[0].to_dict()
     assert row == {"variant": "longformer", "seed": 1, "task": "proxy_pair", "split": "validation",
                    "metric": "accuracy", "value": 0.0, "proxy": True, "finetune_seed": 7}  # fmt: skip
+
+
+def test_task_data_is_the_same_for_every_variant_and_seed(tmp_path):
+    p = tiny_tree(tmp_path)
+    assert task_data(p) == {}  # metrics.json written before the records existed: nothing to compare
+    record = {"path": "nyu-mll/glue", "name": "rte", "revision": "a" * 40}
+    files = sorted(tmp_path.glob("*/s*/proxy_pair/metrics.json"))
+    for path in files:
+        path.write_text(json.dumps({**json.loads(path.read_text()), "data": record}))
+    assert task_data(p) == {"proxy_pair": record} and len(files) == 6
+    files[-1].write_text(json.dumps({**json.loads(files[-1].read_text()), "data": {**record, "revision": "b" * 40}}))
+    with pytest.raises(UserError, match=f"{files[-1]} read proxy_pair from .*'b+'.*compared on different data"):
+        task_data(p)
 
 
 def test_collect_pairs_the_runs_on_shared_resamples_and_repeats_itself(tmp_path):

@@ -5,6 +5,7 @@ work on a copy of its working directory, so they never disturb each other.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import yaml
 from _runs import run_watched
 
 from sparsebert import recipes
+from sparsebert.data.tasks import get_task
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -110,13 +112,19 @@ def copy_of(smoke: Path, dest: Path) -> Path:
 
 
 def test_smoke_outputs_and_tables(smoke):
+    tables = json.loads((smoke / f"{R}/tables/metrics.json").read_text())
     for v in SMOKE_VARIANTS:
         for seed in SMOKE_SEEDS:
             folder = "dam" if v in SMOKE_DAM_RUNS else "pretrain"
             assert json.loads((smoke / f"{R}/{folder}/{v}/seed{seed}/summary.json").read_text())["seed"] == seed
             assert (smoke / f"{R}/{folder}/{v}/seed{seed}/model/config.json").is_file()
             for t in SMOKE["tasks"]["names"]:
-                assert json.loads((smoke / f"{R}/finetune/{v}/seed{seed}/{t}/metrics.json").read_text())["eval"]
+                metrics = json.loads((smoke / f"{R}/finetune/{v}/seed{seed}/{t}/metrics.json").read_text())
+                assert metrics["eval"]
+                files = [smoke / metrics["data"]["path"] / name for _, name in get_task(t).files]
+                assert metrics["data"]["sha256"] == {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+                assert tables["data"][t] == metrics["data"]
+    assert "Task data, the same for every variant and seed: " in (smoke / f"{R}/findings.md").read_text()
     for name in ("masks", "importance", "keep_trajectories", "dam_u_snapshots", "score_vs_sparsity", "loss_curves"):
         for ext in ("png", "pdf"):
             assert (smoke / f"{R}/figures/{name}.{ext}").stat().st_size > 1000, name
@@ -380,6 +388,21 @@ def test_paper_config_builds_the_full_job_list(tmp_path):
     assert [recipe["rte"][k] for k in optimizer] == [False, 1e-8, 1, None, "global"]
     assert [recipe["squad_v1"][k] for k in optimizer] == [False, 1e-8, 1, 1.0, "global"]
     assert [recipe["swag"][k] for k in optimizer] == [False, 1e-6, 0, 1.0, "tensor"]
+
+
+def test_hub_revisions_pin_each_repository_for_its_tasks(tmp_path):
+    """tasks.hub_revisions reaches every fine-tuning of a task read from the pinned repository, and no other."""
+    wd = workdir(tmp_path / "pinned")
+    paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    paper["tasks"]["hub_revisions"] = {"nyu-mll/glue": sha}
+    (wd / "pinned.yaml").write_text(yaml.safe_dump(paper))
+    shell = snakemake(wd, "finetune_all", "-n", "-p", "--configfile", "pinned.yaml").stdout
+    sources = {task: json.loads(source) for task, source in re.findall(r"--task (\w+) --task-source '([^']*)'", shell)}
+    assert set(sources) == set(paper["tasks"]["names"])
+    for task, source in sources.items():
+        pinned = task not in ("squad_v1", "squad_v2", "swag")
+        assert source == ({"hub": True, "revision": sha} if pinned else {"hub": True}), task
 
 
 def test_seeds_fan_out_every_pretraining_and_finetuning(tmp_path):

@@ -294,6 +294,24 @@ def claim_dam_beats_designed(scores: Scores, p: dict, cfg: dict, rng: np.random.
 # ------------------------------------------------------------------------------------------ findings.md
 
 
+def data_line(metrics: dict) -> list[str]:
+    """Which data the fine-tunings read (the tables' `data`, report.task_data): each hub repository at its commit,
+    local task files by folder (their sha256 are in every fine-tuning's metrics.json)."""
+    groups: dict[str, list[str]] = {}
+    for task, record in (metrics.get("data") or {}).items():
+        if "sha256" in record:
+            where = f"local files in {Path(record['path']).parent}/ (sha256 in each fine-tuning's metrics.json)"
+        elif record.get("revision"):
+            where = f"{record['path']} at commit {record['revision'][:12]}"
+        else:
+            where = f"{record['path']} (no commit)"
+        groups.setdefault(where, []).append(task)
+    if not groups:
+        return []
+    return ["Task data, the same for every variant and seed: "
+            + "; ".join(f"{', '.join(tasks)} from {where}" for where, tasks in groups.items()) + ".", ""]
+
+
 def learned_line(p: dict, seeds) -> list[str]:
     """How much the dense model learned, beside the floor of always predicting the most frequent masked token:
     fine-tuning differences between masks mean little while pretraining sits at that floor."""
@@ -352,6 +370,7 @@ def write_findings(p: dict, metrics: Path, bootstrap: Path, out: Path) -> str:
              + ("seeds and eval examples resampled, sparsebert/stats.py" if n_seeds > 1 else
                 "eval examples resampled; with one seed the intervals ignore seed variance")
              + ") by the rule stated with it.", ""]  # fmt: skip
+    lines += data_line(metrics)
     lines += learned_line(p, scores.seeds)
     # A seeded stream per section: how many draws one takes (its method, its number of runs) moves no other's bounds.
     seed = cfg["bootstrap_seed"]

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from sparsebert import dam, masks, precision, preemption, recipes, training
 from sparsebert.data.features import featurize
 from sparsebert.data.qa import postprocess_predictions
-from sparsebert.data.formats import load_task
+from sparsebert.data.formats import read_task
 from sparsebert.data.tasks import get_task
 from sparsebert.io import UserError, atomic_write_json, load_params
 from sparsebert.metrics import squad_references, task_metrics
@@ -164,7 +164,7 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
         training.seed_everything(params["seed"] + env.rank)
     pretrained_mask_len = model.config.mask_seq_len
     model.bert.extend_mask(params["max_seq_length"])  # e.g. SQuAD at 384 after pretraining at 128
-    raw, train_raw, train_set, feat = _task_data(task, spec, source, tokenizer_dir, params)
+    raw, origin, train_raw, train_set, feat = _task_data(task, spec, source, tokenizer_dir, params)
 
     batch_size = params["batch_size"]
     steps_per_epoch = len(train_set) // batch_size
@@ -224,7 +224,7 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
             "mask_sparsity": masks.sparsity(model.bert.fixed_mask.keep), "main_metric": spec.main_metric,
             "score": results[spec.eval_splits[0]][spec.main_metric], "eval": results, "seed": params["seed"],
             "train_examples": len(train_raw), "train_features": len(train_set), "epochs": params["epochs"],
-            "steps": total_steps, "params": params, **prec.record(),
+            "steps": total_steps, "params": params, "data": origin, **prec.record(),
         }
         _write_outputs(out_dir, metrics, predictions, logger)
     del ddp  # before the group goes: see training.teardown_distributed
@@ -255,16 +255,17 @@ def evaluate_splits(model, spec, raw, feat, params, env: training.Dist) -> tuple
 
 
 def _task_data(task, spec, source, tokenizer_dir, params):
-    """The task's raw splits, the (subsampled) training examples, their features, and the featurizer."""
+    """The task's raw splits, the record of what they were read from (hub commit or files' sha256), the
+    (subsampled) training examples, their features, and the featurizer."""
     from sparsebert.data.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_dir)
-    raw = load_task(task, source)
+    raw, origin = read_task(task, source)
     train_raw = subsample(raw[spec.train_split], params["max_train_examples"], params["seed"])
     feat = lambda ds: featurize(spec, ds, tokenizer, params["max_seq_length"], params["doc_stride"],  # noqa: E731
                                 params["max_query_length"])
     columns = INPUTS + TARGETS.get(spec.kind, ["labels"])
-    return raw, train_raw, feat(train_raw).with_format("torch", columns=columns), feat
+    return raw, origin, train_raw, feat(train_raw).with_format("torch", columns=columns), feat
 
 
 def _write_outputs(out_dir: Path, metrics: dict, predictions: dict, logger) -> None:

@@ -250,6 +250,27 @@ def collect(p: dict) -> tuple[Scores, pd.DataFrame]:
     return scores, pd.DataFrame(long)
 
 
+def task_data(p: dict) -> dict[str, dict]:
+    """{task: what its fine-tunings read} (formats.read_task's record in each metrics.json: hub repository and
+    commit, or local files' sha256), checked to be the same for every variant and seed: variants compared on
+    different examples (a hub commit that landed between two jobs, a task file edited) compare nothing. A
+    metrics.json without the record (written before records existed) is not compared."""
+    found: dict[str, tuple[Path, dict]] = {}
+    for variant in variants_of(p):
+        for seed in seeds_of(p):
+            for task in p["tasks"]:
+                path = finetuned_dir(p, variant, seed, task) / "metrics.json"
+                record = read_json(path).get("data")
+                if record is None:
+                    continue
+                first_path, first = found.setdefault(task, (path, record))
+                if record != first:
+                    raise UserError(f"{path} read {task} from {record}, {first_path} from {first}: the variants would "
+                                    "be compared on different data (pin tasks.hub_revisions, or rerun the "
+                                    "fine-tunings on one copy of the files)")
+    return {task: record for task, (_, record) in found.items()}
+
+
 # ------------------------------------------------------------------------------------------ tables
 
 
@@ -403,7 +424,7 @@ def write_tables(p: dict, out: Path) -> dict:
     long.to_csv(out / "all_metrics.csv", index=False)
     scores.save(out / "bootstrap.npz")
     summary = {
-        "scale": p["scale"], "proxy": p["proxy"], "seeds": scores.seeds,
+        "scale": p["scale"], "proxy": p["proxy"], "seeds": scores.seeds, "data": task_data(p),
         "interval": f"95 % percentile interval, {cfg['bootstrap_samples']} draws of a two-way bootstrap (seeds x eval "
                     f"examples; one seed: examples only), sparsebert/stats.py",
         "variants": {v: {"kind": frame.loc[v, "kind"], "sparsity": round(frame.loc[v, "sparsity"], 2),

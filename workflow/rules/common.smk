@@ -4,6 +4,7 @@ import json
 import re
 from pathlib import Path
 
+from sparsebert.data.tasks import get_task
 from sparsebert.launch import RESOURCE_DEFAULTS, from_resources, rule_resources as resolve_resources
 from sparsebert.variants import FIXED as FIXED_ROLE, RETRAIN, SEARCH, named, variant_table
 
@@ -122,13 +123,15 @@ def launch(wildcards, resources):
 
 
 def task_source(task):
-    """Where `sparsebert finetune` reads a task: built proxies, the hub, or local files."""
+    """Where `sparsebert finetune` reads a task: built proxies, the hub (at the commit `tasks.hub_revisions`
+    pins for its repository, if any), or local files."""
     source = config["tasks"]["source"]
     if source == "proxy":
         return {"path": f"{DATA}/tasks/{task}"}
     if source == "local":
         return {"path": f"{config['tasks']['local_dir']}/{task}"}
-    return {"hub": True}
+    revision = config["tasks"].get("hub_revisions", {}).get(get_task(task).hub_path)
+    return {"hub": True, "revision": revision} if revision else {"hub": True}
 
 
 PROXY = config["tasks"]["source"] == "proxy"

@@ -48,6 +48,7 @@ from typing import Iterable, Iterator
 from tqdm import tqdm
 
 from sparsebert import recipes
+from sparsebert.data import hub
 from sparsebert.io import UserError, atomic_dir, atomic_write_json, load_params
 
 log = logging.getLogger(__name__)
@@ -539,6 +540,7 @@ def build_shard(params: dict, out: str | os.PathLike, index: int, threads: int |
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
+    params, origins = pin_hub(params) if params["source"] == "hub" else (params, None)
     documents, total = shard_documents(params, shard)
     num_proc = threads or params["num_proc"] or os.cpu_count() or 1
     split = tqdm(sentence_documents(documents, num_proc), total=total, desc=f"corpus: {shard.name}",
@@ -553,11 +555,24 @@ def build_shard(params: dict, out: str | os.PathLike, index: int, threads: int |
         raise
     os.replace(partial, text)
     stats["shard"] = {"index": index, "count": shard.count}
+    if origins is not None:
+        stats["hub"] = origins
     atomic_write_json(counts, stats)
     t = stats["total"]
     log.info("corpus: %s: %d documents, %d sentences, %d words (%.0f words/s)", shard.name, t["documents"],
              t["sentences"], t["words"], t["words"] / max(time.time() - start, 1e-9))
     return stats
+
+
+def pin_hub(params: dict) -> tuple[dict, list[dict]]:
+    """params with each hub dataset pinned to the commit it resolves to now (`hub.pinned`), and the record of
+    each: every document of the shard then comes from the commit the shard's counts record."""
+    specs, origins = [], []
+    for spec in params["hub"]["datasets"]:
+        pinned, origin = hub.pinned({k: v for k, v in spec.items() if k not in ("text_column", "group_rows")})
+        specs.append({**spec, **pinned})
+        origins.append(origin)
+    return {**params, "hub": {**params["hub"], "datasets": specs}}, origins
 
 
 def require_built(step: str, markers: list[Path], command: str) -> None:
@@ -575,11 +590,15 @@ def merge_shards(params: dict, out: str | os.PathLike) -> dict:
     names = [Shard(i, params["shards"]).name for i in range(params["shards"])]
     require_built("corpus", [out / f"{name}.json" for name in names], "sparsebert corpus --shard K")
     sources: dict[str, dict[str, int]] = {}
-    shards = {}
+    shards, origins = {}, {}
     for name in names:
         stats = json.loads((out / f"{name}.json").read_text())
         if stats["shard"]["count"] != params["shards"]:
             raise UserError(f"{out / name}.json was built for {stats['shard']['count']} shards, not {params['shards']}")
+        origins[name] = stats.get("hub")
+        if origins[name] != origins[names[0]]:  # e.g. a commit landed between two shard jobs of an unpinned dataset
+            raise UserError(f"{out / name}.json read the hub datasets at {origins[name]}, {names[0]} at "
+                            f"{origins[names[0]]}: pin `revision` in corpus.hub.datasets and rebuild the shards")
         shards[f"{name}.txt"] = {k: stats["total"][k] for k in ("documents", "sentences")}
         for source, counts in stats["sources"].items():
             total = sources.setdefault(source, dict.fromkeys(counts, 0))
@@ -591,6 +610,8 @@ def merge_shards(params: dict, out: str | os.PathLike) -> dict:
                         f"(params: {params[params['source']]})")
     # No timing in outputs: same inputs, same bytes (run times are in logs/benchmarks/).
     stats.update(source=params["source"], params=params)
+    if origins[names[0]] is not None:
+        stats["hub"] = origins[names[0]]  # the commit each hub dataset was read at (data/hub.py)
     atomic_write_json(out / "stats.json", stats)
     t = stats["total"]
     log.info("corpus: %d documents, %d sentences, %d words, %.1f MB in %d shards -> %s",

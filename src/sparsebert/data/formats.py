@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
 import json
 from pathlib import Path
 
 import datasets
 
+from sparsebert.data import hub
 from sparsebert.data.tasks import TaskSpec, get_task, hub_features
 from sparsebert.io import UserError, atomic_write_text
 
@@ -35,23 +37,36 @@ SWAG_COLUMNS = ("video-id", "fold-ind", "startphrase", "sent1", "sent2", "gold-s
 def load_task(name: str, source: dict) -> datasets.DatasetDict:
     """Train split plus the evaluation splits of task `name`, from the hub or from a local folder.
 
-    source: {"hub": true} or {"path": "DIR"} where DIR holds the task's files in their original format.
+    source: {"hub": true} (optionally with "revision": a branch, tag or commit of the task's hub repository) or
+    {"path": DIR} where DIR holds the task's files in their original format.
     """
+    return read_task(name, source)[0]
+
+
+def read_task(name: str, source: dict) -> tuple[datasets.DatasetDict, dict]:
+    """`load_task`, and the record of what it read: the hub repository, configuration and commit
+    (`hub.load`), or the folder and each file's sha256."""
     spec = get_task(name)
     if source.get("path"):
         splits = {split: read_split(spec, source["path"], filename) for split, filename in spec.files}
-        return datasets.DatasetDict(splits)
+        with_digests = {filename: _sha256(Path(source["path"]) / filename) for _, filename in spec.files}
+        return datasets.DatasetDict(splits), {"path": str(source["path"]), "sha256": with_digests}
     if source.get("hub"):
         if not spec.hub_path:
             raise UserError(f"task {name!r} has no hub copy; give a local source {{'path': DIR}}")
-        loaded = datasets.load_dataset(spec.hub_path, spec.hub_config)
+        loaded, record = hub.load({"path": spec.hub_path, "name": spec.hub_config, "revision": source.get("revision")})
         splits = {split: loaded[split] for split, _ in spec.files}
         for split, ds in splits.items():
             if ds.features != hub_features(spec):
                 raise UserError(f"{spec.hub_path} {split}: features {ds.features} differ from the declared "
                                 f"{hub_features(spec)}; update hub_features()")  # fmt: skip
-        return datasets.DatasetDict(splits)
+        return datasets.DatasetDict(splits), record
     raise UserError(f"task source for {name!r} must be {{'hub': true}} or {{'path': DIR}}, got {source!r}")
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def read_split(spec: TaskSpec, folder, filename: str) -> datasets.Dataset:

@@ -1,0 +1,162 @@
+"""Hub reads say which commit they read, and read that commit (sparsebert/data/hub.py); local task files their
+sha256 (formats.read_task); the corpus's shards agree on the commits (corpus.merge_shards)."""
+
+import hashlib
+import json
+from dataclasses import replace
+
+import datasets
+import pytest
+
+from sparsebert.data import corpus, formats, hub
+from sparsebert.data.tasks import get_task, hub_features
+from sparsebert.io import UserError
+
+from _task_files import write_glue
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+class FakeBuilder:
+    """What `datasets.load_dataset_builder` returns for a hub repository: `hash` is the commit it resolved."""
+
+    def __init__(self, commit):
+        self.hash = commit
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """A hub whose repositories resolve to `commit` and whose load_dataset records what it was asked for."""
+    calls = {"builder": [], "load": [], "commit": SHA}
+    monkeypatch.setattr(datasets, "load_dataset_builder",
+                        lambda **kw: calls["builder"].append(kw) or FakeBuilder(calls["commit"]))
+    monkeypatch.setattr(datasets, "load_dataset", lambda **kw: calls["load"].append(kw) or {"train": "rows"})
+    return calls
+
+
+def test_a_repository_is_read_at_the_commit_it_resolved_to(fake_hub):
+    data, record = hub.load({"path": "nyu-mll/glue", "name": "rte", "split": "train"}, streaming=True)
+    assert data == {"train": "rows"} and record == {"path": "nyu-mll/glue", "name": "rte", "revision": SHA}
+    # the builder is asked what the spec names (no load-only keywords); the load asks for that commit by its sha
+    assert fake_hub["builder"] == [{"path": "nyu-mll/glue", "name": "rte"}]
+    assert fake_hub["load"] == [{"path": "nyu-mll/glue", "name": "rte", "split": "train", "revision": SHA,
+                                 "streaming": True}]
+
+
+def test_a_branch_or_tag_resolves_to_a_commit(fake_hub):
+    _, record = hub.load({"path": "allenai/swag", "name": "regular", "revision": "main"})
+    assert fake_hub["builder"][0]["revision"] == "main" and fake_hub["load"][0]["revision"] == SHA
+    assert record["revision"] == SHA
+
+
+def test_a_pinned_commit_that_cannot_be_read_is_an_error(fake_hub):
+    """Offline, datasets falls back to the newest cached commit whatever revision was asked for."""
+    fake_hub["commit"] = "f" * 40
+    with pytest.raises(UserError, match=f"revision {SHA} is pinned, but {'f' * 40} is what can be read"):
+        hub.load({"path": "rajpurkar/squad", "revision": SHA})
+    assert not fake_hub["load"]
+    fake_hub["commit"] = SHA
+    assert hub.load({"path": "rajpurkar/squad", "revision": SHA})[1]["revision"] == SHA
+
+
+def test_an_unknown_repository_offline_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(UserError, match="could not resolve hub dataset .*nobody-here/no-such-dataset"):
+        hub.resolve({"path": "nobody-here/no-such-dataset"})
+
+
+def test_local_files_are_read_as_given_with_no_revision(tmp_path, monkeypatch):
+    """A packaged builder's hash is a digest of its code, not of the files: no commit to record or pin."""
+    monkeypatch.setattr(datasets, "load_dataset_builder", lambda **kw: pytest.fail("no commit to resolve"))
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "a"}\n{"text": "b"}\n')
+    spec = {"path": "json", "data_files": str(rows), "split": "train"}
+    data, record = hub.load(spec)
+    assert data["text"] == ["a", "b"] and record == {"path": "json", "name": None, "revision": None}
+    assert hub.pinned({**spec, "path": str(tmp_path)}) == ({**spec, "path": str(tmp_path)},
+                                                           {"path": str(tmp_path), "name": None, "revision": None})
+
+
+def test_a_hub_task_is_loaded_with_its_features_and_records_its_commit(tmp_path, monkeypatch):
+    """load_task's hub branch through the real datasets library: a folder in the hub's layout (parquet per
+    split, the hub's features) stands in for nyu-mll/glue."""
+    spec = get_task("rte")
+    folder = tmp_path / "glue_rte"
+    folder.mkdir()
+    rows = {"sentence1": ["A man sleeps.", "It rains."], "sentence2": ["A man is awake.", "It is wet."],
+            "label": [1, 0], "idx": [0, 1]}
+    for split in ("train", "validation", "test"):
+        datasets.Dataset.from_dict(rows, features=hub_features(spec)).to_parquet(folder / f"{split}.parquet")
+    monkeypatch.setattr(formats, "get_task", lambda name: replace(spec, hub_path=str(folder), hub_config=None))
+    data, record = formats.read_task("rte", {"hub": True})
+    assert data["validation"]["sentence2"] == rows["sentence2"] and data["train"].features == hub_features(spec)
+    assert record == {"path": str(folder), "name": None, "revision": None}  # a folder has no commit
+
+
+def test_a_hub_task_passes_the_configured_revision(fake_hub, monkeypatch):
+    spec = get_task("mrpc")
+    table = datasets.Dataset.from_dict({"sentence1": ["a"], "sentence2": ["b"], "label": [1], "idx": [0]},
+                                       features=hub_features(spec))
+    monkeypatch.setattr(datasets, "load_dataset", lambda **kw: fake_hub["load"].append(kw) or
+                        {"train": table, "validation": table, "test": table})
+    _, record = formats.read_task("mrpc", {"hub": True, "revision": "v1.0"})
+    assert fake_hub["builder"] == [{"path": "nyu-mll/glue", "name": "mrpc", "revision": "v1.0"}]
+    assert fake_hub["load"][0]["revision"] == SHA and record["revision"] == SHA
+
+
+def test_local_task_files_are_recorded_by_their_sha256(tmp_path):
+    glue = write_glue(tmp_path)
+    data, record = formats.read_task("rte", {"path": str(glue / "RTE")})
+    expected = {name: hashlib.sha256((glue / "RTE" / name).read_bytes()).hexdigest() for name in ("train.tsv", "dev.tsv")}
+    assert record == {"path": str(glue / "RTE"), "sha256": expected} and len(data["train"])
+
+
+def _hub_corpus(tmp_path, shards=2):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"text": f"Row {i} says hello. It ends here."}) + "\n" for i in range(8)))
+    return {"source": "hub", "num_proc": 1, "shards": shards,
+            "hub": {"datasets": [{"path": "json", "data_files": str(rows), "text_column": "text", "group_rows": 2}]}}
+
+
+def test_the_corpus_records_what_each_hub_dataset_was_read_at(tmp_path):
+    params = _hub_corpus(tmp_path)
+    stats = corpus.build_corpus(params, tmp_path / "corpus")
+    assert stats["hub"] == [{"path": "json", "name": None, "revision": None}]
+    assert json.loads((tmp_path / "corpus" / "stats.json").read_text())["hub"] == stats["hub"]
+
+
+def test_the_corpus_pins_each_repository_before_it_reads(fake_hub):
+    params = {"source": "hub", "hub": {"streaming": True, "datasets": [
+        {"path": "wikimedia/wikipedia", "name": "20231101.en"},
+        {"path": "bookcorpus/bookcorpus", "group_rows": 256, "text_column": "text", "split": "train"}]}}
+    pinned, origins = corpus.pin_hub(params)
+    assert pinned["hub"]["datasets"] == [{"path": "wikimedia/wikipedia", "name": "20231101.en", "revision": SHA},
+                                         {"path": "bookcorpus/bookcorpus", "group_rows": 256, "text_column": "text",
+                                          "split": "train", "revision": SHA}]
+    assert fake_hub["builder"][1] == {"path": "bookcorpus/bookcorpus"}  # what is read, not how it is grouped
+    assert origins == [{"path": "wikimedia/wikipedia", "name": "20231101.en", "revision": SHA},
+                       {"path": "bookcorpus/bookcorpus", "name": None, "revision": SHA}]
+    assert pinned["hub"]["streaming"] and params["hub"]["datasets"][0] == {"path": "wikimedia/wikipedia",
+                                                                           "name": "20231101.en"}  # not modified
+
+
+def test_shards_that_read_different_commits_do_not_merge(tmp_path):
+    params = _hub_corpus(tmp_path)
+    out = tmp_path / "corpus"
+    for index in range(2):
+        corpus.build_shard(params, out, index)
+    shard = out / "shard-00001.json"
+    stats = json.loads(shard.read_text())
+    stats["hub"][0]["revision"] = SHA  # as if a commit landed between the two jobs
+    shard.write_text(json.dumps(stats))
+    with pytest.raises(UserError, match=f"shard-00001.json read the hub datasets at .*{SHA}.*pin `revision`"):
+        corpus.merge_shards(params, out)
+    assert not (out / "stats.json").exists()
+
+
+def test_a_text_corpus_records_no_hub(tmp_path):
+    (tmp_path / "a.txt").write_text("One sentence here. Another one.\n\nA second document. It has two.\n")
+    stats = corpus.build_corpus({"source": "text_files", "num_proc": 1,
+                                 "text_files": {"glob": str(tmp_path / "*.txt")}}, tmp_path / "corpus")
+    assert "hub" not in stats and "hub" not in json.loads((tmp_path / "corpus" / "shard-00000.json").read_text())
+
