@@ -146,6 +146,28 @@ def test_shipped_configs_pass_also_under_the_slurm_profile(monkeypatch):
         assert validate.problems(config, overrides=profile) == [], path.name
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys in a mapping without a word; this loader refuses them."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        twice = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if twice:
+            raise yaml.constructor.ConstructorError(None, None, f"keys given twice: {twice}", node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def test_no_shipped_yaml_gives_a_key_twice():
+    """The schema, every config, the profiles and dvc.yaml: a key written twice would silently drop the first."""
+    paths = [REPO / "workflow/schemas/config.schema.yaml", REPO / "dvc.yaml", *sorted((REPO / "config").glob("*.yaml")),
+             *sorted((REPO / "profiles").glob("*/config.yaml"))]
+    for path in paths:
+        yaml.load(path.read_text(), Loader=UniqueKeyLoader)
+    with pytest.raises(yaml.constructor.ConstructorError, match=r"keys given twice: \['jobs'\]"):
+        yaml.load("tasks: {jobs: per_task, source: hub}\nseeds: [0]\ntasks2:\n  jobs: 1\n  jobs: 2\n",
+                  Loader=UniqueKeyLoader)
+
+
 def test_the_profile_gpus_decide_the_batch_split():
     """--set-resources replace the config's resources at job time: 6 GPUs cannot split the paper's batch."""
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
