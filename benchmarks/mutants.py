@@ -62,6 +62,7 @@ MODULES: dict[str, tuple[str, list[str] | None]] = {
     "flex": ("src/sparsebert/flex.py", None),
     "recipes": ("src/sparsebert/recipes.py", None),
     "variants": ("src/sparsebert/variants.py", None),
+    "data/hub": ("src/sparsebert/data/hub.py", None),
 }  # fmt: skip
 DETECTED = {"killed", "timeout", "segfault", "caught by type check"}  # segfault: the test process died
 

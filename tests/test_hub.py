@@ -52,7 +52,8 @@ def test_a_branch_or_tag_resolves_to_a_commit(fake_hub):
 def test_a_pinned_commit_that_cannot_be_read_is_an_error(fake_hub):
     """Offline, datasets falls back to the newest cached commit whatever revision was asked for."""
     fake_hub["commit"] = "f" * 40
-    with pytest.raises(UserError, match=f"revision {SHA} is pinned, but {'f' * 40} is what can be read"):
+    with pytest.raises(UserError, match=rf"revision {SHA} is pinned, but {'f' * 40} is what can be read \(offline, "
+                                        r"only the cached commit is\): download the pinned one, or change the pin"):
         hub.load({"path": "rajpurkar/squad", "revision": SHA})
     assert not fake_hub["load"]
     fake_hub["commit"] = SHA
@@ -65,6 +66,22 @@ def test_an_unknown_repository_offline_is_one_clear_error(monkeypatch):
         hub.resolve({"path": "nobody-here/no-such-dataset"})
 
 
+def test_what_fails_to_resolve_or_load_is_one_line_naming_the_dataset_and_the_error(fake_hub, monkeypatch):
+    def unreachable(**kw):
+        raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset_builder", unreachable)
+    with pytest.raises(UserError, match="could not resolve hub dataset .*nyu-mll/glue.*: ConnectionError: Couldn't reach"):
+        hub.load({"path": "nyu-mll/glue", "name": "rte"})
+
+    def bad_files(**kw):
+        raise ValueError("not a parquet file")
+
+    monkeypatch.setattr(datasets, "load_dataset", bad_files)
+    with pytest.raises(UserError, match="could not load hub dataset .*'json'.*: ValueError: not a parquet file"):
+        hub.load({"path": "json", "data_files": "rows.parquet"})
+
+
 def test_local_files_are_read_as_given_with_no_revision(tmp_path, monkeypatch):
     """A packaged builder's hash is a digest of its code, not of the files: no commit to record or pin."""
     monkeypatch.setattr(datasets, "load_dataset_builder", lambda **kw: pytest.fail("no commit to resolve"))
@@ -73,8 +90,8 @@ def test_local_files_are_read_as_given_with_no_revision(tmp_path, monkeypatch):
     spec = {"path": "json", "data_files": str(rows), "split": "train"}
     data, record = hub.load(spec)
     assert data["text"] == ["a", "b"] and record == {"path": "json", "name": None, "revision": None}
-    assert hub.pinned({**spec, "path": str(tmp_path)}) == ({**spec, "path": str(tmp_path)},
-                                                           {"path": str(tmp_path), "name": None, "revision": None})
+    folder = {"path": str(tmp_path), "name": "sentences", "split": "train"}
+    assert hub.pinned(folder) == (folder, {"path": str(tmp_path), "name": "sentences", "revision": None})
 
 
 def test_a_hub_task_is_loaded_with_its_features_and_records_its_commit(tmp_path, monkeypatch):
