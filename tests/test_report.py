@@ -357,17 +357,33 @@ def test_collect_reads_every_variant_seed_and_column(tmp_path):
                    "metric": "accuracy", "value": 0.0, "proxy": True, "finetune_seed": 7}  # fmt: skip
 
 
+def with_data(path: Path, record: dict) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), "data": record}))
+
+
 def test_task_data_is_the_same_for_every_variant_and_seed(tmp_path):
+    """proxy_pair's metrics.json have no record (as if written before records existed): not compared, and the
+    task after it in the same run is still read."""
     p = tiny_tree(tmp_path)
-    assert task_data(p) == {}  # metrics.json written before the records existed: nothing to compare
+    assert task_data(p) == {}
     record = {"path": "nyu-mll/glue", "name": "rte", "revision": "a" * 40}
-    files = sorted(tmp_path.glob("*/s*/proxy_pair/metrics.json"))
+    files = sorted(tmp_path.glob("*/s*/proxy_qa/metrics.json"))
     for path in files:
-        path.write_text(json.dumps({**json.loads(path.read_text()), "data": record}))
-    assert task_data(p) == {"proxy_pair": record} and len(files) == 6
-    files[-1].write_text(json.dumps({**json.loads(files[-1].read_text()), "data": {**record, "revision": "b" * 40}}))
-    with pytest.raises(UserError, match=f"{files[-1]} read proxy_pair from .*'b+'.*compared on different data"):
+        with_data(path, record)
+    assert task_data(p) == {"proxy_qa": record} and len(files) == 6
+    with_data(files[-1], {**record, "revision": "b" * 40})
+    with pytest.raises(UserError, match=rf"^{files[-1]} read proxy_qa from .*'b+'.*, {files[0]} from .*'a+'.*: the "
+                                        r"variants would be compared on different data \(pin tasks.hub_revisions, or "
+                                        r"rerun the fine-tunings on one copy of the files\)$"):
         task_data(p)
+
+
+def test_write_tables_names_the_data_of_each_task(tmp_path):
+    p = tiny_tree(tmp_path)
+    for path in tmp_path.glob("*/s*/proxy_pair/metrics.json"):
+        with_data(path, {"path": "data/x/tasks/proxy_pair", "sha256": {"dev.tsv": "ab"}})
+    summary = write_tables(p, tmp_path / "tables")
+    assert summary["data"] == {"proxy_pair": {"path": "data/x/tasks/proxy_pair", "sha256": {"dev.tsv": "ab"}}}
 
 
 def test_collect_pairs_the_runs_on_shared_resamples_and_repeats_itself(tmp_path):
