@@ -268,8 +268,9 @@ def _check_tasks(run: _Run) -> None:
     read = {TASKS[t].hub_path for t in run.tasks} if source == "hub" else set()
     for repository in run.config.get("tasks", {}).get("hub_revisions") or {}:
         if repository not in read:
-            run.fail(f"tasks.hub_revisions.{repository}", f"no task of this run is read from {repository} (tasks.source "
-                                                          f"{source}, tasks.names: {', '.join(run.tasks)})")
+            run.fail(f"tasks.hub_revisions.{repository}",
+                     f"no task of this run is read from {repository} (tasks.source {source}, tasks.names: "
+                     f"{', '.join(run.tasks)})")
 
 
 def _check_finetune(run: _Run) -> None:
