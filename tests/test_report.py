@@ -384,6 +384,10 @@ def test_write_tables_names_the_data_of_each_task(tmp_path):
         with_data(path, {"path": "data/x/tasks/proxy_pair", "sha256": {"dev.tsv": "ab"}})
     summary = write_tables(p, tmp_path / "tables")
     assert summary["data"] == {"proxy_pair": {"path": "data/x/tasks/proxy_pair", "sha256": {"dev.tsv": "ab"}}}
+    with_data(next(tmp_path.glob("longformer/s1/proxy_pair/metrics.json")), {"path": "elsewhere", "sha256": {}})
+    with pytest.raises(UserError, match="compared on different data"):
+        write_tables(p, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
 
 
 def test_collect_pairs_the_runs_on_shared_resamples_and_repeats_itself(tmp_path):

@@ -391,6 +391,7 @@ def diagonal_comparison(scores: Scores, cols: list[str], rng: np.random.Generato
 
 def write_tables(p: dict, out: Path) -> dict:
     scores, long = collect(p)
+    data = task_data(p)  # before anything is written: fine-tunings on different data leave no tables behind
     cfg = settings(p)
     rng = np.random.default_rng([cfg["bootstrap_seed"], 10_000])
     means, half, intervals = summarize(scores, rng)
@@ -424,7 +425,7 @@ def write_tables(p: dict, out: Path) -> dict:
     long.to_csv(out / "all_metrics.csv", index=False)
     scores.save(out / "bootstrap.npz")
     summary = {
-        "scale": p["scale"], "proxy": p["proxy"], "seeds": scores.seeds, "data": task_data(p),
+        "scale": p["scale"], "proxy": p["proxy"], "seeds": scores.seeds, "data": data,
         "interval": f"95 % percentile interval, {cfg['bootstrap_samples']} draws of a two-way bootstrap (seeds x eval "
                     f"examples; one seed: examples only), sparsebert/stats.py",
         "variants": {v: {"kind": frame.loc[v, "kind"], "sparsity": round(frame.loc[v, "sparsity"], 2),
