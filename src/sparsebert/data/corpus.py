@@ -590,15 +590,16 @@ def merge_shards(params: dict, out: str | os.PathLike) -> dict:
     names = [Shard(i, params["shards"]).name for i in range(params["shards"])]
     require_built("corpus", [out / f"{name}.json" for name in names], "sparsebert corpus --shard K")
     sources: dict[str, dict[str, int]] = {}
-    shards, origins = {}, {}
-    for name in names:
+    shards, origin = {}, None  # origin: the commits the first shard read the hub datasets at (data/hub.py)
+    for index, name in enumerate(names):
         stats = json.loads((out / f"{name}.json").read_text())
         if stats["shard"]["count"] != params["shards"]:
             raise UserError(f"{out / name}.json was built for {stats['shard']['count']} shards, not {params['shards']}")
-        origins[name] = stats.get("hub")
-        if origins[name] != origins[names[0]]:  # e.g. a commit landed between two shard jobs of an unpinned dataset
-            raise UserError(f"{out / name}.json read the hub datasets at {origins[name]}, {names[0]} at "
-                            f"{origins[names[0]]}: pin `revision` in corpus.hub.datasets and rebuild the shards")
+        if index == 0:
+            origin = stats.get("hub")
+        elif stats.get("hub") != origin:  # e.g. a commit landed between two shard jobs of an unpinned dataset
+            raise UserError(f"{out / name}.json read the hub datasets at {stats.get('hub')}, {names[0]} at "
+                            f"{origin}: pin `revision` in corpus.hub.datasets and rebuild the shards")
         shards[f"{name}.txt"] = {k: stats["total"][k] for k in ("documents", "sentences")}
         for source, counts in stats["sources"].items():
             total = sources.setdefault(source, dict.fromkeys(counts, 0))
@@ -610,8 +611,8 @@ def merge_shards(params: dict, out: str | os.PathLike) -> dict:
                         f"(params: {params[params['source']]})")
     # No timing in outputs: same inputs, same bytes (run times are in logs/benchmarks/).
     stats.update(source=params["source"], params=params)
-    if origins[names[0]] is not None:
-        stats["hub"] = origins[names[0]]  # the commit each hub dataset was read at (data/hub.py)
+    if origin is not None:
+        stats["hub"] = origin
     atomic_write_json(out / "stats.json", stats)
     t = stats["total"]
     log.info("corpus: %d documents, %d sentences, %d words, %.1f MB in %d shards -> %s",

@@ -48,9 +48,10 @@ def read_task(name: str, source: dict) -> tuple[datasets.DatasetDict, dict]:
     (`hub.load`), or the folder and each file's sha256."""
     spec = get_task(name)
     if source.get("path"):
-        splits = {split: read_split(spec, source["path"], filename) for split, filename in spec.files}
-        with_digests = {filename: _sha256(Path(source["path"]) / filename) for _, filename in spec.files}
-        return datasets.DatasetDict(splits), {"path": str(source["path"]), "sha256": with_digests}
+        splits, digests = {}, {}
+        for split, filename in spec.files:
+            splits[split], digests[filename] = read_split(spec, source["path"], filename)
+        return datasets.DatasetDict(splits), {"path": str(source["path"]), "sha256": digests}
     if source.get("hub"):
         if not spec.hub_path:
             raise UserError(f"task {name!r} has no hub copy; give a local source {{'path': DIR}}")
@@ -64,12 +65,8 @@ def read_task(name: str, source: dict) -> tuple[datasets.DatasetDict, dict]:
     raise UserError(f"task source for {name!r} must be {{'hub': true}} or {{'path': DIR}}, got {source!r}")
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def read_split(spec: TaskSpec, folder, filename: str) -> datasets.Dataset:
+def read_split(spec: TaskSpec, folder, filename: str) -> tuple[datasets.Dataset, str]:
+    """One split's file -> its rows, and the sha256 of the bytes they were read from."""
     path = Path(folder) / filename
     if not path.is_file():
         expected = ", ".join(f for _, f in spec.files)
@@ -84,7 +81,7 @@ def read_split(spec: TaskSpec, folder, filename: str) -> datasets.Dataset:
         raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {bom + e.start})") from None
     readers = {"glue_tsv": read_glue_tsv, "squad_json": read_squad_json, "swag_csv": read_swag_csv}
     rows = readers[spec.file_format](spec, path, text)
-    return datasets.Dataset.from_list(rows, features=hub_features(spec))
+    return datasets.Dataset.from_list(rows, features=hub_features(spec)), hashlib.sha256(data).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------
