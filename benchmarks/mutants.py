@@ -63,6 +63,15 @@ MODULES: dict[str, tuple[str, list[str] | None]] = {
     "recipes": ("src/sparsebert/recipes.py", None),
     "variants": ("src/sparsebert/variants.py", None),
     "data/hub": ("src/sparsebert/data/hub.py", None),
+    "validate": ("src/sparsebert/validate.py", None),
+    "data/formats": ("src/sparsebert/data/formats.py", None),
+    "data/pretraining": ("src/sparsebert/data/pretraining.py", ["check_params", "target_length", "truncate_pair",
+                                                                "document_pairs", "mask_tokens", "create_examples",
+                                                                "id_type", "position_type", "storage_format",
+                                                                "_lists", "pack", "_padded", "unpack", "split_of",
+                                                                "merge_shards"]),
+    "compilation": ("src/sparsebert/compilation.py", None),
+    "io": ("src/sparsebert/io.py", None),
 }  # fmt: skip
 DETECTED = {"killed", "timeout", "segfault", "caught by type check"}  # segfault: the test process died
 

@@ -420,28 +420,6 @@ def test_compile_that_fails_falls_back_to_eager_with_one_line(tiny_pretraining_d
                                                  weights(tmp_path / "eager").values()))
 
 
-def test_compile_failing_at_its_first_call_falls_back_once(caplog):
-    """torch.compile is lazy: most failures come at the first call. That call is rerun eagerly, once."""
-    from sparsebert.compilation import CompiledOrEager
-
-    calls = []
-
-    def lazily_broken(model):
-        def first_call(*a):
-            calls.append("compiled")
-            raise RuntimeError("inductor: unsupported operator")
-        return first_call
-
-    eager = lambda x: (calls.append("eager"), x + 1)[1]  # noqa: E731
-    with pytest.MonkeyPatch.context() as mp, caplog.at_level("WARNING"):
-        mp.setattr(torch, "compile", lazily_broken)
-        run = CompiledOrEager(eager, enabled=True)
-        assert run.mode == "compiled"
-        assert run(1) == 2 and run(2) == 3
-    assert calls == ["compiled", "eager", "eager"] and run.mode == "eager (compile failed)"
-    assert len([r for r in caplog.records if "torch.compile failed" in r.message]) == 1
-
-
 @pytest.mark.slow  # ~30 s on 2 cores: inductor compiles the model's C++ kernels
 def test_compiled_pretraining_trains_with_a_finite_loss(tiny_pretraining_data, tmp_path):
     """torch.compile for real on the CPU (inductor + the C compiler): the loss is finite and close to eager's."""

@@ -42,6 +42,64 @@ def _retrain_with_other_heads(config):
     config["dam_search"]["model"] = {"hidden_size": 32, "num_attention_heads": 4}  # smoke's pretrain: 2 heads
 
 
+def _local_task_lacks_files(config):
+    config["tasks"] = {"names": ["mnli"], "source": "local", "local_dir": "glue"}
+    Path("glue/mnli").mkdir(parents=True)  # the test runs in an empty directory
+    Path("glue/mnli/train.tsv").write_text("sentence1\tsentence2\tgold_label\na\tb\tneutral\n")
+
+
+def _local_tasks_complete(config):
+    config["tasks"] = {"names": ["sst2"], "source": "local", "local_dir": "glue",
+                       "hub_revisions": {"nyu-mll/glue": "main"}}
+    Path("glue/sst2").mkdir(parents=True)
+    for name in ("train.tsv", "dev.tsv"):
+        Path("glue/sst2", name).write_text("sentence\tlabel\nfine .\t1\n")
+
+
+def _without_dam(change=None):
+    """No DAM search in the run: the pretrain recipe's checks stand alone (with one, its model is checked too)."""
+
+    def without(config):
+        for key in ("dam", "dam_search", "dam_retrain"):
+            config.pop(key)
+        if change:
+            change(config)
+
+    return without
+
+
+def _search_with_fewer_positions(config):
+    config["pretrain"]["model"]["max_position_embeddings"] = 64
+    config["finetune"]["max_seq_length"] = 64
+    config["dam_search"]["model"] = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                     "intermediate_size": 64}  # 32 positions: the examples' length
+
+
+def _pretrain_warmup_beside_a_search_warmup(config):
+    config["pretrain"]["warmup"] = 50
+    config["dam_search"]["warmup"] = 10  # fits its 20 steps
+
+
+def _dam_search_batch_over_four_processes(config):
+    config["dam_search"]["batch_size"] = 6
+    config["resources"]["dam_search"] = {"ddp_cpu_procs": 4}
+
+
+def _dam_search_shorter_than_pretrain_warmup(config):
+    config["dam_search"]["max_steps"] = 10
+    config["pretrain"]["warmup"] = 15  # fits pretrain's 20 steps, not the search's 10
+
+
+def _retrain_variants_of_no_search(config):
+    config["dam_retrain"] = False
+    config["resources"]["pretrain_learned"] = {"per_variant": {"dam_s_0.001": {"threads": 1}}}
+
+
+def _bad_mask_at_the_finetuning_length(config):
+    config["finetune"]["max_seq_length"] = 16
+    config["masks"]["longformer"] = {"window": -3}
+
+
 # (id, change to config/smoke.yaml, the key the one error line must name, also run through `snakemake -n`)
 BAD = [
     ("longformer-negative-window", _set("masks.longformer", {"window": -3}), "masks.longformer", True),
@@ -54,7 +112,7 @@ BAD = [
     ("blockwise-heads-vs-model", _set("masks.blockwise", {"shift_heads": True, "num_heads": 3}),
      "masks.blockwise.num_heads", False),
     ("unknown-mask-param", _set("masks.longformer", {"windw": 2}), "masks.longformer", False),
-    ("real-task-from-proxy-source", _set("tasks.names", ["sst2", "proxy_qa"]), "tasks.names", True),
+    ("real-task-from-proxy-source", _set("tasks.names", ["sst2", "rte", "proxy_qa"]), "tasks.names", True),
     ("proxy-task-from-hub", _set("tasks.source", "hub"), "tasks.names", False),
     ("local-source-without-dir", _set("tasks.source", "local"), "tasks.local_dir", False),
     ("revision-of-a-repository-not-read", _set("tasks.hub_revisions", {"nyu-mll/glue": "main"}),
@@ -92,8 +150,129 @@ BAD = [
     ("proxy-train-below-batch", _set("proxy_tasks.train_examples", 4), "proxy_tasks.train_examples", False),
     ("train-examples-below-batch", _set("finetune.max_train_examples", 4), "finetune.max_train_examples", False),
     ("warmup-longer-than-training", _set("pretrain.warmup", 50), "pretrain.warmup", False),
+    ("local-task-folder-lacks-files", _local_task_lacks_files, "tasks.local_dir", False),
+    ("text-files-without-glob", _set("corpus", {"source": "text_files"}), "corpus.text_files.glob", False),
+    ("gpus-do-not-split-over-nodes", _set("resources.dam_search", {"gpu": 3, "nodes": 2}), "resources.dam_search",
+     False),
+    ("two-nodes-without-gpus-one-line", _set("resources.pretrain.nodes", 2), "resources.pretrain", False),
+    ("micro-batches-do-not-split", _set("pretrain.micro_batch_size", 8), "pretrain.batch_size", False),
+    ("dam-search-batch-not-split", _dam_search_batch_over_four_processes, "dam_search.batch_size", False),
+    ("retrain-batch-not-split", _set("resources.pretrain_learned", {"ddp_cpu_procs": 3}), "pretrain.batch_size", False),
+    ("retrain-variant-without-retraining", _retrain_variants_of_no_search,
+     "resources.pretrain_learned.per_variant.dam_s_0.001", False),
+    ("dam-search-hidden-not-divisible", _set("dam_search.model", {"hidden_size": 33, "num_attention_heads": 2}),
+     "dam_search.model.hidden_size", False),
+    ("dam-search-warmup-longer", _set("dam_search.warmup", 50), "dam_search.warmup", False),
+    ("dam-search-shorter-than-warmup", _dam_search_shorter_than_pretrain_warmup, "pretrain.warmup", False),
+    ("mask-bad-at-the-finetuning-length", _bad_mask_at_the_finetuning_length, "masks.longformer", False),
+    ("revision-for-local-files", _local_tasks_complete, "tasks.hub_revisions.nyu-mll/glue", False),
+    ("no-search-hidden-not-divisible", _without_dam(_set("pretrain.model.hidden_size", 33)),
+     "pretrain.model.hidden_size", False),
+    ("no-search-warmup-longer", _without_dam(_set("pretrain.warmup", 50)), "pretrain.warmup", False),
+    ("pretrain-warmup-beside-a-search-warmup", _pretrain_warmup_beside_a_search_warmup, "pretrain.warmup", False),
+    ("finetune-longer-than-the-searched-positions", _search_with_fewer_positions, "finetune.max_seq_length", False),
+    ("nodes-times-processes", _set("resources.dam_search", {"nodes": 2, "ddp_cpu_procs": 3}), "pretrain.batch_size",
+     False),
+    ("search-micro-batches-do-not-split", _set("dam_search.micro_batch_size", 3), "dam_search.batch_size", False),
 ]
 assert len(BAD) >= 20
+
+# The whole error line after `config error: <key>: `, per row of BAD: each names the value and what it must be
+# (smoke.yaml: seq_len 32, 2 heads, batch 8, 20 steps, tasks proxy_single and proxy_qa).
+MESSAGE = {
+    "longformer-negative-window": "parameter window must be an integer >= 0, got -3 (at seq_len 32)",
+    "strided-zero-stride": "parameter stride must be an integer >= 1, got 0 (at seq_len 32)",
+    "fixed-summary-fills-block": "parameter summary must be an integer in [0, 7], got 8 (at seq_len 32)",
+    "window-as-string": "parameter window must be an integer >= 0, got '2' (at seq_len 32)",
+    "window-as-bool": "parameter window must be an integer >= 0, got True (at seq_len 32)",
+    "bigbird-negative-random": "parameter num_random must be an integer >= 0, got -1 (at seq_len 32)",
+    "bigbird-seed-too-large": "parameter seed must be an integer in [0, 4294967295], got 1099511627776 (at seq_len 32)",
+    "blockwise-heads-vs-model": "3 mask heads; the model has 2 (pretrain.model.num_attention_heads)",
+    "unknown-mask-param": "mask 'longformer' has no parameter(s) ['windw']; valid: ['num_global', 'window'] "
+                          "(at seq_len 32)",
+    "real-task-from-proxy-source": "sst2, rte: not proxy task(s), but tasks.source is proxy (only proxy_* tasks are "
+                                   "built from the corpus; use source hub or local for real tasks)",
+    "proxy-task-from-hub": "proxy_single, proxy_qa: no hub copy (tasks.source is hub); proxy tasks need source proxy",
+    "local-source-without-dir": "tasks.source local needs tasks.local_dir (folders <local_dir>/<task>)",
+    "revision-of-a-repository-not-read": "no task of this run is read from nyu-mll/glue (tasks.source proxy, "
+                                         "tasks.names: proxy_single, proxy_qa)",
+    "revision-of-an-unknown-repository": "unknown name; valid: nyu-mll/glue, rajpurkar/squad, rajpurkar/squad_v2, "
+                                         "allenai/swag",
+    "local-task-files-missing": "glue is not a directory",
+    "lambdas-share-a-name": "lambdas 0.001 and 0.0010000001 both name the variant dam_s_0.001",
+    "hidden-not-divisible-by-heads": "33 is not divisible by num_attention_heads 2",
+    "positions-below-seq-len": "16 < examples.max_seq_length 32: every position needs an embedding",
+    "finetune-longer-than-positions": "64 > the 32 positions of the models pretrained with pretrain.model (raise its "
+                                      "max_position_embeddings) (tasks proxy_single, proxy_qa)",
+    "per-task-unknown-task": "not a configured task (tasks.names: proxy_single, proxy_qa)",
+    "per-task-no-room-for-context": "30 leaves no room for the context in a 32-token window (task proxy_qa)",
+    "negative-pretrain-seed": "must be an integer in [0, 4294967295], got -1",
+    "finetune-seed-too-large": "must be an integer in [0, 4294967295], got 1099511627776",
+    "recipe-seed-beside-seeds": "the DAG pretrains every variant once per entry of the top-level `seeds` (e.g. seeds: "
+                                "[0, 1, 2]); remove this key",
+    "negative-entry-of-seeds": "must be an integer in [0, 4294967295], got -1",
+    "examples-seq-len-too-short": "must be an integer in [5, 1048576], got 3",
+    "examples-unknown-key": "unknown key; valid: dupe_factor, masked_lm_prob, max_documents, max_predictions_per_seq, "
+                            "max_seq_length, num_proc, seed, short_seq_prob, validation_fraction, whole_word_mask",
+    "tokenizer-unknown-key": "unknown key; valid: lowercase, min_frequency, pretrained, vocab_size",
+    "unknown-embedded-source": "must be one of shakespeare, kjv, wikipedia, lee, got 'gutenberg'",
+    "corpus-glob-matches-nothing": "no files match 'none/*.txt'",
+    "per-variant-unknown-variant": "not a variant of rule pretrain (its variants: dense, no_diagonal, longformer)",
+    "batch-not-split-by-ddp": "8 is not divisible by the world size 3 (resources.pretrain.per_variant.dense starts 3 "
+                              "processes)",
+    "finetune-on-two-gpus": "2 processes, but fine-tuning runs in one process (gpu <= 1, ddp_cpu_procs <= 1, nodes 1)",
+    "two-nodes-without-gpus": "a 2-node job needs GPUs (gpu or gres) or ddp_cpu_procs",
+    "dam-search-heads-differ": "4 heads, but pretrain_learned retrains with pretrain's 2: the learned mask would "
+                               "not fit",
+    "proxy-train-below-batch": "4 < finetune.batch_size 8: not one training batch (task proxy_single)",
+    "train-examples-below-batch": "4 < batch_size 8: not one training batch (task proxy_single)",
+    "warmup-longer-than-training": "50 warmup steps exceed max_steps 20: the peak rate is never reached",
+    "local-task-folder-lacks-files": "glue/mnli lacks dev_matched.tsv, dev_mismatched.tsv (task mnli, glue_tsv)",
+    "text-files-without-glob": "source text_files needs a glob (e.g. 'texts/**/*.txt')",
+    "gpus-do-not-split-over-nodes": "gpu 3 (per job) does not split evenly over 2 nodes",
+    # One line for the rule's shared resources, not one per variant that uses them (no_diagonal, longformer);
+    # dense's own 2 CPU processes can span the nodes.
+    "two-nodes-without-gpus-one-line": "a 2-node job needs GPUs (gpu or gres) or ddp_cpu_procs",
+    # Only dense's 2 processes x 8 fail; the 1-process variants split 8 into one micro-batch of 8.
+    "micro-batches-do-not-split": "8 is not divisible by world size 2 x micro_batch_size 8 "
+                                  "(resources.pretrain.per_variant.dense starts 2 processes)",
+    "dam-search-batch-not-split": "6 is not divisible by the world size 4 (resources.dam_search starts 4 processes)",
+    "retrain-batch-not-split": "8 is not divisible by the world size 3 (resources.pretrain_learned starts 3 processes)",
+    "retrain-variant-without-retraining": "not a variant of rule pretrain_learned (its variants: none)",
+    "dam-search-hidden-not-divisible": "33 is not divisible by num_attention_heads 2",
+    "dam-search-warmup-longer": "50 warmup steps exceed max_steps 20: the peak rate is never reached",
+    "dam-search-shorter-than-warmup": "15 warmup steps exceed max_steps 10: the peak rate is never reached",
+    "mask-bad-at-the-finetuning-length": "parameter window must be an integer >= 0, got -3 (at seq_len 16)",
+    "revision-for-local-files": "no task of this run is read from nyu-mll/glue (tasks.source local, tasks.names: sst2)",
+    "no-search-hidden-not-divisible": "33 is not divisible by num_attention_heads 2",
+    "no-search-warmup-longer": "50 warmup steps exceed max_steps 20: the peak rate is never reached",
+    "pretrain-warmup-beside-a-search-warmup": "50 warmup steps exceed max_steps 20: the peak rate is never reached",
+    "finetune-longer-than-the-searched-positions": "64 > the 32 positions of the models pretrained with "
+                                                   "dam_search.model (raise its max_position_embeddings) (tasks "
+                                                   "proxy_single, proxy_qa)",
+    # The search has no batch of its own: pretrain's 8 over 2 nodes x 3 CPU processes.
+    "nodes-times-processes": "8 is not divisible by the world size 6 (resources.dam_search starts 6 processes)",
+    "search-micro-batches-do-not-split": "8 is not divisible by world size 1 x micro_batch_size 3 "
+                                         "(resources.dam_search starts 1 process)",
+}
+assert set(MESSAGE) == {row[0] for row in BAD}
+
+# Changes at the edge of a check that must pass: the smoke config with each of them has no problem.
+NEAR_MISSES = [
+    ("positions-equal-seq-len", _set("pretrain.model.max_position_embeddings", 32)),
+    ("warmup-equals-max-steps", _set("pretrain.warmup", 20)),
+    ("one-context-token-left", _set("finetune.per_task", {"proxy_qa": {"max_query_length": 28}})),
+    ("train-examples-equal-batch", _set("finetune.max_train_examples", 8)),
+    ("proxy-train-equals-batch", _set("proxy_tasks.train_examples", 8)),
+    ("one-head-mask-on-two-heads", _set("masks.blockwise", {"shift_heads": True, "num_heads": 1})),
+    ("mask-per-head", _set("masks.blockwise", {"shift_heads": True, "num_heads": 2})),
+    ("micro-batch-splits", _set("pretrain.micro_batch_size", 4)),
+    ("gpus-split-over-nodes", _set("resources.dam_search", {"gpu": 4, "nodes": 2})),
+    ("two-nodes-of-cpu-processes", _set("resources.dam_search", {"nodes": 2, "ddp_cpu_procs": 2})),
+    ("finetune-on-one-gpu", _set("resources.finetune", {"gpu": 1})),
+    ("revision-of-a-repository-read", lambda c: c.update(tasks={"names": ["sst2"], "source": "hub",
+                                                               "hub_revisions": {"nyu-mll/glue": "main"}})),
+]
 
 
 def bad_config(change) -> dict:
@@ -106,13 +285,54 @@ def error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("config error: ")]
 
 
-@pytest.mark.parametrize("change, key", [pytest.param(c, k, id=i) for i, c, k, _ in BAD])
-def test_each_bad_config_gives_one_error_naming_its_key(tmp_path, monkeypatch, change, key):
+@pytest.mark.parametrize("change, key, message", [pytest.param(c, k, MESSAGE[i], id=i) for i, c, k, _ in BAD])
+def test_each_bad_config_gives_one_error_naming_its_key(tmp_path, monkeypatch, change, key, message):
     monkeypatch.chdir(tmp_path)  # relative paths (local tasks, corpus globs) resolve in an empty directory
     errors = validate.problems(bad_config(change))
     assert [e.key for e in errors] == [key], errors
-    line = error_lines(f"config error: {errors[0]}")[0]
-    assert "\n" not in str(errors[0]) and line.startswith(f"config error: {key}: "), line
+    assert str(errors[0]) == f"{key}: {message}"
+
+
+@pytest.mark.parametrize("change", [pytest.param(c, id=i) for i, c in NEAR_MISSES])
+def test_a_config_at_the_edge_of_a_check_passes(change):
+    assert validate.problems(bad_config(change)) == []
+
+
+def test_a_config_of_only_the_required_sections_passes():
+    """No dam, dam_search, resources, proxy_tasks or seeds: every check reads what the schema may leave out."""
+    config = {"scale": "minimal", "corpus": {}, "tokenizer": {}, "examples": {}, "pretrain": {}, "masks": {"dense": {}},
+              "tasks": {"names": ["proxy_single", "proxy_qa"], "source": "proxy"}, "finetune": {}}
+    assert validate.problems(config) == []
+    assert validate.problems({**config, "dam": {"dam_s": [1.0e-3]}}) == []  # a search without a dam_search section
+
+
+def test_every_problem_of_a_run_is_reported_not_only_the_first(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = bad_config(_set("masks.longformer", {"window": -1}))
+    config["masks"]["blockwise"] = {"shift_heads": True, "num_heads": 3}
+    config["masks"]["strided"] = {"stride": 0}
+    assert [e.key for e in validate.problems(config)] == ["masks.longformer", "masks.blockwise.num_heads",
+                                                          "masks.strided"]
+    config = bad_config(_set("resources.pretrain.per_variant", {"dense": {"nodes": 2},
+                                                                "longformer": {"ddp_cpu_procs": 3}}))
+    assert [str(e) for e in validate.problems(config)] == [
+        "resources.pretrain.per_variant.dense: a 2-node job needs GPUs (gpu or gres) or ddp_cpu_procs",
+        "pretrain.batch_size: 8 is not divisible by the world size 3 (resources.pretrain.per_variant.longformer "
+        "starts 3 processes)"]
+    config = bad_config(_set("resources.finetune.per_variant", {"dense": {"gpu": 2}, "longformer": {"gpu": 2}}))
+    assert [e.key for e in validate.problems(config)] == ["resources.finetune.per_variant.dense",
+                                                          "resources.finetune.per_variant.longformer"]
+    # The model's shape is wrong: the checks that derive lengths and shapes from it do not run.
+    config = bad_config(_set("pretrain.model.hidden_size", 33))
+    config["masks"]["strided"] = {"stride": 0}
+    assert [e.key for e in validate.problems(config)] == ["pretrain.model.hidden_size"]
+
+
+def test_a_profile_gres_spreads_the_gpus_over_the_nodes():
+    """--set-resources gres (GPUs per node, SLURM's) replaces the per-job gpu count's split over the nodes."""
+    config = bad_config(_set("resources.dam_search", {"gpu": 3, "nodes": 2}))
+    assert [e.key for e in validate.problems(config)] == ["resources.dam_search"]
+    assert validate.problems(config, overrides={"dam_search": {"gres": "gpu:2"}}) == []
 
 
 @pytest.mark.slow
@@ -178,11 +398,25 @@ def test_the_profile_gpus_decide_the_batch_split():
         def __init__(self, orig_arg, value):
             self.orig_arg, self.value = orig_arg, value
 
+    class PerJob:  # an expression Snakemake evaluates per job: its value cannot be read at parse time
+        orig_arg = "'--signal=TERM@300'"
+
+        @property
+        def value(self):
+            raise ValueError("evaluated per job")
+
     class Workflow:
         class resource_settings:  # noqa: N801
-            overwrite_resources = {"pretrain": {"gpu": Parsed("6", 6), "slurm_partition": Parsed("gpu", print)}}
+            overwrite_resources = {"pretrain": {"gpu": Parsed("6", 6), "slurm_partition": Parsed("gpu", print),
+                                                "slurm_extra": PerJob(), "mem_mb": 4000, "constraint": ["a", "b"]},
+                                   "tables": {"mem_mb": Parsed("100", 100)}}  # not a training rule
 
-    assert validate.resource_overrides(Workflow) == {"pretrain": {"gpu": 6, "slurm_partition": "gpu"}}
+    assert validate.resource_overrides(Workflow) == {"pretrain": {
+        "gpu": 6, "slurm_partition": "gpu", "slurm_extra": "'--signal=TERM@300'", "mem_mb": 4000,
+        "constraint": "['a', 'b']"}}
+    assert validate.resource_overrides(None) == {}
+    with pytest.raises(SystemExit, match="config error: pretrain.batch_size: 65536 is not divisible by world size 6"):
+        validate.check_run(paper, Workflow, cache_dir=None)
 
 
 def test_check_run_exits_with_one_line_per_problem(capsys):
@@ -222,6 +456,70 @@ def test_cache_skips_the_pure_checks_but_never_the_file_checks(tmp_path, monkeyp
     monkeypatch.undo()
     config["pretrain"]["seed"] = 3
     assert "pretrain.seed" in [e.key for e in validate.problems(config, cache_dir=cache)]
+
+
+def test_the_cache_keeps_runs_with_other_resources_apart(tmp_path):
+    """The profile's --set-resources take part in the key: a pass with 8 GPUs does not excuse 6."""
+    paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
+    cache = tmp_path / "not" / "there"  # created with its parents
+    validate.check_run(paper, None, cache_dir=cache)
+    assert validate.problems(paper, overrides={"pretrain": {"gpu": 8}}, cache_dir=cache) == []
+    assert len(list(cache.iterdir())) == 2
+    errors = validate.problems(paper, overrides={"pretrain": {"gpu": 6}}, cache_dir=cache)
+    assert [e.key for e in errors] == ["pretrain.batch_size"]
+    assert len(list(cache.iterdir())) == 2  # a run with problems leaves no marker
+
+
+def test_the_cache_key_follows_the_config_the_code_the_schema_and_torch(tmp_path, monkeypatch):
+    package, schema = tmp_path / "sparsebert", tmp_path / "sparsebert" / "config.schema.yaml"
+    (package / "data").mkdir(parents=True)
+    (package / "validate.py").write_text("v")
+    (package / "data" / "corpus.py").write_text("c")
+    schema.write_text("s")
+    versions = {"torch": "2.13.0"}
+
+    def version(name):
+        if name not in versions:
+            raise validate.metadata.PackageNotFoundError(name)
+        return versions[name]
+
+    monkeypatch.setattr(validate, "__file__", str(package / "validate.py"))
+    monkeypatch.setattr(validate.recipes, "SCHEMA_PATH", schema)
+    monkeypatch.setattr(validate.metadata, "version", version)
+    config = {"a": 1, "b": {"c": Path("x")}}  # default=str: a value JSON cannot write
+    key = validate._cache_key(config, {})
+    assert len(key) == 32 and int(key, 16) >= 0
+    assert validate._cache_key({"b": {"c": Path("x")}, "a": 1}, {}) == key  # the order of the keys does not count
+    seen = {key}
+
+    def changed() -> bool:
+        new = validate._cache_key(config, overrides)
+        fresh = new not in seen
+        seen.add(new)
+        return fresh
+
+    overrides = {"pretrain": {"gpu": 2}}
+    assert changed()
+    (package / "data" / "corpus.py").write_text("c2")  # a module in a subpackage
+    assert changed()
+    (package / "data" / "corpus.py").rename(package / "data" / "tokenizer.py")  # same bytes, another module
+    assert changed()
+    schema.write_text("s2")
+    assert changed()
+    versions["torch"] = "2.11.0"
+    assert changed()
+    del versions["torch"]  # no torch installed: still a key
+    assert changed()
+    (package / "notes.txt").write_text("not code")
+    assert not changed()
+
+
+def test_a_recursive_corpus_glob_reaches_nested_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "texts" / "a" / "b").mkdir(parents=True)
+    (tmp_path / "texts" / "a" / "b" / "c.txt").write_text("One. Two.\n")
+    config = bad_config(_set("corpus", {"source": "text_files", "text_files": {"glob": "texts/**/*.txt"}}))
+    assert validate.problems(config) == []
 
 
 def test_a_cached_parse_does_not_import_torch(tmp_path):

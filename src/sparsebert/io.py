@@ -20,11 +20,12 @@ class UserError(Exception):
 
 
 def load_params(text: str | None) -> dict:
-    """Parse `--params`: a JSON/YAML mapping given inline, or a path to a .json/.yaml file."""
+    """Parse `--params`: a JSON/YAML mapping given inline, or a path to a .json/.yaml/.yml file (one line
+    ending so: an inline mapping on one line ends with `}`, and one over several lines is never a path)."""
     if not text:
         return {}
     path = Path(text)
-    if not text.lstrip().startswith("{") and path.suffix in {".json", ".yaml", ".yml"}:
+    if "\n" not in text and path.suffix in {".json", ".yaml", ".yml"}:
         if not path.is_file():
             raise UserError(f"params file not found: {path}")
         text = path.read_text()

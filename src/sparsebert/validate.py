@@ -28,7 +28,6 @@ from __future__ import annotations
 import glob as globlib
 import hashlib
 import json
-import math
 import numbers
 import sys
 from importlib import metadata
@@ -143,10 +142,12 @@ class _Run:
         self.dam_runs = named(table, SEARCH)
         self.retrains = named(table, RETRAIN)
         self.variants = list(table)
-        self.tasks = list(config.get("tasks", {}).get("names", []))
-        self.seq_len = recipes.fill("examples", config.get("examples", {}))["max_seq_length"]
-        self.pretrain = self.recipe(config.get("pretrain", {}))
-        self.dam_search = self.recipe({**config.get("pretrain", {}), **config.get("dam_search", {})})
+        # Sections and keys the schema requires are indexed; the optional ones (dam, dam_search, resources,
+        # proxy_tasks, ...) may be absent.
+        self.tasks = list(config["tasks"]["names"])
+        self.seq_len = recipes.fill("examples", config["examples"])["max_seq_length"]
+        self.pretrain = self.recipe(config["pretrain"])
+        self.dam_search = self.recipe({**config["pretrain"], **config.get("dam_search", {})})
 
     def positions(self, recipe: dict) -> int:
         """Position embeddings of a pretrained model: pretrain.build_model gives max(L, max_position_embeddings)."""
@@ -159,8 +160,8 @@ class _Run:
 
     def finetune_recipes(self) -> dict[str, tuple[str, dict]]:
         """Per task: (the key its settings come from, the effective fine-tuning recipe)."""
-        base = {k: v for k, v in self.config.get("finetune", {}).items() if k != "per_task"}
-        per_task = self.config.get("finetune", {}).get("per_task", {}) or {}
+        base = {k: v for k, v in self.config["finetune"].items() if k != "per_task"}
+        per_task = self.config["finetune"].get("per_task") or {}
         return {
             task: (f"finetune.per_task.{task}" if task in per_task else "finetune",
                    recipes.fill("finetune", {**base, **(per_task.get(task) or {})}))
@@ -205,9 +206,10 @@ def _check_models(run: _Run) -> None:
             if positions is not None and positions < run.seq_len:
                 run.fail(f"{model_key}.model.max_position_embeddings",
                          f"{positions} < examples.max_seq_length {run.seq_len}: every position needs an embedding")
-        warmup, steps = recipe.get("warmup", 0), recipe["max_steps"]
+        # (A warmup < 1 is a fraction of max_steps, which is >= 1: only a count of steps can exceed it.)
+        warmup, steps = recipe["warmup"], recipe["max_steps"]
         key = run.dam_key("warmup") if section == "dam_search" else "pretrain"
-        if warmup >= 1 and warmup > steps and (section == "pretrain" or "dam_search" in {key, run.dam_key("max_steps")}):
+        if warmup > steps and (section == "pretrain" or "dam_search" in {key, run.dam_key("max_steps")}):
             run.fail(f"{key}.warmup", f"{warmup:g} warmup steps exceed max_steps {steps}: the peak rate is never reached")
     if run.retrains:
         searched = run.dam_search["model"]["num_attention_heads"]
@@ -224,7 +226,7 @@ def _check_masks(run: _Run) -> None:
 
     lengths = sorted({run.seq_len} | {r["max_seq_length"] for _, r in run.finetune_recipes().values()})
     heads = run.pretrain["model"]["num_attention_heads"]
-    for name, params in run.config.get("masks", {}).items():
+    for name, params in run.config["masks"].items():
         for length in lengths:
             try:
                 keep = masks.build_mask(name, length, **(params or {}))
@@ -239,12 +241,10 @@ def _check_masks(run: _Run) -> None:
 
 
 def _check_dam(run: _Run) -> None:
+    # (Each lambda is a finite number >= 0: the schema's.)
     for dam, lams in run.config.get("dam", {}).items():
         names = {}
         for lam in lams:
-            if not math.isfinite(lam):
-                run.fail(f"dam.{dam}", f"lambda {lam} is not a finite number")
-                continue
             name = search_name(dam, lam)  # the variant name: results/<run>/dam/<name>
             if name in names:
                 run.fail(f"dam.{dam}", f"lambdas {names[name]!r} and {lam!r} both name the variant {name}")
@@ -252,7 +252,7 @@ def _check_dam(run: _Run) -> None:
 
 
 def _check_tasks(run: _Run) -> None:
-    source = run.config.get("tasks", {}).get("source")
+    source = run.config["tasks"]["source"]
     if source == "proxy":
         real = [t for t in run.tasks if not TASKS[t].proxy]
         if real:
@@ -266,7 +266,7 @@ def _check_tasks(run: _Run) -> None:
     elif source == "local" and not run.config["tasks"].get("local_dir"):
         run.fail("tasks.local_dir", "tasks.source local needs tasks.local_dir (folders <local_dir>/<task>)")
     read = {TASKS[t].hub_path for t in run.tasks} if source == "hub" else set()
-    for repository in run.config.get("tasks", {}).get("hub_revisions") or {}:
+    for repository in run.config["tasks"].get("hub_revisions") or {}:
         if repository not in read:
             run.fail(f"tasks.hub_revisions.{repository}",
                      f"no task of this run is read from {repository} (tasks.source {source}, tasks.names: "
@@ -274,13 +274,13 @@ def _check_tasks(run: _Run) -> None:
 
 
 def _check_finetune(run: _Run) -> None:
-    per_task = run.config.get("finetune", {}).get("per_task") or {}
+    per_task = run.config["finetune"].get("per_task") or {}
     for task in per_task:
         if task not in run.tasks:
             run.fail(f"finetune.per_task.{task}", f"not a configured task (tasks.names: {', '.join(run.tasks)})")
-    # The fixed-mask and `_retrain` variants fine-tune models of the pretrain recipe; the DAM variants the
-    # searched models (the DAM search's recipe).
-    models = [("pretrain", run.pretrain)] if run.fixed or run.retrains else []
+    # The fixed-mask and `_retrain` variants fine-tune models of the pretrain recipe (every run has a fixed
+    # mask: the schema's `masks` has at least one); the DAM variants the searched models (the search's recipe).
+    models = [("pretrain", run.pretrain)]
     if run.dam_runs:
         models.append((run.dam_key("model"), run.dam_search))
     found: dict[tuple[str, str], list[str]] = {}  # one line per (key, problem), naming every task it hits
@@ -311,9 +311,7 @@ def _check_finetune(run: _Run) -> None:
 
 
 def _world_size(res: dict) -> int:
-    nodes = int(res.get("nodes") or 1)
-    procs = gpus_per_node(res) or int(res.get("ddp_cpu_procs") or 0)
-    return nodes * max(procs, 1)
+    return int(res.get("nodes") or 1) * (gpus_per_node(res) or int(res.get("ddp_cpu_procs") or 1))
 
 
 def _check_resources(run: _Run) -> None:
@@ -353,7 +351,7 @@ def _check_resources(run: _Run) -> None:
             recipe_key, recipe = recipes[rule]
             problem = _batch_problem(recipe, world)
             if problem and (recipe_key, world) not in seen:
-                run.fail(f"{recipe_key}.batch_size", f"{problem} ({key} starts {world} processes)")
+                run.fail(f"{recipe_key}.batch_size", f"{problem} ({key} starts {world} process{'es' * (world > 1)})")
                 seen.add((recipe_key, world))
 
 
@@ -378,7 +376,7 @@ def _batch_problem(recipe: dict, world: int) -> str | None:
 
 def _check_data_params(run: _Run) -> None:
     """What the corpus schema cannot say: a text_files corpus needs its glob."""
-    corpus = run.config.get("corpus", {})
+    corpus = run.config["corpus"]
     if corpus.get("source") == "text_files" and not corpus.get("text_files", {}).get("glob"):
         run.fail("corpus.text_files.glob", "source text_files needs a glob (e.g. 'texts/**/*.txt')")
 
@@ -389,19 +387,19 @@ def _check_data_params(run: _Run) -> None:
 
 def file_problems(config: dict) -> list[ConfigError]:
     errors = []
-    tasks = config.get("tasks", {})
-    if tasks.get("source") == "local" and tasks.get("local_dir"):
+    tasks = config["tasks"]
+    if tasks["source"] == "local" and tasks.get("local_dir"):
         root = Path(tasks["local_dir"])
         if not root.is_dir():
             errors.append(ConfigError("tasks.local_dir", f"{root} is not a directory"))
         else:
-            for task in tasks.get("names", []):
+            for task in tasks["names"]:
                 missing = [name for _, name in TASKS[task].files if not (root / task / name).is_file()]
                 if missing:
                     errors.append(ConfigError("tasks.local_dir", f"{root / task} lacks {', '.join(missing)} "
                                                                  f"(task {task}, {TASKS[task].file_format})"))
-    text_files = config.get("corpus", {}).get("text_files", {})
-    if config.get("corpus", {}).get("source") == "text_files" and text_files.get("glob"):
+    text_files = config["corpus"].get("text_files", {})
+    if config["corpus"].get("source") == "text_files" and text_files.get("glob"):
         pattern = str(Path(text_files["glob"]).expanduser())
         if not globlib.glob(pattern, recursive=True):
             errors.append(ConfigError("corpus.text_files.glob", f"no files match {text_files['glob']!r}"))

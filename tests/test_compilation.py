@@ -1,0 +1,98 @@
+"""sparsebert.compilation.CompiledOrEager with a stand-in torch.compile: the compiled callable runs when
+compiling works; a failure at torch.compile() or at the first call trains eagerly, said in one line; a failure
+at a later call is the run's own and propagates."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from sparsebert.compilation import CompiledOrEager
+
+calls: list = []
+
+
+def model(x, scale=1):
+    calls.append(("eager", x, scale))
+    return x * scale
+
+
+def compiles(fail_at: set[int] = frozenset(), error: Exception | None = None):
+    """A stand-in for torch.compile: its result runs the model, raising `error` at the calls in `fail_at`."""
+
+    def compile_(fn):
+        count = [0]
+
+        def compiled(*args, **kwargs):
+            count[0] += 1
+            calls.append(("compiled", fn))
+            if count[0] in fail_at:
+                raise error
+            return fn(*args, **kwargs)
+
+        return compiled
+
+    return compile_
+
+
+@pytest.fixture(autouse=True)
+def fresh_calls():
+    calls.clear()
+
+
+def warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_disabled_runs_the_model_as_it_is(monkeypatch, caplog):
+    monkeypatch.setattr(torch, "compile", lambda fn: pytest.fail("compiled although disabled"))
+    run = CompiledOrEager(model, enabled=False)
+    assert run(2, scale=3) == 6 and run(1) == 1
+    assert run.mode == "eager" and calls == [("eager", 2, 3), ("eager", 1, 1)] and warnings(caplog) == []
+
+
+def test_enabled_runs_the_compiled_model_with_every_argument(monkeypatch, caplog):
+    monkeypatch.setattr(torch, "compile", compiles())
+    run = CompiledOrEager(model, enabled=True)
+    assert run(2, scale=3) == 6 and run(4, scale=5) == 20
+    assert run.mode == "compiled" and warnings(caplog) == []
+    assert calls == [("compiled", model), ("eager", 2, 3), ("compiled", model), ("eager", 4, 5)]
+
+
+def test_compile_failing_at_its_first_call_falls_back_once(monkeypatch, caplog):
+    """torch.compile is lazy: most failures come at the first call. That call is rerun eagerly, once."""
+    monkeypatch.setattr(torch, "compile", compiles({1}, RuntimeError("inductor: unsupported operator\ndetails")))
+    run = CompiledOrEager(model, enabled=True)
+    assert run.mode == "compiled"
+    assert run(2, scale=3) == 6 and run(1, scale=2) == 2
+    assert calls == [("compiled", model), ("eager", 2, 3), ("eager", 1, 2)] and run.mode == "eager (compile failed)"
+    assert warnings(caplog) == ["torch.compile failed (RuntimeError: inductor: unsupported operator): training the "
+                                "model eagerly"]
+
+
+def test_compile_failing_at_torch_compile_falls_back(monkeypatch, caplog):
+    def no_compiler(fn):
+        raise RuntimeError("")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    run = CompiledOrEager(model, enabled=True)
+    assert run.mode == "eager (compile failed)" and run(3, scale=2) == 6 and calls == [("eager", 3, 2)]
+    assert warnings(caplog) == ["torch.compile failed (RuntimeError: ): training the model eagerly"]
+
+
+def test_the_logged_reason_is_one_line_of_at_most_300_characters(monkeypatch, caplog):
+    monkeypatch.setattr(torch, "compile", compiles({1}, ValueError("x" * 400 + "\nsecond line")))
+    CompiledOrEager(model, enabled=True)(1)
+    assert warnings(caplog) == [f"torch.compile failed (ValueError: {'x' * 300}): training the model eagerly"]
+
+
+def test_a_failure_after_the_first_call_is_not_hidden(monkeypatch, caplog):
+    """Out of memory or bad data at step 2 is the run's error, not the compiler's: no eager rerun."""
+    monkeypatch.setattr(torch, "compile", compiles({2}, torch.OutOfMemoryError("CUDA out of memory")))
+    run = CompiledOrEager(model, enabled=True)
+    assert run(1) == 1
+    with pytest.raises(torch.OutOfMemoryError):
+        run(2)
+    assert run.mode == "compiled" and warnings(caplog) == []
