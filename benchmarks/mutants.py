@@ -72,6 +72,8 @@ MODULES: dict[str, tuple[str, list[str] | None]] = {
                                                                 "merge_shards"]),
     "compilation": ("src/sparsebert/compilation.py", None),
     "io": ("src/sparsebert/io.py", None),
+    "preemption": ("src/sparsebert/preemption.py", None),
+    "estimate": ("src/sparsebert/estimate.py", None),
 }  # fmt: skip
 DETECTED = {"killed", "timeout", "segfault", "caught by type check"}  # segfault: the test process died
 

@@ -91,19 +91,33 @@ def test_a_short_target_and_a_random_next_from_another_document():
 
 def test_a_random_b_stops_at_the_room_left_and_skips_this_document():
     # target 8; chunk [1 2 3][4..8] reaches 8 = target, before the last sentence; random (0.0); A = [1 2 3];
-    # other: integers(2) -> 1 >= index 0, so document 2; from its sentence 0: 2, then 5 >= 8 - 3: stop before [35].
-    # [4..8] goes back: chunk [4..8][9 10], the document's end; real (0.9), A = [4..8].
+    # other: integers(2) -> 1 >= index 0, so document 2; from its sentence 0: 4 < 8 - 3, then 5 >= 5: stop before
+    # [35]. [4..8] goes back: chunk [4..8][9 10], the document's end; real (0.9), A = [4..8].
     rng = Script(0.5, 0.0, 1, 1, 0, 0.9, 1)
-    documents = [ids([1, 2, 3], [4, 5, 6, 7, 8], [9, 10]), ids([20, 21]), ids([30, 31], [32, 33, 34], [35])]
+    documents = [ids([1, 2, 3], [4, 5, 6, 7, 8], [9, 10]), ids([20, 21]), ids([30, 31, 32, 33], [34], [35])]
     assert pairs(documents, 0, rng) == [([1, 2, 3], [30, 31, 32, 33, 34], True), ([4, 5, 6, 7, 8], [9, 10], False)]
-    assert ("integers", 2, None) in rng.calls
+    assert rng.calls == [("random", None), ("random", None), ("integers", 1, 2), ("integers", 2, None),
+                         ("integers", 3, None), ("random", None), ("integers", 1, 2)]
+
+
+def test_one_sentence_with_a_random_b_and_the_next_chunk_counted_from_zero():
+    # target 4 (0.05; integers(2, 9) -> 4). [1 2 3 4] alone reaches 4; random (0.2): no continuation, A is the
+    # sentence (no split draw), B from document 1 (integers(1) -> 0 -> 1; from sentence 0: 2 >= 0). Nothing goes
+    # back. Next chunk: [10 11 12] is 3 < 4; with [13 14] 5 >= 4 at the end: random (0.2), A = [10 11 12]
+    # (integers(1, 2) -> 1), B from document 1 again; [13 14] goes back, then alone at the end: skipped.
+    rng = Script(0.05, 4, 0.2, 0, 0, 0.2, 1, 0, 0)
+    documents = [ids([1, 2, 3, 4], [10, 11, 12], [13, 14]), ids([20, 21])]
+    assert pairs(documents, 0, rng) == [([1, 2, 3, 4], [20, 21], True), ([10, 11, 12], [20, 21], True)]
+    assert rng.calls == [("random", None), ("integers", 2, 9), ("random", None), ("integers", 1, None),
+                         ("integers", 1, None), ("random", None), ("integers", 1, 2), ("integers", 1, None),
+                         ("integers", 1, None)]
 
 
 def test_one_long_sentence_takes_the_next_as_its_continuation():
     # target 8; the first sentence alone has 9 >= 8; real (0.6): a continuation needs two sentences, so the next
     # one joins; A = sentence 0; 9 + 2 > 8: three cuts from A (longer each time): front, back, front.
     rng = Script(0.5, 0.6, 1, 0.1, 0.9, 0.2)
-    documents = [ids([1, 2, 3, 4, 5, 6, 7, 8, 9], [10, 11], [12]), ids([20, 21])]
+    documents = [ids([1, 2, 3, 4, 5, 6, 7, 8, 9], [10, 11]), ids([20, 21])]
     assert pairs(documents, 0, rng) == [([3, 4, 5, 6, 7, 8], [10, 11], False)]
 
 
@@ -111,13 +125,18 @@ def test_a_one_document_split_has_no_random_next():
     # target 8; [1 2][3 4] ends the document; "random" (0.1), but there is no other document: a real pair.
     rng = Script(0.5, 0.1, 1)
     assert pairs([ids([1, 2], [3, 4])], 0, rng) == [([1, 2], [3, 4], False)]
+    # One long sentence that drew "random" has no continuation and no other document: no pair; [10 11] alone at
+    # the end is skipped.
+    rng = Script(0.5, 0.1)
+    assert pairs([ids([1, 2, 3, 4, 5, 6, 7, 8, 9], [10, 11])], 0, rng) == []
 
 
-def test_truncation_cuts_b_when_the_segments_are_equally_long():
-    # 3 + 3 > 4: equal, so B from the back (0.7); then A (3 > 2) from the front (0.4).
-    rng = Script(0.7, 0.4)
+@pytest.mark.parametrize("draws, expected", [((0.7, 0.4), ([2, 3], [4, 5])), ((0.2, 0.6), ([1, 2], [5, 6]))])
+def test_truncation_cuts_b_when_the_segments_are_equally_long(draws, expected):
+    # 3 + 3 > 4: equal, so B first (from the back at 0.7, the front at 0.2); then A (3 > 2), front 0.4, back 0.6.
+    rng = Script(*draws)
     a, b = pretraining.truncate_pair(np.array([1, 2, 3]), np.array([4, 5, 6]), 4, rng)
-    assert (a.tolist(), b.tolist()) == ([2, 3], [4, 5]) and rng.done()
+    assert (a.tolist(), b.tolist()) == expected and rng.done()
 
 
 def test_target_length_draws_between_2_and_the_maximum():
@@ -228,10 +247,12 @@ def test_merged_stats_add_the_shards_counts(tmp_path, caplog):
         "from 2 documents"]
 
 
-def test_a_split_without_sequences_has_no_random_next_fraction(tmp_path):
+def test_a_split_without_sequences_has_no_random_next_fraction(tmp_path, caplog):
     fmt = {"seq_len": 16}
     shard(tmp_path / "shard-00000", fmt, counts(3, 1), counts(0, 0, 0))
-    assert pretraining.merge_shards(tmp_path, ["shard-00000"], {})["validation"]["random_next_fraction"] is None
+    with caplog.at_level("INFO"):
+        assert pretraining.merge_shards(tmp_path, ["shard-00000"], {})["validation"]["random_next_fraction"] is None
+    assert caplog.records[-1].getMessage().endswith("0 masked tokens, 0.000 random next, from 0 documents")
 
 
 @pytest.mark.parametrize("case", ["missing", "format", "empty"])

@@ -189,3 +189,11 @@ def test_hub_features_that_differ_from_the_declared_are_one_error(monkeypatch):
         formats.read_task("rte", {"hub": True})
     assert str(error.value) == (f"nyu-mll/glue train: features {other} differ from the declared "
                                 f"{formats.hub_features(spec)}; update hub_features()")
+
+
+def test_a_quoted_swag_field_keeps_its_line_break_as_written(tmp_path):
+    """csv reads a line break inside quotes as text only from an unconverted stream (newline='')."""
+    header = ",video-id,fold-ind,startphrase,sent1,sent2,gold-source,ending0,ending1,ending2,ending3,label\r\n"
+    text = header + '0,v,1,s,"a\r\nb",c,gold,e0,e1,e2,e3,2\r\n'
+    (row,) = formats.read_swag_csv(TASKS["swag"], tmp_path / "train.csv", text)
+    assert row["sent1"] == "a\r\nb" and row["label"] == 2

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sparsebert.io import UserError, load_params
+from sparsebert.io import UserError, atomic_dir, atomic_write_json, load_params
 
 
 def test_params_keep_exponent_floats():
@@ -32,3 +32,23 @@ def test_bad_params_are_one_user_error(text, message):
     with pytest.raises(UserError) as error:
         load_params(text)
     assert str(error.value).startswith(message), str(error.value)
+
+
+def test_json_outputs_are_sorted_and_indented_so_that_reruns_give_the_same_bytes(tmp_path):
+    path = tmp_path / "new" / "deeper" / "metrics.json"  # folders are made on the way
+    atomic_write_json(path, {"b": [1, 2], "a": {"d": 1, "c": None}})
+    assert path.read_text() == '{\n  "a": {\n    "c": null,\n    "d": 1\n  },\n  "b": [\n    1,\n    2\n  ]\n}\n'
+    assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]  # no temporary file left
+
+
+def test_an_atomic_dir_replaces_the_old_one_whole_or_not_at_all(tmp_path):
+    out = tmp_path / "a" / "model"
+    with atomic_dir(out) as tmp:
+        (tmp / "weights").write_text("1")
+    with pytest.raises(RuntimeError), atomic_dir(out) as tmp:
+        (tmp / "weights").write_text("2")
+        raise RuntimeError("the job died")
+    assert (out / "weights").read_text() == "1" and sorted(p.name for p in out.parent.iterdir()) == ["model"]
+    with atomic_dir(out) as tmp:
+        (tmp / "other").write_text("3")
+    assert sorted(p.name for p in out.iterdir()) == ["other"] and len(list(out.parent.iterdir())) == 1

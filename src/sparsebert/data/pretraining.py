@@ -141,7 +141,7 @@ def document_pairs(documents: list[list[np.ndarray]], index: int, rng: np.random
             break  # the last sentence alone could only take a random B: skipping it keeps labels 50/50
         if i == len(document) - 1 or length >= target:
             is_random = rng.random() < 0.5
-            if len(chunk) == 1 and not is_random and i + 1 < len(document):
+            if len(chunk) == 1 and not is_random:  # (one sentence alone gets here only before the last one)
                 i += 1  # a real continuation needs two sentences: the next one becomes B
                 chunk.append(document[i])
             is_random = is_random and len(documents) > 1
