@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import date
+from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from sparsebert import estimate
@@ -101,11 +104,17 @@ def test_record_writes_the_reference_and_refuses_without_a_wall_time(tmp_path, m
     with pytest.raises(SystemExit):
         main(["estimate", "--configfile", str(config), "--record", str(tmp_path / "logs"), "--reference", str(out)])
     assert "--record needs --wall-seconds" in capsys.readouterr().err and not out.exists()
-    main(["estimate", "--configfile", str(config), "--record", str(tmp_path / "logs"), "--wall-seconds", "600",
-          "--reference", str(out)])
+    monkeypatch.setattr(estimate, "probe_step_seconds", lambda config: (0.1234567, "bf16") if config == TINY else None)
+    monkeypatch.setattr(estimate, "machine", lambda: {"cpu": "Test CPU"})
+    main(["estimate", "--configfile", str(config), "--record", str(tmp_path / "logs"), "--wall-seconds", "600.04",
+          "--install-seconds", "90.06", "--reference", str(out)])
     ref = json.loads(out.read_text())
-    assert ref["probe_step_s"] == 0.123 and ref["dag_wall_s"] == 600 and ref["jobs"]["pretrain"]["seconds"] == 100
-    assert ref["config_sha256_16"] == estimate.config_digest(config)
+    assert ref == {"config": str(config), "config_sha256_16": estimate.config_digest(config),
+                   "date": date.today().isoformat(), "torch": torch.__version__, "machine": {"cpu": "Test CPU"},
+                   "precision": "bf16", "probe_step_s": 0.12346, "dag_wall_s": 600.0, "install_s": 90.1,
+                   "jobs": {"pretrain": {"jobs": 1, "seconds": 100.0}}}
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"wrote {out}: ") and json.loads(printed.removeprefix(f"wrote {out}: ")) == ref
 
 
 def test_the_digest_reads_the_content_not_the_comments(tmp_path):
@@ -114,3 +123,85 @@ def test_the_digest_reads_the_content_not_the_comments(tmp_path):
     b.write_text("# a comment that changed\n" + yaml.safe_dump(TINY, default_flow_style=True))
     c.write_text(yaml.safe_dump({**TINY, "run": "other"}))
     assert estimate.config_digest(a) == estimate.config_digest(b) != estimate.config_digest(c)
+    reordered = tmp_path / "d.yaml"
+    reordered.write_text(yaml.safe_dump(dict(reversed(list(TINY.items()))), sort_keys=False))
+    assert estimate.config_digest(reordered) == estimate.config_digest(a) and len(estimate.config_digest(a)) == 16
+
+
+@pytest.mark.parametrize("cores, minutes", [(1, 40), (2, 20), (4, 10), (16, 10)])
+def test_the_whole_estimate_line(tmp_path, monkeypatch, cores, minutes):
+    """The step here equals the reference's (0.1 s): 20 min on its 2 cores; one core serializes the jobs (40);
+    4 cores spread 2,400 job seconds (10 min) and the serial half floors it at 10; 16 cores: 2.5, floored at 10."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    monkeypatch.setattr(estimate, "probe_step_seconds", lambda config: (0.1, "bf16"))
+    line = estimate.estimate_line(TINY, config, reference(tmp_path, config, machine={
+        "cpu": "Test CPU", "cores": 2, "isa": "avx512f", "isa_cap": "ONEDNN_MAX_CPU_ISA=AVX2"}), cores)
+    assert line == (f"estimate: about {minutes} min for the DAG on {cores} core(s) plus the install (measured 1.5 min "
+                    f"there). This CPU runs one pretraining step of this config in 100 ms (bf16); the reference "
+                    f"machine (Test CPU, avx512f, ONEDNN_MAX_CPU_ISA=AVX2, fp32) in 100 ms and ran the whole DAG in "
+                    f"20.0 min on 2 cores (ref.json, 2026-12-04).")
+
+
+def test_a_reference_without_install_time_or_isa_cap_says_neither(tmp_path, monkeypatch):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    monkeypatch.setattr(estimate, "probe_step_seconds", lambda config: (0.3, "fp32"))
+    line = estimate.estimate_line(TINY, config, reference(tmp_path, config, install_s=None), 2)
+    assert line.startswith("estimate: about 60 min for the DAG on 2 core(s). This CPU runs one pretraining step of "
+                           "this config in 300 ms (fp32); the reference machine (Test CPU, avx2, fp32) in 100 ms")
+
+
+def test_no_reference_says_where_the_job_times_will_be(tmp_path):
+    assert estimate.estimate_line({"run": "cpu_full"}, tmp_path / "c.yaml", tmp_path / "missing.json", 2) == (
+        f"estimate: no reference timing for this config ({tmp_path}/missing.json is missing): no estimate; the "
+        f"run's per-job times land in logs/cpu_full/benchmarks/.")
+
+
+@pytest.mark.parametrize("flags, isa", [({"avx2", "avx512f"}, "avx512f"), ({"avx2", "fma"}, "avx2"),
+                                        ({"sse4_2"}, "older")])
+def test_the_machine_record_names_the_instruction_set(monkeypatch, flags, isa):
+    monkeypatch.setattr(estimate.precision, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(estimate.precision, "cpu_model", lambda: "Test CPU")
+    monkeypatch.setattr(estimate.precision, "cpu_bf16_flags", lambda: ["avx512_bf16"])
+    monkeypatch.setattr(estimate.precision, "isa_cap", lambda: None)
+    monkeypatch.setattr(estimate.os, "cpu_count", lambda: 3)
+    assert estimate.machine() == {"cpu": "Test CPU", "cores": 3, "isa": isa, "bf16_flags": ["avx512_bf16"],
+                                  "isa_cap": None}
+
+
+def test_the_command_line_reads_the_config_and_its_reference(tmp_path, monkeypatch, capsys):
+    from sparsebert.cli import main
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    seen = []
+    monkeypatch.setattr(estimate, "estimate_line", lambda *args: seen.append(args) or "the line")
+    monkeypatch.setattr(estimate.os, "cpu_count", lambda: 6)
+    main(["estimate", "--configfile", str(config)])
+    main(["estimate", "--configfile", str(config), "--cores", "3", "--reference", str(tmp_path / "r.json")])
+    assert capsys.readouterr().out == "the line\nthe line\n"
+    assert seen == [(TINY, config, estimate.REFERENCES / "demo_tiny.json", 6),
+                    (TINY, config, tmp_path / "r.json", 3)]
+    assert estimate.REFERENCES == estimate.Path(estimate.__file__).parents[2] / "benchmarks" / "results"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["estimate", "--configfile", str(tmp_path / "none.yaml")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"sparsebert estimate: error: config file not found: {tmp_path}/none.yaml\n"
+
+
+def test_the_default_config_and_run_name(tmp_path, monkeypatch):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    estimate.add_arguments(parser)
+    args = parser.parse_args(["--wall-seconds", "61.5", "--install-seconds", "9", "--cores", "4"])
+    assert (args.configfile, args.reference, args.record, args.cores, args.wall_seconds, args.install_seconds) == (
+        Path("config/config.yaml"), None, None, 4, 61.5, 9.0)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump({"pretrain": {}}))  # no run name: "default"
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    monkeypatch.setattr(estimate, "estimate_line", lambda *a: seen.append(a[2]) or "")
+    estimate.run(parser.parse_args([]))
+    assert seen == [estimate.REFERENCES / "demo_default.json"]
