@@ -59,7 +59,8 @@ def test_the_reference_wall_time_scales_by_this_cpus_step(tmp_path, monkeypatch,
                            f"(measured 1.5 min there)"), line
     assert "Test CPU" in line and "differs" not in line
     config.write_text(yaml.safe_dump({**TINY, "seeds": [0]}))
-    assert "the config differs from the reference run" in estimate.estimate_line(TINY, config, tmp_path / "ref.json", 2)
+    assert estimate.estimate_line(TINY, config, tmp_path / "ref.json", 2).endswith(
+        "; the config differs from the reference run, so this is rougher.")
 
 
 def test_no_reference_no_number(tmp_path):
@@ -103,15 +104,16 @@ def test_record_writes_the_reference_and_refuses_without_a_wall_time(tmp_path, m
     out = tmp_path / "ref.json"
     with pytest.raises(SystemExit):
         main(["estimate", "--configfile", str(config), "--record", str(tmp_path / "logs"), "--reference", str(out)])
-    assert "--record needs --wall-seconds" in capsys.readouterr().err and not out.exists()
+    assert capsys.readouterr().err == ("sparsebert estimate: error: --record needs --wall-seconds (the measured wall "
+                                       "time of the run's DAG)\n") and not out.exists()
     monkeypatch.setattr(estimate, "probe_step_seconds", lambda config: (0.1234567, "bf16") if config == TINY else None)
     monkeypatch.setattr(estimate, "machine", lambda: {"cpu": "Test CPU"})
-    main(["estimate", "--configfile", str(config), "--record", str(tmp_path / "logs"), "--wall-seconds", "600.04",
+    main(["estimate", "--configfile", str(config), "--record", str(tmp_path / "logs"), "--wall-seconds", "600.46",
           "--install-seconds", "90.06", "--reference", str(out)])
     ref = json.loads(out.read_text())
     assert ref == {"config": str(config), "config_sha256_16": estimate.config_digest(config),
                    "date": date.today().isoformat(), "torch": torch.__version__, "machine": {"cpu": "Test CPU"},
-                   "precision": "bf16", "probe_step_s": 0.12346, "dag_wall_s": 600.0, "install_s": 90.1,
+                   "precision": "bf16", "probe_step_s": 0.12346, "dag_wall_s": 600.5, "install_s": 90.1,
                    "jobs": {"pretrain": {"jobs": 1, "seconds": 100.0}}}
     printed = capsys.readouterr().out
     assert printed.startswith(f"wrote {out}: ") and json.loads(printed.removeprefix(f"wrote {out}: ")) == ref
@@ -152,10 +154,11 @@ def test_a_reference_without_install_time_or_isa_cap_says_neither(tmp_path, monk
                            "this config in 300 ms (fp32); the reference machine (Test CPU, avx2, fp32) in 100 ms")
 
 
-def test_no_reference_says_where_the_job_times_will_be(tmp_path):
-    assert estimate.estimate_line({"run": "cpu_full"}, tmp_path / "c.yaml", tmp_path / "missing.json", 2) == (
+@pytest.mark.parametrize("config, run", [({"run": "cpu_full"}, "cpu_full"), ({}, "default")])
+def test_no_reference_says_where_the_job_times_will_be(tmp_path, config, run):
+    assert estimate.estimate_line(config, tmp_path / "c.yaml", tmp_path / "missing.json", 2) == (
         f"estimate: no reference timing for this config ({tmp_path}/missing.json is missing): no estimate; the "
-        f"run's per-job times land in logs/cpu_full/benchmarks/.")
+        f"run's per-job times land in logs/{run}/benchmarks/.")
 
 
 @pytest.mark.parametrize("flags, isa", [({"avx2", "avx512f"}, "avx512f"), ({"avx2", "fma"}, "avx2"),
@@ -164,10 +167,10 @@ def test_the_machine_record_names_the_instruction_set(monkeypatch, flags, isa):
     monkeypatch.setattr(estimate.precision, "cpu_flags", lambda: frozenset(flags))
     monkeypatch.setattr(estimate.precision, "cpu_model", lambda: "Test CPU")
     monkeypatch.setattr(estimate.precision, "cpu_bf16_flags", lambda: ["avx512_bf16"])
-    monkeypatch.setattr(estimate.precision, "isa_cap", lambda: None)
+    monkeypatch.setattr(estimate.precision, "isa_cap", lambda: "ATEN_CPU_CAPABILITY=avx2")
     monkeypatch.setattr(estimate.os, "cpu_count", lambda: 3)
     assert estimate.machine() == {"cpu": "Test CPU", "cores": 3, "isa": isa, "bf16_flags": ["avx512_bf16"],
-                                  "isa_cap": None}
+                                  "isa_cap": "ATEN_CPU_CAPABILITY=avx2"}
 
 
 def test_the_command_line_reads_the_config_and_its_reference(tmp_path, monkeypatch, capsys):
@@ -180,9 +183,11 @@ def test_the_command_line_reads_the_config_and_its_reference(tmp_path, monkeypat
     monkeypatch.setattr(estimate.os, "cpu_count", lambda: 6)
     main(["estimate", "--configfile", str(config)])
     main(["estimate", "--configfile", str(config), "--cores", "3", "--reference", str(tmp_path / "r.json")])
-    assert capsys.readouterr().out == "the line\nthe line\n"
+    monkeypatch.setattr(estimate.os, "cpu_count", lambda: None)  # unknown: one core
+    main(["estimate", "--configfile", str(config)])
+    assert capsys.readouterr().out == "the line\nthe line\nthe line\n"
     assert seen == [(TINY, config, estimate.REFERENCES / "demo_tiny.json", 6),
-                    (TINY, config, tmp_path / "r.json", 3)]
+                    (TINY, config, tmp_path / "r.json", 3), (TINY, config, estimate.REFERENCES / "demo_tiny.json", 1)]
     assert estimate.REFERENCES == estimate.Path(estimate.__file__).parents[2] / "benchmarks" / "results"
     with pytest.raises(SystemExit) as exit_info:
         main(["estimate", "--configfile", str(tmp_path / "none.yaml")])
@@ -205,3 +210,37 @@ def test_the_default_config_and_run_name(tmp_path, monkeypatch):
     monkeypatch.setattr(estimate, "estimate_line", lambda *a: seen.append(a[2]) or "")
     estimate.run(parser.parse_args([]))
     assert seen == [estimate.REFERENCES / "demo_default.json"]
+
+
+# The reference: 20 min on ref_cores cores at 0.5 s a step, 3,000 job seconds.
+@pytest.mark.parametrize("step, ref_cores, cores, minutes", [
+    (1.0, 2, 3, 33),  # twice the step: 6,000 job seconds over 3 cores, 33.3 min (above the serial 20 x 2 / 2)
+    (1.0, 4, 2, 80),  # half the reference's 4 cores: 20 min x 2 (cores) x 2 (step)
+    (0.5, 2, 2, 20),  # the reference's cores: its wall time, not its job seconds spread (3,000 / 2 s = 25 min)
+    (0.25, 2, 8, 5),  # half the step on 8 cores: 1,500 / 8 s = 3.1 min, below the serial 20 x 0.5 / 2 = 5
+])
+def test_the_wall_time_scales_by_the_step_and_the_cores(tmp_path, monkeypatch, step, ref_cores, cores, minutes):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    monkeypatch.setattr(estimate, "probe_step_seconds", lambda config: (step, "fp32"))
+    ref = reference(tmp_path, config, probe_step_s=0.5, install_s=600.0, machine={"cpu": "Test CPU", "cores": ref_cores,
+                    "isa": "avx2"}, jobs={"pretrain": {"jobs": 1, "seconds": 3000.0}})
+    line = estimate.estimate_line(TINY, config, ref, cores)
+    assert line.startswith(f"estimate: about {minutes} min for the DAG on {cores} core(s) plus the install (measured "
+                           f"10.0 min there). This CPU runs one pretraining step of this config in "
+                           f"{step * 1000:.0f} ms (fp32); the reference machine (Test CPU, avx2, fp32) in 500 ms"), line
+
+
+def test_the_probe_runs_the_configs_shape_and_threads(monkeypatch):
+    from sparsebert import pretrain
+
+    seen = []
+    build_model = pretrain.build_model
+    monkeypatch.setattr(pretrain, "build_model",
+                        lambda recipe, vocab, T, *a: seen.append((vocab, T)) or build_model(recipe, vocab, T, *a))
+    monkeypatch.setattr(estimate, "PROBE_SECONDS", 0.0)
+    threads = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    estimate.probe_step_seconds({**TINY, "resources": {"pretrain": {"threads": 3}}})
+    estimate.probe_step_seconds({"pretrain": TINY["pretrain"]})  # the examples' and tokenizer's defaults
+    assert seen == [(50, 16), (30522, 128)] and threads == [3, 1]

@@ -84,6 +84,13 @@ def test_the_injected_signal_comes_at_its_step_and_rank(monkeypatch, spec, step,
     assert preemption._received == ([signal.SIGTERM] if signalled else [])
 
 
+def test_the_injection_counts_this_process_as_rank_0_by_default(monkeypatch):
+    preemption.install()
+    monkeypatch.setenv("SPARSEBERT_SIGNAL_AT_STEP", "2:0")
+    preemption.inject(2)
+    assert preemption._received == [signal.SIGTERM]
+
+
 def test_no_injection_without_the_variable():
     preemption.install()
     preemption.inject(1)
