@@ -236,11 +236,49 @@ def test_the_probe_runs_the_configs_shape_and_threads(monkeypatch):
 
     seen = []
     build_model = pretrain.build_model
-    monkeypatch.setattr(pretrain, "build_model",
-                        lambda recipe, vocab, T, *a: seen.append((vocab, T)) or build_model(recipe, vocab, T, *a))
+
+    def spy(recipe, vocab, T, *args):
+        model = build_model(recipe, vocab, T, *args)
+        forward = model.forward
+        model.forward = lambda **batch: seen.append((vocab, *batch["input_ids"].shape,
+                                                     batch["masked_lm_positions"].shape[1])) or forward(**batch)
+        return model
+
+    monkeypatch.setattr(pretrain, "build_model", spy)
     monkeypatch.setattr(estimate, "PROBE_SECONDS", 0.0)
     threads = []
     monkeypatch.setattr(torch, "set_num_threads", threads.append)
     estimate.probe_step_seconds({**TINY, "resources": {"pretrain": {"threads": 3}}})
     estimate.probe_step_seconds({"pretrain": TINY["pretrain"]})  # the examples' and tokenizer's defaults
-    assert seen == [(50, 16), (30522, 128)] and threads == [3, 1]
+    assert set(seen) == {(50, 4, 16, 3), (30522, 4, 128, 20)} and threads == [3, 1]
+
+
+def test_the_probe_times_seven_steps_of_a_real_pretraining_batch(monkeypatch):
+    """Two warm-up steps, then at least five timed ones (PROBE_SECONDS 0 here), each on a batch shaped as the
+    examples are: ids of real tokens (>= 5), one segment, no padding, P sorted distinct masked positions and their
+    ids, NSP labels; the model is the config's, dense."""
+    from sparsebert import pretrain
+
+    batches = []
+    build_model = pretrain.build_model
+
+    def spy(*args):
+        model = build_model(*args)
+        forward = model.forward
+        model.forward = lambda **batch: batches.append(batch) or forward(**batch)
+        return model
+
+    monkeypatch.setattr(pretrain, "build_model", spy)
+    monkeypatch.setattr(estimate, "PROBE_SECONDS", 0.0)
+    estimate.probe_step_seconds(TINY)
+    assert len(batches) == 7
+    batch = batches[0]
+    assert sorted(batch) == ["attention_mask", "input_ids", "masked_lm_ids", "masked_lm_positions",
+                             "next_sentence_label", "token_type_ids"]
+    ids, positions = batch["input_ids"], batch["masked_lm_positions"]
+    assert ids.shape == (4, 16) and int(ids.min()) >= 5 and int(ids.max()) < 50
+    assert torch.equal(batch["token_type_ids"], torch.zeros(4, 16, dtype=torch.long))
+    assert torch.equal(batch["attention_mask"], torch.ones(4, 16, dtype=torch.long))
+    assert positions.shape == (4, 3) and bool((positions.diff(dim=1) > 0).all())
+    assert torch.equal(batch["masked_lm_ids"], ids.gather(1, positions))
+    assert torch.equal(batch["next_sentence_label"], torch.zeros(4, dtype=torch.long))
