@@ -132,16 +132,16 @@ def test_the_digest_reads_the_content_not_the_comments(tmp_path):
 
 @pytest.mark.parametrize("cores, minutes", [(1, 40), (2, 20), (4, 10), (16, 10)])
 def test_the_whole_estimate_line(tmp_path, monkeypatch, cores, minutes):
-    """The step here equals the reference's (0.1 s): 20 min on its 2 cores; one core serializes the jobs (40);
+    """The step here equals the reference's (1 s): 20 min on its 2 cores; one core serializes the jobs (40);
     4 cores spread 2,400 job seconds (10 min) and the serial half floors it at 10; 16 cores: 2.5, floored at 10."""
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(TINY))
-    monkeypatch.setattr(estimate, "probe_step_seconds", lambda config: (0.1, "bf16"))
-    line = estimate.estimate_line(TINY, config, reference(tmp_path, config, machine={
+    monkeypatch.setattr(estimate, "probe_step_seconds", lambda c: (1.0, "bf16") if c == TINY else (9.9, "fp32"))
+    line = estimate.estimate_line(TINY, config, reference(tmp_path, config, probe_step_s=1.0, machine={
         "cpu": "Test CPU", "cores": 2, "isa": "avx512f", "isa_cap": "ONEDNN_MAX_CPU_ISA=AVX2"}), cores)
     assert line == (f"estimate: about {minutes} min for the DAG on {cores} core(s) plus the install (measured 1.5 min "
-                    f"there). This CPU runs one pretraining step of this config in 100 ms (bf16); the reference "
-                    f"machine (Test CPU, avx512f, ONEDNN_MAX_CPU_ISA=AVX2, fp32) in 100 ms and ran the whole DAG in "
+                    f"there). This CPU runs one pretraining step of this config in 1000 ms (bf16); the reference "
+                    f"machine (Test CPU, avx512f, ONEDNN_MAX_CPU_ISA=AVX2, fp32) in 1000 ms and ran the whole DAG in "
                     f"20.0 min on 2 cores (ref.json, 2026-12-04).")
 
 
@@ -282,3 +282,4 @@ def test_the_probe_times_seven_steps_of_a_real_pretraining_batch(monkeypatch):
     assert positions.shape == (4, 3) and bool((positions.diff(dim=1) > 0).all())
     assert torch.equal(batch["masked_lm_ids"], ids.gather(1, positions))
     assert torch.equal(batch["next_sentence_label"], torch.zeros(4, dtype=torch.long))
+    assert {name: t.dtype for name, t in batch.items()} == dict.fromkeys(batch, torch.long)
