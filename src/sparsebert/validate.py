@@ -11,7 +11,7 @@ First the schema (workflow/schemas/config.schema.yaml, through sparsebert.recipe
 subcommands check their --params against, with Python ints and finite numbers); only a config that passes
 it gets the checks below. Checked then: every mask's parameters by its registry builder at every length the run uses (types and ranges);
 tasks against their source (proxy: proxy tasks only; hub: the task has a hub copy; local: the task folder
-and its files exist); DAM lambdas; model shape (hidden size divisible by heads, positions >= the pretraining
+and its files exist); DAM lambdas (distinct variant names); model shape (hidden size divisible by heads, positions >= the pretraining
 length, the DAM search's heads = the retraining's heads); fine-tuning per task (length vs the positions of
 the model each variant fine-tunes, room for a SQuAD window, at least one batch; per_task tasks); seeds;
 resources (per-variant keys, launcher shape, the global batch split over the processes that the config and
