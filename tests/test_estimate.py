@@ -231,7 +231,9 @@ def test_the_wall_time_scales_by_the_step_and_the_cores(tmp_path, monkeypatch, s
                            f"{step * 1000:.0f} ms (fp32); the reference machine (Test CPU, avx2, fp32) in 500 ms"), line
 
 
-def test_the_probe_runs_the_configs_shape_and_threads(monkeypatch):
+@pytest.fixture
+def probe_batches(monkeypatch):
+    """(vocab size, batch) of every forward pass the probe makes; the probe stops after its minimum of steps."""
     from sparsebert import pretrain
 
     seen = []
@@ -240,39 +242,31 @@ def test_the_probe_runs_the_configs_shape_and_threads(monkeypatch):
     def spy(recipe, vocab, T, *args):
         model = build_model(recipe, vocab, T, *args)
         forward = model.forward
-        model.forward = lambda **batch: seen.append((vocab, *batch["input_ids"].shape,
-                                                     batch["masked_lm_positions"].shape[1])) or forward(**batch)
+        model.forward = lambda **batch: seen.append((vocab, batch)) or forward(**batch)
         return model
 
     monkeypatch.setattr(pretrain, "build_model", spy)
     monkeypatch.setattr(estimate, "PROBE_SECONDS", 0.0)
+    return seen
+
+
+def test_the_probe_runs_the_configs_shape_and_threads(monkeypatch, probe_batches):
     threads = []
     monkeypatch.setattr(torch, "set_num_threads", threads.append)
     estimate.probe_step_seconds({**TINY, "resources": {"pretrain": {"threads": 3}}})
     estimate.probe_step_seconds({"pretrain": TINY["pretrain"]})  # the examples' and tokenizer's defaults
-    assert set(seen) == {(50, 4, 16, 3), (30522, 4, 128, 20)} and threads == [3, 1]
+    shapes = {(vocab, *batch["input_ids"].shape, batch["masked_lm_positions"].shape[1])
+              for vocab, batch in probe_batches}
+    assert shapes == {(50, 4, 16, 3), (30522, 4, 128, 20)} and threads == [3, 1]
 
 
-def test_the_probe_times_seven_steps_of_a_real_pretraining_batch(monkeypatch):
+def test_the_probe_times_seven_steps_of_a_real_pretraining_batch(probe_batches):
     """Two warm-up steps, then at least five timed ones (PROBE_SECONDS 0 here), each on a batch shaped as the
     examples are: ids of real tokens (>= 5), one segment, no padding, P sorted distinct masked positions and their
     ids, NSP labels; the model is the config's, dense."""
-    from sparsebert import pretrain
-
-    batches = []
-    build_model = pretrain.build_model
-
-    def spy(*args):
-        model = build_model(*args)
-        forward = model.forward
-        model.forward = lambda **batch: batches.append(batch) or forward(**batch)
-        return model
-
-    monkeypatch.setattr(pretrain, "build_model", spy)
-    monkeypatch.setattr(estimate, "PROBE_SECONDS", 0.0)
     estimate.probe_step_seconds(TINY)
-    assert len(batches) == 7
-    batch = batches[0]
+    assert len(probe_batches) == 7
+    batch = probe_batches[0][1]
     assert sorted(batch) == ["attention_mask", "input_ids", "masked_lm_ids", "masked_lm_positions",
                              "next_sentence_label", "token_type_ids"]
     ids, positions = batch["input_ids"], batch["masked_lm_positions"]

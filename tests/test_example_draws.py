@@ -32,8 +32,8 @@ class Script:
         return self.values.pop(0)
 
     def random(self, size=None):
-        return np.asarray(self._next(("random", size)), dtype=float)[()] if size is None else \
-            np.asarray(self._next(("random", size)), dtype=float)  # fmt: skip
+        value = np.asarray(self._next(("random", size)), dtype=float)
+        return value if size is not None else value[()]
 
     def integers(self, low, high=None):
         return self._next(("integers", low, high))

@@ -14,13 +14,10 @@ from sparsebert import preemption
 
 
 @pytest.fixture(autouse=True)
-def handlers_restored(monkeypatch):
-    """The handlers and flag as they were: pytest's process must not keep the training loop's handlers."""
-    saved = {sig: signal.getsignal(sig) for sig in preemption.SIGNALS}
+def flag_cleared(monkeypatch):
+    """No injection from the environment, and no flag left for the next test (conftest restores the handlers)."""
     monkeypatch.delenv("SPARSEBERT_SIGNAL_AT_STEP", raising=False)
     yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
     preemption._received.clear()
 
 

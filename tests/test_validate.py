@@ -490,7 +490,7 @@ def test_the_cache_key_follows_the_config_the_code_the_schema_and_torch(tmp_path
     key = validate._cache_key(config, {})
     assert len(key) == 32 and int(key, 16) >= 0
     assert validate._cache_key({"b": {"c": Path("x")}, "a": 1}, {}) == key  # the order of the keys does not count
-    seen = {key}
+    seen, overrides = {key}, {"pretrain": {"gpu": 2}}
 
     def changed() -> bool:
         new = validate._cache_key(config, overrides)
@@ -498,8 +498,7 @@ def test_the_cache_key_follows_the_config_the_code_the_schema_and_torch(tmp_path
         seen.add(new)
         return fresh
 
-    overrides = {"pretrain": {"gpu": 2}}
-    assert changed()
+    assert changed()  # the overrides
     (package / "data" / "corpus.py").write_text("c2")  # a module in a subpackage
     assert changed()
     (package / "data" / "corpus.py").rename(package / "data" / "tokenizer.py")  # same bytes, another module
