@@ -103,7 +103,7 @@ class Score:
 
 def unmutated(module: str) -> list[str]:
     """The functions of `module` that mutmut 3.8 leaves alone, so that they are in no count: those with a decorator
-    other than a lone @classmethod or @staticmethod (a mask builder's @register, @torch.no_grad(), @property)."""
+    other than a lone @classmethod or @staticmethod (@property, @functools.cache, @torch.no_grad(), ...)."""
     path, functions = MODULES[module]
     tree, found = ast.parse((ROOT / path).read_text()), []
     for node in tree.body:

@@ -244,3 +244,65 @@ def test_check_rows_names_the_first_empty_row():
         masks.check_rows(torch.tensor([[True, False], [False, False]]))
     with pytest.raises(UserError, match=r"^heads leaves .* \(first at index \[1, 0\]\)$"):
         masks.check_rows(torch.tensor([[[True]], [[False]]]), what="heads")
+
+
+# Every parameter's own check, and every builder at its parameters' minimum (the masks written out by hand).
+
+PARAMETER_ERRORS = [
+    ("strided", dict(stride=0), "parameter stride must be an integer >= 1, got 0"),
+    ("fixed", dict(block=0), "parameter block must be an integer >= 1, got 0"),
+    ("fixed", dict(block=8, summary=-1), r"parameter summary must be an integer in \[0, 7\], got -1"),
+    ("longformer", dict(window=-1), "parameter window must be an integer >= 0, got -1"),
+    ("longformer", dict(num_global=-1), "parameter num_global must be an integer >= 0, got -1"),
+    ("logsparse", dict(window=-1), "parameter window must be an integer >= 0, got -1"),
+    ("bigbird", dict(window=-1), "parameter window must be an integer >= 0, got -1"),
+    ("bigbird", dict(num_global=-1), "parameter num_global must be an integer >= 0, got -1"),
+    ("bigbird", dict(num_random=-1), "parameter num_random must be an integer >= 0, got -1"),
+    ("bigbird", dict(seed=-1), r"parameter seed must be an integer in \[0, 4294967295\], got -1"),
+    ("star", dict(num_relay=-1), "parameter num_relay must be an integer >= 0, got -1"),
+    ("blockwise", dict(block=0), "parameter block must be an integer >= 1, got 0"),
+    ("blockwise", dict(num_heads=0), r"parameter num_heads must be an integer in \[1, 1024\], got 0"),
+    ("blockwise", dict(shift_heads="yes"), "parameter shift_heads must be true or false, got 'yes'"),
+]
+
+
+@pytest.mark.parametrize("name, params, message", PARAMETER_ERRORS,
+                         ids=[f"{name}-{'-'.join(params)}" for name, params, _ in PARAMETER_ERRORS])
+def test_each_parameter_error_names_its_mask_parameter_bound_and_value(name, params, message):
+    with pytest.raises(UserError, match=rf"^mask '{name}': {message}$"):
+        masks.build_mask(name, 16, **params)
+
+
+def band(L: int, offsets: set[int]) -> torch.Tensor:
+    """Keep (i, j) iff |i - j| is one of `offsets`, written out pair by pair."""
+    return torch.tensor([[abs(i - j) in offsets for j in range(L)] for i in range(L)])
+
+
+@pytest.mark.parametrize("name, params, expected", [
+    ("strided", dict(stride=1), band(6, set(range(6)))),  # every distance is a multiple of 1: dense
+    ("fixed", dict(block=1, summary=0), band(6, {0})),  # blocks of one token, no summary positions
+    ("longformer", dict(window=0, num_global=0), band(6, {0})),
+    ("logsparse", dict(window=0), band(6, {0, 1, 2, 4})),  # itself, then distances 2^k
+    ("bigbird", dict(window=0, num_global=0, num_random=0), band(6, {0})),
+    ("star", dict(num_relay=0), band(6, {0, 1})),  # the ring without its relay
+    ("blockwise", dict(block=1), band(6, {0})),
+])  # fmt: skip
+def test_each_builder_accepts_its_parameters_minimum(name, params, expected):
+    assert torch.equal(masks.build_mask(name, 6, **params), expected)
+
+
+
+def test_blockwise_shifted_heads_by_hand():
+    """L 8, block 4, 3 heads: even heads the blocks {0-3} {4-7}; odd heads shifted by half a block, i.e.
+    (i + 2) // 4: {0, 1} {2-5} {6, 7}."""
+    plain = torch.block_diag(torch.ones(4, 4), torch.ones(4, 4)).bool()
+    shifted = torch.block_diag(torch.ones(2, 2), torch.ones(4, 4), torch.ones(2, 2)).bool()
+    m = masks.build_mask("blockwise", 8, block=4, num_heads=3, shift_heads=True)
+    assert torch.equal(m, torch.stack([plain, shifted, plain]))
+
+
+def test_no_diagonal_needs_two_tokens_and_takes_two():
+    assert torch.equal(masks.build_mask("no_diagonal", 2), torch.tensor([[False, True], [True, False]]))
+    with pytest.raises(UserError, match=r"^no_diagonal needs seq_len >= 2 \(a single token would have nothing to "
+                                        r"attend to\)$"):
+        masks.build_mask("no_diagonal", 1)

@@ -38,7 +38,7 @@ def reference_lamb(w, grads, lr, decay, b1=0.9, b2=0.999, eps=1e-6, bias_correct
 
 
 @pytest.mark.parametrize("foreach", [False, True], ids=["per_tensor", "multi_tensor"])
-@pytest.mark.parametrize("decay", [0.0, 0.01])
+@pytest.mark.parametrize("decay", [0.0, 0.01, 1.0])
 def test_lamb_matches_the_apex_algorithm(decay, foreach):
     torch.manual_seed(0)
     w0 = torch.randn(7, dtype=torch.float64)
@@ -81,6 +81,45 @@ def test_lamb_defaults_are_the_recipe_values():
         opt.step()
     expected = reference_lamb(w0.tolist(), [g.tolist() for g in grads], lr=1e-3, decay=0.01)
     assert p.detach().tolist() == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("group, path", [({"foreach": True}, "_multi_tensor_step"),
+                                         ({"foreach": False}, "_per_tensor_step"),
+                                         ({}, "_multi_tensor_step")], ids=["foreach", "per_tensor", "no_key"])
+def test_each_group_takes_the_path_its_foreach_names(monkeypatch, group, path):
+    """The equality tests of the two paths prove nothing if `foreach` does not choose between them. A group
+    restored from a checkpoint written before the switch existed has no such key: the multi-tensor path."""
+    from sparsebert import lamb
+
+    taken = []
+    for name in ("_multi_tensor_step", "_per_tensor_step"):
+        monkeypatch.setattr(lamb, name, lambda *args, _name=name: taken.append(_name))
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.ones(3)
+    opt = Lamb([p], lr=0.1)
+    opt.param_groups[0].pop("foreach")
+    opt.param_groups[0].update(group)
+    opt.step()
+    assert taken == [path]
+
+
+def test_step_runs_the_closure_with_gradients_and_returns_its_loss():
+    """torch's optimizer contract: step(closure) evaluates the closure with autograd on (even when called
+    under no_grad) and returns its loss; step() returns None."""
+    p = torch.nn.Parameter(torch.tensor([3.0]))
+
+    def closure():
+        p.grad = None
+        loss = (p * p).sum()
+        loss.backward()
+        return loss
+
+    opt = Lamb([{"params": [p], "weight_decay": 0.0}], lr=0.1)
+    with torch.no_grad():
+        loss = opt.step(closure)
+    assert loss.item() == 9.0 and p.grad.item() == 6.0
+    assert p.item() == pytest.approx(3.0 - 0.1 / (1 + 1e-6))  # the first Adam step: lr * sign(g)
+    assert opt.step() is None
 
 
 @pytest.mark.parametrize("bad", [dict(lr=0.0), dict(lr=-1e-3), dict(eps=-1e-9), dict(weight_decay=-0.01),

@@ -8,7 +8,10 @@ and pushed towards sparsity by lambda * ||mask||_1. As in the official code (han
 - logits start at 1e-3 * randn (keep probability ~ 0.5 everywhere).
 
 DAM_s (structured) has one logit pair per (head, offset |i - j|): the mask is a symmetric Toeplitz matrix.
-DAM_u (unstructured) has one logit per (head, i, j), symmetrised by mirroring the upper triangle.
+DAM_u (unstructured) has one logit per (head, i, j), symmetrised by mirroring the upper triangle, and is
+sampled like DAM_s: [l, 0] under a 2-class Gumbel-softmax is the paper's gumbel-sigmoid(alpha) (Algorithm 1).
+The official code keeps DAM_u only as a commented-out continuous form, sigmoid(logits) without sampling
+(README, "what still differs").
 
 Length rule. DAM_s trained at length L applied to T > L: offsets >= L are masked out (never attended);
 T < L uses the first T offsets. A DAM_u module has no notion of offset, so any T != L raises; its binarized
@@ -120,7 +123,6 @@ class DAMStructured(DAM):
         """(H, L) keep probability per offset: row 0 is the diagonal (the paper's Fig. 3 analysis)."""
         return self.logits.softmax(dim=-1)[..., 0]
 
-    @torch.no_grad()
     def snapshot(self) -> torch.Tensor:
         """(H, L) keep probability per offset, index 0 = the diagonal, on the CPU: one value per learned
         decision (the (H, L, L) expansion would repeat each L times)."""
@@ -148,7 +150,6 @@ class DAMUnstructured(DAM):
             )
         return mirror_upper(values)
 
-    @torch.no_grad()
     def snapshot(self) -> torch.Tensor:
         """(H, L, L) keep probability of every pair, on the CPU."""
         return self.keep_probabilities().detach().cpu().clone()

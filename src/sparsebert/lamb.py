@@ -49,7 +49,6 @@ class Lamb(torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       bias_correction=bias_correction, foreach=foreach))
 
-    @torch.no_grad()
     def step(self, closure=None):
         loss = None
         if closure is not None:
@@ -66,8 +65,9 @@ class Lamb(torch.optim.Optimizer):
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
-            (_multi_tensor_step if group.get("foreach", True) else _per_tensor_step)(group, params, self.state,
-                                                                                     self.trust_ratio)
+            step = _multi_tensor_step if group.get("foreach", True) else _per_tensor_step
+            with torch.no_grad():  # not a decorator: mutmut skips decorated functions
+                step(group, params, self.state, self.trust_ratio)
         return loss
 
 
