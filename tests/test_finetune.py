@@ -98,8 +98,11 @@ def test_fractional_epochs_train_int_of_steps_per_epoch_times_epochs(assets, tmp
     assert run_finetune(assets, "sst2", out, {"epochs": epochs}) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["steps"], metrics["epochs"]) == (steps, epochs)
-    logged = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
-    assert logged == list(range(1, steps + 1))  # log_every 1
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, steps + 1))  # log_every 1
+    # The lr each update used (lr 1e-3, warmup 0.1, linear, offset 0): x / 0.1 at x = 0, then (1 - x) / 0.9.
+    expected = [1e-3 * (1 - k / steps) / 0.9 if k / steps >= 0.1 else 1e-3 * k / steps / 0.1 for k in range(steps)]
+    assert [r["lr"] for r in records] == pytest.approx(expected)
 
 
 def test_finetuned_model_keeps_the_pretrained_mask(assets, tmp_path):

@@ -570,3 +570,33 @@ def test_schedule_offset_one_is_the_scheduler_stepped_before_the_optimizer():
     assert factors(1) == pytest.approx([(1 - x / 10) / 0.9 for x in range(1, 11)])
     assert factors(1)[0] == pytest.approx(1.0) and factors(1)[-1] == 0.0
     assert factors(0) == pytest.approx([0.0] + [(1 - x / 10) / 0.9 for x in range(1, 10)])
+
+
+def test_optimizer_step_returns_the_lr_of_the_update_it_made():
+    """The log's lr is the one the update used: lr 0.1, linear, 4 updates, warmup 0.5: factors x / 0.5 at
+    x = 0, 0.25, then (1 - x) / 0.5 at x = 0.5, 0.75: 0, 0.05, 0.1, 0.05. (The scheduler's get_last_lr() after
+    the step is already the next update's: 0.05, 0.1, 0.05, 0.)"""
+    env = training.Dist(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.1)
+    sched = training.build_scheduler(opt, {"warmup": 0.5, "schedule": "linear"}, 4)
+    used, moved = [], []
+    for step in range(1, 5):
+        before = p.item()
+        p.grad = torch.ones(1)
+        used.append(training.optimizer_step(torch.nn.ParameterList([p]), opt, sched, torch.tensor(0.0), None, step, env))
+        moved.append(before - p.item())  # SGD with gradient 1: the weight moves by the lr it used
+    assert used == pytest.approx([0.0, 0.05, 0.1, 0.05]) and moved == pytest.approx(used)
+
+
+def test_a_linear_warmup_as_long_as_the_run_ends_at_zero():
+    """warmup = total steps (10, given in steps): the factor climbs k / 10 over the 10 updates, and the
+    scheduler's step after the last one (x = 1 = w) gives 0 instead of dividing by 1 - w = 0."""
+    assert [training.lr_multiplier(k, 10, 10, "linear") for k in range(10)] == pytest.approx([k / 10 for k in range(10)])
+    assert training.lr_multiplier(10, 10, 10, "linear") == 0.0
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = training.build_scheduler(opt, {"warmup": 10, "schedule": "linear"}, 10)
+    for _ in range(10):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == 0.0

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from _runs import run_watched
 from conftest import TINY_RECIPE, make_examples
 
-from sparsebert import dam, masks
+from sparsebert import dam, masks, training
 from sparsebert.io import UserError
 
 
@@ -51,6 +51,9 @@ def test_fixed_mask_pretraining_learns_and_writes_outputs(tiny_pretraining_data,
     records = logged(out)
     assert records[-1]["mlm_loss"] < records[0]["mlm_loss"] - 0.2, records
     assert {"step", "loss", "mlm_acc", "nsp_acc", "lr", "tokens_per_s", "mask_sparsity"} <= set(records[0])
+    # The lr the logged update used (lr 1e-2, linear, warmup 0.1 of 40): update d (1-based) is at x = (d - 1) / 40,
+    # all of them past the warmup (x >= 0.1): (1 - x) / 0.9.
+    assert [r["lr"] for r in records] == pytest.approx([1e-2 * (1 - (d - 1) / 40) / 0.9 for d in range(5, 41, 5)])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["sparsity"] == pytest.approx(masks.sparsity(masks.build_mask("star", 32)))
     from sparsebert.modeling import SparseBertForPreTraining
@@ -384,6 +387,18 @@ def test_batches_go_to_a_gpu_through_pinned_memory_without_waiting(monkeypatch):
     made.clear()
     to_device(batch, torch.device("cpu"))
     assert made == [("cpu", False)] * 2  # nothing pinned on the CPU
+
+
+def test_fine_tuning_batches_take_the_same_path_and_keep_their_dtypes(monkeypatch):
+    """training.to_device (fine-tuning's batches): pinned and non-blocking to a GPU, like pretraining's, but a
+    regression task's float labels stay float."""
+    made = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: (made.append("pin"), self)[1])
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, device, non_blocking=False: (made.append((str(device), non_blocking)), self)[1])
+    batch = {"input_ids": torch.zeros(2, 4, dtype=torch.int64), "labels": torch.zeros(2, dtype=torch.float32)}
+    out = training.to_device(batch, "cuda")
+    assert made == ["pin", ("cuda", True)] * 2
+    assert [v.dtype for v in out.values()] == [torch.int64, torch.float32]
 
 
 def test_accumulated_gradients_are_the_whole_batch_gradient():

@@ -185,7 +185,7 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
     running, n_running = extra.get("running", torch.zeros(())).to(env.device), extra.get("n_running", 0)
 
     def forward(chunk):
-        batch = {k: v.to(env.device) for k, v in train_set[chunk.tolist()].items()}
+        batch = training.to_device(train_set[chunk.tolist()], env.device)
         return ddp(**batch).loss  # fp32 (the heads' losses cast their logits)
 
     model.train()
@@ -196,8 +196,8 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
                      desc=f"finetune[{task}]", mininterval=2.0, disable=not env.is_main):
         chunks = training.rank_micro_batches(len(train_set), batch_size, micro, params["seed"], step, env)
         loss = training.accumulate_gradients(ddp, env, chunks, forward, prec.autocast)
-        training.optimizer_step(model, optimizer, scheduler, loss, params["grad_clip"], step + 1, env,
-                                params["grad_clip_scope"])
+        lr = training.optimizer_step(model, optimizer, scheduler, loss, params["grad_clip"], step + 1, env,
+                                     params["grad_clip_scope"])
         running += loss
         n_running += 1
         done = step + 1
@@ -205,7 +205,7 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
             now = time.perf_counter()
             logger.write({"step": done, "epoch": done / steps_per_epoch,
                           "loss": (training.all_reduce_mean(running) / n_running).item(),
-                          "lr": scheduler.get_last_lr()[0], "seconds": now - t0,
+                          "lr": lr, "seconds": now - t0,
                           "tokens_per_s": (done - timed[0]) * step_tokens / (now - timed[1])})
             running, n_running, timed = torch.zeros((), device=env.device), 0, (done, now)
         if training.end_of_step(env, done, total_steps, params["checkpoint_every"], state_dir, model, optimizer,
@@ -286,7 +286,7 @@ def evaluate(model, spec, examples, features, params, env: training.Dist) -> tup
     lo, hi = len(loader) * env.rank // env.world_size, len(loader) * (env.rank + 1) // env.world_size
     outputs = []  # fp32 numpy logits per batch
     for start in range(lo, hi, params["eval_batch_size"]):
-        batch = {k: v.to(env.device) for k, v in loader[start : min(start + params["eval_batch_size"], hi)].items()}
+        batch = training.to_device(loader[start : min(start + params["eval_batch_size"], hi)], env.device)
         out = model(**batch)
         logits = torch.stack([out.start_logits, out.end_logits]) if spec.kind == "span" else out.logits
         outputs.append(logits.float().cpu().numpy())

@@ -47,8 +47,9 @@ def _handler(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
 
 
 def install() -> None:
-    """Route SIGTERM and SIGUSR1 to the flag (main thread only; elsewhere the default action stays)."""
-    _received.clear()
+    """Route SIGTERM and SIGUSR1 to the flag (main thread only; elsewhere the default action stays). A flag that
+    is already set stays set: `finetune --tasks` installs once per task, and a signal that arrived between two
+    tasks (during an evaluation, while writing outputs) must stop the next one at its first step."""
     for sig in SIGNALS:
         try:
             signal.signal(sig, _handler)

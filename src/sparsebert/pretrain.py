@@ -92,13 +92,10 @@ RUN_ONLY_KEYS = frozenset({"micro_batch_size", "compile", "checkpoint_every", "l
 
 
 def to_device(batch: dict, device) -> dict:
-    """A micro-batch's arrays on `device` as int64. To a GPU: copied from pinned host memory without waiting
-    (non_blocking), so the copy overlaps the GPU's work on the previous micro-batch and the host prepares
-    the next one meanwhile; on the CPU a plain copy. The arrays arrive already int64 (Examples widens the
-    stored narrow columns, uint16 ids, on the host when it pads them), so they cross PCIe at 8 bytes a value;
-    .long() only makes the type certain for any other caller."""
-    to_gpu = torch.device(device).type == "cuda"
-    return {k: (v.pin_memory() if to_gpu else v).to(device, non_blocking=to_gpu).long() for k, v in batch.items()}
+    """A micro-batch's arrays on `device` as int64 (`training.to_device`: pinned, non-blocking to a GPU). The
+    arrays arrive already int64 (Examples widens the stored narrow columns, uint16 ids, on the host when it pads
+    them), so they cross PCIe at 8 bytes a value; .long() only makes the type certain for any other caller."""
+    return {k: v.long() for k, v in training.to_device(batch, device).items()}
 
 
 def vocab_size_of(tokenizer_dir) -> int:
@@ -159,13 +156,13 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
             snapshots.append((step, model.bert.dam.snapshot()))
         chunks = training.rank_micro_batches(len(train_set), batch_size, micro, recipe["seed"], step, env)
         loss = training.accumulate_gradients(ddp, env, chunks, forward, prec.autocast)
-        training.optimizer_step(model, optimizer, scheduler, loss, recipe["grad_clip"], step + 1, env)
+        lr = training.optimizer_step(model, optimizer, scheduler, loss, recipe["grad_clip"], step + 1, env)
         tokens_since += batch_size * seq_len
 
         done = step + 1
         if done % recipe["log_every"] == 0 or done == total_steps:
             now = time.perf_counter()
-            record = {"step": done, "lr": scheduler.get_last_lr()[0], "tokens_per_s": tokens_since / (now - t_last)}
+            record = {"step": done, "lr": lr, "tokens_per_s": tokens_since / (now - t_last)}
             record.update(stats.flush(fixed_sparsity))
             t_last, tokens_since = now, 0
             logger.write(record)

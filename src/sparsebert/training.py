@@ -176,7 +176,9 @@ def lr_multiplier(step: int, total_steps: int, warmup: float, schedule: str = "l
         return x / w if x < w else max(0.0, 1.0 - x) ** power
     if schedule == "linear":
         x = step / total_steps
-        return x / w if x < w else max(0.0, (1.0 - x) / (1.0 - w))
+        if x < w:
+            return x / w
+        return max(0.0, (1.0 - x) / (1.0 - w)) if w < 1 else 0.0  # w = 1: x >= 1 is past the last update
     raise UserError(f"unknown lr schedule {schedule!r}; valid: linear, poly, constant")
 
 
@@ -365,7 +367,7 @@ class JsonlLog:
 #   ddp = wrap_ddp(model, env)
 #   for step in range(start_step, total_steps):
 #       loss = accumulate_gradients(ddp, env, rank_micro_batches(...), forward, autocast)
-#       optimizer_step(model, optimizer, scheduler, loss, grad_clip, step + 1, env)
+#       lr = optimizer_step(model, optimizer, scheduler, loss, grad_clip, step + 1, env)
 #       ...log...
 #       if end_of_step(env, step + 1, ...):     # checkpointed; preempted
 #           del ddp; stop_preempted(step + 1, state_dir)
@@ -459,6 +461,14 @@ def rank_micro_batches(n: int, batch_size: int, micro: int, seed: int, step: int
     return list(share.split(micro))
 
 
+def to_device(batch: dict, device) -> dict:
+    """A batch's tensors on `device`, dtypes kept. To a GPU: copied from pinned host memory without waiting
+    (non_blocking), so the copy overlaps the GPU's work on the previous micro-batch while the host prepares the
+    next one (no stream sync per batch); on the CPU a plain copy."""
+    to_gpu = torch.device(device).type == "cuda"
+    return {k: (v.pin_memory() if to_gpu else v).to(device, non_blocking=to_gpu) for k, v in batch.items()}
+
+
 def accumulate_gradients(ddp, env: Dist, chunks: list[torch.Tensor], forward, autocast) -> torch.Tensor:
     """Forward and backward over one step's micro-batches; returns the step's loss (mean of the micro-batches).
 
@@ -477,10 +487,12 @@ def accumulate_gradients(ddp, env: Dist, chunks: list[torch.Tensor], forward, au
 
 
 def optimizer_step(model, optimizer, scheduler, loss: torch.Tensor, grad_clip: float | None, step: int,
-                   env: Dist, clip_scope: str = "global") -> None:
+                   env: Dist, clip_scope: str = "global") -> float:
     """Update `step` (1-based, as logged): clip the gradients (`clip_scope`: their global norm, or each tensor's
     own: `clip_each_tensor_`), stop on a non-finite loss (every rank together: the loss is all-reduced), step
-    the optimizer and the schedule."""
+    the optimizer and the schedule. Returns the learning rate of this update (of the first parameter group), which
+    the log reports: after the schedule's step, the optimizer already holds the next update's."""
+    lr = optimizer.param_groups[0]["lr"]
     preemption.inject(step, env.rank)  # tests: a signal while a step is half done
     if grad_clip and clip_scope == "tensor":
         clip_each_tensor_(model.parameters(), grad_clip)
@@ -490,6 +502,7 @@ def optimizer_step(model, optimizer, scheduler, loss: torch.Tensor, grad_clip: f
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+    return lr
 
 
 def clip_each_tensor_(parameters, max_norm: float) -> None:
