@@ -199,6 +199,12 @@ def test_ddp_ranks_agree_to_stop_after_the_same_step(tiny_pretraining_data, tmp_
     a, b = weights(tmp_path / "whole"), weights(tmp_path / "cut")
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} ({context})"
+    # The log is the global batch's, and the checkpoint carried the ranks' averaged running sums: the line across
+    # the cut equals the uninterrupted one (up to the rounding of averaging before and after the cut).
+    lines = {run: [json.loads(r) for r in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+             for run in ("whole", "cut")}
+    for key in ("loss", "mlm_acc", "nsp_acc"):
+        assert [r[key] for r in lines["cut"]] == pytest.approx([r[key] for r in lines["whole"]], rel=1e-6), key
 
 
 @pytest.mark.slow

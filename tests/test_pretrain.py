@@ -136,8 +136,11 @@ def test_two_process_ddp_matches_one_process(tiny_pretraining_data, tmp_path):
     one, two = logged(tmp_path / "one"), logged(tmp_path / "two")
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["backend"] == "gloo"
-    # rank 0 logs its own half of each global batch; the optimizer trajectory (lr) and the weights agree.
+    # The same optimizer trajectory (lr) and weights; the log is the global batch's in both (the two ranks' halves
+    # are the one process's two micro-batches), not rank 0's half.
     assert [r["lr"] for r in one] == [r["lr"] for r in two]
+    for key in ("loss", "mlm_loss", "nsp_loss", "mlm_acc", "nsp_acc"):
+        assert [r[key] for r in two] == pytest.approx([r[key] for r in one], rel=1e-4, abs=1e-6), key
     wa, wb = weights(tmp_path / "one"), weights(tmp_path / "two")
     for k in wa:
         assert torch.allclose(wa[k], wb[k], atol=1e-5, rtol=1e-4), k

@@ -198,8 +198,11 @@ def run_identity(recipe, mask, mask_params, mask_file, dam_lambda, examples_dir,
 
 
 class _Running:
-    """Sums of loss/accuracy on the device; read (one host sync) only when a log line is written. A checkpoint
-    between two log lines carries them (`state()`), so a resumed run logs what an uninterrupted one would."""
+    """Sums of loss/accuracy on the device; read (one host sync) only when a log line is written. Under DDP the
+    line is the global batch's: the sums are averaged over ranks first (one all-reduce), so their ratios are
+    the global accuracies and losses. A checkpoint between two log lines carries the averaged sums (`state()`,
+    every rank restores the same), so a resumed run logs what an uninterrupted one would: the mean over ranks is
+    linear, mean(restored + after) = restored + mean(after)."""
 
     FIELDS = ("loss", "mlm_loss", "nsp_loss", "mlm_ok", "mlm_n", "nsp_ok", "nsp_n", "kept")
 
@@ -209,8 +212,13 @@ class _Running:
         for name, value in (state or {}).items():
             setattr(self, name, value.to(device) if torch.is_tensor(value) else value)
 
-    def state(self) -> dict:
-        return {**{name: getattr(self, name).detach().cpu() for name in self.FIELDS}, "n": self.n}
+    def _averaged(self) -> dict:
+        """The sums averaged over the ranks (as they are in one process)."""
+        sums = training.all_reduce_mean(torch.stack([getattr(self, name).detach() for name in self.FIELDS]))
+        return dict(zip(self.FIELDS, sums.unbind()))
+
+    def state(self) -> dict:  # every rank calls it (an all-reduce); rank 0 saves it
+        return {**{name: value.cpu() for name, value in self._averaged().items()}, "n": self.n}
 
     def reset(self):
         z = lambda: torch.zeros((), device=self.device)  # noqa: E731
@@ -234,15 +242,15 @@ class _Running:
             self.kept += out.dam_mask.detach().float().mean()
         self.n += 1
 
-    def flush(self, fixed_sparsity):
-        n = max(self.n, 1)
+    def flush(self, fixed_sparsity):  # every rank calls it (an all-reduce); rank 0 writes the line
+        n, s = max(self.n, 1), self._averaged()
         rec = {
-            "loss": (self.loss / n).item(),
-            "mlm_loss": (self.mlm_loss / n).item(),
-            "nsp_loss": (self.nsp_loss / n).item(),
-            "mlm_acc": (self.mlm_ok / self.mlm_n.clamp(min=1)).item(),
-            "nsp_acc": (self.nsp_ok / self.nsp_n.clamp(min=1)).item(),
-            "mask_sparsity": fixed_sparsity if fixed_sparsity is not None else 1.0 - (self.kept / n).item(),
+            "loss": (s["loss"] / n).item(),
+            "mlm_loss": (s["mlm_loss"] / n).item(),
+            "nsp_loss": (s["nsp_loss"] / n).item(),
+            "mlm_acc": (s["mlm_ok"] / s["mlm_n"].clamp(min=1)).item(),
+            "nsp_acc": (s["nsp_ok"] / s["nsp_n"].clamp(min=1)).item(),
+            "mask_sparsity": fixed_sparsity if fixed_sparsity is not None else 1.0 - (s["kept"] / n).item(),
         }
         self.reset()
         return rec
