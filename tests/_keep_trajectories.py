@@ -9,6 +9,10 @@ tests/test_stats.py and tests/test_findings.py. Shapes as snapshots.npz holds th
 - "noise": every probability stays within 0.5 +- 0.005, the diagonal no different from the rest -> inconclusive.
   With `diagonal_dips_first`, the noise happens to put the diagonal below 0.5 at the first snapshot while every
   other position first crosses later: what the first-crossing statistic reads as "dropped first".
+- "walk": no position is learned, but each logit takes Adam-sized random steps (about dam_lr per step in a random
+  direction, dam_lr 0.05 as the configs search), so after 1,000 steps many positions wander below 0.25 too: the
+  noise of a real search, which the 0.25 threshold alone does not exclude. With `diagonal_drift` the diagonal's
+  logit also drifts down by that much per step (a learned drop under the same noise).
 - "highest": every other position falls as in "early" to an end in 0.01-0.21, the diagonal rises to 0.9
   -> contradicted. (A position that never goes below 0.25 ties with an undropped diagonal, so "contradicted"
   needs most positions dropped and the diagonal not.)
@@ -46,6 +50,17 @@ def dam_s(case: str, rng: np.random.Generator, heads: int = 4, L: int = 16, diag
     keep = decay(end, tau) + rng.uniform(-0.002, 0.002, size=(len(STEPS), heads, L))
     keep[0] = 0.5
     return np.clip(keep, 0.0, 1.0)
+
+
+def walk(rng: np.random.Generator, heads: int = 4, L: int = 16, dam_lr: float = 0.05, diagonal_drift: float = 0.0):
+    """(T, H, L) keep probabilities per offset from random-walk logits (case "walk"): keep = sigmoid(l0 - l1),
+    each of l0, l1 moving by N(0, dam_lr^2) per step from the initial 1e-3 * randn."""
+    steps = STEPS[-1]
+    logit = 1e-3 * rng.standard_normal((heads, L)) + np.cumsum(
+        rng.normal(0.0, np.sqrt(2) * dam_lr, size=(steps, heads, L)), axis=0)  # (steps, H, L) after each step
+    logit[:, :, 0] -= diagonal_drift * np.arange(1, steps + 1)[:, None]
+    at = np.concatenate([1e-3 * rng.standard_normal((1, heads, L)), logit[STEPS[1:] - 1]])  # step 0, then snapshots
+    return 1.0 / (1.0 + np.exp(-at))
 
 
 def dam_u(case: str, rng: np.random.Generator, heads: int = 4, L: int = 12, diagonal_dips_first: bool = False):

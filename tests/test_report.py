@@ -135,7 +135,7 @@ def test_summarize_means_over_seeds_and_averages_inside_each_draw():
     draws_one = np.stack([ramp, ramp - 20, ramp - 60])  # (C, B): sst2, squad_v1, squad_v1_em
     points = [[[80.0, 60.0, 50.0], [70.0, 50.0, 40.0]], [[60.0, 40.0, 30.0], [60.0, 40.0, 30.0]]]
     s = scores(points, np.broadcast_to(draws_one, (2, 2, 3, B)), [ACC, SPAN, SPAN_EM])
-    means, halves, intervals = summarize(s, np.random.default_rng(0))
+    means, intervals = summarize(s, np.random.default_rng(0))
     assert means.loc["dense"].to_dict() == pytest.approx({"sst2": 75.0, "squad_v1": 55.0, "squad_v1_em": 45.0,
                                                           "avg_glue": 75.0, "avg_squad_swag": 55.0, "avg": 65.0})
     assert means.loc["no_diagonal", "avg"] == pytest.approx(50.0)
@@ -143,10 +143,10 @@ def test_summarize_means_over_seeds_and_averages_inside_each_draw():
     assert intervals["dense"]["squad_v1"] == pytest.approx((50.5, 69.5))
     assert intervals["dense"]["avg"] == pytest.approx((60.5, 79.5))  # mean of the two averaged columns' draws
     assert intervals["dense"]["avg_squad_swag"] == pytest.approx((50.5, 69.5))
-    assert halves.loc["dense", "avg"] == pytest.approx(9.5) and halves.loc["no_diagonal", "sst2"] == pytest.approx(9.5)
+    assert intervals["no_diagonal"]["sst2"] == pytest.approx((70.5, 89.5))  # the same draws: the same interval
     only_span = scores(np.zeros((2, 1, 1)), np.zeros((2, 1, 1, B)), [SPAN])
-    means, halves, intervals = summarize(only_span, np.random.default_rng(0))
-    assert np.isnan(means.loc["dense", "avg_glue"]) and np.isnan(halves.loc["dense", "avg_glue"])
+    means, intervals = summarize(only_span, np.random.default_rng(0))
+    assert np.isnan(means.loc["dense", "avg_glue"])
     assert np.isnan(intervals["dense"]["avg_glue"][0]) and np.isnan(intervals["dense"]["avg_glue"][1])
 
 
@@ -428,7 +428,7 @@ def test_collect_names_the_file_of_runs_on_other_examples(tmp_path):
 
 
 NOTE_2_SEEDS = (f"Scores in percent (main metric per task; span tasks also exact match `_em`): mean over 2 pretraining "
-                f"seed(s) (0, 1), each fine-tuned once per task, ± the half-width of its 95 % interval (two-way "
+                f"seed(s) (0, 1), each fine-tuned once per task, [its 95 % interval] (two-way "
                 f"bootstrap over seeds and eval examples, 100 draws; sparsebert/stats.py). Sparsity = 1 - mean(keep) "
                 f"of the mask, measured at our sequence length, mean over seeds (paper: L=128). Paper: "
                 f"{paper.CITATION}; {paper.SCALE}.")  # fmt: skip
@@ -466,9 +466,9 @@ def test_write_tables_markdown_and_csv(tmp_path):
         "# PROXY tasks (GLUE-shaped)", "", "Our scale: hand-made.", "", PROXY_NOTE, "", NOTE_2_SEEDS, "",
         "| variant | kind | sparsity | proxy_pair | avg | paper_sparsity | delta_sparsity | paper_avg |",
         "|---|---|---|---|---|---|---|---|",
-        "| dense | fixed | 0.0 | 100.0 ± 0.0 | 100.0 ± 0.0 |  |  |  |",
-        "| no_diagonal | fixed | 3.1 | 100.0 ± 0.0 | 100.0 ± 0.0 |  |  |  |",
-        "| longformer | fixed | 88.8 | 0.0 ± 0.0 | 0.0 ± 0.0 | 88.7 | 0.1 | 80.1 |", "",
+        "| dense | fixed | 0.0 | 100.0 [100.0, 100.0] | 100.0 [100.0, 100.0] |  |  |  |",
+        "| no_diagonal | fixed | 3.1 | 100.0 [100.0, 100.0] | 100.0 [100.0, 100.0] |  |  |  |",
+        "| longformer | fixed | 88.8 | 0.0 [0.0, 0.0] | 0.0 [0.0, 0.0] | 88.7 | 0.1 | 80.1 |", "",
         "## BERT (dense) vs BERT without diagonal", "",
         "Difference no_diagonal - dense with its 95 % interval (2 seed(s) each; paired on the eval examples and the "
         "seeds).", "", "| task | dense | no_diagonal | difference | 95 % interval |", "|---|---|---|---|---|",
@@ -477,15 +477,16 @@ def test_write_tables_markdown_and_csv(tmp_path):
     assert other[0] == "# PROXY tasks (SQuAD/SWAG-shaped)" and other[4] == PROXY_NOTE
     assert other[8:13] == [
         "| variant | kind | sparsity | proxy_qa | proxy_qa_em | avg |", "|---|---|---|---|---|---|",
-        "| dense | fixed | 0.0 | 0.0 ± 0.0 | 0.0 ± 0.0 | 0.0 ± 0.0 |",
-        "| no_diagonal | fixed | 3.1 | 100.0 ± 0.0 | 100.0 ± 0.0 | 100.0 ± 0.0 |",
-        "| longformer | fixed | 88.8 | 100.0 ± 0.0 | 100.0 ± 0.0 | 100.0 ± 0.0 |"]  # fmt: skip
+        "| dense | fixed | 0.0 | 0.0 [0.0, 0.0] | 0.0 [0.0, 0.0] | 0.0 [0.0, 0.0] |",
+        "| no_diagonal | fixed | 3.1 | 100.0 [100.0, 100.0] | 100.0 [100.0, 100.0] | 100.0 [100.0, 100.0] |",
+        "| longformer | fixed | 88.8 | 100.0 [100.0, 100.0] | 100.0 [100.0, 100.0] | 100.0 [100.0, 100.0] |"]  # fmt: skip
     assert other[-1] == "| proxy_qa_em | 0.0 | 100.0 | +100.0 | [+100.0, +100.0] |"
     csv = pd.read_csv(tmp_path / "tables/glue.csv", index_col="variant")
-    assert list(csv.columns) == ["kind", "sparsity", "proxy_pair", "proxy_pair_pm", "avg", "avg_pm", "paper_sparsity",
-                                 "delta_sparsity", "paper_avg"]  # fmt: skip
+    assert list(csv.columns) == ["kind", "sparsity", "proxy_pair", "proxy_pair_lo", "proxy_pair_hi", "avg", "avg_lo",
+                                 "avg_hi", "paper_sparsity", "delta_sparsity", "paper_avg"]  # fmt: skip
     assert list(pd.read_csv(tmp_path / "tables/squad_swag.csv", index_col="variant").columns) == [
-        "kind", "sparsity", "proxy_qa", "proxy_qa_pm", "proxy_qa_em", "proxy_qa_em_pm", "avg", "avg_pm"]
+        "kind", "sparsity", "proxy_qa", "proxy_qa_lo", "proxy_qa_hi", "proxy_qa_em", "proxy_qa_em_lo", "proxy_qa_em_hi",
+        "avg", "avg_lo", "avg_hi"]
     long = pd.read_csv(tmp_path / "tables/all_metrics.csv")
     assert len(long) == 42 and list(long.columns) == ["variant", "seed", "task", "split", "metric", "value", "proxy",
                                                       "finetune_seed"]  # fmt: skip
@@ -511,11 +512,13 @@ def test_write_tables_on_real_tasks_with_one_seed(tmp_path):
     assert glue[6] == ("| variant | kind | sparsity | sst2 | avg | paper_sparsity | delta_sparsity | paper_sst2 | "
                        "delta_sst2 | paper_avg | delta_avg |")  # fmt: skip
     # longformer: sst2 0 %, the paper's 91.8 -> -91.8; avg (sst2 only) not comparable with the paper's 80.1
-    assert glue[9] == "| longformer | fixed | 88.7 | 0.0 ± 0.0 | 0.0 ± 0.0 | 88.7 | 0.0 | 91.8 | -91.8 | 80.1 |  |"
+    assert glue[9] == ("| longformer | fixed | 88.7 | 0.0 [0.0, 0.0] | 0.0 [0.0, 0.0] | 88.7 | 0.0 | 91.8 | -91.8 | 80.1 "
+                       "|  |")  # fmt: skip
     assert glue[11] == "BERT vs BERT without diagonal: needs both `dense` and `no_diagonal` in the config."
     other = (tmp_path / "tables/squad_swag.md").read_text().splitlines()
     assert other[0] == "# SQuAD v1.1 / v2.0 and SWAG dev" and "delta_avg" not in other[4]
-    assert other[9] == "| longformer | fixed | 88.7 | 50.0 ± 50.0 | 50.0 ± 50.0 | 50.0 ± 50.0 |"
+    # one right answer of two: 50 %, and a bootstrap of 2 examples reaches both ends of [0, 100]
+    assert other[9] == "| longformer | fixed | 88.7 | 50.0 [0.0, 100.0] | 50.0 [0.0, 100.0] | 50.0 [0.0, 100.0] |"
 
 
 @pytest.mark.parametrize("tasks, note", [
@@ -592,22 +595,26 @@ def test_scores_survive_save_and_load(tmp_path):
         assert np.array_equal(getattr(back, name), getattr(s, name)), name
 
 
-def test_score_columns_pick_a_tables_tasks_but_no_average_or_half_width():
-    frame = pd.DataFrame(columns=["kind", "sparsity", "mnli_m", "mnli_mm", "sst2", "sst2_pm", "squad_v1",
+def test_score_columns_pick_a_tables_tasks_but_no_average_or_bound():
+    frame = pd.DataFrame(columns=["kind", "sparsity", "mnli_m", "mnli_mm", "sst2", "sst2_lo", "sst2_hi", "squad_v1",
                                   "squad_v1_em", "avg", "avg_glue", "rte"])  # fmt: skip
     assert score_columns(frame, ["mnli", "sst2", "squad_v1"], glue=True) == ["mnli_m", "mnli_mm", "sst2"]
     assert score_columns(frame, ["mnli", "sst2", "squad_v1"], glue=False) == ["squad_v1", "squad_v1_em"]
 
 
-def test_build_table_inserts_half_widths_and_uses_the_given_average():
+def test_build_table_inserts_interval_bounds_and_uses_the_given_average():
     frame = pd.DataFrame({"kind": ["fixed", "dam_s"], "sparsity": [88.0, 91.0], "sst2": [80.0, 90.0],
                           "squad_v1_em": [50.0, 70.0], "avg_glue": [1.0, 2.0]}, index=["longformer", "dam_s_9"])  # fmt: skip
-    half = pd.DataFrame({"sst2": [1.0, 2.0], "squad_v1_em": [3.0, 4.0], "avg_glue": [0.5, 0.25]}, index=frame.index)
-    table = build_table(frame, ["sst2", "squad_v1_em"], proxy=True, with_paper=False, half=half, avg="avg_glue")
-    assert list(table.columns) == ["kind", "sparsity", "sst2", "sst2_pm", "squad_v1_em", "squad_v1_em_pm", "avg",
-                                   "avg_pm"]  # fmt: skip
-    assert table["avg"].tolist() == [1.0, 2.0] and table["avg_pm"].tolist() == [0.5, 0.25]
-    assert table["squad_v1_em_pm"].tolist() == [3.0, 4.0]
+    intervals = {"longformer": {"sst2": (79.0, 83.0), "squad_v1_em": (47.0, 51.0), "avg_glue": (0.5, 1.25)},
+                 "dam_s_9": {"sst2": (86.0, 91.0), "squad_v1_em": (66.0, 74.0), "avg_glue": (1.75, 2.5)}}
+    table = build_table(frame, ["sst2", "squad_v1_em"], proxy=True, with_paper=False, intervals=intervals,
+                        avg="avg_glue")
+    assert list(table.columns) == ["kind", "sparsity", "sst2", "sst2_lo", "sst2_hi", "squad_v1_em", "squad_v1_em_lo",
+                                   "squad_v1_em_hi", "avg", "avg_lo", "avg_hi"]  # fmt: skip
+    assert table["avg"].tolist() == [1.0, 2.0] and table[["avg_lo", "avg_hi"]].values.tolist() == [[0.5, 1.25],
+                                                                                                    [1.75, 2.5]]
+    assert table[["sst2_lo", "sst2_hi"]].values.tolist() == [[79.0, 83.0], [86.0, 91.0]]
+    assert table["squad_v1_em_hi"].tolist() == [51.0, 74.0]
     assert build_table(frame.assign(sst2=[80.064, 90.0]), ["sst2"], True, False)["sst2"].tolist() == [80.06, 90.0]
     # No average column given: the mean of the non-exact-match columns; none: NaN.
     assert build_table(frame, ["sst2", "squad_v1_em"], True, False)["avg"].tolist() == [80.0, 90.0]
@@ -623,12 +630,13 @@ def test_build_table_inserts_half_widths_and_uses_the_given_average():
                                         "delta_avg")] == [True] * 6  # fmt: skip
 
 
-def test_markdown_folds_half_widths_into_their_cells():
-    table = pd.DataFrame({"kind": ["fixed"], "sparsity": [88.04], "sst2": [80.06], "sst2_pm": [1.04],
-                          "paper_sst2": [np.nan], "n": [3]}, index=["longformer"])  # fmt: skip
+def test_markdown_folds_interval_bounds_into_their_cells():
+    """An interval need not be centred on the mean (3 seeds: rarely): the cell prints its bounds."""
+    table = pd.DataFrame({"kind": ["fixed"], "sparsity": [88.04], "sst2": [80.06], "sst2_lo": [77.96],
+                          "sst2_hi": [84.04], "paper_sst2": [np.nan], "n": [3]}, index=["longformer"])  # fmt: skip
     text = markdown(table, "Title", {"scale": "tiny", "proxy": False}, "A note.")
     assert text == ("# Title\n\nOur scale: tiny.\n\nA note.\n\n| variant | kind | sparsity | sst2 | paper_sst2 | n |\n"
-                    "|---|---|---|---|---|---|\n| longformer | fixed | 88.0 | 80.1 ± 1.0 |  | 3 |\n")  # fmt: skip
+                    "|---|---|---|---|---|---|\n| longformer | fixed | 88.0 | 80.1 [78.0, 84.0] |  | 3 |\n")  # fmt: skip
 
 
 def test_cells_and_json_numbers():

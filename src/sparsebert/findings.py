@@ -153,9 +153,11 @@ CLAIM_1_METHOD = (
     "same initial weights and batches), so the interval resamples the seeds jointly across the runs, each seed "
     "as the mean of its heads (a seed's mean already carries its heads' spread: resampling the heads as well "
     "would count it twice and widen the interval). Why: {t:g} lies far outside the "
-    "noise around the initial 0.5 (+-0.005 measured), so a position the search has not moved has an area of "
-    "exactly 0: when nothing has moved, every position ties and the rank is 0.5, not a draw of the noise; and "
-    "the area counts both how early and how deep a position fell, whatever the snapshot interval. Beside it, "
+    "noise around the initial 0.5 of a slow search (+-0.005 measured at dam_lr 0.005), so a position it has not "
+    "moved has an area of exactly 0: when nothing has moved, every position ties and the rank is 0.5, not a draw "
+    "of the noise. A faster search (dam_lr 0.05) random-walks unlearned positions below {t:g} too, but that "
+    "noise treats the diagonal like any other position, so it leaves the rank centred on 0.5. And the area "
+    "counts both how early and how deep a position fell, whatever the snapshot interval. Beside it, "
     "not deciding: the diagonal's rank by final keep probability (the fraction of the other positions that end "
     "lower, same ties and intervals), which noise orders when the search has hardly moved.")
 

@@ -173,7 +173,6 @@ MASKS: dict[str, MaskSpec] = {
 }
 
 
-
 def get_spec(name: str) -> MaskSpec:
     if name not in MASKS:
         raise UserError(f"unknown mask {name!r}; valid names: {', '.join(sorted(MASKS))}")

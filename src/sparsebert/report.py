@@ -281,14 +281,14 @@ def interval(draws: np.ndarray, columns: list[Column], difference: bool = False)
     return stats.percentile_interval(draws, bounds=(lo - hi, hi - lo) if difference else (lo, hi))
 
 
-def summarize(scores: Scores, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Per variant: the mean over seeds of every column and of the averages, the half-width of each 95 %
-    interval (for `mean ± half-width`) and the intervals themselves. The averages (`avg_glue`,
-    `avg_squad_swag`, `avg`) are averaged inside every bootstrap draw over the averaged columns."""
+def summarize(scores: Scores, rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
+    """Per variant: the mean over seeds of every column and of the averages, and their 95 % intervals
+    {variant: {column: (lo, hi)}}. The averages (`avg_glue`, `avg_squad_swag`, `avg`) are averaged inside every
+    bootstrap draw over the averaged columns."""
     groups = {"avg_glue": [c.averaged and c.glue for c in scores.columns],
               "avg_squad_swag": [c.averaged and not c.glue for c in scores.columns],
               "avg": [c.averaged for c in scores.columns]}  # fmt: skip
-    means, halves, intervals = {}, {}, {}
+    means, intervals = {}, {}
     for v, variant in enumerate(scores.variants):
         per_col = stats.seed_level(scores.draws[v], rng)  # (C, B)
         point = scores.points[v].mean(axis=0)  # (C,)
@@ -300,15 +300,14 @@ def summarize(scores: Scores, rng: np.random.Generator) -> tuple[pd.DataFrame, p
         means[variant] = {k: float(x) for k, (x, _, _) in rows.items()}
         intervals[variant] = {k: interval(d, cols) if d is not None else (np.nan, np.nan)
                               for k, (_, d, cols) in rows.items()}  # fmt: skip
-        halves[variant] = {k: (hi - lo) / 2 for k, (lo, hi) in intervals[variant].items()}
-    return pd.DataFrame(means).T, pd.DataFrame(halves).T, intervals
+    return pd.DataFrame(means).T, intervals
 
 
 def score_columns(frame: pd.DataFrame, tasks: list[str], glue: bool) -> list[str]:
     """Headline columns of one table (exact-match columns are shown but not averaged)."""
     picked = [t for t in tasks if (TASKS[t].file_format in GLUE_FORMATS) == glue]
     return [c for c in frame.columns if any(c == t or c.startswith(t + "_") for t in picked)
-            and not c.startswith("avg") and not c.endswith("_pm")]  # fmt: skip
+            and not c.startswith("avg") and not c.endswith(("_lo", "_hi"))]  # fmt: skip
 
 
 def averages_paper_columns(cols: list[str]) -> bool:
@@ -318,20 +317,23 @@ def averages_paper_columns(cols: list[str]) -> bool:
 
 
 def build_table(frame: pd.DataFrame, cols: list[str], proxy: bool, with_paper: bool,
-                half: pd.DataFrame | None = None, avg: str | None = None) -> pd.DataFrame:
+                intervals: dict | None = None, avg: str | None = None) -> pd.DataFrame:
     """One table: kind, sparsity, the score columns and their average (`avg`: that average's column in `frame`,
-    else the mean of the non-`_em` columns), each followed by its interval's half-width `<col>_pm` when
-    `half` is given; then the paper's numbers and, for real tasks, the deltas of our means (`delta_avg` only
-    where the average is over the paper's 9 GLUE columns, `averages_paper_columns`; else NaN)."""
+    else the mean of the non-`_em` columns), each followed by its 95 % interval `<col>_lo`, `<col>_hi` when
+    `intervals` ({variant: {column: (lo, hi)}}) are given; then the paper's numbers and, for real tasks, the
+    deltas of our means (`delta_avg` only where the average is over the paper's 9 GLUE columns,
+    `averages_paper_columns`; else NaN)."""
     averaged = [c for c in cols if not c.endswith("_em")]
     table = frame[["kind", "sparsity", *cols]].copy()
     if avg is not None:
         table["avg"] = frame[avg]
     else:
         table["avg"] = frame[averaged].mean(axis=1) if averaged else np.nan
-    if half is not None:
+    if intervals is not None:  # the bounds, not a half-width: with few seeds an interval is rarely centred
         for c in [*cols, "avg"]:
-            table.insert(table.columns.get_loc(c) + 1, f"{c}_pm", half[avg if c == "avg" and avg else c])
+            key, at = (avg if c == "avg" and avg else c), table.columns.get_loc(c)
+            table.insert(at + 1, f"{c}_lo", [intervals[v][key][0] for v in table.index])
+            table.insert(at + 2, f"{c}_hi", [intervals[v][key][1] for v in table.index])
     if with_paper:
         table["paper_sparsity"] = [paper.GLUE.get(v, {}).get("sparsity", np.nan) for v in table.index]
         table["delta_sparsity"] = table["sparsity"] - table["paper_sparsity"]
@@ -352,8 +354,8 @@ def _cell(value) -> str:
 
 
 def markdown(table: pd.DataFrame, title: str, p: dict, note: str) -> str:
-    """The table with every score as `mean ± half-width` (its `_pm` column folded into it)."""
-    shown = [c for c in table.columns if not c.endswith("_pm")]
+    """The table with every score as `mean [lo, hi]` (its `_lo` and `_hi` columns folded into it)."""
+    shown = [c for c in table.columns if not c.endswith(("_lo", "_hi"))]
     lines = [f"# {title}", "", f"Our scale: {p['scale']}.", ""]
     if p["proxy"]:
         lines += ["**PROXY TASKS.** Every task here is a proxy derived from the embedded corpus, not the benchmark. "
@@ -363,8 +365,9 @@ def markdown(table: pd.DataFrame, title: str, p: dict, note: str) -> str:
     for variant, row in table.iterrows():
         cells = [variant]
         for c in shown:
-            pm = row.get(f"{c}_pm", np.nan)
-            cells.append(_cell(row[c]) + (f" ± {pm:.1f}" if isinstance(pm, float) and not np.isnan(pm) else ""))
+            lo, hi = row.get(f"{c}_lo", np.nan), row.get(f"{c}_hi", np.nan)
+            cells.append(_cell(row[c]) + (f" [{lo:.1f}, {hi:.1f}]" if isinstance(lo, float) and not np.isnan(lo)
+                                          else ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -394,14 +397,14 @@ def write_tables(p: dict, out: Path) -> dict:
     data = task_data(p)  # before anything is written: fine-tunings on different data leave no tables behind
     cfg = settings(p)
     rng = np.random.default_rng([cfg["bootstrap_seed"], 10_000])
-    means, half, intervals = summarize(scores, rng)
+    means, intervals = summarize(scores, rng)
     frame = means.copy()
     frame.insert(0, "sparsity", scores.sparsity.mean(axis=1))
     frame.insert(0, "kind", [variants_of(p)[v]["kind"] for v in scores.variants])
     n_seeds = len(scores.seeds)
     note = (f"Scores in percent (main metric per task; span tasks also exact match `_em`): mean over {n_seeds} "
-            f"pretraining seed(s) ({', '.join(map(str, scores.seeds))}), each fine-tuned once per task, ± the "
-            f"half-width of its 95 % interval ("
+            f"pretraining seed(s) ({', '.join(map(str, scores.seeds))}), each fine-tuned once per task, [its 95 % "
+            f"interval] ("
             + ("two-way bootstrap over seeds and eval examples" if n_seeds > 1
                else "bootstrap over the eval examples only: one seed, seed variance not covered")
             + f", {cfg['bootstrap_samples']} draws; sparsebert/stats.py). Sparsity = 1 - mean(keep) of the mask, "
@@ -409,8 +412,8 @@ def write_tables(p: dict, out: Path) -> dict:
             f"{paper.SCALE}.")  # fmt: skip
     glue_cols = score_columns(means, p["tasks"], glue=True)
     other_cols = score_columns(means, p["tasks"], glue=False)
-    glue = build_table(frame, glue_cols, p["proxy"], with_paper=True, half=half, avg="avg_glue")
-    other = build_table(frame, other_cols, p["proxy"], with_paper=False, half=half, avg="avg_squad_swag")
+    glue = build_table(frame, glue_cols, p["proxy"], with_paper=True, intervals=intervals, avg="avg_glue")
+    other = build_table(frame, other_cols, p["proxy"], with_paper=False, intervals=intervals, avg="avg_squad_swag")
     name = "PROXY tasks (GLUE-shaped)" if p["proxy"] else "GLUE dev"
     other_name = "PROXY tasks (SQuAD/SWAG-shaped)" if p["proxy"] else "SQuAD v1.1 / v2.0 and SWAG dev"
     out.mkdir(parents=True, exist_ok=True)
