@@ -74,8 +74,6 @@ MODULES: dict[str, tuple[str, list[str] | None]] = {
     "io": ("src/sparsebert/io.py", None),
     "preemption": ("src/sparsebert/preemption.py", None),
     "estimate": ("src/sparsebert/estimate.py", None),
-    "data/tokenizer": ("src/sparsebert/data/tokenizer.py", None),
-    "data/proxy": ("src/sparsebert/data/proxy.py", None),
 }  # fmt: skip
 DETECTED = {"killed", "timeout", "segfault", "caught by type check"}  # segfault: the test process died
 
