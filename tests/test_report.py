@@ -428,7 +428,7 @@ def test_collect_names_the_file_of_runs_on_other_examples(tmp_path):
 
 
 NOTE_2_SEEDS = (f"Scores in percent (main metric per task; span tasks also exact match `_em`): mean over 2 pretraining "
-                f"seed(s) (0, 1), each fine-tuned once per task, [its 95 % interval] (two-way "
+                f"seed(s) (0, 1), each fine-tuned once per task, and its 95 % interval [lo, hi] (two-way "
                 f"bootstrap over seeds and eval examples, 100 draws; sparsebert/stats.py). Sparsity = 1 - mean(keep) "
                 f"of the mask, measured at our sequence length, mean over seeds (paper: L=128). Paper: "
                 f"{paper.CITATION}; {paper.SCALE}.")  # fmt: skip

@@ -403,8 +403,8 @@ def write_tables(p: dict, out: Path) -> dict:
     frame.insert(0, "kind", [variants_of(p)[v]["kind"] for v in scores.variants])
     n_seeds = len(scores.seeds)
     note = (f"Scores in percent (main metric per task; span tasks also exact match `_em`): mean over {n_seeds} "
-            f"pretraining seed(s) ({', '.join(map(str, scores.seeds))}), each fine-tuned once per task, [its 95 % "
-            f"interval] ("
+            f"pretraining seed(s) ({', '.join(map(str, scores.seeds))}), each fine-tuned once per task, and its 95 % "
+            f"interval [lo, hi] ("
             + ("two-way bootstrap over seeds and eval examples" if n_seeds > 1
                else "bootstrap over the eval examples only: one seed, seed variance not covered")
             + f", {cfg['bootstrap_samples']} draws; sparsebert/stats.py). Sparsity = 1 - mean(keep) of the mask, "
