@@ -533,9 +533,11 @@ def test_clipping_each_tensor_equals_torch_clipping_them_one_by_one():
     assert params[2].grad.norm().item() == pytest.approx(1.0, rel=1e-5)  # (3, 4) -> (0.6, 0.8)
 
 
+ONE_PROCESS = training.Dist(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
 def test_optimizer_step_clips_by_the_scope_it_is_given():
     """Gradient norms 5 and 0.5: the global norm scales both by 1/sqrt(25.25); per tensor only the first."""
-    env = training.Dist(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     out = {}
     for scope in ("global", "tensor"):
         a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
@@ -543,7 +545,7 @@ def test_optimizer_step_clips_by_the_scope_it_is_given():
         model = torch.nn.ParameterList([a, b])
         opt = torch.optim.SGD(model.parameters(), lr=1.0)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-        training.optimizer_step(model, opt, sched, torch.tensor(0.0), 1.0, 1, env, scope)
+        training.optimizer_step(model, opt, sched, torch.tensor(0.0), 1.0, 1, ONE_PROCESS, scope)
         out[scope] = (-a.detach(), -b.detach())  # SGD lr 1 from 0: minus the clipped gradient
     k = 1.0 / math.sqrt(25.25)
     assert out["global"][0].tolist() == pytest.approx([3 * k, 4 * k], rel=1e-5)
@@ -576,7 +578,6 @@ def test_optimizer_step_returns_the_lr_of_the_update_it_made():
     """The log's lr is the one the update used: lr 0.1, linear, 4 updates, warmup 0.5: factors x / 0.5 at
     x = 0, 0.25, then (1 - x) / 0.5 at x = 0.5, 0.75: 0, 0.05, 0.1, 0.05. (The scheduler's get_last_lr() after
     the step is already the next update's: 0.05, 0.1, 0.05, 0.)"""
-    env = training.Dist(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=0.1)
     sched = training.build_scheduler(opt, {"warmup": 0.5, "schedule": "linear"}, 4)
@@ -584,7 +585,8 @@ def test_optimizer_step_returns_the_lr_of_the_update_it_made():
     for step in range(1, 5):
         before = p.item()
         p.grad = torch.ones(1)
-        used.append(training.optimizer_step(torch.nn.ParameterList([p]), opt, sched, torch.tensor(0.0), None, step, env))
+        used.append(training.optimizer_step(torch.nn.ParameterList([p]), opt, sched, torch.tensor(0.0), None, step,
+                                            ONE_PROCESS))
         moved.append(before - p.item())  # SGD with gradient 1: the weight moves by the lr it used
     assert used == pytest.approx([0.0, 0.05, 0.1, 0.05]) and moved == pytest.approx(used)
 

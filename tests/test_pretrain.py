@@ -376,31 +376,34 @@ def test_host_reads_do_not_grow_with_the_micro_batches(tiny_pretraining_data, tm
     assert counts[8, 16].count("item") - counts[4, 16].count("item") == 4 + 5
 
 
-def test_batches_go_to_a_gpu_through_pinned_memory_without_waiting(monkeypatch):
-    """No GPU needed: the copies are recorded, not made."""
+@pytest.fixture
+def copies(monkeypatch) -> list:
+    """The host-to-device copies a test makes, recorded instead of made (no GPU needed): "pin" for each
+    pin_memory(), (device, non_blocking) for each .to()."""
+    made = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: (made.append("pin"), self)[1])
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, device, non_blocking=False: (made.append((str(device), non_blocking)), self)[1])
+    return made
+
+
+def test_batches_go_to_a_gpu_through_pinned_memory_without_waiting(copies):
     from sparsebert.pretrain import to_device
 
-    made = []
-    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: (made.append("pin"), self)[1])
-    monkeypatch.setattr(torch.Tensor, "to", lambda self, device, non_blocking=False: (made.append((str(device), non_blocking)), self)[1])
     batch = {"input_ids": torch.zeros(2, 4, dtype=torch.int16), "next_sentence_label": torch.zeros(2, dtype=torch.uint8)}
     out = to_device(batch, torch.device("cuda:0"))
-    assert made == ["pin", ("cuda:0", True)] * 2
+    assert copies == ["pin", ("cuda:0", True)] * 2
     assert all(v.dtype == torch.int64 for v in out.values())
-    made.clear()
+    copies.clear()
     to_device(batch, torch.device("cpu"))
-    assert made == [("cpu", False)] * 2  # nothing pinned on the CPU
+    assert copies == [("cpu", False)] * 2  # nothing pinned on the CPU
 
 
-def test_fine_tuning_batches_take_the_same_path_and_keep_their_dtypes(monkeypatch):
+def test_fine_tuning_batches_take_the_same_path_and_keep_their_dtypes(copies):
     """training.to_device (fine-tuning's batches): pinned and non-blocking to a GPU, like pretraining's, but a
     regression task's float labels stay float."""
-    made = []
-    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: (made.append("pin"), self)[1])
-    monkeypatch.setattr(torch.Tensor, "to", lambda self, device, non_blocking=False: (made.append((str(device), non_blocking)), self)[1])
     batch = {"input_ids": torch.zeros(2, 4, dtype=torch.int64), "labels": torch.zeros(2, dtype=torch.float32)}
     out = training.to_device(batch, "cuda")
-    assert made == ["pin", ("cuda", True)] * 2
+    assert copies == ["pin", ("cuda", True)] * 2
     assert [v.dtype for v in out.values()] == [torch.int64, torch.float32]
 
 

@@ -65,9 +65,9 @@ class Lamb(torch.optim.Optimizer):
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
-            step = _multi_tensor_step if group.get("foreach", True) else _per_tensor_step
+            update = _multi_tensor_step if group.get("foreach", True) else _per_tensor_step
             with torch.no_grad():  # not a decorator: mutmut skips decorated functions
-                step(group, params, self.state, self.trust_ratio)
+                update(group, params, self.state, self.trust_ratio)
         return loss
 
 
