@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import signal
+import threading
 
 import numpy as np
 import pytest
+import tqdm
+
+# tqdm guards its bars with a lock shared between processes (a POSIX semaphore) by default. Under `make mutants`
+# every test process is forked from one parent, and the lock outlived them: after one mutant's test process ended
+# inside a tqdm call, every later one waited on the semaphore until mutmut's time limit (seen: the tokenizer's
+# mutants all counted "timeout", each of which passed or failed in seconds when run alone). The bars of one test
+# process need only a lock between its threads.
+tqdm.tqdm.set_lock(threading.RLock())
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(59)]
 SEQ, PRED = 32, 5

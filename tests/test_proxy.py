@@ -5,6 +5,7 @@ import random
 
 import pytest
 
+from sparsebert import recipes
 from sparsebert.cli import main
 from sparsebert.data import proxy
 from sparsebert.data.formats import load_task
@@ -41,10 +42,11 @@ def write_corpus(folder, documents):
     return folder
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    corpus = write_corpus(tmp_path_factory.mktemp("corpus"), tiny_documents())
-    out = tmp_path_factory.mktemp("tasks")
+@pytest.fixture
+def built(tmp_path):
+    # Built per test (0.2 s), not once per module: mutmut credits a module-scoped fixture's calls to the first test.
+    corpus = write_corpus(tmp_path / "corpus", tiny_documents())
+    out = tmp_path / "tasks"
     main(["proxy-tasks", "--corpus", str(corpus), "--params", json.dumps(PARAMS), "--out", str(out)])
     return corpus, out
 
@@ -59,6 +61,9 @@ def test_every_shape_is_written_in_its_original_format_and_loads(built):
         assert all(split.features == hub_features(spec) for split in data.values())
         card = json.loads((out / name / "card.json").read_text())
         assert card["proxy"] is True and card["name"] == name and "PROXY" in card["description"]
+    squad = json.loads((out / "proxy_qa" / "dev-v2.0.json").read_text())
+    qas = [qa for article in squad["data"] for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
+    assert squad["version"] == "v2.0" and all(qa["is_impossible"] == (not qa["answers"]) for qa in qas)
     assert {len(set(load_task(n, {"path": str(out / n)})["train"]["label"])) for n in
             ("proxy_single", "proxy_pair", "proxy_choice")} == {2, 3, 4}  # fmt: skip
 
@@ -121,6 +126,7 @@ def test_deterministic_per_seed(built, tmp_path):
     again = tmp_path / "again"
     main(["proxy-tasks", "--corpus", str(corpus), "--params", json.dumps(PARAMS), "--out", str(again),
           "--tasks", "proxy_single", "proxy_qa"])  # fmt: skip
+    assert sorted(p.name for p in again.iterdir()) == ["proxy_qa", "proxy_single"]
     for name, filename in (("proxy_single", "train.tsv"), ("proxy_qa", "dev-v2.0.json")):
         assert (again / name / filename).read_bytes() == (out / name / filename).read_bytes()
     params = {**proxy.DEFAULTS, **PARAMS, "seed": 4}
@@ -142,11 +148,25 @@ def test_bad_params_and_tiny_corpus(tmp_path, capsys):
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "sed" in error[0] and "proxy_tasks" in error[0]  # not argparse's usage message
     assert not (tmp_path / "o").exists()
-    with pytest.raises(UserError, match="too small"):  # 5-sentence documents hold no 200-word passage
-        proxy.build_proxy_tasks(tiny_documents(n_docs=4, n_sentences=5), {**PARAMS, "qa_context_words": 200},
-                                tmp_path / "o", ["proxy_qa"])
-    with pytest.raises(UserError, match="need >= 2"):
+    # 4 documents of 5 sentences: dev_fraction 0.2 holds out one, and a proxy_qa row takes three
+    with pytest.raises(UserError, match=r"^proxy_qa validation: the corpus is too small for 80 examples \(got 0\)"):
+        proxy.build_proxy_tasks(tiny_documents(n_docs=4, n_sentences=5), PARAMS, tmp_path / "o", ["proxy_qa"])
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(UserError, match=r"^the corpus has 1 document\(s\); proxy tasks need >= 2 \(train and dev\)$"):
         proxy.split_documents(tiny_documents(n_docs=1), 0.1, 0)
+
+
+@pytest.mark.parametrize("n_docs, dev_fraction, dev_docs", [
+    (4, 0.25, 1),  # 5 of 20 sentences reach 0.25 exactly: one document
+    (4, 0.3, 2),  # 5 < 6: a second one
+    (2, 0.9, 1),  # at least one training document stays
+    (2, 0.0, 0),
+])  # fmt: skip
+def test_dev_documents_are_held_out_whole_until_they_reach_the_fraction(n_docs, dev_fraction, dev_docs):
+    documents = tiny_documents(n_docs=n_docs, n_sentences=5)
+    train, dev = proxy.split_documents(documents, dev_fraction, seed=0)
+    assert (len(train), len(dev)) == (n_docs - dev_docs, dev_docs)
+    assert sorted(map(tuple, train + dev)) == sorted(map(tuple, documents))
 
 
 def test_single_corrupts_a_third_of_the_words_of_a_corpus_sentence(built):
@@ -191,3 +211,138 @@ def test_proxy_qa_ceiling_counts_the_shortest_span_some_window_holds():
     features = {"example_id": ["a", "a", "b", "c", "b"], "start_positions": [0, 5, 3, 0, 10],
                 "end_positions": [0, 9, 40, 0, 50]}
     assert dict(shortest_held_span(features)) == {"a": 5, "b": 38}
+
+
+def test_each_card_records_the_task_its_files_documents_params_and_which_scores(built):
+    _, out = built
+    # 40 documents of 12 sentences: dev_fraction 0.2 holds out whole documents until 96 sentences, i.e. 8 of them.
+    expected = {  # kind, file format, metrics, main metric
+        "proxy_single": ("classification", "glue_tsv", ["matthews_correlation", "accuracy"], "matthews_correlation"),
+        "proxy_pair": ("classification", "glue_tsv", ["accuracy"], "accuracy"),
+        "proxy_regression": ("regression", "glue_tsv", ["pearson", "spearmanr", "combined_score"], "combined_score"),
+        "proxy_qa": ("span", "squad_json", ["exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1"],
+                     "f1"),
+        "proxy_choice": ("multiple_choice", "swag_csv", ["accuracy"], "accuracy"),
+    }
+    files = {"glue_tsv": {"train": "train.tsv", "validation": "dev.tsv"},
+             "squad_json": {"train": "train-v2.0.json", "validation": "dev-v2.0.json"},
+             "swag_csv": {"train": "train.csv", "validation": "val.csv"}}
+    scores = {"proxy_single": ({"accuracy", "matthews_correlation"},) * 2, "proxy_pair": ({"accuracy"},) * 2,
+              "proxy_regression": ({"pearson", "spearmanr"}, {"pearson", "spearmanr", "combined_score"}),
+              "proxy_qa": ({"exact", "f1", "has_answer_accuracy"}, {"has_answer_accuracy"}),
+              "proxy_choice": ({"accuracy"},) * 2}  # (chance, bag of words)
+    for name, (kind, file_format, metric_names, main_metric) in expected.items():
+        card = json.loads((out / name / "card.json").read_text())
+        assert {k: v for k, v in card.items() if k not in ("chance", "bow_baseline")} == {
+            "name": name, "proxy": True, "description": get_task(name).description, "kind": kind,
+            "file_format": file_format, "files": files[file_format], "sizes": {"train": 240, "validation": 80},
+            "documents": {"train": 32, "validation": 8}, "metrics": metric_names, "main_metric": main_metric,
+            "bow_baseline_method": proxy.BOW_METHOD,
+            "params": {**recipes.defaults("proxy_tasks"), **PARAMS},
+        }, name  # fmt: skip
+        assert (set(card["chance"]), set(card["bow_baseline"])) == scores[name], name
+    regression = json.loads((out / "proxy_regression" / "card.json").read_text())
+    assert regression["chance"] == {"pearson": 0.0, "spearmanr": 0.0}
+    assert json.loads((out / "proxy_choice" / "card.json").read_text())["chance"] == {"accuracy": 0.25}
+    assert json.loads((out / "proxy_single" / "card.json").read_text())["chance"]["matthews_correlation"] == 0.0
+
+
+def test_the_log_line_gives_sizes_chance_and_the_bag_of_words_score(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="sparsebert.data.proxy"):
+        cards = proxy.build_proxy_tasks(tiny_documents(), PARAMS, tmp_path, ["proxy_choice", "proxy_single"])
+    choice, single = cards["proxy_choice"]["bow_baseline"], cards["proxy_single"]
+    assert caplog.messages == [
+        f"proxy_choice (PROXY): {{'train': 240, 'validation': 80}}; chance accuracy=0.250; bag-of-words "
+        f"accuracy={choice['accuracy']:.3f}",
+        f"proxy_single (PROXY): {{'train': 240, 'validation': 80}}; chance accuracy="
+        f"{single['chance']['accuracy']:.3f}, matthews_correlation=0.000; bag-of-words accuracy="
+        f"{single['bow_baseline']['accuracy']:.3f}, matthews_correlation="
+        f"{single['bow_baseline']['matthews_correlation']:.3f}",
+    ]
+
+
+def test_a_sentence_fits_from_min_words_to_max_words_inclusive():
+    p = {"min_words": 3, "max_words": 5}
+    assert [proxy._fits(" ".join("w" * n), p) for n in range(2, 7)] == [False, True, True, True, False]
+
+
+@pytest.mark.parametrize("successes, calls", [(0, 999), (20, 1000)])
+def test_sampling_gives_up_once_under_2_percent_of_at_least_1000_draws_succeed(successes, calls):
+    # The check before draw t (from 1000 on): give up when 50 x rows < t. With 20 rows, t = 1000 passes
+    # (1000 < 1000 is false) and t = 1001 gives up: 1,000 draws.
+    made = []
+
+    def make(rng):
+        made.append(rng)
+        return {} if len(made) <= successes else None
+
+    with pytest.raises(UserError) as error:
+        proxy._sample_until(random.Random(0), successes + 1, make, "proxy_x train")
+    assert len(made) == calls
+    assert str(error.value) == (f"proxy_x train: the corpus is too small for {successes + 1} examples (got "
+                                f"{successes}); lower train_examples/dev_examples or use a bigger corpus")
+    assert len(proxy._sample_until(random.Random(0), 3, lambda rng: {}, "x")) == 3
+
+
+# Bag-of-words baselines on made-up rows whose answer only the segments' shared words give away: the words of
+# each segment alone are drawn alike for every label.
+WORDS = [f"w{i}" for i in range(30)]
+
+
+def _apart(rng: random.Random, k: int, avoid: list[str]) -> list[str]:
+    return rng.sample([w for w in WORDS if w not in avoid], k)
+
+
+def test_pair_baseline_sees_which_words_the_two_sentences_share():
+    rng = random.Random(0)
+    rows = []
+    for _ in range(800):
+        first = _apart(rng, 3, [])
+        second, label = _apart(rng, 3, first), rng.randrange(2)
+        if label:
+            second[rng.randrange(3)] = rng.choice(first)
+        rows.append({"sentence1": " ".join(first), "sentence2": " ".join(second), "label": label})
+    chance, bow = proxy.bow_baseline("proxy_pair", rows[:600], rows[600:])
+    assert chance["accuracy"] == max(sum(r["label"] for r in rows[600:]), sum(1 - r["label"] for r in rows[600:])) / 200
+    assert bow["accuracy"] > 0.9
+
+
+def test_qa_baseline_tells_answerable_questions_by_the_words_they_share_with_the_passage():
+    rng = random.Random(1)
+    rows = []
+    for k in range(800):
+        context = _apart(rng, 6, [])
+        answerable = rng.random() < 0.5
+        question = rng.sample(context, 2) if answerable else _apart(rng, 2, context)
+        answers = {"text": [context[0]], "answer_start": [0]} if answerable else {"text": [], "answer_start": []}
+        rows.append({"id": str(k), "question": " ".join(question), "context": " ".join(context), "answers": answers})
+    chance, bow = proxy.bow_baseline("proxy_qa", rows[:600], rows[600:])
+    unanswerable = sum(not r["answers"]["text"] for r in rows[600:]) / 200
+    assert chance == {"exact": 100 * unanswerable, "f1": 100 * unanswerable,
+                      "has_answer_accuracy": max(unanswerable, 1 - unanswerable)}
+    assert set(bow) == {"has_answer_accuracy"} and bow["has_answer_accuracy"] > 0.9
+
+
+def test_choice_baseline_picks_the_ending_that_shares_words_with_the_context():
+    rng = random.Random(2)
+    rows = []
+    for k in range(400):
+        context = _apart(rng, 4, [])
+        endings = [_apart(rng, 3, context) for _ in range(4)]
+        label = rng.randrange(4)
+        endings[label][rng.randrange(3)] = rng.choice(context)
+        rows.append({"sent1": " ".join(context[:2]), "sent2": " ".join(context[2:]), "label": label,
+                     **{f"ending{i}": " ".join(e) for i, e in enumerate(endings)}})
+    chance, bow = proxy.bow_baseline("proxy_choice", rows[:300], rows[300:])
+    assert chance == {"accuracy": 0.25} and bow["accuracy"] > 0.9
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--out", "o"], "the following arguments are required: --corpus"),
+    (["--corpus", "c"], "the following arguments are required: --out"),
+    (["--corpus", "c", "--out", "o", "--tasks", "cola"], "argument --tasks: invalid choice: 'cola'"),
+])  # fmt: skip
+def test_the_cli_needs_a_corpus_an_output_and_proxy_task_names(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["proxy-tasks", *args])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -22,7 +22,7 @@ def origin(word: str) -> tuple[int, int, int]:
     return tuple(map(int, re.fullmatch(r"d(\d+)s(\d+)w(\d+)", word).groups()))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # per test: mutmut credits a module-scoped fixture's calls to the first test only
 def rows():
     p = recipes.fill("proxy_tasks", {})
     made = {}

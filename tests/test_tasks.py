@@ -1,5 +1,6 @@
 """Task registry and loaders: original-format files load with the hub's exact columns; bad input is one UserError."""
 
+import dataclasses
 import json
 
 import pytest
@@ -31,8 +32,16 @@ def test_registry_covers_the_paper_tasks_and_proxies():
 
 
 def test_unknown_task_lists_valid_names():
-    with pytest.raises(UserError, match=r"unknown task 'mnli-m'.*cola.*squad_v2"):
+    with pytest.raises(UserError) as error:
         get_task("mnli-m")
+    assert str(error.value) == (
+        "unknown task 'mnli-m'; valid tasks: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, squad_v1, squad_v2, "
+        "swag, proxy_single, proxy_pair, proxy_regression, proxy_qa, proxy_choice")
+
+
+def test_features_of_an_unknown_file_format_are_refused():
+    with pytest.raises(ValueError, match=r"^unknown file format 'conll'$"):
+        hub_features(dataclasses.replace(get_task("cola"), file_format="conll"))
 
 
 def test_declared_hub_features_match_the_dataset_cards():

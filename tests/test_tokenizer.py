@@ -1,10 +1,12 @@
 """Tokenizer step: a WordPiece trained on a tiny corpus round-trips through BertTokenizerFast."""
 
 import json
+import re
 
 import pytest
 from transformers import BertTokenizerFast
 
+from sparsebert.cli import main
 from sparsebert.data import corpus, tokenizer
 from sparsebert.io import UserError
 
@@ -22,10 +24,12 @@ def corpus_dir(tmp_path_factory):
     return root / "corpus"
 
 
-@pytest.fixture(scope="module")
-def trained(corpus_dir):
-    out = corpus_dir.parent / "tokenizer"
-    tokenizer.build_tokenizer(corpus_dir, {"vocab_size": 200, "min_frequency": 1}, out)
+@pytest.fixture
+def trained(corpus_dir, tmp_path):
+    # Built per test, not once per module: mutmut credits a module-scoped fixture's calls to the first test only.
+    out = tmp_path / "tokenizer"
+    main(["tokenizer", "--corpus", str(corpus_dir), "--params", '{"vocab_size": 200, "min_frequency": 1}',
+          "--out", str(out)])
     return out
 
 
@@ -55,8 +59,9 @@ def test_pretrained_branch_loads_and_saves_a_named_tokenizer(trained, tmp_path):
 
 
 def test_unknown_pretrained_name_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="could not load pretrained tokenizer"):
-        tokenizer.build_tokenizer(None, {"pretrained": str(tmp_path / "no-such-tokenizer")}, tmp_path / "out")
+    name = str(tmp_path / "no-such-tokenizer")
+    with pytest.raises(UserError, match=rf"^could not load pretrained tokenizer '{name}': OSError: Repo id must be"):
+        tokenizer.build_tokenizer(None, {"pretrained": name}, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -69,3 +74,100 @@ def test_missing_corpus_is_a_user_error_and_leaves_no_output(tmp_path):
 def test_load_tokenizer_names_a_missing_directory(tmp_path):
     with pytest.raises(UserError, match=r"tokenizer directory not found or incomplete: .*missing"):
         tokenizer.load_tokenizer(tmp_path / "missing")
+
+
+def test_stats_record_the_filled_params_and_the_padding_id(trained):
+    stats = json.loads((trained / "stats.json").read_text())
+    assert stats["pad_token_id"] == 0
+    assert stats["params"] == {"vocab_size": 200, "min_frequency": 1, "lowercase": True, "pretrained": None}
+
+
+def test_vocabulary_is_the_specials_then_the_learned_tokens_sorted(trained):
+    # The trainer numbers tokens in hash-map order; sorted ids make equal vocabularies equal files. (Equal
+    # trainings are not tested: merge tie-breaks can still swap a rare token, huggingface/tokenizers#1794.)
+    vocab = (trained / "vocab.txt").read_text().splitlines()  # by id
+    assert vocab[5:] == sorted(vocab[5:]) and len(set(vocab)) == len(vocab)
+    assert json.loads((trained / "tokenizer.json").read_text())["model"]["vocab"] == {t: i for i, t in enumerate(vocab)}
+
+
+SENTENCES = ["The quick brown fox jumps over the lazy dog.", "Zzqqjj appears once here.", "The fox is quick."]
+
+
+def test_vocab_size_caps_the_vocabulary_once_the_alphabet_fits():
+    # The alphabet here (letters, "##" continuations, punctuation, specials) is 53 tokens: a cap of 80 is reached.
+    assert len(tokenizer.train_wordpiece(iter(SENTENCES * 2), 80, True, 1)) == 80
+    assert len(tokenizer.train_wordpiece(iter(SENTENCES * 2), 500, True, 1)) < 500
+
+
+def test_min_frequency_keeps_a_word_seen_once_out_of_the_vocabulary():
+    # "zzqqjj" occurs once: none of its letter pairs reaches a count of 2, so it stays in letters.
+    once = tokenizer.train_wordpiece(iter(SENTENCES), 500, True, 1)
+    twice = tokenizer.train_wordpiece(iter(SENTENCES), 500, True, 2)
+    assert once.tokenize("zzqqjj") == ["zzqqjj"]
+    assert twice.tokenize("zzqqjj") == ["z", "##z", "##q", "##q", "##j", "##j"]
+    assert twice.decode(twice("zzqqjj")["input_ids"], skip_special_tokens=True) == "zzqqjj"  # "##" joins pieces
+    assert twice.tokenize("quick") == ["quick"]  # twice in the text
+
+
+def test_a_cased_vocabulary_keeps_capitals_in_memory_and_after_a_reload(corpus_dir, tmp_path):
+    cased = tokenizer.train_wordpiece(iter(SENTENCES * 2), 500, False, 1)
+    assert "The" in cased.get_vocab() and "the" in cased.get_vocab()
+    assert cased.tokenize("The Quick") == ["The", "[UNK]"]  # no word starts with a capital Q here
+    assert cased.decode(cased("The fox")["input_ids"], skip_special_tokens=True) == "The fox"
+    tokenizer.build_tokenizer(corpus_dir, {"vocab_size": 200, "min_frequency": 1, "lowercase": False}, tmp_path / "c")
+    assert tokenizer.load_tokenizer(tmp_path / "c").tokenize("The fox") == ["The", "fox"]
+    assert tokenizer.load_tokenizer(tmp_path / "c").tokenize("the fox") == ["the", "fox"]
+
+
+def test_save_vocab_txt_writes_one_token_per_line_in_id_order(tmp_path):
+    class Vocab:
+        def get_vocab(self):
+            return {"b": 2, "[PAD]": 0, "##a": 1}
+
+    tokenizer.save_vocab_txt(Vocab(), tmp_path / "vocab.txt")
+    assert (tmp_path / "vocab.txt").read_text(encoding="utf-8") == "[PAD]\n##a\nb\n"
+
+
+def test_load_tokenizer_loads_a_directory_and_names_a_broken_one(trained, tmp_path):
+    loaded = tokenizer.load_tokenizer(trained)
+    assert loaded.get_vocab() == BertTokenizerFast.from_pretrained(str(trained)).get_vocab()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "tokenizer.json").write_text("{not json")
+    with pytest.raises(UserError, match=rf"^{broken}: could not load tokenizer: JSONDecodeError: Expecting property"):
+        tokenizer.load_tokenizer(broken)
+
+
+@pytest.mark.parametrize("missing", [{"pad_token": None}, {"mask_token": None},
+                                     {"pad_token": None, "mask_token": None}])
+def test_a_pretrained_tokenizer_without_pad_or_mask_is_refused_and_leaves_no_output(tmp_path, missing):
+    source = tmp_path / "no-pad"
+    source.mkdir()
+    (source / "vocab.txt").write_text("[UNK]\n[CLS]\n[SEP]\n[PAD]\n[MASK]\nhello\n")
+    (source / "tokenizer_config.json").write_text(json.dumps(missing))
+    with pytest.raises(UserError, match=rf"^tokenizer {source} lacks a \[PAD\] or \[MASK\] token$"):
+        tokenizer.build_tokenizer(None, {"pretrained": str(source)}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_training_without_a_corpus_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match=r"^--corpus is required to train a tokenizer \(or set params.pretrained\)$"):
+        tokenizer.build_tokenizer(None, {}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_log_line_names_the_size_the_source_the_time_and_the_output(corpus_dir, trained, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="sparsebert.data.tokenizer"):
+        tokenizer.build_tokenizer(corpus_dir, {"vocab_size": 80, "min_frequency": 1}, tmp_path / "t")
+        tokenizer.build_tokenizer(None, {"pretrained": str(trained)}, tmp_path / "p")
+    size = len(BertTokenizerFast.from_pretrained(str(trained)))
+    expected = [rf"tokenizer: vocab 80 \(WordPiece trained on the corpus\) in \d s -> {tmp_path / 't'}",
+                rf"tokenizer: vocab {size} \({trained}\) in \d s -> {tmp_path / 'p'}"]  # under 10 s
+    assert len(caplog.messages) == 2
+    assert all(re.fullmatch(pattern, line) for pattern, line in zip(expected, caplog.messages)), caplog.messages
+
+
+def test_the_cli_needs_an_output_directory(corpus_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tokenizer", "--corpus", str(corpus_dir)])
+    assert exit_info.value.code == 2 and "the following arguments are required: --out" in capsys.readouterr().err

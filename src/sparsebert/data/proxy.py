@@ -262,7 +262,7 @@ def bow_baseline(name: str, train: list[dict], dev: list[dict]) -> tuple[dict, d
     x = lambda rows: _segments(vectorizer, *([r[f] for r in rows] for f in fields))  # noqa: E731
     y_train, gold = [r["label"] for r in train], [r["label"] for r in dev]
     if name == "proxy_regression":
-        pred = Ridge(alpha=1.0).fit(x(train), y_train).predict(x(dev))
+        pred = Ridge().fit(x(train), y_train).predict(x(dev))  # alpha 1
         return {"pearson": 0.0, "spearmanr": 0.0}, metrics.glue_regression(pred, gold)
     pred = logistic_regression().fit(x(train), y_train).predict(x(dev))
     chance = {"accuracy": _majority(gold)}
@@ -316,7 +316,7 @@ def write_task(name: str, splits: dict[str, list[dict]], folder: Path) -> None:
         if spec.file_format == "glue_tsv":
             formats.write_glue_tsv(spec, path, splits[split])
         elif spec.file_format == "squad_json":
-            formats.write_squad_json(path, splits[split], version="v2.0")
+            formats.write_squad_json(path, splits[split])  # SQuAD v2.0, the default: with is_impossible
         else:
             formats.write_swag_csv(path, splits[split])
 

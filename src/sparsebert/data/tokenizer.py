@@ -30,18 +30,20 @@ def corpus_sentences(corpus_dir: str | os.PathLike) -> Iterator[str]:
         yield from document
 
 
-def train_wordpiece(sentences: Iterator[str], vocab_size: int, lowercase: bool, min_frequency: int = 2):
-    """Train a BERT-style WordPiece tokenizer; return it wrapped as a transformers BertTokenizerFast."""
+def train_wordpiece(sentences: Iterator[str], vocab_size: int, lowercase: bool, min_frequency: int):
+    """Train a BERT-style WordPiece tokenizer; return it wrapped as a transformers BertTokenizerFast.
+
+    The "##" continuation prefix and the [UNK] token are the tokenizers library's WordPiece defaults; the
+    normalizer strips accents exactly when it lowercases (BERT's uncased models)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertTokenizerFast
 
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=None)
+    tokenizer = Tokenizer(models.WordPiece())
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    tokenizer.decoder = decoders.WordPiece()
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                        special_tokens=SPECIAL_TOKENS, continuing_subword_prefix="##",
-                                        show_progress=False)
+                                        special_tokens=SPECIAL_TOKENS, show_progress=False)
     tokenizer.train_from_iterator(sentences, trainer)
     # The trainer numbers its "##" alphabet in hash-map order, which changes from run to run (and through
     # merge tie-breaks can even swap a rare token; huggingface/tokenizers#1794). WordPiece matches the
@@ -49,11 +51,12 @@ def train_wordpiece(sentences: Iterator[str], vocab_size: int, lowercase: bool, 
     # equal files; the tokenizer directory is an output to keep (DVC), not something to retrain and expect
     # bit-identical.
     learned = sorted(set(tokenizer.get_vocab()) - set(SPECIAL_TOKENS))
-    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + learned)}
-    tokenizer.model = models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##")
+    tokenizer.model = models.WordPiece({token: i for i, token in enumerate(SPECIAL_TOKENS + learned)})
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    # transformers 5's BertTokenizerFast sets this post-processor itself; 4.x (which pyproject allows) does not.
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    # do_lower_case is saved in tokenizer_config.json, and a reload applies it over the normalizer above.
     return BertTokenizerFast(tokenizer_object=tokenizer, do_lower_case=lowercase)
 
 
@@ -95,9 +98,8 @@ def build_tokenizer(corpus: str | os.PathLike | None, params: dict, out: str | o
         raise UserError(f"tokenizer {params['pretrained'] or out} lacks a [PAD] or [MASK] token")
     stats = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id, "params": params}
     with atomic_dir(out) as tmp:
-        tokenizer.save_pretrained(str(tmp))
-        if not (tmp / "vocab.txt").exists():
-            save_vocab_txt(tokenizer, tmp / "vocab.txt")
+        tokenizer.save_pretrained(str(tmp))  # tokenizer.json + tokenizer_config.json
+        save_vocab_txt(tokenizer, tmp / "vocab.txt")
         atomic_write_json(tmp / "stats.json", stats)
     log.info("tokenizer: vocab %d (%s) in %.0f s -> %s", stats["vocab_size"],
              params["pretrained"] or "WordPiece trained on the corpus", time.time() - start, out)
