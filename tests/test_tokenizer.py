@@ -60,7 +60,8 @@ def test_pretrained_branch_loads_and_saves_a_named_tokenizer(trained, tmp_path):
 
 def test_unknown_pretrained_name_is_a_user_error(tmp_path):
     name = str(tmp_path / "no-such-tokenizer")
-    with pytest.raises(UserError, match=rf"^could not load pretrained tokenizer '{name}': OSError: Repo id must be"):
+    message = rf"^could not load pretrained tokenizer '{re.escape(name)}': OSError: Repo id must be"
+    with pytest.raises(UserError, match=message):
         tokenizer.build_tokenizer(None, {"pretrained": name}, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -134,7 +135,7 @@ def test_load_tokenizer_loads_a_directory_and_names_a_broken_one(trained, tmp_pa
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "tokenizer.json").write_text("{not json")
-    with pytest.raises(UserError, match=rf"^{broken}: could not load tokenizer: JSONDecodeError: Expecting property"):
+    with pytest.raises(UserError, match=rf"^{re.escape(str(broken))}: could not load tokenizer: JSONDecodeError: "):
         tokenizer.load_tokenizer(broken)
 
 
@@ -145,7 +146,7 @@ def test_a_pretrained_tokenizer_without_pad_or_mask_is_refused_and_leaves_no_out
     source.mkdir()
     (source / "vocab.txt").write_text("[UNK]\n[CLS]\n[SEP]\n[PAD]\n[MASK]\nhello\n")
     (source / "tokenizer_config.json").write_text(json.dumps(missing))
-    with pytest.raises(UserError, match=rf"^tokenizer {source} lacks a \[PAD\] or \[MASK\] token$"):
+    with pytest.raises(UserError, match=rf"^tokenizer {re.escape(str(source))} lacks a \[PAD\] or \[MASK\] token$"):
         tokenizer.build_tokenizer(None, {"pretrained": str(source)}, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -161,8 +162,9 @@ def test_the_log_line_names_the_size_the_source_the_time_and_the_output(corpus_d
         tokenizer.build_tokenizer(corpus_dir, {"vocab_size": 80, "min_frequency": 1}, tmp_path / "t")
         tokenizer.build_tokenizer(None, {"pretrained": str(trained)}, tmp_path / "p")
     size = len(BertTokenizerFast.from_pretrained(str(trained)))
-    expected = [rf"tokenizer: vocab 80 \(WordPiece trained on the corpus\) in \d s -> {tmp_path / 't'}",
-                rf"tokenizer: vocab {size} \({trained}\) in \d s -> {tmp_path / 'p'}"]  # under 10 s
+    t, p = (re.escape(str(path)) for path in (tmp_path / "t", tmp_path / "p"))
+    expected = [rf"tokenizer: vocab 80 \(WordPiece trained on the corpus\) in \d s -> {t}",
+                rf"tokenizer: vocab {size} \({re.escape(str(trained))}\) in \d s -> {p}"]  # under 10 s
     assert len(caplog.messages) == 2
     assert all(re.fullmatch(pattern, line) for pattern, line in zip(expected, caplog.messages)), caplog.messages
 
