@@ -14,6 +14,7 @@ import json
 
 import numpy as np
 import pytest
+from _scripted import Scripted
 
 from sparsebert.data import pretraining
 from sparsebert.data.pretraining import Vocab
@@ -21,15 +22,8 @@ from sparsebert.data.pretraining import Vocab
 CLS, SEP, MASK, PAD = 1, 2, 3, 0
 
 
-class Script:
+class Script(Scripted):
     """A numpy Generator stand-in: each call takes the next scripted value and is recorded."""
-
-    def __init__(self, *values):
-        self.values, self.calls = list(values), []
-
-    def _next(self, call):
-        self.calls.append(call)
-        return self.values.pop(0)
 
     def random(self, size=None):
         value = np.asarray(self._next(("random", size)), dtype=float)
@@ -43,9 +37,6 @@ class Script:
 
     def choice(self, a, size=None):
         return np.asarray(self._next(("choice", len(a), size)))
-
-    def done(self):
-        return not self.values
 
 
 def ids(*sentences):

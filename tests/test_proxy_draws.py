@@ -9,19 +9,15 @@ worked out by hand from proxy.py's docstring and the cards (tests/test_proxy_car
 from __future__ import annotations
 
 import pytest
+from _scripted import Scripted
 
 from sparsebert.data import proxy
 
 P = {"min_words": 3, "max_words": 6, "qa_context_words": 9}
 
 
-class Script:
-    def __init__(self, *values):
-        self.values, self.calls = list(values), []
-
-    def _next(self, call):
-        self.calls.append(call)
-        return self.values.pop(0)
+class Script(Scripted):
+    """A random.Random stand-in (tests/_scripted.py)."""
 
     def choice(self, seq):
         return seq[self._next(("choice", len(seq)))]
@@ -45,7 +41,7 @@ class Script:
 def made(maker, docs, *draws, p=P):
     rng = Script(*draws)
     row = maker(rng, docs, p)
-    assert not rng.values, "draws left over"
+    assert rng.done(), "draws left over"
     return row, rng.calls
 
 
