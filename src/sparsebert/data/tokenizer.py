@@ -1,8 +1,9 @@
 """`sparsebert tokenizer`: a BERT WordPiece tokenizer trained on the corpus, or a named pretrained one.
 
 Either way the output is a Hugging Face tokenizer directory that `BertTokenizerFast.from_pretrained(out)`
-loads. Trained vocabularies put [PAD] at id 0 (the examples step pads with 0) and use BERT's normalizer
-(clean text, split CJK, optional lowercase + accent stripping), pre-tokenizer, post-processor and decoder.
+loads. Trained vocabularies put [PAD] at id 0, as BERT's do (the examples step pads with the tokenizer's pad id),
+and use BERT's normalizer (clean text, split CJK, optional lowercase + accent stripping), pre-tokenizer,
+post-processor and decoder.
 """
 
 from __future__ import annotations
