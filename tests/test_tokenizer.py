@@ -116,8 +116,8 @@ def test_a_cased_vocabulary_keeps_capitals_in_memory_and_after_a_reload(corpus_d
     assert cased.tokenize("The Quick") == ["The", "[UNK]"]  # no word starts with a capital Q here
     assert cased.decode(cased("The fox")["input_ids"], skip_special_tokens=True) == "The fox"
     tokenizer.build_tokenizer(corpus_dir, {"vocab_size": 200, "min_frequency": 1, "lowercase": False}, tmp_path / "c")
-    assert tokenizer.load_tokenizer(tmp_path / "c").tokenize("The fox") == ["The", "fox"]
-    assert tokenizer.load_tokenizer(tmp_path / "c").tokenize("the fox") == ["the", "fox"]
+    reloaded = tokenizer.load_tokenizer(tmp_path / "c")
+    assert reloaded.tokenize("The fox") == ["The", "fox"] and reloaded.tokenize("the fox") == ["the", "fox"]
 
 
 def test_save_vocab_txt_writes_one_token_per_line_in_id_order(tmp_path):
