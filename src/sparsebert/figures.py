@@ -27,6 +27,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from sparsebert import masks, paper  # noqa: E402
@@ -195,6 +197,66 @@ def dam_u_snapshots(p: dict, out: Path, shown: int = 5) -> None:
     save(fig, out, "dam_u_snapshots", tight=False)
 
 
+# Where a point's name may go, in points from the point: the four diagonals, then right, left, above, below,
+# at growing distances. The nearest ring clears a scatter marker (6 points wide at matplotlib's default size).
+LABEL_OFFSETS = [(d * dx, d * dy) for d in (4, 12, 20, 28)
+                 for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1.5), (0, -1.5))]
+MARKER_HALF_WIDTH = 3.0  # points
+
+
+def label_points(ax, named: list[tuple[str, float, float]], fontsize: float = 7) -> list:
+    """Name each point (name, x, y) beside it, so that no name covers another name, a marker, the legend or the
+    axes' frame: each name takes the first of LABEL_OFFSETS where its box is free (one farther out than the
+    nearest ring gets a thin leader line), or else the one where it overlaps least. Points of equal scores (a
+    small run's variants often tie) so get one name each around them, not names printed over each other.
+    Returns the annotations in the order of `named`. Call it once the axes' limits and the figure's layout are
+    final: it works in the figure's pixels."""
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    half = MARKER_HALF_WIDTH * ax.figure.dpi / 72
+    taken = [Bbox.from_bounds(px - half, py - half, 2 * half, 2 * half)
+             for px, py in ax.transData.transform([(x, y) for _, x, y in named] or np.empty((0, 2)))]
+    if ax.get_legend() is not None:
+        taken.append(ax.get_legend().get_window_extent(renderer))
+    texts = [None] * len(named)
+    for i in sorted(range(len(named)), key=lambda i: named[i][1:]):  # left to right
+        name, x, y = named[i]
+        best = None
+        for dx, dy in LABEL_OFFSETS:
+            far = max(abs(dx), abs(dy)) > LABEL_OFFSETS[0][0]
+            text = ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                               ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                               va="bottom" if dy > 0 else "top" if dy < 0 else "center",
+                               arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"} if far else None)
+            text.set_in_layout(False)  # a later tight_layout must not move the axes under the placed names
+            box = name_box(text, renderer)
+            cost = sum(overlap_area(box, other) for other in taken) + box.width * box.height - overlap_area(box, frame)
+            if best is not None and cost >= best[0]:
+                text.remove()
+                continue
+            if best is not None:
+                best[1].remove()
+            best = (cost, text, box)
+            if cost == 0:
+                break
+        taken.append(best[2])
+        texts[i] = best[1]
+    return texts
+
+
+def name_box(text, renderer) -> Bbox:
+    """The box of an annotation's text alone, in pixels (an Annotation's own extent includes its leader line)."""
+    text.update_positions(renderer)
+    return Text.get_window_extent(text, renderer)
+
+
+def overlap_area(a: Bbox, b: Bbox) -> float:
+    """The area two boxes share (0 when they do not meet)."""
+    width = min(a.x1, b.x1) - max(a.x0, b.x0)
+    height = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return max(width, 0.0) * max(height, 0.0)
+
+
 def plotted_average(metrics: dict) -> tuple[str, str]:
     """Which average of the tables' metrics.json score_vs_sparsity plots for this run, and its axis label. The
     paper's panel is its GLUE average, so ours is the GLUE average too (`avg_glue`, over the configured GLUE or
@@ -212,6 +274,7 @@ def score_vs_sparsity(p: dict, out: Path, metrics_json: Path) -> None:
     metrics = json.loads(metrics_json.read_text())
     key, label = plotted_average(metrics)
     fig, (ours, theirs) = plt.subplots(1, 2, figsize=(10, 4))
+    ours_named = []
     for v, m in metrics["variants"].items():
         if m.get(key) is None:
             continue
@@ -220,18 +283,22 @@ def score_vs_sparsity(p: dict, out: Path, metrics_json: Path) -> None:
         if lo is not None and hi is not None:  # 95 % interval over seeds and eval examples
             ours.errorbar(m["sparsity"], m[key], yerr=[[m[key] - lo], [hi - m[key]]], color=color, lw=0.8)
         ours.scatter(m["sparsity"], m[key], color=color, marker=marker)
-        ours.annotate(v, (m["sparsity"], m[key]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ours_named.append((v, m["sparsity"], m[key]))
     what = "PROXY tasks" if metrics["proxy"] else "dev sets"
     ours.set(title=f"this run ({what})", xlabel="measured sparsity (%)", ylabel=label)
     for v, row in paper.GLUE.items():
         color, marker = KIND_STYLE[row["kind"]]
         theirs.scatter(row["sparsity"], row["avg"], color=color, marker=marker)
-        theirs.annotate(v, (row["sparsity"], row["avg"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     theirs.set(title="paper (published, BERT-base, GLUE avg)", xlabel="sparsity (%)", ylabel="GLUE average (%)")
     for k, (color, marker) in KIND_STYLE.items():
         ours.scatter([], [], color=color, marker=marker, label={"fixed": "hand-designed / dense"}.get(k, k.upper()))
     ours.legend(fontsize=7)
     suptitle(fig, f"Score vs sparsity. Ours: {p['scale']}", 8)
+    for ax in (ours, theirs):
+        ax.margins(0.1)  # room for the names of the outermost points inside the frame
+    fig.tight_layout()  # before the names are placed: they are placed in the final layout's pixels
+    label_points(ours, ours_named)
+    label_points(theirs, [(v, row["sparsity"], row["avg"]) for v, row in paper.GLUE.items()])
     save(fig, out, "score_vs_sparsity")
 
 
