@@ -257,6 +257,29 @@ def test_bf16_padded_batch_is_finite_and_real_tokens_match_unpadded(kind):
     assert torch.allclose(out32[1, :13], alone32[0], atol=1e-5)
 
 
+@pytest.mark.parametrize("kind, bias_dtype", [("longformer", torch.bfloat16), ("dam_s", torch.float32)])
+def test_under_autocast_a_fixed_mask_reaches_the_layers_in_their_dtype(monkeypatch, kind, bias_dtype):
+    """A fixed mask's bias is built once in the dtype q and k have under autocast (bf16), so no layer copies it;
+    the outputs equal those of a bias built in fp32 and cast in each layer. A DAM bias stays fp32: the layers'
+    gradients to the mask logits add up in fp32 at their own casts."""
+    from sparsebert import modeling
+
+    torch.manual_seed(7)
+    model = SparseBertModel(tiny(attention_mask_type=kind, mask_seq_len=20)).eval()
+    seen = []
+    forward = modeling.SparseBertSelfAttention.forward
+    monkeypatch.setattr(modeling.SparseBertSelfAttention, "forward", lambda self, x, mask: seen.append(mask.dtype)
+                        or forward(self, x, mask))  # fmt: skip
+    ids, am, tt = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(ids, attention_mask=am, token_type_ids=tt).last_hidden_state
+        assert seen == [bias_dtype] * TINY["num_hidden_layers"]
+        monkeypatch.setattr(modeling, "attention_dtype", lambda x, is_dam: x.dtype)  # fp32, cast in each layer
+        cast_per_layer = model(ids, attention_mask=am, token_type_ids=tt).last_hidden_state
+    assert seen[TINY["num_hidden_layers"]:] == [torch.float32] * TINY["num_hidden_layers"]
+    assert torch.equal(out, cast_per_layer)
+
+
 def test_extend_mask_rebuilds_a_registry_mask_at_the_longer_length():
     """Fine-tuning beyond the pretraining length: the pattern is rebuilt with the same parameters."""
     model = SparseBertModel(tiny(attention_mask_type="longformer", attention_mask_params={"window": 3}, mask_seq_len=20))

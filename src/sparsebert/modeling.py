@@ -159,6 +159,16 @@ class SparseBertSelfAttention(nn.Module):
         return y.transpose(1, 2).reshape(B, T, C)
 
 
+def attention_dtype(x: torch.Tensor, is_dam: bool) -> torch.dtype:
+    """The dtype to build the attention bias in: that of q and k, so that the layers' `mask.to(q.dtype)` is no
+    copy. Under autocast q and k come out of the linears in autocast's dtype while x (after LayerNorm) stays fp32.
+    A DAM bias stays in x's dtype: it carries the mask logits' gradient, and the per-layer cast is where the
+    layers' gradients add up in fp32 (a bias cast once would sum them in bf16)."""
+    if not is_dam and torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
 def attention_with_cpu_dropout(q, k, v, bias: torch.Tensor, p: float) -> torch.Tensor:
     """softmax(q k^T / sqrt(d) + bias), dropped out with `dropout.dropout`, times v: what SDPA computes with
     dropout_p = p, written out because on the CPU SDPA's dropout takes its unfused math path and torch's
@@ -367,7 +377,7 @@ class SparseBertModel(SparseBertPreTrainedModel):
         if self.uses_flex(x):
             mask, dam_mask = self.fixed_mask.block_mask(x.shape[1], attention_mask), None
         else:
-            mask, dam_mask = self.attention_bias(attention_mask, x.shape[1], x.dtype)
+            mask, dam_mask = self.attention_bias(attention_mask, x.shape[1], attention_dtype(x, self.config.is_dam))
         x = self.encoder(x, mask)
         pooled = self.pooler(x) if self.pooler is not None else None
         return SparseBertModelOutput(last_hidden_state=x, pooler_output=pooled, dam_mask=dam_mask)
