@@ -71,6 +71,7 @@ MODULES: dict[str, tuple[str, list[str] | None]] = {
                                                                 "_lists", "pack", "_padded", "unpack", "split_of",
                                                                 "merge_shards"]),
     "compilation": ("src/sparsebert/compilation.py", None),
+    "data/corpus": ("src/sparsebert/data/corpus.py", None),
     "io": ("src/sparsebert/io.py", None),
     "preemption": ("src/sparsebert/preemption.py", None),
     "estimate": ("src/sparsebert/estimate.py", None),

@@ -1,7 +1,10 @@
 """Corpus step: shard format, stats, sources (embedded mix size, wiki/play parsing), bad input."""
 
+import hashlib
 import itertools
 import json
+import random
+import types
 from pathlib import Path
 
 import pytest
@@ -340,7 +343,7 @@ def test_a_merge_logs_the_totals_and_each_source_and_records_the_source_and_para
     with caplog.at_level("INFO", logger="sparsebert.data.corpus"):
         out = sharded_build(tmp_path, "corpus", 2, glob)
     assert caplog.messages[-3:] == [  # the merge's lines, after the shard jobs'
-        f"corpus: 3 documents, 6 sentences, 25 words, 0.0 MB in 2 shards -> {out}",
+        "corpus: 3 documents, 6 sentences, 25 words, 0.0 MB in 2 shards",
         "corpus:   a                 2 documents        5 sentences        21 words",
         "corpus:   b                 1 documents        1 sentences         4 words",
     ]
@@ -350,9 +353,314 @@ def test_a_merge_logs_the_totals_and_each_source_and_records_the_source_and_para
     assert stats["source"] == "text_files" and stats["params"] == recipes.fill("corpus", params)
 
 
-def test_a_merge_names_the_first_five_missing_shards_and_counts_the_rest(tmp_path):
-    params = {"source": "text_files", "text_files": {"glob": str(tmp_path / "*.txt")}, "shards": 7}
+@pytest.mark.parametrize("shards, more", [(5, ""), (6, " and 1 more"), (7, " and 2 more")])
+def test_a_merge_names_the_first_five_missing_shards_and_counts_the_rest(tmp_path, shards, more):
+    params = {"source": "text_files", "text_files": {"glob": str(tmp_path / "*.txt")}, "shards": shards}
     with pytest.raises(UserError) as error:
         corpus.merge_shards(params, tmp_path)
     missing = ", ".join(str(tmp_path / f"shard-0000{i}.json") for i in range(5))
-    assert str(error.value) == f"corpus shard(s) not built yet: {missing} and 2 more (run `sparsebert corpus --shard K`)"
+    assert str(error.value) == f"corpus shard(s) not built yet: {missing}{more} (run `sparsebert corpus --shard K`)"
+
+
+def owner(text: str, shards: int) -> int:
+    """The shard a document's joined paragraphs hash to (reference: hashlib's blake2b, salted "corpus-shard")."""
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, person=b"corpus-shard").digest()
+    return int.from_bytes(digest, "big") % shards
+
+
+def corpus_messages(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.name == corpus.log.name]
+
+
+def shard_counts(index: int, count: int, hub=None, **total) -> dict:
+    """A shard job's counts file (shard-NNNNN.json) as build_shard writes it: one source, "a"."""
+    counts = {"documents": 1, "sentences": 2, "words": 3, "bytes": 4, **total}
+    stats = {"sources": {"a": counts}, "total": counts, "shard": {"index": index, "count": count}}
+    return stats if hub is None else {**stats, "hub": hub}
+
+
+def test_shards_that_read_different_commits_are_an_error_naming_the_first_shard(tmp_path):
+    hubs = [[{"path": "user/books", "name": None, "revision": c * 40}] for c in "12"]
+    for index, hub in enumerate(hubs):
+        (tmp_path / f"shard-0000{index}.json").write_text(json.dumps(shard_counts(index, 2, hub)))
+    with pytest.raises(UserError) as error:
+        corpus.merge_shards({"source": "hub", "shards": 2}, tmp_path)
+    assert str(error.value) == (f"{tmp_path / 'shard-00001'}.json read the hub datasets at {hubs[1]}, shard-00000 at "
+                                f"{hubs[0]}: pin `revision` in corpus.hub.datasets and rebuild the shards")
+
+
+def test_the_merge_logs_the_size_in_millions_of_bytes(tmp_path, caplog):
+    (tmp_path / "shard-00000.json").write_text(json.dumps(shard_counts(0, 1, bytes=1_350_000)))
+    with caplog.at_level("INFO", logger="sparsebert.data.corpus"):
+        corpus.merge_shards({"source": "text_files", "text_files": {"glob": "x"}}, tmp_path)
+    assert corpus_messages(caplog)[0] == "corpus: 1 documents, 2 sentences, 3 words, 1.4 MB in 1 shards"
+
+
+# ------------------------------------------------------------------------------------------ one shard job
+
+
+def test_a_shard_job_records_its_counts_and_logs_its_rate(tmp_path, monkeypatch, caplog):
+    clock = iter([100.0, 100.5])  # the job's start and end: 0.5 s
+    monkeypatch.setattr(corpus, "time", types.SimpleNamespace(time=lambda: next(clock)))
+    params = {"source": "text_files", "text_files": {"glob": write_texts(tmp_path / "texts")}, "num_proc": 1}
+    with caplog.at_level("INFO", logger="sparsebert.data.corpus"):
+        corpus.build_shard(params, tmp_path / "new" / "corpus", 0)  # its parent folders are made
+    assert json.loads((tmp_path / "new" / "corpus" / "shard-00000.json").read_text()) == {
+        "sources": {"a": {"documents": 2, "sentences": 5, "words": 21, "bytes": 100},
+                    "b": {"documents": 1, "sentences": 1, "words": 4, "bytes": 24}},
+        "total": {"documents": 3, "sentences": 6, "words": 25, "bytes": 124}, "shard": {"index": 0, "count": 1}}
+    assert corpus_messages(caplog) == ["corpus: shard-00000: 3 documents, 6 sentences, 25 words (50 words/s)"]
+
+
+def test_a_shard_file_that_cannot_be_created_is_the_error_reported(tmp_path, monkeypatch):
+    def read_only(documents, path):
+        raise PermissionError(f"{path}: read-only file system")
+
+    monkeypatch.setattr(corpus, "write_shard", read_only)
+    params = {"source": "text_files", "text_files": {"glob": write_texts(tmp_path / "texts")}, "num_proc": 1}
+    with pytest.raises(PermissionError, match="read-only file system"):
+        corpus.build_shard(params, tmp_path / "corpus", 0)
+    assert not list((tmp_path / "corpus").iterdir())
+
+
+def test_a_document_without_sentences_is_skipped_and_the_next_ones_written(tmp_path):
+    counts = corpus.write_shard([("a", ["One."]), ("a", []), ("b", ["Two.", "Three."])], tmp_path / "shard.txt")
+    assert (tmp_path / "shard.txt").read_text() == "One.\n\nTwo.\nThree.\n\n"
+    assert counts == {"sources": {"a": {"documents": 1, "sentences": 1, "words": 1, "bytes": 6},
+                                  "b": {"documents": 1, "sentences": 2, "words": 2, "bytes": 13}},
+                      "total": {"documents": 2, "sentences": 3, "words": 3, "bytes": 19}}
+
+
+class InProcessPool:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def imap(self, func, items, chunksize=1):
+        return map(func, items)
+
+
+def fake_pools(monkeypatch) -> list:
+    """multiprocessing, recorded: each pool made is listed as (start method, processes); it maps in this process."""
+    pools = []
+
+    class Context:
+        def __init__(self, method):
+            self.method = method
+
+        def Pool(self, processes):
+            pools.append((self.method, processes))
+            return InProcessPool()
+
+    monkeypatch.setattr(corpus.multiprocessing, "get_context", Context)
+    return pools
+
+
+def test_threads_set_the_sentence_splitting_processes_at_every_entry_point(tmp_path, monkeypatch):
+    pools = fake_pools(monkeypatch)
+    params = {"source": "text_files", "text_files": {"glob": write_texts(tmp_path / "texts")}, "num_proc": 1}
+    corpus.build_shard(params, tmp_path / "a", 0, threads=3)
+    corpus.build_corpus(params, tmp_path / "b", threads=4)
+    for out, step in (("c", ["--shard", "0"]), ("d", [])):
+        main(["corpus", "--params", json.dumps(params), "--out", str(tmp_path / out), *step, "--threads", "5"])
+    assert pools == [("fork", 3), ("fork", 4), ("fork", 5), ("fork", 5)]
+
+
+@pytest.mark.parametrize("num_proc, cores, pool", [(1, 4, None), (2, 4, ("fork", 2)), (None, 4, ("fork", 4)),
+                                                   (None, None, None)])  # None: split in this process
+def test_without_threads_num_proc_or_else_all_cores_split_sentences(tmp_path, monkeypatch, num_proc, cores, pool):
+    pools = fake_pools(monkeypatch)
+    monkeypatch.setattr(corpus.os, "cpu_count", lambda: cores)
+    params = {"source": "text_files", "text_files": {"glob": write_texts(tmp_path / "texts")}, "num_proc": num_proc}
+    corpus.build_shard(params, tmp_path / "corpus", 0)
+    assert pools == ([] if pool is None else [pool])
+
+
+def test_the_cli_needs_an_output_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    params = {"source": "text_files", "text_files": {"glob": write_texts(tmp_path / "texts")}, "num_proc": 1}
+    with pytest.raises(SystemExit) as exit:
+        main(["corpus", "--params", json.dumps(params)])
+    assert exit.value.code == 2 and "the following arguments are required: --out" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- sources
+
+
+def test_an_embedded_shard_keeps_the_documents_of_the_seeded_mix_that_hash_to_it(monkeypatch):
+    documents = [("a", [f"Text number {i} here.", "And a second paragraph."]) for i in range(12)]
+    monkeypatch.setattr(corpus, "EMBEDDED_SOURCES", {"a": lambda: iter(documents)})
+    mix = list(documents)
+    random.Random(5).shuffle(mix)
+    params = {"source": "embedded", "embedded": {"sources": ["a"]}, "seed": 5}
+    for index in range(2):
+        expected = [d for d in mix if owner("\n".join(d[1]), 2) == index]
+        assert corpus.shard_documents(params, corpus.Shard(index, 2)) == (expected, len(expected)) and expected
+
+
+def test_an_unknown_source_is_an_error_naming_the_choices():
+    with pytest.raises(UserError) as error:
+        corpus.shard_documents({"source": "web"}, corpus.Shard())
+    assert str(error.value) == "unknown corpus source 'web'; choose embedded, text_files or hub"
+
+
+def test_text_files_without_a_glob_is_an_error():
+    with pytest.raises(UserError) as error:
+        list(corpus.text_file_documents({"glob": None}, corpus.Shard()))
+    assert str(error.value) == "source text_files needs text_files.glob (e.g. 'texts/**/*.txt')"
+
+
+def test_a_double_star_glob_reaches_nested_folders(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "top.txt").write_text("Top level text.\n")
+    (tmp_path / "a" / "b" / "deep.txt").write_text("Deep down text.\n")
+    assert list(corpus.text_file_documents({"glob": str(tmp_path / "**" / "*.txt")}, corpus.Shard())) == [
+        ("deep", ["Deep down text."]), ("top", ["Top level text."])]
+
+
+def test_jsonl_text_is_read_from_text_field_by_default_text(tmp_path):
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"text": "Line one.\n\nLine two.", "body": "Other."}) + "\n")
+    glob = str(tmp_path / "*.jsonl")
+    assert list(corpus.text_file_documents({"glob": glob}, corpus.Shard())) == [("rows", ["Line one.", "Line two."])]
+    assert list(corpus.text_file_documents({"glob": glob, "text_field": "body"}, corpus.Shard())) == [
+        ("rows", ["Other."])]
+
+
+def test_jsonl_documents_of_fewer_files_than_shards_go_to_the_shard_they_hash_to(tmp_path):
+    texts = [f"Document {i} is here." for i in range(8)]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    for index in range(2):
+        expected = [("rows", [t]) for t in texts if owner(t, 2) == index]
+        assert list(corpus.text_file_documents({"glob": str(tmp_path / "rows.jsonl")}, corpus.Shard(index, 2))) == (
+            expected) and expected
+
+
+def write_rows(path: Path, texts: list[str], column: str = "text") -> str:
+    path.write_text("".join(json.dumps({column: t}) + "\n" for t in texts))
+    return str(path)
+
+
+def test_a_streamed_dataset_in_fewer_files_than_shards_is_read_whole_by_every_job(tmp_path, caplog):
+    rows = write_rows(tmp_path / "rows.jsonl", [f"Row {i} ends." for i in range(5)])
+    cfg = {"datasets": [{"path": "json", "data_files": rows, "group_rows": 2}]}  # streaming: the default
+    documents = [["Row 0 ends.", "Row 1 ends."], ["Row 2 ends.", "Row 3 ends."], ["Row 4 ends."]]
+    for index in range(2):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="sparsebert.data.corpus"):
+            got = list(corpus.hub_documents(cfg, corpus.Shard(index, 2)))
+        assert got == [(rows, d) for d in documents if owner("\n".join(d), 2) == index]
+        assert corpus_messages(caplog) == [f"corpus: hub dataset {rows} is stored in 1 file(s), fewer than 2 shards: "
+                                           "every shard job streams all of it (use streaming: false, or fewer shards)"]
+
+
+def test_a_downloaded_dataset_gives_each_job_its_row_range(tmp_path, caplog):
+    rows = write_rows(tmp_path / "rows.jsonl", [f"Row {i} ends." for i in range(4)])
+    cfg = {"datasets": [{"path": "json", "data_files": rows}], "streaming": False}
+    with caplog.at_level("WARNING", logger="sparsebert.data.corpus"):
+        assert list(corpus.hub_documents(cfg, corpus.Shard(1, 2))) == [(rows, ["Row 2 ends."]), (rows, ["Row 3 ends."])]
+    assert corpus_messages(caplog) == []
+
+
+def test_a_streamed_dataset_in_as_many_files_as_shards_gives_each_job_its_file(tmp_path, caplog):
+    files = [write_rows(tmp_path / f"rows{f}.jsonl", [f"File {f} row {i}." for i in range(3)]) for f in range(2)]
+    with caplog.at_level("WARNING", logger="sparsebert.data.corpus"):
+        got = list(corpus.hub_documents({"datasets": [{"path": "json", "data_files": files}]}, corpus.Shard(1, 2)))
+    assert got == [(str(files), [f"File 1 row {i}."]) for i in range(3)] and corpus_messages(caplog) == []
+
+
+def test_rows_without_text_do_not_count_towards_a_group(tmp_path):
+    rows = write_rows(tmp_path / "rows.jsonl", ["", "A one.", "B two.", "C three."])
+    cfg = {"datasets": [{"path": "json", "data_files": rows, "group_rows": 2}]}
+    assert list(corpus.hub_documents(cfg, corpus.Shard())) == [(rows, ["A one.", "B two."]), (rows, ["C three."])]
+
+
+def test_max_documents_caps_what_a_job_reads_of_each_dataset(tmp_path):
+    first = write_rows(tmp_path / "a.jsonl", ["A one.", "A two."])
+    second = write_rows(tmp_path / "b.jsonl", ["B one.", "B two."])
+    cfg = {"datasets": [{"path": "json", "data_files": first}, {"path": "json", "data_files": second}],
+           "max_documents": 1}
+    assert list(corpus.hub_documents(cfg, corpus.Shard())) == [(first, ["A one."]), (second, ["B one."])]
+
+
+def test_a_dataset_without_the_text_column_is_an_error_naming_its_columns(tmp_path):
+    rows = write_rows(tmp_path / "rows.jsonl", ["Some text."], column="body")
+    with pytest.raises(UserError) as error:
+        list(corpus.hub_documents({"datasets": [{"path": "json", "data_files": rows}]}, corpus.Shard()))
+    assert str(error.value) == f"hub dataset {rows} has no column 'text' (columns: ['body'])"
+
+
+def test_a_dataset_that_cannot_be_loaded_is_one_line_naming_the_spec_and_the_error(monkeypatch):
+    import datasets
+
+    def offline(**kwargs):
+        raise ConnectionError("the hub is unreachable")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(UserError) as error:
+        list(corpus.hub_documents({"datasets": [{"path": "bookcorpus/bookcorpus", "group_rows": 256}]}, corpus.Shard()))
+    assert str(error.value) == ("could not load hub dataset {'path': 'bookcorpus/bookcorpus', 'split': 'train'}: "
+                                "ConnectionError: the hub is unreachable")
+
+
+@pytest.mark.parametrize("spec, name", [({"path": "bookcorpus/bookcorpus"}, "bookcorpus/bookcorpus"),
+                                        ({"path": "json", "data_files": "rows.jsonl"}, "rows.jsonl"),
+                                        ({"path": "text", "data_files": ["a.txt", "b.txt"]}, "['a.txt', 'b.txt']"),
+                                        ({"path": "csv", "data_files": "rows.csv"}, "rows.csv"),
+                                        ({"path": "parquet", "data_files": "rows.parquet"}, "rows.parquet")])
+def test_hub_documents_are_named_by_their_repository_or_their_local_files(monkeypatch, spec, name):
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda **kw: datasets.Dataset.from_dict({"text": ["One row."]}))
+    assert list(corpus.hub_documents({"datasets": [spec]}, corpus.Shard())) == [(name, ["One row."])]
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+
+@pytest.mark.parametrize("stats, message", [
+    (None, "{stats} not found: {dir} is not a finished `sparsebert corpus` output"),
+    ({"shards": []}, "{stats}: corrupt corpus stats ('shards' is not a mapping)"),
+    ({"shards": {}}, "{dir}: the corpus is empty (no shards in stats.json)"),
+])
+def test_bad_corpus_stats_are_an_error_saying_what_is_wrong(tmp_path, stats, message):
+    if stats is not None:
+        (tmp_path / "stats.json").write_text(json.dumps(stats))
+    with pytest.raises(UserError) as error:
+        corpus.corpus_shards(tmp_path)
+    assert str(error.value) == message.format(stats=tmp_path / "stats.json", dir=tmp_path)
+
+
+def test_reading_an_unlisted_or_a_missing_shard_is_an_error_naming_it(tmp_path):
+    _, out = build(tmp_path)
+    with pytest.raises(UserError) as error:
+        list(corpus.read_corpus(out, shards=["shard-00009.txt"]))
+    assert str(error.value) == f"{out / 'stats.json'} lists no shard 'shard-00009.txt' (it has 1 shards)"
+    (out / "shard-00000.txt").unlink()
+    with pytest.raises(UserError) as error:
+        list(corpus.read_corpus(out))
+    assert str(error.value) == f"{out / 'shard-00000.txt'}: shard listed in stats.json is missing"
+
+
+def test_max_documents_stops_the_reading_after_that_many(tmp_path):
+    _, out = build(tmp_path)
+    assert list(corpus.read_corpus(out, max_documents=2)) == [
+        ["The cat sat on the mat.", "It was warm.", "Then it slept all day!"],
+        ["Dogs bark at night.", "Nobody knows why."]]
+
+
+def test_an_empty_first_shard_does_not_end_the_reading(tmp_path):
+    (tmp_path / "a.txt").write_text("\n")
+    (tmp_path / "b.txt").write_text("Only document here. It has two sentences.\n")
+    params = {"source": "text_files", "text_files": {"glob": str(tmp_path / "*.txt")}, "shards": 2, "num_proc": 1}
+    corpus.build_corpus(params, tmp_path / "corpus")
+    assert list(corpus.read_corpus(tmp_path / "corpus")) == [["Only document here.", "It has two sentences."]]
+
+
+def test_an_empty_line_inside_a_document_is_an_error_naming_the_document(tmp_path):
+    (tmp_path / "stats.json").write_text(json.dumps({"shards": {"shard-00000.txt": {"documents": 2, "sentences": 4}}}))
+    (tmp_path / "shard-00000.txt").write_text("One.\nTwo.\n\nThree.\n \n\n")
+    with pytest.raises(UserError) as error:
+        list(corpus.read_corpus(tmp_path))
+    assert str(error.value) == f"{tmp_path / 'shard-00000.txt'}: document 2 has an empty line inside it (corrupt shard)"

@@ -61,7 +61,8 @@ Document = tuple[str, list[str]]  # (source name, paragraphs); paragraphs become
 
 def text_hash(text: str, purpose: str) -> int:
     """A stable 64-bit hash of a text (blake2b, salted by purpose so that shard and split draws are
-    independent): the same on every machine, Python version and run, unlike hash()."""
+    independent): the same on every machine, Python version and run, unlike hash(). blake2b's salt (`person`)
+    holds 16 bytes: a longer purpose is cut there."""
     digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, person=purpose.encode()[:16]).digest()
     return int.from_bytes(digest, "big")
 
@@ -199,7 +200,7 @@ WIKI_END_SECTIONS = {"references", "external links", "see also", "further readin
 def strip_wikitext(markup: str) -> list[str]:
     """MediaWiki markup -> prose paragraphs: no templates, tables, refs, files, lists, headings, bold/italics."""
     text = re.sub(r"<!--.*?-->", "", markup, flags=re.S)
-    text = re.sub(r"<ref[^>]*/>|<ref[^>]*>.*?</ref>", "", text, flags=re.S)
+    text = re.sub(r"<ref[^>]*/>|<ref[^>]*>.*?</ref>", "", text, flags=re.S | re.I)  # MediaWiki tags: any case
     for pattern in (r"\{\{[^{}]*\}\}", r"\{\|[^{}]*?\|\}"):  # innermost templates/tables first, until none left
         while True:
             text, n = re.subn(pattern, "", text, flags=re.S)
@@ -207,9 +208,13 @@ def strip_wikitext(markup: str) -> list[str]:
                 break
 
     def link(m: re.Match) -> str:
-        target, _, label = m.group(1).rpartition("|") if "|" in m.group(1) else ("", "", m.group(1))
-        namespace = (target or label).split(":", 1)[0].strip().lower()
-        return "" if namespace in {"file", "image", "category", "media"} and ":" in (target or label) else label
+        """What a reader sees of [[target|label]]: the label (all after the first pipe), else the target; nothing
+        of an image or a category; a media link's label only (bare, it would show its file name)."""
+        target, pipe, label = m.group(1).partition("|")
+        namespace = target.split(":", 1)[0].strip().lower() if ":" in target else ""
+        if namespace in {"file", "image", "category"}:
+            return ""
+        return label if pipe or namespace == "media" else target
 
     while True:  # innermost links first so file captions holding links are removed whole
         text, n = re.subn(r"\[\[([^\[\]]*)\]\]", link, text)
@@ -615,8 +620,9 @@ def merge_shards(params: dict, out: str | os.PathLike) -> dict:
         stats["hub"] = origin
     atomic_write_json(out / "stats.json", stats)
     t = stats["total"]
-    log.info("corpus: %d documents, %d sentences, %d words, %.1f MB in %d shards -> %s",
-             t["documents"], t["sentences"], t["words"], t["bytes"] / 1e6, len(shards), out)
+    # No folder named: build_corpus merges inside its temporary folder (the rule's log says which job this is).
+    log.info("corpus: %d documents, %d sentences, %d words, %.1f MB in %d shards",
+             t["documents"], t["sentences"], t["words"], t["bytes"] / 1e6, len(shards))
     for name, c in stats["sources"].items():
         log.info("corpus:   %-12s %6d documents %8d sentences %9d words", name, c["documents"], c["sentences"], c["words"])
     return stats
