@@ -72,6 +72,7 @@ MODULES: dict[str, tuple[str, list[str] | None]] = {
                                                                 "merge_shards"]),
     "compilation": ("src/sparsebert/compilation.py", None),
     "data/corpus": ("src/sparsebert/data/corpus.py", None),
+    "figures": ("src/sparsebert/figures.py", ["label_points", "name_box", "overlap_area", "plotted_average"]),
     "io": ("src/sparsebert/io.py", None),
     "preemption": ("src/sparsebert/preemption.py", None),
     "estimate": ("src/sparsebert/estimate.py", None),

@@ -206,21 +206,20 @@ MARKER_HALF_WIDTH = 3.0  # points
 
 def label_points(ax, named: list[tuple[str, float, float]], fontsize: float = 7) -> list:
     """Name each point (name, x, y) beside it, so that no name covers another name, a marker, the legend or the
-    axes' frame: each name takes the first of LABEL_OFFSETS where its box is free (one farther out than the
-    nearest ring gets a thin leader line), or else the one where it overlaps least. Points of equal scores (a
-    small run's variants often tie) so get one name each around them, not names printed over each other.
-    Returns the annotations in the order of `named`. Call it once the axes' limits and the figure's layout are
-    final: it works in the figure's pixels."""
+    axes' frame: in the order given, each name takes the first of LABEL_OFFSETS where its box is free (one
+    farther out than the nearest ring gets a thin leader line), or else the one where it overlaps least. Points
+    of equal scores (a small run's variants often tie) so get one name each around them, not names printed over
+    each other. Returns the annotations in the order of `named`. Call it once the axes' limits and the figure's
+    layout are final: it works in the figure's pixels."""
     renderer = ax.figure.canvas.get_renderer()
-    frame = ax.get_window_extent(renderer)
+    frame = ax.get_window_extent()
     half = MARKER_HALF_WIDTH * ax.figure.dpi / 72
     taken = [Bbox.from_bounds(px - half, py - half, 2 * half, 2 * half)
-             for px, py in ax.transData.transform([(x, y) for _, x, y in named] or np.empty((0, 2)))]
+             for px, py in ax.transData.transform([(x, y) for _, x, y in named])]
     if ax.get_legend() is not None:
-        taken.append(ax.get_legend().get_window_extent(renderer))
-    texts = [None] * len(named)
-    for i in sorted(range(len(named)), key=lambda i: named[i][1:]):  # left to right
-        name, x, y = named[i]
+        taken.append(ax.get_legend().get_window_extent())
+    texts = []
+    for name, x, y in named:
         best = None
         for dx, dy in LABEL_OFFSETS:
             far = max(abs(dx), abs(dy)) > LABEL_OFFSETS[0][0]
@@ -231,23 +230,23 @@ def label_points(ax, named: list[tuple[str, float, float]], fontsize: float = 7)
             text.set_in_layout(False)  # a later tight_layout must not move the axes under the placed names
             box = name_box(text, renderer)
             cost = sum(overlap_area(box, other) for other in taken) + box.width * box.height - overlap_area(box, frame)
-            if best is not None and cost >= best[0]:
+            if best is None or cost < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (cost, text, box)
+            else:
                 text.remove()
-                continue
-            if best is not None:
-                best[1].remove()
-            best = (cost, text, box)
-            if cost == 0:
+            if cost == 0:  # free and inside the frame: the first such place is the name's
                 break
         taken.append(best[2])
-        texts[i] = best[1]
+        texts.append(best[1])
     return texts
 
 
 def name_box(text, renderer) -> Bbox:
     """The box of an annotation's text alone, in pixels (an Annotation's own extent includes its leader line)."""
     text.update_positions(renderer)
-    return Text.get_window_extent(text, renderer)
+    return Text.get_window_extent(text)
 
 
 def overlap_area(a: Bbox, b: Bbox) -> float:
