@@ -285,9 +285,11 @@ def score_vs_sparsity(p: dict, out: Path, metrics_json: Path) -> None:
         ours_named.append((v, m["sparsity"], m[key]))
     what = "PROXY tasks" if metrics["proxy"] else "dev sets"
     ours.set(title=f"this run ({what})", xlabel="measured sparsity (%)", ylabel=label)
+    theirs_named = []
     for v, row in paper.GLUE.items():
         color, marker = KIND_STYLE[row["kind"]]
         theirs.scatter(row["sparsity"], row["avg"], color=color, marker=marker)
+        theirs_named.append((v, row["sparsity"], row["avg"]))
     theirs.set(title="paper (published, BERT-base, GLUE avg)", xlabel="sparsity (%)", ylabel="GLUE average (%)")
     for k, (color, marker) in KIND_STYLE.items():
         ours.scatter([], [], color=color, marker=marker, label={"fixed": "hand-designed / dense"}.get(k, k.upper()))
@@ -297,8 +299,8 @@ def score_vs_sparsity(p: dict, out: Path, metrics_json: Path) -> None:
         ax.margins(0.1)  # room for the names of the outermost points inside the frame
     fig.tight_layout()  # before the names are placed: they are placed in the final layout's pixels
     label_points(ours, ours_named)
-    label_points(theirs, [(v, row["sparsity"], row["avg"]) for v, row in paper.GLUE.items()])
-    save(fig, out, "score_vs_sparsity")
+    label_points(theirs, theirs_named)
+    save(fig, out, "score_vs_sparsity", tight=False)  # laid out above
 
 
 def loss_curves(p: dict, out: Path) -> None:
