@@ -1,6 +1,5 @@
 """Corpus step: shard format, stats, sources (embedded mix size, wiki/play parsing), bad input."""
 
-import hashlib
 import itertools
 import json
 import random
@@ -8,6 +7,7 @@ import types
 from pathlib import Path
 
 import pytest
+from _reference_hash import owner
 
 from sparsebert import recipes
 from sparsebert.cli import main
@@ -22,8 +22,14 @@ DOC_3 = "A single sentence here\n"
 def write_texts(root: Path) -> str:
     root.mkdir(parents=True, exist_ok=True)
     (root / "a.txt").write_text(DOC_1 + "\n\n" + DOC_2)
-    (root / "b.jsonl").write_text(json.dumps({"text": DOC_3}) + "\n")
+    write_rows(root / "b.jsonl", [DOC_3])
     return str(root / "*")
+
+
+def write_rows(path: Path, texts: list[str], column: str = "text") -> str:
+    """A JSON-lines file of one {column: text} object per text; returns its path."""
+    path.write_text("".join(json.dumps({column: t}) + "\n" for t in texts))
+    return str(path)
 
 
 def build(tmp_path, **params):
@@ -124,9 +130,8 @@ def test_cli_writes_the_same_corpus(tmp_path):
 
 
 def test_hub_source_goes_through_datasets_load_dataset(tmp_path):
-    rows = tmp_path / "rows.jsonl"
-    rows.write_text("".join(json.dumps({"text": f"Row {i} says hello. It ends here."}) + "\n" for i in range(5)))
-    params = {"source": "hub", "num_proc": 1, "hub": {"datasets": [{"path": "json", "data_files": str(rows),
+    rows = write_rows(tmp_path / "rows.jsonl", [f"Row {i} says hello. It ends here." for i in range(5)])
+    params = {"source": "hub", "num_proc": 1, "hub": {"datasets": [{"path": "json", "data_files": rows,
                                                                      "group_rows": 2}], "max_documents": 2}}
     stats = corpus.build_corpus(params, tmp_path / "corpus")
     assert stats["total"]["documents"] == 2 and stats["total"]["sentences"] == 8
@@ -139,7 +144,7 @@ def test_hub_shards_hold_every_document_once(tmp_path, streaming, files):
     texts = [f"Row {i} says hello. It ends with number {i}." for i in range(24)]
     paths = [tmp_path / f"rows{f}.jsonl" for f in range(files)]
     for f, path in enumerate(paths):
-        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[f::files]))
+        write_rows(path, texts[f::files])
     hub = {"datasets": [{"path": "json", "data_files": [str(p) for p in paths]}], "streaming": streaming}
     built = {n: corpus.build_corpus({"source": "hub", "num_proc": 1, "shards": n, "hub": hub}, tmp_path / f"c{n}")
              for n in (1, 2)}
@@ -163,7 +168,7 @@ def test_hub_shards_take_contiguous_rows_so_grouped_rows_stay_neighbours(tmp_pat
                             _f(self, num_shards, index, contiguous=contiguous, **kw))
     paths = [tmp_path / f"rows{f}.jsonl" for f in range(4)]  # 4 files of 4 rows: rows 0-3, 4-7, ...
     for f, path in enumerate(paths):
-        path.write_text("".join(json.dumps({"text": f"Row {i} ends here."}) + "\n" for i in range(4 * f, 4 * f + 4)))
+        write_rows(path, [f"Row {i} ends here." for i in range(4 * f, 4 * f + 4)])
     hub = {"datasets": [{"path": "json", "data_files": [str(p) for p in paths], "group_rows": 2}],
            "streaming": streaming}
     shard_1 = list(corpus.hub_documents(hub, corpus.Shard(1, 2)))  # rows 8..15, two by two
@@ -265,7 +270,7 @@ def test_a_zero_width_only_sentence_is_dropped_and_the_corpus_reads_back(tmp_pat
     back strips it as a byte order mark and leaves an empty line: the corpus must build AND read back."""
     assert corpus.split_sentences("\ufeff") == [] and corpus.split_sentences(" \u200b \ufeff ") == []
     assert corpus.split_sentences("Hi there. \u200b") == ["Hi there."]
-    (tmp_path / "a.jsonl").write_text(json.dumps({"text": "\ufeff\nHello there, world. Goodbye now."}) + "\n")
+    write_rows(tmp_path / "a.jsonl", ["\ufeff\nHello there, world. Goodbye now."])
     corpus.build_corpus({"source": "text_files", "text_files": {"glob": str(tmp_path / "*.jsonl")}, "num_proc": 1},
                         tmp_path / "corpus")
     assert list(corpus.read_corpus(tmp_path / "corpus")) == [["Hello there, world.", "Goodbye now."]]
@@ -360,12 +365,6 @@ def test_a_merge_names_the_first_five_missing_shards_and_counts_the_rest(tmp_pat
         corpus.merge_shards(params, tmp_path)
     missing = ", ".join(str(tmp_path / f"shard-0000{i}.json") for i in range(5))
     assert str(error.value) == f"corpus shard(s) not built yet: {missing}{more} (run `sparsebert corpus --shard K`)"
-
-
-def owner(text: str, shards: int) -> int:
-    """The shard a document's joined paragraphs hash to (reference: hashlib's blake2b, salted "corpus-shard")."""
-    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, person=b"corpus-shard").digest()
-    return int.from_bytes(digest, "big") % shards
 
 
 def corpus_messages(caplog) -> list[str]:
@@ -530,16 +529,11 @@ def test_jsonl_text_is_read_from_text_field_by_default_text(tmp_path):
 
 def test_jsonl_documents_of_fewer_files_than_shards_go_to_the_shard_they_hash_to(tmp_path):
     texts = [f"Document {i} is here." for i in range(8)]
-    (tmp_path / "rows.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    write_rows(tmp_path / "rows.jsonl", texts)
     for index in range(2):
         expected = [("rows", [t]) for t in texts if owner(t, 2) == index]
         assert list(corpus.text_file_documents({"glob": str(tmp_path / "rows.jsonl")}, corpus.Shard(index, 2))) == (
             expected) and expected
-
-
-def write_rows(path: Path, texts: list[str], column: str = "text") -> str:
-    path.write_text("".join(json.dumps({column: t}) + "\n" for t in texts))
-    return str(path)
 
 
 def test_a_streamed_dataset_in_fewer_files_than_shards_is_read_whole_by_every_job(tmp_path, caplog):

@@ -2,20 +2,15 @@
 splitting and the stable hash that shards documents. Pipeline, shards and stats: test_corpus.py."""
 
 import bz2
-import hashlib
 import json
 import random
 import re
 
 import pytest
+from _reference_hash import blake2b_64, owner
 
 from sparsebert.data import corpus
 from sparsebert.io import UserError
-
-
-def blake2b_64(text: str, person: bytes) -> int:
-    """The reference for corpus.text_hash: hashlib's blake2b, 8 bytes, big-endian."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8, person=person).digest(), "big")
 
 
 # ------------------------------------------------------------------------------------------ hashing, reading
@@ -31,8 +26,8 @@ def test_a_shard_owns_the_documents_whose_joined_paragraphs_hash_to_its_index():
     documents = [("s", [f"Paragraph {i} of a document.", f"Another paragraph {i}.", "A third one."]) for i in range(12)]
     for index in range(3):
         shard = corpus.Shard(index, 3)
-        assert [shard.owns(d) for d in documents] == [
-            blake2b_64("\n".join(paragraphs), b"corpus-shard") % 3 == index for _, paragraphs in documents]
+        assert [shard.owns(d) for d in documents] == [owner("\n".join(paragraphs), 3) == index
+                                                      for _, paragraphs in documents]
     assert all(corpus.Shard().owns(d) for d in documents)
 
 
