@@ -64,6 +64,27 @@ def test_block_mask_built_once_and_reused():
         assert cache.builds == 3
 
 
+def test_block_mask_cache_is_keyed_by_the_mask_not_its_address():
+    """Another mask at the same address (freed memory is soon reused; here a transposed view) and an in-place
+    change of the mask (load_state_dict) both rebuild; the same mask does not."""
+    keep = masks.build_mask("longformer", 40, window=2).unsqueeze(0)
+    keep[:, 0, 30] = True  # not symmetric: its transpose is another mask
+    cache = flex.BlockMaskCache()
+    _, sliced = cache.get(keep, 40)
+    assert torch.equal(sliced, keep) and cache.builds == 1
+    cache.get(keep, 40)
+    assert cache.builds == 1
+    transposed = keep.transpose(-1, -2)
+    assert transposed.data_ptr() == keep.data_ptr() and transposed._version == keep._version
+    _, sliced = cache.get(transposed, 40)
+    assert torch.equal(sliced, transposed) and cache.builds == 2
+    keep = keep.clone()
+    cache.get(keep, 40)
+    keep[:, 1, 35] = True
+    _, sliced = cache.get(keep, 40)
+    assert sliced[0, 1, 35] and cache.builds == 4
+
+
 def test_fully_masked_rows_are_finite_in_both_backends():
     # no_diagonal + a single real token: that token's query has no real key left
     m = model(attention_mask_type="no_diagonal").eval()
@@ -89,6 +110,17 @@ def test_cpu_training_falls_back_to_sdpa_and_trains(caplog):
     assert m.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
 
 
+def test_cpu_training_with_frozen_embeddings_falls_back_to_sdpa():
+    """With the embeddings frozen the encoder's input needs no gradient; training mode alone must still send the
+    forward to sdpa, since the layers' weights need a backward that flex has not on the CPU."""
+    m = model(SparseBertForPreTraining, attention_mask_type="longformer", attention_backend="flex").train()
+    m.bert.embeddings.requires_grad_(False)
+    ids, am = batch()
+    m(ids, attention_mask=am, labels=ids.masked_fill(am == 0, -100)).loss.backward()
+    assert m.bert.fixed_mask.block_masks.builds == 0
+    assert m.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
+
+
 def test_flex_has_no_cpu_backward_in_this_torch():
     # the reason for the fallback; if a future torch adds it, the fallback rule should be revisited
     q = torch.randn(1, 1, 32, 8, requires_grad=True)
@@ -97,15 +129,19 @@ def test_flex_has_no_cpu_backward_in_this_torch():
         flex.attention(q, q, q, block_mask).sum().backward()
 
 
-def test_dam_model_ignores_flex():
+def test_dam_model_ignores_flex(caplog):
     m = model(attention_mask_type="dam_s", attention_backend="flex").eval()
     ids, am = batch()
-    with torch.no_grad():
+    flex.notice_once.cache_clear()
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="sparsebert.flex"):
         flex_out = m(ids, attention_mask=am)
         m.config.attention_backend = "sdpa"
         sdpa_out = m(ids, attention_mask=am)
     assert flex_out.dam_mask is not None
     assert torch.equal(flex_out.last_hidden_state, sdpa_out.last_hidden_state)
+    assert [r.message for r in caplog.records] == [
+        "DAM masks are learned as dense differentiable tensors: DAM models use sdpa"
+    ]
 
 
 def test_mask_mods_match_dense_reference():

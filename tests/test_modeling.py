@@ -1,6 +1,15 @@
+import re
+
 import pytest
 import torch
-from transformers import BertConfig, BertForPreTraining, BertModel
+from transformers import (
+    BertConfig,
+    BertForMultipleChoice,
+    BertForPreTraining,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertModel,
+)
 
 from sparsebert import masks
 from sparsebert.io import UserError
@@ -52,6 +61,10 @@ def test_dense_model_equals_hf_bert_model():
     real = am.bool()
     assert (a.last_hidden_state - b.last_hidden_state)[real].abs().max() <= 1e-5
     assert (a.pooler_output - b.pooler_output).abs().max() <= 1e-5
+    embeds, positions = torch.randn(3, 20, TINY["hidden_size"]), torch.arange(20).flip(0)  # not the defaults
+    a = ours(inputs_embeds=embeds, attention_mask=am, token_type_ids=tt, position_ids=positions)
+    b = hf(inputs_embeds=embeds, attention_mask=am, token_type_ids=tt, position_ids=positions)
+    assert (a.last_hidden_state - b.last_hidden_state)[real].abs().max() <= 1e-5
 
 
 def test_dense_pretraining_equals_hf_bert_for_pretraining():
@@ -61,11 +74,48 @@ def test_dense_pretraining_equals_hf_bert_for_pretraining():
     ids, am, tt = batch()
     labels = torch.full_like(ids, -100)
     labels[:, 3] = ids[:, 3]
-    a = ours(ids, attention_mask=am, token_type_ids=tt, labels=labels, next_sentence_label=torch.tensor([0, 1, 0]))
-    b = hf(ids, attention_mask=am, token_type_ids=tt, labels=labels, next_sentence_label=torch.tensor([0, 1, 0]))
+    nsp, positions = torch.tensor([0, 1, 0]), torch.arange(20).flip(0)
+    a = ours(ids, attention_mask=am, token_type_ids=tt, position_ids=positions, labels=labels, next_sentence_label=nsp)
+    b = hf(ids, attention_mask=am, token_type_ids=tt, position_ids=positions, labels=labels, next_sentence_label=nsp)
     assert (a.prediction_logits - b.prediction_logits).abs().max() <= 1e-5
     assert (a.seq_relationship_logits - b.seq_relationship_logits).abs().max() <= 1e-5
     assert abs(a.loss.item() - b.loss.item()) <= 1e-5
+    assert a.dam_mask is None
+
+
+def test_pretraining_loss_is_the_sum_of_the_losses_whose_labels_are_given():
+    torch.manual_seed(1)
+    model = SparseBertForPreTraining(tiny()).eval()
+    ids, am, tt = batch()
+    nsp = torch.tensor([0, 1, 0])
+    both = model(ids, attention_mask=am, token_type_ids=tt, labels=ids, next_sentence_label=nsp)
+    ce = torch.nn.functional.cross_entropy
+    mlm = ce(both.prediction_logits.reshape(-1, TINY["vocab_size"]), ids.reshape(-1))
+    assert both.mlm_loss.item() == pytest.approx(mlm.item(), abs=1e-6)
+    assert both.nsp_loss.item() == pytest.approx(ce(both.seq_relationship_logits, nsp).item(), abs=1e-6)
+    assert both.loss.item() == pytest.approx(both.mlm_loss.item() + both.nsp_loss.item(), abs=1e-6)
+    only_nsp = model(ids, attention_mask=am, token_type_ids=tt, next_sentence_label=nsp)
+    assert only_nsp.mlm_loss is None and torch.equal(only_nsp.loss, only_nsp.nsp_loss)
+    assert only_nsp.nsp_loss.item() == pytest.approx(both.nsp_loss.item(), abs=1e-6)
+    only_mlm = model(ids, attention_mask=am, token_type_ids=tt, labels=ids)
+    assert only_mlm.nsp_loss is None and torch.equal(only_mlm.loss, only_mlm.mlm_loss)
+    none = model(ids, attention_mask=am, token_type_ids=tt)
+    assert none.loss is None and none.mlm_loss is None and none.nsp_loss is None
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_resized_vocabulary_reaches_the_prediction_head(tied):
+    """resize_token_embeddings (new tokens for a task) goes through the embedding accessors: the prediction head
+    scores the new vocabulary, with the input embeddings as its weights when tied, with its own bias otherwise."""
+    torch.manual_seed(1)
+    model = SparseBertForPreTraining(tiny(tie_word_embeddings=tied)).eval()
+    model.resize_token_embeddings(130)
+    ids, am, tt = batch()
+    assert model(ids, attention_mask=am, token_type_ids=tt).prediction_logits.shape == (3, 20, 130)
+    head = model.cls.predictions
+    assert model.bert.embeddings.word_embeddings.weight.shape == (130, TINY["hidden_size"])
+    assert (head.decoder.weight is model.bert.embeddings.word_embeddings.weight) == tied
+    assert head.bias is head.decoder.bias and head.bias.shape == (130,)
 
 
 def test_masked_positions_head_equals_full_head_gathered():
@@ -126,6 +176,21 @@ def test_invisible_token_does_not_change_query_output():
     assert not torch.allclose(a[0, seeing], b[0, seeing])
 
 
+def test_a_row_that_the_input_length_cuts_off_from_its_keys_attends_to_itself():
+    """A mask for 16 positions used on 10 tokens: a query whose kept keys all lie beyond the input has no key
+    left, padding or not; it attends to itself (a row of no keys would be NaN)."""
+    torch.manual_seed(5)
+    model = SparseBertModel(tiny(attention_mask_type="learned", mask_seq_len=16)).eval()
+    keep = torch.eye(16, dtype=torch.bool)
+    keep[2] = False
+    keep[2, 12] = True  # query 2 looks only at position 12
+    model.set_fixed_mask(keep)
+    ids, _, _ = batch(B=1, T=10)
+    for am in (None, torch.ones(1, 10, dtype=torch.long)):
+        p = attention_probs(model, ids, am)
+        assert torch.equal(p[0, 0], torch.eye(10)), "every query, query 2 included, attends to itself alone"
+
+
 def test_all_masked_row_is_finite():
     torch.manual_seed(5)
     model = SparseBertModel(tiny(attention_mask_type="no_diagonal", mask_seq_len=8)).eval()
@@ -174,40 +239,151 @@ def test_dam_model_gradients_reach_logits_and_eval_is_deterministic():
     assert torch.equal(x1, x2)
 
 
-def test_task_heads_shapes_and_losses():
+def padded_choices(B=3, K=4, T=20, seed=9):
+    """(B, K, T) ids, a mask that pads each choice to its own length, and token types that start at its middle."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, TINY["vocab_size"], (B, K, T), generator=g)
+    lengths = torch.randint(3, T + 1, (B, K), generator=g)
+    am = (torch.arange(T) < lengths[..., None]).long()
+    tt = (torch.arange(T) >= lengths[..., None] // 2).long() * am
+    return ids, am, tt
+
+
+HEADS = {  # ours, HF's, config, the labels of a batch of 3 (span: start and end positions)
+    "classification": (SparseBertForSequenceClassification, BertForSequenceClassification, dict(num_labels=3),
+                       dict(labels=torch.tensor([0, 2, 1]))),
+    "regression": (SparseBertForSequenceClassification, BertForSequenceClassification, dict(num_labels=1),
+                   dict(labels=torch.tensor([0.5, 4.0, -1.0]))),
+    # HF's convention for positions: one past the window (length 20) is no label, a negative one means [CLS].
+    "span": (SparseBertForQuestionAnswering, BertForQuestionAnswering, {},
+             dict(start_positions=torch.tensor([-1, 25, 3]), end_positions=torch.tensor([-2, 5, 24]))),
+    "multiple_choice": (SparseBertForMultipleChoice, BertForMultipleChoice, {}, dict(labels=torch.tensor([1, 3, 0]))),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("head", list(HEADS))
+def test_dense_task_heads_equal_hf_heads(head):
+    """Every task head, dense, with the same weights: HF's outputs and losses on a padded batch with token types
+    and shifted position ids, the same parameters (no pooler under the span head), and no loss without labels."""
+    ours_cls, hf_cls, extra, labels = HEADS[head]
     torch.manual_seed(8)
-    ids, am, tt = batch(B=2, T=12)
-    cls = SparseBertForSequenceClassification(tiny(num_labels=3))
-    out = cls(ids, attention_mask=am, token_type_ids=tt, labels=torch.tensor([0, 2]))
-    assert out.logits.shape == (2, 3)
-    assert out.loss.item() == pytest.approx(torch.nn.functional.cross_entropy(out.logits, torch.tensor([0, 2])).item())
-    reg = SparseBertForSequenceClassification(tiny(num_labels=1))
-    out = reg(ids, attention_mask=am, labels=torch.tensor([0.5, 4.0]))
-    assert out.logits.shape == (2, 1)
-    assert out.loss.item() == pytest.approx(((out.logits.squeeze(-1) - torch.tensor([0.5, 4.0])) ** 2).mean().item())
-    qa = SparseBertForQuestionAnswering(tiny())
-    out = qa(ids, attention_mask=am, start_positions=torch.tensor([1, 0]), end_positions=torch.tensor([3, 0]))
-    assert out.start_logits.shape == (2, 12)
-    ce = torch.nn.functional.cross_entropy  # BERT's span loss: the mean of the start and end cross-entropies
-    expected = (ce(out.start_logits, torch.tensor([1, 0])) + ce(out.end_logits, torch.tensor([3, 0]))) / 2
-    assert out.loss.item() == pytest.approx(expected.item())
-    mc = SparseBertForMultipleChoice(tiny())
-    out = mc(ids[:, None].expand(2, 4, 12), attention_mask=am[:, None].expand(2, 4, 12), labels=torch.tensor([1, 3]))
-    assert out.logits.shape == (2, 4)
-    assert out.loss.item() == pytest.approx(torch.nn.functional.cross_entropy(out.logits, torch.tensor([1, 3])).item())
+    ours = ours_cls(tiny(**extra)).eval()
+    hf = hf_cls(BertConfig(**TINY, **extra)).eval()
+    loaded = hf.load_state_dict(ours.state_dict(), strict=False)
+    assert not loaded.missing_keys and loaded.unexpected_keys == ["bert.fixed_mask.keep"]
+    ids, am, tt = padded_choices() if head == "multiple_choice" else batch()
+    inputs = dict(input_ids=ids, attention_mask=am, token_type_ids=tt, position_ids=(torch.arange(20) + 3).expand(ids.shape))
+    a, b = ours(**inputs, **labels), hf(**inputs, **labels)
+    names = ["start_logits", "end_logits"] if head == "span" else ["logits"]
+    real = am.bool() if head == "span" else slice(None)  # the span logits of padded positions are never read
+    for name in names:
+        assert (getattr(a, name) - getattr(b, name))[real].abs().max() <= 1e-5, name
+    assert a.loss.item() == pytest.approx(b.loss.item(), abs=1e-5)
+    if head == "span":
+        assert torch.equal(a.logits, torch.stack([a.start_logits, a.end_logits], dim=-1))
+        assert ours(**inputs, start_positions=labels["start_positions"]).loss is None
+    assert ours(**inputs).loss is None and a.dam_mask is None
+
+
+@pytest.mark.parametrize("head", list(HEADS))
+def test_a_dam_task_head_returns_its_sampled_mask(head):
+    ours_cls, _, extra, labels = HEADS[head]
+    model = ours_cls(tiny(attention_mask_type="dam_s", mask_seq_len=20, **extra)).train()
+    ids, am, tt = padded_choices() if head == "multiple_choice" else batch()
+    out = model(ids, attention_mask=am, token_type_ids=tt, **labels)
+    assert out.dam_mask.shape == (4, 20, 20) and set(out.dam_mask.unique().tolist()) <= {0.0, 1.0}
+
+
+def raises_line(line: str):
+    """pytest.raises(UserError) that checks the whole message."""
+    return pytest.raises(UserError, match="^" + re.escape(line) + "$")
 
 
 def test_bad_specs_raise_clear_errors():
-    with pytest.raises(UserError, match="unknown attention_mask_type 'nope'"):
+    valid = "dense, no_diagonal, strided, fixed, longformer, logsparse, bigbird, star, blockwise, dam_s, dam_u, learned"
+    with raises_line(f"unknown attention_mask_type 'nope'; valid: {valid}"):
         tiny(attention_mask_type="nope")
-    with pytest.raises(UserError, match="mask_seq_len=64 exceeds"):
+    with raises_line("mask_seq_len=64 exceeds max_position_embeddings=32"):
         tiny(mask_seq_len=64)
+    with raises_line("attention_backend must be 'sdpa' or 'flex', got 'xformers'"):
+        tiny(attention_backend="xformers")
+    with raises_line("hidden_size 30 not divisible by 4 heads"):
+        SparseBertModel(tiny(hidden_size=30))
     model = SparseBertModel(tiny(attention_mask_type="learned", mask_seq_len=16))
-    with pytest.raises(UserError, match=r"expected \(1 or 4, 16, 16\)"):
+    with raises_line("mask of shape (3, 16, 16) does not fit this model: expected (1 or 4, 16, 16)"):
         model.set_fixed_mask(torch.ones(3, 16, 16, dtype=torch.bool))
+    with raises_line("fixed mask leaves query row(s) with no key to attend to (first at index [0, 5])"):
+        model.set_fixed_mask(torch.eye(16, dtype=torch.bool).index_fill(0, torch.tensor([5]), False))
+    dam = SparseBertModel(tiny(attention_mask_type="dam_s", mask_seq_len=16))
+    with raises_line("set_fixed_mask on a DAM model; build a model with attention_mask_type='learned'"):
+        dam.set_fixed_mask(torch.ones(16, 16, dtype=torch.bool))
+    with raises_line("a DAM-search model has no fixed mask to extend; fine-tune it with its binarized mask"):
+        dam.extend_mask(20)
     fixed = SparseBertModel(tiny(attention_mask_type="star", mask_seq_len=16))
-    with pytest.raises(UserError, match="exceeds the attention mask's length 16"):
+    with raises_line("input length 20 exceeds the attention mask's length 16 (mask_seq_len); rebuild the model "
+                     "with a larger mask_seq_len"):
         fixed(torch.randint(5, 100, (1, 20)))
+
+
+def test_dam_logits_start_at_the_configured_spread():
+    """The official code starts the DAM logits at 1e-3 * randn (keep probability ~0.5 everywhere)."""
+    assert SparseBertConfig().dam_init_std == 1e-3
+    for std in (1e-3, 0.5):
+        torch.manual_seed(0)
+        model = SparseBertModel(tiny(attention_mask_type="dam_u", dam_init_std=std))  # 4 x 32 x 32 logits
+        assert model.dam.logits.std().item() == pytest.approx(std, rel=0.05)
+
+
+@pytest.mark.parametrize("kind", ["dam_s", "dam_u"])
+def test_a_decided_dam_mask_masks_like_the_fixed_mask_it_decides(kind):
+    """With every keep probability near 0 or 1, a DAM model attends as the fixed ("learned") mask of its decisions
+    with the same weights: the (1 - m) * -10000 bias drops exactly the entries m drops, padded batch included."""
+    torch.manual_seed(10)
+    dam = SparseBertModel(tiny(attention_mask_type=kind, mask_seq_len=20)).eval()
+    with torch.no_grad():
+        if kind == "dam_s":  # per head: keep the diagonal and a few offsets, drop the rest
+            keep = torch.zeros(4, 20, dtype=torch.bool)
+            for h, offsets in enumerate([(0, 1), (0, 2, 5), (0, 3), (0, 1, 2, 3)]):
+                keep[h, list(offsets)] = True
+            dam.dam.logits.copy_(torch.stack([torch.where(keep, 20.0, -20.0), torch.zeros(4, 20)], dim=-1))
+        else:
+            dam.dam.logits.copy_(torch.where(torch.rand(4, 20, 20) < 0.3, 20.0, -20.0))
+            dam.dam.logits.diagonal(dim1=-2, dim2=-1).fill_(20.0)
+    decided = dam.dam(20).bool()
+    assert 0.1 < decided.float().mean() < 0.6, "the test needs a sparse mask"
+    fixed = SparseBertModel(tiny(attention_mask_type="learned", mask_seq_len=20)).eval()
+    fixed.load_state_dict(dam.state_dict(), strict=False)
+    fixed.set_fixed_mask(decided)
+    ids, am, tt = batch()
+    a = dam(ids, attention_mask=am, token_type_ids=tt).last_hidden_state
+    b = fixed(ids, attention_mask=am, token_type_ids=tt).last_hidden_state
+    assert (a - b)[am.bool()].abs().max() <= 1e-5
+    dense = SparseBertModel(tiny()).eval()
+    dense.load_state_dict(dam.state_dict(), strict=False)
+    assert (a - dense(ids, attention_mask=am, token_type_ids=tt).last_hidden_state)[am.bool()].abs().max() > 1e-2
+
+
+def test_attention_dropout_on_the_cpu_draws_from_the_fast_dropout(monkeypatch):
+    """Training on the CPU with attention dropout computes attention by hand with `dropout.dropout` (SDPA's CPU
+    dropout is the slow unfused path); without dropout, or in eval mode, SDPA runs alone."""
+    from sparsebert import modeling
+
+    calls = []
+    by_hand = modeling.attention_with_cpu_dropout
+    monkeypatch.setattr(modeling, "attention_with_cpu_dropout", lambda *a: calls.append(a[-1]) or by_hand(*a))
+    ids, am, tt = batch()
+    for p, train, expected in [(0.1, True, [0.1, 0.1]), (0.0, True, []), (0.1, False, [])]:
+        calls.clear()
+        model = SparseBertModel(tiny(attention_probs_dropout_prob=p)).train(train)
+        model(ids, attention_mask=am, token_type_ids=tt)
+        assert calls == expected, (p, train)
+
+
+def test_blockwise_with_shifted_heads_keeps_one_mask_per_head():
+    params = dict(block=4, num_heads=4, shift_heads=True)
+    model = SparseBertModel(tiny(attention_mask_type="blockwise", attention_mask_params=params, mask_seq_len=16))
+    assert torch.equal(model.fixed_mask.keep, masks.build_mask("blockwise", 16, **params))
+    assert model.fixed_mask.keep.shape == (4, 16, 16)
 
 
 def learned_keep(L=20, H=4):
@@ -306,3 +482,27 @@ def test_extend_mask_keeps_the_pretrained_block_of_every_registry_mask(kind):
     assert torch.equal(keep[:, :20, :20], before)
     assert torch.equal(keep[:, 20:], rebuilt[:, 20:]) and torch.equal(keep[:, :, 20:], rebuilt[:, :, 20:])
     assert keep.any(dim=-1).all()
+
+
+def test_extend_mask_continues_a_learned_mask_by_its_offsets():
+    """A learned mask that keeps whole offsets (a DAM_s search's) extends to the same offsets at the longer length:
+    learned_keep(20) becomes learned_keep(28), by dam.extend_keep's rule (an offset kept iff most of its pairs are)."""
+    model = model_with_mask("learned")
+    model.extend_mask(28)
+    assert model.config.mask_seq_len == 28
+    assert torch.equal(model.fixed_mask.keep, learned_keep(28))
+
+
+def test_flex_after_extend_mask_attends_as_sdpa():
+    """extend_mask drops the BlockMasks cached for the old mask: flex then attends with the extended one."""
+    model = model_with_mask("learned")
+    model.config.attention_backend = "flex"
+    ids, am, tt = batch(T=20)
+    with torch.no_grad():
+        model(ids, attention_mask=am, token_type_ids=tt)  # caches the 20-token BlockMask
+        model.extend_mask(28)
+        ids, am, tt = batch(T=28)
+        flex_out = model(ids, attention_mask=am, token_type_ids=tt).last_hidden_state
+        model.config.attention_backend = "sdpa"
+        sdpa_out = model(ids, attention_mask=am, token_type_ids=tt).last_hidden_state
+    assert (flex_out - sdpa_out)[am.bool()].abs().max() <= 1e-5

@@ -97,21 +97,24 @@ def all_blocks_partial(block_mask: BlockMask) -> BlockMask:
 
 
 class BlockMaskCache:
-    """Structural BlockMasks of one fixed keep-mask, one per (length, device), built on first use.
+    """Structural BlockMasks of one fixed keep-mask, one per length, built on first use.
 
-    Keyed by the keep tensor's identity and version too, so `set_fixed_mask`, `load_state_dict` (in-place
-    copy) and `.to(device)` all invalidate it without anyone having to remember to."""
+    Keyed by the keep tensor itself and its version, so `set_fixed_mask` and `extend_mask` (a new tensor),
+    `load_state_dict` (an in-place copy) and `.to(device)` (a new tensor) all invalidate it without anyone having
+    to remember to. Not by its address: a freed mask's memory is soon another mask's (set_fixed_mask's copies
+    come back at the same few addresses), with the same version 0. The cache holds the tensor, so its address
+    cannot be reused while it is the key."""
 
     def __init__(self):
-        self._owner: tuple | None = None
-        self._masks: dict[tuple, tuple[BlockMask, torch.Tensor]] = {}
+        self._keep: torch.Tensor | None = None
+        self._version = -1
+        self._masks: dict[int, tuple[BlockMask, torch.Tensor]] = {}
         self.builds = 0  # for tests and benchmarks: how often a BlockMask was actually built
 
     def get(self, keep: torch.Tensor, seq_len: int) -> tuple[BlockMask, torch.Tensor]:
         """(BlockMask, sliced keep (Hm, T, T)) for inputs of length seq_len."""
-        owner = (keep.data_ptr(), keep._version, keep.device)
-        if owner != self._owner:
-            self._owner, self._masks = owner, {}
+        if keep is not self._keep or keep._version != self._version:
+            self._keep, self._version, self._masks = keep, keep._version, {}
         if seq_len not in self._masks:
             sliced = keep[:, :seq_len, :seq_len].contiguous()
             self._masks[seq_len] = (structural_block_mask(sliced), sliced)

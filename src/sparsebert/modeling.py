@@ -275,9 +275,8 @@ class SparseBertModel(SparseBertPreTrainedModel):
         self.encoder = SparseBertEncoder(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
         if config.is_dam:
-            self.dam = build_dam(
-                config.attention_mask_type, config.num_attention_heads, config.mask_seq_len, config.dam_init_std
-            )
+            # post_init draws its logits with config.dam_init_std (_init_weights), as it does every weight
+            self.dam = build_dam(config.attention_mask_type, config.num_attention_heads, config.mask_seq_len)
         else:
             self.fixed_mask = FixedMask(config)
         self.post_init()
@@ -323,10 +322,10 @@ class SparseBertModel(SparseBertPreTrainedModel):
         else:
             keep = self.fixed_mask.initial_mask().to(pretrained.device)  # (1 or H, T, T)
             keep = keep.expand(max(keep.shape[0], pretrained.shape[0]), seq_len, seq_len).clone()
-            keep[:, :L, :L] = pretrained  # the block as trained; rows and columns beyond it as rebuilt
-            masks.check_rows(keep, what=f"{c.attention_mask_type} mask extended to {seq_len}")
-        self.fixed_mask.keep = keep.to(pretrained.device)
-        self.fixed_mask.block_masks = flex.BlockMaskCache()
+            # The block as trained; rows and columns beyond it as rebuilt. Every row keeps a key: those of the block
+            # keep their pretrained keys, the others are rows of a registry mask (build_mask checks its rows).
+            keep[:, :L, :L] = pretrained
+        self.fixed_mask.keep = keep.to(pretrained.device)  # a new tensor: the flex BlockMasks are rebuilt for it
 
     def uses_flex(self, x: torch.Tensor) -> bool:
         """Whether this forward runs FlexAttention (see SparseBertConfig.attention_backend for the rules)."""
@@ -348,19 +347,18 @@ class SparseBertModel(SparseBertPreTrainedModel):
         turns dtype-min into -inf, and CUDA SDPA kernels return NaN for a row of -inf (pytorch#110213),
         which would then spread through the next layer. The DAM mask enters as (1 - m) * -10000 like the
         official code, because the gradient must flow through m (its rows always keep the real tokens)."""
-        device = self.embeddings.word_embeddings.weight.device
         neg = torch.finfo(dtype).min
-        keep = torch.ones(1, 1, 1, seq_len, dtype=torch.bool, device=device)
-        if attention_mask is not None:
-            keep = attention_mask[:, None, None, :].bool()  # (B, 1, 1, T): keys that are real tokens
-        dam_mask = None
+        real_keys = None if attention_mask is None else attention_mask[:, None, None, :].bool()  # (B, 1, 1, T)
         if self.config.is_dam:
             dam_mask = self.dam(seq_len)  # (H, T, T) in {0, 1}, differentiable
-            bias = torch.where(keep, 0.0, neg).to(dtype) + (1.0 - dam_mask.to(dtype)) * MASK_BIAS
-        else:
-            keep = rescue_empty_rows(keep & self.fixed_mask(seq_len).unsqueeze(0))  # (B, Hm, T, T)
-            bias = torch.where(keep, 0.0, neg).to(dtype)
-        return bias, dam_mask
+            bias = (1.0 - dam_mask.to(dtype)).unsqueeze(0) * MASK_BIAS  # (1, H, T, T)
+            if real_keys is not None:
+                bias = bias + torch.where(real_keys, 0.0, neg).to(dtype)
+            return bias, dam_mask
+        keep = self.fixed_mask(seq_len).unsqueeze(0)  # (1, Hm, T, T); a row can lose its keys when sliced to T
+        if real_keys is not None:
+            keep = keep & real_keys  # (B, Hm, T, T)
+        return torch.where(rescue_empty_rows(keep), 0.0, neg).to(dtype), None
 
     def forward(
         self,
@@ -477,10 +475,15 @@ class SparseBertForMultipleChoice(SparseBertPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, 1)
         self.post_init()
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+    def forward(
+        self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, labels=None, **kwargs
+    ):
         B, K, T = input_ids.shape  # (batch, choices, length)
         flat = lambda t: None if t is None else t.reshape(B * K, T)  # noqa: E731
-        out = self.bert(flat(input_ids), attention_mask=flat(attention_mask), token_type_ids=flat(token_type_ids))
+        out = self.bert(
+            flat(input_ids), attention_mask=flat(attention_mask), token_type_ids=flat(token_type_ids),
+            position_ids=flat(position_ids),
+        )
         logits = self.classifier(self.dropout(out.pooler_output)).view(B, K)
         loss = F.cross_entropy(logits.float(), labels.long()) if labels is not None else None
         return SparseBertTaskOutput(loss=loss, logits=logits, dam_mask=out.dam_mask)
@@ -499,15 +502,17 @@ class SparseBertForQuestionAnswering(SparseBertPreTrainedModel):
         self, input_ids=None, attention_mask=None, token_type_ids=None, start_positions=None, end_positions=None,
         **kwargs,
     ):
-        out = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        out = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs)
         logits = self.qa_outputs(out.last_hidden_state)  # (B, T, 2)
         start_logits, end_logits = logits[..., 0], logits[..., 1]
         loss = None
         if start_positions is not None and end_positions is not None:
+            # HF's convention: a position past the window (>= T) is no label and is left out of the loss; a
+            # negative one means [CLS]. The features never make either: an answer outside the window is [CLS].
             T = start_logits.shape[1]
             loss = 0.5 * (
-                F.cross_entropy(start_logits.float(), start_positions.long().clamp(0, T - 1))
-                + F.cross_entropy(end_logits.float(), end_positions.long().clamp(0, T - 1))
+                F.cross_entropy(start_logits.float(), start_positions.long().clamp(0, T), ignore_index=T)
+                + F.cross_entropy(end_logits.float(), end_positions.long().clamp(0, T), ignore_index=T)
             )
         return SparseBertTaskOutput(
             loss=loss, logits=logits, start_logits=start_logits, end_logits=end_logits, dam_mask=out.dam_mask
