@@ -38,8 +38,9 @@ OUT = ROOT / "benchmarks" / "mutants" / "scores.md"
 EQUIVALENTS = ROOT / "tests" / "mutants_equivalent.md"
 TARGET = 85.0
 
-# module -> functions to mutate (None: all of them). training.py: only the schedule and the checkpoints; its
-# loop helpers are covered by the end-to-end training tests, too slow to run once per mutant.
+# module -> functions to mutate (None: all of them). training.py: the schedule, the checkpoints and how a step's
+# batch is drawn, shared out and accumulated; the rest of the loop (the optimizer's construction, the run's
+# identity, logging, the step itself) is covered by the end-to-end training tests, too slow to run per mutant.
 MODULES: dict[str, tuple[str, list[str] | None]] = {
     "metrics": ("src/sparsebert/metrics.py", None),
     "data/qa": ("src/sparsebert/data/qa.py", None),
@@ -47,7 +48,9 @@ MODULES: dict[str, tuple[str, list[str] | None]] = {
     "training": ("src/sparsebert/training.py", ["lr_multiplier", "build_scheduler", "save_checkpoint",
                                                 "latest_checkpoint", "load_checkpoint", "_rng_state",
                                                 "_set_rng_state", "fingerprint", "clip_each_tensor_",
-                                                "release_checkpoints"]),
+                                                "release_checkpoints", "seed_everything", "global_batch_indices",
+                                                "micro_batch_size", "rank_micro_batches", "accumulate_gradients",
+                                                "adamw_kernel"]),
     "masks": ("src/sparsebert/masks.py", None),
     "dam": ("src/sparsebert/dam.py", None),
     "report": ("src/sparsebert/report.py", None),

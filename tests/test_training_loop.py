@@ -4,8 +4,9 @@ and gradient accumulation (expected values computed by hand or with plain torch,
 from __future__ import annotations
 
 import inspect
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
+import numpy as np
 import pytest
 import torch
 
@@ -48,6 +49,56 @@ def test_micro_batch_size_defaults_to_the_rank_share_and_must_divide_it():
     for batch, micro, world in [(32, 3, 4), (30, None, 4), (4, None, 8)]:
         with pytest.raises(UserError, match=f"batch_size {batch} is not divisible by world_size {world}"):
             training.micro_batch_size(batch, micro, training.Dist(world_size=world))
+
+
+def test_seeding_reaches_numpy_modulo_its_range():
+    """numpy takes seeds below 2^32: a larger seed seeds it with its remainder."""
+    training.seed_everything(2**32 + 100)
+    drawn = np.random.rand(3)
+    np.random.seed(100)
+    assert np.array_equal(drawn, np.random.rand(3))
+
+
+def test_a_dataset_of_one_global_batch_gives_it_every_step_and_a_smaller_one_is_refused():
+    training.epoch_permutation.cache_clear()
+    steps = [training.global_batch_indices(8, 8, seed=1, step=s) for s in range(3)]
+    for step, batch in enumerate(steps):  # epoch = step: a new order of the same 8 examples each time
+        assert sorted(batch.tolist()) == list(range(8))
+        assert torch.equal(batch, training.epoch_permutation(8, 1, step).long())
+    with pytest.raises(UserError, match=r"^dataset has 7 examples, fewer than one global batch of 8$"):
+        training.global_batch_indices(7, 8, seed=1, step=0)
+
+
+def test_micro_batches_of_one_example_are_allowed_and_a_micro_batch_must_divide_the_rank_share():
+    assert training.micro_batch_size(8, 1, training.Dist(world_size=2)) == 1
+    with pytest.raises(UserError, match=r"^batch_size 12 is not divisible by world_size 2 x micro_batch_size 4$"):
+        training.micro_batch_size(12, 4, training.Dist(world_size=2))  # a share of 6
+
+
+class FakeDDP:
+    """Records which micro-batches ran inside `no_sync` (DDP's gradient all-reduce skipped)."""
+
+    def __init__(self):
+        self.inside = False
+
+    @contextmanager
+    def no_sync(self):
+        self.inside = True
+        yield
+        self.inside = False
+
+
+def test_accumulation_forwards_each_micro_batch_and_all_reduces_only_after_the_last():
+    w = torch.ones(3, requires_grad=True)
+    x = torch.arange(24.0).view(8, 3)
+    chunks = list(torch.arange(8).split(2))
+    for world, synced in [(2, [False, False, False, True]), (1, [True] * 4)]:
+        ddp, seen = FakeDDP(), []
+        loss = training.accumulate_gradients(ddp, training.Dist(world_size=world), chunks,
+                                             lambda idx: seen.append((idx.tolist(), not ddp.inside)) or (x[idx] @ w).mean(),
+                                             nullcontext)  # fmt: skip
+        assert seen == [(c.tolist(), s) for c, s in zip(chunks, synced)]
+        assert loss.item() == pytest.approx((x @ w).mean().item())
 
 
 def test_accumulated_gradients_equal_one_pass_over_the_whole_batch():
