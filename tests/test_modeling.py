@@ -272,7 +272,8 @@ def test_dense_task_heads_equal_hf_heads(head):
     loaded = hf.load_state_dict(ours.state_dict(), strict=False)
     assert not loaded.missing_keys and loaded.unexpected_keys == ["bert.fixed_mask.keep"]
     ids, am, tt = padded_choices() if head == "multiple_choice" else batch()
-    inputs = dict(input_ids=ids, attention_mask=am, token_type_ids=tt, position_ids=(torch.arange(20) + 3).expand(ids.shape))
+    positions = (torch.arange(20) + 3).expand(ids.shape)  # not the default 0..19
+    inputs = dict(input_ids=ids, attention_mask=am, token_type_ids=tt, position_ids=positions)
     a, b = ours(**inputs, **labels), hf(**inputs, **labels)
     names = ["start_logits", "end_logits"] if head == "span" else ["logits"]
     real = am.bool() if head == "span" else slice(None)  # the span logits of padded positions are never read
@@ -494,7 +495,7 @@ def test_extend_mask_continues_a_learned_mask_by_its_offsets():
 
 
 def test_flex_after_extend_mask_attends_as_sdpa():
-    """extend_mask drops the BlockMasks cached for the old mask: flex then attends with the extended one."""
+    """After extend_mask flex attends with the extended mask, not the BlockMask it cached for the pretrained one."""
     model = model_with_mask("learned")
     model.config.attention_backend = "flex"
     ids, am, tt = batch(T=20)

@@ -94,9 +94,12 @@ def test_accumulation_forwards_each_micro_batch_and_all_reduces_only_after_the_l
     chunks = list(torch.arange(8).split(2))
     for world, synced in [(2, [False, False, False, True]), (1, [True] * 4)]:
         ddp, seen = FakeDDP(), []
-        loss = training.accumulate_gradients(ddp, training.Dist(world_size=world), chunks,
-                                             lambda idx: seen.append((idx.tolist(), not ddp.inside)) or (x[idx] @ w).mean(),
-                                             nullcontext)  # fmt: skip
+
+        def forward(idx):
+            seen.append((idx.tolist(), not ddp.inside))  # the micro-batch, and whether DDP all-reduces after it
+            return (x[idx] @ w).mean()
+
+        loss = training.accumulate_gradients(ddp, training.Dist(world_size=world), chunks, forward, nullcontext)
         assert seen == [(c.tolist(), s) for c, s in zip(chunks, synced)]
         assert loss.item() == pytest.approx((x @ w).mean().item())
 
