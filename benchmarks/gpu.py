@@ -44,7 +44,7 @@ import torch
 import step_profile
 from common import markdown
 from mfu import make_batch, step_flops, synthetic_pretraining_data
-from sparsebert import precision, training
+from sparsebert import precision, recipes, training
 from sparsebert.dam import l1_penalty, no_weight_decay_groups
 from sparsebert.io import atomic_write_json
 from sparsebert.lamb import Lamb
@@ -187,7 +187,7 @@ def finetune_steps(ctx: dict) -> list[dict]:
         torch.manual_seed(0)
         model = cls(SparseBertConfig(**shape, max_position_embeddings=max(T, T_pre), attention_mask_type="dense",
                                      mask_seq_len=T, num_labels=3)).to(ctx["device"]).train()
-        opt = training.build_optimizer(model, {"optimizer": "adamw", "lr": 2e-5})
+        opt = training.build_optimizer(model, {**recipes.defaults("finetune"), "optimizer": "adamw"})
         g = torch.Generator().manual_seed(0)
         batch = {"input_ids": torch.randint(5, shape["vocab_size"], (B, T), generator=g),
                  "attention_mask": torch.ones(B, T, dtype=torch.long), "token_type_ids": torch.zeros(B, T, dtype=torch.long)}

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sparsebert import training
+from sparsebert import recipes, training
 from sparsebert.modeling import SparseBertConfig, SparseBertForPreTraining, SparseBertModel
 
 DEV = torch.device("cuda")
@@ -124,7 +124,7 @@ def check_flex() -> dict:
 def check_dam_lamb() -> dict:
     torch.manual_seed(3)
     model = SparseBertForPreTraining(tiny(attention_mask_type="dam_s", mask_seq_len=40)).to(DEV)
-    opt = training.build_optimizer(model, {"optimizer": "lamb", "lr": 6e-3, "weight_decay": 0.01})
+    opt = training.build_optimizer(model, {**recipes.defaults("pretrain"), "optimizer": "lamb", "lr": 6e-3})
     start = model.bert.dam.logits.detach().clone()
     ids, am = padded_batch()
     labels = ids.masked_fill(~am.bool(), -100)
@@ -179,7 +179,7 @@ def throughput() -> dict:
         for dtype in ("fp32", "bf16"):
             torch.manual_seed(0)
             model = make().to(DEV).train()
-            opt = training.build_optimizer(model, {"optimizer": "lamb", "lr": 1e-4, "weight_decay": 0.01})
+            opt = training.build_optimizer(model, {**recipes.defaults("pretrain"), "optimizer": "lamb", "lr": 1e-4})
             try:
                 sec = time_step(model, opt, batch, dtype)
                 res[f"{name}_{dtype}_tokens_per_s"] = round(B * T / sec)

@@ -8,6 +8,7 @@ untouched copy of the same objects, never from the checkpoint code itself."""
 from __future__ import annotations
 
 import json
+import logging
 import random
 
 import numpy as np
@@ -333,6 +334,25 @@ def test_claim_state_removes_checkpoints_when_the_inputs_change(tmp_path):
     model.write_bytes(b"weights of the second pretraining, same path")
     training.claim_state(state, identity(), env)
     assert not (state / "step-00000010").exists()
+
+
+def test_claim_state_records_the_identity_and_clears_only_the_old_runs_state(tmp_path, caplog):
+    """identity.json holds the identity as sorted JSON (paths as text), in a state folder made with its parents;
+    another identity removes the checkpoints and the log, says so, and leaves the rest of the folder."""
+    env, state = training.Dist(), tmp_path / "results" / "state"
+    training.claim_state(state, {"recipe": {"lr": 0.5}, "inputs": tmp_path / "examples"}, env)
+    assert (state / "identity.json").read_text() == (
+        '{"inputs": "' + str(tmp_path / "examples") + '", "recipe": {"lr": 0.5}}')
+    for name in ("step-00000010", "step-00000020"):
+        (state / name).mkdir()
+    (state / "log.jsonl").write_text('{"step": 10}\n')
+    (state / "notes.txt").write_text("kept")
+    with caplog.at_level(logging.WARNING, logger="sparsebert.training"):
+        training.claim_state(state, {"recipe": {"lr": 0.25}, "inputs": tmp_path / "examples"}, env)
+    assert sorted(f.name for f in state.iterdir()) == ["identity.json", "notes.txt"]
+    assert '"lr": 0.25' in (state / "identity.json").read_text()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{state} holds the checkpoints of another run (its recipe or inputs differ): starting over"]
 
 
 def test_release_checkpoints_removes_them_on_rank_0_unless_kept(tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from sparsebert import dam as dam_module
+from sparsebert import recipes
 
 from sparsebert.dam import (
     DAMStructured,
@@ -136,7 +137,7 @@ def test_no_weight_decay_groups_exclude_dam_logits():
     assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
     from sparsebert.training import build_optimizer
 
-    opt = build_optimizer(model, {"lr": 1e-3, "dam_lr": 5e-2})
+    opt = build_optimizer(model, {**recipes.defaults("pretrain"), "lr": 1e-3, "dam_lr": 5e-2})
     assert [g["lr"] for g in opt.param_groups] == [1e-3, 1e-3, 5e-2]
 
 

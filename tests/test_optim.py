@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from sparsebert import training
+from sparsebert import recipes, training
 from sparsebert.lamb import ApexAdam, Lamb
 from sparsebert.modeling import SparseBertConfig, SparseBertForPreTraining
 
@@ -161,7 +161,7 @@ def test_dam_logits_take_adam_sized_steps_under_the_paper_lamb(dam_type):
         model = dam_model(dam_type)
         logits = model.bert.dam.logits
         start = logits.detach().clone()
-        opt = training.build_optimizer(model, {"optimizer": name, "lr": 6e-3, "weight_decay": 0.01})
+        opt = training.build_optimizer(model, {**recipes.defaults("pretrain"), "optimizer": name, "lr": 6e-3})
         assert any(g.get("dam") and g["weight_decay"] == 0 for g in opt.param_groups)
         for _ in range(100):
             logits.grad = torch.ones_like(logits)
@@ -382,7 +382,7 @@ def test_multi_tensor_lamb_reads_nothing_back_to_the_host(monkeypatch):
 
 
 def test_pretraining_uses_the_multi_tensor_lamb():
-    opt = training.build_optimizer(dam_model("dam_s"), {"optimizer": "lamb", "lr": 1e-3})
+    opt = training.build_optimizer(dam_model("dam_s"), {**recipes.defaults("pretrain"), "optimizer": "lamb"})
     assert isinstance(opt, Lamb) and all(g["foreach"] for g in opt.param_groups)
 
 
@@ -392,8 +392,25 @@ def test_adamw_kernel_is_fused_on_cuda_and_foreach_on_cpu(device, flag):
     assert training.adamw_kernel(torch.device(device)) == flag
 
 
+@pytest.mark.parametrize("name, bias_correction, kind", [("adamw", True, torch.optim.AdamW),
+                                                         ("adamw", False, ApexAdam), ("lamb", True, Lamb),
+                                                         ("lamb", False, Lamb)])  # fmt: skip
+def test_every_optimizer_key_of_the_recipe_reaches_the_optimizer(name, bias_correction, kind):
+    """None of the recipe's values is replaced by a default on the way (the schema holds the defaults): lr, betas,
+    eps, weight decay on the decayed group only, dam_lr on the mask logits, bias correction where the optimizer
+    has it. Values unlike any default."""
+    recipe = {"optimizer": name, "lr": 3e-4, "betas": [0.8, 0.95], "eps": 1e-7, "weight_decay": 0.05, "dam_lr": 0.02}
+    opt = training.build_optimizer(dam_model("dam_s"), recipe, bias_correction=bias_correction)
+    assert type(opt) is kind
+    groups = opt.param_groups
+    assert [(g["lr"], g["betas"], g["eps"], g["weight_decay"]) for g in groups] == [
+        (3e-4, (0.8, 0.95), 1e-7, 0.05), (3e-4, (0.8, 0.95), 1e-7, 0.0), (0.02, (0.8, 0.95), 1e-7, 0.0)]
+    if kind is not torch.optim.AdamW:
+        assert [g["bias_correction"] for g in groups] == [bias_correction] * 3
+
+
 def test_finetuning_adamw_on_cpu_runs_foreach():
-    opt = training.build_optimizer(dam_model("dam_s"), {"optimizer": "adamw", "lr": 1e-3})
+    opt = training.build_optimizer(dam_model("dam_s"), {**recipes.defaults("finetune"), "optimizer": "adamw"})
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["foreach"] is True and not opt.defaults["fused"]
 
 
@@ -491,7 +508,7 @@ def test_a_checkpoint_from_before_the_switch_resumes_with_bias_correction():
 
 def test_fine_tuning_builds_the_uncorrected_adam_only_when_asked():
     model = dam_model("dam_s")
-    recipe = {"optimizer": "adamw", "lr": 2e-5, "eps": 1e-8, "weight_decay": 0.01}
+    recipe = {**recipes.defaults("finetune"), "optimizer": "adamw", "lr": 2e-5, "eps": 1e-8, "weight_decay": 0.01}
     official = training.build_optimizer(model, recipe, bias_correction=False)
     assert type(official) is ApexAdam and all(not g["bias_correction"] and g["foreach"] for g in official.param_groups)
     assert {g["eps"] for g in official.param_groups} == {1e-8} and {g["lr"] for g in official.param_groups} == {2e-5}

@@ -4,6 +4,7 @@ and gradient accumulation (expected values computed by hand or with plain torch,
 from __future__ import annotations
 
 import inspect
+import re
 from contextlib import contextmanager, nullcontext
 
 import numpy as np
@@ -129,3 +130,57 @@ def test_ddp_does_not_broadcast_the_buffers_before_every_forward(monkeypatch, sw
     monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", ddp)
     training.wrap_ddp(torch.nn.Linear(2, 2), training.Dist(world_size=2))
     assert made == [{switch: False}]
+
+
+# ------------------------------------------------------------------------- the step, its checks and its log
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_step(monkeypatch):
+    """SPARSEBERT_NAN_AT_STEP=N (the fault-injection tests) makes step N's loss NaN; a real inf stops the same way."""
+    monkeypatch.setenv("SPARSEBERT_NAN_AT_STEP", "3")
+    training.check_finite(torch.tensor(1.5), 2)
+    advice = "; stopped. The last good checkpoint is kept; lower the learning rate or check the data"
+    with pytest.raises(training.NonFiniteLoss, match=f"^loss became nan at step 3{re.escape(advice)}$"):
+        training.check_finite(torch.tensor(1.5), 3)
+    monkeypatch.delenv("SPARSEBERT_NAN_AT_STEP")
+    with pytest.raises(training.NonFiniteLoss, match=f"^loss became inf at step 7{re.escape(advice)}$"):
+        training.check_finite(torch.tensor(float("inf")), 7)
+
+
+def test_an_optimizer_step_checks_its_own_step_and_clears_the_gradients(monkeypatch):
+    """The step number reaches the preemption fault injection (with the rank) and the finiteness check; after
+    the update the gradients are None (set_to_none: no zero-filled buffers, and no stale gradient can be mistaken
+    for the next micro-batch's)."""
+    signalled = []
+    monkeypatch.setattr(training.preemption, "inject", lambda step, rank: signalled.append((step, rank)))
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    p.grad = torch.ones(2)
+    training.optimizer_step(torch.nn.ParameterList([p]), opt, sched, torch.tensor(0.5), None, 4, training.Dist(rank=0))
+    assert signalled == [(4, 0)] and p.grad is None and p.tolist() == [-1.0, -1.0]
+    monkeypatch.setenv("SPARSEBERT_NAN_AT_STEP", "5")
+    p.grad = torch.ones(2)
+    with pytest.raises(training.NonFiniteLoss, match="at step 5;"):
+        training.optimizer_step(torch.nn.ParameterList([p]), opt, sched, torch.tensor(0.5), None, 5, training.Dist())
+
+
+def test_the_log_keeps_the_records_up_to_the_resumed_step_and_appends(tmp_path):
+    """A record without a step (written before the first) counts as step 0: a resume keeps it, a fresh start does
+    not."""
+    path = tmp_path / "results" / "run" / "log.jsonl"
+    log = training.JsonlLog(path)
+    log.write({"run": "start"})
+    for step in (1, 10, 20):
+        log.write({"step": step, "loss": step / 10})
+    records = "".join(f'{{"step": {s}, "loss": {s / 10}}}\n' for s in (1, 10, 20))
+    assert path.read_text() == '{"run": "start"}\n' + records
+    resumed = training.JsonlLog(path, resume_step=10)  # records past the checkpoint were written, then lost
+    resumed.write({"step": 20, "loss": 2.5})
+    assert path.read_text() == '{"run": "start"}\n{"step": 1, "loss": 0.1}\n{"step": 10, "loss": 1.0}\n' \
+        '{"step": 20, "loss": 2.5}\n'
+    training.JsonlLog(path)  # a fresh start empties it
+    assert path.read_text() == ""
+    other_rank = training.JsonlLog(tmp_path / "rank1" / "log.jsonl", enabled=False)
+    other_rank.write({"step": 1})
+    assert not (tmp_path / "rank1").exists()

@@ -132,21 +132,21 @@ def build_optimizer(model: torch.nn.Module, p: dict, bias_correction: bool = Tru
     Groups: decayed matrices, undecayed biases/LayerNorm, and the DAM mask logits (undecayed, optionally at
     their own `dam_lr`). Under LAMB the undecayed groups take plain Adam steps, as in the official code.
     `bias_correction=False` (fine-tuning's key of that name): AdamW without the moments' bias correction, the
-    official fine-tuning scripts' optimizer, which torch has not (`lamb.ApexAdam`)."""
-    groups = no_weight_decay_groups(model, p.get("weight_decay", 0.01))
+    official fine-tuning scripts' optimizer, which torch has not (`lamb.ApexAdam`).
+
+    `p` is a recipe completed from the schema (`recipes.fill`), which holds every default: optimizer, lr, betas, eps
+    and weight_decay are read as given; only `dam_lr` is optional (a DAM search's key)."""
+    groups = no_weight_decay_groups(model, p["weight_decay"])
     for group in groups:  # the DAM mask logits may learn at their own rate (`dam_lr`; default: `lr`)
         group["lr"] = (p.get("dam_lr") or p["lr"]) if group.get("dam") else p["lr"]
-    name = p.get("optimizer", "adamw").lower()
-    betas = tuple(p.get("betas", (0.9, 0.999)))
+    name, hyper = p["optimizer"], dict(lr=p["lr"], betas=tuple(p["betas"]), eps=p["eps"])
     if name == "adamw" and not bias_correction:
-        return ApexAdam(groups, lr=p["lr"], betas=betas, eps=p.get("eps", 1e-6), bias_correction=False, foreach=True)
+        return ApexAdam(groups, **hyper, bias_correction=False)  # ours: multi-tensor (foreach) by default
     if name == "adamw":
-        device = next(model.parameters()).device
-        return torch.optim.AdamW(groups, lr=p["lr"], betas=betas, eps=p.get("eps", 1e-6), **adamw_kernel(device))
+        return torch.optim.AdamW(groups, **hyper, **adamw_kernel(next(model.parameters()).device))
     if name == "lamb":
         # Clipping is done once by the loop (clip_grad_norm_), as apex FusedLAMB's max_grad_norm=1.0 does.
-        return Lamb(groups, lr=p["lr"], betas=betas, eps=p.get("eps", 1e-6), bias_correction=bias_correction,
-                    foreach=True)
+        return Lamb(groups, **hyper, bias_correction=bias_correction)
     raise UserError(f"unknown optimizer {name!r}; valid: adamw, lamb")
 
 
