@@ -132,9 +132,13 @@ def unmutated(module: str) -> list[str]:
     return found
 
 
+def dotted_name(module: str) -> str:
+    """data/qa -> sparsebert.data.qa: the module's import name, which mutmut puts before its mutants' names."""
+    return MODULES[module][0].removeprefix("src/").removesuffix(".py").replace("/", ".")
+
+
 def mutant_patterns(module: str) -> list[str]:
-    path, functions = MODULES[module]
-    dotted = path.removeprefix("src/").removesuffix(".py").replace("/", ".")
+    functions, dotted = MODULES[module][1], dotted_name(module)
     return [f"{dotted}.*"] if functions is None else [f"{dotted}.{fn if fn.startswith('xǁ') else 'x_' + fn}__mutmut_*"
                                                       for fn in functions]  # fmt: skip
 
@@ -143,8 +147,7 @@ def exit_codes(module: str) -> dict[str, int | None]:
     """mutmut's last recorded exit code of each mutant of `module` (None: not run yet)."""
     meta = ROOT / "mutants" / (MODULES[module][0] + ".meta")
     codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
-    left_out = {f"{MODULES[module][0].removeprefix('src/').removesuffix('.py').replace('/', '.')}.{fn}"
-                for fn in AT_IMPORT.get(module, [])}  # fmt: skip
+    left_out = {f"{dotted_name(module)}.{fn}" for fn in AT_IMPORT.get(module, [])}
     return {name: code for name, code in codes.items()
             if any(fnmatch.fnmatch(name, p) for p in mutant_patterns(module)) and function_of(name) not in left_out}
 
