@@ -38,20 +38,19 @@ OUT = ROOT / "benchmarks" / "mutants" / "scores.md"
 EQUIVALENTS = ROOT / "tests" / "mutants_equivalent.md"
 TARGET = 85.0
 
-# module -> functions to mutate (None: all of them). training.py: all that unit tests call (the schedule, the
-# checkpoints and the run's identity, the batches, accumulation, the optimizer and its step, the log); the rest
-# (DDP setup and teardown, resume, the step's end) is covered by the end-to-end training tests, too slow per mutant.
+# module -> functions to mutate (None: all of them). pretrain.py and finetune.py: the loops' pieces, which tests call
+# in-process (the jobs, the model, the log line's sums, the evaluation, the run's identity, the outputs); the loops
+# themselves (train, finetune, _finish, _task_data, run) are covered by end-to-end training tests, seconds each, too
+# slow to run per mutant.
 MODULES: dict[str, tuple[str, list[str] | None]] = {
     "metrics": ("src/sparsebert/metrics.py", None),
     "data/qa": ("src/sparsebert/data/qa.py", None),
     "data/features": ("src/sparsebert/data/features.py", None),
-    "training": ("src/sparsebert/training.py", ["lr_multiplier", "build_scheduler", "save_checkpoint",
-                                                "latest_checkpoint", "load_checkpoint", "_rng_state",
-                                                "_set_rng_state", "fingerprint", "clip_each_tensor_",
-                                                "release_checkpoints", "seed_everything", "global_batch_indices",
-                                                "micro_batch_size", "rank_micro_batches", "accumulate_gradients",
-                                                "adamw_kernel", "build_optimizer", "optimizer_step", "check_finite",
-                                                "claim_state", "xǁJsonlLogǁ__init__", "xǁJsonlLogǁwrite"]),
+    "training": ("src/sparsebert/training.py", None),
+    "pretrain": ("src/sparsebert/pretrain.py", ["build_model", "to_device", "vocab_size_of", "run_identity",
+                                                "xǁ_Runningǁ*", "evaluate", "unigram_baseline"]),
+    "finetune": ("src/sparsebert/finetune.py", ["task_jobs", "load_pretrained", "subsample", "run_identity",
+                                                "evaluate_splits", "_write_outputs", "evaluate"]),
     "masks": ("src/sparsebert/masks.py", None),
     "dam": ("src/sparsebert/dam.py", None),
     "report": ("src/sparsebert/report.py", None),

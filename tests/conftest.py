@@ -30,6 +30,18 @@ def _restore_signal_handlers():
         signal.signal(sig, handler)
 
 
+@pytest.fixture
+def copies(monkeypatch) -> list:
+    """The host-to-device copies a test makes, recorded instead of made (no GPU needed): "pin" for each
+    pin_memory(), (device, non_blocking) for each .to()."""
+    import torch
+
+    made = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: (made.append("pin"), self)[1])
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, device, non_blocking=False: (made.append((str(device), non_blocking)), self)[1])
+    return made
+
+
 def write_tokenizer(path):
     from transformers import BertTokenizerFast
 

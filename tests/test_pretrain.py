@@ -233,26 +233,6 @@ def test_rerun_that_changes_only_how_the_run_is_carried_out_resumes(tiny_pretrai
     assert (tmp_path / "b" / "summary.json").exists()
 
 
-def test_unigram_baseline_hand_computed():
-    """Most frequent masked token of train is 7 (3 of 5); validation has 2 of its 4 masked labels = 7."""
-    from sparsebert.data.pretraining import Examples, pack
-
-    def examples(labels):  # rows of masked-token ids, -100 = no prediction
-        ids = np.array(labels)
-        n = len(ids)
-        arrays = {"input_ids": np.full((n, 8), 5), "token_type_ids": np.tile([0] * 4 + [1] * 4, (n, 1)),
-                  "attention_mask": np.ones((n, 8), int), "masked_lm_positions": np.tile([1, 2, 3], (n, 1)),
-                  "masked_lm_ids": ids, "next_sentence_label": np.zeros(n, int)}
-        return Examples(pack(arrays, np.uint16, np.uint16), {"seq_len": 8, "max_predictions": 3, "pad_id": 0})
-
-    from sparsebert.pretrain import unigram_baseline
-
-    train = examples([[7, 7, 9], [7, 5, -100]])
-    validation = examples([[7, 9, -100], [7, 5, -100], [9, -100, -100]])
-    assert unigram_baseline(train, validation, limit=2) == 2 / 4
-    assert unigram_baseline(train, validation, limit=3) == 2 / 5
-
-
 # ------------------------------------------------------------------------------------------ speed levers (issue 21)
 
 
@@ -374,55 +354,6 @@ def test_host_reads_do_not_grow_with_the_micro_batches(tiny_pretraining_data, tm
     assert len(counts[4, 4]) == len(counts[4, 16])  # 4 micro-batches per step read no more than 1
     # 4 more steps: 4 finiteness reads + one more log line of 5 reads
     assert counts[8, 16].count("item") - counts[4, 16].count("item") == 4 + 5
-
-
-@pytest.fixture
-def copies(monkeypatch) -> list:
-    """The host-to-device copies a test makes, recorded instead of made (no GPU needed): "pin" for each
-    pin_memory(), (device, non_blocking) for each .to()."""
-    made = []
-    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: (made.append("pin"), self)[1])
-    monkeypatch.setattr(torch.Tensor, "to", lambda self, device, non_blocking=False: (made.append((str(device), non_blocking)), self)[1])
-    return made
-
-
-def test_batches_go_to_a_gpu_through_pinned_memory_without_waiting(copies):
-    from sparsebert.pretrain import to_device
-
-    batch = {"input_ids": torch.zeros(2, 4, dtype=torch.int16), "next_sentence_label": torch.zeros(2, dtype=torch.uint8)}
-    out = to_device(batch, torch.device("cuda:0"))
-    assert copies == ["pin", ("cuda:0", True)] * 2
-    assert all(v.dtype == torch.int64 for v in out.values())
-    copies.clear()
-    to_device(batch, torch.device("cpu"))
-    assert copies == [("cpu", False)] * 2  # nothing pinned on the CPU
-
-
-def test_fine_tuning_batches_take_the_same_path_and_keep_their_dtypes(copies):
-    """training.to_device (fine-tuning's batches): pinned and non-blocking to a GPU, like pretraining's, but a
-    regression task's float labels stay float."""
-    batch = {"input_ids": torch.zeros(2, 4, dtype=torch.int64), "labels": torch.zeros(2, dtype=torch.float32)}
-    out = training.to_device(batch, "cuda")
-    assert copies == ["pin", ("cuda", True)] * 2
-    assert [v.dtype for v in out.values()] == [torch.int64, torch.float32]
-
-
-def test_accumulated_gradients_are_the_whole_batch_gradient():
-    """What the weights test cannot see (LAMB and Adam are nearly blind to a gradient's scale): the summed
-    micro-batch gradients are the gradient of the whole batch's mean loss, not k times it."""
-    from contextlib import nullcontext
-
-    from sparsebert import training
-
-    torch.manual_seed(0)
-    x, y, lin = torch.randn(12, 3), torch.randn(12), torch.nn.Linear(3, 1)
-    loss_of = lambda idx: (lin(x[idx]).squeeze(-1) - y[idx]).pow(2).mean()  # noqa: E731
-    loss_of(torch.arange(12)).backward()
-    expected = lin.weight.grad.clone()
-    lin.zero_grad()
-    loss = training.accumulate_gradients(lin, training.Dist(), list(torch.arange(12).split(3)), loss_of, nullcontext)
-    assert torch.allclose(lin.weight.grad, expected, atol=1e-6)
-    assert loss.item() == pytest.approx(loss_of(torch.arange(12)).item(), rel=1e-6)
 
 
 def test_compile_that_fails_falls_back_to_eager_with_one_line(tiny_pretraining_data, tmp_path, monkeypatch, caplog):

@@ -184,3 +184,232 @@ def test_the_log_keeps_the_records_up_to_the_resumed_step_and_appends(tmp_path):
     other_rank = training.JsonlLog(tmp_path / "rank1" / "log.jsonl", enabled=False)
     other_rank.write({"step": 1})
     assert not (tmp_path / "rank1").exists()
+
+
+# ------------------------------------------------------------- the process group (a one-process gloo group stands in)
+
+
+@contextmanager
+def gloo_group(tmp_path):
+    """A one-process gloo group, as torchrun's would be on one rank; destroyed afterwards if the test has not."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        yield dist
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+@pytest.fixture
+def plain_env(monkeypatch):
+    """No torchrun variables and no GPU, whatever the machine running the tests has."""
+    for name in ("WORLD_SIZE", "LOCAL_RANK", "RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    return monkeypatch
+
+
+def test_a_plain_process_is_rank_0_of_1_on_the_cpu(plain_env):
+    assert training.setup_distributed() == training.Dist(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    plain_env.setenv("LOCAL_RANK", "3")
+    assert training.setup_distributed().local_rank == 3
+
+
+def test_torchrun_starts_gloo_on_the_cpu_and_nccl_on_the_ranks_own_gpu(plain_env):
+    import torch.distributed as dist
+
+    calls = []
+    plain_env.setattr(dist, "init_process_group", lambda backend: calls.append(backend))
+    plain_env.setattr(torch.cuda, "set_device", lambda device: calls.append(device))
+    plain_env.setenv("WORLD_SIZE", "2")
+    plain_env.setenv("LOCAL_RANK", "1")
+    cpu = training.setup_distributed()
+    assert calls == ["gloo"] and (cpu.world_size, cpu.local_rank, cpu.device) == (2, 1, torch.device("cpu"))
+    calls.clear()
+    plain_env.setattr(torch.cuda, "is_available", lambda: True)
+    plain_env.setattr(torch.cuda, "device_count", lambda: 2)
+    gpu = training.setup_distributed()
+    assert calls == ["nccl", torch.device("cuda:1")] and gpu.device == torch.device("cuda:1")
+    calls.clear()
+    plain_env.setenv("WORLD_SIZE", "1")  # one process on a GPU: no group, no set_device
+    assert training.setup_distributed().device == torch.device("cuda:1") and calls == []
+
+
+def test_a_rank_without_a_gpu_of_its_own_is_one_clear_error(plain_env):
+    plain_env.setattr(torch.cuda, "is_available", lambda: True)
+    plain_env.setattr(torch.cuda, "device_count", lambda: 1)
+    plain_env.setenv("LOCAL_RANK", "1")
+    plain_env.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(UserError) as error:
+        training.setup_distributed()
+    assert str(error.value) == (
+        "local rank 1 has no GPU: this process sees 1 (CUDA_VISIBLE_DEVICES='0'); declare the rule's `gpu` in the "
+        "config's `resources` (one process per GPU), or none to run its CPU DDP on the CPU")
+    plain_env.setenv("LOCAL_RANK", "0")
+    assert training.setup_distributed().device == torch.device("cuda:0")
+
+
+def test_a_group_that_exists_is_joined_not_started_again(plain_env, tmp_path):
+    plain_env.setenv("WORLD_SIZE", "2")
+    with gloo_group(tmp_path) as dist:  # a second init_process_group would raise
+        plain_env.setattr(dist, "get_rank", lambda: 1)  # the group's rank, as rank 1 of a real pair would see it
+        assert training.setup_distributed() == training.Dist(rank=1, world_size=2, local_rank=0)
+
+
+def test_teardown_collects_then_meets_then_destroys_the_group(tmp_path, monkeypatch):
+    import gc
+
+    order = []
+    training.teardown_distributed()  # no group: nothing to do
+    with gloo_group(tmp_path) as dist:
+        for module, name in ((gc, "collect"), (dist, "barrier"), (dist, "destroy_process_group")):
+            real = getattr(module, name)
+            monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name, **k: order.append(_name) or _real(*a, **k))
+        training.teardown_distributed()
+        assert order == ["collect", "barrier", "destroy_process_group"] and not dist.is_initialized()
+
+
+def test_the_mean_over_ranks_leaves_the_callers_tensor_alone(tmp_path, monkeypatch):
+    """Stand-in for a second rank holding [3, 5]: the all-reduce sums it in, the world size is 2."""
+    t = torch.tensor([1.0, 2.0])
+    assert training.all_reduce_mean(t) is t  # one process: the tensor itself
+    with gloo_group(tmp_path) as dist:
+        monkeypatch.setattr(dist, "all_reduce", lambda x: x.add_(torch.tensor([3.0, 5.0])))
+        monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+        assert training.all_reduce_mean(t).tolist() == [2.0, 3.5]
+    assert t.tolist() == [1.0, 2.0]
+
+
+def test_every_ranks_random_state_is_gathered_for_the_checkpoint(tmp_path):
+    assert training.rank_rng_states() is None
+    with gloo_group(tmp_path):
+        training.seed_everything(5)
+        (state,) = training.rank_rng_states()
+        expected = torch.rand(3)
+        torch.manual_seed(6)
+        training._set_rng_state(state)
+        assert torch.equal(torch.rand(3), expected)
+
+
+# ------------------------------------------------------------------------------------- a step's end and a resume
+
+
+def test_the_step_ends_with_a_checkpoint_every_n_steps_but_the_last_and_when_stopped(monkeypatch, tmp_path):
+    saved, extras, stop_at = [], [], {7}
+    monkeypatch.setattr(training.preemption, "requested", lambda device: step in stop_at)
+    monkeypatch.setattr(training, "save_on_main", lambda *args: saved.append(args))
+    env, objects = training.Dist(), ("model", "optimizer", "scheduler")
+
+    def extra():
+        extras.append(step)
+        return {"at": step}
+
+    stops = []
+    for step in range(1, 11):
+        stops.append(training.end_of_step(env, step, 10, 3, tmp_path, *objects, extra))
+    assert stops == [step == 7 for step in range(1, 11)]
+    assert saved == [(env, tmp_path, s, *objects, {"at": s}) for s in (3, 6, 7, 9)] and extras == [3, 6, 7, 9]
+    saved.clear()
+    for step in range(1, 10):  # 9 steps: the last is a multiple of 3, and its state is the outputs'
+        training.end_of_step(env, step, 9, 3, tmp_path, *objects, extra)
+    assert [args[2] for args in saved] == [3, 6, 7]
+
+
+def test_the_stop_flag_is_asked_on_the_ranks_device(monkeypatch, tmp_path):
+    asked = []
+    monkeypatch.setattr(training.preemption, "requested", lambda device: asked.append(device) or True)
+    monkeypatch.setattr(training, "save_on_main", lambda *args: None)
+    env = training.Dist(device=torch.device("meta"))
+    assert training.end_of_step(env, 10, 10, 3, tmp_path, None, None, None, dict) is True
+    assert asked == [torch.device("meta")]
+
+
+def test_rank_0_saves_with_every_ranks_random_state_and_the_others_wait(monkeypatch, tmp_path):
+    saved, met = [], []
+    monkeypatch.setattr(training, "rank_rng_states", lambda: ["rank 0's", "rank 1's"])
+    monkeypatch.setattr(training, "save_checkpoint", lambda *args, **kwargs: saved.append((args, kwargs)))
+    monkeypatch.setattr(training, "inject_kill", lambda step: met.append(("kill?", step)))
+    monkeypatch.setattr(training.dist, "barrier", lambda: met.append("barrier"))
+    for rank in (0, 1):
+        training.save_on_main(training.Dist(rank=rank, world_size=2), tmp_path, 4, "m", "o", "s", {"x": 1})
+    assert saved == [((tmp_path, 4, "m", "o", "s"), {"rng_per_rank": ["rank 0's", "rank 1's"], "extra": {"x": 1}})]
+    assert met == [("kill?", 4), "barrier", "barrier"]
+    met.clear()
+    training.save_on_main(training.Dist(), tmp_path, 5, "m", "o", "s", {})  # one process: no barrier
+    assert met == [("kill?", 5)]
+
+
+def test_the_kill_comes_right_after_its_steps_checkpoint(monkeypatch):
+    import signal
+
+    killed = []
+    monkeypatch.setattr(training.os, "kill", lambda pid, sig: killed.append((pid, sig)))
+    monkeypatch.setenv("SPARSEBERT_KILL_AT_STEP", "3")
+    training.inject_kill(2)
+    assert killed == []
+    training.inject_kill(3)
+    assert killed == [(training.os.getpid(), signal.SIGKILL)]
+
+
+def test_a_preempted_rank_leaves_the_group_then_exits_75(monkeypatch, tmp_path):
+    order = []
+    monkeypatch.setattr(training, "teardown_distributed", lambda: order.append("teardown"))
+    monkeypatch.setattr(training.preemption, "exit_preempted", lambda step, state: order.append(("exit", step, state)))
+    training.stop_preempted(8, tmp_path)
+    assert order == ["teardown", ("exit", 8, tmp_path)]
+
+
+def test_resume_loads_the_latest_checkpoint_or_starts_at_0(tmp_path, caplog):
+    def run():
+        torch.manual_seed(0)
+        model = torch.nn.Linear(2, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+
+    model, optimizer, scheduler = run()
+    assert training.resume(tmp_path, model, optimizer, scheduler, 10) == (0, {})
+    for step in (2, 4):
+        with torch.no_grad():
+            model.weight.fill_(step)
+        training.save_checkpoint(tmp_path, step, model, optimizer, scheduler, extra={"at": step})
+    model, optimizer, scheduler = run()
+    with caplog.at_level("INFO", logger="sparsebert.training"):
+        assert training.resume(tmp_path, model, optimizer, scheduler, 10) == (4, {"at": 4})
+    assert model.weight.tolist() == [[4.0, 4.0]]
+    assert caplog.messages == [f"resumed from {tmp_path / 'step-00000004'} (step 4 of 10)"]
+
+
+def test_the_bare_model_is_under_the_ddp_wrapper_or_is_the_model():
+    class Wrapper:
+        module = "the model"
+
+    assert training.unwrap(Wrapper()) == "the model"
+    lone = torch.nn.Linear(1, 1)
+    assert training.unwrap(lone) is lone
+    assert training.wrap_ddp(lone, training.Dist()) is lone  # one process: no wrapper
+
+
+@pytest.mark.parametrize("device, ids", [(torch.device("cuda:1"), [1]), (torch.device("cpu"), None)])
+def test_ddp_runs_on_the_ranks_gpu(monkeypatch, device, ids):
+    made = []
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel",
+                        lambda module, device_ids=None, forward_sync_buffers=True: made.append((module, device_ids)))
+    model = torch.nn.Linear(2, 2)
+    training.wrap_ddp(model, training.Dist(world_size=2, device=device))
+    assert made == [(model, ids)]
+
+
+# --------------------------------------------------------------------------------------- batches to the device
+
+
+def test_batches_go_to_a_gpu_through_pinned_memory_without_waiting_and_keep_their_dtypes(copies):
+    """Fine-tuning's batches: a regression task's float labels stay float (pretraining's to_device widens)."""
+    batch = {"input_ids": torch.zeros(2, 4, dtype=torch.int64), "labels": torch.zeros(2, dtype=torch.float32)}
+    out = training.to_device(batch, "cuda")
+    assert copies == ["pin", ("cuda", True)] * 2
+    assert list(out) == ["input_ids", "labels"] and [v.dtype for v in out.values()] == [torch.int64, torch.float32]
+    copies.clear()
+    training.to_device(batch, torch.device("cpu"))
+    assert copies == [("cpu", False)] * 2  # nothing pinned on the CPU
