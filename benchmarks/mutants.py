@@ -38,19 +38,22 @@ OUT = ROOT / "benchmarks" / "mutants" / "scores.md"
 EQUIVALENTS = ROOT / "tests" / "mutants_equivalent.md"
 TARGET = 85.0
 
-# module -> functions to mutate (None: all of them). pretrain.py and finetune.py: the loops' pieces, which tests call
-# in-process (the jobs, the model, the log line's sums, the evaluation, the run's identity, the outputs); the loops
-# themselves (train, finetune, _finish, _task_data, run) are covered by end-to-end training tests, seconds each, too
-# slow to run per mutant.
+# module -> functions to mutate (None: all of them). pretrain.py and finetune.py: what tests call in-process (the
+# commands, the jobs, the model, the log line's sums, the evaluation, the run's identity, the data, the outputs); the
+# loops themselves (train, finetune) are covered by end-to-end training tests, seconds each, too slow per mutant.
 MODULES: dict[str, tuple[str, list[str] | None]] = {
     "metrics": ("src/sparsebert/metrics.py", None),
     "data/qa": ("src/sparsebert/data/qa.py", None),
     "data/features": ("src/sparsebert/data/features.py", None),
     "training": ("src/sparsebert/training.py", None),
-    "pretrain": ("src/sparsebert/pretrain.py", ["build_model", "to_device", "vocab_size_of", "run_identity",
-                                                "xǁ_Runningǁ*", "evaluate", "unigram_baseline"]),
-    "finetune": ("src/sparsebert/finetune.py", ["task_jobs", "load_pretrained", "subsample", "run_identity",
-                                                "evaluate_splits", "_write_outputs", "evaluate"]),
+    "pretrain": ("src/sparsebert/pretrain.py", ["run", "build_model", "to_device", "vocab_size_of", "run_identity",
+                                                "xǁ_Runningǁ*", "evaluate", "unigram_baseline", "_finish"]),
+    "dam_search": ("src/sparsebert/dam_search.py", None),
+    "finetune": ("src/sparsebert/finetune.py", ["run", "task_jobs", "load_pretrained", "subsample", "run_identity",
+                                                "evaluate_splits", "_task_data", "_write_outputs", "evaluate"]),
+    "cli": ("src/sparsebert/cli.py", None),
+    "allocator": ("src/sparsebert/allocator.py", None),
+    "masks_cli": ("src/sparsebert/masks_cli.py", None),
     "masks": ("src/sparsebert/masks.py", None),
     "dam": ("src/sparsebert/dam.py", None),
     "report": ("src/sparsebert/report.py", None),

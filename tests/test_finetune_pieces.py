@@ -299,3 +299,60 @@ def test_every_eval_split_is_subsampled_scored_and_logged(monkeypatch, caplog):
     with caplog.at_level("INFO", logger="sparsebert.finetune"):
         finetune.evaluate_splits(model, TASKS["mnli"], raw, str, PARAMS, training.Dist(rank=1, world_size=2))
     assert caplog.messages == []  # rank 0 alone logs
+
+
+# ------------------------------------------------------------------------------------ the command and a task's data
+
+
+def test_checkpoints_are_released_only_once_every_task_is_done(tmp_path, monkeypatch):
+    order = []
+    monkeypatch.setattr(finetune, "finetune", lambda model, tok, task, source, params, out, state, mask_file=None:
+                        order.append(("train", model, tok, task, source, out, state, mask_file,
+                                      params["keep_checkpoints"])))
+    monkeypatch.setattr(training, "release_checkpoints", lambda state, keep: order.append(("release", state, keep)))
+    tasks = {"cola": {"source": {"hub": True}, "params": {"keep_checkpoints": True}},
+             "stsb": {"source": {"path": "sts"}, "params": {}}}
+    finetune.run(argparse.Namespace(**vars(args(tmp_path, tasks=json.dumps(tasks))), model="m", tokenizer="t",
+                                    mask_file="k"))
+    out, state = tmp_path / "out", tmp_path / "out.state"
+    assert order == [("train", "m", "t", "cola", {"hub": True}, out / "cola", state / "cola", "k", True),
+                     ("train", "m", "t", "stsb", {"path": "sts"}, out / "stsb", state / "stsb", "k", False),
+                     ("release", state / "cola", True), ("release", state / "stsb", False)]
+
+
+def test_a_tasks_data_is_its_files_subsampled_and_featurized_with_the_recipe(tmp_path, monkeypatch):
+    from _task_files import tiny_tokenizer, write_tsv
+
+    tiny_tokenizer(tmp_path / "tok")
+    for split in ("train", "dev"):  # SST-2 with 12 sentences, "sentence <i>", label i % 2
+        write_tsv(tmp_path / "sst2" / f"{split}.tsv", [["sentence", "label"]] + [[f"sentence {i}", str(i % 2)]
+                                                                               for i in range(12)])
+    featurized = []
+    real = finetune.featurize
+    monkeypatch.setattr(finetune, "featurize", lambda spec, ds, tok, length, stride, query: featurized.append(
+        (spec.name, len(ds), length, stride, query)) or real(spec, ds, tok, length, stride, query))
+    params = recipes.fill("finetune", {"max_train_examples": 4, "max_seq_length": 24, "doc_stride": 8,
+                                       "max_query_length": 6, "seed": 1})
+    np.random.seed(0)  # what an unseeded shuffle would draw its seed from
+    raw, origin, train_raw, train_set, feat = finetune._task_data("sst2", TASKS["sst2"], {"path": str(tmp_path / "sst2")},
+                                                                  tmp_path / "tok", params)
+    assert set(raw) == {"train", "validation"} and len(raw["train"]) == 12
+    assert origin["path"] == str(tmp_path / "sst2") and set(origin["sha256"]) == {"train.tsv", "dev.tsv"}
+    seeded = raw["train"].shuffle(seed=1).select(range(4))["sentence"]  # datasets' own seeded draw
+    assert train_raw["sentence"] == seeded != raw["train"].shuffle(seed=0).select(range(4))["sentence"]
+    assert featurized == [("sst2", 4, 24, 8, 6)] and len(train_set) == 4
+    assert list(train_set[0]) == ["input_ids", "token_type_ids", "attention_mask", "labels"]
+    assert train_set[0]["input_ids"].shape == (24,) and train_set[0]["labels"].dtype == torch.int64
+    assert [row["labels"].item() for row in train_set] == [int(text.split()[1]) % 2 for text in seeded]
+    feat(raw["validation"])
+    assert featurized[-1] == ("sst2", 12, 24, 8, 6)
+
+
+def test_a_span_tasks_training_features_carry_the_answer_positions(tmp_path):
+    from _task_files import tiny_tokenizer, write_squad
+
+    tiny_tokenizer(tmp_path / "tok")
+    params = recipes.fill("finetune", {"max_seq_length": 48, "doc_stride": 16, "max_query_length": 8})
+    *_, train_set, _ = finetune._task_data("squad_v1", TASKS["squad_v1"], {"path": str(write_squad(tmp_path / "sq"))},
+                                           tmp_path / "tok", params)
+    assert list(train_set[0]) == ["input_ids", "token_type_ids", "attention_mask", "start_positions", "end_positions"]

@@ -183,12 +183,55 @@ def test_the_registry_imports_no_learned_mask_code():
 
 
 def test_masks_cli_writes_grid_and_table(tmp_path, capsys):
+    """At L = 32 (by hand): dense keeps all 32 keys; no_diagonal 31, 1/32 = 3.1 % sparse, no paper figure."""
+    import json
+
     from sparsebert.cli import main
 
-    main(["masks", "--seq-len", "32", "--out", str(tmp_path)])
-    out = capsys.readouterr().out
-    assert "longformer" in out and "88.7" in out
-    assert (tmp_path / "masks.png").stat().st_size > 1000 and (tmp_path / "masks.json").exists()
+    out_dir = tmp_path / "figures" / "masks"  # made with its parents
+    main(["masks", "--seq-len", "32", "--out", str(out_dir)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:3] == ["mask          ours %  paper %  keys/query  params",
+                         "dense            0.0      0.0        32.0  {}",
+                         "no_diagonal      3.1        -        31.0  {}"]
+    assert len(lines) == 1 + len(masks.MASKS) and any(line.split()[:3] == ["longformer", "58.6", "88.7"] for line in lines)
+    table = json.loads((out_dir / "masks.json").read_text())
+    assert table["seq_len"] == 32 and len(table["masks"]) == len(masks.MASKS)
+    assert table["masks"][:2] == [
+        {"keys_per_query": 32.0, "mask": "dense", "paper_sparsity": 0.0, "params": {}, "sparsity": 0.0},
+        {"keys_per_query": 31.0, "mask": "no_diagonal", "paper_sparsity": None, "params": {}, "sparsity": 3.1}]  # rounded
+    assert (out_dir / "masks.png").stat().st_size > 1000 and (out_dir / "masks.pdf").exists()
+
+
+def test_masks_cli_draws_each_mask_under_its_name_five_a_row(tmp_path, monkeypatch, caplog):
+    from sparsebert import figures
+    from sparsebert.cli import main
+
+    grids = []
+    monkeypatch.setattr(figures, "mask_grid", lambda blocks, cols, title: grids.append((blocks, cols, title)) or "grid")
+    monkeypatch.setattr(figures, "save", lambda fig, out, name: grids.append((fig, out, name)))
+    with caplog.at_level("INFO", logger="sparsebert.masks_cli"):
+        main(["masks", "--out", str(tmp_path)])  # the default length, 128
+        main(["masks", "--out", str(tmp_path)])  # again into the same folder
+    (blocks, cols, title), saved = grids[:2]
+    assert cols == 5 and title == "registry masks at L=128" and saved == ("grid", tmp_path, "masks")
+    assert [label.split("\n")[0] for label, _ in blocks[0]] == [row["mask"] for row in masks.table(128)]
+    assert blocks[0][1][0] == "no_diagonal\n0.8% sparse" and torch.equal(blocks[0][1][1], ~torch.eye(128, dtype=torch.bool))
+    assert caplog.messages == [f"wrote {tmp_path / 'masks.png'}"] * 2
+
+
+def test_masks_cli_needs_an_out_folder(capsys):
+    from sparsebert.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["masks"])
+    assert stop.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == \
+        "sparsebert masks: error: the following arguments are required: --out"
+    with pytest.raises(SystemExit):
+        main(["masks", "--help"])
+    options = " ".join(capsys.readouterr().out.split())  # argparse aligns and wraps them
+    assert "--seq-len SEQ_LEN sequence length L of the L x L masks (default 128)" in options
+    assert "--out OUT directory for masks.png/.pdf and masks.json" in options
 
 
 

@@ -6,6 +6,8 @@ Expected values are written out by hand, or come from the model's own forward on
 
 from __future__ import annotations
 
+import json
+from argparse import Namespace
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,7 +16,7 @@ import torch
 
 from conftest import TINY_RECIPE, VOCAB, write_tokenizer
 
-from sparsebert import dam, pretrain, training
+from sparsebert import dam, pretrain, recipes, training
 from sparsebert.data.pretraining import Examples, pack
 from sparsebert.io import UserError
 
@@ -252,3 +254,116 @@ def test_unigram_counts_add_up_over_record_batches_of_any_id_range():
     validation = examples([[3, 3, 12], [3, -100, -100], [12, 12, 12]])
     assert pretrain.unigram_baseline(Chunked(), validation, limit=2) == 3 / 4  # 3: 4 of the 8 ids, 12: 3
     assert np.isnan(pretrain.unigram_baseline(Chunked(), examples([[-100]]), limit=1))
+
+
+# ------------------------------------------------------------------------------------- the command and its outputs
+
+
+def command(tmp_path, **given):
+    fields = {"examples": tmp_path / "ex", "tokenizer": tmp_path / "tok", "params": '{"lr": 0.5}', "mask": "star",
+              "mask_params": None, "mask_file": None, "dam_lambda": None, "out": tmp_path / "out", "state_dir": None,
+              **given}
+    return Namespace(**fields)
+
+
+@pytest.fixture
+def trained(monkeypatch):
+    """pretrain.train replaced by a recorder of its arguments."""
+    calls = []
+    monkeypatch.setattr(pretrain, "train", lambda **kwargs: calls.append(kwargs))
+    return calls
+
+
+def test_the_command_hands_train_the_filled_recipe_and_its_state_dir(tmp_path, trained):
+    pretrain.run(command(tmp_path, mask_params='{"window": 2}'))
+    pretrain.run(command(tmp_path, mask="dam_s", dam_lambda=0.0, state_dir=tmp_path / "s"))
+    pretrain.run(command(tmp_path, mask="learned", mask_file=tmp_path / "mask.safetensors"))
+    assert trained.pop()["mask_file"] == tmp_path / "mask.safetensors"
+    assert trained == [
+        {"examples_dir": tmp_path / "ex", "tokenizer_dir": tmp_path / "tok", "recipe": recipes.fill("pretrain", {"lr": 0.5}),
+         "mask": "star", "mask_params": {"window": 2}, "mask_file": None, "dam_lambda": None, "out_dir": tmp_path / "out",
+         "state_dir": tmp_path / "out.state"},
+        {"examples_dir": tmp_path / "ex", "tokenizer_dir": tmp_path / "tok", "recipe": recipes.fill("pretrain", {"lr": 0.5}),
+         "mask": "dam_s", "mask_params": {}, "mask_file": None, "dam_lambda": 0.0, "out_dir": tmp_path / "out",
+         "state_dir": tmp_path / "s"}]
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"mask": "dam_u"}, "a DAM search needs --dam-lambda >= 0, got None"),
+    ({"mask": "dam_s", "dam_lambda": -0.1}, "a DAM search needs --dam-lambda >= 0, got -0.1"),
+    ({"mask": "learned"}, "--mask-file goes with --mask learned (and only with it)"),
+    ({"mask_file": "m.safetensors"}, "--mask-file goes with --mask learned (and only with it)"),
+])
+def test_a_bad_command_is_one_clear_error_before_training(tmp_path, trained, given, message):
+    with pytest.raises(UserError) as error:
+        pretrain.run(command(tmp_path, **given))
+    assert str(error.value) == message and trained == []
+
+
+def test_dam_search_takes_only_dam_masks(tmp_path, trained):
+    from sparsebert import dam_search
+
+    with pytest.raises(UserError) as error:
+        dam_search.run(command(tmp_path, mask="star", dam_lambda=0.1))
+    assert str(error.value) == "dam-search needs --mask dam_s or dam_u, got 'star'" and trained == []
+    dam_search.run(command(tmp_path, mask="dam_u", dam_lambda=0.1))
+    assert trained[0]["mask"] == "dam_u" and dam_search.add_arguments is pretrain.add_arguments
+
+
+def finish(tmp_path, model, data, logged=None, is_dam=False, snapshots=(), **recipe):
+    """_finish after a run that wrote `logged` (None: no log file at all, as on a rank that writes none)."""
+    recipe = {"max_steps": 9, "seed": 4, "precision": "fp32", "eval_examples": 5, **recipe}
+    log = SimpleNamespace(path=tmp_path / "state" / "none.jsonl")
+    if logged is not None:
+        log = training.JsonlLog(tmp_path / "state" / "log.jsonl")
+        for record in logged:
+            log.write(record)
+    batching = {"micro_batch_size": 2, "accumulation_steps": 3, "model_run": "eager", "backend": None}
+    return pretrain._finish(model, data, recipe, training.Dist(), tmp_path / "out", log, list(snapshots), 1e-3, is_dam,
+                            batching)
+
+
+def test_the_outputs_of_a_finished_run(tmp_path, monkeypatch, caplog):
+    evaluated = []
+    monkeypatch.setattr(pretrain, "evaluate", lambda *args: evaluated.append(args) or {"val_mlm_acc": 0.5})
+    monkeypatch.setattr(pretrain, "unigram_baseline", lambda *args: evaluated.append(args) or 0.25)
+    model = pretrain.build_model({"model": TINY_RECIPE["model"]}, len(VOCAB), 8, "no_diagonal", {}, None)
+    data = {"train": examples([[7]]), "validation": examples([[7], [8]])}
+    logged = [{"step": 3, "loss": 4.0, "tokens_per_s": 10.0}, {"step": 6, "loss": 3.0, "tokens_per_s": 30.0},
+              {"step": 9, "loss": 2.0, "tokens_per_s": 20.0}]
+    with caplog.at_level("INFO", logger="sparsebert.pretrain"):
+        summary = finish(tmp_path, model, data, logged)
+    assert summary == {"variant_mask": "no_diagonal", "steps": 9, "seed": 4, "world_size": 1,
+                       "parameters": sum(p.numel() for p in model.parameters()), "micro_batch_size": 2,
+                       "accumulation_steps": 3, "model_run": "eager", "backend": None, "precision": "fp32",
+                       "precision_requested": "fp32", "precision_reason": "as requested", "val_mlm_acc": 0.5,
+                       "val_unigram_mlm_acc": 0.25, "sparsity": 1 / 8, "final_train_loss": 2.0, "tokens_per_s": 20.0}
+    # in micro-batches of training's size; the floor from the training split's counts, on the same examples
+    assert evaluated == [(model, data["validation"], 5, 2, torch.device("cpu")), (data["train"], data["validation"], 5)]
+    assert caplog.messages == [f"pretraining done: {json.dumps(summary)}"]
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
+    assert (tmp_path / "out" / "log.jsonl").read_text() == "".join(json.dumps(r) + "\n" for r in logged)
+    reloaded = type(model).from_pretrained(tmp_path / "out" / "model")
+    assert torch.equal(reloaded.bert.fixed_mask.keep, model.bert.fixed_mask.keep) and not model.training
+
+
+def test_a_run_without_validation_or_log_lines_says_less(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrain, "evaluate", lambda *args: pytest.fail("nothing to evaluate"))
+    model = pretrain.build_model({"model": TINY_RECIPE["model"]}, len(VOCAB), 8, "dense", {}, None)
+    summary = finish(tmp_path, model, {"train": examples([[7]]), "validation": examples(np.zeros((0, 1), int))})
+    assert summary["sparsity"] == 0.0 and not {"val_unigram_mlm_acc", "final_train_loss", "tokens_per_s"} & set(summary)
+    assert (tmp_path / "out" / "log.jsonl").read_text() == ""  # no log file: an empty one
+    finish(tmp_path / "c", model, {"train": examples([[7]])}, logged=[])  # a log file without lines
+    assert (tmp_path / "c" / "out" / "log.jsonl").read_text() == ""
+    finish(tmp_path / "b", model, {"train": examples([[7]])})  # no validation split at all
+    assert "val_mlm_acc" not in json.loads((tmp_path / "b" / "out" / "summary.json").read_text())
+
+
+def test_a_search_saves_its_mask_and_snapshots(tmp_path, monkeypatch):
+    saved = []
+    monkeypatch.setattr(dam, "save_search", lambda *args: saved.append(args) or {"sparsity": 0.75, "dam_type": "dam_s"})
+    model = pretrain.build_model({"model": TINY_RECIPE["model"]}, len(VOCAB), 8, "dam_s", {}, None)
+    snapshots = [(0, torch.zeros(4, 8))]
+    summary = finish(tmp_path, model, {"train": examples([[7]])}, is_dam=True, snapshots=snapshots)
+    assert saved == [(model.bert.dam, tmp_path / "out", snapshots, 1e-3)]
+    assert (summary["sparsity"], summary["dam_type"], summary["variant_mask"]) == (0.75, "dam_s", "dam_s")

@@ -64,9 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparsebert", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(_module=module)
-        # Parsers are filled lazily in main(); declare nothing heavy here.
+        # Only the name: main() builds the subcommand's own parser (arguments, --help) once its module is imported.
+        sub.add_parser(name, help=help_text).set_defaults(_module=module)
     return parser
 
 
@@ -74,8 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = build_parser()
-    # Find the subcommand first, then let its module declare the arguments.
-    known, _ = parser.parse_known_args(argv[:1] if argv and not argv[0].startswith("-") else argv)
+    # The subcommand (or --help) is the first word; its module then declares the arguments that follow.
+    known = parser.parse_args(argv[:1])
     module = importlib.import_module(known._module)
     sub_parser = argparse.ArgumentParser(prog=f"sparsebert {known.command}", description=SUBCOMMANDS[known.command][1])
     module.add_arguments(sub_parser)

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--seq-len", type=int, default=128, help="sequence length L of the L x L masks (default 128)")
     parser.add_argument("--out", type=Path, required=True, help="directory for masks.png/.pdf and masks.json")
 
 
