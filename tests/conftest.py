@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -40,6 +41,19 @@ def copies(monkeypatch) -> list:
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: (made.append("pin"), self)[1])
     monkeypatch.setattr(torch.Tensor, "to", lambda self, device, non_blocking=False: (made.append((str(device), non_blocking)), self)[1])
     return made
+
+
+@contextmanager
+def gloo_group(tmp_path):
+    """A one-process gloo group, standing in for one rank of torchrun's; destroyed afterwards if the test has not."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        yield dist
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def write_tokenizer(path):

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import gloo_group
+
 from sparsebert import training
 from sparsebert.io import UserError
 
@@ -247,10 +249,7 @@ def test_an_old_entry_that_cannot_be_removed_does_not_stop_training(tmp_path):
 def test_under_ddp_each_rank_resumes_its_own_random_stream(tmp_path):
     """A one-process gloo group stands in for torchrun: with one saved stream per rank and the same world size,
     a rank gets its own stream back; with another world size (2 saved, 1 now), rank 0's main stream."""
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
-    try:
+    with gloo_group(tmp_path):
         model, optimizer, scheduler = make_run()
 
         def draw():
@@ -269,8 +268,6 @@ def test_under_ddp_each_rank_resumes_its_own_random_stream(tmp_path):
         assert draw() == own_draws
         training.load_checkpoint(tmp_path / "b" / "step-00000001", model, optimizer, scheduler)
         assert draw() == main_draws
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: the CUDA generators are only saved there")

@@ -10,6 +10,8 @@ import threading
 
 import pytest
 
+from conftest import gloo_group
+
 from sparsebert import preemption
 
 
@@ -61,14 +63,11 @@ def test_under_ddp_the_flag_goes_through_an_all_reduce(tmp_path, monkeypatch, lo
     calls = []
     all_reduce = dist.all_reduce
     monkeypatch.setattr(dist, "all_reduce", lambda t, op: calls.append((t.tolist(), op)) or all_reduce(t, op=op))
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
-    try:
+    with gloo_group(tmp_path):
         preemption.install()
         if local:
             os.kill(os.getpid(), signal.SIGTERM)
         assert preemption.requested() is local
-    finally:
-        dist.destroy_process_group()
     assert calls == [([1.0 if local else 0.0], dist.ReduceOp.MAX)]
 
 

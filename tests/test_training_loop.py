@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import gloo_group
+
 from sparsebert import training
 from sparsebert.io import UserError
 
@@ -187,19 +189,6 @@ def test_the_log_keeps_the_records_up_to_the_resumed_step_and_appends(tmp_path):
 
 
 # ------------------------------------------------------------- the process group (a one-process gloo group stands in)
-
-
-@contextmanager
-def gloo_group(tmp_path):
-    """A one-process gloo group, as torchrun's would be on one rank; destroyed afterwards if the test has not."""
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
-    try:
-        yield dist
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
 
 
 @pytest.fixture
