@@ -54,7 +54,7 @@ bench: install
 	$(BIN)/python benchmarks/run.py
 
 # Mutation testing (benchmarks/mutants.py; one worker, not in CI; about 50 min on 2 cores when last timed whole,
-# before about 1,500 more mutants joined): writes
+# before some 5,000 more mutants joined, the training loops' among them: README, "Mutation testing"): writes
 # benchmarks/mutants/scores.md and fails when a module scores under 85 % or a survivor is unexplained.
 $(VENV)/.mutation: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[mutation]'

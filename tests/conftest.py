@@ -43,6 +43,11 @@ def copies(monkeypatch) -> list:
     return made
 
 
+def node_down(*args, **kwargs):
+    """Stands in for a function the job dies in without a signal (a crashed node): nothing is checkpointed."""
+    raise RuntimeError("the node went down")
+
+
 @contextmanager
 def gloo_group(tmp_path):
     """A one-process gloo group, standing in for one rank of torchrun's; destroyed afterwards if the test has not."""

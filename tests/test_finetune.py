@@ -1,17 +1,24 @@
 """The one fine-tuning loop: every task head trains and writes metrics with the official names; the
-pretrained variant's mask is kept; exact resume after SIGKILL; determinism; bad input."""
+pretrained variant's mask is kept; exact resume after SIGKILL; determinism; bad input. In the test process: the
+log lines on a stand-in clock, metrics.json key by key, the recipe's keys reaching the update, what makes a rerun
+start over, and a run stopped by a signal and cut short by a crash that resumes to an uninterrupted run's outputs."""
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
 
 from _task_files import tiny_tokenizer, write_glue, write_squad, write_swag
+from conftest import node_down
 
 from sparsebert import dam, masks
 from sparsebert.data.tasks import TASKS
@@ -268,7 +275,7 @@ def test_dam_search_model_is_finetuned_with_its_binarized_mask_fixed(assets, dam
         assert torch.equal(own[name], searched[name]), f"{name} is not the search's weight"
     assert run_finetune(assets, "sst2", tmp_path / "ft", model=root / "model", mask_file=root / "mask.safetensors") == 0
     metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
-    assert metrics["attention_mask_type"] == "learned"
+    assert metrics["attention_mask_type"] == "learned" and metrics["mask_file"] == str(root / "mask.safetensors")
     assert metrics["mask_sparsity"] == pytest.approx(1 - (2 * 63 + 2 * 62) / 64**2)  # offsets 1, 2 of 64
 
 
@@ -311,3 +318,155 @@ def test_learned_mask_extension_rule_hand_made():
     assert torch.equal(ext[4], expected_row4)
     expected_row5 = torch.tensor([0, 0, 1, 0, 1, 0], dtype=torch.bool)  # |5-j| = 5, 4, 3, 2, 1, 0
     assert torch.equal(ext[5], expected_row5)
+
+
+# ------------------------------------------------------------------------------------------ the loop, in process
+
+
+@pytest.fixture
+def no_flag_left(monkeypatch):
+    """No fault injection from the environment, no preemption flag left for the next test (conftest restores the
+    signal handlers that the loop installs)."""
+    from sparsebert import preemption
+
+    monkeypatch.delenv("SPARSEBERT_SIGNAL_AT_STEP", raising=False)
+    yield
+    preemption._received.clear()
+
+
+def logged(out, drop=()):
+    return [{k: v for k, v in json.loads(line).items() if k not in drop}
+            for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_log_lines_average_the_steps_since_the_last_one(assets, tmp_path, monkeypatch):
+    """SST-2's 2 training rows at batch 1 for 2.5 epochs: 5 updates, a line after updates 2, 4 and the last, 5.
+    With the updates' losses said to be 0.5, 1.5, 2, 4 and 7 (the model trains as usual), the lines' losses are
+    the means 1, 3 and 7; their epochs are updates / 2; their learning rates those of updates 2, 4, 5 (lr 1e-3,
+    warmup 0.1, linear: update k of 5 at x = (k - 1) / 5, so 1e-3 (1 - x) / 0.9); and on a clock that reads 0, 2,
+    4, ... seconds their seconds are since the start and their tokens/s the line's updates x 64 positions over the
+    2 s since the line before."""
+    from sparsebert import finetune, training
+
+    losses, accumulate = iter([0.5, 1.5, 2.0, 4.0, 7.0]), training.accumulate_gradients
+    monkeypatch.setattr(training, "accumulate_gradients", lambda *a: (accumulate(*a), torch.tensor(next(losses)))[1])
+    clock = itertools.count(step=2)
+    monkeypatch.setattr(finetune, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    assert run_finetune(assets, "sst2", tmp_path / "ft", {"epochs": 2.5, "log_every": 2}) == 0
+    records = logged(tmp_path / "ft")
+    assert [r["step"] for r in records] == [2, 4, 5] and [r["epoch"] for r in records] == [1.0, 2.0, 2.5]
+    assert [r["loss"] for r in records] == [1.0, 3.0, 7.0]
+    assert [r["lr"] for r in records] == pytest.approx([1e-3 * (1 - (k - 1) / 5) / 0.9 for k in (2, 4, 5)])
+    assert [r["seconds"] for r in records] == [2.0, 4.0, 6.0]
+    assert [r["tokens_per_s"] for r in records] == [2 * 64 / 2, 2 * 64 / 2, 64 / 2]
+
+
+def test_metrics_json_says_what_was_fine_tuned_and_how(assets, tmp_path, caplog):
+    """metrics.json key by key for SST-2 (2 training rows, batch 1, 2 epochs: 4 updates) from the longformer
+    model of the fixture, whose mask was built for 64 positions (window 3) and is kept at max_seq_length 64; the
+    job's log names the precision."""
+    from sparsebert import precision, recipes
+
+    with caplog.at_level("INFO", logger="sparsebert.finetune"):
+        assert run_finetune(assets, "sst2", tmp_path / "ft") == 0
+    assert precision.resolve("fp32", "cpu").line in [r.getMessage() for r in caplog.records]
+    metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    spec = TASKS["sst2"]
+    assert {k: metrics[k] for k in ("task", "kind", "proxy", "variant_model", "attention_mask_type", "mask_file",
+                                    "mask_seq_len", "main_metric", "seed", "train_examples", "train_features",
+                                    "epochs", "steps")} == {
+        "task": "sst2", "kind": spec.kind, "proxy": spec.proxy, "variant_model": str(assets["model"]),
+        "attention_mask_type": "longformer", "mask_file": None, "mask_seq_len": {"pretrained": 64, "finetuned": 64},
+        "main_metric": spec.main_metric, "seed": 3, "train_examples": 2, "train_features": 2, "epochs": 2,
+        "steps": 4}
+    assert metrics["mask_sparsity"] == masks.sparsity(masks.build_mask("longformer", 64, window=3))
+    assert metrics["score"] == metrics["eval"]["validation"][spec.main_metric]
+    assert metrics["params"] == recipes.fill("finetune", RECIPE) and metrics["precision"] == "fp32"
+    folder = assets["sources"]["sst2"]  # what was read: the folder, and the sha256 of each file of the task
+    assert metrics["data"] == {"path": str(folder), "sha256": {f.name: hashlib.sha256(f.read_bytes()).hexdigest()
+                                                               for f in sorted(folder.glob("*.tsv"))}}
+
+
+def test_the_recipes_clipping_and_adam_keys_reach_the_update(assets, tmp_path):
+    """grad_clip, grad_clip_scope and bias_correction from the recipe decide the update: unclipped, clipped to a
+    global norm of 1e-3, each tensor clipped to 1e-3 on its own, and Adam without bias correction train four
+    different models (different losses after the first update)."""
+    runs = {"none": {"grad_clip": None}, "global": {"grad_clip": 1e-3},
+            "tensor": {"grad_clip": 1e-3, "grad_clip_scope": "tensor"},
+            "uncorrected": {"grad_clip": None, "bias_correction": False}}
+    for name, recipe in runs.items():
+        assert run_finetune(assets, "stsb", tmp_path / name, {"epochs": 2, **recipe}) == 0
+    later = {name: tuple(r["loss"] for r in logged(tmp_path / name))[1:] for name in runs}
+    assert len(set(later.values())) == len(runs), later
+
+
+def test_schedule_offset_moves_every_update_one_step_along_the_schedule(assets, tmp_path):
+    """schedule_offset 1 (run_glue.py's scheduler stepped before the optimizer): update k of 4 runs at x = (k + 1)
+    / 4, past the warmup (0.1), so at 1e-3 (1 - x) / 0.9; the last update's lr is 0."""
+    assert run_finetune(assets, "sst2", tmp_path / "ft", {"schedule_offset": 1}) == 0
+    assert [r["lr"] for r in logged(tmp_path / "ft")] == pytest.approx([1e-3 * (1 - (k + 1) / 4) / 0.9
+                                                                        for k in range(4)])
+
+
+def test_a_task_needs_at_least_one_batch_of_features(assets, tmp_path, capsys):
+    """SST-2 has 2 training rows: a batch of 4 is one clear error before anything trains; a batch of 2 is one
+    update an epoch."""
+    assert run_finetune(assets, "sst2", tmp_path / "four", {"batch_size": 4}) == 2
+    assert "task sst2: 2 training features, fewer than one batch of 4" in capsys.readouterr().err
+    assert not (tmp_path / "four").exists()
+    assert run_finetune(assets, "sst2", tmp_path / "two", {"batch_size": 2}) == 0
+    assert json.loads((tmp_path / "two" / "metrics.json").read_text())["steps"] == 2
+
+
+@pytest.mark.parametrize("change", ["nothing", "model", "tokenizer", "mask_file"])
+def test_a_rerun_resumes_only_what_it_would_train_again(assets, dam_search_output, tmp_path, caplog, change):
+    """A rerun over the same state dir resumes the checkpoint, unless the pretrained model, the tokenizer or the
+    learned mask file was rebuilt in place since (a newer modification time): then it starts over."""
+    search = shutil.copytree(dam_search_output[0], tmp_path / "search")
+    copied = {**assets, "tokenizer": shutil.copytree(assets["tokenizer"], tmp_path / "tokenizer")}
+    run = dict(recipe={"epochs": 2, "checkpoint_every": 2, "keep_checkpoints": True}, model=search / "model",
+               mask_file=search / "mask.safetensors")
+    assert run_finetune(copied, "sst2", tmp_path / "first", **run) == 0
+    rebuilt = {"model": search / "model" / "model.safetensors", "mask_file": search / "mask.safetensors",
+               "tokenizer": next(f for f in sorted(copied["tokenizer"].iterdir()) if f.is_file())}.get(change)
+    if rebuilt:
+        st = rebuilt.stat()
+        os.utime(rebuilt, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    with caplog.at_level("INFO"):
+        assert run_finetune(copied, "sst2", tmp_path / "first", **run) == 0
+    resumed, started_over = "resumed from" in caplog.text, "starting over" in caplog.text
+    assert (resumed, started_over) == ((True, False) if change == "nothing" else (False, True))
+
+
+def test_a_stopped_then_crashed_fine_tuning_resumes_to_an_uninterrupted_ones_outputs(assets, tmp_path, monkeypatch,
+                                                                                      caplog, no_flag_left):
+    """SST-2, 6 updates, a log line every 2, no periodic checkpoint. Run 1: logs at 2, gets SIGTERM during update
+    3 -> a checkpoint at 3, between two log lines (the loss of update 3 travels in it), exit 75. Run 2: resumes
+    at 3, logs at 4 and 6, and dies in the evaluation. Run 3: resumes at 3 again, keeps the log line of 2 only.
+    Its outputs equal an uninterrupted run's: log lines (but times), metrics, predictions; its progress bar
+    starts at the step it resumed."""
+    from sparsebert import finetune, preemption
+
+    recipe = {"epochs": 3, "log_every": 2, "checkpoint_every": 100}
+    assert run_finetune(assets, "sst2", tmp_path / "whole", recipe) == 0
+    state = tmp_path / "cut.state"
+    with monkeypatch.context() as signal_at_3, caplog.at_level("WARNING"):
+        signal_at_3.setenv("SPARSEBERT_SIGNAL_AT_STEP", "3")
+        assert run_finetune(assets, "sst2", tmp_path / "cut", recipe) == preemption.EXIT_CODE
+    assert checkpoints(state) == ["step-00000003"]
+    assert f"stopped after step 3 with a checkpoint in {state}" in caplog.text
+    preemption._received.clear()
+    with monkeypatch.context() as crashing, pytest.raises(RuntimeError, match="went down"):
+        crashing.setattr(finetune, "evaluate_splits", node_down)
+        run_finetune(assets, "sst2", tmp_path / "cut", recipe)
+    assert [r["step"] for r in logged(state)] == [2, 4, 6]
+
+    bars, real_tqdm = [], finetune.tqdm
+    monkeypatch.setattr(finetune, "tqdm", lambda steps, **kw: bars.append((steps, kw)) or real_tqdm(steps, **kw))
+    assert run_finetune(assets, "sst2", tmp_path / "cut", recipe) == 0
+    assert bars == [(range(3, 6), {"initial": 3, "total": 6, "desc": "finetune[sst2]", "mininterval": 2.0,
+                                   "disable": False})]
+    times = ("seconds", "tokens_per_s")
+    assert logged(tmp_path / "cut", times) == logged(tmp_path / "whole", times)
+    for name in ("metrics.json", "predictions.json"):
+        assert json.loads((tmp_path / "cut" / name).read_text()) == json.loads((tmp_path / "whole" / name).read_text())

@@ -152,7 +152,7 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
     bar = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps, desc=f"pretrain[{mask}]",
                disable=not env.is_main, mininterval=2.0)
     for step in bar:
-        if is_dam and step % recipe["snapshot_every"] == 0 and not any(s == step for s, _ in snapshots):
+        if is_dam and step % recipe["snapshot_every"] == 0:  # a checkpoint holds those of the steps before its own
             snapshots.append((step, model.bert.dam.snapshot()))
         chunks = training.rank_micro_batches(len(train_set), batch_size, micro, recipe["seed"], step, env)
         loss = training.accumulate_gradients(ddp, env, chunks, forward, prec.autocast)
@@ -171,7 +171,7 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
                                 scheduler, lambda: {"snapshots": snapshots, "running": stats.state()}):
             del ddp, runner  # the wrapper (held by the runner too) goes before the group: see teardown_distributed
             training.stop_preempted(done, state_dir)
-    if is_dam and not any(s == total_steps for s, _ in snapshots):
+    if is_dam:
         snapshots.append((total_steps, model.bert.dam.snapshot()))
 
     batching = {"micro_batch_size": micro, "accumulation_steps": accumulation, "model_run": runner.mode,
