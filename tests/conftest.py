@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from contextlib import contextmanager
@@ -41,6 +42,24 @@ def copies(monkeypatch) -> list:
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: (made.append("pin"), self)[1])
     monkeypatch.setattr(torch.Tensor, "to", lambda self, device, non_blocking=False: (made.append((str(device), non_blocking)), self)[1])
     return made
+
+
+@pytest.fixture
+def preemption_flag_cleared(monkeypatch):
+    """No fault injection from the environment, no preemption flag left for the next test (the autouse fixture
+    above restores the signal handlers that preemption.install() sets)."""
+    from sparsebert import preemption
+
+    monkeypatch.delenv("SPARSEBERT_SIGNAL_AT_STEP", raising=False)
+    yield
+    preemption._received.clear()
+
+
+def rewritten_in_place(path):
+    """A file (or a folder's first file) one second newer, bytes unchanged: an input rebuilt at the same path."""
+    first = path if path.is_file() else next(f for f in sorted(path.rglob("*")) if f.is_file())
+    st = first.stat()
+    os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
 
 
 def node_down(*args, **kwargs):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import gloo_group
+from conftest import gloo_group, rewritten_in_place
 
 from sparsebert import training
 from sparsebert.io import UserError
@@ -288,7 +288,6 @@ def test_fingerprint_changes_with_each_kind_of_rebuilt_input(tmp_path):
     """What makes a rerun start over instead of resuming (training.claim_state): a file rewritten (a new
     modification time, same size), grown, added or renamed anywhere below a folder; and None, missing and
     present inputs differ. A copy that keeps names, sizes and times (shutil.copy2) elsewhere is the same input."""
-    import os
     import shutil
 
     model = tmp_path / "model"
@@ -301,8 +300,7 @@ def test_fingerprint_changes_with_each_kind_of_rebuilt_input(tmp_path):
     assert training.fingerprint(tmp_path / "moved", None) == before
 
     changed = []
-    st = (model / "a.bin").stat()
-    os.utime(model / "a.bin", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # rewritten, same bytes
+    rewritten_in_place(model / "a.bin")  # rewritten, same bytes
     changed.append(training.fingerprint(model, None))
     (model / "a.bin").write_bytes(b"12345")
     changed.append(training.fingerprint(model, None))

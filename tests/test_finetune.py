@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from _task_files import tiny_tokenizer, write_glue, write_squad, write_swag
-from conftest import node_down
+from conftest import node_down, rewritten_in_place
 
 from sparsebert import dam, masks
 from sparsebert.data.tasks import TASKS
@@ -70,6 +70,12 @@ def run_finetune_process(assets, task, out, recipe=None, env=None):
                           capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
 
 
+def logged(out, drop=()):
+    """The run's log.jsonl records, without the keys in `drop`."""
+    return [{k: v for k, v in json.loads(line).items() if k not in drop}
+            for line in (out / "log.jsonl").read_text().splitlines()]
+
+
 @pytest.mark.parametrize("task", ["cola", "stsb", "mrpc", "mnli", "squad_v1", "squad_v2", "swag"])
 def test_every_head_trains_and_reports_official_metrics(assets, tmp_path, task):
     out = tmp_path / task
@@ -82,7 +88,7 @@ def test_every_head_trains_and_reports_official_metrics(assets, tmp_path, task):
     assert metrics["score"] == metrics["eval"][spec.eval_splits[0]][spec.main_metric]
     assert metrics["attention_mask_type"] == "longformer"
     assert metrics["steps"] > 0 and (out / "predictions.json").exists()
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    records = logged(out)
     assert records[0]["step"] == 1
     # Throughput over each log interval: batch 1 x 64 positions (SWAG: 4 endings of 64), padding included.
     tokens_per_step = 1 * 64 * (4 if task == "swag" else 1)
@@ -105,7 +111,7 @@ def test_fractional_epochs_train_int_of_steps_per_epoch_times_epochs(assets, tmp
     assert run_finetune(assets, "sst2", out, {"epochs": epochs}) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["steps"], metrics["epochs"]) == (steps, epochs)
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    records = logged(out)
     assert [r["step"] for r in records] == list(range(1, steps + 1))  # log_every 1
     # The lr each update used (lr 1e-3, warmup 0.1, linear, offset 0): x / 0.1 at x = 0, then (1 - x) / 0.9.
     expected = [1e-3 * (1 - k / steps) / 0.9 if k / steps >= 0.1 else 1e-3 * k / steps / 0.1 for k in range(steps)]
@@ -129,8 +135,8 @@ def test_sigkill_then_rerun_is_bit_identical_and_runs_are_deterministic(assets, 
     killed = run_finetune_process(assets, "sst2", tmp_path / "c", recipe, env={"SPARSEBERT_KILL_AT_STEP": "2"})
     assert killed.returncode == -9 and not (tmp_path / "c" / "metrics.json").exists()
     assert run_finetune(assets, "sst2", tmp_path / "c", recipe) == 0
-    la = [json.loads(l)["loss"] for l in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
-    lc = [json.loads(l)["loss"] for l in (tmp_path / "c" / "log.jsonl").read_text().splitlines()]
+    la = [r["loss"] for r in logged(tmp_path / "a")]
+    lc = [r["loss"] for r in logged(tmp_path / "c")]
     assert la == lc
     assert json.loads((tmp_path / "a" / "predictions.json").read_text()) == \
         json.loads((tmp_path / "c" / "predictions.json").read_text())
@@ -323,22 +329,6 @@ def test_learned_mask_extension_rule_hand_made():
 # ------------------------------------------------------------------------------------------ the loop, in process
 
 
-@pytest.fixture
-def no_flag_left(monkeypatch):
-    """No fault injection from the environment, no preemption flag left for the next test (conftest restores the
-    signal handlers that the loop installs)."""
-    from sparsebert import preemption
-
-    monkeypatch.delenv("SPARSEBERT_SIGNAL_AT_STEP", raising=False)
-    yield
-    preemption._received.clear()
-
-
-def logged(out, drop=()):
-    return [{k: v for k, v in json.loads(line).items() if k not in drop}
-            for line in (out / "log.jsonl").read_text().splitlines()]
-
-
 def test_log_lines_average_the_steps_since_the_last_one(assets, tmp_path, monkeypatch):
     """SST-2's 2 training rows at batch 1 for 2.5 epochs: 5 updates, a line after updates 2, 4 and the last, 5.
     With the updates' losses said to be 0.5, 1.5, 2, 4 and 7 (the model trains as usual), the lines' losses are
@@ -427,11 +417,10 @@ def test_a_rerun_resumes_only_what_it_would_train_again(assets, dam_search_outpu
     run = dict(recipe={"epochs": 2, "checkpoint_every": 2, "keep_checkpoints": True}, model=search / "model",
                mask_file=search / "mask.safetensors")
     assert run_finetune(copied, "sst2", tmp_path / "first", **run) == 0
-    rebuilt = {"model": search / "model" / "model.safetensors", "mask_file": search / "mask.safetensors",
-               "tokenizer": next(f for f in sorted(copied["tokenizer"].iterdir()) if f.is_file())}.get(change)
+    rebuilt = {"model": search / "model", "mask_file": search / "mask.safetensors",
+               "tokenizer": copied["tokenizer"]}.get(change)
     if rebuilt:
-        st = rebuilt.stat()
-        os.utime(rebuilt, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        rewritten_in_place(rebuilt)
     with caplog.at_level("INFO"):
         assert run_finetune(copied, "sst2", tmp_path / "first", **run) == 0
     resumed, started_over = "resumed from" in caplog.text, "starting over" in caplog.text
@@ -439,7 +428,7 @@ def test_a_rerun_resumes_only_what_it_would_train_again(assets, dam_search_outpu
 
 
 def test_a_stopped_then_crashed_fine_tuning_resumes_to_an_uninterrupted_ones_outputs(assets, tmp_path, monkeypatch,
-                                                                                      caplog, no_flag_left):
+                                                                                      caplog, preemption_flag_cleared):
     """SST-2, 6 updates, a log line every 2, no periodic checkpoint. Run 1: logs at 2, gets SIGTERM during update
     3 -> a checkpoint at 3, between two log lines (the loss of update 3 travels in it), exit 75. Run 2: resumes
     at 3, logs at 4 and 6, and dies in the evaluation. Run 3: resumes at 3 again, keeps the log line of 2 only.

@@ -15,12 +15,7 @@ from conftest import gloo_group
 from sparsebert import preemption
 
 
-@pytest.fixture(autouse=True)
-def flag_cleared(monkeypatch):
-    """No injection from the environment, and no flag left for the next test (conftest restores the handlers)."""
-    monkeypatch.delenv("SPARSEBERT_SIGNAL_AT_STEP", raising=False)
-    yield
-    preemption._received.clear()
+pytestmark = pytest.mark.usefixtures("preemption_flag_cleared")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])

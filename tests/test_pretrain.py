@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from _runs import run_watched
-from conftest import TINY_RECIPE, make_examples
+from conftest import TINY_RECIPE, make_examples, rewritten_in_place
 
 from sparsebert import dam, masks, training
 from sparsebert.io import UserError
@@ -202,7 +202,6 @@ def test_rerun_with_another_recipe_starts_over_instead_of_resuming(tiny_pretrain
 def test_rerun_on_rebuilt_examples_starts_over_instead_of_resuming(tiny_pretraining_data, tmp_path):
     """The same recipe at the same paths, but the examples were rebuilt upstream (a corpus change reruns the
     examples job into the same folder): the checkpoints were taken on the old examples and must not be resumed."""
-    import os
     import shutil
 
     examples = tmp_path / "examples"
@@ -212,8 +211,7 @@ def test_rerun_on_rebuilt_examples_starts_over_instead_of_resuming(tiny_pretrain
     recipe = {"max_steps": 10, "checkpoint_every": 5}
     run_pretrain(data, tmp_path / "a", recipe=recipe, extra=state)
     assert "resumed from" in run_pretrain(data, tmp_path / "b", recipe=recipe, extra=state).stderr
-    rebuilt = next(f for f in sorted(examples.rglob("*")) if f.is_file())
-    os.utime(rebuilt, ns=(rebuilt.stat().st_atime_ns, rebuilt.stat().st_mtime_ns + 1_000_000_000))
+    rewritten_in_place(examples)
     again = run_pretrain(data, tmp_path / "c", recipe=recipe, extra=state)
     assert "starting over" in again.stderr and "resumed from" not in again.stderr
 
@@ -236,13 +234,15 @@ def test_rerun_that_changes_only_how_the_run_is_carried_out_resumes(tiny_pretrai
 # ------------------------------------------------------------------------------------------ speed levers (issue 21)
 
 
-def train_in_process(data, out, recipe):
-    """`sparsebert pretrain` in this process (so that a test can count what the loop calls)."""
+def train_in_process(data, out, recipe, mask="star", mask_params=None, mask_file=None, dam_lambda=None, state=None):
+    """`sparsebert pretrain` in this process (so that a test can count what the loop calls); its state dir
+    OUT.state unless given."""
     from sparsebert import pretrain, recipes
 
     examples, tokenizer = data
     filled = recipes.fill("pretrain", {**TINY_RECIPE, "eval_examples": 0, "checkpoint_every": 1000, **recipe})
-    return pretrain.train(examples, tokenizer, filled, "star", {}, None, None, out, out.with_name(out.name + ".state"))
+    return pretrain.train(examples, tokenizer, filled, mask, mask_params or {}, mask_file, dam_lambda, out,
+                          state or out.with_name(out.name + ".state"))
 
 
 def test_micro_batches_accumulate_to_the_weights_of_one_batch(tiny_pretraining_data, tmp_path, caplog):

@@ -8,45 +8,23 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import shutil
 import types
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from conftest import SEQ, TINY_RECIPE, gloo_group, node_down
+from conftest import SEQ, TINY_RECIPE, gloo_group, node_down, rewritten_in_place
+from test_pretrain import logged, train_in_process, weights
 
-from sparsebert import dam, masks, precision, preemption, pretrain, recipes
+from sparsebert import dam, masks, precision, preemption, pretrain
 from sparsebert.modeling import SparseBertForPreTraining
 
 HEADS = TINY_RECIPE["model"]["num_attention_heads"]
 
 
-@pytest.fixture(autouse=True)
-def no_flag_left(monkeypatch):
-    """No fault injection from the environment, no preemption flag left for the next test (conftest restores the
-    signal handlers that `train` installs)."""
-    monkeypatch.delenv("SPARSEBERT_SIGNAL_AT_STEP", raising=False)
-    yield
-    preemption._received.clear()
-
-
-def train(data, out, recipe=None, mask="star", mask_params=None, mask_file=None, dam_lambda=None, state=None):
-    examples, tokenizer = data
-    filled = recipes.fill("pretrain", {**TINY_RECIPE, "eval_examples": 0, **(recipe or {})})
-    return pretrain.train(examples, tokenizer, filled, mask, mask_params or {}, mask_file, dam_lambda, out,
-                          state or out.with_name(out.name + ".state"))
-
-
-def logged(out):
-    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-
-
-def weights(out):
-    return load_file(str(out / "model" / "model.safetensors"))
+pytestmark = pytest.mark.usefixtures("preemption_flag_cleared")
 
 
 def test_log_lines_come_at_their_cadence_with_their_updates_lr_and_tokens_per_s(tiny_pretraining_data, tmp_path,
@@ -59,8 +37,9 @@ def test_log_lines_come_at_their_cadence_with_their_updates_lr_and_tokens_per_s(
     clock = itertools.count(step=2)
     monkeypatch.setattr(pretrain, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
     with caplog.at_level("INFO", logger="sparsebert.pretrain"):
-        train(tiny_pretraining_data, tmp_path / "run", {"max_steps": 7, "log_every": 3, "micro_batch_size": 4},
-              mask="longformer", mask_params={"window": 2})
+        train_in_process(tiny_pretraining_data, tmp_path / "run", {"max_steps": 7, "log_every": 3,
+                                                                   "micro_batch_size": 4},
+                         mask="longformer", mask_params={"window": 2})
     records = logged(tmp_path / "run")
     assert [r["step"] for r in records] == [3, 6, 7]
     assert [r["lr"] for r in records] == pytest.approx([1e-2 * (1 - (d - 1) / 7) / 0.9 for d in (3, 6, 7)])
@@ -80,8 +59,8 @@ def test_a_dam_search_adds_its_l1_term_and_takes_snapshots_at_their_cadence(tiny
     x kept fraction x heads x L x L (the line's mask_sparsity is 1 - the kept fraction, averaged over the same
     micro-batches). Keep-probability snapshots before updates 0, 2 and 4 (snapshot_every 2) and after the last, 5."""
     lam = 1e-3
-    summary = train(tiny_pretraining_data, tmp_path / "search", {"max_steps": 5, "log_every": 1, "snapshot_every": 2},
-                    mask="dam_s", dam_lambda=lam)
+    recipe = {"max_steps": 5, "log_every": 1, "snapshot_every": 2}
+    summary = train_in_process(tiny_pretraining_data, tmp_path / "search", recipe, mask="dam_s", dam_lambda=lam)
     assert summary["dam_lambda"] == lam
     records = logged(tmp_path / "search")
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
@@ -100,11 +79,11 @@ def test_a_dam_search_adds_its_l1_term_and_takes_snapshots_at_their_cadence(tiny
 def test_the_recipes_gradient_clipping_reaches_the_update(tiny_pretraining_data, tmp_path):
     """grad_clip scales the gradients to a global norm of at most 1e-9 before AdamW: its update, lr m / (sqrt(v)
     + eps), then shrinks from about lr to about lr x 1e-9 / eps: measured 0.04 against 142 (summed |change|)."""
-    train(tiny_pretraining_data, tmp_path / "start", {"max_steps": 1})  # its one update is the warmup's first: lr 0
+    train_in_process(tiny_pretraining_data, tmp_path / "start", {"max_steps": 1})  # its one update's lr is 0 (warmup)
     start, moved = weights(tmp_path / "start"), {}
     for clip in (None, 1e-9):
         out = tmp_path / f"clip-{clip}"
-        train(tiny_pretraining_data, out, {"max_steps": 3, "grad_clip": clip})
+        train_in_process(tiny_pretraining_data, out, {"max_steps": 3, "grad_clip": clip})
         moved[clip] = sum((w - start[k]).abs().sum().item() for k, w in weights(out).items() if w.is_floating_point())
     assert moved[1e-9] < 0.1 * moved[None]
 
@@ -120,8 +99,8 @@ def learned_mask(path, seed):
 
 
 def test_a_learned_mask_is_the_one_in_its_file(tiny_pretraining_data, tmp_path):
-    summary = train(tiny_pretraining_data, tmp_path / "run", {"max_steps": 2}, mask="learned",
-                    mask_file=learned_mask(tmp_path / "mask.safetensors", 0))
+    summary = train_in_process(tiny_pretraining_data, tmp_path / "run", {"max_steps": 2}, mask="learned",
+                               mask_file=learned_mask(tmp_path / "mask.safetensors", 0))
     model = SparseBertForPreTraining.from_pretrained(tmp_path / "run" / "model")
     assert torch.equal(model.bert.fixed_mask.keep, learned_keep(0))
     assert summary["sparsity"] == pytest.approx(1 - learned_keep(0).float().mean().item())
@@ -129,22 +108,16 @@ def test_a_learned_mask_is_the_one_in_its_file(tiny_pretraining_data, tmp_path):
 
 @pytest.mark.parametrize("keep", [True, False])
 def test_checkpoints_go_once_the_outputs_are_written_unless_kept(tiny_pretraining_data, tmp_path, keep):
-    train(tiny_pretraining_data, tmp_path / "run", {"max_steps": 4, "checkpoint_every": 2, "keep_checkpoints": keep})
+    recipe = {"max_steps": 4, "checkpoint_every": 2, "keep_checkpoints": keep}
+    train_in_process(tiny_pretraining_data, tmp_path / "run", recipe)
     assert [p.name for p in (tmp_path / "run.state").glob("step-*")] == (["step-00000002"] if keep else [])
 
 
 def test_the_summary_names_the_process_groups_backend(tiny_pretraining_data, tmp_path):
     """Under torchrun (here: a one-process gloo group) summary.json records the backend; without a group, none."""
     with gloo_group(tmp_path):
-        assert train(tiny_pretraining_data, tmp_path / "ddp", {"max_steps": 2})["backend"] == "gloo"
-    assert train(tiny_pretraining_data, tmp_path / "plain", {"max_steps": 2})["backend"] is None
-
-
-def later(path):
-    """The file's (or a folder's first file's) modification time one second later: an input rebuilt in place."""
-    first = path if path.is_file() else next(f for f in sorted(path.rglob("*")) if f.is_file())
-    st = first.stat()
-    os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        assert train_in_process(tiny_pretraining_data, tmp_path / "ddp", {"max_steps": 2})["backend"] == "gloo"
+    assert train_in_process(tiny_pretraining_data, tmp_path / "plain", {"max_steps": 2})["backend"] is None
 
 
 FIRST_RUN = {"mask_params": {"mask": "longformer", "mask_params": {"window": 2}},
@@ -164,14 +137,14 @@ def test_a_rerun_resumes_only_what_it_would_train_again(tiny_pretraining_data, t
     if change == "mask_file":
         args["mask_file"] = learned_mask(tmp_path / "mask.safetensors", 0)
     recipe, state = {"max_steps": 4, "checkpoint_every": 2}, tmp_path / "run.state"
-    train((examples, tokenizer), tmp_path / "first", recipe, state=state, **args)
+    train_in_process((examples, tokenizer), tmp_path / "first", recipe, state=state, **args)
     args.update(RERUN.get(change, {}))
     if change == "mask_file":
         learned_mask(args["mask_file"], 1)
     elif change in ("examples", "tokenizer"):
-        later(examples if change == "examples" else tokenizer)
+        rewritten_in_place(examples if change == "examples" else tokenizer)
     with caplog.at_level("INFO"):
-        train((examples, tokenizer), tmp_path / "rerun", recipe, state=state, **args)
+        train_in_process((examples, tokenizer), tmp_path / "rerun", recipe, state=state, **args)
     resumed, started_over = "resumed from" in caplog.text, "starting over" in caplog.text
     assert (resumed, started_over) == ((True, False) if change == "nothing" else (False, True))
 
@@ -185,25 +158,25 @@ def test_a_stopped_then_crashed_search_resumes_to_an_uninterrupted_searchs_outpu
     the weights; its progress bar starts at the step it resumed."""
     recipe = {"max_steps": 8, "log_every": 3, "snapshot_every": 2, "checkpoint_every": 100}
     search = dict(mask="dam_s", dam_lambda=1e-3)
-    train(tiny_pretraining_data, tmp_path / "whole", recipe, **search)
+    train_in_process(tiny_pretraining_data, tmp_path / "whole", recipe, **search)
 
     state = tmp_path / "cut.state"
     with monkeypatch.context() as signal_at_5, pytest.raises(preemption.Preempted) as stopped:
         signal_at_5.setenv("SPARSEBERT_SIGNAL_AT_STEP", "5")
         with caplog.at_level("WARNING"):
-            train(tiny_pretraining_data, tmp_path / "cut", recipe, state=state, **search)
+            train_in_process(tiny_pretraining_data, tmp_path / "cut", recipe, state=state, **search)
     assert [p.name for p in state.glob("step-*")] == ["step-00000005"] and stopped.value.step == 5
     assert f"stopped after step 5 with a checkpoint in {state}" in caplog.text
     preemption._received.clear()
     with monkeypatch.context() as crashing, pytest.raises(RuntimeError, match="went down"):
         crashing.setattr(pretrain, "_finish", node_down)
-        train(tiny_pretraining_data, tmp_path / "cut", recipe, state=state, **search)
-    assert [json.loads(line)["step"] for line in (state / "log.jsonl").read_text().splitlines()] == [3, 6, 8]
+        train_in_process(tiny_pretraining_data, tmp_path / "cut", recipe, state=state, **search)
+    assert [r["step"] for r in logged(state)] == [3, 6, 8]
 
     bars = []
     real_tqdm = pretrain.tqdm
     monkeypatch.setattr(pretrain, "tqdm", lambda steps, **kw: bars.append((steps, kw)) or real_tqdm(steps, **kw))
-    train(tiny_pretraining_data, tmp_path / "cut", recipe, state=state, **search)
+    train_in_process(tiny_pretraining_data, tmp_path / "cut", recipe, state=state, **search)
     assert bars == [(range(5, 8), {"initial": 5, "total": 8, "desc": "pretrain[dam_s]", "disable": False,
                                    "mininterval": 2.0})]
 
