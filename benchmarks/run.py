@@ -1,5 +1,6 @@
 """`make bench`: all benchmarks in one run (about 8 minutes on 2 CPU cores with bf16; 6 min 25 s capped to AVX2,
-where the bf16 sections are skipped with the reason, 2026-12-04; --quick: about 3).
+where the bf16 sections are skipped with the reason, 2026-12-04; 5 min 17 s on an AVX2-only AMD EPYC, 2026-12-06;
+--quick: about 3).
 
 Writes results/benchmarks/*.csv, time_vs_len.png and summary.md (the tables printed at the end)."""
 
