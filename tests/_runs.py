@@ -16,7 +16,9 @@ import pytest
 # Rule jobs (sparsebert.cli) dump the Python stacks of all their threads into their log every this many
 # seconds; the smoke DAG's longest job takes about 15 s, so a dump in a log means that job was stuck.
 STACKS_AFTER_S = 240
-PY_SPY = str(Path(sys.executable).parent / "py-spy")  # installed with the test extras
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PY_SPY = str(BIN / "py-spy")  # installed with the test extras
 
 
 def _sh(cmd: list[str], timeout: float = 60) -> str:
@@ -82,3 +84,31 @@ def run_watched(cmd: list[str], *, cwd: Path, env: dict, timeout: float, workdir
     pytest.fail(f"timed out after {timeout:.0f} s: {' '.join(map(str, cmd))}\n"
                 f"--- snakemake output (tail)\n{(stdout + stderr)[-5000:]}\n"
                 f"--- processes\n{processes}\n{stacks}\n--- newest rule logs\n{tails}{diagnostics()}")
+
+
+# ------------------------------------------------------------------------------------------ Snakemake
+
+
+def workdir(path: Path) -> Path:
+    """A fresh working directory that sees the repository's workflow (results land in `path`, not the repo)."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "workflow", "config", "envs"):
+        if not (path / name).exists():
+            (path / name).symlink_to(REPO / name)
+    return path
+
+
+# Every Snakemake run of the tests (and each job it starts) runs offline with sockets limited to loopback
+# (tests/netguard/sitecustomize.py): the smoke DAG passing proves the default path needs no network.
+# A caller's PYTHONPATH stays behind netguard (a worktree's src/ before an editable install of another checkout).
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent / "netguard"),
+                                                           os.environ.get("PYTHONPATH")]))}  # fmt: skip
+
+
+def snakemake(wd: Path, *args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **OFFLINE_ENV}
+    r = run_watched([str(BIN / "snakemake"), *args], cwd=wd, env=env, timeout=timeout, workdir=wd)
+    if check:
+        assert r.returncode == 0, f"snakemake {' '.join(args)} failed:\n{(r.stdout + r.stderr)[-6000:]}"
+    return r

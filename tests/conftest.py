@@ -1,15 +1,18 @@
-"""Shared fixtures: tiny pretraining examples and a tokenizer written by the tests (no hub, no corpus)."""
+"""Shared fixtures: tiny pretraining examples and a tokenizer written by the tests (no hub, no corpus), and the one
+smoke DAG run that the workflow and SLURM tests share."""
 
 from __future__ import annotations
 
 import os
 import signal
 import threading
+import time
 from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import tqdm
+from _runs import snakemake, workdir
 
 # tqdm guards its bars with a lock shared between processes (a POSIX semaphore) by default. Under `make mutants`
 # every test process is forked from one parent, and the lock outlived them: after one mutant's test process ended
@@ -134,6 +137,17 @@ def tiny_pretraining_data(tmp_path_factory):
                    vocab_size=len(VOCAB), pad_id=0)
     return root / "examples", write_tokenizer(root / "tokenizer")
 
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory):
+    """A finished `snakemake --cores 2 --configfile config/smoke.yaml` (42 jobs, 2-3 min on 2 cores), run once per
+    session: the workflow tests read it or work on copies of it, the SLURM test compares its own run with it."""
+    wd = workdir(tmp_path_factory.mktemp("smoke"))
+    start = time.monotonic()
+    snakemake(wd, "--cores", "2", "--configfile", "config/smoke.yaml")
+    print(f"smoke DAG: {time.monotonic() - start:.0f} s")
+    return wd
 
 TINY_RECIPE = {
     "model": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,

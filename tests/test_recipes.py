@@ -8,13 +8,11 @@ from __future__ import annotations
 import ast
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from _runs import snakemake, workdir
 
 from sparsebert import recipes
 from sparsebert.cli import main
@@ -22,7 +20,6 @@ from sparsebert.io import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "src/sparsebert"
-BIN = Path(sys.executable).parent
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
 
 # Where each section's keys are read: module -> {function (None: every function) -> {variable -> key prefix}}.
@@ -284,21 +281,6 @@ def test_each_subcommand_refuses_an_unknown_key_before_writing(tmp_path, capsys,
 
 # ------------------------------------------------------------------------------------------ the workflow
 
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO / "tests/netguard")}
-
-
-def _workdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "workflow", "config", "envs"):
-        (path / name).symlink_to(REPO / name)
-    return path
-
-
-def _snakemake(wd: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **OFFLINE_ENV}
-    return subprocess.run([str(BIN / "snakemake"), *args], cwd=wd, env=env, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
-
 
 @pytest.mark.slow
 def test_a_config_key_reaches_the_model_through_the_workflow(tmp_path):
@@ -307,9 +289,9 @@ def test_a_config_key_reaches_the_model_through_the_workflow(tmp_path):
     config = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
     config["pretrain"]["model"]["attention_backend"] = "flex"
     config.update(seeds=[0], masks={"longformer": {"window": 2}}, dam={}, dam_retrain=False, resources={})
-    wd = _workdir(tmp_path / "wd")
+    wd = workdir(tmp_path / "wd")
     (wd / "flex.yaml").write_text(yaml.safe_dump(config))
-    r = _snakemake(wd, "pretrain_all", "--cores", "2", "--configfile", "flex.yaml", timeout=900)
+    r = snakemake(wd, "pretrain_all", "--cores", "2", "--configfile", "flex.yaml", check=False)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     [checkpoint] = [p for p in wd.glob("results/**/model/config.json") if "state" not in p.parts]
     assert json.loads(checkpoint.read_text())["attention_backend"] == "flex"
@@ -319,9 +301,9 @@ def test_a_config_key_reaches_the_model_through_the_workflow(tmp_path):
 def test_an_unknown_config_key_stops_snakemake_before_any_job(tmp_path):
     config = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
     config["pretrain"]["model"]["attention_backnd"] = "flex"
-    wd = _workdir(tmp_path / "wd")
+    wd = workdir(tmp_path / "wd")
     (wd / "bad.yaml").write_text(yaml.safe_dump(config))
-    r = _snakemake(wd, "-n", "--configfile", "bad.yaml", timeout=300)
+    r = snakemake(wd, "-n", "--configfile", "bad.yaml", timeout=300, check=False)
     out = r.stdout + r.stderr
     errors = [line for line in out.splitlines() if line.startswith("config error: ")]
     assert r.returncode != 0 and len(errors) == 1, out[-3000:]

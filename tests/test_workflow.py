@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from _runs import run_watched
+from _runs import OFFLINE_ENV, snakemake, workdir
 
 from sparsebert import recipes
 from sparsebert.data.tasks import get_task
@@ -35,31 +35,6 @@ SMOKE_SEEDS = SMOKE.get("seeds", [0])
 R, D, LOGS = f"results/{SMOKE['run']}", f"data/{SMOKE['run']}", f"logs/{SMOKE['run']}"
 
 pytestmark = pytest.mark.slow
-
-
-def workdir(path: Path) -> Path:
-    """A fresh working directory that sees the repository's workflow (results land in `path`, not the repo)."""
-    path.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "workflow", "config", "envs"):
-        if not (path / name).exists():
-            (path / name).symlink_to(REPO / name)
-    return path
-
-
-# Every Snakemake run here (and each job it starts) runs offline with sockets limited to loopback
-# (tests/netguard/sitecustomize.py): the smoke DAG passing proves the default path needs no network.
-# A caller's PYTHONPATH stays behind netguard (a worktree's src/ before an editable install of another checkout).
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent / "netguard"),
-                                                           os.environ.get("PYTHONPATH")]))}  # fmt: skip
-
-
-def snakemake(wd: Path, *args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **OFFLINE_ENV}
-    r = run_watched([str(BIN / "snakemake"), *args], cwd=wd, env=env, timeout=timeout, workdir=wd)
-    if check:
-        assert r.returncode == 0, f"snakemake {' '.join(args)} failed:\n{(r.stdout + r.stderr)[-6000:]}"
-    return r
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -94,15 +69,6 @@ def peak_threads(log: str) -> tuple[int, list[str], int]:
 def dry_run(wd: Path, *args: str) -> dict[str, int]:
     r = snakemake(wd, "-n", "--quiet", "rules", "--configfile", "config/smoke.yaml", *args)
     return job_counts(r.stdout + r.stderr)
-
-
-@pytest.fixture(scope="session")
-def smoke(tmp_path_factory) -> Path:
-    wd = workdir(tmp_path_factory.mktemp("smoke"))
-    start = time.monotonic()
-    snakemake(wd, "--cores", "2", "--configfile", "config/smoke.yaml")
-    print(f"smoke DAG: {time.monotonic() - start:.0f} s")
-    return wd
 
 
 def copy_of(smoke: Path, dest: Path) -> Path:
