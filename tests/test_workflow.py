@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from _runs import OFFLINE_ENV, snakemake, workdir
+from _runs import OFFLINE_ENV, run_watched, snakemake, workdir
 
 from sparsebert import recipes
 from sparsebert.data.tasks import get_task
