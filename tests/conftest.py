@@ -138,7 +138,6 @@ def tiny_pretraining_data(tmp_path_factory):
     return root / "examples", write_tokenizer(root / "tokenizer")
 
 
-
 @pytest.fixture(scope="session")
 def smoke(tmp_path_factory):
     """A finished `snakemake --cores 2 --configfile config/smoke.yaml` (42 jobs, 2-3 min on 2 cores), run once per
@@ -148,6 +147,7 @@ def smoke(tmp_path_factory):
     snakemake(wd, "--cores", "2", "--configfile", "config/smoke.yaml")
     print(f"smoke DAG: {time.monotonic() - start:.0f} s")
     return wd
+
 
 TINY_RECIPE = {
     "model": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
