@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -20,13 +23,38 @@ from sparsebert.io import UserError
 
 
 def cli(*args, env=None, check=True):
-    proc = subprocess.run(
-        [sys.executable, "-m", "sparsebert", *map(str, args)], capture_output=True, text=True,
-        env={**os.environ, **(env or {})}, timeout=300,
-    )
+    """`python -m sparsebert ARGS`: in this process (its imports are paid once per session, not per call: 5 s
+    on an AVX2-only CPU) unless `env` asks for fault injection, which kills or stops the process it fires in."""
+    argv = list(map(str, args))
+    if env:
+        proc = subprocess.run([sys.executable, "-m", "sparsebert", *argv], capture_output=True, text=True,
+                              env={**os.environ, **env}, timeout=300)  # fmt: skip
+    else:
+        proc = in_process(argv)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def in_process(argv: list[str]) -> subprocess.CompletedProcess:
+    """`sparsebert.cli.main(argv)` with what a process would show: its exit code, and as its stderr the error
+    line and the package's INFO log lines ("resumed from", "starting over")."""
+    from sparsebert.cli import main
+
+    stderr, logger = io.StringIO(), logging.getLogger("sparsebert")
+    handler, level = logging.StreamHandler(stderr), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with contextlib.redirect_stderr(stderr):
+            main(argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return subprocess.CompletedProcess(["sparsebert", *argv], code, "", stderr.getvalue())
 
 
 def run_pretrain(data, out, mask="star", recipe=None, extra=(), env=None, check=True, command="pretrain"):

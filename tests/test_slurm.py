@@ -30,18 +30,22 @@ SLURMCTLD_LOG = Path("/var/log/slurm/slurmctld.log")
 @dataclass(frozen=True)
 class Target:
     snakefile: Path
-    args: list[str] = field(default_factory=list)  # for both runs (e.g. --configfile)
-    slurm_args: list[str] = field(default_factory=list)  # for the SLURM run only
+    args: list[str] = field(default_factory=list)  # what the SLURM run runs (e.g. --configfile)
     ddp_outputs: tuple[str, ...] = ()  # JSON files with "world_size", written by rank 0 of a DDP job
     fail_once: str = "masks"  # subcommand made to fail once via SPARSEBERT_FAIL_ONCE
     compare: tuple[str, ...] = ("results/**/*.json",)  # deterministic outputs, equal in both runs
+    local_only: tuple[str, ...] = ()  # path parts of local outputs that the SLURM run's arguments leave out
 
 
 # The workflow under test: the smoke DAG, whose local run is the session's `smoke` fixture (conftest); a Target
 # of another config needs a local run of that config to compare with.
 TARGET = Target(
     REPO / "Snakefile",
-    ["--configfile", str(REPO / "config/smoke.yaml")],
+    # One of the smoke config's two seeds: every rule still runs, as 27 of the 42 jobs. Each SLURM job pays a
+    # Snakemake start in its batch script and another in its srun step besides its own imports (~6 s of a ~20 s
+    # job on 2 AVX2 cores): on the same day there, both seeds took 9.1 min under SLURM (4.8 locally), one 5.6 min.
+    ["--configfile", str(REPO / "config/smoke.yaml"), str(REPO / "tests/slurm/one_seed.yaml")],
+    local_only=("seed1",),
     # config/smoke.yaml pretrains `dense` with ddp_cpu_procs=2 (torchrun, gloo) inside its SLURM job.
     ddp_outputs=("results/smoke/pretrain/dense/seed0/summary.json",),  # the smoke run's root: results/smoke/
     fail_once="tokenizer",
@@ -51,7 +55,7 @@ TARGET = Target(
     compare=("data/smoke/corpus/*", "data/smoke/tasks/*/*"),
 )
 
-RUN_TIMEOUT_S = 900  # the smoke DAG takes about 2.5-6 min under SLURM, 2-3 min locally (2 cores)
+RUN_TIMEOUT_S = 900  # the one-seed smoke DAG takes about 2-5 min under SLURM (2 cores)
 
 
 def _sh(cmd: str, timeout: float = 30) -> str:
@@ -133,13 +137,13 @@ def run_snakemake(workdir: Path, args: list[str]) -> tuple[subprocess.CompletedP
 @pytest.mark.slow
 @pytest.mark.timeout(2400)  # apt install on a fresh machine + the SLURM run (+ the local one, when first)
 def test_workflow_under_slurm_matches_local_run(slurm_partition, smoke, tmp_path):
-    """The smoke DAG under SLURM, compared with the session's local run of it (`smoke`, conftest)."""
+    """The smoke DAG under SLURM (one seed: TARGET), compared with the session's local run of it (`smoke`,
+    conftest)."""
     log_offset = SLURMCTLD_LOG.stat().st_size if SLURMCTLD_LOG.exists() else 0
     cluster = [
         "--profile", str(PROFILE), *local_overrides(slurm_partition, os.cpu_count() or 1),
         # First status check after 2 s instead of 20: the fixture's jobs take seconds.
         "--slurm-init-seconds-before-status-checks", "2",
-        *TARGET.slurm_args,
     ]  # fmt: skip
     slurm, slurm_s = run_snakemake(tmp_path / "slurm", cluster)
     out = slurm.stdout + slurm.stderr
@@ -171,10 +175,12 @@ def test_workflow_under_slurm_matches_local_run(slurm_partition, smoke, tmp_path
     for path in compared:
         rel = path.relative_to(smoke)
         assert (workdir / rel).read_bytes() == path.read_bytes(), f"{rel} differs between SLURM and local runs"
-    # ... and both runs produced the same set of results (every variant, task, table and figure).
-    listing = lambda root: sorted(str(p.relative_to(root)) for p in (root / "results").rglob("*")  # noqa: E731
-                                  if p.is_file() and "state" not in p.parts)
-    assert listing(workdir) == listing(smoke), f"different result files{context}"
+    # ... and both runs produced the same set of results (every variant, task, table and figure), but for the
+    # outputs the SLURM run's arguments leave out.
+    listing = lambda root, leave_out=(): sorted(  # noqa: E731
+        str(p.relative_to(root)) for p in (root / "results").rglob("*")
+        if p.is_file() and "state" not in p.parts and not set(leave_out) & set(p.parts))
+    assert listing(workdir) == listing(smoke, TARGET.local_only), f"different result files{context}"
     print(f"SLURM run {slurm_s:.0f} s ({len(submitted)} sbatch jobs), "
           f"{len(compared)} outputs equal: {[str(p.relative_to(smoke)) for p in compared]}")
 

@@ -312,8 +312,8 @@ def test_dvc_loss_plot_names_exactly_the_default_runs_variants():
 
 def test_paper_config_builds_the_full_job_list(tmp_path):
     wd = workdir(tmp_path / "paper")
-    r = snakemake(wd, "-n", "--configfile", "config/paper.yaml")
-    out = r.stdout + r.stderr
+    r = snakemake(wd, "-n", "-p", "--configfile", "config/paper.yaml")  # one dry run (the DAG takes 10-30 s)
+    out = r.stdout + r.stderr  # the job table and every job's shell command
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
     dam_runs = [f"{d}_{lam:g}" for d, lams in paper["dam"].items() for lam in lams]
     variants = list(paper["masks"]) + dam_runs + [f"{run}_retrain" for run in dam_runs]
@@ -328,22 +328,20 @@ def test_paper_config_builds_the_full_job_list(tmp_path):
     # Data preparation fans out: one corpus and one examples job per shard, then one merge each.
     assert counts["corpus_shard"] == counts["examples_shard"] == paper["corpus"]["shards"] == 512
     assert counts["corpus"] == counts["examples"] == 1
-    shell = snakemake(wd, "pretrain_all", "-n", "-p", "--configfile", "config/paper.yaml").stdout
     for shard in ("shard-00000", "shard-00511"):
-        assert f"examples --corpus data/paper/corpus --tokenizer data/paper/tokenizer --shard {shard} " in shell
-        assert f"corpus --params " in shell and f"--shard {int(shard[-5:])} --threads 1 --out data/paper/corpus " in shell
-    assert "torchrun --standalone --nproc_per_node=8" in shell  # 8 GPUs -> one process per GPU
+        assert f"examples --corpus data/paper/corpus --tokenizer data/paper/tokenizer --shard {shard} " in out
+        assert f"corpus --params " in out and f"--shard {int(shard[-5:])} --threads 1 --out data/paper/corpus " in out
+    assert "torchrun --standalone --nproc_per_node=8" in out  # 8 GPUs -> one process per GPU
     # The official DAM protocol: each DAM row fine-tunes the searched model with its binarized mask; the
     # retrain ablation fine-tunes the model pretrained from scratch with it; SQuAD at 384 (run_squad.sh).
-    shell = snakemake(wd, "finetune_all", "-n", "-p", "--configfile", "config/paper.yaml").stdout
     for run in dam_runs:
         for seed in seeds:
             for task in tasks:
-                assert (f"finetune --model results/paper/dam/{run}/seed{seed}/model " in shell and
+                assert (f"finetune --model results/paper/dam/{run}/seed{seed}/model " in out and
                         f"--mask-file results/paper/dam/{run}/seed{seed}/mask.safetensors "
-                        f"--out results/paper/finetune/{run}/seed{seed}/{task} " in shell)
-            assert f"--model results/paper/pretrain/{run}_retrain/seed{seed}/model " in shell
-    recipe = {task: recipes.fill("finetune", json.loads(re.search(rf"--task {task} .*?--params '([^']*)'", shell).group(1)))
+                        f"--out results/paper/finetune/{run}/seed{seed}/{task} " in out)
+            assert f"--model results/paper/pretrain/{run}_retrain/seed{seed}/model " in out
+    recipe = {task: recipes.fill("finetune", json.loads(re.search(rf"--task {task} .*?--params '([^']*)'", out).group(1)))
               for task in ("rte", "squad_v1", "swag")}  # as `sparsebert finetune` reads them: defaults filled
     assert recipe["squad_v1"]["max_seq_length"] == 384 and recipe["squad_v1"]["doc_stride"] == 128
     # The official fine-tuning optimizers (han-shi/SparseBERT): run_glue.py / run_squad.py in fp16, their
