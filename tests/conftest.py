@@ -35,6 +35,18 @@ def _restore_signal_handlers():
         signal.signal(sig, handler)
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """A test that sets torch's thread count (a probe, a benchmark helper) leaves the next test the count a fresh
+    process has: training run in this process is compared bit for bit with runs in subprocesses, and the order of
+    a reduction follows the thread count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def copies(monkeypatch) -> list:
     """The host-to-device copies a test makes, recorded instead of made (no GPU needed): "pin" for each

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from _runs import run_watched
 from conftest import TINY_RECIPE, make_examples, rewritten_in_place
 
-from sparsebert import dam, masks, training
+from sparsebert import dam, masks
 from sparsebert.io import UserError
 
 
@@ -318,7 +318,7 @@ def test_the_ddp_wrapper_is_gone_before_the_process_group(tiny_pretraining_data,
     import gc
     import weakref
 
-    from sparsebert import pretrain, training
+    from sparsebert import training
 
     wrappers = []
 
@@ -401,7 +401,7 @@ def test_compile_that_fails_falls_back_to_eager_with_one_line(tiny_pretraining_d
     warned = [r.message for r in caplog.records if "torch.compile" in r.message]
     assert warned == ["torch.compile failed (RuntimeError: no working C++ compiler): training the model eagerly"]
     assert summary["model_run"] == "eager (compile failed)" and np.isfinite(summary["final_train_loss"])
-    eager = train_in_process(tiny_pretraining_data, tmp_path / "eager", {"max_steps": 3})
+    train_in_process(tiny_pretraining_data, tmp_path / "eager", {"max_steps": 3})
     assert all(torch.equal(a, b) for a, b in zip(weights(tmp_path / "fallback").values(),
                                                  weights(tmp_path / "eager").values()))
 

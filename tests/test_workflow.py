@@ -19,13 +19,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from _runs import OFFLINE_ENV, run_watched, snakemake, workdir
+from _runs import BIN, OFFLINE_ENV, REPO, run_watched, snakemake, workdir
 
 from sparsebert import recipes
 from sparsebert.data.tasks import get_task
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 SMOKE = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
 SMOKE_DAM_RUNS = [f"{d}_{lam:g}" for d, lams in SMOKE["dam"].items() for lam in lams]
 SMOKE_RETRAINS = [f"{run}_retrain" for run in SMOKE_DAM_RUNS] if SMOKE.get("dam_retrain") else []
@@ -330,7 +328,7 @@ def test_paper_config_builds_the_full_job_list(tmp_path):
     assert counts["corpus"] == counts["examples"] == 1
     for shard in ("shard-00000", "shard-00511"):
         assert f"examples --corpus data/paper/corpus --tokenizer data/paper/tokenizer --shard {shard} " in out
-        assert f"corpus --params " in out and f"--shard {int(shard[-5:])} --threads 1 --out data/paper/corpus " in out
+        assert "corpus --params " in out and f"--shard {int(shard[-5:])} --threads 1 --out data/paper/corpus " in out
     assert "torchrun --standalone --nproc_per_node=8" in out  # 8 GPUs -> one process per GPU
     # The official DAM protocol: each DAM row fine-tunes the searched model with its binarized mask; the
     # retrain ablation fine-tunes the model pretrained from scratch with it; SQuAD at 384 (run_squad.sh).

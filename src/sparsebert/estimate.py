@@ -79,8 +79,7 @@ def probe_step_seconds(config: dict) -> tuple[float, str]:
     examples = config.get("examples", {})
     T, P = examples.get("max_seq_length", 128), examples.get("max_predictions_per_seq", 20)
     B, vocab = recipe["batch_size"], config.get("tokenizer", {}).get("vocab_size", 30522)
-    threads = config.get("resources", {}).get("pretrain", {}).get("threads", 1)
-    torch.set_num_threads(threads)
+    threads, caller_threads = config.get("resources", {}).get("pretrain", {}).get("threads", 1), torch.get_num_threads()
     prec = precision.resolve(recipe["precision"], "cpu")
     torch.manual_seed(0)
     model = build_model(recipe, vocab, T, "dense", {}, None).train()
@@ -100,10 +99,16 @@ def probe_step_seconds(config: dict) -> tuple[float, str]:
         optimizer.zero_grad(set_to_none=True)
         return time.perf_counter() - start
 
-    step(), step()  # warm-up: first-call allocations and kernel selection
-    times, began = [], time.perf_counter()
-    while time.perf_counter() - began < PROBE_SECONDS or len(times) < 5:
-        times.append(step())
+    # The job's threads for the probe only: a caller in the same process (a test, a notebook) keeps its own, and
+    # with them the order of its reductions (a training run there would not be bit-identical to one in a process).
+    torch.set_num_threads(threads)
+    try:
+        step(), step()  # warm-up: first-call allocations and kernel selection
+        times, began = [], time.perf_counter()
+        while time.perf_counter() - began < PROBE_SECONDS or len(times) < 5:
+            times.append(step())
+    finally:
+        torch.set_num_threads(caller_threads)
     return statistics.median(times), prec.name
 
 
