@@ -29,7 +29,8 @@ IN_PROCESS_ENV = {"SPARSEBERT_NAN_AT_STEP"}
 
 def cli(*args, env=None, check=True):
     """`python -m sparsebert ARGS`: in this process (its imports are paid once per session, not per call: 5 s
-    on an AVX2-only CPU) unless `env` asks for a fault that kills or stops the process it fires in."""
+    on an AVX2-only CPU) unless `env` asks for a fault that kills or stops the process it fires in. Runs of both
+    kinds are compared bit for bit: conftest keeps this process at a fresh process's torch thread count."""
     argv, env = list(map(str, args)), env or {}
     if set(env) <= IN_PROCESS_ENV:
         with mock.patch.dict(os.environ, env):
