@@ -35,7 +35,8 @@ demo-gpu: install
 	snakemake --cores all --resources gpu=$(GPU_SLOTS) --configfile config/gpu.yaml
 
 # Claim 1 on 2 CPU cores (config/cpu_claim1.yaml: DAM_s and DAM_u searches of 3,000 steps, 3 seeds; 16 min on
-# the AMD EPYC VM, 27 on the AMX Xeon: README "Claim 1 on the CPU"), its estimate first as for demo.
+# the AMD EPYC VM with AVX-512, 27 on the AMX Xeon, 63 on the EPYC with AVX2 only (fp32): README "Claim 1 on the
+# CPU"), its estimate first as for demo.
 demo-claim1: install
 	-$(BIN)/python -m sparsebert estimate --configfile config/cpu_claim1.yaml
 	snakemake --cores all --configfile config/cpu_claim1.yaml
