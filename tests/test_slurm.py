@@ -36,15 +36,19 @@ class Target:
     fail_once: str = "masks"  # subcommand made to fail once via SPARSEBERT_FAIL_ONCE
     compare: tuple[str, ...] = ("results/**/*.json",)  # deterministic outputs, equal in both runs
 
+    def configs(self) -> tuple[dict, dict]:
+        """The local run's config and the SLURM run's (the local one with `narrowed` replacing its keys)."""
+        local = yaml.safe_load(self.config.read_text())
+        return local, {**local, **self.narrowed}
+
     def slurm_config(self, folder: Path) -> Path:
         path = folder / "slurm.yaml"
-        path.write_text(yaml.safe_dump({**yaml.safe_load(self.config.read_text()), **self.narrowed}))
+        path.write_text(yaml.safe_dump(self.configs()[1]))
         return path
 
     def left_out(self) -> set[str]:
         """Path parts of the local run's outputs that the SLURM run does not make: the seeds and masks it drops."""
-        local = yaml.safe_load(self.config.read_text())
-        slurm = {**local, **self.narrowed}
+        local, slurm = self.configs()
         seeds = set(local.get("seeds", [0])) - set(slurm.get("seeds", [0]))
         return {f"seed{seed}" for seed in seeds} | (set(local["masks"]) - set(slurm["masks"]))
 
