@@ -25,13 +25,13 @@ def write_benchmarks(logs, rows):
         path.write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:00\t10\n")
 
 
-def reference(tmp_path, config_path, **over):
+def reference(tmp_path, config_path, name="ref.json", **over):
     ref = {"config": str(config_path), "config_sha256_16": estimate.config_digest(config_path), "date": "2026-12-04",
            "torch": "2.13.0", "machine": {"cpu": "Test CPU", "cores": 2, "isa": "avx2", "bf16_flags": [],
                                           "isa_cap": None},
            "precision": "fp32", "probe_step_s": 0.1, "dag_wall_s": 1200.0, "install_s": 90.0,
            "jobs": {"pretrain": {"jobs": 2, "seconds": 1800.0}, "finetune": {"jobs": 2, "seconds": 600.0}}, **over}
-    path = tmp_path / "ref.json"
+    path = tmp_path / name
     path.write_text(json.dumps(ref))
     return path
 
@@ -54,17 +54,17 @@ def test_the_reference_wall_time_scales_by_this_cpus_step(tmp_path, monkeypatch,
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(TINY))
     monkeypatch.setattr(estimate, "probe_step_seconds", lambda config: (step, "fp32"))
-    line = estimate.estimate_line(TINY, config, reference(tmp_path, config), cores)
+    line = estimate.estimate_line(TINY, config, [reference(tmp_path, config)], cores)
     assert line.startswith(f"estimate: about {minutes} min for the DAG on {cores} core(s) plus the install "
                            f"(measured 1.5 min there)"), line
     assert "Test CPU" in line and "differs" not in line
     config.write_text(yaml.safe_dump({**TINY, "seeds": [0]}))
-    assert estimate.estimate_line(TINY, config, tmp_path / "ref.json", 2).endswith(
+    assert estimate.estimate_line(TINY, config, [tmp_path / "ref.json"], 2).endswith(
         "; the config differs from the reference run, so this is rougher.")
 
 
 def test_no_reference_no_number(tmp_path):
-    line = estimate.estimate_line(TINY, tmp_path / "c.yaml", tmp_path / "missing.json", 2)
+    line = estimate.estimate_line(TINY, tmp_path / "c.yaml", [tmp_path / "missing.json"], 2)
     assert "no reference timing" in line and "about" not in line
 
 
@@ -111,7 +111,7 @@ def test_record_writes_the_reference_and_refuses_without_a_wall_time(tmp_path, m
     main(["estimate", "--configfile", str(config), "--record", str(tmp_path / "logs"), "--wall-seconds", "600.46",
           "--install-seconds", "90.06", "--reference", str(out)])
     ref = json.loads(out.read_text())
-    assert ref == {"config": str(config), "config_sha256_16": estimate.config_digest(config),
+    assert ref == {"run": "tiny", "config": str(config), "config_sha256_16": estimate.config_digest(config),
                    "date": date.today().isoformat(), "torch": torch.__version__, "machine": {"cpu": "Test CPU"},
                    "precision": "bf16", "probe_step_s": 0.12346, "dag_wall_s": 600.5, "install_s": 90.1,
                    "jobs": {"pretrain": {"jobs": 1, "seconds": 100.0}}}
@@ -137,8 +137,8 @@ def test_the_whole_estimate_line(tmp_path, monkeypatch, cores, minutes):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(TINY))
     monkeypatch.setattr(estimate, "probe_step_seconds", lambda c: (1.0, "bf16") if c == TINY else (9.9, "fp32"))
-    line = estimate.estimate_line(TINY, config, reference(tmp_path, config, probe_step_s=1.0, machine={
-        "cpu": "Test CPU", "cores": 2, "isa": "avx512f", "isa_cap": "ONEDNN_MAX_CPU_ISA=AVX2"}), cores)
+    line = estimate.estimate_line(TINY, config, [reference(tmp_path, config, probe_step_s=1.0, machine={
+        "cpu": "Test CPU", "cores": 2, "isa": "avx512f", "isa_cap": "ONEDNN_MAX_CPU_ISA=AVX2"})], cores)
     assert line == (f"estimate: about {minutes} min for the DAG on {cores} core(s) plus the install (measured 1.5 min "
                     f"there). This CPU runs one pretraining step of this config in 1000 ms (bf16); the reference "
                     f"machine (Test CPU, avx512f, ONEDNN_MAX_CPU_ISA=AVX2, fp32) in 1000 ms and ran the whole DAG in "
@@ -149,16 +149,90 @@ def test_a_reference_without_install_time_or_isa_cap_says_neither(tmp_path, monk
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(TINY))
     monkeypatch.setattr(estimate, "probe_step_seconds", lambda config: (0.3, "fp32"))
-    line = estimate.estimate_line(TINY, config, reference(tmp_path, config, install_s=None), 2)
+    line = estimate.estimate_line(TINY, config, [reference(tmp_path, config, install_s=None)], 2)
     assert line.startswith("estimate: about 60 min for the DAG on 2 core(s). This CPU runs one pretraining step of "
                            "this config in 300 ms (fp32); the reference machine (Test CPU, avx2, fp32) in 100 ms")
 
 
 @pytest.mark.parametrize("config, run", [({"run": "cpu_full"}, "cpu_full"), ({}, "default")])
 def test_no_reference_says_where_the_job_times_will_be(tmp_path, config, run):
-    assert estimate.estimate_line(config, tmp_path / "c.yaml", tmp_path / "missing.json", 2) == (
-        f"estimate: no reference timing for this config ({tmp_path}/missing.json is missing): no estimate; the "
+    assert estimate.estimate_line(config, tmp_path / "c.yaml", [tmp_path / "missing.json"], 2) == (
+        f"estimate: no reference timing for this config ({tmp_path}/missing.json: missing): no estimate; the "
         f"run's per-job times land in logs/{run}/benchmarks/.")
+    assert estimate.estimate_line(config, tmp_path / "c.yaml", [], 2) == (
+        f"estimate: no reference timing for this config ({estimate.REFERENCES}/demo_{run}*.json: missing): no "
+        f"estimate; the run's per-job times land in logs/{run}/benchmarks/.")
+
+
+def test_a_runs_references_are_its_own_file_and_the_machine_variants_that_name_it(tmp_path):
+    for name, run in [("demo_x.json", None), ("demo_x_amx.json", "x"), ("demo_x_y.json", "x_y"),
+                      ("demo_x_old.json", None), ("demo_xy.json", "x")]:
+        (tmp_path / name).write_text(json.dumps({} if run is None else {"run": run}))
+    assert estimate.recorded_runs("x", tmp_path) == [tmp_path / "demo_x.json", tmp_path / "demo_x_amx.json"]
+    assert estimate.recorded_runs("x_y", tmp_path) == [tmp_path / "demo_x_y.json"]
+    (tmp_path / "demo_x.json").unlink()
+    assert estimate.recorded_runs("x", tmp_path) == [tmp_path / "demo_x_amx.json"]
+    assert estimate.recorded_runs("z", tmp_path) == []
+
+
+HERE = {"cpu": "EPYC", "cores": 2, "isa": "avx2", "bf16_flags": [], "isa_cap": None}
+
+
+@pytest.mark.parametrize("here, prec, chosen, why", [
+    (HERE, "fp32", "avx2.json", "same precision, instruction set, CPU model as here"),
+    (HERE, "bf16", "amx.json", "same precision as here"),  # the arithmetic first, then the instruction set
+    ({**HERE, "isa": "avx512f", "isa_cap": "ONEDNN_MAX_CPU_ISA=AVX2"}, "fp32", "capped.json",
+     "same precision, instruction set, CPU model as here"),
+    ({**HERE, "cpu": "Xeon", "isa": "avx512f"}, "fp32", "avx2_new.json", "same precision as here"),  # the newest
+    ({**HERE, "cpu": "Xeon", "isa": "avx512f"}, "fp16", "avx512.json", "same instruction set, CPU model as here"),
+    ({**HERE, "cpu": "Arm", "isa": "older"}, "fp16", "avx2_new.json",
+     "none matches this machine's precision or instruction set"),
+])
+def test_the_estimate_uses_the_reference_nearest_this_machine(tmp_path, monkeypatch, here, prec, chosen, why):
+    """Five recorded runs of one config (ten-fold different steps, so the estimate shows which one it used): the
+    nearest shares the precision, then the instruction set and its cap, then the CPU model; then the same config,
+    then the newest. (amx.json: 2,000 min, capped.json 200, avx2.json 20, avx2_new.json 2, avx512.json 0.2.)"""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    machines = {"amx.json": ("bf16", "Xeon Max", "avx512f", None, "2026-12-05", 0.01),
+                "capped.json": ("fp32", "EPYC", "avx512f", "ONEDNN_MAX_CPU_ISA=AVX2", "2026-12-05", 0.1),
+                "avx2.json": ("fp32", "EPYC", "avx2", None, "2026-12-06", 1.0),
+                "avx2_new.json": ("fp32", "Other", "avx2", None, "2026-12-07", 10.0),
+                "avx512.json": ("bf16", "Xeon", "avx512f", None, "2026-12-01", 100.0)}
+    paths = [reference(tmp_path, config, name, precision=p, date=d, probe_step_s=step, machine={
+        "cpu": cpu, "cores": 2, "isa": isa, "isa_cap": cap}) for name, (p, cpu, isa, cap, d, step) in machines.items()]
+    monkeypatch.setattr(estimate, "probe_step_seconds", lambda config: (1.0, prec))
+    monkeypatch.setattr(estimate, "machine", lambda: here)
+    line = estimate.estimate_line(TINY, config, paths, 2)
+    minutes = 20 / machines[chosen][-1]
+    assert line.startswith(f"estimate: about {minutes:.0f} min for the DAG on 2 core(s)"), line
+    assert line.endswith(f"({chosen}, {machines[chosen][4]}; the nearest of 5 recorded runs: {why}).")
+
+
+def test_the_same_config_wins_between_otherwise_equal_references(tmp_path, monkeypatch):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    machine = {"cpu": "EPYC", "cores": 2, "isa": "avx2", "isa_cap": None}
+    older = reference(tmp_path, config, "same.json", machine=machine, date="2026-12-01")
+    newer = reference(tmp_path, config, "other.json", machine=machine, date="2026-12-09", config_sha256_16="0" * 16)
+    monkeypatch.setattr(estimate, "probe_step_seconds", lambda config: (0.1, "fp32"))
+    monkeypatch.setattr(estimate, "machine", lambda: {**machine, "bf16_flags": []})
+    assert "(same.json, 2026-12-01; the nearest of 2 recorded runs" in estimate.estimate_line(
+        TINY, config, [newer, older], 2)
+
+
+def test_the_committed_references_of_claim_1s_demo_pick_this_machines_kind(monkeypatch):
+    """The references the repository ships name their run, and on an AVX2-only CPU in fp32 the claim-1 demo's
+    estimate starts from the run measured on such a CPU, not from the bf16 ones."""
+    runs = estimate.recorded_runs("cpu_claim1")
+    assert [path.name for path in runs] == ["demo_cpu_claim1.json", "demo_cpu_claim1_epyc_avx2.json",
+                                            "demo_cpu_claim1_xeon_amx.json"]
+    here = {"cpu": "AMD EPYC", "cores": 2, "isa": "avx2", "bf16_flags": [], "isa_cap": None}
+    path, ref, why = estimate.nearest(runs, "fp32", here, estimate.config_digest(Path("config/cpu_claim1.yaml")))
+    assert path.name == "demo_cpu_claim1_epyc_avx2.json" and ref["precision"] == "fp32"
+    assert why == "; the nearest of 3 recorded runs: same precision, instruction set, CPU model as here"
+    path, _, _ = estimate.nearest(runs, "bf16", {**here, "isa": "avx512f", "bf16_flags": ["avx512_bf16"]}, "")
+    assert path.name == "demo_cpu_claim1.json"
 
 
 @pytest.mark.parametrize("flags, isa", [({"avx2", "avx512f"}, "avx512f"), ({"avx2", "fma"}, "avx2"),
@@ -186,8 +260,7 @@ def test_the_command_line_reads_the_config_and_its_reference(tmp_path, monkeypat
     monkeypatch.setattr(estimate.os, "cpu_count", lambda: None)  # unknown: one core
     main(["estimate", "--configfile", str(config)])
     assert capsys.readouterr().out == "the line\nthe line\nthe line\n"
-    assert seen == [(TINY, config, estimate.REFERENCES / "demo_tiny.json", 6),
-                    (TINY, config, tmp_path / "r.json", 3), (TINY, config, estimate.REFERENCES / "demo_tiny.json", 1)]
+    assert seen == [(TINY, config, [], 6), (TINY, config, [tmp_path / "r.json"], 3), (TINY, config, [], 1)]
     assert estimate.REFERENCES == estimate.Path(estimate.__file__).parents[2] / "benchmarks" / "results"
     with pytest.raises(SystemExit) as exit_info:
         main(["estimate", "--configfile", str(tmp_path / "none.yaml")])
@@ -209,7 +282,8 @@ def test_the_default_config_and_run_name(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(estimate, "estimate_line", lambda *a: seen.append(a[2]) or "")
     estimate.run(parser.parse_args([]))
-    assert seen == [estimate.REFERENCES / "demo_default.json"]
+    assert seen == [[estimate.REFERENCES / "demo_default.json", estimate.REFERENCES / "demo_default_epyc_avx2.json",
+                     estimate.REFERENCES / "demo_default_xeon_amx.json"]]
 
 
 # The reference: 20 min on ref_cores cores at 0.5 s a step, 3,000 job seconds.
@@ -225,7 +299,7 @@ def test_the_wall_time_scales_by_the_step_and_the_cores(tmp_path, monkeypatch, s
     monkeypatch.setattr(estimate, "probe_step_seconds", lambda config: (step, "fp32"))
     ref = reference(tmp_path, config, probe_step_s=0.5, install_s=600.0, machine={"cpu": "Test CPU", "cores": ref_cores,
                     "isa": "avx2"}, jobs={"pretrain": {"jobs": 1, "seconds": 3000.0}})
-    line = estimate.estimate_line(TINY, config, ref, cores)
+    line = estimate.estimate_line(TINY, config, [ref], cores)
     assert line.startswith(f"estimate: about {minutes} min for the DAG on {cores} core(s) plus the install (measured "
                            f"10.0 min there). This CPU runs one pretraining step of this config in "
                            f"{step * 1000:.0f} ms (fp32); the reference machine (Test CPU, avx2, fp32) in 500 ms"), line

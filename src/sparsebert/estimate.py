@@ -9,6 +9,12 @@ step timed on the machine where a finished run of this config was measured (benc
 demo_<run>.json: wall time, per-rule job seconds, that machine's step). Every training job is dominated by
 such steps, so the run's wall time scales by that ratio; start-up and data jobs are assumed to scale alike
 (they are a small share). `--record` writes the reference from a finished run's Snakemake benchmark files.
+
+A run may be recorded on several CPU kinds (demo_<run>.json, demo_<run>_<machine>.json). The ratio of steps
+carries best between machines that run the same arithmetic: bf16 speeds the pretraining step up more than the
+fine-tuning evaluation and the data jobs, so a bf16 reference mispredicts an fp32 machine (claim 1's demo on an
+AVX2-only CPU: 77 min predicted from a bf16 reference, 63 measured). So the estimate uses the reference nearest
+this machine: same precision first, then the same instruction set (and cap), CPU model, config; the newest last.
 """
 
 from __future__ import annotations
@@ -45,13 +51,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     config = load_config(args.configfile)
-    reference = args.reference or REFERENCES / f"demo_{config.get('run', 'default')}.json"
+    name = run_name(config)
     if args.record is not None:
         if args.wall_seconds is None:
             raise UserError("--record needs --wall-seconds (the measured wall time of the run's DAG)")
-        record(config, args.configfile, args.record, args.wall_seconds, args.install_seconds, reference)
+        out = args.reference or REFERENCES / f"demo_{name}.json"
+        record(config, args.configfile, args.record, args.wall_seconds, args.install_seconds, out)
         return
-    print(estimate_line(config, args.configfile, reference, args.cores or os.cpu_count() or 1))
+    candidates = [args.reference] if args.reference else recorded_runs(name)
+    print(estimate_line(config, args.configfile, candidates, args.cores or os.cpu_count() or 1))
+
+
+def run_name(config: dict) -> str:
+    return config.get("run", "default")
+
+
+def recorded_runs(run: str, root: Path = REFERENCES) -> list[Path]:
+    """The references of `run`: demo_<run>.json, and demo_<run>_<machine>.json that say they ran `run` (the
+    name alone would also match another run's, e.g. run `cpu` and demo_cpu_claim1.json)."""
+    primary = root / f"demo_{run}.json"
+    others = [path for path in sorted(root.glob(f"demo_{run}_*.json"))
+              if json.loads(path.read_text()).get("run") == run]
+    return [primary, *others] if primary.is_file() else others
 
 
 def load_config(path: Path) -> dict:
@@ -142,7 +163,7 @@ def record(config: dict, config_path: Path, logs: Path, wall: float, install: fl
 
     rules = job_seconds(logs)
     step, prec = probe_step_seconds(config)
-    reference = {"config": str(config_path), "config_sha256_16": config_digest(config_path),
+    reference = {"run": run_name(config), "config": str(config_path), "config_sha256_16": config_digest(config_path),
                  "date": date.today().isoformat(), "torch": torch.__version__, "machine": machine(),
                  "precision": prec, "probe_step_s": round(step, 5), "dag_wall_s": round(wall, 1),
                  "install_s": install and round(install, 1), "jobs": rules}
@@ -150,13 +171,33 @@ def record(config: dict, config_path: Path, logs: Path, wall: float, install: fl
     print(f"wrote {out}: {json.dumps(reference)}")
 
 
-def estimate_line(config: dict, config_path: Path, reference_path: Path, cores: int) -> str:
+def nearest(candidates: list[Path], precision_name: str, here: dict, digest: str) -> tuple[Path, dict, str]:
+    """The reference most like this machine, read; and what it shares with it, in words."""
+    def likeness(ref: dict) -> tuple:
+        there = ref["machine"]
+        return (ref["precision"] == precision_name,
+                (there.get("isa"), there.get("isa_cap")) == (here["isa"], here["isa_cap"]),
+                there.get("cpu") == here["cpu"], ref["config_sha256_16"] == digest, ref["date"])
+
+    refs = {path: json.loads(path.read_text()) for path in candidates}
+    path = max(candidates, key=lambda p: likeness(refs[p]))
+    if len(candidates) == 1:
+        return path, refs[path], ""
+    shared = [what for what, same in zip(("precision", "instruction set", "CPU model"), likeness(refs[path])) if same]
+    why = f"same {', '.join(shared)} as here" if shared else "none matches this machine's precision or instruction set"
+    return path, refs[path], f"; the nearest of {len(candidates)} recorded runs: {why}"
+
+
+def estimate_line(config: dict, config_path: Path, candidates: list[Path], cores: int) -> str:
     """One paragraph: the expected wall time here, and what it was derived from."""
-    if not reference_path.is_file():
-        return (f"estimate: no reference timing for this config ({reference_path} is missing): "
-                f"no estimate; the run's per-job times land in logs/{config.get('run', 'default')}/benchmarks/.")
-    ref = json.loads(reference_path.read_text())
+    found = [path for path in candidates if path.is_file()]
+    if not found:
+        where = ", ".join(str(path) for path in candidates) or f"{REFERENCES}/demo_{run_name(config)}*.json"
+        return (f"estimate: no reference timing for this config ({where}: missing): "
+                f"no estimate; the run's per-job times land in logs/{run_name(config)}/benchmarks/.")
     step, prec = probe_step_seconds(config)
+    same_config = config_digest(config_path)
+    reference_path, ref, chosen = nearest(found, prec, machine(), same_config)
     factor = step / ref["probe_step_s"]
     ref_cores = ref["machine"]["cores"]
     # More cores run more jobs side by side; fewer serialize them. The total job time scales by the CPU factor.
@@ -164,12 +205,12 @@ def estimate_line(config: dict, config_path: Path, reference_path: Path, cores: 
     wall = ref["dag_wall_s"] * factor * (ref_cores / cores if cores < ref_cores else 1.0)
     if cores > ref_cores:
         wall = max(total / cores, ref["dag_wall_s"] * factor / 2)  # the data and report jobs stay serial
-    same = config_digest(config_path) == ref["config_sha256_16"]
+    same = same_config == ref["config_sha256_16"]
     install = f" plus the install (measured {ref['install_s'] / 60:.1f} min there)" if ref.get("install_s") else ""
     return (f"estimate: about {wall / 60:.0f} min for the DAG on {cores} core(s){install}. This CPU runs one "
             f"pretraining step of this config in {step * 1e3:.0f} ms ({prec}); the reference machine "
             f"({ref['machine']['cpu']}, {ref['machine']['isa']}"
             f"{', ' + ref['machine']['isa_cap'] if ref['machine'].get('isa_cap') else ''}, {ref['precision']}) in "
             f"{ref['probe_step_s'] * 1e3:.0f} ms and ran the whole DAG in {ref['dag_wall_s'] / 60:.1f} min on "
-            f"{ref_cores} cores ({reference_path.name}, {ref['date']})"
+            f"{ref_cores} cores ({reference_path.name}, {ref['date']}{chosen})"
             f"{'' if same else '; the config differs from the reference run, so this is rougher'}.")
