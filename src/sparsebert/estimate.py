@@ -41,7 +41,8 @@ PROBE_SECONDS = 3.0  # timed steps after the warm-up: enough for a stable median
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--configfile", type=Path, default=Path("config/config.yaml"))
     parser.add_argument("--reference", type=Path, default=None,
-                        help="reference timing (default: benchmarks/results/demo_<run>.json)")
+                        help="reference timing (default: the nearest to this machine of benchmarks/results/"
+                             "demo_<run>.json and demo_<run>_<machine>.json)")
     parser.add_argument("--cores", type=int, default=None, help="cores Snakemake gets (default: this machine's)")
     parser.add_argument("--record", type=Path, default=None,
                         help="write the reference from this finished run's logs (logs/<run>) instead")
