@@ -102,6 +102,7 @@ def test_record_writes_the_reference_and_refuses_without_a_wall_time(tmp_path, m
     write_benchmarks(tmp_path / "logs", {"pretrain/dense/seed0.tsv": 100})
     monkeypatch.setattr(estimate, "probe_step_seconds", lambda config: (0.123, "fp32"))
     out = tmp_path / "ref.json"
+    monkeypatch.setattr(estimate, "REFERENCES", tmp_path / "references")  # where a wrong default would write
     with pytest.raises(SystemExit):
         main(["estimate", "--configfile", str(config), "--record", str(tmp_path / "logs"), "--reference", str(out)])
     assert capsys.readouterr().err == ("sparsebert estimate: error: --record needs --wall-seconds (the measured wall "
@@ -117,6 +118,10 @@ def test_record_writes_the_reference_and_refuses_without_a_wall_time(tmp_path, m
                    "jobs": {"pretrain": {"jobs": 1, "seconds": 100.0}}}
     printed = capsys.readouterr().out
     assert printed.startswith(f"wrote {out}: ") and json.loads(printed.removeprefix(f"wrote {out}: ")) == ref
+    assert not (tmp_path / "references").exists()
+    (tmp_path / "references").mkdir()
+    main(["estimate", "--configfile", str(config), "--record", str(tmp_path / "logs"), "--wall-seconds", "600.46"])
+    assert json.loads((tmp_path / "references" / "demo_tiny.json").read_text()) == {**ref, "install_s": None}
 
 
 def test_the_digest_reads_the_content_not_the_comments(tmp_path):
@@ -159,6 +164,9 @@ def test_no_reference_says_where_the_job_times_will_be(tmp_path, config, run):
     assert estimate.estimate_line(config, tmp_path / "c.yaml", [tmp_path / "missing.json"], 2) == (
         f"estimate: no reference timing for this config ({tmp_path}/missing.json: missing): no estimate; the "
         f"run's per-job times land in logs/{run}/benchmarks/.")
+    assert estimate.estimate_line(config, tmp_path / "c.yaml", [tmp_path / "a.json", tmp_path / "b.json"], 2) == (
+        f"estimate: no reference timing for this config ({tmp_path}/a.json, {tmp_path}/b.json: missing): no "
+        f"estimate; the run's per-job times land in logs/{run}/benchmarks/.")
     assert estimate.estimate_line(config, tmp_path / "c.yaml", [], 2) == (
         f"estimate: no reference timing for this config ({estimate.REFERENCES}/demo_{run}*.json: missing): no "
         f"estimate; the run's per-job times land in logs/{run}/benchmarks/.")
@@ -224,7 +232,7 @@ def test_the_same_config_wins_between_otherwise_equal_references(tmp_path, monke
 def test_the_committed_references_of_claim_1s_demo_pick_this_machines_kind(monkeypatch):
     """The references the repository ships name their run, and on an AVX2-only CPU in fp32 the claim-1 demo's
     estimate starts from the run measured on such a CPU, not from the bf16 ones."""
-    runs = estimate.recorded_runs("cpu_claim1")
+    runs = estimate.recorded_runs("cpu_claim1", estimate.REFERENCES)
     assert [path.name for path in runs] == ["demo_cpu_claim1.json", "demo_cpu_claim1_epyc_avx2.json",
                                             "demo_cpu_claim1_xeon_amx.json"]
     here = {"cpu": "AMD EPYC", "cores": 2, "isa": "avx2", "bf16_flags": [], "isa_cap": None}
@@ -255,13 +263,13 @@ def test_the_command_line_reads_the_config_and_its_reference(tmp_path, monkeypat
     seen = []
     monkeypatch.setattr(estimate, "estimate_line", lambda *args: seen.append(args) or "the line")
     monkeypatch.setattr(estimate.os, "cpu_count", lambda: 6)
+    monkeypatch.setattr(estimate, "REFERENCES", tmp_path)  # no recorded run of `tiny`
     main(["estimate", "--configfile", str(config)])
     main(["estimate", "--configfile", str(config), "--cores", "3", "--reference", str(tmp_path / "r.json")])
     monkeypatch.setattr(estimate.os, "cpu_count", lambda: None)  # unknown: one core
     main(["estimate", "--configfile", str(config)])
     assert capsys.readouterr().out == "the line\nthe line\nthe line\n"
     assert seen == [(TINY, config, [], 6), (TINY, config, [tmp_path / "r.json"], 3), (TINY, config, [], 1)]
-    assert estimate.REFERENCES == estimate.Path(estimate.__file__).parents[2] / "benchmarks" / "results"
     with pytest.raises(SystemExit) as exit_info:
         main(["estimate", "--configfile", str(tmp_path / "none.yaml")])
     assert exit_info.value.code == 2
@@ -282,6 +290,7 @@ def test_the_default_config_and_run_name(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(estimate, "estimate_line", lambda *a: seen.append(a[2]) or "")
     estimate.run(parser.parse_args([]))
+    assert estimate.REFERENCES == estimate.Path(estimate.__file__).parents[2] / "benchmarks" / "results"
     assert seen == [[estimate.REFERENCES / "demo_default.json", estimate.REFERENCES / "demo_default_epyc_avx2.json",
                      estimate.REFERENCES / "demo_default_xeon_amx.json"]]
 

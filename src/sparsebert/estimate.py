@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> None:
         out = args.reference or REFERENCES / f"demo_{name}.json"
         record(config, args.configfile, args.record, args.wall_seconds, args.install_seconds, out)
         return
-    candidates = [args.reference] if args.reference else recorded_runs(name)
+    candidates = [args.reference] if args.reference else recorded_runs(name, REFERENCES)
     print(estimate_line(config, args.configfile, candidates, args.cores or os.cpu_count() or 1))
 
 
@@ -67,7 +67,7 @@ def run_name(config: dict) -> str:
     return config.get("run", "default")
 
 
-def recorded_runs(run: str, root: Path = REFERENCES) -> list[Path]:
+def recorded_runs(run: str, root: Path) -> list[Path]:
     """The references of `run`: demo_<run>.json, and demo_<run>_<machine>.json that say they ran `run` (the
     name alone would also match another run's, e.g. run `cpu` and demo_cpu_claim1.json)."""
     primary = root / f"demo_{run}.json"
