@@ -229,14 +229,15 @@ def test_the_same_config_wins_between_otherwise_equal_references(tmp_path, monke
         TINY, config, [newer, older], 2)
 
 
-def test_the_committed_references_of_claim_1s_demo_pick_this_machines_kind(monkeypatch):
+def test_the_committed_references_of_claim_1s_demo_pick_this_machines_kind():
     """The references the repository ships name their run, and on an AVX2-only CPU in fp32 the claim-1 demo's
     estimate starts from the run measured on such a CPU, not from the bf16 ones."""
     runs = estimate.recorded_runs("cpu_claim1", estimate.REFERENCES)
     assert [path.name for path in runs] == ["demo_cpu_claim1.json", "demo_cpu_claim1_epyc_avx2.json",
                                             "demo_cpu_claim1_xeon_amx.json"]
     here = {"cpu": "AMD EPYC", "cores": 2, "isa": "avx2", "bf16_flags": [], "isa_cap": None}
-    path, ref, why = estimate.nearest(runs, "fp32", here, estimate.config_digest(Path("config/cpu_claim1.yaml")))
+    config = estimate.REFERENCES.parents[1] / "config" / "cpu_claim1.yaml"
+    path, ref, why = estimate.nearest(runs, "fp32", here, estimate.config_digest(config))
     assert path.name == "demo_cpu_claim1_epyc_avx2.json" and ref["precision"] == "fp32"
     assert why == "; the nearest of 3 recorded runs: same precision, instruction set, CPU model as here"
     path, _, _ = estimate.nearest(runs, "bf16", {**here, "isa": "avx512f", "bf16_flags": ["avx512_bf16"]}, "")
