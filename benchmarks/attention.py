@@ -48,7 +48,7 @@ def keep_mask(name: str, num_heads: int, seq_len: int) -> torch.Tensor:
 
 
 def block_density(keep: torch.Tensor) -> float:
-    return 1 - flex.structural_block_mask(keep).sparsity() / 100
+    return flex.block_density(flex.structural_block_mask(keep))
 
 
 def our_model(hf: BertModel, name: str, seq_len: int, backend: str) -> SparseBertModel:
@@ -106,6 +106,7 @@ def model_table(lengths: list[int], repeats: int) -> list[dict]:
                 fwd_ms=1e3 * t["sdpa"], flex_fwd_ms=1e3 * t["flex"], fwd_bwd_ms=1e3 * t["sdpa_fb"],
                 fwd_mib=peak_mib(fwd(sdpa)), flex_fwd_mib=peak_mib(fwd(fx)), fwd_bwd_mib=peak_mib(fwd_bwd(sdpa)),
             )
+            row |= auto_check(L, row)
             row |= dict(
                 fwd_x_hf=row["fwd_ms"] / base_f, flex_fwd_x_hf=row["flex_fwd_ms"] / base_f,
                 flex_speedup_vs_sdpa=row["fwd_ms"] / row["flex_fwd_ms"],
@@ -116,6 +117,25 @@ def model_table(lengths: list[int], repeats: int) -> list[dict]:
             rows.append(row)
             print(f"  model L={L} {name}: sdpa {row['fwd_ms']:.1f} ms, flex {row['flex_fwd_ms']:.1f} ms", flush=True)
     return rows
+
+
+# Two backends within this much of each other are a tie: the VM's timings vary by about that between runs.
+NOISE = 0.10
+
+
+def auto_check(L: int, row: dict) -> dict:
+    """What `attention_backend: auto` picks for this row on this CPU (flex.WHERE_FLEX_PAYS), and whether the
+    measurement agrees: its pick was the faster backend, or within NOISE of it."""
+    pick, _ = flex.choose_backend("cpu", L, lambda: row["block_density"])
+    times = {"sdpa": row["fwd_ms"], "flex": row["flex_fwd_ms"]}
+    return dict(auto=pick, auto_ok="yes" if times[pick] <= (1 + NOISE) * min(times.values()) else "NO")
+
+
+def auto_summary(rows: list[dict]) -> str:
+    checked = [r for r in rows if "auto" in r]
+    wrong = [f"L {r['L']} {r['mask']}" for r in checked if r["auto_ok"] != "yes"]
+    return (f"`attention_backend: auto` picked the faster backend (or one within {NOISE:.0%} of it) in "
+            f"{len(checked) - len(wrong)} of {len(checked)} rows" + (f"; not in: {', '.join(wrong)}" if wrong else ""))
 
 
 def kernel_table(lengths: list[int], repeats: int) -> list[dict]:
@@ -135,7 +155,7 @@ def kernel_table(lengths: list[int], repeats: int) -> list[dict]:
                 t = median_times(calls, repeats)
                 row = dict(
                     L=L, mask=name, density=keep.float().mean().item(),
-                    block_density=1 - block_mask.sparsity() / 100,
+                    block_density=flex.block_density(block_mask),
                     sdpa_ms=1e3 * t["sdpa"], flex_ms=1e3 * t["flex"], speedup=t["sdpa"] / t["flex"],
                     sdpa_mib=peak_mib(calls["sdpa"]) + bias.numel() * 4 / 2**20,  # + the bias it needs
                     flex_mib=peak_mib(calls["flex"]),
@@ -187,9 +207,10 @@ def main(quick: bool = False) -> str:
     plot(model, OUT / "time_vs_len.png")
     return "\n\n".join([
         "### Model vs HF BertModel (ratios: ours / HF dense; flex_speedup: our sdpa / our flex, same mask)",
+        auto_summary(model),
         markdown(model, ["L", "B", "mask", "density", "block_density", "fwd_ms", "fwd_x_hf", "flex_fwd_ms",
-                         "flex_fwd_x_hf", "flex_speedup_vs_sdpa", "fwd_bwd_ms", "fwd_bwd_x_hf", "fwd_mib",
-                         "flex_fwd_mib", "flex_fwd_mem_x_hf", "fwd_bwd_mib", "fwd_bwd_mem_x_hf"]),
+                         "flex_fwd_x_hf", "flex_speedup_vs_sdpa", "auto", "auto_ok", "fwd_bwd_ms", "fwd_bwd_x_hf",
+                         "fwd_mib", "flex_fwd_mib", "flex_fwd_mem_x_hf", "fwd_bwd_mib", "fwd_bwd_mem_x_hf"]),
         "### Attention kernel alone (B=1, H=4, hd=64): flex vs SDPA with the dense mask bias",
         markdown(kernel, ["L", "mask", "density", "block_density", "sdpa_ms", "flex_ms", "speedup", "sdpa_mib",
                           "flex_mib"]),

@@ -17,6 +17,11 @@ fp32 peak, TF32 off, is recorded beside it for the plan's fp32 jobs):
   profile       where a whole step's time goes (forward, backward, LAMB), at paper.yaml's micro-batch 64 and the
                 largest: phases, device time by kind of operator, and how busy the device is
                 (benchmarks/step_profile.py): the breakdown to read where a lever falls short
+  flex          (not in the default set) the attention alone, forward + backward, bf16, 12 heads x 64, at L 2048,
+                4096 and 8192 (8,192 tokens each), for the paper's sparse masks: the project's flex path (its
+                cached BlockMask) vs its sdpa path (the mask as an additive bias) vs dense flash SDPA, each row with
+                the mask's 128-block density and what `attention_backend: auto` picks there (flex.WHERE_FLEX_PAYS)
+                and whether that was the faster: the measurement to move auto's CUDA thresholds by
 The JSON's `mfu` list is what `sparsebert plan` reads (one entry per kind of job and micro-batch).
 
 FLOPs: benchmarks/mfu.py's count (`step_flops`) for pretraining, sparsebert.plan's `encoder_flops` (the same
@@ -290,6 +295,55 @@ def print_profile(profiles: dict) -> None:
         print(markdown(rows, ["category", "ms_per_step"]))
 
 
+FLEX_MASKS = ("longformer", "star", "logsparse", "blockwise", "bigbird", "strided", "fixed")
+# size -> (lengths, heads, head dim, tokens per call)
+FLEX_SIZES = {"full": ((2048, 4096, 8192), 12, 64, 8192), "toy": ((64, 128), 2, 16, 128)}
+
+
+def flex_rows(ctx: dict) -> list[dict]:
+    """Attention alone with each sparse mask: flex vs the project's sdpa path vs dense flash (see the docstring).
+    On a CPU (toy) forward only: flex has no CPU backward."""
+    from torch.nn import functional as F
+
+    from sparsebert import flex, masks
+
+    lengths, H, hd, tokens = FLEX_SIZES["toy" if ctx["toy"] else "full"]
+    device, backward = ctx["device"], ctx["device"].type == "cuda"
+    rows = []
+    for L in lengths:
+        g = torch.Generator().manual_seed(0)
+        shape = (max(1, tokens // L), H, L, hd)
+        q, k, v = (torch.randn(shape, generator=g).to(device, torch.bfloat16).requires_grad_(backward) for _ in range(3))
+        grad = torch.randn_like(q)
+
+        def timed(attend):
+            def call():
+                out = attend()
+                if backward:
+                    out.backward(grad)
+            with torch.set_grad_enabled(backward):
+                return ctx["clock"].per_call(call, ctx["repeats"])
+
+        flash_s = timed(lambda: F.scaled_dot_product_attention(q, k, v))
+        for name in FLEX_MASKS:
+            keep = masks.build_mask(name, L).reshape(-1, L, L).to(device)
+            block_mask = flex.structural_block_mask(keep)
+            bias = torch.where(keep, 0.0, torch.finfo(torch.bfloat16).min).to(torch.bfloat16).unsqueeze(0)
+            sdpa_s = timed(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=bias))
+            flex_s = timed(lambda: flex.attention(q, k, v, block_mask))
+            density = flex.block_density(block_mask)
+            pick, _ = flex.choose_backend(device.type, L, lambda: density)
+            best = min(sdpa_s, flex_s)
+            rows.append({"L": L, "batch": q.shape[0], "mask": name, "block_density": round(density, 4),
+                         "pass": "fwd+bwd" if backward else "fwd", "flash_ms": round(1e3 * flash_s, 3),
+                         "sdpa_mask_ms": round(1e3 * sdpa_s, 3), "flex_ms": round(1e3 * flex_s, 3),
+                         "flex_vs_sdpa_mask": round(sdpa_s / flex_s, 3), "flex_vs_flash": round(flash_s / flex_s, 3),
+                         "auto": pick, "auto_faster": {"sdpa": sdpa_s, "flex": flex_s}[pick] == best})
+            del bias, block_mask
+        free(device)
+    return rows
+
+
 def free(device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -349,7 +403,7 @@ def main() -> None:
         for name, fn in (("pretrain", lambda: pretrain_steps(ctx)), ("dam_search", lambda: dam_search_step(ctx)),
                          ("finetune", lambda: finetune_steps(ctx)), ("optimizer", lambda: optimizer_steps(ctx)),
                          ("pretrain_loop", lambda: pretrain_loop(ctx, Path(tmp))),
-                         ("profile", lambda: profile_steps(ctx))):
+                         ("profile", lambda: profile_steps(ctx)), ("flex", lambda: {"rows": flex_rows(ctx)})):
             if name in args.sections.split(","):
                 run_section(report, name, fn)
                 write_report(args.out, report, ctx)  # a run cut off by a time limit keeps what it measured
@@ -357,9 +411,15 @@ def main() -> None:
     peaks = report["matmul_peak_tflops"]
     print(f"\n{report['gpu']}, torch {report['torch']}, {report['date']}, {prec.name}; matmul peak {peaks['bf16']} "
           f"TFLOP/s bf16, {peaks['fp32']} fp32; LAMB step {report.get('optimizer')}; {report['seconds']} s")
-    print(markdown(report["mfu"], ["job", "model", "micro_batch", "seq_len", "compiled", "ms", "tokens_per_s", "mfu"]))
+    if report["mfu"]:
+        print(markdown(report["mfu"], ["job", "model", "micro_batch", "seq_len", "compiled", "ms", "tokens_per_s",
+                                       "mfu"]))
     if "profile" in report:
         print_profile(report["profile"])
+    if "rows" in report.get("flex", {}):
+        print(markdown(report["flex"]["rows"], ["L", "batch", "mask", "block_density", "pass", "flash_ms",
+                                                "sdpa_mask_ms", "flex_ms", "flex_vs_sdpa_mask", "flex_vs_flash",
+                                                "auto", "auto_faster"]))
     print(f"written to {args.out}")
 
 

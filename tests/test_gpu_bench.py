@@ -59,3 +59,35 @@ def test_a_run_cut_off_mid_way_keeps_the_sections_it_finished(tmp_path, monkeypa
     report = json.loads(out.read_text())
     assert set(report["sections"]) == {"optimizer"} and "error" not in report["optimizer"]
     assert report["torch"] == torch.__version__ and report["seconds"] >= report["sections"]["optimizer"]["seconds"]
+
+
+def blocks_kept(keep: torch.Tensor, block: int) -> float:
+    """Fraction of block x block tiles with a kept entry, worked out on the boolean mask itself."""
+    H, L, _ = keep.shape
+    n = -(-L // block)
+    padded = torch.zeros(H, n * block, n * block, dtype=torch.bool)
+    padded[:, :L, :L] = keep
+    return padded.reshape(H, n, block, n, block).any(dim=(2, 4)).float().mean().item()
+
+
+def test_flex_section_times_every_mask_and_says_what_auto_picks(monkeypatch):
+    """The flex section at toy sizes on the CPU: a row per length and mask, each with its mask's block density
+    (16-blocks on a CPU), forward only (flex has no CPU backward), and auto's pick, which at these lengths is
+    sdpa (the CPU rule starts at 512 tokens); with the rule moved down, the long masks' rows say flex."""
+    from sparsebert import flex, masks
+
+    device = torch.device("cpu")
+    ctx = {"device": device, "clock": gpu.Clock(device), "toy": True, "repeats": 1}
+    rows = gpu.flex_rows(ctx)
+    lengths = gpu.FLEX_SIZES["toy"][0]
+    assert [(r["L"], r["mask"]) for r in rows] == [(L, m) for L in lengths for m in gpu.FLEX_MASKS]
+    for r in rows:
+        keep = masks.build_mask(r["mask"], r["L"]).reshape(-1, r["L"], r["L"])
+        assert r["block_density"] == round(blocks_kept(keep, 16), 4)
+        assert r["pass"] == "fwd" and r["auto"] == "sdpa" and r["flex_ms"] > 0 and r["sdpa_mask_ms"] > 0
+        if r["sdpa_mask_ms"] != r["flex_ms"]:  # rounded to the microsecond: a tie there says nothing
+            assert r["auto_faster"] == (r["sdpa_mask_ms"] < r["flex_ms"])
+    monkeypatch.setitem(flex.WHERE_FLEX_PAYS, "cpu", flex.FlexPays(64, 0.3, "test"))
+    picks = {(r["L"], r["mask"]): r["auto"] for r in gpu.flex_rows(ctx)}
+    assert picks[(64, "blockwise")] == "flex" and picks[(128, "blockwise")] == "flex"  # 25 % and 12.5 % of blocks
+    assert picks[(128, "bigbird")] == "sdpa"

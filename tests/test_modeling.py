@@ -306,7 +306,7 @@ def test_bad_specs_raise_clear_errors():
         tiny(attention_mask_type="nope")
     with raises_line("mask_seq_len=64 exceeds max_position_embeddings=32"):
         tiny(mask_seq_len=64)
-    with raises_line("attention_backend must be 'sdpa' or 'flex', got 'xformers'"):
+    with raises_line("attention_backend must be one of auto, sdpa, flex, got 'xformers'"):
         tiny(attention_backend="xformers")
     with raises_line("hidden_size 30 not divisible by 4 heads"):
         SparseBertModel(tiny(hidden_size=30))

@@ -16,6 +16,8 @@ Design:
 - flex_attention is only fast compiled (eager materialises the full score matrix), so it is compiled once
   per process and reused; new closures with the same code do not trigger recompiles (only new shapes do).
 - A query with no kept key gets output 0 (FlexAttention's rule), never NaN.
+- Flex is not always faster: short inputs and masks that touch most blocks run faster with sdpa. The `auto`
+  backend (`choose_backend`) takes flex only where it was measured faster (`WHERE_FLEX_PAYS`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import copy
 import functools
 import inspect
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch.nn.attention.flex_attention import BlockMask, and_masks, create_block_mask, flex_attention
@@ -96,6 +100,12 @@ def all_blocks_partial(block_mask: BlockMask) -> BlockMask:
                                     seq_lengths=block_mask.seq_lengths)
 
 
+def block_density(block_mask: BlockMask) -> float:
+    """Fraction of the (query block, key block) pairs that flex computes, over heads: what its cost follows.
+    Counted in blocks: BlockMask.sparsity() counts a cut last block as whole and can pass 100 %."""
+    return block_mask.to_dense().float().mean().item()
+
+
 class BlockMaskCache:
     """Structural BlockMasks of one fixed keep-mask, one per length, built on first use.
 
@@ -109,17 +119,25 @@ class BlockMaskCache:
         self._keep: torch.Tensor | None = None
         self._version = -1
         self._masks: dict[int, tuple[BlockMask, torch.Tensor]] = {}
+        self._densities: dict[int, float] = {}
         self.builds = 0  # for tests and benchmarks: how often a BlockMask was actually built
 
     def get(self, keep: torch.Tensor, seq_len: int) -> tuple[BlockMask, torch.Tensor]:
         """(BlockMask, sliced keep (Hm, T, T)) for inputs of length seq_len."""
         if keep is not self._keep or keep._version != self._version:
-            self._keep, self._version, self._masks = keep, keep._version, {}
+            self._keep, self._version, self._masks, self._densities = keep, keep._version, {}, {}
         if seq_len not in self._masks:
             sliced = keep[:, :seq_len, :seq_len].contiguous()
             self._masks[seq_len] = (structural_block_mask(sliced), sliced)
             self.builds += 1
         return self._masks[seq_len]
+
+    def density(self, keep: torch.Tensor, seq_len: int) -> float:
+        """`block_density` of the BlockMask for this length (built if needed, computed once)."""
+        block_mask, _ = self.get(keep, seq_len)
+        if seq_len not in self._densities:
+            self._densities[seq_len] = block_density(block_mask)
+        return self._densities[seq_len]
 
 
 def with_padding(block_mask: BlockMask, keep: torch.Tensor, attention_mask: torch.Tensor | None) -> BlockMask:
@@ -165,3 +183,53 @@ def fallback_reason(x: torch.Tensor, training: bool, attention_dropout: float) -
 @functools.cache
 def notice_once(message: str) -> None:
     log.warning(message)
+
+
+# -------------------------------------------------------------------------------------------------------
+# Where flex pays: attention_backend "auto"
+
+
+@dataclass(frozen=True)
+class FlexPays:
+    """On one kind of device, flex was measured faster than sdpa for inputs of at least `min_len` tokens whose
+    mask keeps at most `max_block_density` of its blocks (`block_size` of that device), and slower elsewhere."""
+
+    min_len: int
+    max_block_density: float
+    measured: str  # the measurement the two numbers come from
+
+
+# Each threshold lies between a measured length or density where flex was faster and one where it was slower;
+# a device kind with no measurement (mps, xpu, ...) gets sdpa. benchmarks/attention.py (CPU) and
+# benchmarks/gpu.py's flex section (GPU) print, for every row they measure, whether auto picked the faster one.
+WHERE_FLEX_PAYS = {
+    "cpu": FlexPays(512, 0.25, "model forward, 2 layers, hidden 256, 16-blocks (make bench, AMD EPYC, AVX2, torch "
+                               "2.13, 2026-12-06): L 128 0.93-1.08x at any density; L 512 1.09-1.32x at 9-15 % of "
+                               "blocks, 0.65-0.75x at 90-100 %; L 2048 1.8-2.4x at 2-4 %, 0.87x at 42 %"),
+    "cuda": FlexPays(8192, 0.25, "attention forward+backward, 128-blocks, bf16 (H200, torch 2.11, 2026-12-04, "
+                                 "docs/gpu_measurements.md): L 2048 0.47-0.61x at 29-100 % of blocks; L 8192 "
+                                 "1.85-2.11x at 8-17 %, 0.42x at 100 %"),
+}
+
+
+def choose_backend(device_type: str, seq_len: int, density: Callable[[], float]) -> tuple[str, str]:
+    """("flex" or "sdpa", why) for a forward of `seq_len` tokens on `device_type` (attention_backend auto).
+    `density()` gives the mask's block density at that length; it is only asked when the length alone does not
+    decide, since it needs the BlockMask built."""
+    where = WHERE_FLEX_PAYS.get(device_type)
+    if where is None:
+        return "sdpa", f"attention auto: sdpa on {device_type} (flex has not been measured there)"
+    if seq_len < where.min_len:
+        return "sdpa", (f"attention auto: sdpa at length {seq_len} on {device_type} (flex was measured slower "
+                        f"below {where.min_len})")
+    kept = density()
+    verdict = "flex" if kept <= where.max_block_density else "sdpa"
+    relation = "at most" if verdict == "flex" else "over"
+    return verdict, (f"attention auto: {verdict} at length {seq_len} on {device_type}: the mask keeps {kept:.1%} "
+                     f"of its blocks, {relation} the {where.max_block_density:.0%} up to which flex was measured "
+                     f"faster")
+
+
+@functools.cache
+def choice_once(message: str) -> None:
+    log.info(message)

@@ -34,6 +34,7 @@ from sparsebert.dam import DAM, DAM_TYPES, MASK_BIAS, build_dam, extend_keep, re
 from sparsebert.io import UserError
 
 LEARNED = "learned"  # a fixed mask that comes from a file (binarized DAM); carried in the weights
+BACKENDS = ("auto", "sdpa", "flex")  # SparseBertConfig.attention_backend
 
 
 class SparseBertConfig(BertConfig):
@@ -47,11 +48,14 @@ class SparseBertConfig(BertConfig):
         mask_seq_len: length L the mask is built/learned for; inputs may be shorter (the mask is sliced).
             Defaults to max_position_embeddings.
         dam_init_std: std of the initial DAM logits (official code: 1e-3).
-        attention_backend: "sdpa" (dense scores + mask, the reference) or "flex" (FlexAttention block-sparse:
-            faster for sparse fixed masks). flex falls back to sdpa, with a one-time notice, where it cannot
-            run: training on CPU (no CPU backward in torch 2.13) and training with attention dropout (flex has
-            none). DAM masks always use sdpa: the mask is resampled every step and must get gradients, so it
-            is a dense differentiable tensor; a BlockMask is neither differentiable nor cheap to rebuild.
+        attention_backend: "sdpa" (dense scores + mask, the reference), "flex" (FlexAttention block-sparse:
+            faster for long inputs under sparse fixed masks) or "auto" (flex where it was measured faster on this
+            kind of device, for this length and the mask's block density: `flex.choose_backend`; sdpa
+            elsewhere). flex falls back to sdpa, with a one-time notice, where it cannot run: training on CPU (no
+            CPU backward in torch 2.13) and training with attention dropout (flex has none); auto then takes
+            sdpa without one. DAM masks always use sdpa: the mask is resampled every step and must get
+            gradients, so it is a dense differentiable tensor; a BlockMask is neither differentiable nor cheap
+            to rebuild.
     """
 
     model_type = "sparsebert"
@@ -62,7 +66,7 @@ class SparseBertConfig(BertConfig):
         attention_mask_params: dict | None = None,
         mask_seq_len: int | None = None,
         dam_init_std: float = 1e-3,
-        attention_backend: str = "sdpa",
+        attention_backend: str = "auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -83,8 +87,8 @@ class SparseBertConfig(BertConfig):
             raise UserError(
                 f"mask_seq_len={self.mask_seq_len} exceeds max_position_embeddings={self.max_position_embeddings}"
             )
-        if self.attention_backend not in ("sdpa", "flex"):
-            raise UserError(f"attention_backend must be 'sdpa' or 'flex', got {self.attention_backend!r}")
+        if self.attention_backend not in BACKENDS:
+            raise UserError(f"attention_backend must be one of {', '.join(BACKENDS)}, got {self.attention_backend!r}")
 
     @property
     def is_dam(self) -> bool:
@@ -237,6 +241,11 @@ class FixedMask(nn.Module):
             )
         return self.keep[:, :seq_len, :seq_len]
 
+    def block_density(self, seq_len: int) -> float:
+        """flex backend: the fraction of blocks its BlockMask for this length keeps (`flex.block_density`)."""
+        self(seq_len)  # length check
+        return self.block_masks.density(self.keep, seq_len)
+
     def block_mask(self, seq_len: int, attention_mask: torch.Tensor | None) -> BlockMask:
         """flex backend: the cached structural BlockMask with this batch's padding."""
         self(seq_len)  # length check
@@ -329,15 +338,22 @@ class SparseBertModel(SparseBertPreTrainedModel):
 
     def uses_flex(self, x: torch.Tensor) -> bool:
         """Whether this forward runs FlexAttention (see SparseBertConfig.attention_backend for the rules)."""
-        if self.config.attention_backend != "flex":
+        backend = self.config.attention_backend
+        if backend == "sdpa":
             return False
         if self.config.is_dam:
-            flex.notice_once("DAM masks are learned as dense differentiable tensors: DAM models use sdpa")
+            if backend == "flex":
+                flex.notice_once("DAM masks are learned as dense differentiable tensors: DAM models use sdpa")
             return False
         reason = flex.fallback_reason(x, self.training, self.config.attention_probs_dropout_prob)
-        if reason:
+        if backend == "flex" and reason:
             flex.notice_once(reason)
-        return reason is None
+        if backend == "flex" or reason:
+            return reason is None
+        seq_len = x.shape[1]
+        choice, why = flex.choose_backend(x.device.type, seq_len, lambda: self.fixed_mask.block_density(seq_len))
+        flex.choice_once(why)
+        return choice == "flex"
 
     def attention_bias(self, attention_mask: torch.Tensor | None, seq_len: int, dtype: torch.dtype):
         """One additive bias (B|1, H|1, T, T) for all layers, and the sampled DAM mask (or None).
