@@ -9,6 +9,7 @@ minute). The DAG is built from the same rules either way, and about as large (36
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,17 @@ def time_noop(workdir: Path, config: Path, repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def slurm_probe_s() -> float | None:
+    """Seconds of `scontrol show config`, which Snakemake's SLURM executor plugin runs when it is imported (so in
+    every `snakemake` start, whatever the executor) with a 10 s timeout: with SLURM's client installed and no
+    controller to answer (as on a CI machine after its SLURM test), every no-op pays it. None without scontrol."""
+    if shutil.which("scontrol") is None:
+        return None
+    start = time.perf_counter()
+    subprocess.run(["scontrol", "show", "config"], capture_output=True, timeout=30)
+    return time.perf_counter() - start
+
+
 def main(quick: bool = False) -> str:
     default = REPO / "config" / "config.yaml"
     repeats = 3 if quick else 5
@@ -61,8 +73,12 @@ def main(quick: bool = False) -> str:
             full = time.perf_counter() - start
             rows = [dict(config="config/smoke.yaml (run first in a temporary directory)", full_run_s=full,
                          noop_rerun_s=time_noop(workdir, smoke, repeats))]  # fmt: skip
+    probe = slurm_probe_s()
+    for row in rows:
+        row["scontrol_probe_s"] = "no scontrol" if probe is None else probe
     write_csv(rows, OUT / "workflow.csv")
     return "\n\n".join([
-        "### Workflow: a no-op `snakemake --cores 2` on a finished run (median wall time, incl. Python start-up)",
+        "### Workflow: a no-op `snakemake --cores 2` on a finished run (median wall time, incl. Python start-up; "
+        "scontrol_probe_s: `scontrol show config` timed alone, which Snakemake's SLURM plugin runs in every start)",
         markdown(rows, list(dict.fromkeys(c for r in rows for c in r))),
     ])  # fmt: skip
