@@ -203,9 +203,10 @@ class FlexPays:
 # a device kind with no measurement (mps, xpu, ...) gets sdpa. benchmarks/attention.py (CPU) and
 # benchmarks/gpu.py's flex section (GPU) print, for every row they measure, whether auto picked the faster one.
 WHERE_FLEX_PAYS = {
-    "cpu": FlexPays(512, 0.25, "model forward, 2 layers, hidden 256, 16-blocks (make bench, AMD EPYC, AVX2, torch "
-                               "2.13, 2026-12-06): L 128 0.93-1.08x at any density; L 512 1.09-1.32x at 9-15 % of "
-                               "blocks, 0.65-0.75x at 90-100 %; L 2048 1.8-2.4x at 2-4 %, 0.87x at 42 %"),
+    "cpu": FlexPays(512, 0.25, "model forward, 2 layers, hidden 256, 16-blocks, torch 2.13 (make bench: AMD EPYC "
+                               "AVX2 2026-12-06 and 12-07, Intel Xeon AMX 2026-12-05): L 128 0.86-1.08x at any "
+                               "density; L 512 1.09-1.42x at 9-15 % of blocks, 0.65-0.75x at 90-100 %; L 2048 "
+                               "1.8-2.5x at 2-4 %, 0.77-0.90x at 42 %, 0.41-0.51x at 100 %"),
     "cuda": FlexPays(8192, 0.25, "attention forward+backward, 128-blocks, bf16 (H200, torch 2.11, 2026-12-04, "
                                  "docs/gpu_measurements.md): L 2048 0.47-0.61x at 29-100 % of blocks; L 8192 "
                                  "1.85-2.11x at 8-17 %, 0.42x at 100 %"),

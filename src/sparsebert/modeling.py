@@ -346,10 +346,12 @@ class SparseBertModel(SparseBertPreTrainedModel):
                 flex.notice_once("DAM masks are learned as dense differentiable tensors: DAM models use sdpa")
             return False
         reason = flex.fallback_reason(x, self.training, self.config.attention_probs_dropout_prob)
-        if backend == "flex" and reason:
-            flex.notice_once(reason)
-        if backend == "flex" or reason:
+        if backend == "flex":
+            if reason:
+                flex.notice_once(reason)
             return reason is None
+        if reason:  # auto: sdpa where flex cannot run, without a notice (nothing was asked for)
+            return False
         seq_len = x.shape[1]
         choice, why = flex.choose_backend(x.device.type, seq_len, lambda: self.fixed_mask.block_density(seq_len))
         flex.choice_once(why)
