@@ -80,13 +80,19 @@ def test_the_vocabulary_size_is_the_tokenizers(tmp_path):
 def test_a_runs_identity_is_what_it_trains_and_reads(monkeypatch):
     read = []
     monkeypatch.setattr(training, "fingerprint", lambda *paths: read.append(paths) or "fp")
-    recipe = {"lr": 0.1, "max_steps": 9, **{key: "how" for key in pretrain.RUN_ONLY_KEYS}}
+    model = {"hidden_size": 64, "attention_backend": "flex"}
+    recipe = {"lr": 0.1, "max_steps": 9, "model": model, **{key: "how" for key in pretrain.RUN_ONLY_KEYS}}
     identity = pretrain.run_identity(recipe, "dam_s", {"a": 1}, "m.safetensors", 1e-4, "ex", "tok")
-    assert identity == {"recipe": {"lr": 0.1, "max_steps": 9}, "mask": "dam_s", "mask_params": {"a": 1},
-                        "mask_file": "m.safetensors", "dam_lambda": 1e-4, "examples": "ex", "inputs": "fp"}
+    assert identity == {"recipe": {"lr": 0.1, "max_steps": 9, "model": {"hidden_size": 64}}, "mask": "dam_s",
+                        "mask_params": {"a": 1}, "mask_file": "m.safetensors", "dam_lambda": 1e-4, "examples": "ex",
+                        "inputs": "fp"}
+    assert recipe["model"] == {"hidden_size": 64, "attention_backend": "flex"}  # the caller's recipe is left whole
     assert read == [("ex", "tok", "m.safetensors")]
     assert pretrain.RUN_ONLY_KEYS == {"micro_batch_size", "compile", "checkpoint_every", "log_every", "eval_examples",
                                       "keep_checkpoints"}
+    assert pretrain.RUN_ONLY_MODEL_KEYS == {"attention_backend"}
+    # a recipe without a model (as the tests' hand-made ones) keeps its keys
+    assert pretrain.run_identity({"lr": 0.1}, "dense", {}, None, None, "ex", "tok")["recipe"] == {"lr": 0.1}
 
 
 def test_pretraining_batches_go_to_a_gpu_through_pinned_memory_as_int64(copies):

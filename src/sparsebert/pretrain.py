@@ -89,6 +89,8 @@ def build_model(recipe: dict, vocab_size: int, seq_len: int, mask: str, mask_par
 # of starting days of training over. The global batch is unchanged, so the updates differ only by rounding.
 RUN_ONLY_KEYS = frozenset({"micro_batch_size", "compile", "checkpoint_every", "log_every", "eval_examples",
                            "keep_checkpoints"})
+# The same in the model's shape: how attention is computed (sdpa or flex, the same outputs to rounding).
+RUN_ONLY_MODEL_KEYS = frozenset({"attention_backend"})
 
 
 def to_device(batch: dict, device) -> dict:
@@ -190,8 +192,11 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
 
 def run_identity(recipe, mask, mask_params, mask_file, dam_lambda, examples_dir, tokenizer_dir) -> dict:
     """What defines a pretraining run for its checkpoints (training.claim_state): what it trains (the recipe
-    less RUN_ONLY_KEYS), its mask, and the fingerprint of what it reads: examples, tokenizer, mask file."""
+    less RUN_ONLY_KEYS and RUN_ONLY_MODEL_KEYS), its mask, and the fingerprint of what it reads: examples,
+    tokenizer, mask file."""
     trained = {k: v for k, v in recipe.items() if k not in RUN_ONLY_KEYS}
+    if "model" in trained:
+        trained["model"] = {k: v for k, v in trained["model"].items() if k not in RUN_ONLY_MODEL_KEYS}
     return {"recipe": trained, "mask": mask, "mask_params": mask_params, "mask_file": mask_file,
             "dam_lambda": dam_lambda, "examples": examples_dir,
             "inputs": training.fingerprint(examples_dir, tokenizer_dir, mask_file)}
