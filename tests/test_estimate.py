@@ -237,11 +237,64 @@ def test_the_committed_references_of_claim_1s_demo_pick_this_machines_kind():
                                             "demo_cpu_claim1_xeon_amx.json"]
     here = {"cpu": "AMD EPYC", "cores": 2, "isa": "avx2", "bf16_flags": [], "isa_cap": None}
     config = estimate.REFERENCES.parents[1] / "config" / "cpu_claim1.yaml"
-    path, ref, why = estimate.nearest(runs, "fp32", here, estimate.config_digest(config))
+    refs = {path: estimate.read_reference(path) for path in runs}
+    path, ref, why = estimate.nearest(refs, "fp32", here, estimate.config_digest(config))
     assert path.name == "demo_cpu_claim1_epyc_avx2.json" and ref["precision"] == "fp32"
     assert why == "; the nearest of 3 recorded runs: same precision, instruction set, CPU model as here"
-    path, _, _ = estimate.nearest(runs, "bf16", {**here, "isa": "avx512f", "bf16_flags": ["avx512_bf16"]}, "")
+    path, _, _ = estimate.nearest(refs, "bf16", {**here, "isa": "avx512f", "bf16_flags": ["avx512_bf16"]}, "")
     assert path.name == "demo_cpu_claim1.json"
+
+
+def test_every_committed_reference_is_one_the_estimate_can_read():
+    paths = sorted(estimate.REFERENCES.glob("demo_*.json"))
+    assert len(paths) >= 6
+    for path in paths:
+        assert estimate.read_reference(path)["probe_step_s"] > 0, path
+
+
+def without(mapping: dict, dotted: str) -> dict:
+    """`mapping` (deep-copied) without the key at the dotted path."""
+    out = json.loads(json.dumps(mapping))
+    *parents, last = dotted.split(".")
+    node = out
+    for part in parents:
+        node = node[part]
+    del node[last]
+    return out
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda ref: "{not json", "is not readable JSON: Expecting property name"),
+    (lambda ref: [ref], "must hold a JSON object, got list"),
+    (lambda ref: without(ref, "probe_step_s"), ": 'probe_step_s' is a required property; write it anew with"),
+    (lambda ref: {**ref, "probe_step_s": 0}, ": probe_step_s: 0 is less than or equal to the minimum of 0;"),
+    (lambda ref: {**ref, "dag_wall_s": "20 min"}, ": dag_wall_s: '20 min' is not of type 'number';"),
+    (lambda ref: without(ref, "machine.cores"), ": machine: 'cores' is a required property;"),
+    (lambda ref: {**ref, "machine": {**ref["machine"], "cores": 0}}, ": machine.cores: 0 is less than the minimum"),
+    (lambda ref: without(ref, "jobs.finetune.seconds"), ": jobs.finetune: 'seconds' is a required property;"),
+    (lambda ref: {**ref, "install_s": "1 min"}, ": install_s: '1 min' is not of type 'number', 'null';"),
+])  # fmt: skip
+def test_a_damaged_reference_ends_in_one_error_naming_the_file_and_the_key(tmp_path, monkeypatch, damage, message):
+    """`make demo` prints the estimate first: a reference damaged by hand or by a merge says which file and key,
+    instead of a KeyError traceback or a division by zero halfway through."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    good = reference(tmp_path, config, "good.json")
+    broken = tmp_path / "demo_tiny_broken.json"
+    damaged = damage(json.loads(good.read_text()))
+    broken.write_text(damaged if isinstance(damaged, str) else json.dumps(damaged))
+    monkeypatch.setattr(estimate, "probe_step_seconds", lambda config: pytest.fail("probed before reading"))
+    with pytest.raises(UserError) as caught:
+        estimate.estimate_line(TINY, config, [good, broken], 2)
+    assert str(caught.value).startswith(f"reference timing {broken}") and message in str(caught.value)
+    monkeypatch.setattr(estimate, "probe_step_seconds", lambda config: (0.1, "fp32"))
+    assert "about 20 min" in estimate.estimate_line(TINY, config, [good], 2)  # the intact one still serves
+
+
+def test_a_reference_that_is_not_json_is_named_when_the_runs_references_are_listed(tmp_path):
+    (tmp_path / "demo_x_amx.json").write_text("")
+    with pytest.raises(UserError, match=f"^reference timing {tmp_path}/demo_x_amx.json is not readable JSON"):
+        estimate.recorded_runs("x", tmp_path)
 
 
 @pytest.mark.parametrize("flags, isa", [({"avx2", "avx512f"}, "avx512f"), ({"avx2", "fma"}, "avx2"),

@@ -36,6 +36,25 @@ from sparsebert.io import UserError, atomic_write_json
 
 REFERENCES = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 PROBE_SECONDS = 3.0  # timed steps after the warm-up: enough for a stable median on an idle machine
+# What the estimate reads of a reference (`record` writes more: torch, install time, the config's path).
+REFERENCE_SCHEMA = {
+    "type": "object",
+    "required": ["precision", "probe_step_s", "dag_wall_s", "date", "config_sha256_16", "machine", "jobs"],
+    "properties": {
+        "run": {"type": "string"},
+        "precision": {"type": "string"},
+        "probe_step_s": {"type": "number", "exclusiveMinimum": 0},  # divides this machine's step
+        "dag_wall_s": {"type": "number", "minimum": 0},
+        "install_s": {"type": ["number", "null"], "minimum": 0},
+        "date": {"type": "string"},
+        "config_sha256_16": {"type": "string"},
+        "machine": {"type": "object", "required": ["cpu", "cores", "isa"],
+                    "properties": {"cpu": {"type": "string"}, "cores": {"type": "integer", "minimum": 1},
+                                   "isa": {"type": "string"}, "isa_cap": {"type": ["string", "null"]}}},
+        "jobs": {"type": "object", "additionalProperties": {
+            "type": "object", "required": ["seconds"], "properties": {"seconds": {"type": "number", "minimum": 0}}}},
+    },
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,9 +90,32 @@ def recorded_runs(run: str, root: Path) -> list[Path]:
     """The references of `run`: demo_<run>.json, and demo_<run>_<machine>.json that say they ran `run` (the
     name alone would also match another run's, e.g. run `cpu` and demo_cpu_claim1.json)."""
     primary = root / f"demo_{run}.json"
-    others = [path for path in sorted(root.glob(f"demo_{run}_*.json"))
-              if json.loads(path.read_text()).get("run") == run]
+    others = [path for path in sorted(root.glob(f"demo_{run}_*.json")) if _read_json(path).get("run") == run]
     return [primary, *others] if primary.is_file() else others
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"reference timing {path} is not readable JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"reference timing {path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_reference(path: Path) -> dict:
+    """A reference timing, checked against REFERENCE_SCHEMA: a damaged or hand-edited file ends in one error
+    that names it and the key, not in a KeyError halfway through the estimate."""
+    from jsonschema import Draft202012Validator
+
+    ref = _read_json(path)
+    errors = sorted(Draft202012Validator(REFERENCE_SCHEMA).iter_errors(ref), key=lambda e: list(map(str, e.path)))
+    if errors:
+        key = ".".join(map(str, errors[0].path))
+        raise UserError(f"reference timing {path}: {key + ': ' if key else ''}{errors[0].message}; "
+                        f"write it anew with `sparsebert estimate --record`")
+    return ref
 
 
 def load_config(path: Path) -> dict:
@@ -172,21 +214,21 @@ def record(config: dict, config_path: Path, logs: Path, wall: float, install: fl
     print(f"wrote {out}: {json.dumps(reference)}")
 
 
-def nearest(candidates: list[Path], precision_name: str, here: dict, digest: str) -> tuple[Path, dict, str]:
-    """The reference most like this machine, read; and what it shares with it, in words."""
+def nearest(refs: dict[Path, dict], precision_name: str, here: dict, digest: str) -> tuple[Path, dict, str]:
+    """Of the references read ({path: reference}), the one most like this machine; and what it shares with it, in
+    words."""
     def likeness(ref: dict) -> tuple:
         there = ref["machine"]
         return (ref["precision"] == precision_name,
                 (there.get("isa"), there.get("isa_cap")) == (here["isa"], here["isa_cap"]),
                 there.get("cpu") == here["cpu"], ref["config_sha256_16"] == digest, ref["date"])
 
-    refs = {path: json.loads(path.read_text()) for path in candidates}
-    path = max(candidates, key=lambda p: likeness(refs[p]))
-    if len(candidates) == 1:
+    path = max(refs, key=lambda p: likeness(refs[p]))
+    if len(refs) == 1:
         return path, refs[path], ""
     shared = [what for what, same in zip(("precision", "instruction set", "CPU model"), likeness(refs[path])) if same]
     why = f"same {', '.join(shared)} as here" if shared else "none matches this machine's precision or instruction set"
-    return path, refs[path], f"; the nearest of {len(candidates)} recorded runs: {why}"
+    return path, refs[path], f"; the nearest of {len(refs)} recorded runs: {why}"
 
 
 def estimate_line(config: dict, config_path: Path, candidates: list[Path], cores: int) -> str:
@@ -196,9 +238,10 @@ def estimate_line(config: dict, config_path: Path, candidates: list[Path], cores
         where = ", ".join(str(path) for path in candidates) or f"{REFERENCES}/demo_{run_name(config)}*.json"
         return (f"estimate: no reference timing for this config ({where}: missing): "
                 f"no estimate; the run's per-job times land in logs/{run_name(config)}/benchmarks/.")
+    refs = {path: read_reference(path) for path in found}  # checked before the probe spends its seconds
     step, prec = probe_step_seconds(config)
     same_config = config_digest(config_path)
-    reference_path, ref, chosen = nearest(found, prec, machine(), same_config)
+    reference_path, ref, chosen = nearest(refs, prec, machine(), same_config)
     factor = step / ref["probe_step_s"]
     ref_cores = ref["machine"]["cores"]
     # More cores run more jobs side by side; fewer serialize them. The total job time scales by the CPU factor.
