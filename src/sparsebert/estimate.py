@@ -110,10 +110,10 @@ def read_reference(path: Path) -> dict:
     from jsonschema import Draft202012Validator
 
     ref = _read_json(path)
-    errors = sorted(Draft202012Validator(REFERENCE_SCHEMA).iter_errors(ref), key=lambda e: list(map(str, e.path)))
-    if errors:
-        key = ".".join(map(str, errors[0].path))
-        raise UserError(f"reference timing {path}: {key + ': ' if key else ''}{errors[0].message}; "
+    error = next(Draft202012Validator(REFERENCE_SCHEMA).iter_errors(ref), None)  # the first, in the schema's order
+    if error is not None:
+        key = ".".join(map(str, error.path))
+        raise UserError(f"reference timing {path}: {key + ': ' if key else ''}{error.message}; "
                         f"write it anew with `sparsebert estimate --record`")
     return ref
 
