@@ -273,6 +273,7 @@ def without(mapping: dict, dotted: str) -> dict:
     (lambda ref: {**ref, "machine": {**ref["machine"], "cores": 0}}, ": machine.cores: 0 is less than the minimum"),
     (lambda ref: without(ref, "jobs.finetune.seconds"), ": jobs.finetune: 'seconds' is a required property;"),
     (lambda ref: {**ref, "install_s": "1 min"}, ": install_s: '1 min' is not of type 'number', 'null';"),
+    (lambda ref: {**ref, "probe_step_s": float("nan")}, ": probe_step_s: nan is not of type 'number';"),
 ])  # fmt: skip
 def test_a_damaged_reference_ends_in_one_error_naming_the_file_and_the_key(tmp_path, monkeypatch, damage, message):
     """`make demo` prints the estimate first: a reference damaged by hand or by a merge says which file and key,

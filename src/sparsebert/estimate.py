@@ -107,10 +107,8 @@ def _read_json(path: Path) -> dict:
 def read_reference(path: Path) -> dict:
     """A reference timing, checked against REFERENCE_SCHEMA: a damaged or hand-edited file ends in one error
     that names it and the key, not in a KeyError halfway through the estimate."""
-    from jsonschema import Draft202012Validator
-
     ref = _read_json(path)
-    error = next(Draft202012Validator(REFERENCE_SCHEMA).iter_errors(ref), None)  # the first, in the schema's order
+    error = next(recipes.strict_validator(REFERENCE_SCHEMA).iter_errors(ref), None)  # the first, in schema order
     if error is not None:
         key = ".".join(map(str, error.path))
         raise UserError(f"reference timing {path}: {key + ': ' if key else ''}{error.message}; "

@@ -71,6 +71,12 @@ def _validator_class():
     return validators.extend(Draft202012Validator, type_checker=types)
 
 
+def strict_validator(schema: dict):
+    """A JSON Schema validator of `schema` with this module's types (an integer is an int, a number finite), for
+    the other JSON files the package reads (estimate's reference timings)."""
+    return _validator_class()(schema)
+
+
 def _key(where: str, path) -> str:
     key = where
     for part in path:
