@@ -189,7 +189,7 @@ def loss_curves(quick: bool) -> tuple[list[dict], str]:
     if quick:
         recipe["max_steps"] = 60
     repo = Path(__file__).resolve().parents[1]
-    run = repo / "data" / config.get("run", "default")  # the default run's data (data/<run>/, README "Outputs")
+    run = repo / "data" / config.get("run", "default")  # the default run's data (data/<run>/, README "The pipeline")
     real = run / "examples", run / "tokenizer"
     logging.disable(logging.INFO)  # the loop's progress lines
     with tempfile.TemporaryDirectory() as tmp:

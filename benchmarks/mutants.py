@@ -10,7 +10,7 @@ Writes benchmarks/mutants/scores.md: per module the score and every survivor wit
 and changed line, not by mutmut's mutant number, which shifts when the function changes). Exits 1 when a
 module scores under 85 % or a survivor is not explained there.
 
-    python benchmarks/mutants.py                    # all modules (over 50 minutes on 2 cores: the README says)
+    python benchmarks/mutants.py                    # all modules (over 50 minutes on 2 cores: docs/mutation_testing.md)
     python benchmarks/mutants.py --module metrics   # one module
     python benchmarks/mutants.py --report-only      # re-read the last run's results (the modules it ran)
     python benchmarks/mutants.py --survivors-only   # rerun the last run's survivors (after adding tests)

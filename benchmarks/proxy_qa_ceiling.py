@@ -3,7 +3,7 @@
 proxy_qa's answers are whole sentences. A gold span that no window of the featurized context holds, or that is
 longer than `max_answer_length`, can never be predicted exactly; an unanswerable question always can ("no
 answer"). For each split this prints how many questions fall in each case, and the share that can be answered
-exactly at max_answer_length 30 and 64 (README, "Proxy tasks"). Needs the run's tasks and tokenizer:
+exactly at max_answer_length 30 and 64 (docs/data.md, "Proxy tasks"). Needs the run's tasks and tokenizer:
 
     snakemake --cores 1 --configfile config/gpu.yaml --allowed-rules corpus corpus_shard proxy_tasks tokenizer \
         -- data/gpu/tasks/proxy_qa data/gpu/tokenizer

@@ -22,7 +22,7 @@ Fine-tuning is cut into jobs as the DAG cuts it (`tasks.jobs`): one job per vari
 one row per task family), or per variant x seed running every task in turn (`finetune_model`, one row).
 Wall time assumes each job's GPUs (resources.<rule>.gpu, at most N) scale linearly, jobs of one rule run N /
 gpu at a time, and the rules run one after another (a bound: Snakemake overlaps pretrain and dam_search).
-Data preparation runs on CPUs: its cost comes from the rates measured in README "Data preparation at paper
+Data preparation runs on CPUs: its cost comes from the rates measured in docs/data.md "Data preparation at paper
 scale" and is known only for the hub corpus (BookCorpus + English Wikipedia, 3.3e9 words).
 """
 
@@ -49,7 +49,7 @@ SEQUENCES_PER_EXAMPLE = {"swag": 4, "proxy_choice": 4}
 FAMILIES = {"glue": ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"),
             "squad": ("squad_v1", "squad_v2"), "swag": ("swag",)}  # fmt: skip
 PRETRAINED_VOCAB = {"bert-base-uncased": 30_522, "bert-base-cased": 28_996}
-# README "Data preparation at paper scale" (2026-11-28, one job per core): words per CPU-second, bytes per word.
+# docs/data.md "Data preparation at paper scale" (2026-11-28, one job per core): words per CPU-second, bytes per word.
 CORPUS_WORDS_PER_CPU_S, EXAMPLES_WORDS_PER_CPU_S = 68_000, 140_000
 CORPUS_BYTES_PER_WORD, EXAMPLES_BYTES_PER_WORD = 18e9 / 3.3e9, 20.4
 HUB_CORPUS_WORDS = 3.3e9

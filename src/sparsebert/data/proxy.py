@@ -4,7 +4,7 @@ These are not GLUE / SQuAD / SWAG. They exist so that every fine-tuning head, fe
 runs for real offline; their names start with `proxy_` and their cards say "proxy" wherever they appear.
 
 Each task must be learnable by the default's tiny pretrained model and not by a constant prediction. The
-learning curves (README, benchmarks/learning_curves.py) show why that rules out classes that differ only in
+learning curves (docs/cpu_default.md, benchmarks/learning_curves.py) show why that rules out classes that differ only in
 word order: the default's dense model predicts masked words about as well with its positions shuffled (a bag
 of context words). So the tasks rest on what MLM + NSP pretraining does teach a small model, which words and
 topics belong together; each card reports the chance level and a bag-of-words baseline (logistic / ridge
