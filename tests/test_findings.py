@@ -186,14 +186,15 @@ def test_two_constant_predictors_are_not_evidence_of_equivalence(tmp_path):
 
 def test_one_seed_cannot_decide_a_claim(tmp_path):
     """The same clear differences as in the supported case, but one pretraining seed: the intervals see the
-    eval examples only, so every verdict is inconclusive and says what the examples alone gave."""
+    eval examples only (claim 1's: the heads), so every verdict is inconclusive and says what those alone gave."""
     acc = {"dense": [0.60], "no_diagonal": [0.60], "longformer": [0.50], "dam_s_0.001": [0.70]}
     p = build(tmp_path, acc, "first", seeds=[0])
     text = tables_and_findings(tmp_path, p)
     assert verdicts(text) == ["inconclusive", "inconclusive", "inconclusive"], text
     lines = [line for line in text.splitlines() if line.startswith("Verdict")]
     assert sum("ignores seed variance" in line for line in lines) == 3
-    assert sum("(the eval examples alone: supported; one seed cannot decide)" in line for line in lines) == 2
+    assert sum("(the eval examples alone: supported; one seed cannot decide)" in line for line in lines) == 1
+    assert sum("(the heads alone: supported; one seed cannot decide)" in line for line in lines) == 1  # claim 1
     assert "-> inconclusive (the eval examples alone: supported; one seed cannot decide)" in text
 
 
@@ -561,12 +562,12 @@ def test_claim_1_per_run_and_overall_rank(tmp_path):
         "- dam_s (20 steps, 2 seed(s) x 3 heads): rank by area below 0.25 0.000, 95 % interval [0.000, 0.000] "
         "(supported); rank by final keep probability 0.167, 95 % interval [0.167, 0.167]; final keep probability, "
         "mean over head-seeds: diagonal 0.200, other positions 0.600; the diagonal ended below 0.25 in 6 of 6 "
-        "head-seeds and was dropped most (rank 0: no position with a larger area) in 6. Binarized masks: 6 of 24 "
+        "head-seeds and was dropped most (rank 0: every other position had a smaller area) in 6. Binarized masks: 6 of 24 "
         "query rows had no key at p >= 0.5 and keep their most probable key instead.",
         "- dam_u (20 steps, 2 seed(s) x 1 heads): rank by area below 0.25 0.417, 95 % interval [0.417, 0.417] "
         "(supported); rank by final keep probability 0.500, 95 % interval [0.500, 0.500]; final keep probability, "
         "mean over head-seeds: diagonal (mean of its entries) 0.400, other positions 0.400; the diagonal ended "
-        "below 0.25 in 0 of 2 head-seeds and was dropped most (rank 0: no position with a larger area) in 0. "
+        "below 0.25 in 0 of 2 head-seeds and was dropped most (rank 0: every other position had a smaller area) in 0. "
         "Binarized masks: 2 of 6 query rows had no key at p >= 0.5 and keep their most probable key instead.", "",
         "Verdict: **supported at this scale**: mean rank of the diagonal by area below 0.25 0.208 (no preference: "
         "0.5), 95 % interval [0.208, 0.208]; 2 DAM run(s), 8 head-seeds; 2 seeds shared by the runs (resampled "
@@ -584,8 +585,8 @@ def test_claim_1_interval_is_clipped_to_the_range_of_a_rank(tmp_path):
     assert lines[4].startswith("- dam_s (20 steps, 2 seed(s) x 3 heads): rank by area below 0.25 0.500, 95 % interval "
                                "[0.000, 1.000] (inconclusive); rank by final keep probability 0.583, 95 % interval "
                                "[0.000, 1.000]; ")  # fmt: skip
-    assert ("the diagonal ended below 0.25 in 3 of 6 head-seeds and was dropped most (rank 0: no position with a "
-            "larger area) in 3. Binarized masks: 0 of 24 query") in lines[4]  # seed 0's 3 heads
+    assert ("the diagonal ended below 0.25 in 3 of 6 head-seeds and was dropped most (rank 0: every other position "
+            "had a smaller area) in 3. Binarized masks: 0 of 24 query") in lines[4]  # seed 0's 3 heads
     assert lines[-2] == ("Verdict: **inconclusive at this scale**: mean rank of the diagonal by area below 0.25 0.500 "
                          "(no preference: 0.5), 95 % interval [0.000, 1.000]; 1 DAM run(s), 6 head-seeds; 2 seeds "
                          "shared by the runs (resampled jointly for every run, each as the mean of its heads).")
@@ -641,11 +642,11 @@ def test_claim_1_with_one_seed_says_what_the_heads_alone_gave(tmp_path):
     p = searches(tmp_path, {"dam_s": [([FIRST] * 3, None)]}, seeds=(0,))
     lines = claim1(p)
     assert lines[4].startswith("- dam_s (20 steps, 1 seed(s) x 3 heads): rank by area below 0.25 0.000, 95 % "
-                               "interval [0.000, 0.000] (supported)")  # fmt: skip
+                               "interval [0.000, 0.000] (the heads alone: supported; one seed cannot decide)")
     assert lines[-2] == ("Verdict: **inconclusive at this scale**: mean rank of the diagonal by area below 0.25 0.000 "
                          "(no preference: 0.5), 95 % interval [0.000, 0.000]; 1 DAM run(s), 3 head-seeds; 1 seed per "
-                         "run: the interval resamples heads only and ignores seed variance (the eval examples alone: "
-                         "supported; one seed cannot decide).")  # fmt: skip
+                         "run: the interval resamples heads only and ignores seed variance (the heads alone: supported; "
+                         "one seed cannot decide).")  # fmt: skip
 
 
 def test_claim_1_without_a_dam_search_measures_nothing(tmp_path):
@@ -701,7 +702,7 @@ def test_claim_1_diagonal_ending_exactly_at_the_threshold_is_not_below_it(tmp_pa
     assert line.startswith("- dam_s (20 steps, 2 seed(s) x 3 heads): rank by area below 0.25 0.500, 95 % interval "
                            "[0.500, 0.500] (inconclusive); rank by final keep probability 0.000, ")  # fmt: skip
     assert ("diagonal 0.250, other positions 0.500; the diagonal ended below 0.25 in 0 of 6 head-seeds and was "
-            "dropped most (rank 0: no position with a larger area) in 0.") in line  # every area 0: rank 0.5
+            "dropped most (rank 0: every other position had a smaller area) in 0.") in line  # every area 0: rank 0.5
 
 
 # The dense model vs the best constant predictor, and what pretraining learned.

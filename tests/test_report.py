@@ -190,6 +190,8 @@ def test_one_seed_gates_every_verdict_to_inconclusive_and_says_so():
     assert gated_note(stats.SUPPORTED, stats.SUPPORTED) == ""
     assert gated_note(stats.SUPPORTED, stats.INCONCLUSIVE) == (
         f" (the eval examples alone: {stats.SUPPORTED}; one seed cannot decide)")
+    assert gated_note(stats.CONTRADICTED, stats.INCONCLUSIVE, "the heads") == (  # claim 1 resamples heads
+        f" (the heads alone: {stats.CONTRADICTED}; one seed cannot decide)")
     assert verdict_line("supported", "because.") == ["Verdict: **supported at this scale**: because.", ""]
 
 
