@@ -65,6 +65,12 @@ def test_paper_plan_pretrain_row_by_hand(capsys):
     assert "accumulation 128 on 8 GPU(s)" in cells[8]
     assert row(out, "dam_search")[1] == "8" and row(out, "pretrain_learned")[1] == "8"
     assert row(out, "finetune (squad: squad_v1, squad_v2)")[1] == str(25 * 2)
+    # the DAM search, measured at micro-batch 256 only (30 %), runs at 64: 30 % x 14 % / 33 % (dense at 64 and 256)
+    dam = row(out, "dam_search")
+    assert float(dam[5].replace(",", "")) == pytest.approx(8 / 9 * flops / (0.30 * 0.14 / 0.33 * 797e12) / 3600,
+                                                           abs=0.5)  # ~707, not the 300 of the 30 % at 256
+    assert dam[4] == ("13 % (dam_search, micro-batch 64, eager (measured at micro-batch 256, scaled to 64 by "
+                      "pretrain's MFU at 64 / 256))")
 
 
 def test_smoke_plan_counts_its_jobs(capsys):
@@ -92,6 +98,32 @@ def test_mfu_is_taken_at_the_nearest_micro_batch_and_compile_setting():
     loop = {"job": "pretrain_loop", "micro_batch": 256, "compiled": True, "mfu": 0.5}
     entry, note = plan.pick_mfu({**measured, "mfu": measured["mfu"] + [loop]}, "pretrain", 64, compiled=False)
     assert entry is loop and note == "measured at micro-batch 256, not 64"  # the loop itself is preferred
+
+
+def test_a_kind_measured_at_another_micro_batch_only_is_scaled_by_the_step_it_extends():
+    """dam_search is measured at 256 only; pretrain at 64 and 256 (eager) and 256 (compiled): the search at 64
+    takes pretrain's change from 256 to 64; where pretrain lacks one of the two, the nearest entry as it is."""
+    measured = json.loads((ROOT / "benchmarks" / "results" / "gpu_h200.json").read_text())
+    dam_256 = next(e for e in measured["mfu"] if e["job"] == "dam_search")
+    assert (dam_256["micro_batch"], dam_256["mfu"]) == (256, 0.30)
+    entry, note = plan.pick_mfu(measured, "dam_search", 64, compiled=False)
+    assert entry["mfu"] == pytest.approx(0.30 * 0.14 / 0.33) and entry["micro_batch"] == 64
+    assert (entry["job"], entry["compiled"]) == ("dam_search", False) and dam_256["micro_batch"] == 256  # a copy
+    assert note == "measured at micro-batch 256, scaled to 64 by pretrain's MFU at 64 / 256"
+    entry, note = plan.pick_mfu(measured, "dam_search", 128, compiled=False)  # pretrain has no 128
+    assert entry is dam_256 and note == "measured at micro-batch 256, not 128"
+    compiled_dam = {**dam_256, "compiled": True, "mfu": 0.4}  # pretrain compiled: 256 only, so no scaling
+    entry, note = plan.pick_mfu({**measured, "mfu": [compiled_dam] + measured["mfu"]}, "dam_search", 64, True)
+    assert entry is compiled_dam and note == "measured at micro-batch 256, not 64"
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_between_two_equally_near_micro_batches_the_smaller_prices_a_job(order):
+    """GLUE's micro-batch 128 lies as near 64 (14 %) as 256 (33 %): the smaller, whatever the file's order."""
+    measured = json.loads((ROOT / "benchmarks" / "results" / "gpu_h200.json").read_text())
+    entry, note = plan.pick_mfu({**measured, "mfu": measured["mfu"][::order]}, "finetune_glue", 128, False)
+    assert (entry["job"], entry["micro_batch"], entry["mfu"]) == ("pretrain", 64, 0.14)
+    assert note == "pretrain's: finetune_glue / pretrain_loop not measured; measured at micro-batch 64, not 128"
 
 
 def test_missing_measurements_are_one_clear_error(tmp_path, capsys):

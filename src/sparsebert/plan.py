@@ -6,7 +6,8 @@ GPU-hours = FLOPs / (MFU x the measured matmul peak of the job's precision), wit
 of job on that GPU, read from a JSON written by benchmarks/gpu.py (the output names the file and the entry it
 used). `auto` is bf16 on a GPU (precision.resolve); an fp32 job (paper.yaml's SWAG, as the official script) runs
 at the fp32 peak, an order of magnitude below bf16's on tensor-core GPUs (the pipeline leaves TF32 off, torch's default).
-Where no measurement of a job's kind or precision exists, the nearest one stands in and the row says so.
+Where no measurement of a job's kind or precision exists, the nearest one stands in and the row says so; a kind
+measured at another micro-batch only is scaled to the job's by a kind measured at both (`scaled_to`).
 
 FLOPs (a multiply-add is 2; benchmarks/mfu.py measures MFU with this count and checks it against torch's
 counter every run): a training step is 3 x the forward (the backward runs two matmuls per forward matmul). For B sequences of T tokens, P masked positions each, hidden
@@ -16,7 +17,9 @@ d, feed-forward f, vocabulary V, n layers:
   MLM head, per position 2 (d^2 + d V)       pretraining: at the P masked positions only
   NSP, per sequence      2 (d^2 + 2 d)       pretraining: pooler + classifier
 Fine-tuning counts the encoder only (its heads are < 0.1 % of it). That is 6 x (encoder parameters) x tokens
-plus the attention term, the usual 6ND rule with L^2 attention spelled out.
+plus the attention term, the usual 6ND rule with L^2 attention spelled out. Fine-tuning counts its training
+epochs, not the evaluation at its end (forward passes over the dev sets: about 1 % of GLUE's FLOPs, 2 % of SQuAD's,
+5 % of SWAG's; run in fp32, so a larger share of the time).
 
 Fine-tuning is cut into jobs as the DAG cuts it (`tasks.jobs`): one job per variant x seed x task (`finetune`,
 one row per task family), or per variant x seed running every task in turn (`finetune_model`, one row).
@@ -126,17 +129,36 @@ MEASURED_AS = {"pretrain": ("pretrain_loop", "pretrain"), "pretrain_learned": ("
 def pick_mfu(measured: dict, job: str, micro_batch: int, compiled: bool) -> tuple[dict, str]:
     """The entry of the first measured kind for `job` (MEASURED_AS; a fine-tuning family: its own kind, then
     the pretraining step's), nearest to (micro_batch, compiled), and a note when it stands in for an
-    unmeasured kind or another micro-batch."""
+    unmeasured kind or another micro-batch. Between two equally near micro-batches the smaller one: its step is
+    the more launch-bound, so the plan errs towards the higher cost. Measured at another micro-batch only, it is
+    scaled to the job's by a later kind measured at both (`scaled_to`)."""
     kinds = MEASURED_AS.get(job, (job, "pretrain_loop", "pretrain"))
     kind = next((k for k in kinds if any(e["job"] == k for e in measured["mfu"])), None)
     if kind is None:
         raise UserError(f"the GPU measurements have no entry for {job} (nor {', '.join(kinds[1:])})")
     entries = [e for e in measured["mfu"] if e["job"] == kind]
     notes = [] if kind == kinds[0] else [f"{kind}'s: {' / '.join(kinds[:kinds.index(kind)])} not measured"]
-    best = min(entries, key=lambda e: (abs(math.log2(e["micro_batch"] / micro_batch)), e["compiled"] != compiled))
+    best = min(entries, key=lambda e: (abs(math.log2(e["micro_batch"] / micro_batch)), e["compiled"] != compiled,
+                                       e["micro_batch"]))
     if best["micro_batch"] != micro_batch:
-        notes.append(f"measured at micro-batch {best['micro_batch']}, not {micro_batch}")
+        scaled, how = scaled_to(measured, best, micro_batch, kinds[kinds.index(kind) + 1:])
+        notes.append(how or f"measured at micro-batch {best['micro_batch']}, not {micro_batch}")
+        best = scaled or best
     return best, "; ".join(notes)
+
+
+def scaled_to(measured: dict, entry: dict, micro_batch: int, references: tuple[str, ...]) -> tuple[dict | None, str]:
+    """`entry` moved to `micro_batch` by how the MFU of the first reference kind measured at both micro-batches
+    (same compile setting) changes between them: at the paper's micro-batch 64 the step is launch-bound, so a DAM
+    search measured only at 256 would otherwise be priced at more than twice the MFU of the step it extends."""
+    for ref in references:
+        at = {e["micro_batch"]: e for e in measured["mfu"] if e["job"] == ref and e["compiled"] == entry["compiled"]}
+        if entry["micro_batch"] in at and micro_batch in at:
+            ratio = at[micro_batch]["mfu"] / at[entry["micro_batch"]]["mfu"]
+            return ({**entry, "micro_batch": micro_batch, "mfu": entry["mfu"] * ratio},
+                    f"measured at micro-batch {entry['micro_batch']}, scaled to {micro_batch} by {ref}'s MFU at "
+                    f"{micro_batch} / {entry['micro_batch']}")
+    return None, ""
 
 
 def job_peak(measured: dict, precision: str) -> tuple[float, str]:
