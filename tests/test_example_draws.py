@@ -3,7 +3,8 @@
 Google's create_pretraining_data.py is the reference: one target length per document, chunks of sentences up to
 it, a random split point for A, B the rest of the chunk or (half the time) sentences of another document, the
 unused sentences put back, the longer segment truncated one token at a time from a random end, then MLM masking
-80/10/10 over whole words. `Script` returns the draws a test lists, in order, and records every call with its
+80/10/10 over tokens (or whole words, `whole_word_mask`). Where the builder departs from it (README, "Paper recipe":
+one-sentence chunks, the masked count, the random token), the cases follow the module's docstring. `Script` returns the draws a test lists, in order, and records every call with its
 arguments, so each case checks the draws' ranges as well as what the builder made of them. Each expected value
 below was worked out by hand from the rules above (see the comments), not by running the code.
 """
