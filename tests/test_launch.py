@@ -454,10 +454,14 @@ def locked(path: Path) -> bool:
 
 def test_machine_gpus_from_cuda_visible_devices():
     """A CUDA_VISIBLE_DEVICES restriction lists the GPUs (blanks and empty entries dropped) and wins over a
-    stated count; an empty one means no GPU."""
+    stated count; an empty one means no GPU, and so do the entries from one CUDA stops at."""
     environ = {"CUDA_VISIBLE_DEVICES": " 5, 7,,GPU-ab12 ", "SPARSEBERT_GPUS": "8"}
     assert machine_gpus(environ) == ["5", "7", "GPU-ab12"]
     assert machine_gpus({"CUDA_VISIBLE_DEVICES": "", "SPARSEBERT_GPUS": "8"}) == []
+    # CUDA stops at the first invalid entry: "-1" hides every GPU, "0,-1,1" shows GPU 0 only; SLURM without GPUs
+    assert machine_gpus({"CUDA_VISIBLE_DEVICES": "-1", "SPARSEBERT_GPUS": "8"}) == []
+    assert machine_gpus({"CUDA_VISIBLE_DEVICES": "0, -1, 1"}) == ["0"]
+    assert machine_gpus({"CUDA_VISIBLE_DEVICES": "NoDevFiles"}) == []
 
 
 def test_machine_gpus_from_sparsebert_gpus_and_nothing_without_nvidia_smi(monkeypatch, tmp_path):
@@ -491,6 +495,21 @@ def test_machine_gpus_counts_the_gpu_lines_of_nvidia_smi(monkeypatch, tmp_path):
     monkeypatch.setattr(launch.subprocess, "run", run)
     assert machine_gpus({}) == ["0", "1"]
     assert timeouts and None not in timeouts
+
+
+def test_a_hung_nvidia_smi_is_a_slot_error_naming_the_way_out(monkeypatch, tmp_path):
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+    def hung(cmd, **kwargs):
+        raise subprocess.TimeoutExpired(cmd, kwargs["timeout"])
+
+    monkeypatch.setattr(launch.subprocess, "run", hung)
+    with pytest.raises(SlotError) as error:
+        machine_gpus({})
+    assert str(error.value) == "nvidia-smi -L did not answer in 60 s; state the GPUs with SPARSEBERT_GPUS=N"
 
 
 def test_slot_file_names():
@@ -547,10 +566,10 @@ def test_acquire_refuses_more_gpus_than_the_machine_has(lock_dir):
 
 
 def test_acquire_creates_the_lock_directory_open_to_all(lock_dir):
-    """The lock directory and its parents are created (rwx for all: other users' jobs lock there too), an
-    existing one is used as it is, and the guard file is acquire.lock."""
+    """The lock directory and its parents are created, the directory rwx for all whatever the umask (other users'
+    jobs create their slot files there), and the guard file is acquire.lock."""
     nested = lock_dir / "a" / "b"
-    umask = os.umask(0)
+    umask = os.umask(0o077)
     try:
         held = acquire(1, ["0"], nested)
     finally:
@@ -570,6 +589,17 @@ def test_acquire_names_an_unusable_lock_directory(tmp_path, lock_dir):
         acquire(1, ["0"], bad)
     assert str(error.value).startswith(f"cannot use the GPU lock directory {bad} (")
     assert str(error.value).endswith("); set SPARSEBERT_GPU_LOCK_DIR")
+
+
+def test_acquire_names_a_lock_file_it_cannot_open(lock_dir):
+    """A slot file that cannot be opened (here a directory in its place; for another user, a lock directory they
+    may not write in) is a SlotError naming the file, not a traceback."""
+    (lock_dir / "gpu-0.lock").mkdir(parents=True)
+    with pytest.raises(SlotError) as error:
+        acquire(1, ["0"], lock_dir)
+    assert str(error.value) == (f"cannot open the GPU lock file {lock_dir / 'gpu-0.lock'} (Is a directory): the lock "
+                                "directory must be writable by every user whose jobs share these GPUs, or set "
+                                "SPARSEBERT_GPU_LOCK_DIR")
 
 
 def test_acquire_spreads_shared_jobs_over_the_gpus_before_piling_onto_one(lock_dir):

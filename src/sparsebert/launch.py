@@ -167,10 +167,16 @@ class SlotError(Exception):
 
 def machine_gpus(environ: Mapping) -> list[str]:
     """The GPUs jobs may take, as CUDA_VISIBLE_DEVICES entries: those of CUDA_VISIBLE_DEVICES when Snakemake
-    itself was started inside a restriction, else 0..N-1, N from SPARSEBERT_GPUS or nvidia-smi."""
+    itself was started inside a restriction (up to an entry CUDA stops at: a negative index, or SLURM's
+    NoDevFiles), else 0..N-1, N from SPARSEBERT_GPUS or nvidia-smi."""
     visible = environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return [gpu.strip() for gpu in visible.split(",") if gpu.strip()]
+        gpus = []
+        for gpu in filter(None, (entry.strip() for entry in visible.split(","))):
+            if gpu.startswith("-") or gpu == "NoDevFiles":  # CUDA sees no device from here on ("-1": none)
+                break
+            gpus.append(gpu)
+        return gpus
     stated = environ.get(GPUS_ENV)
     if stated is not None:
         if not stated.isdigit():
@@ -178,12 +184,19 @@ def machine_gpus(environ: Mapping) -> list[str]:
         return [str(i) for i in range(int(stated))]
     if shutil.which("nvidia-smi") is None:
         return []
-    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60).stdout
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60).stdout
+    except subprocess.TimeoutExpired:
+        raise SlotError(f"nvidia-smi -L did not answer in 60 s; state the GPUs with {GPUS_ENV}=N") from None
     return [str(i) for i, line in enumerate(l for l in listed.splitlines() if l.startswith("GPU "))]
 
 
 def _lock_file(path: Path) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:  # e.g. another user's lock directory that this user may not write in
+        raise SlotError(f"cannot open the GPU lock file {path} ({e.strerror}): the lock directory must be writable "
+                        f"by every user whose jobs share these GPUs, or set {LOCK_DIR_ENV}") from None
     try:
         os.fchmod(fd, 0o666)  # other users' jobs must be able to lock it too (umask would narrow it)
     except PermissionError:  # someone else's file: already open to all
@@ -225,9 +238,13 @@ def acquire(count: int, gpus: list[str], lock_dir: Path, poll_s: float = 2.0, jo
                         f"config's `resources`")
     try:
         lock_dir.mkdir(mode=0o777, parents=True, exist_ok=True)
-        guard = _lock_file(lock_dir / "acquire.lock")
     except OSError as e:
         raise SlotError(f"cannot use the GPU lock directory {lock_dir} ({e}); set {LOCK_DIR_ENV}") from None
+    try:
+        lock_dir.chmod(0o777)  # mkdir's mode is narrowed by the umask: other users' jobs create slot files here
+    except PermissionError:  # someone else's directory: as they made it
+        pass
+    guard = _lock_file(lock_dir / "acquire.lock")
     waiting_since = None
     while True:
         fcntl.flock(guard, fcntl.LOCK_EX)
