@@ -50,14 +50,31 @@ def test_a_branch_or_tag_resolves_to_a_commit(fake_hub):
 
 
 def test_a_pinned_commit_that_cannot_be_read_is_an_error(fake_hub):
-    """Offline, datasets falls back to the newest cached commit whatever revision was asked for."""
+    """Offline, datasets falls back to the newest cached commit whatever revision was asked for: a pinned commit,
+    whole or abbreviated, that is not what resolves stops the read; a branch or tag cannot be checked."""
     fake_hub["commit"] = "f" * 40
-    with pytest.raises(UserError, match=rf"revision {SHA} is pinned, but {'f' * 40} is what can be read \(offline, "
-                                        r"only the cached commit is\): download the pinned one, or change the pin"):
-        hub.load({"path": "rajpurkar/squad", "revision": SHA})
+    for pin in (SHA, SHA[:7]):
+        with pytest.raises(UserError) as error:
+            hub.load({"path": "rajpurkar/squad", "revision": pin})
+        assert str(error.value) == (
+            f"hub dataset rajpurkar/squad: revision {pin} is pinned, but {'f' * 40} is what can be read (offline, "
+            "datasets reads the newest cached commit, whatever revision is asked for): go online, make the pinned "
+            "commit the newest in the cache, or change the pin")
     assert not fake_hub["load"]
+    assert hub.load({"path": "rajpurkar/squad", "revision": "v1.0"})[1]["revision"] == "f" * 40  # a tag
     fake_hub["commit"] = SHA
     assert hub.load({"path": "rajpurkar/squad", "revision": SHA})[1]["revision"] == SHA
+    assert hub.load({"path": "rajpurkar/squad", "revision": SHA[:7]})[1]["revision"] == SHA
+
+
+def test_packaged_builders_are_read_as_given_whatever_datasets_ships(fake_hub, tmp_path):
+    """The builders datasets ships have no commit (xml and hdf5 are in its registry, not in the common list);
+    a name with an owner is a repository, and so is one that is no folder here."""
+    assert {"json", "csv", "parquet", "xml", "hdf5"} <= hub.packaged_builders()
+    assert not hub.is_repository("xml") and not hub.is_repository(str(tmp_path))
+    assert hub.is_repository("nyu-mll/glue")
+    assert hub.load({"path": "xml", "data_files": "a.xml"})[1] == {"path": "xml", "name": None, "revision": None}
+    assert not fake_hub["builder"]  # nothing resolved
 
 
 def test_an_unknown_repository_is_one_clear_error(monkeypatch):

@@ -19,15 +19,24 @@ from pathlib import Path
 
 from sparsebert.io import UserError
 
+# The builders datasets ships (read as given: no commit); its own registry adds the rest (packaged_builders)
 PACKAGED = {"json", "csv", "parquet", "text", "arrow", "pandas", "imagefolder", "audiofolder", "webdataset"}
 # load_dataset keywords that its builder does not take (they choose how to read, not what)
 LOAD_ONLY = {"split", "num_proc", "keep_in_memory", "verification_mode", "save_infos", "streaming"}
-SHA = re.compile(r"[0-9a-f]{40}")
+SHA = re.compile(r"[0-9a-f]{7,40}")  # a commit, whole or abbreviated (a pin that is no branch or tag)
+
+
+def packaged_builders() -> set[str]:
+    """PACKAGED and whatever else this datasets release ships (xml, hdf5, ...; a private registry, so the common
+    ones are listed above as well)."""
+    from datasets import packaged_modules
+
+    return PACKAGED | set(getattr(packaged_modules, "_PACKAGED_DATASETS_MODULES", ()))
 
 
 def is_repository(path: str) -> bool:
     """A hub repository ("nyu-mll/glue"), not a packaged builder or a folder on this machine."""
-    return path not in PACKAGED and not Path(path).exists()
+    return path not in packaged_builders() and not Path(path).exists()
 
 
 def resolve(spec: dict) -> str:
@@ -39,10 +48,12 @@ def resolve(spec: dict) -> str:
     except Exception as e:  # offline and not cached, unknown name or revision: one line for the user
         raise UserError(f"could not resolve hub dataset {spec}: {type(e).__name__}: {e}") from None
     found, wanted = builder.hash, spec.get("revision")
-    # Offline, datasets falls back to the newest cached commit whatever revision was asked for.
-    if wanted and SHA.fullmatch(str(wanted)) and found != wanted:
+    # Offline, datasets reads the newest cached commit whatever revision was asked for (a pinned one cached beside
+    # a newer one included): a pinned commit, whole or abbreviated, must be what resolves.
+    if wanted and SHA.fullmatch(str(wanted)) and not str(found).startswith(str(wanted)):
         raise UserError(f"hub dataset {spec['path']}: revision {wanted} is pinned, but {found} is what can be read "
-                        "(offline, only the cached commit is): download the pinned one, or change the pin")
+                        "(offline, datasets reads the newest cached commit, whatever revision is asked for): go "
+                        "online, make the pinned commit the newest in the cache, or change the pin")
     return found
 
 
