@@ -237,7 +237,7 @@ def acquire(count: int, gpus: list[str], lock_dir: Path, poll_s: float = 2.0, jo
                         f"; {GPUS_ENV} or CUDA_VISIBLE_DEVICES state them): lower the rule's `gpu` in the "
                         f"config's `resources`")
     try:
-        lock_dir.mkdir(mode=0o777, parents=True, exist_ok=True)
+        lock_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise SlotError(f"cannot use the GPU lock directory {lock_dir} ({e}); set {LOCK_DIR_ENV}") from None
     try:
