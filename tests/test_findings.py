@@ -562,8 +562,8 @@ def test_claim_1_per_run_and_overall_rank(tmp_path):
         "- dam_s (20 steps, 2 seed(s) x 3 heads): rank by area below 0.25 0.000, 95 % interval [0.000, 0.000] "
         "(supported); rank by final keep probability 0.167, 95 % interval [0.167, 0.167]; final keep probability, "
         "mean over head-seeds: diagonal 0.200, other positions 0.600; the diagonal ended below 0.25 in 6 of 6 "
-        "head-seeds and was dropped most (rank 0: every other position had a smaller area) in 6. Binarized masks: 6 of 24 "
-        "query rows had no key at p >= 0.5 and keep their most probable key instead.",
+        "head-seeds and was dropped most (rank 0: every other position had a smaller area) in 6. Binarized masks: "
+        "6 of 24 query rows had no key at p >= 0.5 and keep their most probable key instead.",
         "- dam_u (20 steps, 2 seed(s) x 1 heads): rank by area below 0.25 0.417, 95 % interval [0.417, 0.417] "
         "(supported); rank by final keep probability 0.500, 95 % interval [0.500, 0.500]; final keep probability, "
         "mean over head-seeds: diagonal (mean of its entries) 0.400, other positions 0.400; the diagonal ended "
@@ -645,8 +645,8 @@ def test_claim_1_with_one_seed_says_what_the_heads_alone_gave(tmp_path):
                                "interval [0.000, 0.000] (the heads alone: supported; one seed cannot decide)")
     assert lines[-2] == ("Verdict: **inconclusive at this scale**: mean rank of the diagonal by area below 0.25 0.000 "
                          "(no preference: 0.5), 95 % interval [0.000, 0.000]; 1 DAM run(s), 3 head-seeds; 1 seed per "
-                         "run: the interval resamples heads only and ignores seed variance (the heads alone: supported; "
-                         "one seed cannot decide).")  # fmt: skip
+                         "run: the interval resamples heads only and ignores seed variance (the heads alone: "
+                         "supported; one seed cannot decide).")  # fmt: skip
 
 
 def test_claim_1_without_a_dam_search_measures_nothing(tmp_path):

@@ -192,8 +192,8 @@ def claim_diagonal_dropped_first(p: dict, cfg: dict, rng: np.random.Generator) -
                      f"95 % interval [{f_lo:.3f}, {f_hi:.3f}]; final keep probability, mean over head-seeds: "
                      f"diagonal{where} {info['diag_end']:.3f}, other positions {info['other_end']:.3f}; the diagonal "
                      f"ended below {t:g} in {info['below']} of {info['heads']} head-seeds and was dropped most "
-                     f"(rank 0: every other position had a smaller area) in {int((by_area == 0).sum())}. Binarized masks: "
-                     f"{info['fallback']} of {info['rows']} query rows had no key at p >= 0.5 and keep their most "
+                     f"(rank 0: every other position had a smaller area) in {int((by_area == 0).sum())}. Binarized "
+                     f"masks: {info['fallback']} of {info['rows']} query rows had no key at p >= 0.5 and keep their most "
                      f"probable key instead.")  # fmt: skip
     lo, hi = stats.percentile_interval(draws, bounds=(0.0, 1.0))
     raw = stats.drop_first_verdict(lo, hi)
