@@ -112,6 +112,11 @@ def test_a_kind_measured_at_another_micro_batch_only_is_scaled_by_the_step_it_ex
     assert note == "measured at micro-batch 256, scaled to 64 by pretrain's MFU at 64 / 256"
     entry, note = plan.pick_mfu(measured, "dam_search", 128, compiled=False)  # pretrain has no 128
     assert entry is dam_256 and note == "measured at micro-batch 256, not 128"
+    # the first kind after the search's in its order that was measured at both scales it: the loop before the step
+    loop = [{"job": "pretrain_loop", "micro_batch": b, "compiled": False, "mfu": m} for b, m in ((64, 0.2), (256, 0.4))]
+    entry, note = plan.pick_mfu({**measured, "mfu": measured["mfu"] + loop}, "dam_search", 64, compiled=False)
+    assert entry["mfu"] == pytest.approx(0.30 * 0.2 / 0.4)
+    assert note == "measured at micro-batch 256, scaled to 64 by pretrain_loop's MFU at 64 / 256"
     compiled_dam = {**dam_256, "compiled": True, "mfu": 0.4}  # pretrain compiled: 256 only, so no scaling
     entry, note = plan.pick_mfu({**measured, "mfu": [compiled_dam] + measured["mfu"]}, "dam_search", 64, True)
     assert entry is compiled_dam and note == "measured at micro-batch 256, not 64"
