@@ -77,6 +77,14 @@ def test_packaged_builders_are_read_as_given_whatever_datasets_ships(fake_hub, t
     assert not fake_hub["builder"]  # nothing resolved
 
 
+def test_packaged_builders_without_datasets_registry_are_the_common_ones(monkeypatch):
+    """The registry is a private name of datasets: a release without it leaves the list written here."""
+    from datasets import packaged_modules
+
+    monkeypatch.delattr(packaged_modules, "_PACKAGED_DATASETS_MODULES")
+    assert hub.packaged_builders() == hub.PACKAGED
+
+
 def test_an_unknown_repository_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(UserError, match="could not resolve hub dataset .*nobody-here/no-such-dataset"):
