@@ -281,7 +281,37 @@ def test_each_subcommand_refuses_an_unknown_key_before_writing(tmp_path, capsys,
     assert list(tmp_path.iterdir()) == []  # no output, no state directory, nothing
 
 
+def test_the_dam_search_recipe_overrides_model_keys_one_by_one():
+    """dam_search's keys replace pretrain's, but its `model` replaces only the model keys it names: the searched
+    model keeps the shape of the fixed-mask models it is compared with."""
+    pretrain = {"lr": 1e-3, "max_steps": 100, "model": {"hidden_size": 64, "num_hidden_layers": 2}}
+    config = {"pretrain": pretrain, "dam_search": {"lr": 5e-3, "model": {"attention_backend": "sdpa"}}}
+    assert recipes.dam_search_recipe(config) == {
+        "lr": 5e-3, "max_steps": 100, "model": {"hidden_size": 64, "num_hidden_layers": 2, "attention_backend": "sdpa"}}
+    assert pretrain == {"lr": 1e-3, "max_steps": 100, "model": {"hidden_size": 64, "num_hidden_layers": 2}}  # as given
+    assert recipes.dam_search_recipe({"pretrain": pretrain}) == pretrain
+    assert recipes.dam_search_recipe({"pretrain": pretrain, "dam_search": {"model": {"hidden_size": 32}}})["model"] \
+        == {"hidden_size": 32, "num_hidden_layers": 2}
+
+
 # ------------------------------------------------------------------------------------------ the workflow
+
+
+@pytest.mark.slow
+def test_a_dam_search_model_override_keeps_the_pretraining_shape_in_the_planned_job(tmp_path):
+    """The dam-search command Snakemake plans carries pretrain's model with dam_search's one model key over it
+    (it used to carry the schema's default shape: 128 hidden, 2 layers, 4 heads)."""
+    config = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    config["dam_search"] = {**config.get("dam_search", {}), "model": {"attention_backend": "sdpa"}}
+    wd = workdir(tmp_path / "wd")
+    (wd / "dam.yaml").write_text(yaml.safe_dump(config))
+    planned = snakemake(wd, "-n", "-p", "--configfile", "dam.yaml").stdout
+    commands = re.findall(r"python -m sparsebert (dam-search .*?) > logs/", planned)
+    assert commands, planned[-3000:]
+    for command in commands:
+        argv = shlex.split(command)
+        params = json.loads(argv[argv.index("--params") + 1])
+        assert params["model"] == {**config["pretrain"]["model"], "attention_backend": "sdpa"}, params["model"]
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sparsebert import validate
+from sparsebert import recipes, validate
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -71,8 +71,7 @@ def _without_dam(change=None):
 def _search_with_fewer_positions(config):
     config["pretrain"]["model"]["max_position_embeddings"] = 64
     config["finetune"]["max_seq_length"] = 64
-    config["dam_search"]["model"] = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                                     "intermediate_size": 64}  # 32 positions: the examples' length
+    config["dam_search"]["model"] = {"max_position_embeddings": 32}  # the examples' length; the rest: pretrain's
 
 
 def _pretrain_warmup_beside_a_search_warmup(config):
@@ -304,6 +303,20 @@ def test_a_config_of_only_the_required_sections_passes():
               "tasks": {"names": ["proxy_single", "proxy_qa"], "source": "proxy"}, "finetune": {}}
     assert validate.problems(config) == []
     assert validate.problems({**config, "dam": {"dam_s": [1.0e-3]}}) == []  # a search without a dam_search section
+
+
+def test_a_fine_tuning_batch_over_the_default_proxy_train_set_is_caught():
+    """Without `proxy_tasks` the tasks have the schema's 4,000 training examples: a batch of 5,000 is not one
+    (it used to pass, and fine-tuning failed after every pretraining)."""
+    config = bad_config(_set("finetune.batch_size", 5000))
+    del config["proxy_tasks"]
+    config["finetune"]["max_train_examples"] = None  # smoke's 64 would be a second problem
+    assert recipes.defaults("proxy_tasks")["train_examples"] == 4000
+    [error] = validate.problems(config)
+    assert str(error) == ("proxy_tasks.train_examples: 4000 < finetune.batch_size 5000: not one training batch (task "
+                          "proxy_single)")
+    config["finetune"]["batch_size"] = 4000
+    assert validate.problems(config) == []
 
 
 def test_every_problem_of_a_run_is_reported_not_only_the_first(tmp_path, monkeypatch):

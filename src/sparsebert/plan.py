@@ -213,7 +213,7 @@ def training_rows(config: dict, gpus: int, measured: dict) -> list[dict]:
     vocab, T, P = _vocab(config), ex["max_seq_length"], ex["max_predictions_per_seq"]
     rows = []
     for rule, role, recipe in (("pretrain", variants.FIXED, config["pretrain"]),
-                               ("dam_search", variants.SEARCH, {**config["pretrain"], **config.get("dam_search", {})}),
+                               ("dam_search", variants.SEARCH, recipes.dam_search_recipe(config)),
                                ("pretrain_learned", variants.RETRAIN, config["pretrain"])):  # fmt: skip
         r = recipes.fill("pretrain", {k: v for k, v in recipe.items() if k != "seed"})
         jobs = len(variants.named(table, role)) * len(seeds)

@@ -206,3 +206,15 @@ def fill(section: str, params: dict) -> dict:
         lines = "; ".join(f"{key}: {message}" for key, message in found)
         raise UserError(f"{lines} (--params of `{section}`, defined in {SCHEMA_PATH.name})")
     return _with_defaults(definition(section), params)
+
+
+def dam_search_recipe(config: dict) -> dict:
+    """The DAM search's recipe: `pretrain` with the config's `dam_search` keys over it, and its `model` merged key
+    by key. A whole-section merge would let `dam_search: {model: {attention_backend: sdpa}}` drop pretrain's
+    model keys for the schema's defaults, and the searched model would silently have another shape than the
+    fixed-mask models it is compared with. The workflow, validate.py and the cost plan all take it from here."""
+    pretrain, search = config["pretrain"], config.get("dam_search") or {}
+    merged = {**pretrain, **search}
+    if "model" in search:
+        merged["model"] = {**pretrain.get("model", {}), **search["model"]}
+    return merged

@@ -147,7 +147,7 @@ class _Run:
         self.tasks = list(config["tasks"]["names"])
         self.seq_len = recipes.fill("examples", config["examples"])["max_seq_length"]
         self.pretrain = self.recipe(config["pretrain"])
-        self.dam_search = self.recipe({**config["pretrain"], **config.get("dam_search", {})})
+        self.dam_search = self.recipe(recipes.dam_search_recipe(config))
 
     def positions(self, recipe: dict) -> int:
         """Position embeddings of a pretrained model: pretrain.build_model gives max(L, max_position_embeddings)."""
@@ -301,7 +301,8 @@ def _check_finetune(run: _Run) -> None:
         if spec.kind != "span" and r["max_train_examples"] is not None and r["max_train_examples"] < r["batch_size"]:
             found.setdefault((f"{key}.max_train_examples", f"{r['max_train_examples']} < batch_size "
                               f"{r['batch_size']}: not one training batch"), []).append(task)
-        proxy_train = run.config.get("proxy_tasks", {}).get("train_examples")
+        proxy_train = run.config.get("proxy_tasks", {}).get("train_examples",  # unset: the schema's default
+                                                            recipes.defaults("proxy_tasks")["train_examples"])
         if (spec.proxy and spec.kind != "span" and run.config["tasks"].get("source") == "proxy"
                 and _is_int(proxy_train) and proxy_train < r["batch_size"]):  # fmt: skip
             found.setdefault(("proxy_tasks.train_examples", f"{proxy_train} < {key}.batch_size {r['batch_size']}: "

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from sparsebert.data.tasks import get_task
 from sparsebert.launch import RESOURCE_DEFAULTS, from_resources, rule_resources as resolve_resources
+from sparsebert.recipes import dam_search_recipe
 from sparsebert.variants import FIXED as FIXED_ROLE, RETRAIN, SEARCH, named, variant_table
 
 # Each run writes under its own roots (config `run`), so runs of different configs sit side by side: running
@@ -91,7 +92,7 @@ def finetune_recipe(task):
 
 def dam_recipe(seed):
     """The DAM search trains with the pretraining recipe, plus its own overrides, seeded by the job's seed."""
-    return {**config["pretrain"], **config.get("dam_search", {}), "seed": int(seed)}
+    return {**dam_search_recipe(config), "seed": int(seed)}
 
 
 def rule_resources(rule, variant=None):
