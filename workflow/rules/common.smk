@@ -105,8 +105,8 @@ def resource(rule, key, default=None):
 
     def get(wildcards):
         variant = next(getattr(wildcards, k) for k in ("variant", "fixed", "search", "retrain") if hasattr(wildcards, k))
-        # per_variant keys of pretrain_learned name the DAM searches (as sparsebert/validate.py checks them)
-        variant = VARIANTS[variant]["learned_from"] or variant
+        if rule == "pretrain_learned":  # its per_variant keys name the DAM searches (as validate.py checks them)
+            variant = VARIANTS[variant]["learned_from"] or variant
         return rule_resources(rule, variant).get(key, default)
 
     return get
