@@ -105,7 +105,9 @@ def resource(rule, key, default=None):
 
     def get(wildcards):
         variant = next(getattr(wildcards, k) for k in ("variant", "fixed", "search", "retrain") if hasattr(wildcards, k))
-        if rule == "pretrain_learned":  # its per_variant keys name the DAM searches (as validate.py checks them)
+        # pretrain_learned's per_variant keys name the DAM searches (as sparsebert/validate.py checks them)
+        names_the_search = rule == "pretrain_learned"
+        if names_the_search:
             variant = VARIANTS[variant]["learned_from"] or variant
         return rule_resources(rule, variant).get(key, default)
 
