@@ -347,6 +347,7 @@ def test_the_default_config_and_run_name(tmp_path, monkeypatch):
     estimate.run(parser.parse_args([]))
     assert estimate.REFERENCES == estimate.Path(estimate.__file__).parents[2] / "benchmarks" / "results"
     assert seen == [[estimate.REFERENCES / "demo_default.json", estimate.REFERENCES / "demo_default_epyc_avx2.json",
+                     estimate.REFERENCES / "demo_default_epyc_avx512_bf16.json",
                      estimate.REFERENCES / "demo_default_xeon_amx.json"]]
 
 

@@ -408,6 +408,18 @@ def test_a_task_needs_at_least_one_batch_of_features(assets, tmp_path, capsys):
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["steps"] == 2
 
 
+def test_a_warmup_of_more_steps_than_the_training_is_one_clear_error(assets, tmp_path, capsys):
+    """SST-2's 2 rows in batches of 2 for 2 epochs: 2 updates. A warmup of 3 steps never reaches the peak rate;
+    2 steps (the last update at the peak) and a fraction train."""
+    recipe = {"batch_size": 2, "epochs": 2}
+    assert run_finetune(assets, "sst2", tmp_path / "three", {**recipe, "warmup": 3}) == 2
+    assert ("task sst2: warmup 3 steps exceed the 2 training steps (2 features // batch 2 x 2 epochs): the peak "
+            "learning rate is never reached; give warmup as a fraction (< 1) or fewer steps") in capsys.readouterr().err
+    assert not (tmp_path / "three").exists()
+    for warmup in (2, 0.9):
+        assert run_finetune(assets, "sst2", tmp_path / f"w{warmup}", {**recipe, "warmup": warmup}) == 0
+
+
 @pytest.mark.parametrize("change", ["nothing", "model", "tokenizer", "mask_file"])
 def test_a_rerun_resumes_only_what_it_would_train_again(assets, dam_search_output, tmp_path, caplog, change):
     """A rerun over the same state dir resumes the checkpoint, unless the pretrained model, the tokenizer or the

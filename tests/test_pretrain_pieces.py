@@ -363,6 +363,10 @@ def test_a_run_without_validation_or_log_lines_says_less(tmp_path, monkeypatch):
     assert (tmp_path / "c" / "out" / "log.jsonl").read_text() == ""
     finish(tmp_path / "b", model, {"train": examples([[7]])})  # no validation split at all
     assert "val_mlm_acc" not in json.loads((tmp_path / "b" / "out" / "summary.json").read_text())
+    # eval_examples 0: a validation split, evaluated on none of it (no 0.0 accuracy of no examples)
+    summary = finish(tmp_path / "e", model, {"train": examples([[7]]), "validation": examples([[7], [8]])},
+                     eval_examples=0)
+    assert not [key for key in summary if key.startswith("val_")]
 
 
 def test_a_search_saves_its_mask_and_snapshots(tmp_path, monkeypatch):

@@ -284,6 +284,55 @@ def test_sampling_gives_up_once_under_2_percent_of_at_least_1000_draws_succeed(s
     assert len(proxy._sample_until(random.Random(0), 3, lambda rng: {}, "x")) == 3
 
 
+
+def every_length_documents(n_docs=12, longest=20) -> list[list[str]]:
+    """Documents holding a sentence of every length 1..longest, the lengths in a per-document order."""
+    rng = random.Random(1)
+    documents = []
+    for d in range(n_docs):
+        lengths = rng.sample(range(1, longest + 1), longest)
+        documents.append([" ".join(f"d{d}s{k}w{i}" for i in range(n)) for k, n in enumerate(lengths)])
+    return documents
+
+
+# Word limits at either side of each bound (smoke-like: qa_context_words 28, max_words 14; min_words 6).
+LIMITS = [
+    {"min_words": 6, "max_words": 14, "qa_context_words": 28},
+    {"min_words": 15, "max_words": 14, "qa_context_words": 40},  # min > max
+    {"min_words": 14, "max_words": 14, "qa_context_words": 28},  # min = max, a passage of exactly two
+    {"min_words": 6, "max_words": 14, "qa_context_words": 11},  # 11 < 2 x 6
+    {"min_words": 6, "max_words": 14, "qa_context_words": 12},
+    {"min_words": 2, "max_words": 3, "qa_context_words": 28},  # under a question's 4 words; under choice's 5
+    {"min_words": 2, "max_words": 4, "qa_context_words": 8},
+    {"min_words": 2, "max_words": 5, "qa_context_words": 7},  # 7 < 2 x 4 (the question's words)
+    {"min_words": 2, "max_words": 2, "qa_context_words": 28},
+]
+
+
+@pytest.mark.parametrize("limits", LIMITS, ids=lambda p: "{min_words}-{max_words}-{qa_context_words}".format(**p))
+def test_the_settings_named_impossible_are_those_no_draw_can_meet(limits):
+    # Each maker drawn 4,000 times from documents with sentences of every length: it makes no example exactly
+    # when config validation names its task (a near miss is met by some draw; a miss by none, nor does it crash).
+    documents, p = every_length_documents(), {**proxy.DEFAULTS, **limits}
+    flagged = {task for _, _, tasks in proxy.impossible_settings(p, list(proxy.PROXY_TASKS)) for task in tasks}
+    rng = random.Random(0)
+    made = {task for task in proxy.PROXY_TASKS
+            if any(proxy.MAKERS[task](rng, documents, p) is not None for _ in range(4000))}
+    assert made == set(proxy.PROXY_TASKS) - flagged
+
+
+def test_the_impossible_settings_name_their_key_and_only_the_run_s_tasks():
+    p = {**proxy.DEFAULTS, "min_words": 2, "max_words": 3}
+    assert proxy.impossible_settings(p, ["proxy_single", "proxy_qa", "proxy_choice"]) == [
+        ("proxy_tasks.max_words", "3 < 4: a question takes 4 words of a sentence", ["proxy_qa"]),
+        ("proxy_tasks.max_words", "3 < 5: a next sentence holds 2-3 opening words and an ending of at least 3",
+         ["proxy_choice"])]
+    assert proxy.impossible_settings(p, ["proxy_single", "proxy_pair"]) == []
+    p = {**proxy.DEFAULTS, "min_words": 7, "max_words": 6}
+    assert proxy.impossible_settings(p, ["sst2", "proxy_pair", "proxy_qa"]) == [
+        ("proxy_tasks.min_words", "7 > proxy_tasks.max_words 6: no sentence fits", ["proxy_pair", "proxy_qa"])]
+
+
 # Bag-of-words baselines on made-up rows whose answer only the segments' shared words give away: the words of
 # each segment alone are drawn alike for every label.
 WORDS = [f"w{i}" for i in range(30)]

@@ -301,9 +301,11 @@ def test_the_dam_search_recipe_overrides_model_keys_one_by_one():
 def test_a_retrains_own_fine_tuning_resources_give_its_jobs_a_gpu(tmp_path):
     """resources.finetune.per_variant names the fine-tuned variant, a retraining's too (only pretrain_learned's
     name the searches): a GPU asked for `dam_s_0.001_retrain` reaches its fine-tunings and no other job (its
-    jobs used to take the search's entry, no GPU, while their threads came from its own)."""
+    jobs used to take the search's entry, no GPU, while their threads came from its own); one asked for the
+    retraining under pretrain_learned's search name reaches the retraining."""
     config = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
     config.setdefault("resources", {}).setdefault("finetune", {})["per_variant"] = {"dam_s_0.001_retrain": {"gpu": 1}}
+    config["resources"]["pretrain_learned"] = {"per_variant": {"dam_s_0.001": {"gpu": 1}}}
     wd = workdir(tmp_path / "wd")
     (wd / "res.yaml").write_text(yaml.safe_dump(config))
     planned = snakemake(wd, "-n", "-p", "--configfile", "res.yaml").stdout
@@ -312,6 +314,8 @@ def test_a_retrains_own_fine_tuning_resources_give_its_jobs_a_gpu(tmp_path):
     hidden = {model for command, model in commands if command.startswith("CUDA_VISIBLE_DEVICES= ")}
     assert on_gpu == {f"results/smoke/pretrain/dam_s_0.001_retrain/seed{s}/model" for s in (0, 1)}, planned[-3000:]
     assert len(on_gpu) + len(hidden) == len({model for _, model in commands}) and len(hidden) == 8
+    retrainings = re.findall(r"Shell command: (.*sparsebert pretrain .*--mask learned .*)", planned)
+    assert len(retrainings) == 2 and all(c.startswith("python -m sparsebert.launch --gpus 1 --") for c in retrainings)
 
 
 @pytest.mark.slow

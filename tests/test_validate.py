@@ -94,6 +94,17 @@ def _retrain_variants_of_no_search(config):
     config["resources"]["pretrain_learned"] = {"per_variant": {"dam_s_0.001": {"threads": 1}}}
 
 
+def _proxy(**settings):
+    """The proxy tasks' settings (and their names, with `names`) changed together."""
+    names = settings.pop("names", None)
+
+    def change(config):
+        config["proxy_tasks"].update(settings)
+        if names:
+            config["tasks"]["names"] = names
+    return change
+
+
 def _bad_mask_at_the_finetuning_length(config):
     config["finetune"]["max_seq_length"] = 16
     config["masks"]["longformer"] = {"window": -3}
@@ -173,6 +184,19 @@ BAD = [
     ("nodes-times-processes", _set("resources.dam_search", {"nodes": 2, "ddp_cpu_procs": 3}), "pretrain.batch_size",
      False),
     ("search-micro-batches-do-not-split", _set("dam_search.micro_batch_size", 3), "dam_search.batch_size", False),
+    ("gpu-jobs-shared-by-other-counts", _set("resources", {"dam_search": {"gpu": 1, "jobs_per_gpu": 3},
+                                                           "finetune": {"gpu": 1}}),
+     "resources.finetune.jobs_per_gpu", False),
+    ("gpu-variant-shared-by-another-count", _set("resources", {"pretrain": {
+        "jobs_per_gpu": 4, "per_variant": {"no_diagonal": {"gpu": 1}}}, "finetune": {"gpu": 1}}),
+     "resources.finetune.jobs_per_gpu", False),
+    ("proxy-min-words-over-max", _set("proxy_tasks.min_words", 15), "proxy_tasks.min_words", True),
+    ("proxy-one-word-sentences", _set("proxy_tasks.min_words", 1), "proxy_tasks.min_words", False),
+    ("proxy-qa-passage-under-two-sentences", _set("proxy_tasks.qa_context_words", 11), "proxy_tasks.qa_context_words",
+     False),
+    ("proxy-qa-sentences-under-a-question", _proxy(min_words=2, max_words=3), "proxy_tasks.max_words", False),
+    ("proxy-choice-sentences-too-short", _proxy(min_words=2, max_words=4, names=["proxy_choice"]),
+     "proxy_tasks.max_words", False),
 ]
 assert len(BAD) >= 20
 
@@ -253,6 +277,18 @@ MESSAGE = {
     "nodes-times-processes": "8 is not divisible by the world size 6 (resources.dam_search starts 6 processes)",
     "search-micro-batches-do-not-split": "8 is not divisible by world size 1 x micro_batch_size 3 "
                                          "(resources.dam_search starts 1 process)",
+    "gpu-jobs-shared-by-other-counts": "1, but resources.dam_search.jobs_per_gpu is 3: every GPU job of a run shares "
+                                       "its GPU by the same count",
+    # one variant's GPU: its rule's count is the one the other GPU jobs must match
+    "gpu-variant-shared-by-another-count": "1, but resources.pretrain.jobs_per_gpu is 4: every GPU job of a run "
+                                           "shares its GPU by the same count",
+    "proxy-min-words-over-max": "15 > proxy_tasks.max_words 14: no sentence fits (tasks proxy_single, proxy_qa)",
+    "proxy-one-word-sentences": "must be an integer >= 2, got 1",
+    "proxy-qa-passage-under-two-sentences": "11 < 2 x 6: no passage of two sentences of at least 6 words fits "
+                                            "(task proxy_qa)",
+    "proxy-qa-sentences-under-a-question": "3 < 4: a question takes 4 words of a sentence (task proxy_qa)",
+    "proxy-choice-sentences-too-short": "4 < 5: a next sentence holds 2-3 opening words and an ending of at least 3 "
+                                        "(task proxy_choice)",
 }
 assert set(MESSAGE) == {row[0] for row in BAD}
 
@@ -269,6 +305,13 @@ NEAR_MISSES = [
     ("gpus-split-over-nodes", _set("resources.dam_search", {"gpu": 4, "nodes": 2})),
     ("two-nodes-of-cpu-processes", _set("resources.dam_search", {"nodes": 2, "ddp_cpu_procs": 2})),
     ("finetune-on-one-gpu", _set("resources.finetune", {"gpu": 1})),
+    ("gpu-jobs-shared-alike-cpu-jobs-aside", _set("resources", {"dam_search": {"gpu": 1, "jobs_per_gpu": 3},
+                                                                "finetune": {"gpu": 1, "jobs_per_gpu": 3},
+                                                                "pretrain": {"jobs_per_gpu": 5}})),
+    ("proxy-min-words-equal-max", _set("proxy_tasks.min_words", 14)),  # and a passage of exactly two sentences
+    ("proxy-qa-passage-of-two-shortest", _set("proxy_tasks.qa_context_words", 12)),
+    ("proxy-qa-sentences-of-a-question", _proxy(min_words=2, max_words=4)),
+    ("proxy-choice-sentences-just-long-enough", _proxy(min_words=2, max_words=5, names=["proxy_choice"])),
     ("revision-of-a-repository-read", lambda c: c.update(tasks={"names": ["sst2"], "source": "hub",
                                                                "hub_revisions": {"nyu-mll/glue": "main"}})),
 ]
@@ -350,9 +393,9 @@ def test_a_profile_gres_spreads_the_gpus_over_the_nodes():
 
 # The `snakemake -n` runs of the cases marked for it in BAD, grouped so that a run's problems are all reported
 # (a schema error stops the checks after it, a model that cannot be built stops the shape checks, and `tasks`
-# gets one problem at a time): 5 Snakefile parses instead of 9, 5-7 s each on 2 cores.
+# gets one problem at a time): 5 Snakefile parses instead of 10, 5-7 s each on 2 cores.
 DRY_RUNS = [["negative-pretrain-seed"], ["hidden-not-divisible-by-heads"], ["real-task-from-proxy-source"],
-            ["revision-of-a-repository-not-read"],
+            ["revision-of-a-repository-not-read", "proxy-min-words-over-max"],
             ["longformer-negative-window", "lambdas-share-a-name", "finetune-longer-than-positions",
              "batch-not-split-by-ddp", "local-task-files-missing"]]  # fmt: skip
 
@@ -363,7 +406,7 @@ def test_the_dry_runs_take_every_case_marked_for_them():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cases", DRY_RUNS, ids=[run[0] if len(run) == 1 else "the-rest" for run in DRY_RUNS])
+@pytest.mark.parametrize("cases", DRY_RUNS, ids=[run[0] + f"-and-{len(run) - 1}-more" * (len(run) > 1) for run in DRY_RUNS])
 def test_snakemake_dry_run_stops_before_any_job(tmp_path, cases):
     """`snakemake -n` fails while parsing the Snakefile (before the DAG, so before any job) with exactly
     one line per problem, naming its key: the checks run where the Snakefile calls them, with no cache yet."""

@@ -3,7 +3,7 @@ variant, written out by hand for a small config."""
 
 from __future__ import annotations
 
-from sparsebert.variants import named, variant_table
+from sparsebert.variants import named, resource_name, variant_table
 
 
 def test_variant_table_of_a_small_config():
@@ -39,3 +39,13 @@ def test_a_config_without_fixed_masks_has_only_searches():
     table = variant_table({"dam": {"dam_s": [0.1]}})
     assert table == {"dam_s_0.1": {"kind": "dam_s", "role": "search", "mask": "dam_s", "params": {}, "lambda": 0.1,
                                    "learned_from": None}}  # fmt: skip
+
+
+def test_a_retraining_reads_the_resources_named_by_its_search_every_other_job_its_own():
+    table = variant_table({"masks": {"dense": {}}, "dam": {"dam_s": [1e-3]}, "dam_retrain": True})
+    assert resource_name("pretrain_learned", "dam_s_0.001_retrain", table) == "dam_s_0.001"
+    # fine-tuning the retrained model: its own entry; the search and the fixed masks: theirs
+    assert [resource_name(rule, variant, table) for rule, variant in [
+        ("finetune", "dam_s_0.001_retrain"), ("dam_search", "dam_s_0.001"), ("finetune", "dam_s_0.001"),
+        ("pretrain", "dense"), ("finetune", "dense")]] == [
+        "dam_s_0.001_retrain", "dam_s_0.001", "dam_s_0.001", "dense", "dense"]

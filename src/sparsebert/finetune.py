@@ -150,6 +150,20 @@ def subsample(ds, limit, seed):
     return ds.shuffle(seed=seed).select(range(limit))
 
 
+def training_steps(task: str, features: int, params: dict) -> int:
+    """Updates of a fine-tuning: whole batches per epoch x epochs (epochs may be 1.5: int() as Google's
+    run_squad.py), at least one; a UserError where there is not one batch or a warmup of steps outlasts them."""
+    batch_size, epochs, warmup = params["batch_size"], params["epochs"], params["warmup"]
+    if features < batch_size:
+        raise UserError(f"task {task}: {features} training features, fewer than one batch of {batch_size}")
+    steps = max(1, int(features // batch_size * epochs))
+    if warmup >= 1 and warmup > steps:  # (a fraction < 1 always fits)
+        raise UserError(f"task {task}: warmup {warmup:g} steps exceed the {steps} training steps ({features} "
+                        f"features // batch {batch_size} x {epochs:g} epochs): the peak learning rate is never "
+                        f"reached; give warmup as a fraction (< 1) or fewer steps")
+    return steps
+
+
 def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir, mask_file=None) -> dict:
     """Fine-tune and evaluate. Under torchrun, real DDP: each rank trains on its disjoint share of every global
     batch (gradients all-reduced), evaluates a shard of each eval split (gathered on rank 0), and only rank 0
@@ -167,10 +181,7 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
     raw, origin, train_raw, train_set, feat = _task_data(task, spec, source, tokenizer_dir, params)
 
     batch_size = params["batch_size"]
-    steps_per_epoch = len(train_set) // batch_size
-    if steps_per_epoch == 0:
-        raise UserError(f"task {task}: {len(train_set)} training features, fewer than one batch of {batch_size}")
-    total_steps = max(1, int(steps_per_epoch * params["epochs"]))  # epochs may be 1.5: as Google's run_squad.py
+    total_steps = training_steps(task, len(train_set), params)
     micro = training.micro_batch_size(batch_size, None, env)
     optimizer = training.build_optimizer(model, {**params, "optimizer": "adamw"}, params["bias_correction"])
     scheduler = training.build_scheduler(optimizer, {**params, "schedule": "linear"}, total_steps, params["schedule_offset"])
@@ -203,7 +214,7 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
         done = step + 1
         if done % params["log_every"] == 0 or done == total_steps:  # the loss of the global batch (mean of ranks)
             now = time.perf_counter()
-            logger.write({"step": done, "epoch": done / steps_per_epoch,
+            logger.write({"step": done, "epoch": done / (len(train_set) // batch_size),
                           "loss": (training.all_reduce_mean(running) / n_running).item(),
                           "lr": lr, "seconds": now - t0,
                           "tokens_per_s": (done - timed[0]) * step_tokens / (now - timed[1])})

@@ -305,7 +305,7 @@ def _finish(model, data, recipe, env, out_dir, logger, snapshots, dam_lambda, is
     summary = {"variant_mask": model.config.attention_mask_type, "steps": recipe["max_steps"], "seed": recipe["seed"],
                "world_size": env.world_size, "parameters": sum(p.numel() for p in model.parameters()), **batching,
                **precision.resolve(recipe["precision"], env.device).record()}
-    if "validation" in data and len(data["validation"]):
+    if recipe["eval_examples"] and "validation" in data and len(data["validation"]):  # 0: no evaluation
         # In training's micro-batches: the global batch (65,536 in paper.yaml) in one fp32 pass would need ~50 GB.
         micro = batching["micro_batch_size"]
         summary.update(evaluate(model, data["validation"], recipe["eval_examples"], micro, env.device))

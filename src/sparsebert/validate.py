@@ -10,12 +10,13 @@ The Snakefile calls `check_run(config, workflow)` first thing. A problem stops `
 First the schema (workflow/schemas/config.schema.yaml, through sparsebert.recipes: the definitions that the
 subcommands check their --params against, with Python ints and finite numbers); only a config that passes
 it gets the checks below. Checked then: every mask's parameters by its registry builder at every length the run uses (types and ranges);
-tasks against their source (proxy: proxy tasks only; hub: the task has a hub copy; local: the task folder
-and its files exist); DAM lambdas (distinct variant names); model shape (hidden size divisible by heads, positions >= the pretraining
+tasks against their source (proxy: proxy tasks only, word limits a sentence can meet; hub: the task has a hub
+copy; local: the task folder and its files exist); DAM lambdas (distinct variant names); model shape (hidden size divisible by heads, positions >= the pretraining
 length, the DAM search's heads = the retraining's heads); fine-tuning per task (length vs the positions of
 the model each variant fine-tunes, room for a SQuAD window, at least one batch; per_task tasks); seeds;
 resources (per-variant keys, launcher shape, the global batch split over the processes that the config and
-the profile's --set-resources start, one process per fine-tuning); a text_files corpus names its glob.
+the profile's --set-resources start, one process per fine-tuning, one jobs_per_gpu for every GPU job); a
+text_files corpus names its glob.
 
 Speed: building the DAG must stay fast (a no-op `snakemake` takes about a second), and importing torch
 (for the mask builders) costs more than that. So the pure checks, a function of the config, the resource
@@ -37,7 +38,7 @@ from sparsebert import recipes
 from sparsebert.data.tasks import TASKS
 from sparsebert.io import UserError
 from sparsebert.launch import gpus_per_node
-from sparsebert.variants import FIXED, RETRAIN, SEARCH, named, search_name, variant_table
+from sparsebert.variants import FIXED, RETRAIN, SEARCH, named, resource_name, search_name, variant_table
 
 TRAINING_RULES = ("pretrain", "dam_search", "pretrain_learned", "finetune")
 CACHE_DIR = Path(".snakemake/sparsebert-validated")
@@ -122,7 +123,8 @@ def pure_problems(config: dict, overrides: dict | None = None) -> list[ConfigErr
     # The data steps' parameters and the model shape first: every later check derives lengths or shapes from
     # them, so when they are wrong, later complaints would only repeat the same mistake.
     for group in ((_check_data_params, _check_models),
-                  (_check_seeds, _check_masks, _check_dam, _check_tasks, _check_finetune, _check_resources)):
+                  (_check_seeds, _check_masks, _check_dam, _check_tasks, _check_proxy_tasks, _check_finetune,
+                   _check_resources)):
         for check in group:
             check(run)
         if run.errors:
@@ -135,7 +137,7 @@ class _Run:
 
     def __init__(self, config: dict, overrides: dict):
         self.config, self.overrides, self.errors = config, overrides, []
-        table = variant_table(config)  # the variants exactly as the Snakefile builds its jobs from them
+        self.table = table = variant_table(config)  # the variants exactly as the Snakefile builds its jobs from them
         self.fixed = named(table, FIXED)
         # As workflow/rules/common.smk names them: a DAM run fine-tunes the searched model; `<run>_retrain`
         # (dam_retrain) the model pretrained from scratch with its mask.
@@ -273,6 +275,17 @@ def _check_tasks(run: _Run) -> None:
                      f"{', '.join(run.tasks)})")
 
 
+def _check_proxy_tasks(run: _Run) -> None:
+    """Word limits no sentence can meet: the proxy-tasks job would otherwise fail late, as a corpus too small."""
+    if run.config["tasks"]["source"] != "proxy":
+        return
+    from sparsebert.data import proxy  # scikit-learn: only here, and only when the cache misses
+
+    params = recipes.fill("proxy_tasks", run.config.get("proxy_tasks", {}))
+    for key, message, tasks in proxy.impossible_settings(params, run.tasks):
+        run.fail(key, f"{message} (task{'s' if len(tasks) > 1 else ''} {', '.join(tasks)})")
+
+
 def _check_finetune(run: _Run) -> None:
     per_task = run.config["finetune"].get("per_task") or {}
     for task in per_task:
@@ -319,12 +332,14 @@ def _check_resources(run: _Run) -> None:
     """Per-variant keys name variants of the rule; the launcher can start the job; the global batch splits
     evenly over the processes that start (config resources, then the profile's --set-resources)."""
     section = run.config.get("resources", {})
-    # per_variant keys as common.smk's `resource()` reads them: pretrain_learned's are the DAM runs' names.
-    rule_variants = {"pretrain": run.fixed, "dam_search": run.dam_runs,
-                     "pretrain_learned": run.dam_runs if run.retrains else [], "finetune": run.variants}
+    # per_variant keys as common.smk's `resource()` reads them (pretrain_learned's name the searches)
+    jobs = {"pretrain": run.fixed, "dam_search": run.dam_runs, "pretrain_learned": run.retrains,
+            "finetune": run.variants}
+    rule_variants = {rule: [resource_name(rule, v, run.table) for v in names] for rule, names in jobs.items()}
     dam_batch = "dam_search" if {"batch_size", "micro_batch_size"} & set(run.config.get("dam_search", {})) else "pretrain"
     recipes = {"pretrain": ("pretrain", run.pretrain), "pretrain_learned": ("pretrain", run.pretrain),
                "dam_search": (dam_batch, run.dam_search)}
+    shares: dict[str, int] = {}  # resources.<rule> -> its jobs_per_gpu, for the rules with jobs on GPUs
     for rule, variants in rule_variants.items():
         base = {k: v for k, v in section.get(rule, {}).items() if k != "per_variant"}
         per_variant = section.get(rule, {}).get("per_variant", {})
@@ -342,6 +357,8 @@ def _check_resources(run: _Run) -> None:
                     run.fail(key, problem)
                     seen.add(key)
                 continue
+            if int(res.get("gpu") or 0) > 0:  # (per_variant entries cannot set jobs_per_gpu: the rule's count)
+                shares.setdefault(f"resources.{rule}", int(res.get("jobs_per_gpu") or 1))
             world = _world_size(res)
             if rule == "finetune":
                 if world > 1 and key not in seen:
@@ -354,6 +371,19 @@ def _check_resources(run: _Run) -> None:
             if problem and (recipe_key, world) not in seen:
                 run.fail(f"{recipe_key}.batch_size", f"{problem} ({key} starts {world} process{'es' * (world > 1)})")
                 seen.add((recipe_key, world))
+    _check_gpu_sharing(run, shares)
+
+
+def _check_gpu_sharing(run: _Run, shares: dict[str, int]) -> None:
+    """One jobs_per_gpu for every job on a GPU: a job takes the slots its own count allows (launch.acquire), so
+    a rule that asked for fewer would still share its GPU with the jobs of a rule that allows more."""
+    if not shares:
+        return
+    first, count = next(iter(shares.items()))
+    for key, other in shares.items():
+        if other != count:
+            run.fail(f"{key}.jobs_per_gpu", f"{other}, but {first}.jobs_per_gpu is {count}: every GPU job of a run "
+                                            f"shares its GPU by the same count")
 
 
 def _launch_problem(res: dict) -> str | None:

@@ -50,3 +50,10 @@ def _record(kind: str, role: str, mask: str, params: dict, lam: float | None, le
 def named(table: dict[str, dict], role: str) -> list[str]:
     """The names of the variants with `role`, in table order."""
     return [name for name, record in table.items() if record["role"] == role]
+
+
+def resource_name(rule: str, variant: str, table: dict[str, dict]) -> str:
+    """The `resources.<rule>.per_variant` key a variant's job reads: pretrain_learned's entries name the DAM search
+    whose mask the job retrains with (one retraining per search: `dam_s_0.001`, not `dam_s_0.001_retrain`);
+    every other rule's, the variant itself. Read by workflow/rules/common.smk and checked by sparsebert/validate.py."""
+    return (table[variant]["learned_from"] or variant) if rule == "pretrain_learned" else variant

@@ -7,7 +7,7 @@ from pathlib import Path
 from sparsebert.data.tasks import get_task
 from sparsebert.launch import RESOURCE_DEFAULTS, from_resources, rule_resources as resolve_resources
 from sparsebert.recipes import dam_search_recipe
-from sparsebert.variants import FIXED as FIXED_ROLE, RETRAIN, SEARCH, named, variant_table
+from sparsebert.variants import FIXED as FIXED_ROLE, RETRAIN, SEARCH, named, resource_name, variant_table
 
 # Each run writes under its own roots (config `run`), so runs of different configs sit side by side: running
 # config/paper.yaml in a clone holding a finished default run leaves that run up to date.
@@ -105,11 +105,7 @@ def resource(rule, key, default=None):
 
     def get(wildcards):
         variant = next(getattr(wildcards, k) for k in ("variant", "fixed", "search", "retrain") if hasattr(wildcards, k))
-        # pretrain_learned's per_variant keys name the DAM searches (as sparsebert/validate.py checks them)
-        names_the_search = rule == "pretrain_learned"
-        if names_the_search:
-            variant = VARIANTS[variant]["learned_from"] or variant
-        return rule_resources(rule, variant).get(key, default)
+        return rule_resources(rule, resource_name(rule, variant, VARIANTS)).get(key, default)
 
     return get
 

@@ -77,8 +77,36 @@ def split_documents(documents: Documents, dev_fraction: float, seed: int) -> tup
     return [d for i, d in enumerate(documents) if i not in dev_set], [documents[i] for i in dev]
 
 
+QUESTION_WORDS = 4  # proxy_qa: a question is this many words of its sentence
+CHOICE_CUTS = (2, 3)  # proxy_choice: sent2 is the next sentence's first 2 or 3 words, the ending the rest,
+ENDING_WORDS = 3  # at least this many words (the distractors' endings too)
+
+
 def _fits(sentence: str, p: dict) -> bool:
     return p["min_words"] <= len(sentence.split()) <= p["max_words"]
+
+
+def impossible_settings(p: dict, names: list[str]) -> list[tuple[str, str, list[str]]]:
+    """(key, why, the tasks of `names` it hits) for each word limit of `p` that no sentence can meet: each maker
+    would reject every draw and the job fail late, as if the corpus were too small (config validation asks)."""
+    low, high, qa_words = p["min_words"], p["max_words"], p["qa_context_words"]
+    found = []
+    if low > high:
+        return [("proxy_tasks.min_words", f"{low} > proxy_tasks.max_words {high}: no sentence fits",
+                 [t for t in names if t in PROXY_TASKS])]
+    if "proxy_qa" in names:
+        shortest = max(low, QUESTION_WORDS)
+        if high < QUESTION_WORDS:
+            found.append(("proxy_tasks.max_words", f"{high} < {QUESTION_WORDS}: a question takes {QUESTION_WORDS} "
+                                                   f"words of a sentence", ["proxy_qa"]))
+        elif qa_words < 2 * shortest:
+            found.append(("proxy_tasks.qa_context_words", f"{qa_words} < 2 x {shortest}: no passage of two sentences "
+                                                          f"of at least {shortest} words fits", ["proxy_qa"]))
+    if "proxy_choice" in names and high < CHOICE_CUTS[0] + ENDING_WORDS:
+        found.append(("proxy_tasks.max_words", f"{high} < {CHOICE_CUTS[0] + ENDING_WORDS}: a next sentence holds "
+                                               f"{CHOICE_CUTS[0]}-{CHOICE_CUTS[1]} opening words and an ending of at "
+                                               f"least {ENDING_WORDS}", ["proxy_choice"]))
+    return found
 
 
 def _sample_until(rng: random.Random, n: int, make, what: str) -> list[dict]:
@@ -162,7 +190,7 @@ def make_qa(rng: random.Random, docs: Documents, p: dict) -> dict | None:
     if len(docs) < 3:
         return None  # _sample_until then says the corpus is too small
     picked = rng.sample(range(len(docs)), 3)
-    usable = [[s for s in docs[d] if _fits(s, p) and len(s.split()) >= 4] for d in picked]  # 4 question words
+    usable = [[s for s in docs[d] if _fits(s, p) and len(s.split()) >= QUESTION_WORDS] for d in picked]
     if not all(usable):
         return None
     first, second, elsewhere = (rng.choice(sentences) for sentences in usable)
@@ -177,7 +205,7 @@ def make_qa(rng: random.Random, docs: Documents, p: dict) -> dict | None:
 
 
 def _question(rng: random.Random, sentence: str) -> str:
-    return f"Which sentence has: {' '.join(rng.sample(sentence.split(), 4))}?"
+    return f"Which sentence has: {' '.join(rng.sample(sentence.split(), QUESTION_WORDS))}?"
 
 
 def make_choice(rng: random.Random, docs: Documents, p: dict) -> dict | None:
@@ -187,14 +215,14 @@ def make_choice(rng: random.Random, docs: Documents, p: dict) -> dict | None:
         return None
     i = rng.randrange(len(doc) - 1)
     context, following = doc[i], doc[i + 1].split()
-    cut = rng.randint(2, 3)  # sent2 = the first words of the next sentence; the ending completes it
-    if not _fits(context, p) or not cut + 3 <= len(following) <= p["max_words"]:
+    cut = rng.randint(*CHOICE_CUTS)  # sent2 = the first words of the next sentence; the ending completes it
+    if not _fits(context, p) or not cut + ENDING_WORDS <= len(following) <= p["max_words"]:
         return None
     endings = [following[cut:]]
     for _ in range(3):  # distractors: sentences of other documents, cut the same way
         other = rng.choice(docs)
         cuts = [s.split()[cut:] for s in other]
-        cuts = [e for e in cuts if 3 <= len(e) <= p["max_words"]]
+        cuts = [e for e in cuts if ENDING_WORDS <= len(e) <= p["max_words"]]
         if other is doc or not cuts:
             return None
         endings.append(rng.choice(cuts))
