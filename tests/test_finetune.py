@@ -409,8 +409,8 @@ def test_a_task_needs_at_least_one_batch_of_features(assets, tmp_path, capsys):
 
 
 def test_a_warmup_of_more_steps_than_the_training_is_one_clear_error(assets, tmp_path, capsys):
-    """SST-2's 2 rows in batches of 2 for 2 epochs: 2 updates. A warmup of 3 steps never reaches the peak rate;
-    2 steps (the last update at the peak) and a fraction train."""
+    """SST-2's 2 rows in batches of 2 for 2 epochs: 2 updates. A warmup of 3 steps is one clear error before
+    anything trains; 2 steps (a warmup as long as the training, as pretraining allows) and a fraction train."""
     recipe = {"batch_size": 2, "epochs": 2}
     assert run_finetune(assets, "sst2", tmp_path / "three", {**recipe, "warmup": 3}) == 2
     assert ("task sst2: warmup 3 steps exceed the 2 training steps (2 features // batch 2 x 2 epochs): the peak "
