@@ -462,6 +462,14 @@ def test_claim_2_effect_per_column_and_overall_leaves_out_constant_pairs():
         f"{BASIS2}; 2 column(s) (sst2, squad_v1), 50 eval examples.", ""]  # fmt: skip
 
 
+def test_claim_2_says_when_pretraining_evaluated_nothing():
+    """eval_examples 0: the tables hold no MLM accuracy (None in metrics.json), and the line says so."""
+    s = hand_scores({"dense": [(70, 0)], "no_diagonal": [(65, 1)]}, [ACC], 2)
+    unevaluated = {"variants": {"dense": {"val_mlm_acc": None}, "no_diagonal": {"val_mlm_acc": 11.0}}}
+    lines = claim_no_diagonal_matches_bert(s, unevaluated, {"equivalence_margin": 0.5}, np.random.default_rng(0))
+    assert "- Pretraining validation MLM accuracy (mean over seeds): dense not evaluated, no_diagonal 11.0." in lines
+
+
 def test_claim_2_effect_outside_the_margin_is_contradicted():
     lines = claim2({"dense": [(70, 0)], "no_diagonal": [(65, 1)]}, [ACC], margin=1.0)
     assert lines[-2] == (f"Verdict: **contradicted at this scale**: effect -5.00 points, 95 % interval [-5.95, -4.05] "

@@ -481,14 +481,30 @@ def test_the_profile_gpus_decide_the_batch_split():
         class resource_settings:  # noqa: N801
             overwrite_resources = {"pretrain": {"gpu": Parsed("6", 6), "slurm_partition": Parsed("gpu", print),
                                                 "slurm_extra": PerJob(), "mem_mb": 4000, "constraint": ["a", "b"]},
-                                   "tables": {"mem_mb": Parsed("100", 100)}}  # not a training rule
+                                   "tables": {"mem_mb": Parsed("100", 100)},  # not a training rule
+                                   # the per-model fine-tuning rule: checked as finetune, its values over finetune's
+                                   "finetune_model": {"gpu": Parsed("2", 2)},
+                                   "finetune": {"gpu": Parsed("1", 1), "mem_mb": Parsed("9", 9)}}
 
     assert validate.resource_overrides(Workflow) == {"pretrain": {
         "gpu": 6, "slurm_partition": "gpu", "slurm_extra": "'--signal=TERM@300'", "mem_mb": 4000,
-        "constraint": "['a', 'b']"}}
+        "constraint": "['a', 'b']"}, "finetune": {"gpu": 2, "mem_mb": 9}}
     assert validate.resource_overrides(None) == {}
     with pytest.raises(SystemExit, match="config error: pretrain.batch_size: 65536 is not divisible by world size 6"):
         validate.check_run(paper, Workflow, cache_dir=None)
+
+
+def test_gpu_sharing_counts_the_jobs_that_take_gpu_slots():
+    """A profile's gres gives a one-node job GPU slots as the config's gpu does; a multi-node job runs under srun
+    and takes none, so its jobs_per_gpu does not matter."""
+    config = bad_config(_set("resources", {"dam_search": {"gpu": 1, "jobs_per_gpu": 3}}))
+    assert [str(e) for e in validate.problems(config, overrides={"finetune": {"gres": "gpu:1"}})] == [
+        "resources.finetune.jobs_per_gpu: 1, but resources.dam_search.jobs_per_gpu is 3: every GPU job of a run "
+        "shares its GPU by the same count"]
+    assert validate.problems(config) == []  # finetune on the CPU: nothing shared
+    config = bad_config(_set("resources", {"dam_search": {"gpu": 2, "nodes": 2},
+                                           "finetune": {"gpu": 1, "jobs_per_gpu": 3}}))
+    assert validate.problems(config) == []
 
 
 def test_check_run_exits_with_one_line_per_problem(capsys):

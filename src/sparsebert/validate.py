@@ -89,7 +89,7 @@ def resource_overrides(workflow) -> dict:
     They replace the rule's resources at job time, so they decide how many processes share a batch."""
     settings = getattr(getattr(workflow, "resource_settings", None), "overwrite_resources", None) or {}
     out = {}
-    for rule in TRAINING_RULES:
+    for rule in (*TRAINING_RULES, "finetune_model"):
         values = {}
         for key, parsed in dict(settings.get(rule, {})).items():
             try:
@@ -99,6 +99,9 @@ def resource_overrides(workflow) -> dict:
             values[key] = value if isinstance(value, (int, float, str)) else getattr(parsed, "orig_arg", str(value))
         if values:
             out[rule] = values
+    # finetune_model is the fine-tuning rule under `tasks.jobs: per_model`, with finetune's resources (common.smk)
+    if "finetune_model" in out:
+        out["finetune"] = {**out.get("finetune", {}), **out.pop("finetune_model")}
     return out
 
 
@@ -357,7 +360,8 @@ def _check_resources(run: _Run) -> None:
                     run.fail(key, problem)
                     seen.add(key)
                 continue
-            if int(res.get("gpu") or 0) > 0:  # (per_variant entries cannot set jobs_per_gpu: the rule's count)
+            if int(res.get("nodes") or 1) == 1 and gpus_per_node(res):  # takes GPU slots (launch.launcher)
+                # (per_variant entries cannot set jobs_per_gpu: the rule's count, or the profile's)
                 shares.setdefault(f"resources.{rule}", int(res.get("jobs_per_gpu") or 1))
             world = _world_size(res)
             if rule == "finetune":

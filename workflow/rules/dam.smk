@@ -62,7 +62,7 @@ rule pretrain_learned:
         f"{LOGS}/pretrain_learned/{{retrain}}/seed{{seed}}.log",
     benchmark:
         f"{LOGS}/benchmarks/pretrain_learned/{{retrain}}/seed{{seed}}.tsv"
-    threads: lambda wc: rule_resources("pretrain_learned", VARIANTS[wc.retrain]["learned_from"])["threads"]
+    threads: lambda wc: resource("pretrain_learned", "threads")(wc)
     resources:
         **training_resources("pretrain_learned"),
     conda:

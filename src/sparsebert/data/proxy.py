@@ -90,10 +90,9 @@ def impossible_settings(p: dict, names: list[str]) -> list[tuple[str, str, list[
     """(key, why, the tasks of `names` it hits) for each word limit of `p` that no sentence can meet: each maker
     would reject every draw and the job fail late, as if the corpus were too small (config validation asks)."""
     low, high, qa_words = p["min_words"], p["max_words"], p["qa_context_words"]
-    found = []
-    if low > high:
-        return [("proxy_tasks.min_words", f"{low} > proxy_tasks.max_words {high}: no sentence fits",
-                 [t for t in names if t in PROXY_TASKS])]
+    proxies, found = [t for t in names if t in PROXY_TASKS], []
+    if low > high and proxies:
+        return [("proxy_tasks.min_words", f"{low} > proxy_tasks.max_words {high}: no sentence fits", proxies)]
     if "proxy_qa" in names:
         shortest = max(low, QUESTION_WORDS)
         if high < QUESTION_WORDS:
