@@ -184,6 +184,9 @@ BAD = [
     ("nodes-times-processes", _set("resources.dam_search", {"nodes": 2, "ddp_cpu_procs": 3}), "pretrain.batch_size",
      False),
     ("search-micro-batches-do-not-split", _set("dam_search.micro_batch_size", 3), "dam_search.batch_size", False),
+    ("retrain-named-as-its-retraining", _set("resources.pretrain_learned.per_variant",
+                                             {"dam_s_0.001_retrain": {"threads": 2}}),
+     "resources.pretrain_learned.per_variant.dam_s_0.001_retrain", False),
     ("gpu-jobs-shared-by-other-counts", _set("resources", {"dam_search": {"gpu": 1, "jobs_per_gpu": 3},
                                                            "finetune": {"gpu": 1}}),
      "resources.finetune.jobs_per_gpu", False),
@@ -277,6 +280,8 @@ MESSAGE = {
     "nodes-times-processes": "8 is not divisible by the world size 6 (resources.dam_search starts 6 processes)",
     "search-micro-batches-do-not-split": "8 is not divisible by world size 1 x micro_batch_size 3 "
                                          "(resources.dam_search starts 1 process)",
+    # pretrain_learned's per_variant entries name the search whose mask the retraining uses
+    "retrain-named-as-its-retraining": "not a variant of rule pretrain_learned (its variants: dam_s_0.001)",
     "gpu-jobs-shared-by-other-counts": "1, but resources.dam_search.jobs_per_gpu is 3: every GPU job of a run shares "
                                        "its GPU by the same count",
     # one variant's GPU: its rule's count is the one the other GPU jobs must match
@@ -308,6 +313,7 @@ NEAR_MISSES = [
     ("gpu-jobs-shared-alike-cpu-jobs-aside", _set("resources", {"dam_search": {"gpu": 1, "jobs_per_gpu": 3},
                                                                 "finetune": {"gpu": 1, "jobs_per_gpu": 3},
                                                                 "pretrain": {"jobs_per_gpu": 5}})),
+    ("retrain-named-as-its-search", _set("resources.pretrain_learned.per_variant", {"dam_s_0.001": {"threads": 2}})),
     ("proxy-min-words-equal-max", _set("proxy_tasks.min_words", 14)),  # and a passage of exactly two sentences
     ("proxy-qa-passage-of-two-shortest", _set("proxy_tasks.qa_context_words", 12)),
     ("proxy-qa-sentences-of-a-question", _proxy(min_words=2, max_words=4)),
@@ -492,6 +498,8 @@ def test_the_profile_gpus_decide_the_batch_split():
     assert validate.resource_overrides(None) == {}
     with pytest.raises(SystemExit, match="config error: pretrain.batch_size: 65536 is not divisible by world size 6"):
         validate.check_run(paper, Workflow, cache_dir=None)
+    Workflow.resource_settings.overwrite_resources = {"finetune_model": {"gpu": Parsed("1", 1)}}  # alone
+    assert validate.resource_overrides(Workflow) == {"finetune": {"gpu": 1}}
 
 
 def test_gpu_sharing_counts_the_jobs_that_take_gpu_slots():

@@ -29,7 +29,6 @@ from __future__ import annotations
 import glob as globlib
 import hashlib
 import json
-import numbers
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -181,10 +180,6 @@ class _Run:
         self.errors.append(ConfigError(key, message))
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _check_seeds(run: _Run) -> None:
     # The pretraining seed of a variant is each entry of the top-level `seeds` (one run per seed, see
     # workflow/rules/common.smk): a recipe's own `seed` would be silently replaced, so it is an error.
@@ -320,7 +315,7 @@ def _check_finetune(run: _Run) -> None:
         proxy_train = run.config.get("proxy_tasks", {}).get("train_examples",  # unset: the schema's default
                                                             recipes.defaults("proxy_tasks")["train_examples"])
         if (spec.proxy and spec.kind != "span" and run.config["tasks"].get("source") == "proxy"
-                and _is_int(proxy_train) and proxy_train < r["batch_size"]):  # fmt: skip
+                and proxy_train < r["batch_size"]):  # fmt: skip
             found.setdefault(("proxy_tasks.train_examples", f"{proxy_train} < {key}.batch_size {r['batch_size']}: "
                               f"not one training batch"), []).append(task)
     for (key, message), tasks in found.items():
