@@ -223,6 +223,8 @@ def test_multi_node_cpu_and_errors():
 def test_from_resources(resources, per_node, expected_start):
     assert gpus_per_node(resources) == per_node
     assert from_resources(resources).startswith(expected_start)
+    # what validate.py's GPU-sharing check asks: does the job take this machine's slots
+    assert launch.takes_gpu_slots(resources) == (SLOTS in from_resources(resources))
     if resources.get("nodes"):
         assert f"--nproc_per_node={per_node}" in from_resources(resources)
 

@@ -284,7 +284,6 @@ def test_sampling_gives_up_once_under_2_percent_of_at_least_1000_draws_succeed(s
     assert len(proxy._sample_until(random.Random(0), 3, lambda rng: {}, "x")) == 3
 
 
-
 def every_length_documents(n_docs=12, longest=20) -> list[list[str]]:
     """Documents holding a sentence of every length 1..longest, the lengths in a per-document order."""
     rng = random.Random(1)

@@ -412,7 +412,8 @@ def test_the_dry_runs_take_every_case_marked_for_them():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cases", DRY_RUNS, ids=[run[0] + f"-and-{len(run) - 1}-more" * (len(run) > 1) for run in DRY_RUNS])
+@pytest.mark.parametrize("cases", DRY_RUNS,
+                         ids=[run[0] + f"-and-{len(run) - 1}-more" * (len(run) > 1) for run in DRY_RUNS])
 def test_snakemake_dry_run_stops_before_any_job(tmp_path, cases):
     """`snakemake -n` fails while parsing the Snakefile (before the DAG, so before any job) with exactly
     one line per problem, naming its key: the checks run where the Snakefile calls them, with no cache yet."""

@@ -136,6 +136,12 @@ def from_resources(resources: Mapping) -> str:
     )
 
 
+def takes_gpu_slots(resources: Mapping) -> bool:
+    """Whether `launcher()` runs the job through this machine's GPU slots (`sparsebert.launch`): one node with
+    GPUs. A multi-node job runs under srun in its own allocation; a job without GPUs on the CPU."""
+    return int(resources.get("nodes") or 1) == 1 and gpus_per_node(resources) > 0
+
+
 # -------------------------------------------------------------------------------------------------------
 # Resources of a training rule (Snakemake's `resources:` and `threads:` call these through common.smk)
 

@@ -8,15 +8,15 @@ The Snakefile calls `check_run(config, workflow)` first thing. A problem stops `
     config error: masks.longformer: parameter window must be an integer >= 0, got -3 (at seq_len 64)
 
 First the schema (workflow/schemas/config.schema.yaml, through sparsebert.recipes: the definitions that the
-subcommands check their --params against, with Python ints and finite numbers); only a config that passes
-it gets the checks below. Checked then: every mask's parameters by its registry builder at every length the run uses (types and ranges);
-tasks against their source (proxy: proxy tasks only, word limits a sentence can meet; hub: the task has a hub
-copy; local: the task folder and its files exist); DAM lambdas (distinct variant names); model shape (hidden size divisible by heads, positions >= the pretraining
-length, the DAM search's heads = the retraining's heads); fine-tuning per task (length vs the positions of
-the model each variant fine-tunes, room for a SQuAD window, at least one batch; per_task tasks); seeds;
-resources (per-variant keys, launcher shape, the global batch split over the processes that the config and
-the profile's --set-resources start, one process per fine-tuning, one jobs_per_gpu for every GPU job); a
-text_files corpus names its glob.
+subcommands check their --params against, with Python ints and finite numbers); only a config that passes it gets
+the checks below. Checked then: every mask's parameters by its registry builder at every length the run uses (types
+and ranges); tasks against their source (proxy: proxy tasks only, word limits a sentence can meet; hub: the task
+has a hub copy; local: the task folder and its files exist); DAM lambdas (distinct variant names); model shape
+(hidden size divisible by heads, positions >= the pretraining length, the DAM search's heads = the retraining's
+heads); fine-tuning per task (length vs the positions of the model each variant fine-tunes, room for a SQuAD
+window, at least one batch; per_task tasks); seeds; resources (per-variant keys, launcher shape, the global batch
+split over the processes that the config and the profile's --set-resources start, one process per fine-tuning, one
+jobs_per_gpu for every GPU job); a text_files corpus names its glob.
 
 Speed: building the DAG must stay fast (a no-op `snakemake` takes about a second), and importing torch
 (for the mask builders) costs more than that. So the pure checks, a function of the config, the resource
@@ -36,7 +36,7 @@ from pathlib import Path
 from sparsebert import recipes
 from sparsebert.data.tasks import TASKS
 from sparsebert.io import UserError
-from sparsebert.launch import gpus_per_node
+from sparsebert.launch import gpus_per_node, takes_gpu_slots
 from sparsebert.variants import FIXED, RETRAIN, SEARCH, named, resource_name, search_name, variant_table
 
 TRAINING_RULES = ("pretrain", "dam_search", "pretrain_learned", "finetune")
@@ -152,6 +152,7 @@ class _Run:
         self.seq_len = recipes.fill("examples", config["examples"])["max_seq_length"]
         self.pretrain = self.recipe(config["pretrain"])
         self.dam_search = self.recipe(recipes.dam_search_recipe(config))
+        self.proxy = recipes.fill("proxy_tasks", config.get("proxy_tasks", {}))  # the schema's defaults where unset
 
     def positions(self, recipe: dict) -> int:
         """Position embeddings of a pretrained model: pretrain.build_model gives max(L, max_position_embeddings)."""
@@ -279,8 +280,7 @@ def _check_proxy_tasks(run: _Run) -> None:
         return
     from sparsebert.data import proxy  # scikit-learn: only here, and only when the cache misses
 
-    params = recipes.fill("proxy_tasks", run.config.get("proxy_tasks", {}))
-    for key, message, tasks in proxy.impossible_settings(params, run.tasks):
+    for key, message, tasks in proxy.impossible_settings(run.proxy, run.tasks):
         run.fail(key, f"{message} (task{'s' if len(tasks) > 1 else ''} {', '.join(tasks)})")
 
 
@@ -312,8 +312,7 @@ def _check_finetune(run: _Run) -> None:
         if spec.kind != "span" and r["max_train_examples"] is not None and r["max_train_examples"] < r["batch_size"]:
             found.setdefault((f"{key}.max_train_examples", f"{r['max_train_examples']} < batch_size "
                               f"{r['batch_size']}: not one training batch"), []).append(task)
-        proxy_train = run.config.get("proxy_tasks", {}).get("train_examples",  # unset: the schema's default
-                                                            recipes.defaults("proxy_tasks")["train_examples"])
+        proxy_train = run.proxy["train_examples"]
         if (spec.proxy and spec.kind != "span" and run.config["tasks"].get("source") == "proxy"
                 and proxy_train < r["batch_size"]):  # fmt: skip
             found.setdefault(("proxy_tasks.train_examples", f"{proxy_train} < {key}.batch_size {r['batch_size']}: "
@@ -355,8 +354,7 @@ def _check_resources(run: _Run) -> None:
                     run.fail(key, problem)
                     seen.add(key)
                 continue
-            if int(res.get("nodes") or 1) == 1 and gpus_per_node(res):  # takes GPU slots (launch.launcher)
-                # (per_variant entries cannot set jobs_per_gpu: the rule's count, or the profile's)
+            if takes_gpu_slots(res):  # (per_variant cannot set jobs_per_gpu: the rule's count, or the profile's)
                 shares.setdefault(f"resources.{rule}", int(res.get("jobs_per_gpu") or 1))
             world = _world_size(res)
             if rule == "finetune":

@@ -101,7 +101,7 @@ def rule_resources(rule, variant=None):
 
 
 def resource(rule, key, default=None):
-    """Resource function for `resources:` (per variant where the rule has a variant)."""
+    """Resource function for a training rule's `resources:` and `threads:` (per variant where it has a variant)."""
 
     def get(wildcards):
         variant = next(getattr(wildcards, k) for k in ("variant", "fixed", "search", "retrain") if hasattr(wildcards, k))

@@ -32,7 +32,7 @@ rule dam_search:
         f"{LOGS}/dam_search/{{search}}/seed{{seed}}.log",
     benchmark:
         f"{LOGS}/benchmarks/dam_search/{{search}}/seed{{seed}}.tsv"
-    threads: lambda wc: rule_resources("dam_search", wc.search)["threads"]
+    threads: resource("dam_search", "threads")
     resources:
         **training_resources("dam_search"),
     conda:
@@ -62,7 +62,7 @@ rule pretrain_learned:
         f"{LOGS}/pretrain_learned/{{retrain}}/seed{{seed}}.log",
     benchmark:
         f"{LOGS}/benchmarks/pretrain_learned/{{retrain}}/seed{{seed}}.tsv"
-    threads: lambda wc: resource("pretrain_learned", "threads")(wc)
+    threads: resource("pretrain_learned", "threads")
     resources:
         **training_resources("pretrain_learned"),
     conda:

@@ -29,7 +29,7 @@ if config["tasks"].get("jobs", "per_task") == "per_task":
             f"{LOGS}/finetune/{{variant}}/seed{{seed}}/{{task}}.log",
         benchmark:
             f"{LOGS}/benchmarks/finetune/{{variant}}/seed{{seed}}/{{task}}.tsv"
-        threads: lambda wc: rule_resources("finetune", wc.variant)["threads"]
+        threads: resource("finetune", "threads")
         resources:
             **training_resources("finetune"),
         conda:
@@ -61,7 +61,7 @@ else:
             f"{LOGS}/finetune/{{variant}}/seed{{seed}}.log",
         benchmark:
             f"{LOGS}/benchmarks/finetune/{{variant}}/seed{{seed}}.tsv"
-        threads: lambda wc: rule_resources("finetune", wc.variant)["threads"]
+        threads: resource("finetune", "threads")
         resources:
             **training_resources("finetune"),
         conda:

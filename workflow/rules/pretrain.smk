@@ -23,7 +23,7 @@ rule pretrain:
         f"{LOGS}/pretrain/{{fixed}}/seed{{seed}}.log",
     benchmark:
         f"{LOGS}/benchmarks/pretrain/{{fixed}}/seed{{seed}}.tsv"
-    threads: lambda wc: rule_resources("pretrain", wc.fixed)["threads"]
+    threads: resource("pretrain", "threads")
     resources:
         **training_resources("pretrain"),
     conda:
