@@ -24,8 +24,10 @@ from sparsebert.launch import (
     from_resources,
     gpus_per_node,
     launcher,
+    lock_names,
     machine_gpus,
     main,
+    nvidia_smi_gpus,
     rule_resources,
     run_on_gpus,
     slot_file,
@@ -496,7 +498,20 @@ def test_machine_gpus_counts_the_gpu_lines_of_nvidia_smi(monkeypatch, tmp_path):
 
     monkeypatch.setattr(launch.subprocess, "run", run)
     assert machine_gpus({}) == ["0", "1"]
+    assert nvidia_smi_gpus() == [("0", "GPU-aa"), ("1", "GPU-cc")]
     assert timeouts and None not in timeouts
+
+
+def test_lock_names_are_the_uuids_nvidia_smi_lists():
+    """An index names the UUID nvidia-smi lists at that place, a UUID or a unique prefix of one (CUDA takes
+    both) the full UUID; an ambiguous prefix, an index nvidia-smi does not list, a MIG instance and every GPU
+    of a machine without nvidia-smi keep their CUDA_VISIBLE_DEVICES entry."""
+    listed = [("0", "GPU-aa11"), ("1", "GPU-ab22"), ("2", "GPU-cc33")]
+    gpus = ["1", "GPU-cc33", "GPU-aa", "GPU-a", "7", "MIG-dd44"]
+    assert lock_names(gpus, listed) == {"1": "GPU-ab22", "GPU-cc33": "GPU-cc33", "GPU-aa": "GPU-aa11",
+                                        "GPU-a": "GPU-a", "7": "7", "MIG-dd44": "MIG-dd44"}  # fmt: skip
+    assert lock_names(["0", "1"], []) == {"0": "0", "1": "1"}
+    assert lock_names(["0"], [("0", "")]) == {"0": "0"}  # a GPU line without a UUID
 
 
 def test_a_hung_nvidia_smi_is_a_slot_error_naming_the_way_out(monkeypatch, tmp_path):
@@ -511,7 +526,8 @@ def test_a_hung_nvidia_smi_is_a_slot_error_naming_the_way_out(monkeypatch, tmp_p
     monkeypatch.setattr(launch.subprocess, "run", hung)
     with pytest.raises(SlotError) as error:
         machine_gpus({})
-    assert str(error.value) == "nvidia-smi -L did not answer in 60 s; state the GPUs with SPARSEBERT_GPUS=N"
+    assert str(error.value) == ("nvidia-smi -L did not answer in 60 s: the GPU driver does not respond (a GPU job "
+                                "asks it for the GPUs' UUIDs, which name their locks)")
 
 
 def test_slot_file_names():
@@ -669,10 +685,21 @@ class Exec:
 
 
 @pytest.fixture
-def fake_exec(monkeypatch, lock_dir):
+def fake_exec(monkeypatch, lock_dir, tmp_path):
+    """os.execvpe recorded; PATH is a directory of the test's own, which holds an nvidia-smi only where the test
+    puts one (`nvidia_smi`), whatever the machine running the tests has."""
     record = Exec(lock_dir)
     monkeypatch.setattr(launch.os, "execvpe", record)
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     return record
+
+
+def nvidia_smi(directory: Path, *uuids: str) -> None:
+    """An nvidia-smi in `directory` that lists GPUs of these UUIDs, as the real one does (`-L`)."""
+    lines = "".join(f"GPU {i}: NVIDIA H200 (UUID: {uuid})\\n" for i, uuid in enumerate(uuids))
+    (directory / "nvidia-smi").write_text(f'#!/bin/sh\n[ "$*" = "-L" ] || exit 1\nprintf "{lines}"\n')
+    (directory / "nvidia-smi").chmod(0o755)
 
 
 def test_run_on_gpus_executes_the_command_with_its_gpus(lock_dir, fake_exec, capsys):
@@ -730,6 +757,31 @@ def test_jobs_sharing_one_slurm_allocation_take_slots_among_its_gpus(lock_dir, f
     assert [env["CUDA_VISIBLE_DEVICES"] for _, _, env in fake_exec.calls] == ["0", "1"]
     run_on_gpus(4, ["prog"], environ)  # while those two are held
     assert fake_exec.calls[-1][2] == environ
+
+
+def test_a_gpu_named_by_index_and_by_uuid_has_one_lock(lock_dir, fake_exec, tmp_path):
+    """One user's job takes GPU 0 by index (no restriction), another's runs inside a restriction by UUIDs: the
+    second must not get the GPU the first holds (before, their locks were gpu-0 and gpu-GPU-aa11: both on it)."""
+    nvidia_smi(tmp_path / "bin", "GPU-aa11", "GPU-cc33")
+    run_on_gpus(1, ["prog"], {"SPARSEBERT_GPU_LOCK_DIR": str(lock_dir)})
+    run_on_gpus(1, ["prog"], {"SPARSEBERT_GPU_LOCK_DIR": str(lock_dir), "CUDA_VISIBLE_DEVICES": "GPU-aa11,GPU-cc33"})
+    assert [env["CUDA_VISIBLE_DEVICES"] for _, _, env in fake_exec.calls] == ["0", "GPU-cc33"]
+    assert sorted(fds_under(lock_dir).values()) == ["gpu-GPU-aa11.lock", "gpu-GPU-cc33.lock"]
+
+
+def test_two_slurm_allocations_on_one_node_do_not_share_gpu_0(lock_dir, fake_exec, tmp_path, capsys):
+    """Two allocations on one node each number their own GPUs from 0 (their CUDA_VISIBLE_DEVICES and what
+    nvidia-smi lists inside them); a job of the second must get its GPU 0 while the first's GPU 0 is taken,
+    not wait for it or move to its GPU 1."""
+    environ = {"SLURM_JOB_ID": "42", "CUDA_VISIBLE_DEVICES": "0,1", "SPARSEBERT_GPU_LOCK_DIR": str(lock_dir)}
+    nvidia_smi(tmp_path / "bin", "GPU-aa11", "GPU-bb22")
+    run_on_gpus(1, ["prog"], environ)
+    nvidia_smi(tmp_path / "bin", "GPU-cc33", "GPU-dd44")  # the other allocation's GPUs
+    run_on_gpus(1, ["prog"], {**environ, "SLURM_JOB_ID": "43"})
+    assert [env["CUDA_VISIBLE_DEVICES"] for _, _, env in fake_exec.calls] == ["0", "0"]
+    assert sorted(fds_under(lock_dir).values()) == ["gpu-GPU-aa11.lock", "gpu-GPU-cc33.lock"]
+    assert capsys.readouterr().err.splitlines()[-1] == ("sparsebert.launch: this job's GPUs: CUDA_VISIBLE_DEVICES=0 "
+                                                        "(locked as GPU-cc33)")  # fmt: skip
 
 
 @pytest.fixture

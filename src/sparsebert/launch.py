@@ -33,9 +33,9 @@ allocation already chose the devices, and the command runs untouched.
 
 Sharing: a small model leaves a GPU mostly idle (one H200 ran three 4-layer pretraining runs side by side at
 590-710k tokens/s each), so a rule may declare `jobs_per_gpu: n` (config `resources.<rule>`): each GPU then has
-n slots (lock files gpu-<id>.lock, gpu-<id>.slot1.lock, ...), a job takes one slot on each of its GPUs, and up
-to n jobs share a GPU. A job with n takes only slots 0..n-1, so a job declaring 1 may still meet jobs of a rule
-declaring more on its GPU: give every GPU rule of a run the same n. Snakemake does not see the slots: run it
+n slots (lock files gpu-<UUID>.lock, gpu-<UUID>.slot1.lock, ...: see lock_names), a job takes one slot on each
+of its GPUs, and up to n jobs share a GPU. A job with n takes only slots 0..n-1, so a job declaring 1 may still
+meet jobs of a rule declaring more on its GPU: give every GPU rule of a run the same n. Snakemake does not see the slots: run it
 with `--resources gpu=<GPUs x n>` so that it starts no more GPU jobs than there are slots (the Makefile's
 demo-gpu does), or the extra jobs wait in `acquire` (and their benchmark times include the wait).
 """
@@ -171,6 +171,25 @@ class SlotError(Exception):
     """The job cannot get its GPUs on this machine (more than it has, none found, no lock directory)."""
 
 
+def nvidia_smi_gpus() -> list[tuple[str, str]]:
+    """(index, UUID) of each GPU that `nvidia-smi -L` lists ("GPU 0: NVIDIA H200 (UUID: GPU-...)"; the MIG
+    lines under a GPU are not GPUs), asked with a time limit (a hung driver must not hang the job); none
+    without nvidia-smi."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60).stdout
+    except subprocess.TimeoutExpired:
+        raise SlotError("nvidia-smi -L did not answer in 60 s: the GPU driver does not respond (a GPU job asks it "
+                        "for the GPUs' UUIDs, which name their locks)") from None
+    gpus = []
+    for line in listed.splitlines():
+        if line.startswith("GPU "):
+            uuid = re.search(r"\(UUID: ([^)\s]+)\)", line)
+            gpus.append((str(len(gpus)), uuid.group(1) if uuid else ""))
+    return gpus
+
+
 def machine_gpus(environ: Mapping) -> list[str]:
     """The GPUs jobs may take, as CUDA_VISIBLE_DEVICES entries: those of CUDA_VISIBLE_DEVICES when Snakemake
     itself was started inside a restriction (up to an entry CUDA stops at: a negative index, or SLURM's
@@ -188,13 +207,20 @@ def machine_gpus(environ: Mapping) -> list[str]:
         if not stated.isdigit():
             raise SlotError(f"{GPUS_ENV}={stated!r} is not a number of GPUs")
         return [str(i) for i in range(int(stated))]
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60).stdout
-    except subprocess.TimeoutExpired:
-        raise SlotError(f"nvidia-smi -L did not answer in 60 s; state the GPUs with {GPUS_ENV}=N") from None
-    return [str(i) for i, line in enumerate(l for l in listed.splitlines() if l.startswith("GPU "))]
+    return [index for index, _ in nvidia_smi_gpus()]
+
+
+def lock_names(gpus: list[str], listed: list[tuple[str, str]]) -> dict[str, str]:
+    """The name of each GPU's locks: its UUID where nvidia-smi lists it (an index, or a UUID or the unique
+    prefix of one that CUDA accepts), else the CUDA_VISIBLE_DEVICES entry itself (a MIG instance; no
+    nvidia-smi). One GPU then has one lock whether a job names it by index or by UUID, and in two SLURM
+    allocations on one node, which both number their own GPUs from 0, "GPU 0" is two GPUs with two locks."""
+    uuids = dict(listed)
+    names = {}
+    for gpu in gpus:
+        matches = [u for u in uuids.values() if u and u.startswith(gpu)] if gpu.startswith("GPU-") else []
+        names[gpu] = uuids.get(gpu) or (matches[0] if len(matches) == 1 else gpu)
+    return names
 
 
 def _lock_file(path: Path) -> int:
@@ -229,10 +255,11 @@ def slot_file(lock_dir: Path, gpu: str, slot: int) -> Path:
     return lock_dir / (f"gpu-{name}.lock" if slot == 0 else f"gpu-{name}.slot{slot}.lock")
 
 
-def acquire(count: int, gpus: list[str], lock_dir: Path, poll_s: float = 2.0, jobs_per_gpu: int = 1
-            ) -> list[tuple[str, int]]:
-    """Lock a slot on each of `count` distinct `gpus` (slots 0..jobs_per_gpu-1 of each), waiting while fewer
-    GPUs have a free slot; returns (gpu, locked descriptor) pairs. The descriptors must stay open for the life
+def acquire(count: int, gpus: list[str], lock_dir: Path, poll_s: float = 2.0, jobs_per_gpu: int = 1,
+            names: Mapping[str, str] | None = None) -> list[tuple[str, int]]:
+    """Lock a slot on each of `count` distinct `gpus` (slots 0..jobs_per_gpu-1 of each; a GPU's lock files are
+    named by `names`, lock_names(), or by the entry), waiting while fewer GPUs have a free slot; returns (gpu,
+    locked descriptor) pairs. The descriptors must stay open for the life
     of the job: closing one (or the process dying) frees its slot.
 
     Slot 0 of every GPU is tried before slot 1 of any, so shared jobs spread over the GPUs before they pile
@@ -259,7 +286,7 @@ def acquire(count: int, gpus: list[str], lock_dir: Path, poll_s: float = 2.0, jo
             for gpu in gpus:
                 if len(held) == count or any(gpu == taken for taken, _ in held):
                     continue
-                fd = _try_lock(slot_file(lock_dir, gpu, slot))
+                fd = _try_lock(slot_file(lock_dir, (names or {}).get(gpu, gpu), slot))
                 if fd is not None:
                     held.append((gpu, fd))
         if len(held) == count:
@@ -288,11 +315,14 @@ def run_on_gpus(count: int, command: list[str], environ: Mapping = os.environ, j
     gpus = machine_gpus(env) if count else []
     if count and (not env.get("SLURM_JOB_ID") or len(gpus) > count):
         lock_dir = Path(env.get(LOCK_DIR_ENV) or DEFAULT_LOCK_DIR)
-        held = acquire(count, gpus, lock_dir, jobs_per_gpu=jobs_per_gpu)
+        names = lock_names(gpus, nvidia_smi_gpus())
+        held = acquire(count, gpus, lock_dir, jobs_per_gpu=jobs_per_gpu, names=names)
         for _, fd in held:
             os.set_inheritable(fd, True)  # the lock lives on in the executed command
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu for gpu, _ in held)
-        print(f"sparsebert.launch: this job's GPUs: CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']}",
+        locks = [names[gpu] for gpu, _ in held]
+        print(f"sparsebert.launch: this job's GPUs: CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']}"
+              + (f" (locked as {','.join(locks)})" if locks != env["CUDA_VISIBLE_DEVICES"].split(",") else ""),
               file=sys.stderr, flush=True)
     os.execvpe(command[0], command, env)
 
