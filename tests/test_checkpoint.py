@@ -270,6 +270,41 @@ def test_under_ddp_each_rank_resumes_its_own_random_stream(tmp_path):
         assert draw() == main_draws
 
 
+def test_resumed_on_another_world_size_each_rank_draws_a_stream_of_its_own(tmp_path, monkeypatch):
+    """Two streams saved, three ranks now: rank 0 goes on with the saved main stream; ranks 1 and 2 each get
+    another one (every generator: python, numpy, torch), the same on every such resume. Before, every rank took
+    rank 0's, and all sampled the same DAM masks and dropout."""
+    with gloo_group(tmp_path):
+        model, optimizer, scheduler = make_run()
+        training.seed_everything(1)
+        own = training.rank_rng_states()
+        training.seed_everything(2)
+        training.save_checkpoint(tmp_path, 1, model, optimizer, scheduler, rng_per_rank=own * 2)
+        monkeypatch.setattr(training.dist, "get_world_size", lambda: 3)
+        draws = {}
+        for rank in (0, 1, 2, 1):
+            monkeypatch.setattr(training.dist, "get_rank", lambda rank=rank: rank)
+            training.seed_everything(3)
+            training.load_checkpoint(tmp_path / "step-00000001", model, optimizer, scheduler)
+            drawn = (random.random(), float(np.random.rand()), torch.rand(2).tolist())
+            assert draws.setdefault(rank, drawn) == drawn  # a second resume of rank 1: the same stream
+        training.seed_everything(2)
+        assert draws[0] == (random.random(), float(np.random.rand()), torch.rand(2).tolist())
+        for a, b in ((0, 1), (0, 2), (1, 2)):
+            assert all(x != y for x, y in zip(draws[a], draws[b])), (a, b)
+
+
+def test_rank_seeds_keep_rank_0_and_never_share_a_stream_between_runs():
+    """Rank 0 keeps the run's seed (one process draws what it always drew); the other ranks' seeds are all
+    distinct from each other and from every run's seed, over consecutive seeds (with seed + rank, seed 0's rank 1
+    and seed 1's rank 0 were one stream)."""
+    seeds = [training.rank_seed(seed, rank) for seed in range(50) for rank in range(8)]
+    assert [training.rank_seed(seed, 0) for seed in range(50)] == list(range(50))
+    assert len(set(seeds)) == len(seeds)
+    assert all(0 <= s < 2**63 for s in seeds)  # what torch.manual_seed takes
+    assert training.rank_seed(0, 1) == training.rank_seed(0, 1)  # a pure function: a rerun draws the same
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: the CUDA generators are only saved there")
 def test_resume_restores_the_cuda_random_streams(tmp_path):
     model, optimizer, scheduler = make_run()

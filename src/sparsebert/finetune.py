@@ -175,7 +175,7 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
     training.seed_everything(params["seed"])
     model = load_pretrained(model_dir, spec, mask_file).to(env.device)  # the same new head on every rank
     if env.world_size > 1:  # each rank its own dropout stream (one process keeps the stream it always had)
-        training.seed_everything(params["seed"] + env.rank)
+        training.seed_everything(training.rank_seed(params["seed"], env.rank))
     pretrained_mask_len = model.config.mask_seq_len
     model.bert.extend_mask(params["max_seq_length"])  # e.g. SQuAD at 384 after pretraining at 128
     raw, origin, train_raw, train_set, feat = _task_data(task, spec, source, tokenizer_dir, params)

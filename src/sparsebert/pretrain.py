@@ -120,7 +120,7 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
     # Same initial weights on every rank; then per-rank streams for dropout / Gumbel noise.
     training.seed_everything(recipe["seed"])
     model = build_model(recipe, vocab_size, seq_len, mask, mask_params, mask_file).to(env.device)
-    training.seed_everything(recipe["seed"] + env.rank)
+    training.seed_everything(training.rank_seed(recipe["seed"], env.rank))
     is_dam = model.config.is_dam
     total_steps, batch_size = recipe["max_steps"], recipe["batch_size"]
     optimizer = training.build_optimizer(model, recipe)

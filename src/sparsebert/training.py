@@ -103,6 +103,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of a DDP rank's own stream (dropout, Gumbel noise): the run's seed on rank 0, so that one process
+    keeps the stream it always had, and one drawn from (seed, rank) on another rank. `seed + rank` would give
+    seed 1's rank 0 the stream of seed 0's rank 1: runs of consecutive seeds, meant to be independent, would
+    draw the same masks and noise."""
+    if rank == 0:
+        return seed
+    return int.from_bytes(hashlib.sha256(f"sparsebert rank stream {seed} {rank}".encode()).digest()[:8], "little") >> 1
+
+
 @functools.lru_cache(maxsize=1)
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The example order of one epoch: a pure function of (seed, epoch), so a resumed run sees the same
@@ -292,8 +302,16 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, dict]
     per_rank = state.get("rng_per_rank") or []
     if dist.is_initialized() and len(per_rank) == dist.get_world_size():
         _set_rng_state(per_rank[dist.get_rank()])  # this rank's own stream, as when it stopped
-    else:  # one process, or another world size than the saved run: rank 0's stream
+    else:  # one process, or another world size than the saved run: rank 0 takes the saved main stream
         _set_rng_state(state["rng"])
+        if dist.is_initialized() and dist.get_rank() > 0:
+            # and every other rank a stream of its own, derived from that one (the same on every such resume):
+            # ranks drawing one stream would all sample the same DAM masks and dropout, as one rank would.
+            stream = int.from_bytes(hashlib.sha256(state["rng"]["torch"].numpy().tobytes()).digest()[:8], "little")
+            seed_everything(rank_seed(stream >> 1, dist.get_rank()))
+        elif dist.is_initialized():
+            log.info("resumed on %d process(es) from a checkpoint of %d: rank 0 goes on with the saved random "
+                     "stream, the others draw new ones", dist.get_world_size(), max(len(per_rank), 1))
     return step, state["extra"]
 
 
