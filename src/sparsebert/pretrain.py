@@ -86,7 +86,9 @@ def build_model(recipe: dict, vocab_size: int, seq_len: int, mask: str, mask_par
 
 # Recipe keys that say how a run is carried out, not what it trains: a rerun that changes only these (a smaller
 # micro-batch after running out of GPU memory, another checkpoint cadence) resumes the run's checkpoints instead
-# of starting days of training over. The global batch is unchanged, so the updates differ only by rounding.
+# of starting days of training over. The global batch is unchanged, so each update has the same expectation,
+# but not the same value: an update is the mean of its micro-batches' losses, each averaged over its own masked
+# tokens (as the official run_pretraining.py), and a DAM search draws one mask sample per micro-batch.
 RUN_ONLY_KEYS = frozenset({"micro_batch_size", "compile", "checkpoint_every", "log_every", "eval_examples",
                            "keep_checkpoints"})
 # The same in the model's shape: how attention is computed (sdpa or flex, the same outputs to rounding).

@@ -491,8 +491,10 @@ def accumulate_gradients(ddp, env: Dist, chunks: list[torch.Tensor], forward, au
     """Forward and backward over one step's micro-batches; returns the step's loss (mean of the micro-batches).
 
     `forward(chunk)` runs under `autocast()` and returns the loss of that micro-batch. Each backward is scaled
-    by 1/len(chunks), so the gradients are those of the mean over the rank's share; DDP all-reduces them
-    (a mean over ranks) only after the last micro-batch."""
+    by 1/len(chunks), so the gradients are those of the mean of the micro-batches' losses (the mean over the
+    rank's share where each micro-batch's loss is a mean over equally many terms, not where the masked tokens per
+    micro-batch vary: as the official run_pretraining.py); DDP all-reduces them (a mean over ranks) only after the
+    last micro-batch."""
     accum = len(chunks)
     step_loss = torch.zeros((), device=env.device)
     for i, chunk in enumerate(chunks):
