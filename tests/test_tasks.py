@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 from _task_files import (HUB_FEATURES, MNLI_DEV_HEADER, SWAG_HEADER, SWAG_ROWS, squad_json, tiny_tokenizer,
@@ -423,3 +424,59 @@ def test_warning_when_windows_cannot_overlap(tmp_path, caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "doc_stride 13 >= the shortest window (13 tokens): windows will not overlap and answers across a window "
         "boundary cannot be learned or found; at max_seq_length 32 use a doc_stride of about 8"]
+
+
+FEATURIZE_A_SAVED_SPLIT = """
+import sys
+from pathlib import Path
+
+import datasets
+from _task_files import tiny_tokenizer
+
+from sparsebert.data import features
+from sparsebert.data.features import featurize
+from sparsebert.data.tasks import get_task
+
+folder = Path(sys.argv[1])
+assert Path(features.__file__).is_relative_to(folder), features.__file__  # the copy, not the installed package
+out = featurize(get_task("sst2"), datasets.load_from_disk(folder / "split"), tiny_tokenizer(folder / "tok"), 8)
+print(out[0]["input_ids"], out.cache_files[0]["filename"])
+"""
+
+
+@pytest.mark.slow
+def test_a_hub_tasks_cached_features_are_rebuilt_after_features_py_is_edited(tmp_path):
+    """A hub task's split is file-backed: datasets keeps its features in a cache file keyed by the hash of the
+    mapped function, which names this package's functions without their code. Featurized twice by unchanged code
+    (two processes, as two fine-tuning jobs), the second reads that file; by a features.py edited in place in
+    between, it must compute the new features, not read the old ones (it did: the old ids came back)."""
+    import shutil
+    import subprocess
+    import sys
+
+    import datasets
+
+    from sparsebert.data import features
+
+    package = tmp_path / "src" / "sparsebert"
+    shutil.copytree(Path(features.__file__).parents[1], package, ignore=shutil.ignore_patterns("__pycache__"))
+    rows = [{"sentence": "the normans were", "label": 1, "idx": 0}]
+    datasets.Dataset.from_list(rows, features=hub_features(get_task("sst2"))).save_to_disk(tmp_path / "split")
+    tests = Path(__file__).parent
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": f"{package.parent}:{tests}",
+           "HF_DATASETS_OFFLINE": "1"}
+
+    def featurized() -> tuple[list[int], str]:
+        out = subprocess.run([sys.executable, "-c", FEATURIZE_A_SAVED_SPLIT, str(tmp_path)], env=env,
+                             capture_output=True, text=True, check=True).stdout.split("] ")  # fmt: skip
+        return [int(i) for i in out[0].strip("[").split(", ")], out[1].strip()
+
+    first = featurized()
+    assert first[0][:5] != [7] * 5 and featurized() == first  # the cache file reused
+    source = package / "data" / "features.py"
+    edit = ('out["input_ids"].append(ids + [pad] * padding)',
+            'out["input_ids"].append([7] * len(ids) + [pad] * padding)')
+    assert edit[0] in source.read_text()
+    source.write_text(source.read_text().replace(*edit))
+    ids, cache_file = featurized()
+    assert ids[:5] == [7] * 5 and cache_file != first[1]

@@ -16,7 +16,9 @@ Output columns (what the fine-tuning loop consumes):
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from pathlib import Path
 
 import datasets
 from datasets import Features, List, Value
@@ -26,6 +28,10 @@ from sparsebert.io import UserError
 log = logging.getLogger(__name__)
 
 _INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+# datasets reuses a file-backed split's features (a hub task's) when the hash of the mapped function matches, and
+# that hash names this module's functions without their code: an edited featurization would read the old
+# features. The module's source, passed to `map` as an argument, is part of the hash.
+SOURCE_DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
 def featurize(spec, dataset: datasets.Dataset, tokenizer, max_seq_length: int, doc_stride: int = 128,
@@ -41,20 +47,21 @@ def featurize(spec, dataset: datasets.Dataset, tokenizer, max_seq_length: int, d
                         "across a window boundary cannot be learned or found; at max_seq_length %d use a "
                         "doc_stride of about %d", doc_stride, max_seq_length - max_query_length - 3,
                         max_seq_length, max_seq_length // 4)  # fmt: skip
-        fn = lambda batch: _span_windows(batch, tokenizer, max_seq_length, doc_stride, max_query_length)  # noqa: E731
+        fn = lambda batch, source: _span_windows(batch, tokenizer, max_seq_length, doc_stride,  # noqa: E731
+                                                 max_query_length)
         features = Features({**{k: List(Value("int32")) for k in _INPUTS},
                              "start_positions": Value("int64"), "end_positions": Value("int64"),
                              "example_id": Value("string"), "offset_mapping": List(List(Value("int32"))),
                              "token_is_max_context": List(Value("bool"))})  # fmt: skip
     elif spec.kind == "multiple_choice":
-        fn = lambda batch: _choices(batch, tokenizer, max_seq_length)  # noqa: E731
+        fn = lambda batch, source: _choices(batch, tokenizer, max_seq_length)  # noqa: E731
         features = Features({**{k: List(List(Value("int32"))) for k in _INPUTS}, "labels": Value("int64")})
     else:
-        fn = lambda batch: _sentences(spec, batch, tokenizer, max_seq_length)  # noqa: E731
+        fn = lambda batch, source: _sentences(spec, batch, tokenizer, max_seq_length)  # noqa: E731
         label = Value("float32") if spec.kind == "regression" else Value("int64")
         features = Features({**{k: List(Value("int32")) for k in _INPUTS}, "labels": label})
     return dataset.map(fn, batched=True, remove_columns=dataset.column_names, features=features,
-                       desc=f"featurize {spec.name}")  # fmt: skip
+                       fn_kwargs={"source": SOURCE_DIGEST}, desc=f"featurize {spec.name}")  # fmt: skip
 
 
 def truncate_pair(a: list, b: list, max_tokens: int) -> tuple[list, list]:
