@@ -162,13 +162,13 @@ def test_each_section_bootstraps_from_its_own_seeded_stream(tmp_path, monkeypatc
     _, p = findings(tmp_path, SEEDS_DISAGREE, "none")
     first_draws = []
 
-    def spy(*args):
-        first_draws.append(args[-1].random())
-        return []
+    def spy(*args, returns=()):
+        first_draws.append(next(a for a in args if isinstance(a, np.random.Generator)).random())
+        return type(returns)(returns)
 
-    for name in ("tasks_line", "claim_diagonal_dropped_first", "claim_no_diagonal_matches_bert",
-                 "claim_dam_beats_designed"):
-        monkeypatch.setattr(findings_module, name, spy)
+    monkeypatch.setattr(findings_module, "dense_vs_constant", lambda *args: spy(*args, returns={}))
+    for name in ("claim_diagonal_dropped_first", "claim_no_diagonal_matches_bert", "claim_dam_beats_designed"):
+        monkeypatch.setattr(findings_module, name, lambda *args: spy(*args, returns=[]))
     for out in ("a.md", "b.md"):
         write_findings(p, tmp_path / "tables/metrics.json", tmp_path / "tables/bootstrap.npz", tmp_path / out)
     assert first_draws[:4] == first_draws[4:] and len(set(first_draws[:4])) == 4, first_draws
@@ -252,6 +252,7 @@ from sparsebert.findings import (  # noqa: E402
     claim_dam_beats_designed,
     claim_diagonal_dropped_first,
     claim_no_diagonal_matches_bert,
+    dense_vs_constant,
     learned_line,
     tasks_line,
 )
@@ -435,7 +436,8 @@ def claim2(table, columns, n_seeds=2, margin=0.5, constant=None, examples=None) 
     s = hand_scores(table, columns, n_seeds, examples=examples)
     for v, c in constant or []:
         s.constant[s.index(v), :, c] = True
-    return claim_no_diagonal_matches_bert(s, MLM, {"equivalence_margin": margin}, np.random.default_rng(0))
+    versus = dense_vs_constant(s, np.random.default_rng(1))  # the constant predictor scores 0: dense beats it
+    return claim_no_diagonal_matches_bert(s, MLM, {"equivalence_margin": margin}, np.random.default_rng(0), versus)
 
 
 def test_claim_2_states_its_rule_with_the_margin():
@@ -466,7 +468,8 @@ def test_claim_2_says_when_pretraining_evaluated_nothing():
     """eval_examples 0: the tables hold no MLM accuracy (None in metrics.json), and the line says so."""
     s = hand_scores({"dense": [(70, 0)], "no_diagonal": [(65, 1)]}, [ACC], 2)
     unevaluated = {"variants": {"dense": {"val_mlm_acc": None}, "no_diagonal": {"val_mlm_acc": 11.0}}}
-    lines = claim_no_diagonal_matches_bert(s, unevaluated, {"equivalence_margin": 0.5}, np.random.default_rng(0))
+    lines = claim_no_diagonal_matches_bert(s, unevaluated, {"equivalence_margin": 0.5}, np.random.default_rng(0),
+                                           dense_vs_constant(s, np.random.default_rng(1)))
     assert "- Pretraining validation MLM accuracy (mean over seeds): dense not evaluated, no_diagonal 11.0." in lines
 
 
@@ -496,7 +499,32 @@ def test_claim_2_without_a_separating_column_is_inconclusive():
     assert lines[4:] == [
         "- Left out: squad_v1, where dense and no_diagonal both predict one constant output in every seed.", "",
         "Verdict: **inconclusive at this scale**: no task column separates the models: every variant scores the "
-        "same, or both predict a constant.", ""]  # fmt: skip
+        "same, both predict a constant, or dense does not beat the best constant predictor.", ""]  # fmt: skip
+
+
+def test_claim_2_leaves_out_the_tasks_on_which_dense_does_not_beat_the_constant_predictor():
+    """dense and no_diagonal score 50.0 and 50.1 on sst2, where the best constant predictor scores 50 too (a
+    task nothing learned): a match there shows nothing, and alone it would be 'supported' (+0.1 inside +-0.5);
+    on stsb dense scores exactly the constant's 20 (interval [0, 0]: not beaten either). On squad_v1, which dense
+    learned (30 vs 10), no_diagonal loses 5: contradicted on that column alone."""
+    s = hand_scores({"dense": [(50, 1), (30, 0), (20, 0)], "no_diagonal": [(50.1, 1), (25, 1), (20.2, 0)]},
+                    [ACC, SPAN, CORR])  # fmt: skip
+    s.baseline_points[:] = [50.0, 10.0, 20.0]
+    s.baseline_draws[:] = np.array([50.0, 10.0, 20.0])[:, None]
+    versus = dense_vs_constant(s, np.random.default_rng(1))
+    assert versus[0][1] < 0 < versus[1][1] and versus[2][1] == 0  # sst2 and stsb not beaten, squad_v1 beaten
+    lines = claim_no_diagonal_matches_bert(s, MLM, {"equivalence_margin": 0.5}, np.random.default_rng(0), versus)
+    assert lines[4:7] == ["- Left out: sst2, stsb, where dense does not beat the best constant predictor (its 95 % "
+                          "interval above): a match there would show nothing.", "",
+                          "- Per column: squad_v1 -5.0 [-5.9, -4.1]."]  # fmt: skip  (-5 +- 0.95)
+    assert lines[-2].startswith("Verdict: **contradicted at this scale**: effect -5.00 points")
+    s.baseline_points[:] = [50.0, 40.0, 20.0]  # squad_v1 not learned either: nothing left to compare
+    s.baseline_draws[:] = np.array([50.0, 40.0, 20.0])[:, None]
+    versus = dense_vs_constant(s, np.random.default_rng(1))
+    lines = claim_no_diagonal_matches_bert(s, MLM, {"equivalence_margin": 0.5}, np.random.default_rng(0), versus)
+    assert lines[4] == ("- Left out: sst2, squad_v1, stsb, where dense does not beat the best constant predictor "
+                        "(its 95 % interval above): a match there would show nothing.")  # fmt: skip
+    assert lines[-2].startswith("Verdict: **inconclusive at this scale**: no task column separates the models")
 
 
 # Claim 1: the diagonal's rank by area below 0.25, from hand-made snapshots whose drop steps are given.
@@ -723,7 +751,7 @@ def test_tasks_line_compares_dense_with_the_constant_predictor_per_averaged_colu
                     [ACC, SPAN_EM, SPAN, CORR])  # fmt: skip
     s.baseline_points[:] = [50, 1, 20, 0]
     s.baseline_draws[:] = np.array([50, 1, 20, 0])[:, None]
-    assert tasks_line(s, np.random.default_rng(0)) == [
+    assert tasks_line(s, dense_vs_constant(s, np.random.default_rng(0))) == [
         "## Can the tasks separate anything? Dense vs the best constant predictor", "",
         "Per task: the dense model's score minus that of the best single output (label, mean score or \"no answer\") "
         "chosen with the eval labels, with its 95 % interval (seeds and eval examples resampled).", "",
@@ -734,7 +762,8 @@ def test_tasks_line_compares_dense_with_the_constant_predictor_per_averaged_colu
 
 
 def test_tasks_line_needs_dense():
-    assert tasks_line(hand_scores({"longformer": [(60, 0)]}, [ACC]), np.random.default_rng(0)) == []
+    s = hand_scores({"longformer": [(60, 0)]}, [ACC])
+    assert dense_vs_constant(s, np.random.default_rng(0)) == {} and tasks_line(s, {}) == []
 
 
 def pretrained(tmp_path, summaries: list[dict], variants=("dense", "longformer")) -> dict:
