@@ -82,8 +82,8 @@ def compare(scores: Scores, a: str, b: str, columns: list[int], rng: np.random.G
     """b - a on the mean over `columns`, paired on the eval examples and on the seeds (seed s of b minus seed s
     of a, the seeds resampled: see stats.py)."""
     ia, ib = scores.index(a), scores.index(b)
-    diff = scores.draws[ib][:, columns] - scores.draws[ia][:, columns]  # (S, C, B)
-    draws = stats.seed_level(diff, rng).mean(axis=0)
+    diff = (scores.draws[ib][:, columns] - scores.draws[ia][:, columns]).mean(axis=1)  # (S, B): the average
+    draws = stats.seed_level(diff, rng)
     point = scores.points[ib][:, columns].mean() - scores.points[ia][:, columns].mean()
     lo, hi = interval(draws, [scores.columns[c] for c in columns], difference=True)
     return Effect(float(point), lo, hi, len(scores.seeds), [scores.columns[c].name for c in columns],

@@ -289,14 +289,17 @@ def summarize(scores: Scores, rng: np.random.Generator) -> tuple[pd.DataFrame, d
               "avg_squad_swag": [c.averaged and not c.glue for c in scores.columns],
               "avg": [c.averaged for c in scores.columns]}  # fmt: skip
     means, intervals = {}, {}
+    kept = {name: np.array(picked, dtype=bool) for name, picked in groups.items() if any(picked)}
     for v, variant in enumerate(scores.variants):
-        per_col = stats.seed_level(scores.draws[v], rng)  # (C, B)
+        # The averages as further columns: seed_level splits each quantity's example noise on its own.
+        averaged = [scores.draws[v][:, picked].mean(axis=1, keepdims=True) for picked in kept.values()]
+        per_col = stats.seed_level(np.concatenate([scores.draws[v], *averaged], axis=1), rng)  # (C + averages, B)
         point = scores.points[v].mean(axis=0)  # (C,)
         rows = {c.name: (point[i], per_col[i], [c]) for i, c in enumerate(scores.columns)}
         for name, picked in groups.items():
             cols = [c for c, keep in zip(scores.columns, picked) if keep]
-            picked = np.array(picked, dtype=bool)
-            rows[name] = (point[picked].mean(), per_col[picked].mean(axis=0), cols) if cols else (np.nan, None, [])
+            at = len(scores.columns) + list(kept).index(name) if name in kept else None
+            rows[name] = (point[kept[name]].mean(), per_col[at], cols) if cols else (np.nan, None, [])
         means[variant] = {k: float(x) for k, (x, _, _) in rows.items()}
         intervals[variant] = {k: interval(d, cols) if d is not None else (np.nan, np.nan)
                               for k, (_, d, cols) in rows.items()}  # fmt: skip

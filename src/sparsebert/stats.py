@@ -16,16 +16,20 @@ Method (a two-way bootstrap: Davison & Hinkley 1997, ch. 3.8; Owen 2007 for cros
    and seed, and compute each (variant, seed)'s metric on each resample with `metrics.task_metrics`
    (`resampled_scores`). Sharing the resample pairs the variants on the examples: identical predictions
    give a difference of exactly 0 in every draw.
-2. Seeds. In each draw b, resample the seeds with replacement and average over the drawn seeds
-   (`seed_level`): a variant's own scores for its interval, or the per-seed differences b - a (seed s of b
+2. Seeds. In each draw b, resample the seeds with replacement and average their scores on the whole eval
+   set (`seed_level`): a variant's own scores for its interval, or the per-seed differences b - a (seed s of b
    minus seed s of a) for a comparison. One draw of seeds applies to every column (a seed is one model).
    With n seeds, the bootstrap spread of a mean of n values is too small: its variance is (n-1)/n of the
    unbiased s^2/n, and its tails are normal-like where a mean of n values has t-tails with n-1 degrees of
    freedom (a percentile interval from 3 seeds covers about 74 %, not 95 %). So the seed-level deviation of
-   each draw from the all-seed mean is scaled by sqrt(n / (n-1)) * t_{n-1} / z (`seed_scale`); with seed
-   noise dominant the interval is then the t-interval over seeds, with example noise dominant the plain
-   paired bootstrap (coverage simulations in tests/test_stats.py). With one seed there is no seed level: the
-   interval covers the eval examples only, and the report says that it ignores seed variance.
+   each draw from the all-seed mean is scaled by sqrt(n / (n-1)) * t_{n-1} / z (`seed_scale`). To it each
+   draw adds the part of the example resample's effect that every seed shares (`shared_share`): a seed's own
+   errors already move its score on the fixed eval set, and so the spread of the seeds; counted again on the
+   example level, they made a difference's interval ~1.8x too wide (its shared example effects cancel, so own
+   errors are most of its example noise). With seed noise dominant the interval is the t-interval over seeds,
+   with shared example noise dominant the paired bootstrap (coverage simulations in tests/test_stats.py). With
+   one seed there is no seed level: the interval covers the eval examples only, and the report says that it
+   ignores seed variance.
 3. The 95 % interval is the 2.5th-97.5th percentile of the B draws (`percentile_interval`). An average over
    columns is averaged inside each draw (each column resampled on its own examples).
 
@@ -88,18 +92,45 @@ def seed_scale(n: int, level: float = LEVEL) -> float:
 def seed_level(draws: np.ndarray, rng: np.random.Generator, level: float = LEVEL) -> np.ndarray:
     """Two-way bootstrap draws of the mean over seeds: `draws` (S, ..., B) are the scores (or the per-seed
     differences of two variants' scores) of S seeds on B example resamples (draw b shares its examples across
-    seeds and variants); returns (..., B).
+    seeds and variants); returns (..., B), each middle entry (a column, an average of columns) on its own.
 
-    Per draw b the seeds are resampled with replacement (one pick for all middle axes, e.g. every column of
-    one model) and the deviation of their mean from the all-seed mean is scaled by `seed_scale(S)`."""
+    A draw is the all-seed mean, plus the seed level: the seeds resampled with replacement (one pick for all
+    middle axes: every column of one model) and their mean's deviation scaled by `seed_scale(S)`, plus the
+    examples' shared share: the deviation of the seeds' mean on resample b, scaled by `shared_share`. Each seed's
+    own example noise (its errors that other models do not share) already moves its score on the fixed eval set,
+    and so the spread of the seeds; adding it again on the example level double-counted it, and the interval of a
+    difference between two variants, whose shared example effects cancel, came out ~1.8x too wide (see
+    `shared_share`). Identical draws for every seed (the DAM searches' per-seed means) have no example level."""
     draws = np.asarray(draws, dtype=float)
     S, B = draws.shape[0], draws.shape[-1]
-    base = draws.mean(axis=0)  # (..., B): example level only
     if S < 2:
-        return base
+        return draws.mean(axis=0)  # (..., B): example level only
+    per_seed = draws.mean(axis=-1, keepdims=True)  # (S, ..., 1): a seed's score, its example noise included
+    center = per_seed.mean(axis=0)  # (..., 1)
+    examples = draws - per_seed  # (S, ..., B): each seed's deviation on each example resample
     pick = rng.integers(0, S, size=(S, B))  # (S, B): the seeds drawn in each draw
-    picked = np.take_along_axis(draws, pick.reshape((S,) + (1,) * (draws.ndim - 2) + (B,)), axis=0)
-    return base + seed_scale(S, level) * (picked.mean(axis=0) - base)
+    picked = np.take_along_axis(np.broadcast_to(per_seed, draws.shape),
+                                pick.reshape((S,) + (1,) * (draws.ndim - 2) + (B,)), axis=0)  # fmt: skip
+    common = examples.mean(axis=0)  # (..., B)
+    return center + seed_scale(S, level) * (picked.mean(axis=0) - center) + shared_share(examples) * common
+
+
+def shared_share(examples: np.ndarray) -> np.ndarray:
+    """The factor (..., 1) that leaves of the seeds' mean deviation on the example resamples only its part shared
+    by every seed. examples (S, ..., B): each seed's deviation from its own mean score per resample. A deviation
+    is shared (the resample's examples are easy or hard for every model: variance v_sh) plus the seed's own
+    (v_own, independent between seeds): the mean over S seeds varies by v_sh + v_own / S, a single seed by
+    v_sh + v_own, so v_sh = (var(mean) - mean(var) / S) / (1 - 1 / S), floored at 0; the factor is
+    sqrt(v_sh / var(mean)), between 0 and 1 (a mean's variance is at most the mean of the variances). The seed
+    level carries v_own already (a seed's score on the eval set includes its own errors), so the example level
+    adds v_sh alone: an interval of seed noise, own example noise and shared example noise, each counted once
+    (coverage simulations in tests/test_stats.py, including the case of own noise alone, which the sum of
+    both levels covered 100 % of the time)."""
+    S = examples.shape[0]
+    var_mean = examples.mean(axis=0).var(axis=-1, keepdims=True)
+    mean_var = examples.var(axis=-1, keepdims=True).mean(axis=0)
+    shared = np.maximum((var_mean - mean_var / S) / (1 - 1 / S), 0.0)
+    return np.sqrt(np.divide(shared, var_mean, out=np.zeros_like(var_mean), where=var_mean > 0))
 
 
 def head_means(values: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
