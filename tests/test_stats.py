@@ -92,7 +92,7 @@ def coverage(seed_sd: float, example_sd: float, seeds: int, own_sd: float = 0.2,
 
 
 @pytest.mark.parametrize("seed_sd, example_sd, seeds, own_sd", [
-    (1.0, 0.05, 3, 0.2), (0.0, 1.0, 3, 0.2), (0.3, 1.0, 5, 0.2), (0.0, 1.0, 1, 0.2),
+    (1.0, 0.05, 3, 0.2), (0.0, 1.0, 3, 0.2), (0.3, 1.0, 5, 0.2), (0.0, 1.0, 1, 0.2), (1.0, 0.05, 2, 0.2),
     (0.0, 0.0, 3, 1.0), (0.0, 0.2, 3, 1.0), (0.1, 0.5, 3, 1.0), (0.0, 0.0, 2, 1.0)])  # fmt: skip
 def test_intervals_cover_about_95_percent_in_simulations(seed_sd, example_sd, seeds, own_sd):
     """Seed noise dominant with 3 seeds (a plain percentile bootstrap of 3 seeds covers about 74 %), shared
