@@ -926,3 +926,20 @@ def test_the_data_line_groups_the_tasks_by_where_they_were_read():
         "proxy_qa, proxy_pair from local files in data/x/tasks/ (sha256 in each fine-tuning's metrics.json); "
         "swag from /data/swag_hub_copy (no commit).", ""]
     assert data_line({}) == [] and data_line({"data": {}}) == []
+
+
+def write_diverged(folder, heads, fallback):
+    """DAM_s snapshots whose last keep probability of the diagonal is NaN (a search that diverged)."""
+    folder.mkdir(parents=True)
+    keep = np.full((3, heads, 4), 0.5)
+    keep[2, 0, 0] = np.nan
+    np.savez(folder / "snapshots.npz", steps=np.array([0, 10, 20]), keep_prob=keep)
+    (folder / "summary.json").write_text("{}")
+
+
+def test_claim_1_refuses_snapshots_that_are_not_finite(tmp_path):
+    """A NaN keep probability compares as no area at all: the diagonal would rank 0, "dropped most", and claim 1
+    read supported. One clear error naming the file instead."""
+    p = searches(tmp_path, {"dam_s": [(3, None), (3, None)]}, writer=write_diverged)
+    with pytest.raises(UserError, match=r"dam_s/0/snapshots.npz: keep probabilities that are not finite"):
+        claim1(p)

@@ -409,7 +409,20 @@ def test_is_mean_metric():
     assert stats.is_mean_metric(TASKS["proxy_choice"], "accuracy")
     assert not stats.is_mean_metric(TASKS["proxy_single"], "matthews_correlation")
     assert not stats.is_mean_metric(TASKS["proxy_regression"], "pearson")
-    assert stats.is_mean_metric(TASKS["proxy_qa"], "f1") and stats.is_mean_metric(TASKS["proxy_qa"], "NoAns_exact")
+    assert stats.is_mean_metric(TASKS["proxy_qa"], "f1") and stats.is_mean_metric(TASKS["proxy_qa"], "exact")
+    assert stats.is_mean_metric(TASKS["squad_v1"], "exact_match")
+    for subset in ("HasAns_f1", "NoAns_exact", "total"):  # means over part of the questions, or a count
+        assert not stats.is_mean_metric(TASKS["proxy_qa"], subset)
+
+
+def test_a_span_metric_over_a_subset_of_the_questions_is_refused_by_name():
+    """HasAns_f1 averages the answerable questions only: not a mean over the resampled questions, and SQuAD's
+    id-keyed inputs cannot be recomputed on a resample: one clear error (it was a KeyError on the first NoAns
+    question)."""
+    golds = {"q1": ["word"], "q2": []}
+    with pytest.raises(ValueError, match=r"proxy_qa: 'HasAns_f1' cannot be resampled; the span metrics that can"):
+        stats.resampled_scores(TASKS["proxy_qa"], "HasAns_f1", [({"q1": "word", "q2": ""}, golds)], 3,
+                               np.random.default_rng(0))  # fmt: skip
 
 
 def test_a_non_mean_metric_is_recomputed_on_every_resample_chunk_by_chunk():

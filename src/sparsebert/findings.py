@@ -51,7 +51,7 @@ import numpy as np
 
 from sparsebert import stats
 from sparsebert.dam import mean_per_head, split_diagonal
-from sparsebert.io import atomic_write_text, load_params
+from sparsebert.io import UserError, atomic_write_text, load_params
 from sparsebert.report import Scores, interval, pretrained_dir, read_json, searches_of, seeds_of, settings, variants_of
 
 BASELINES = ("dense", "no_diagonal")  # fixed masks that are not "hand-designed sparse" masks
@@ -132,6 +132,9 @@ def diagonal_ranks(p: dict, run: str) -> tuple[np.ndarray, np.ndarray, dict]:
     for seed in seeds_of(p):
         folder = pretrained_dir(p, run, seed)
         snap = np.load(folder / "snapshots.npz")
+        if not np.isfinite(snap["keep_prob"]).all():  # a NaN would compare as no area: "dropped most"
+            raise UserError(f"{folder / 'snapshots.npz'}: keep probabilities that are not finite; the search "
+                            f"diverged, and claim 1 cannot rank its positions")
         area = stats.area_below(snap["steps"], snap["keep_prob"])  # (H, L) or (H, L, L)
         by_area.append(stats.diagonal_rank(-area, kind))  # more area = more dropped = lower
         by_final.append(stats.diagonal_rank(snap["keep_prob"][-1], kind))

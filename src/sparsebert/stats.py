@@ -191,11 +191,14 @@ def pooled_mean_draws(runs: Sequence[np.ndarray], samples: int, rng: np.random.G
 # Metrics on resampled eval examples
 
 
+SPAN_MEANS = ("exact", "exact_match", "f1")  # the SQuAD scripts' means over every question
+
+
 def is_mean_metric(spec, metric: str) -> bool:
-    """Metrics that are the mean of a per-example score: accuracy, and every SQuAD metric (exact match and F1
-    are averaged over questions by the official scripts). F1 of a class, Matthews and the correlations are
-    not."""
-    return metric == "accuracy" or spec.kind == "span"
+    """Metrics that are the mean of a per-example score: accuracy, and SQuAD's exact match and F1 (averaged over
+    questions by the official scripts). F1 of a class, Matthews and the correlations are not, nor SQuAD v2's
+    HasAns_* / NoAns_* (means over a subset of the questions) and `total`."""
+    return metric == "accuracy" or (spec.kind == "span" and metric in SPAN_MEANS)
 
 
 def per_example_scores(spec, metric: str, predictions, references) -> np.ndarray:
@@ -227,6 +230,8 @@ def resampled_scores(spec, metric: str, runs: Sequence[tuple], samples: int, rng
         raise ValueError("the runs hold different eval examples (references differ): they cannot be paired")
     n = len(refs0)
     points, draws = np.empty(len(runs)), np.empty((len(runs), samples))
+    if order and not is_mean_metric(spec, metric):  # id-keyed questions cannot hold a resample's repeats
+        raise ValueError(f"{spec.name}: {metric!r} cannot be resampled; the span metrics that can: {SPAN_MEANS}")
     if is_mean_metric(spec, metric):
         if order is not None:
             runs = [({q: preds[q] for q in order}, {q: refs[q] for q in order}) for preds, refs in runs]
