@@ -1,4 +1,5 @@
-"""The exact-match ceiling of proxy_qa under a config's fine-tuning recipe: no model can do better.
+"""The exact-match ceiling of proxy_qa under a config's fine-tuning recipe: no model can do better (an upper
+bound: the decoder also needs the window that holds a span to give its start token its most context).
 
 proxy_qa's answers are whole sentences. A gold span that no window of the featurized context holds, or that is
 longer than `max_answer_length`, can never be predicted exactly; an unanswerable question always can ("no
