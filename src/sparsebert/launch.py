@@ -35,9 +35,9 @@ Sharing: a small model leaves a GPU mostly idle (one H200 ran three 4-layer pret
 590-710k tokens/s each), so a rule may declare `jobs_per_gpu: n` (config `resources.<rule>`): each GPU then has
 n slots (lock files gpu-<UUID>.lock, gpu-<UUID>.slot1.lock, ...: see lock_names), a job takes one slot on each
 of its GPUs, and up to n jobs share a GPU. A job with n takes only slots 0..n-1, so a job declaring 1 may still
-meet jobs of a rule declaring more on its GPU: give every GPU rule of a run the same n. Snakemake does not see the slots: run it
-with `--resources gpu=<GPUs x n>` so that it starts no more GPU jobs than there are slots (the Makefile's
-demo-gpu does), or the extra jobs wait in `acquire` (and their benchmark times include the wait).
+meet jobs of a rule declaring more on its GPU: give every GPU rule of a run the same n. Snakemake does not see
+the slots: run it with `--resources gpu=<GPUs x n>` so that it starts no more GPU jobs than there are slots (the
+Makefile's demo-gpu does), or the extra jobs wait in `acquire` (and their benchmark times include the wait).
 """
 
 from __future__ import annotations
@@ -259,8 +259,8 @@ def acquire(count: int, gpus: list[str], lock_dir: Path, poll_s: float = 2.0, jo
             names: Mapping[str, str] | None = None) -> list[tuple[str, int]]:
     """Lock a slot on each of `count` distinct `gpus` (slots 0..jobs_per_gpu-1 of each; a GPU's lock files are
     named by `names`, lock_names(), or by the entry), waiting while fewer GPUs have a free slot; returns (gpu,
-    locked descriptor) pairs. The descriptors must stay open for the life
-    of the job: closing one (or the process dying) frees its slot.
+    locked descriptor) pairs. The descriptors must stay open for the life of the job: closing one (or the process
+    dying) frees its slot.
 
     Slot 0 of every GPU is tried before slot 1 of any, so shared jobs spread over the GPUs before they pile
     onto one. One job picks at a time (a lock on `acquire.lock`), so two jobs that each want several GPUs never
