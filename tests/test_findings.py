@@ -506,20 +506,20 @@ def test_claim_2_leaves_out_the_tasks_on_which_dense_does_not_beat_the_constant_
     """dense and no_diagonal score 50.0 and 50.1 on sst2, where the best constant predictor scores 50 too (a
     task nothing learned): a match there shows nothing, and alone it would be 'supported' (+0.1 inside +-0.5);
     on stsb dense scores exactly the constant's 20 (interval [0, 0]: not beaten either). On squad_v1, which dense
-    learned (30 vs 10), no_diagonal loses 5: contradicted on that column alone."""
-    s = hand_scores({"dense": [(50, 1), (30, 0), (20, 0)], "no_diagonal": [(50.1, 1), (25, 1), (20.2, 0)]},
+    learned, if barely (10.5 vs 10: a lower end of +0.5), no_diagonal loses 5: contradicted on that column alone."""
+    s = hand_scores({"dense": [(50, 1), (10.5, 0), (20, 0)], "no_diagonal": [(50.1, 1), (5.5, 1), (20.2, 0)]},
                     [ACC, SPAN, CORR])  # fmt: skip
     s.baseline_points[:] = [50.0, 10.0, 20.0]
     s.baseline_draws[:] = np.array([50.0, 10.0, 20.0])[:, None]
     versus = dense_vs_constant(s, np.random.default_rng(1))
-    assert versus[0][1] < 0 < versus[1][1] and versus[2][1] == 0  # sst2 and stsb not beaten, squad_v1 beaten
+    assert versus[0][1] < 0 < versus[1][1] == 0.5 and versus[2][1] == 0  # sst2, stsb not beaten; squad_v1 is
     lines = claim_no_diagonal_matches_bert(s, MLM, {"equivalence_margin": 0.5}, np.random.default_rng(0), versus)
     assert lines[4:7] == ["- Left out: sst2, stsb, where dense does not beat the best constant predictor (its 95 % "
                           "interval above): a match there would show nothing.", "",
-                          "- Per column: squad_v1 -5.0 [-5.9, -4.1]."]  # fmt: skip  (-5 +- 0.95)
+                          "- Per column: squad_v1 -5.0 [-6.0, -4.0]."]  # fmt: skip  (-5 +- 0.95)
     assert lines[-2].startswith("Verdict: **contradicted at this scale**: effect -5.00 points")
-    s.baseline_points[:] = [50.0, 40.0, 20.0]  # squad_v1 not learned either: nothing left to compare
-    s.baseline_draws[:] = np.array([50.0, 40.0, 20.0])[:, None]
+    s.baseline_points[:] = [50.0, 20.0, 20.0]  # squad_v1 not learned either: nothing left to compare
+    s.baseline_draws[:] = np.array([50.0, 20.0, 20.0])[:, None]
     versus = dense_vs_constant(s, np.random.default_rng(1))
     lines = claim_no_diagonal_matches_bert(s, MLM, {"equivalence_margin": 0.5}, np.random.default_rng(0), versus)
     assert lines[4] == ("- Left out: sst2, squad_v1, stsb, where dense does not beat the best constant predictor "

@@ -487,7 +487,7 @@ def test_machine_gpus_counts_the_gpu_lines_of_nvidia_smi(monkeypatch, tmp_path):
     smi = tmp_path / "nvidia-smi"
     smi.write_text('#!/bin/sh\n[ "$*" = "-L" ] || exit 1\n'
                    'printf "GPU 0: NVIDIA H200 (UUID: GPU-aa)\\n  MIG 1g.18gb Device 0: (UUID: MIG-bb)\\n'
-                   'GPU 1: NVIDIA H200 (UUID: GPU-cc)\\n"\n')  # fmt: skip
+                   'GPU 1: NVIDIA H200 (UUID: GPU-cc)\\nGPU 2: A GPU without a UUID\\n"\n')  # fmt: skip
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
     timeouts, real_run = [], subprocess.run
@@ -497,8 +497,8 @@ def test_machine_gpus_counts_the_gpu_lines_of_nvidia_smi(monkeypatch, tmp_path):
         return real_run(*args, **kwargs)
 
     monkeypatch.setattr(launch.subprocess, "run", run)
-    assert machine_gpus({}) == ["0", "1"]
-    assert nvidia_smi_gpus() == [("0", "GPU-aa"), ("1", "GPU-cc")]
+    assert machine_gpus({}) == ["0", "1", "2"]
+    assert nvidia_smi_gpus() == [("0", "GPU-aa"), ("1", "GPU-cc"), ("2", "")]
     assert timeouts and None not in timeouts
 
 
@@ -767,6 +767,13 @@ def test_a_gpu_named_by_index_and_by_uuid_has_one_lock(lock_dir, fake_exec, tmp_
     run_on_gpus(1, ["prog"], {"SPARSEBERT_GPU_LOCK_DIR": str(lock_dir), "CUDA_VISIBLE_DEVICES": "GPU-aa11,GPU-cc33"})
     assert [env["CUDA_VISIBLE_DEVICES"] for _, _, env in fake_exec.calls] == ["0", "GPU-cc33"]
     assert sorted(fds_under(lock_dir).values()) == ["gpu-GPU-aa11.lock", "gpu-GPU-cc33.lock"]
+
+
+def test_a_job_of_two_gpus_says_which_locks_it_holds(lock_dir, fake_exec, tmp_path, capsys):
+    nvidia_smi(tmp_path / "bin", "GPU-aa11", "GPU-bb22")
+    run_on_gpus(2, ["prog"], {"SPARSEBERT_GPU_LOCK_DIR": str(lock_dir)})
+    assert capsys.readouterr().err == ("sparsebert.launch: this job's GPUs: CUDA_VISIBLE_DEVICES=0,1 (locked as "
+                                       "GPU-aa11,GPU-bb22)\n")  # fmt: skip
 
 
 def test_two_slurm_allocations_on_one_node_do_not_share_gpu_0(lock_dir, fake_exec, tmp_path, capsys):

@@ -102,6 +102,26 @@ def test_intervals_cover_about_95_percent_in_simulations(seed_sd, example_sd, se
     assert 0.9 <= coverage(seed_sd, example_sd, seeds, own_sd) <= 0.985
 
 
+def test_seeds_with_identical_draws_give_their_example_draws_unchanged():
+    """Every seed scores the same on every resample (skewed draws 0, 0, 0, 1): no seed level, and all of the example
+    noise is shared, so the two-way draws are the example draws themselves, not their mirror image."""
+    draws = np.array([0.0, 0.0, 0.0, 1.0])
+    got = stats.seed_level(np.stack([draws, draws, draws]), np.random.default_rng(0))
+    assert got == pytest.approx(draws)
+
+
+def test_shared_share_by_hand():
+    """Deviations of 2 seeds on 4 resamples, one column each: (a) the same for both seeds: all shared, factor 1;
+    (b) opposite: their mean never moves, factor 0 (0 / 0 taken as 0); (c) own only, at different resamples:
+    mean [-.5, .5, -.5, .5] varies by 0.25, each seed by 0.5: v_sh = (0.25 - 0.5 / 2) / (1 / 2) = 0, factor 0;
+    (d) shared [-1, 1, -1, 1] plus (c)'s own: var(mean) 2.25, mean(var) 2.5, v_sh = (2.25 - 1.25) / 0.5 = 2,
+    factor sqrt(2 / 2.25) = 0.943. Per column: each column's own factor."""
+    shared = np.array([-1.0, 1.0, -1.0, 1.0])
+    own = np.array([[-1.0, 1.0, 0.0, 0.0], [0.0, 0.0, -1.0, 1.0]])
+    examples = np.stack([np.stack([shared, shared]), np.stack([shared, -shared]), own, shared + own], axis=1)
+    assert stats.shared_share(examples)[:, 0] == pytest.approx([1.0, 0.0, 0.0, np.sqrt(2 / 2.25)])
+
+
 def test_own_example_noise_is_counted_once():
     """Seeds scoring own noise only (sd 1 per example, 400 examples): a seed's score on the set has sd 0.05, the
     mean of 3 seeds sd 0.029, and its t-interval is +-4.30 * 0.029 wide at 95 % on average over data sets. The
