@@ -25,7 +25,7 @@ Method (a two-way bootstrap: Davison & Hinkley 1997, ch. 3.8; Owen 2007 for cros
    each draw from the all-seed mean is scaled by sqrt(n / (n-1)) * t_{n-1} / z (`seed_scale`). To it each
    draw adds the part of the example resample's effect that every seed shares (`shared_share`): a seed's own
    errors already move its score on the fixed eval set, and so the spread of the seeds; counted again on the
-   example level, they made a difference's interval ~1.8x too wide (its shared example effects cancel, so own
+   example level, they made a difference's interval up to 2x too wide (its shared example effects cancel, so own
    errors are most of its example noise). With seed noise dominant the interval is the t-interval over seeds,
    with shared example noise dominant the paired bootstrap (coverage simulations in tests/test_stats.py). With
    one seed there is no seed level: the interval covers the eval examples only, and the report says that it
@@ -99,8 +99,9 @@ def seed_level(draws: np.ndarray, rng: np.random.Generator, level: float = LEVEL
     examples' shared share: the deviation of the seeds' mean on resample b, scaled by `shared_share`. Each seed's
     own example noise (its errors that other models do not share) already moves its score on the fixed eval set,
     and so the spread of the seeds; adding it again on the example level double-counted it, and the interval of a
-    difference between two variants, whose shared example effects cancel, came out ~1.8x too wide (see
-    `shared_share`). Identical draws for every seed (the DAM searches' per-seed means) have no example level."""
+    difference between two variants, whose shared example effects cancel, came out up to 2x too wide (see
+    `shared_share`). Draws that do not vary over the resamples (the DAM searches' per-seed means) add no example
+    level."""
     draws = np.asarray(draws, dtype=float)
     S, B = draws.shape[0], draws.shape[-1]
     if S < 2:
