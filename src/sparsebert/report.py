@@ -296,10 +296,9 @@ def summarize(scores: Scores, rng: np.random.Generator) -> tuple[pd.DataFrame, d
         per_col = stats.seed_level(np.concatenate([scores.draws[v], *averaged], axis=1), rng)  # (C + averages, B)
         point = scores.points[v].mean(axis=0)  # (C,)
         rows = {c.name: (point[i], per_col[i], [c]) for i, c in enumerate(scores.columns)}
-        for name, picked in groups.items():
-            cols = [c for c, keep in zip(scores.columns, picked) if keep]
-            at = len(scores.columns) + list(kept).index(name) if name in kept else None
-            rows[name] = (point[kept[name]].mean(), per_col[at], cols) if cols else (np.nan, None, [])
+        rows |= {name: (np.nan, None, []) for name in groups}  # an average of no column
+        for at, (name, picked) in enumerate(kept.items(), start=len(scores.columns)):
+            rows[name] = (point[picked].mean(), per_col[at], [c for c, keep in zip(scores.columns, picked) if keep])
         means[variant] = {k: float(x) for k, (x, _, _) in rows.items()}
         intervals[variant] = {k: interval(d, cols) if d is not None else (np.nan, np.nan)
                               for k, (_, d, cols) in rows.items()}  # fmt: skip

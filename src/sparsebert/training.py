@@ -108,9 +108,12 @@ def rank_seed(seed: int, rank: int) -> int:
     keeps the stream it always had, and one drawn from (seed, rank) on another rank. `seed + rank` would give
     seed 1's rank 0 the stream of seed 0's rank 1: runs of consecutive seeds, meant to be independent, would
     draw the same masks and noise."""
-    if rank == 0:
-        return seed
-    return int.from_bytes(hashlib.sha256(f"sparsebert rank stream {seed} {rank}".encode()).digest()[:8], "little") >> 1
+    return seed if rank == 0 else _seed_of(f"sparsebert rank stream {seed} {rank}".encode())
+
+
+def _seed_of(data: bytes) -> int:
+    """A 63-bit seed (what torch.manual_seed takes) drawn from `data` by its hash."""
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little") >> 1
 
 
 @functools.lru_cache(maxsize=1)
@@ -307,8 +310,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, dict]
         if dist.is_initialized() and dist.get_rank() > 0:
             # and every other rank a stream of its own, derived from that one (the same on every such resume):
             # ranks drawing one stream would all sample the same DAM masks and dropout, as one rank would.
-            stream = int.from_bytes(hashlib.sha256(state["rng"]["torch"].numpy().tobytes()).digest()[:8], "little")
-            seed_everything(rank_seed(stream >> 1, dist.get_rank()))
+            seed_everything(rank_seed(_seed_of(state["rng"]["torch"].numpy().tobytes()), dist.get_rank()))
         elif dist.is_initialized():
             log.info("resumed on %d process(es) from a checkpoint of %d: rank 0 goes on with the saved random "
                      "stream, the others draw new ones", dist.get_world_size(), max(len(per_rank), 1))
