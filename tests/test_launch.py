@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -400,14 +401,16 @@ class Waited(Exception):
 
 @pytest.fixture
 def sleeps(monkeypatch):
-    """time.sleep recorded and turned into Waited, so that a test never waits (a test may patch it again)."""
+    """The launcher's time.sleep recorded and turned into Waited, so that a test never waits (a test may patch it
+    again). The launcher's own `time`, not the module: subprocess.run's wait for a stand-in nvidia-smi sleeps
+    too, and raised Waited whenever the child had not finished at its first poll."""
     calls = []
 
     def sleep(seconds):
         calls.append(seconds)
         raise Waited
 
-    monkeypatch.setattr(launch.time, "sleep", sleep)
+    monkeypatch.setattr(launch, "time", types.SimpleNamespace(sleep=sleep, monotonic=time.monotonic))
     return calls
 
 
