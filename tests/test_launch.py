@@ -699,9 +699,11 @@ def fake_exec(monkeypatch, lock_dir, tmp_path):
 
 
 def nvidia_smi(directory: Path, *uuids: str) -> None:
-    """An nvidia-smi in `directory` that lists GPUs of these UUIDs, as the real one does (`-L`)."""
+    """An nvidia-smi in `directory` that lists GPUs of these UUIDs, as the real one does (`-L`), and adds a line
+    to `directory`/nvidia-smi.calls each time it is asked."""
     lines = "".join(f"GPU {i}: NVIDIA H200 (UUID: {uuid})\\n" for i, uuid in enumerate(uuids))
-    (directory / "nvidia-smi").write_text(f'#!/bin/sh\n[ "$*" = "-L" ] || exit 1\nprintf "{lines}"\n')
+    (directory / "nvidia-smi").write_text(f'#!/bin/sh\n[ "$*" = "-L" ] || exit 1\necho >> "$0.calls"\n'
+                                          f'printf "{lines}"\n')
     (directory / "nvidia-smi").chmod(0o755)
 
 
@@ -770,6 +772,18 @@ def test_a_gpu_named_by_index_and_by_uuid_has_one_lock(lock_dir, fake_exec, tmp_
     run_on_gpus(1, ["prog"], {"SPARSEBERT_GPU_LOCK_DIR": str(lock_dir), "CUDA_VISIBLE_DEVICES": "GPU-aa11,GPU-cc33"})
     assert [env["CUDA_VISIBLE_DEVICES"] for _, _, env in fake_exec.calls] == ["0", "GPU-cc33"]
     assert sorted(fds_under(lock_dir).values()) == ["gpu-GPU-aa11.lock", "gpu-GPU-cc33.lock"]
+
+
+def test_a_job_start_asks_nvidia_smi_once(lock_dir, fake_exec, tmp_path):
+    """On a workstation without a restriction, the GPUs' count and their locks' names come from one `nvidia-smi
+    -L` (it can take a second where the driver is not kept loaded); with a restriction that names the GPUs,
+    the lock names alone ask it."""
+    nvidia_smi(tmp_path / "bin", "GPU-aa11", "GPU-bb22")
+    calls = tmp_path / "bin" / "nvidia-smi.calls"
+    run_on_gpus(1, ["prog"], {"SPARSEBERT_GPU_LOCK_DIR": str(lock_dir)})
+    assert fake_exec.calls[-1][2]["CUDA_VISIBLE_DEVICES"] == "0" and len(calls.read_text().splitlines()) == 1
+    run_on_gpus(1, ["prog"], {"SPARSEBERT_GPU_LOCK_DIR": str(lock_dir), "CUDA_VISIBLE_DEVICES": "0,1"})
+    assert fake_exec.calls[-1][2]["CUDA_VISIBLE_DEVICES"] == "1" and len(calls.read_text().splitlines()) == 2
 
 
 def test_a_job_of_two_gpus_says_which_locks_it_holds(lock_dir, fake_exec, tmp_path, capsys):

@@ -44,13 +44,14 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import functools
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from sparsebert import torchrun
@@ -190,10 +191,10 @@ def nvidia_smi_gpus() -> list[tuple[str, str]]:
     return gpus
 
 
-def machine_gpus(environ: Mapping) -> list[str]:
+def machine_gpus(environ: Mapping, listed: Callable[[], list[tuple[str, str]]] = nvidia_smi_gpus) -> list[str]:
     """The GPUs jobs may take, as CUDA_VISIBLE_DEVICES entries: those of CUDA_VISIBLE_DEVICES when Snakemake
     itself was started inside a restriction (up to an entry CUDA stops at: a negative index, or SLURM's
-    NoDevFiles), else 0..N-1, N from SPARSEBERT_GPUS or nvidia-smi."""
+    NoDevFiles), else 0..N-1, N from SPARSEBERT_GPUS or else the GPUs that `listed` (nvidia_smi_gpus) gives."""
     visible = environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         gpus = []
@@ -207,7 +208,7 @@ def machine_gpus(environ: Mapping) -> list[str]:
         if not stated.isdigit():
             raise SlotError(f"{GPUS_ENV}={stated!r} is not a number of GPUs")
         return [str(i) for i in range(int(stated))]
-    return [index for index, _ in nvidia_smi_gpus()]
+    return [index for index, _ in listed()]
 
 
 def lock_names(gpus: list[str], listed: list[tuple[str, str]]) -> dict[str, str]:
@@ -312,10 +313,11 @@ def run_on_gpus(count: int, command: list[str], environ: Mapping = os.environ, j
     runs all its jobs there: each sees more GPUs than it asks for, and takes slots among them as on a
     workstation, or every job would run on the allocation's first GPU."""
     env = dict(environ)
-    gpus = machine_gpus(env) if count else []
+    listed = functools.cache(nvidia_smi_gpus)  # asked once at most: for the count and the lock names
+    gpus = machine_gpus(env, listed) if count else []
     if count and (not env.get("SLURM_JOB_ID") or len(gpus) > count):
         lock_dir = Path(env.get(LOCK_DIR_ENV) or DEFAULT_LOCK_DIR)
-        names = lock_names(gpus, nvidia_smi_gpus())
+        names = lock_names(gpus, listed())
         held = acquire(count, gpus, lock_dir, jobs_per_gpu=jobs_per_gpu, names=names)
         for _, fd in held:
             os.set_inheritable(fd, True)  # the lock lives on in the executed command
