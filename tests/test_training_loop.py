@@ -4,6 +4,7 @@ and gradient accumulation (expected values computed by hand or with plain torch,
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from contextlib import contextmanager, nullcontext
 
@@ -165,6 +166,30 @@ def test_an_optimizer_step_checks_its_own_step_and_clears_the_gradients(monkeypa
     p.grad = torch.ones(2)
     with pytest.raises(training.NonFiniteLoss, match="at step 5;"):
         training.optimizer_step(torch.nn.ParameterList([p]), opt, sched, torch.tensor(0.5), None, 5, training.Dist())
+
+
+@pytest.mark.parametrize("clip, scope", [(None, "global"), (1.0, "global"), (1.0, "tensor")])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_finite_loss_with_a_non_finite_gradient_stops_before_the_update(clip, scope, bad):
+    """sqrt at 0 gives a finite loss and an inf gradient (times 0: NaN): the step must stop before the update, the
+    weights as they were (global clipping would multiply every gradient by the NaN norm, and the update write it
+    into every weight, to be kept by the next checkpoint), whatever the clipping."""
+    w = torch.nn.Parameter(torch.tensor([0.0, 1.0, 4.0]))
+    b = torch.nn.Parameter(torch.tensor([2.0]))
+    model = torch.nn.ParameterList([w, b])
+    opt = torch.optim.SGD(model, lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    loss = torch.sqrt(w).sum() * (1.0 if bad == float("inf") else 0.0) + (b**2).sum()
+    loss.backward()
+    assert math.isfinite(loss.item()) and not math.isfinite(w.grad[0].item())
+    message = f"^the gradients' norm became {bad} at step 3 \\(loss {loss.item():.6g}\\); stopped before the update"
+    with pytest.raises(training.NonFiniteLoss, match=message):
+        training.optimizer_step(model, opt, sched, loss.detach(), clip, 3, training.Dist(), scope)
+    assert w.tolist() == [0.0, 1.0, 4.0] and b.tolist() == [2.0]
+    w.grad = torch.tensor([1.0, 0.0, 0.0])  # finite gradients: the update runs
+    b.grad = torch.tensor([0.0])
+    training.optimizer_step(model, opt, sched, loss.detach(), clip, 4, training.Dist(), scope)
+    assert w.tolist() == pytest.approx([-0.1, 1.0, 4.0])
 
 
 def test_the_log_keeps_the_records_up_to_the_resumed_step_and_appends(tmp_path):

@@ -347,17 +347,34 @@ class NonFiniteLoss(UserError):
     pass
 
 
-def check_finite(loss: torch.Tensor, step: int) -> None:
-    """One host sync per optimizer step (not per micro-batch): the price of naming the step.
+def check_finite(loss: torch.Tensor, step: int, grad_norm: torch.Tensor | None = None) -> None:
+    """Stop before update `step` when the loss or the gradients' norm is not finite. One host sync per optimizer
+    step (not per micro-batch) reads both: the price of naming the step. The gradients are checked as well as
+    the loss: a finite loss can have an inf or NaN gradient (sqrt or a norm at 0, an overflow in the backward),
+    which the update would write into every weight (global clipping multiplies every gradient by the NaN norm),
+    and a checkpoint or the final model would keep it. apex's amp skips such an update; bf16 has no loss scale
+    that would see it, so the run stops, its last good checkpoint kept.
 
     SPARSEBERT_NAN_AT_STEP=N simulates a non-finite loss at step N (fault-injection tests)."""
     if os.environ.get("SPARSEBERT_NAN_AT_STEP") == str(step):
         loss = loss * float("nan")
-    if not math.isfinite(loss.item()):
-        raise NonFiniteLoss(
-            f"loss became {loss.item()} at step {step}; stopped. The last good checkpoint is kept; lower the "
-            f"learning rate or check the data"
-        )
+    norm = torch.zeros(()) if grad_norm is None else grad_norm.detach().float().reshape(()).to(loss.device)
+    value, norm = torch.stack([loss.detach().float().reshape(()), norm]).tolist()
+    advice = "The last good checkpoint is kept; lower the learning rate or check the data"
+    if not math.isfinite(value):
+        raise NonFiniteLoss(f"loss became {value} at step {step}; stopped. {advice}")
+    if not math.isfinite(norm):
+        raise NonFiniteLoss(f"the gradients' norm became {norm} at step {step} (loss {value:.6g}); stopped before "
+                            f"the update. {advice}")
+
+
+def gradient_norm(parameters) -> torch.Tensor:
+    """The L2 norm of all the gradients together (0-dim, on their device, no host sync; NaN or inf where one
+    element is), as clip_grad_norm_ computes it."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
 class JsonlLog:
@@ -511,16 +528,20 @@ def accumulate_gradients(ddp, env: Dist, chunks: list[torch.Tensor], forward, au
 def optimizer_step(model, optimizer, scheduler, loss: torch.Tensor, grad_clip: float | None, step: int,
                    env: Dist, clip_scope: str = "global") -> float:
     """Update `step` (1-based, as logged): clip the gradients (`clip_scope`: their global norm, or each tensor's
-    own: `clip_each_tensor_`), stop on a non-finite loss (every rank together: the loss is all-reduced), step
+    own: `clip_each_tensor_`), stop on a non-finite loss or gradient (every rank together: the loss is
+    all-reduced, the gradients are the same on every rank), step
     the optimizer and the schedule. Returns the learning rate of this update (of the first parameter group), which
     the log reports: after the schedule's step, the optimizer already holds the next update's."""
     lr = optimizer.param_groups[0]["lr"]
     preemption.inject(step, env.rank)  # tests: a signal while a step is half done
-    if grad_clip and clip_scope == "tensor":
-        clip_each_tensor_(model.parameters(), grad_clip)
-    elif grad_clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    check_finite(all_reduce_mean(loss), step)
+    params = [p for p in model.parameters() if p.grad is not None]
+    if grad_clip and clip_scope != "tensor":
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)  # the norm before clipping
+    else:
+        norm = gradient_norm(params)  # DDP has averaged the gradients: the same norm on every rank
+        if grad_clip:
+            clip_each_tensor_(params, grad_clip)
+    check_finite(all_reduce_mean(loss), step, norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
