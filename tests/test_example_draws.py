@@ -210,9 +210,13 @@ def test_documents_split_by_the_validation_fraction():
 
 # ------------------------------------------------------------------------------------------ shard merging
 
-def shard(path, fmt, train, validation):
+def shard(path, fmt, train, validation, params=None):
+    """A built shard's stats.json: its storage format, counts and the params it was built with (`params` filled
+    with the schema's defaults, as `sparsebert examples` records them)."""
     path.mkdir(parents=True)
-    (path / "stats.json").write_text(json.dumps({"format": fmt, "train": train, "validation": validation}))
+    built = {key: value for key, value in pretraining.check_params(params or {}).items() if key != "num_proc"}
+    (path / "stats.json").write_text(json.dumps({"format": fmt, "params": built, "train": train,
+                                                 "validation": validation}))
 
 
 def counts(sequences, random_next, documents=2):
@@ -222,10 +226,10 @@ def counts(sequences, random_next, documents=2):
 
 def test_merged_stats_add_the_shards_counts(tmp_path, caplog):
     fmt = {"seq_len": 16, "max_predictions": 4, "pad_id": 0, "ids": "uint16"}
-    shard(tmp_path / "shard-00000", fmt, counts(3, 1), counts(0, 0, 0))
-    shard(tmp_path / "shard-00001", fmt, counts(4, 2), counts(2, 1))
+    shard(tmp_path / "shard-00000", fmt, counts(3, 1), counts(0, 0, 0), {"max_seq_length": 16})
+    shard(tmp_path / "shard-00001", fmt, counts(4, 2), counts(2, 1), {"max_seq_length": 16})
     with caplog.at_level("INFO"):
-        stats = pretraining.merge_shards(tmp_path, ["shard-00000", "shard-00001"], {"max_seq_length": 16})
+        stats = pretraining.merge_shards(tmp_path, ["shard-00000", "shard-00001"], {"max_seq_length": 16, "num_proc": 3})
     assert stats["train"] == {"documents": 4, "sequences": 7, "tokens": 70, "masked_tokens": 7,
                               "random_next_fraction": 0.4286}  # 3 / 7
     assert stats["validation"] == {"documents": 2, "sequences": 2, "tokens": 20, "masked_tokens": 2,
@@ -261,3 +265,46 @@ def test_shards_that_cannot_merge_are_one_error(tmp_path, case):
         "format": f"{tmp_path}/shard-00001/stats.json: format {{'seq_len': 32}} differs from the other shards' "
                   f"{{'seq_len': 16}} (built with another tokenizer or params: rebuild all shards)",
         "empty": f"{tmp_path}: no training examples could be built (too few documents or sentences)"}[case]
+
+
+@pytest.mark.parametrize("case", ["other dupe_factor", "other seed", "merge asks otherwise", "no record"])
+def test_shards_built_with_other_params_do_not_merge(tmp_path, case):
+    """Shards of one examples directory built with other settings (some shards rerun after a params change
+    under --rerun-triggers mtime, or copied in) would mix two datasets, and the merged stats.json would record
+    the merge call's params as theirs: one error naming the shard, the key and both values. num_proc may differ
+    (the same bytes either way)."""
+    shard(tmp_path / "shard-00000", {"seq_len": 16}, counts(3, 0), counts(0, 0, 0), {"num_proc": 1})
+    second = {"other dupe_factor": {"dupe_factor": 4}, "other seed": {"seed": 7}}.get(case, {"num_proc": 2})
+    shard(tmp_path / "shard-00001", {"seq_len": 16}, counts(3, 0), counts(0, 0, 0), second)
+    asked = {"masked_lm_prob": 0.2} if case == "merge asks otherwise" else {}
+    if case == "no record":
+        stats = json.loads((tmp_path / "shard-00001" / "stats.json").read_text())
+        (tmp_path / "shard-00001" / "stats.json").write_text(json.dumps({k: v for k, v in stats.items() if k != "params"}))
+    defaults = pretraining.check_params({})
+    with pytest.raises(pretraining.UserError) as error:
+        pretraining.merge_shards(tmp_path, ["shard-00000", "shard-00001"], asked)
+    rebuild = "(the params changed since: rebuild all shards)"
+    assert str(error.value) == {
+        "other dupe_factor": f"{tmp_path}/shard-00001/stats.json: built with dupe_factor = 4, the merge asks for "
+                             f"{defaults['dupe_factor']} {rebuild}",
+        "other seed": f"{tmp_path}/shard-00001/stats.json: built with seed = 7, the merge asks for "
+                      f"{defaults['seed']} {rebuild}",
+        "merge asks otherwise": f"{tmp_path}/shard-00000/stats.json: built with masked_lm_prob = "
+                                f"{defaults['masked_lm_prob']}, the merge asks for 0.2 {rebuild}",
+        "no record": f"{tmp_path}/shard-00001/stats.json: no record of the params the shard was built with (built "
+                     f"by an older sparsebert): rebuild all shards"}[case]
+    assert not (tmp_path / "stats.json").exists()
+    shard(tmp_path / "shard-00002", {"seq_len": 16}, counts(3, 0), counts(0, 0, 0), {"num_proc": 4})
+    assert pretraining.merge_shards(tmp_path, ["shard-00000", "shard-00002"], {"num_proc": 8})["params"] == {
+        key: value for key, value in defaults.items() if key != "num_proc"}
+
+
+def test_a_pass_too_long_for_arrow_list_offsets_is_one_error():
+    """2^31 tokens in one pass of one shard would wrap Arrow's int32 list offsets without an error (a view of
+    one byte stands in for them: no memory)."""
+    values = np.broadcast_to(np.uint16(5), (2**31,))
+    with pytest.raises(pretraining.UserError, match=r"^one pass of a corpus shard holds 2,147,483,648 tokens, more "
+                                                    r"than an Arrow list column takes \(2\^31 - 1\): split the corpus "
+                                                    r"into more shards \(corpus.shards\)$"):
+        pretraining._lists(values, np.array([2**31]))
+    assert pretraining._lists(np.arange(5, dtype=np.uint16), np.array([2, 0, 3])).to_pylist() == [[0, 1], [], [2, 3, 4]]

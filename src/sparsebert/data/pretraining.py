@@ -84,6 +84,12 @@ def check_params(params: dict) -> dict:
     return recipes.fill("examples", params)
 
 
+def recorded_params(params: dict) -> dict:
+    """The params that make the examples what they are, as stats.json records them (num_proc only says how fast:
+    the same bytes either way)."""
+    return json.loads(json.dumps({key: value for key, value in params.items() if key != "num_proc"}))
+
+
 # ---------------------------------------------------------------------------------------- tokenization
 
 
@@ -264,6 +270,11 @@ def storage_format(params: dict, pad_id: int, ids) -> dict:
 
 
 def _lists(values: np.ndarray, lengths: np.ndarray) -> pa.ListArray:
+    """Rows of `lengths` items from the flat `values`. Arrow's list offsets are int32: a pass of one shard with
+    2^31 items or more would wrap them silently (Arrow checks them only when asked), so it is one clear error."""
+    if len(values) >= 2**31:
+        raise UserError(f"one pass of a corpus shard holds {len(values):,} tokens, more than an Arrow list column "
+                        f"takes (2^31 - 1): split the corpus into more shards (corpus.shards)")
     offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
@@ -328,7 +339,7 @@ def build_shard(corpus: str | os.PathLike, shard: str, tokenizer_dir: str | os.P
         by_split[split_of(document, params["validation_fraction"], params["seed"])].append(document)
     index = int(Path(shard).stem.rsplit("-", 1)[-1])
     name = Path(shard).stem
-    stats: dict = {"format": storage_format(params, vocab.pad_id, ids)}
+    stats: dict = {"format": storage_format(params, vocab.pad_id, ids), "params": recorded_params(params)}
     with atomic_dir(Path(out) / name) as tmp:
         for split in SPLITS:
             documents = tokenize_documents(by_split.pop(split), tokenizer)
@@ -365,7 +376,7 @@ def write_examples(out: str | os.PathLike, splits: dict[str, dict[str, np.ndarra
     params = check_params({"max_seq_length": splits["train"]["input_ids"].shape[1],
                            "max_predictions_per_seq": splits["train"]["masked_lm_ids"].shape[1], **(params or {})})
     ids, positions = id_type(vocab_size), position_type(params["max_seq_length"])
-    stats: dict = {"format": storage_format(params, pad_id, ids)}
+    stats: dict = {"format": storage_format(params, pad_id, ids), "params": recorded_params(params)}
     with atomic_dir(out) as tmp:
         (tmp / "shard-00000").mkdir()
         for split in SPLITS:
@@ -389,6 +400,7 @@ def merge_shards(out: str | os.PathLike, names: list[str], params: dict) -> dict
     stats: dict = {"shards": names, "format": None, **{split: {} for split in SPLITS}}
     for name in names:
         shard = json.loads((out / name / "stats.json").read_text())
+        check_shard_params(out / name / "stats.json", shard, params)
         if stats["format"] not in (None, shard["format"]):
             raise UserError(f"{out / name}/stats.json: format {shard['format']} differs from the other shards' "
                             f"{stats['format']} (built with another tokenizer or params: rebuild all shards)")
@@ -401,14 +413,27 @@ def merge_shards(out: str | os.PathLike, names: list[str], params: dict) -> dict
         s["random_next_fraction"] = round(s.pop("random_next") / s["sequences"], 4) if s["sequences"] else None
     if not stats["train"]["sequences"]:
         raise UserError(f"{out}: no training examples could be built (too few documents or sentences)")
-    # The params that make the examples what they are (num_proc only says how fast: the same bytes either way).
-    stats["params"] = {key: value for key, value in params.items() if key != "num_proc"}
+    stats["params"] = recorded_params(params)
     atomic_write_json(out / "stats.json", stats)
     for split in SPLITS:
         s = stats[split]
         log.info("examples: %-10s %9d sequences, %11d tokens, %10d masked tokens, %.3f random next, from %d documents",
                  split, s["sequences"], s["tokens"], s["masked_tokens"], s["random_next_fraction"] or 0, s["documents"])
     return stats
+
+
+def check_shard_params(path: Path, shard: dict, params: dict) -> None:
+    """A shard must have been built with the params the merge is asked for: the merged stats.json records them
+    as the examples' (the validation order's seed, the reports), and shards of other settings (a rerun of some
+    shards only, `--rerun-triggers mtime`, shards copied in) would mix two datasets without a word."""
+    if "params" not in shard:
+        raise UserError(f"{path}: no record of the params the shard was built with (built by an older sparsebert): "
+                        f"rebuild all shards")
+    asked = recorded_params(params)
+    for key in sorted(set(asked) | set(shard["params"])):
+        if shard["params"].get(key) != asked.get(key):
+            raise UserError(f"{path}: built with {key} = {shard['params'].get(key)!r}, the merge asks for "
+                            f"{asked.get(key)!r} (the params changed since: rebuild all shards)")
 
 
 def _build_shard_job(job: tuple) -> None:
