@@ -12,12 +12,12 @@ from sparsebert import recipes
 from sparsebert.dam import (
     DAMStructured,
     DAMUnstructured,
+    attend_all_if_empty,
     extend_keep,
     l1_penalty,
     load_mask_file,
     mean_per_head,
     no_weight_decay_groups,
-    rescue_empty_rows,
     save_mask_file,
     save_search,
     split_diagonal,
@@ -118,9 +118,16 @@ def test_dam_s_length_rule():
     assert dam(2).shape == (1, 2, 2) and dam(7).shape == (1, 7, 7)
 
 
-def test_rescue_empty_rows_only_touches_empty_rows():
-    keep = torch.tensor([[False, True], [False, False]])
-    assert rescue_empty_rows(keep).tolist() == [[False, True], [False, True]]
+def test_an_empty_row_attends_to_every_real_key_and_only_empty_rows_change():
+    """A row with no key gets every key (no padding) or every real key (padding): what a DAM search's row gets
+    when its sampled mask drops every key; rows with a key stay as they are."""
+    keep = torch.tensor([[False, True, False], [False, False, False], [True, False, False]])
+    assert attend_all_if_empty(keep).tolist() == [[False, True, False], [True, True, True], [True, False, False]]
+    real = torch.tensor([[True, True, False], [True, False, False]])[:, None, None, :]  # (B, 1, 1, T)
+    assert attend_all_if_empty(keep[None] & real, real).int().tolist() == [
+        [[[0, 1, 0], [1, 1, 0], [1, 0, 0]]],  # sequence 0: 2 real tokens; row 1 empty: both
+        [[[1, 0, 0], [1, 0, 0], [1, 0, 0]]],  # sequence 1: 1 real token; rows 0 and 1 lose key 1: token 0
+    ]
 
 
 def test_no_weight_decay_groups_exclude_dam_logits():
@@ -356,9 +363,9 @@ def test_keep_most_probable_and_rescue_work_per_row_on_unsymmetric_masks():
         [[1, 1, 0], [0, 0, 1], [1, 0, 0]],  # rows 1 and 2 were empty: their argmax keys 2 and 0
         [[0, 0, 1], [1, 0, 0], [1, 0, 0]],  # row 0 was empty: key 2
     ]
-    assert rescue_empty_rows(keep).int().tolist() == [
-        [[1, 1, 0], [0, 1, 0], [0, 0, 1]],
-        [[1, 0, 0], [1, 0, 0], [1, 0, 0]],
+    assert attend_all_if_empty(keep).int().tolist() == [
+        [[1, 1, 0], [1, 1, 1], [1, 1, 1]],
+        [[1, 1, 1], [1, 0, 0], [1, 0, 0]],
     ]
 
 
@@ -459,10 +466,10 @@ def test_no_weight_decay_groups_decay_matrices_only():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_run_time_masks_stay_on_the_gpu():
-    """extend_keep and rescue_empty_rows build their index tensors on the mask's device (on the CPU they could
+    """extend_keep and attend_all_if_empty build their tensors on the mask's device (on the CPU they could
     not be told apart from device=None)."""
     keep = offset_mask({0, 2}, 3)[None]
     assert torch.equal(extend_keep(keep.cuda(), 5).cpu(), extend_keep(keep, 5))
     empty = torch.zeros(1, 3, 3, dtype=torch.bool)
-    assert torch.equal(rescue_empty_rows(empty.cuda()).cpu(), torch.eye(3, dtype=torch.bool)[None])
+    assert attend_all_if_empty(empty.cuda()).cpu().all()
     assert toeplitz(torch.tensor([[1.0, 0.0, 1.0]]).cuda(), 5).device.type == "cuda"

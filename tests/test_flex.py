@@ -45,9 +45,39 @@ def test_flex_equals_sdpa_with_padding(name):
     with torch.no_grad():
         a, b = run(m, "sdpa", ids, am), run(m, "flex", ids, am)
     assert not b.isnan().any()
-    # padded queries with no real key in their pattern differ by design (sdpa: uniform, flex: 0); unused
+    # padded queries with no real key in their pattern differ by design (sdpa: every real key, flex: 0); unused
     real = am.bool()
     assert (a - b)[real].abs().max() <= 1e-5
+
+
+def test_a_batch_that_empties_a_real_row_runs_sdpa(monkeypatch, caplog):
+    """A learned mask without the diagonal (head h keeps offset 8 + h alone): a 5-token input leaves its real
+    queries no real key. sdpa gives such a row attention over every real key (the search's rule); flex would
+    give it 0, so that batch runs sdpa, said once; a batch with no such row runs flex, and a mask that keeps
+    its diagonal is never checked."""
+    flex.notice_once.cache_clear()
+    kernel_calls = []
+    kernel = flex.attention
+    monkeypatch.setattr(flex, "attention", lambda *a, **kw: kernel_calls.append(1) or kernel(*a, **kw))
+    m = model(attention_mask_type="learned", mask_seq_len=80).eval()
+    dist = (torch.arange(80)[:, None] - torch.arange(80)[None, :]).abs()
+    m.set_fixed_mask(torch.stack([dist == 8 + h for h in range(4)]))
+    ids, am = batch()
+    am[2, 5:] = 0  # 5 real tokens: queries 0-4 keep only keys 8-15 away, all padding
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="sparsebert.flex"):
+        a, b = run(m, "sdpa", ids, am), run(m, "flex", ids, am)
+        assert kernel_calls == [] and (a - b)[am.bool()].abs().max() <= 1e-5
+        full = torch.ones_like(am)
+        a, b = run(m, "sdpa", ids, full), run(m, "flex", ids, full)  # every query keeps a key: flex
+    assert len(kernel_calls) == TINY["num_hidden_layers"] and (a - b).abs().max() <= 1e-5
+    assert [r.message for r in caplog.records] == [
+        "a batch in which a real token keeps no key (its kept keys all padding) runs sdpa: flex would give it 0, "
+        "sdpa attention over every real key (the search's rule)"]
+    assert flex.empties_a_real_row(m.fixed_mask.keep[:, :T, :T], am)
+    assert not flex.empties_a_real_row(m.fixed_mask.keep[:, :T, :T], None)
+    longformer = model(attention_mask_type="longformer")
+    monkeypatch.setattr(flex, "empties_a_real_row", lambda *a: pytest.fail("a mask with its diagonal was checked"))
+    assert not longformer.fixed_mask.empties_a_real_row(T, am)
 
 
 def test_block_mask_built_once_and_reused():

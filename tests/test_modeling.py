@@ -176,19 +176,53 @@ def test_invisible_token_does_not_change_query_output():
     assert not torch.allclose(a[0, seeing], b[0, seeing])
 
 
-def test_a_row_that_the_input_length_cuts_off_from_its_keys_attends_to_itself():
+def test_a_row_that_the_input_length_cuts_off_from_its_keys_attends_to_every_key():
     """A mask for 16 positions used on 10 tokens: a query whose kept keys all lie beyond the input has no key
-    left, padding or not; it attends to itself (a row of no keys would be NaN)."""
+    left; it attends to every (real) key by its scores, as dense attention would (a DAM search's row whose sampled
+    mask drops every key does so: the same -10000 on every key cancels), not to itself."""
     torch.manual_seed(5)
     model = SparseBertModel(tiny(attention_mask_type="learned", mask_seq_len=16)).eval()
+    dense = SparseBertModel(tiny(attention_mask_type="dense", mask_seq_len=16)).eval()
+    dense.load_state_dict({k: v for k, v in model.state_dict().items() if k != "fixed_mask.keep"}, strict=False)
     keep = torch.eye(16, dtype=torch.bool)
     keep[2] = False
     keep[2, 12] = True  # query 2 looks only at position 12
     model.set_fixed_mask(keep)
     ids, _, _ = batch(B=1, T=10)
     for am in (None, torch.ones(1, 10, dtype=torch.long)):
-        p = attention_probs(model, ids, am)
-        assert torch.equal(p[0, 0], torch.eye(10)), "every query, query 2 included, attends to itself alone"
+        p, everything = attention_probs(model, ids, am), attention_probs(dense, ids, am)
+        rows = [i for i in range(10) if i != 2]
+        assert torch.equal(p[0, :, rows], torch.eye(10)[rows].expand(p.shape[1], 9, 10)), "the others: themselves"
+        assert torch.allclose(p[0, :, 2], everything[0, :, 2]) and (p[0, :, 2] > 0).all(), "query 2: every key"
+    am = torch.ones(1, 10, dtype=torch.long)
+    am[0, 6:] = 0  # padding: query 2 gets the 6 real keys only
+    p, everything = attention_probs(model, ids, am), attention_probs(dense, ids, am)
+    assert torch.allclose(p[0, :, 2], everything[0, :, 2]) and (p[0, :, 2, :6] > 0).all()
+    assert (p[0, :, 2, 6:] == 0).all()
+
+
+def test_fine_tuning_with_the_binarized_mask_computes_what_the_search_computed():
+    """A DAM_s search in eval mode and a model given its binarized mask (fine-tuning, the official protocol) must
+    compute the same function, padding included: a head keeping offset 12 alone leaves real queries whose kept
+    keys are all padding (queries 0-7 of a 10-token input: keys 12-19) or beyond the input (queries 8 and 9).
+    The search gives such a row attention over every real key (its -10000 bias is the same on each); attending to
+    itself, as fine-tuning did, put back the diagonal the search had dropped."""
+    torch.manual_seed(7)
+    search = SparseBertModel(tiny(attention_mask_type="dam_s", mask_seq_len=32)).eval()
+    with torch.no_grad():
+        search.dam.logits[..., 0], search.dam.logits[..., 1] = -5.0, 5.0  # every offset dropped ...
+        search.dam.logits[:, 12, 0], search.dam.logits[:, 12, 1] = 5.0, -5.0  # ... but 12
+    tuned = SparseBertModel(tiny(attention_mask_type="learned", mask_seq_len=32)).eval()
+    tuned.load_state_dict(search.state_dict(), strict=False)
+    tuned.set_fixed_mask(search.dam.binarize())
+    ids, _, _ = batch(B=2, T=20)
+    am = torch.ones(2, 20, dtype=torch.long)
+    am[1, 10:] = 0
+    with torch.no_grad():
+        a = search(ids, attention_mask=am).last_hidden_state
+        b = tuned(ids, attention_mask=am).last_hidden_state
+    real = am.bool()
+    assert (a - b)[real].abs().max() < 1e-5
 
 
 def test_all_masked_row_is_finite():
@@ -404,8 +438,9 @@ def model_with_mask(kind, L=20):
 
 
 @pytest.mark.parametrize("kind", ["logsparse", "blockwise", "learned"])
-def test_query_with_no_kept_key_attends_to_itself(kind):
-    """Padded queries whose kept keys are all padding get a defined row: all weight on themselves."""
+def test_query_with_no_kept_key_attends_to_every_real_key(kind):
+    """Padded queries whose kept keys are all padding get a defined row: weight on every real key (as a DAM
+    search's row whose mask drops every key), none on padding."""
     model = model_with_mask(kind)
     ids, am, _ = batch()
     p = attention_probs(model, ids, am)  # (B, H, T, T)
@@ -414,7 +449,8 @@ def test_query_with_no_kept_key_attends_to_itself(kind):
     empty = ~(keep.unsqueeze(0) & real[:, None, None, :]).any(-1)  # (B, H, T): no real key left
     assert empty.any(), "the test needs a row that padding empties"
     b, h, i = empty.nonzero(as_tuple=True)
-    assert torch.allclose(p[b, h, i, i], torch.ones(len(i))), "empty row must attend to itself"
+    assert torch.equal(p[b, h, i] > 0, real[b]), "an empty row: every real key, no padding"
+    assert torch.allclose(p[b, h, i].sum(-1), torch.ones(len(i)))
     assert not real[b, i].any(), "only padded queries may lose every key"
 
 

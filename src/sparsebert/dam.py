@@ -16,8 +16,11 @@ The official code keeps DAM_u only as a commented-out continuous form, sigmoid(l
 Length rule. DAM_s trained at length L applied to T > L: offsets >= L are masked out (never attended);
 T < L uses the first T offsets. A DAM_u module has no notion of offset, so any T != L raises; its binarized
 mask extends to longer fine-tuning inputs by `extend_keep`. A binarized mask is made row-safe: a query left
-with no key keeps its most probable key (`DAM.binarize`); masks used at run time (padding rows, extended
-lengths) let such a query attend to itself (`rescue_empty_rows`), a numerical safeguard only.
+with no key keeps its most probable key (`DAM.binarize`). At run time a query can still lose every key (its kept
+keys all padding, or beyond a shorter input): it then attends to every real key by its scores
+(`attend_all_if_empty`), which is what the search's (1 - m) * -10000 bias gives such a row (the same -10000 on
+every key cancels in the softmax) and the official code's rule for every mask; attending to itself instead, as
+before, put back in fine-tuning the diagonal that the search had dropped.
 
 The search's outputs live here too: keep-probability snapshots for the importance analysis (`DAM.snapshot`,
 `save_snapshots`, `split_diagonal`), and the binarized mask file that fine-tuning and the retrain ablation
@@ -174,14 +177,15 @@ def keep_most_probable(keep: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     return keep | (empty & top)
 
 
-def rescue_empty_rows(keep: torch.Tensor) -> torch.Tensor:
-    """A query whose row keeps no key attends to itself instead (softmax over nothing is undefined).
+def attend_all_if_empty(keep: torch.Tensor, real_keys: torch.Tensor | None = None) -> torch.Tensor:
+    """A query whose row keeps no key (of those real: `real_keys` (B, 1, 1, T), None for no padding) attends to
+    every real key instead, weighted by its scores as in dense attention: the row a DAM search's bias empties
+    behaves so (every key gets the same -10000, which the softmax cancels), and so the weights were trained.
 
     Branch-free: the model calls this on every forward, and testing `empty.any()` in Python would cost a
     host-device sync per forward on a GPU."""
     empty = ~keep.any(dim=-1, keepdim=True)  # (..., T, 1)
-    eye = torch.eye(keep.shape[-1], dtype=torch.bool, device=keep.device)
-    return keep | (empty & eye)
+    return keep | (empty if real_keys is None else empty & real_keys)
 
 
 def extend_keep(keep: torch.Tensor, seq_len: int) -> torch.Tensor:
@@ -190,7 +194,8 @@ def extend_keep(keep: torch.Tensor, seq_len: int) -> torch.Tensor:
     learned mask keeps at least half of its pairs at that offset, and offsets >= L are never kept. For DAM_s,
     whose mask is Toeplitz, that is exactly its own rule (one decision per offset); DAM_u has no notion of
     offset, and this is the one rule that both keeps its learned block and follows the structure it learned
-    (how far each head looks) instead of inventing one. Rows left empty attend to themselves."""
+    (how far each head looks) instead of inventing one. A row left empty attends to every key
+    (`attend_all_if_empty`, the run-time rule)."""
     H, L, _ = keep.shape
     if seq_len <= L:
         return keep[:, :seq_len, :seq_len]
@@ -200,7 +205,7 @@ def extend_keep(keep: torch.Tensor, seq_len: int) -> torch.Tensor:
     per_offset = kept / torch.bincount(dist, minlength=L)  # (H, L): fraction of offset-d pairs kept
     extended = toeplitz((per_offset >= 0.5).float(), seq_len) > 0.5  # (H, T, T)
     extended[:, :L, :L] = keep
-    return rescue_empty_rows(extended)
+    return attend_all_if_empty(extended)
 
 
 def no_weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:

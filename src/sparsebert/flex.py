@@ -15,7 +15,10 @@ Design:
   batches are packed to full length, so little is lost).
 - flex_attention is only fast compiled (eager materialises the full score matrix), so it is compiled once
   per process and reused; new closures with the same code do not trigger recompiles (only new shapes do).
-- A query with no kept key gets output 0 (FlexAttention's rule), never NaN.
+- A query with no kept key would get output 0 (FlexAttention's rule), where sdpa lets it attend to every real key
+  (the DAM search's rule, `dam.attend_all_if_empty`), whose keys lie in blocks the BlockMask need not hold. So a
+  batch in which padding or a shorter input leaves a real query with no key runs sdpa (`empties_a_real_row`);
+  a mask that keeps its whole diagonal never does, and is never asked (padded queries may differ: unused).
 - Flex is not always faster: short inputs and masks that touch most blocks run faster with sdpa. The `auto`
   backend (`choose_backend`) takes flex only where it was measured faster (`WHERE_FLEX_PAYS`).
 """
@@ -120,12 +123,13 @@ class BlockMaskCache:
         self._version = -1
         self._masks: dict[int, tuple[BlockMask, torch.Tensor]] = {}
         self._densities: dict[int, float] = {}
+        self._diagonals: dict[int, bool] = {}
         self.builds = 0  # for tests and benchmarks: how often a BlockMask was actually built
 
     def get(self, keep: torch.Tensor, seq_len: int) -> tuple[BlockMask, torch.Tensor]:
         """(BlockMask, sliced keep (Hm, T, T)) for inputs of length seq_len."""
         if keep is not self._keep or keep._version != self._version:
-            self._keep, self._version, self._masks, self._densities = keep, keep._version, {}, {}
+            self._keep, self._version, self._masks, self._densities, self._diagonals = keep, keep._version, {}, {}, {}
         if seq_len not in self._masks:
             sliced = keep[:, :seq_len, :seq_len].contiguous()
             self._masks[seq_len] = (structural_block_mask(sliced), sliced)
@@ -138,6 +142,26 @@ class BlockMaskCache:
         if seq_len not in self._densities:
             self._densities[seq_len] = block_density(block_mask)
         return self._densities[seq_len]
+
+    def keeps_diagonal(self, keep: torch.Tensor, seq_len: int) -> bool:
+        """Whether every query of every head keeps itself at this length (read once per mask and length)."""
+        _, sliced = self.get(keep, seq_len)
+        if seq_len not in self._diagonals:
+            self._diagonals[seq_len] = bool(sliced.diagonal(dim1=-2, dim2=-1).all())
+        return self._diagonals[seq_len]
+
+
+def empties_a_real_row(keep: torch.Tensor, attention_mask: torch.Tensor | None) -> bool:
+    """Whether a real query of this batch keeps no real key: keep (Hm, T, T), attention_mask (B, T) or None.
+    Flex would give such a row 0 where sdpa gives it attention over every real key. One host read; a head at a
+    time, so that at most (B, T, T) booleans exist at once."""
+    T = keep.shape[-1]
+    valid = torch.ones(1, T, dtype=torch.bool, device=keep.device) if attention_mask is None else attention_mask.bool()
+    found = torch.zeros((), dtype=torch.bool, device=keep.device)
+    for head in keep:
+        kept_real = (head[None] & valid[:, None, :]).any(-1)  # (B, T): the query keeps a real key
+        found = found | (valid & ~kept_real).any()
+    return bool(found)
 
 
 def with_padding(block_mask: BlockMask, keep: torch.Tensor, attention_mask: torch.Tensor | None) -> BlockMask:

@@ -30,7 +30,7 @@ from transformers.models.bert.modeling_bert import (
 )
 
 from sparsebert import dropout, flex, masks
-from sparsebert.dam import DAM, DAM_TYPES, MASK_BIAS, build_dam, extend_keep, rescue_empty_rows
+from sparsebert.dam import DAM, DAM_TYPES, MASK_BIAS, attend_all_if_empty, build_dam, extend_keep
 from sparsebert.io import UserError
 
 LEARNED = "learned"  # a fixed mask that comes from a file (binarized DAM); carried in the weights
@@ -246,6 +246,13 @@ class FixedMask(nn.Module):
         self(seq_len)  # length check
         return self.block_masks.density(self.keep, seq_len)
 
+    def empties_a_real_row(self, seq_len: int, attention_mask: torch.Tensor | None) -> bool:
+        """flex backend: whether this batch leaves a real query with no key (`flex.empties_a_real_row`); never
+        asked where every query keeps itself."""
+        if self.block_masks.keeps_diagonal(self.keep, seq_len):
+            return False
+        return flex.empties_a_real_row(self.keep[:, :seq_len, :seq_len], attention_mask)
+
     def block_mask(self, seq_len: int, attention_mask: torch.Tensor | None) -> BlockMask:
         """flex backend: the cached structural BlockMask with this batch's padding."""
         self(seq_len)  # length check
@@ -336,8 +343,18 @@ class SparseBertModel(SparseBertPreTrainedModel):
             keep[:, :L, :L] = pretrained
         self.fixed_mask.keep = keep.to(pretrained.device)  # a new tensor: the flex BlockMasks are rebuilt for it
 
-    def uses_flex(self, x: torch.Tensor) -> bool:
+    def uses_flex(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> bool:
         """Whether this forward runs FlexAttention (see SparseBertConfig.attention_backend for the rules)."""
+        if not self._flex_backend(x):
+            return False
+        if self.fixed_mask.empties_a_real_row(x.shape[1], attention_mask):  # flex would give the row 0
+            flex.notice_once("a batch in which a real token keeps no key (its kept keys all padding) runs sdpa: "
+                             "flex would give it 0, sdpa attention over every real key (the search's rule)")
+            return False
+        return True
+
+    def _flex_backend(self, x: torch.Tensor) -> bool:
+        """The backend rule of SparseBertConfig.attention_backend, before the batch is looked at."""
         backend = self.config.attention_backend
         if backend == "sdpa":
             return False
@@ -360,11 +377,12 @@ class SparseBertModel(SparseBertPreTrainedModel):
     def attention_bias(self, attention_mask: torch.Tensor | None, seq_len: int, dtype: torch.dtype):
         """One additive bias (B|1, H|1, T, T) for all layers, and the sampled DAM mask (or None).
 
-        Fixed masks and padding become 0 / dtype-min (exactly zero weight). A query left with no key at all
-        (a padded position under a sparse pattern: its kept keys are all padding) attends to itself: bf16
-        turns dtype-min into -inf, and CUDA SDPA kernels return NaN for a row of -inf (pytorch#110213),
-        which would then spread through the next layer. The DAM mask enters as (1 - m) * -10000 like the
-        official code, because the gradient must flow through m (its rows always keep the real tokens)."""
+        Fixed masks and padding become 0 / dtype-min (exactly zero weight). A query left with no key (its kept
+        keys all padding, or beyond a shorter input) attends to every real key by its scores
+        (`dam.attend_all_if_empty`): what a DAM search's row does when its sampled mask drops every key, and
+        never a row of dtype-min (bf16 turns it into -inf, and CUDA SDPA kernels return NaN for a row of -inf,
+        pytorch#110213). The DAM mask enters as (1 - m) * -10000 like the official code, because the gradient
+        must flow through m; padding stays dtype-min apart from it."""
         neg = torch.finfo(dtype).min
         real_keys = None if attention_mask is None else attention_mask[:, None, None, :].bool()  # (B, 1, 1, T)
         if self.config.is_dam:
@@ -376,7 +394,7 @@ class SparseBertModel(SparseBertPreTrainedModel):
         keep = self.fixed_mask(seq_len).unsqueeze(0)  # (1, Hm, T, T); a row can lose its keys when sliced to T
         if real_keys is not None:
             keep = keep & real_keys  # (B, Hm, T, T)
-        return torch.where(rescue_empty_rows(keep), 0.0, neg).to(dtype), None
+        return torch.where(attend_all_if_empty(keep, real_keys), 0.0, neg).to(dtype), None
 
     def forward(
         self,
@@ -390,7 +408,7 @@ class SparseBertModel(SparseBertPreTrainedModel):
         x = self.embeddings(
             input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds
         )  # (B, T, C)
-        if self.uses_flex(x):
+        if self.uses_flex(x, attention_mask):
             mask, dam_mask = self.fixed_mask.block_mask(x.shape[1], attention_mask), None
         else:
             mask, dam_mask = self.attention_bias(attention_mask, x.shape[1], attention_dtype(x, self.config.is_dam))
