@@ -359,7 +359,10 @@ def check_finite(loss: torch.Tensor, step: int, grad_norm: torch.Tensor | None =
     if os.environ.get("SPARSEBERT_NAN_AT_STEP") == str(step):
         loss = loss * float("nan")
     norm = torch.zeros(()) if grad_norm is None else grad_norm.detach().float().reshape(()).to(loss.device)
-    value, norm = torch.stack([loss.detach().float().reshape(()), norm]).tolist()
+    values = torch.stack([loss.detach().float().reshape(()), norm])
+    if torch.isfinite(values).all().item():  # the one read of a healthy step
+        return
+    value, norm = values.tolist()
     advice = "The last good checkpoint is kept; lower the learning rate or check the data"
     if not math.isfinite(value):
         raise NonFiniteLoss(f"loss became {value} at step {step}; stopped. {advice}")
