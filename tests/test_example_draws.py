@@ -300,9 +300,15 @@ def test_shards_built_with_other_params_do_not_merge(tmp_path, case):
 
 
 def test_a_pass_too_long_for_arrow_list_offsets_is_one_error():
-    """2^31 tokens in one pass of one shard would wrap Arrow's int32 list offsets without an error (a view of
-    one byte stands in for them: no memory)."""
-    values = np.broadcast_to(np.uint16(5), (2**31,))
+    """2^31 tokens in one pass of one shard would wrap Arrow's int32 list offsets without an error. A stand-in
+    that has only a length holds them: no memory, and code that went on past the check fails at once instead of
+    copying 2^31 tokens (a mutation run was killed for memory so)."""
+
+    class Tokens:
+        def __len__(self):
+            return 2**31
+
+    values = Tokens()
     with pytest.raises(pretraining.UserError, match=r"^one pass of a corpus shard holds 2,147,483,648 tokens, more "
                                                     r"than an Arrow list column takes \(2\^31 - 1\): split the corpus "
                                                     r"into more shards \(corpus.shards\)$"):
