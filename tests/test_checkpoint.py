@@ -7,6 +7,7 @@ untouched copy of the same objects, never from the checkpoint code itself."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -292,6 +293,24 @@ def test_resumed_on_another_world_size_each_rank_draws_a_stream_of_its_own(tmp_p
         assert draws[0] == (random.random(), float(np.random.rand()), torch.rand(2).tolist())
         for a, b in ((0, 1), (0, 2), (1, 2)):
             assert all(x != y for x, y in zip(draws[a], draws[b])), (a, b)
+        # another run's checkpoint (another saved main stream): rank 1 derives another stream from it
+        training.seed_everything(4)
+        training.save_checkpoint(tmp_path / "other", 1, model, optimizer, scheduler, rng_per_rank=own)
+        training.load_checkpoint(tmp_path / "other" / "step-00000001", model, optimizer, scheduler)
+        assert all(x != y for x, y in zip(draws[1], (random.random(), float(np.random.rand()), torch.rand(2).tolist())))
+
+
+def test_a_resume_on_another_world_size_says_so_on_rank_0(tmp_path, monkeypatch, caplog):
+    """The line names both world sizes (a checkpoint of one process saves no per-rank streams: 1)."""
+    with gloo_group(tmp_path):
+        model, optimizer, scheduler = make_run()
+        training.save_checkpoint(tmp_path, 1, model, optimizer, scheduler, rng_per_rank=None)
+        monkeypatch.setattr(training.dist, "get_world_size", lambda: 3)
+        with caplog.at_level("INFO", logger="sparsebert.training"):
+            training.load_checkpoint(tmp_path / "step-00000001", model, optimizer, scheduler)
+    assert [r.getMessage() for r in caplog.records if "resumed on" in r.getMessage()] == [
+        "resumed on 3 process(es) from a checkpoint of 1: rank 0 goes on with the saved random stream, the others "
+        "draw new ones"]
 
 
 def test_rank_seeds_keep_rank_0_and_never_share_a_stream_between_runs():
@@ -302,7 +321,11 @@ def test_rank_seeds_keep_rank_0_and_never_share_a_stream_between_runs():
     assert [training.rank_seed(seed, 0) for seed in range(50)] == list(range(50))
     assert len(set(seeds)) == len(seeds)
     assert all(0 <= s < 2**63 for s in seeds)  # what torch.manual_seed takes
-    assert training.rank_seed(0, 1) == training.rank_seed(0, 1)  # a pure function: a rerun draws the same
+    assert max(seeds) >= 2**62  # 63 bits used: 399 draws all under 2^62 would have chance 2^-399
+    # a pure function, and the same across versions (a resumed run's other ranks derive their streams from it):
+    # the first 8 bytes of SHA-256 of the text, little-endian, shifted to 63 bits (hashlib as the reference)
+    digest = hashlib.sha256(b"sparsebert rank stream 0 1").digest()
+    assert training.rank_seed(0, 1) == int.from_bytes(digest[:8], "little") // 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: the CUDA generators are only saved there")

@@ -75,9 +75,9 @@ def test_a_batch_that_empties_a_real_row_runs_sdpa(monkeypatch, caplog):
         "sdpa attention over every real key (the search's rule)"]
     assert flex.empties_a_real_row(m.fixed_mask.keep[:, :T, :T], am)
     assert not flex.empties_a_real_row(m.fixed_mask.keep[:, :T, :T], None)
-    longformer = model(attention_mask_type="longformer")
+    blockwise = model(attention_mask_type="blockwise")  # keeps its diagonal, not every query key 0
     monkeypatch.setattr(flex, "empties_a_real_row", lambda *a: pytest.fail("a mask with its diagonal was checked"))
-    assert not longformer.fixed_mask.empties_a_real_row(T, am)
+    assert not blockwise.fixed_mask.empties_a_real_row(T, am)
 
 
 def test_block_mask_built_once_and_reused():

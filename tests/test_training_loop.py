@@ -192,6 +192,16 @@ def test_a_finite_loss_with_a_non_finite_gradient_stops_before_the_update(clip, 
     assert w.tolist() == pytest.approx([-0.1, 1.0, 4.0])
 
 
+def test_the_gradient_norm_is_that_of_all_gradients_together():
+    """sqrt(3^2 + 4^2 + 12^2) = 13 over two tensors (a parameter without a gradient left out); 0 when none has one
+    (a 0-dim tensor, as the finiteness check stacks it with the loss)."""
+    a, b, c = (torch.nn.Parameter(torch.zeros(n)) for n in (2, 1, 3))
+    a.grad, b.grad = torch.tensor([3.0, 4.0]), torch.tensor([12.0])
+    assert training.gradient_norm([a, b, c]).item() == pytest.approx(13.0)
+    none = training.gradient_norm([c])
+    assert none.shape == () and none.item() == 0.0
+
+
 def test_the_log_keeps_the_records_up_to_the_resumed_step_and_appends(tmp_path):
     """A record without a step (written before the first) counts as step 0: a resume keeps it, a fresh start does
     not."""
