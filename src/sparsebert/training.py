@@ -358,8 +358,8 @@ def check_finite(loss: torch.Tensor, step: int, grad_norm: torch.Tensor | None =
     SPARSEBERT_NAN_AT_STEP=N simulates a non-finite loss at step N (fault-injection tests)."""
     if os.environ.get("SPARSEBERT_NAN_AT_STEP") == str(step):
         loss = loss * float("nan")
-    norm = torch.zeros(()) if grad_norm is None else grad_norm.detach().float().reshape(()).to(loss.device)
-    values = torch.stack([loss.detach().float().reshape(()), norm])
+    norm = torch.zeros(()) if grad_norm is None else grad_norm.detach().float().reshape(())
+    values = torch.stack([loss.detach().float().reshape(()), norm.to(loss.device)])  # one device, one read
     if torch.isfinite(values).all().item():  # the one read of a healthy step
         return
     value, norm = values.tolist()
@@ -372,12 +372,9 @@ def check_finite(loss: torch.Tensor, step: int, grad_norm: torch.Tensor | None =
 
 
 def gradient_norm(parameters) -> torch.Tensor:
-    """The L2 norm of all the gradients together (0-dim, on their device, no host sync; NaN or inf where one
-    element is), as clip_grad_norm_ computes it."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    """The L2 norm of all the gradients together: torch's get_total_norm, what clip_grad_norm_ computes (0-dim,
+    on their device, no host sync; NaN or inf where one element is; 0 without gradients)."""
+    return torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
 
 
 class JsonlLog:

@@ -397,10 +397,11 @@ def merge_shards(out: str | os.PathLike, names: list[str], params: dict) -> dict
     params = check_params(params)
     out = Path(out)
     require_built("examples", [out / n / "stats.json" for n in names], "sparsebert examples --shard")
-    stats: dict = {"shards": names, "format": None, **{split: {} for split in SPLITS}}
+    stats: dict = {"shards": names, "format": None, "params": recorded_params(params),
+                   **{split: {} for split in SPLITS}}
     for name in names:
         shard = json.loads((out / name / "stats.json").read_text())
-        check_shard_params(out / name / "stats.json", shard, params)
+        check_shard_params(out / name / "stats.json", shard, stats["params"])
         if stats["format"] not in (None, shard["format"]):
             raise UserError(f"{out / name}/stats.json: format {shard['format']} differs from the other shards' "
                             f"{stats['format']} (built with another tokenizer or params: rebuild all shards)")
@@ -413,7 +414,6 @@ def merge_shards(out: str | os.PathLike, names: list[str], params: dict) -> dict
         s["random_next_fraction"] = round(s.pop("random_next") / s["sequences"], 4) if s["sequences"] else None
     if not stats["train"]["sequences"]:
         raise UserError(f"{out}: no training examples could be built (too few documents or sentences)")
-    stats["params"] = recorded_params(params)
     atomic_write_json(out / "stats.json", stats)
     for split in SPLITS:
         s = stats[split]
@@ -422,14 +422,14 @@ def merge_shards(out: str | os.PathLike, names: list[str], params: dict) -> dict
     return stats
 
 
-def check_shard_params(path: Path, shard: dict, params: dict) -> None:
-    """A shard must have been built with the params the merge is asked for: the merged stats.json records them
-    as the examples' (the validation order's seed, the reports), and shards of other settings (a rerun of some
-    shards only, `--rerun-triggers mtime`, shards copied in) would mix two datasets without a word."""
+def check_shard_params(path: Path, shard: dict, asked: dict) -> None:
+    """A shard must have been built with the params the merge is asked for (`asked`, as `recorded_params` gives
+    them): the merged stats.json records them as the examples' (the validation order's seed, the reports), and
+    shards of other settings (a rerun of some shards only, `--rerun-triggers mtime`, shards copied in) would mix
+    two datasets without a word."""
     if "params" not in shard:
         raise UserError(f"{path}: no record of the params the shard was built with (built by an older sparsebert): "
                         f"rebuild all shards")
-    asked = recorded_params(params)
     for key in sorted(set(asked) | set(shard["params"])):
         if shard["params"].get(key) != asked.get(key):
             raise UserError(f"{path}: built with {key} = {shard['params'].get(key)!r}, the merge asks for "
