@@ -218,12 +218,19 @@ def test_evaluation_scores_the_first_limit_examples_in_batches_in_eval_mode(mode
     grad_in_forward = []
     model.register_forward_hook(lambda *_: grad_in_forward.append(torch.is_grad_enabled()))
     result = pretrain.evaluate(model, data, limit=7, batch_size=3, device="cpu")
-    assert result == pytest.approx({"val_loss": sum(o.loss.item() * len(b["input_ids"]) for o, b in zip(outs, batches)) / 7,
-                                    "val_mlm_acc": hits.sum().item() / valid.sum().item(),
+    # the losses over the whole set at once: every masked token and every sequence weighs the same
+    mlm_loss = torch.nn.functional.cross_entropy(torch.cat([o.prediction_logits for o in outs]).flatten(0, 1), labels.flatten())
+    nsp_loss = torch.nn.functional.cross_entropy(torch.cat([o.seq_relationship_logits for o in outs]),
+                                                 torch.cat([b["next_sentence_label"] for b in batches]).flatten())
+    assert result == pytest.approx({"val_loss": mlm_loss.item() + nsp_loss.item(), "val_mlm_loss": mlm_loss.item(),
+                                    "val_nsp_loss": nsp_loss.item(), "val_mlm_acc": hits.sum().item() / valid.sum().item(),
                                     "val_nsp_acc": nsp.sum().item() / 7, "val_examples": 7}, rel=1e-6)
     assert (valid.sum().item(), hits.sum().item(), nsp.sum().item()) == (16, 3, 4)  # 7s of 16 tokens; rows 0, 2, 4, 6
     assert grad_in_forward == [False] * 3 and model.training  # no autograd graph; training mode back
     assert pretrain.evaluate(model, data, limit=20, batch_size=8, device="cpu")["val_examples"] == 8
+    # the same set in one batch: the old mean of batch losses weighted by sequences gave 6.47 for batches of
+    # 3, 3, 1 sequences and 6.60 for one batch of 7; now they differ by float rounding only
+    assert pretrain.evaluate(model, data, limit=7, batch_size=7, device="cpu") == pytest.approx(result, rel=1e-6)
 
 
 def test_evaluation_of_one_example_with_one_masked_token(model):
@@ -232,13 +239,15 @@ def test_evaluation_of_one_example_with_one_masked_token(model):
     with torch.no_grad():
         out = model(**{k: v.long() for k, v in data[0:1].items()})
     assert pretrain.evaluate(model, data, limit=1, batch_size=4, device="cpu") == pytest.approx({
-        "val_loss": out.loss.item(), "val_mlm_acc": 1.0, "val_nsp_acc": 1.0, "val_examples": 1})  # 7 and "is next"
+        "val_loss": out.loss.item(), "val_mlm_loss": out.mlm_loss.item(), "val_nsp_loss": out.nsp_loss.item(),
+        "val_mlm_acc": 1.0, "val_nsp_acc": 1.0, "val_examples": 1})  # 7 and "is next"
     assert out.loss.item() > 0.1
 
 
 def test_evaluation_of_nothing_is_zeros_not_a_division_by_zero(model):
     assert pretrain.evaluate(model, examples([[7]]), limit=0, batch_size=4, device="cpu") == {
-        "val_loss": 0.0, "val_mlm_acc": 0.0, "val_nsp_acc": 0.0, "val_examples": 0}
+        "val_loss": 0.0, "val_mlm_loss": 0.0, "val_nsp_loss": 0.0, "val_mlm_acc": 0.0, "val_nsp_acc": 0.0,
+        "val_examples": 0}
 
 
 def test_unigram_baseline_hand_computed():

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from sparsebert import compilation, dam, masks, precision, preemption, recipes, training
@@ -264,24 +265,32 @@ class _Running:
 
 
 def evaluate(model, dataset, limit: int, batch_size: int, device) -> dict:
-    """MLM / NSP accuracy and loss on held-out examples (eval mode: DAM uses its most likely mask)."""
+    """MLM / NSP accuracy and loss on held-out examples (eval mode: DAM uses its most likely mask). The MLM loss
+    is the mean over every masked token, the NSP loss over every sequence, and val_loss their sum (the training
+    objective's two terms, each over the whole set): none depends on how the examples are split into batches (a
+    mean of batch losses weighted by sequences did). Sums stay on the device: one host read at the end."""
     model.eval()
     n = min(limit, len(dataset))
-    totals = {"loss": 0.0, "mlm_ok": 0, "mlm_n": 0, "nsp_ok": 0}
+    mlm_loss, mlm_ok, mlm_n, nsp_loss, nsp_ok = torch.zeros(5, dtype=torch.float64, device=device)
     for start in range(0, n, batch_size):
         batch = to_device(dataset[list(range(start, min(n, start + batch_size)))], device)
         with torch.no_grad():  # not a decorator: mutmut skips decorated functions
             out = model(**batch)
-        valid = batch["masked_lm_ids"] != -100
-        totals["loss"] += out.loss.item() * len(batch["input_ids"])
-        totals["mlm_ok"] += ((out.prediction_logits.argmax(-1) == batch["masked_lm_ids"]) & valid).sum().item()
-        totals["mlm_n"] += valid.sum().item()
-        totals["nsp_ok"] += (out.seq_relationship_logits.argmax(-1) == batch["next_sentence_label"]).sum().item()
+        labels, logits = batch["masked_lm_ids"].long(), out.prediction_logits.float()
+        mlm_loss += F.cross_entropy(logits.flatten(0, -2), labels.flatten(), ignore_index=-100, reduction="sum")
+        mlm_ok += ((logits.argmax(-1) == labels) & (labels != -100)).sum()
+        mlm_n += (labels != -100).sum()
+        nsp_labels, nsp_logits = batch["next_sentence_label"].long().flatten(), out.seq_relationship_logits.float()
+        nsp_loss += F.cross_entropy(nsp_logits, nsp_labels, reduction="sum")
+        nsp_ok += (nsp_logits.argmax(-1) == nsp_labels).sum()
     model.train()
+    mlm_loss, mlm_ok, mlm_n, nsp_loss, nsp_ok = torch.stack([mlm_loss, mlm_ok, mlm_n, nsp_loss, nsp_ok]).tolist()
     return {
-        "val_loss": totals["loss"] / max(n, 1),
-        "val_mlm_acc": totals["mlm_ok"] / max(totals["mlm_n"], 1),
-        "val_nsp_acc": totals["nsp_ok"] / max(n, 1),
+        "val_loss": mlm_loss / max(mlm_n, 1) + nsp_loss / max(n, 1),
+        "val_mlm_loss": mlm_loss / max(mlm_n, 1),
+        "val_nsp_loss": nsp_loss / max(n, 1),
+        "val_mlm_acc": mlm_ok / max(mlm_n, 1),
+        "val_nsp_acc": nsp_ok / max(n, 1),
         "val_examples": n,
     }
 
