@@ -115,7 +115,9 @@ def logsparse(seq_len: int, window: int) -> torch.Tensor:
 
 def bigbird(seq_len: int, window: int, num_global: int, num_random: int, seed: int) -> torch.Tensor:
     """BigBird (Zaheer et al., 2020): sliding window + global tokens + `num_random` random keys per query,
-    drawn from a seeded generator so that the mask is a pure function of its parameters. Symmetrised."""
+    drawn from a seeded generator so that the mask is a pure function of its parameters. Symmetrised (query i
+    drawing key j lets j see i too), so a row holds ~2 x `num_random` random keys: 3.8 at L 128 with 2, which
+    gives the paper's 93.2 % sparsity with window 1 and one global token."""
     window = int_param("bigbird", "window", window, 0)
     num_global = int_param("bigbird", "num_global", num_global, 0)
     num_random = int_param("bigbird", "num_random", num_random, 0)
