@@ -393,12 +393,13 @@ def test_the_probe_runs_the_configs_shape_and_threads(monkeypatch, probe_batches
     threads = []
     monkeypatch.setattr(torch, "set_num_threads", threads.append)
     estimate.probe_step_seconds({**TINY, "resources": {"pretrain": {"threads": 3}}})
-    estimate.probe_step_seconds({"pretrain": TINY["pretrain"]})  # the examples' and tokenizer's defaults
+    estimate.probe_step_seconds({"pretrain": TINY["pretrain"]})  # the schema's examples and vocabulary (8000)
+    estimate.probe_step_seconds({"pretrain": TINY["pretrain"], "tokenizer": {"pretrained": "bert-base-cased"}})
     shapes = {(vocab, *batch["input_ids"].shape, batch["masked_lm_positions"].shape[1])
               for vocab, batch in probe_batches}
-    assert shapes == {(50, 4, 16, 3), (30522, 4, 128, 20)}
+    assert sorted(shapes) == [(50, 4, 16, 3), (8000, 4, 128, 20), (28996, 4, 128, 20)]
     caller = torch.get_num_threads()  # the real one: only the setter is recorded
-    assert threads == [3, caller, 1, caller]  # the job's threads for the probe, then the caller's back
+    assert threads == [3, caller, 1, caller, 1, caller]  # the job's threads for the probe, then the caller's back
 
 
 def test_the_probe_times_seven_steps_of_a_real_pretraining_batch(probe_batches):

@@ -65,12 +65,13 @@ def test_paper_plan_pretrain_row_by_hand(capsys):
     assert "accumulation 128 on 8 GPU(s)" in cells[8]
     assert row(out, "dam_search")[1] == "8" and row(out, "pretrain_learned")[1] == "8"
     assert row(out, "finetune (squad: squad_v1, squad_v2)")[1] == str(25 * 2)
-    # the DAM search, measured at micro-batch 256 only (30 %), runs at 64: 30 % x 14 % / 33 % (dense at 64 and 256)
+    # the DAM search, measured at micro-batch 256 only (30 %, dense 33 % beside it), runs at 64: the pretraining's
+    # 14 % there x 30 / 33
     dam = row(out, "dam_search")
     assert float(dam[5].replace(",", "")) == pytest.approx(8 / 9 * flops / (0.30 * 0.14 / 0.33 * 797e12) / 3600,
                                                            abs=0.5)  # ~707, not the 300 of the 30 % at 256
-    assert dam[4] == ("13 % (dam_search, micro-batch 64, eager (measured at micro-batch 256, scaled to 64 by "
-                      "pretrain's MFU at 64 / 256))")
+    assert dam[4] == ("13 % (pretrain, micro-batch 64, eager (x 0.909, the DAM search's bare step / the "
+                      "pretraining's at micro-batch 256, eager; pretrain's: pretrain_loop not measured))")
 
 
 def test_smoke_plan_counts_its_jobs(capsys):
@@ -101,25 +102,55 @@ def test_mfu_is_taken_at_the_nearest_micro_batch_and_compile_setting():
 
 
 def test_a_kind_measured_at_another_micro_batch_only_is_scaled_by_the_step_it_extends():
-    """dam_search is measured at 256 only; pretrain at 64 and 256 (eager) and 256 (compiled): the search at 64
-    takes pretrain's change from 256 to 64; where pretrain lacks one of the two, the nearest entry as it is."""
+    """A fine-tuning kind measured at 256 only, the job at 64: pretrain's change from 256 to 64 (eager: 0.14 /
+    0.33) scales it; where the reference lacks one of the two micro-batches, the nearest entry as it is."""
     measured = json.loads((ROOT / "benchmarks" / "results" / "gpu_h200.json").read_text())
-    dam_256 = next(e for e in measured["mfu"] if e["job"] == "dam_search")
-    assert (dam_256["micro_batch"], dam_256["mfu"]) == (256, 0.30)
-    entry, note = plan.pick_mfu(measured, "dam_search", 64, compiled=False)
-    assert entry["mfu"] == pytest.approx(0.30 * 0.14 / 0.33) and entry["micro_batch"] == 64
-    assert (entry["job"], entry["compiled"]) == ("dam_search", False) and dam_256["micro_batch"] == 256  # a copy
+    glue_256 = {"job": "finetune_glue", "micro_batch": 256, "compiled": False, "mfu": 0.5}
+    with_glue = {**measured, "mfu": measured["mfu"] + [glue_256]}
+    entry, note = plan.pick_mfu(with_glue, "finetune_glue", 64, compiled=False)
+    assert entry["mfu"] == pytest.approx(0.5 * 0.14 / 0.33) and entry["micro_batch"] == 64
+    assert entry["job"] == "finetune_glue" and glue_256["micro_batch"] == 256  # a copy
     assert note == "measured at micro-batch 256, scaled to 64 by pretrain's MFU at 64 / 256"
-    entry, note = plan.pick_mfu(measured, "dam_search", 128, compiled=False)  # pretrain has no 128
-    assert entry is dam_256 and note == "measured at micro-batch 256, not 128"
-    # the first kind after the search's in its order that was measured at both scales it: the loop before the step
+    entry, note = plan.pick_mfu(with_glue, "finetune_glue", 128, compiled=False)  # pretrain has no 128
+    assert entry is glue_256 and note == "measured at micro-batch 256, not 128"
+    # the first kind after the job's in its order that was measured at both scales it: the loop before the step
+    loop = [{"job": "pretrain_loop", "micro_batch": b, "compiled": False, "mfu": m} for b, m in ((64, 0.2), (256, 0.4))]
+    entry, note = plan.pick_mfu({**with_glue, "mfu": with_glue["mfu"] + loop}, "finetune_glue", 64, compiled=False)
+    assert entry["mfu"] == pytest.approx(0.5 * 0.2 / 0.4)
+    assert note == "measured at micro-batch 256, scaled to 64 by pretrain_loop's MFU at 64 / 256"
+
+
+def test_the_dam_search_is_priced_as_the_pretraining_times_the_bare_steps_ratio():
+    """The committed file has the DAM_s step at 256 eager (30 %) beside dense's (33 %): a search is priced at
+    the pretraining's price for its own micro-batch x 30 / 33, so it costs 1.1x the pretraining whatever prices
+    the pretraining (the bare step, or the training loop once measured)."""
+    measured = json.loads((ROOT / "benchmarks" / "results" / "gpu_h200.json").read_text())
+    ratio_note = "x 0.909, the DAM search's bare step / the pretraining's at micro-batch 256, eager"
+    entry, note = plan.pick_mfu(measured, "dam_search", 64, compiled=False)
+    assert entry["mfu"] == pytest.approx(0.14 * 0.30 / 0.33)
+    assert (entry["job"], entry["micro_batch"], entry["compiled"]) == ("pretrain", 64, False)
+    assert note == f"{ratio_note}; pretrain's: pretrain_loop not measured"
+    assert next(e for e in measured["mfu"] if e["job"] == "pretrain" and e["micro_batch"] == 64)["mfu"] == 0.14
+    # at 128 the pretraining's nearest (64: equally near, the smaller) prices it
+    entry, note = plan.pick_mfu(measured, "dam_search", 128, compiled=False)
+    assert entry["mfu"] == pytest.approx(0.14 * 0.30 / 0.33) and "measured at micro-batch 64, not 128" in note
+    # the training loop measured: it prices the pretraining, and so the search (0.2 x 30 / 33, not the bare 0.30
+    # x 0.2 / 0.4 = 0.15 it was priced at before, below the pretraining's 0.2)
     loop = [{"job": "pretrain_loop", "micro_batch": b, "compiled": False, "mfu": m} for b, m in ((64, 0.2), (256, 0.4))]
     entry, note = plan.pick_mfu({**measured, "mfu": measured["mfu"] + loop}, "dam_search", 64, compiled=False)
-    assert entry["mfu"] == pytest.approx(0.30 * 0.2 / 0.4)
-    assert note == "measured at micro-batch 256, scaled to 64 by pretrain_loop's MFU at 64 / 256"
-    compiled_dam = {**dam_256, "compiled": True, "mfu": 0.4}  # pretrain compiled: 256 only, so no scaling
-    entry, note = plan.pick_mfu({**measured, "mfu": [compiled_dam] + measured["mfu"]}, "dam_search", 64, True)
-    assert entry is compiled_dam and note == "measured at micro-batch 256, not 64"
+    assert entry["mfu"] == pytest.approx(0.2 * 0.30 / 0.33) and entry["job"] == "pretrain_loop"
+    assert note == ratio_note
+    # a compiled search takes the compiled pair's ratio (0.33 / 0.44); the price, the nearest pretraining entry
+    compiled_dam = {"job": "dam_search", "micro_batch": 256, "compiled": True, "mfu": 0.33}
+    entry, note = plan.pick_mfu({**measured, "mfu": [compiled_dam] + measured["mfu"]}, "dam_search", 256, True)
+    assert entry["mfu"] == pytest.approx(0.44 * 0.33 / 0.44)
+    assert note == ("x 0.75, the DAM search's bare step / the pretraining's at micro-batch 256, compiled; "
+                    "pretrain's: pretrain_loop not measured")
+    # no bare pretraining step beside the search's: the search's own entry, as any kind
+    lone = {"job": "dam_search", "micro_batch": 128, "compiled": False, "mfu": 0.25}
+    alone = {**measured, "mfu": [e for e in measured["mfu"] if e["job"] != "dam_search"] + [lone]}
+    entry, note = plan.pick_mfu(alone, "dam_search", 64, compiled=False)
+    assert entry is lone and note == "measured at micro-batch 128, not 64"
 
 
 @pytest.mark.parametrize("order", [1, -1])
@@ -141,7 +172,8 @@ def test_missing_measurements_are_one_clear_error(tmp_path, capsys):
 
 def test_fp32_jobs_are_priced_at_the_fp32_peak(tmp_path, capsys):
     """paper.yaml fine-tunes SWAG in fp32 (the official script): 25 variants x 1 seed, 73,546 examples x 4 endings
-    x 2 epochs at T 128, BERT-base encoder, MFU 14 % (the pretraining step's, standing in). With an fp32 peak of
+    x 2 epochs at T 128, BERT-base encoder, MFU 33 % (the pretraining step's, standing in, at micro-batch 256: the
+    nearest measured to SWAG's 96 examples x 4 endings = 384 sequences). With an fp32 peak of
     60 TFLOP/s in the measurements it is priced at that peak; without one, at bf16's, and the row says so."""
     measured = json.loads((ROOT / "benchmarks" / "results" / "gpu_h200.json").read_text())
     d, f, n, T = 768, 3072, 12, 128
@@ -150,14 +182,15 @@ def test_fp32_jobs_are_priced_at_the_fp32_peak(tmp_path, capsys):
     swag = "finetune (swag: swag)"
 
     cells = row(run_plan(capsys, "paper.yaml"), swag)
-    assert float(cells[5]) == pytest.approx(25 * flops / (0.14 * 797e12) / 3600, rel=1e-2)
+    assert float(cells[5]) == pytest.approx(25 * flops / (0.33 * 797e12) / 3600, rel=1e-2)
+    assert "measured at micro-batch 256, not 384" in cells[4]
     assert "fp32 priced at the bf16 peak: no fp32 peak measured, an underestimate" in cells[4]
 
     with_fp32 = tmp_path / "gpu.json"
     with_fp32.write_text(json.dumps({**measured, "matmul_peak_tflops": {"bf16": 797, "fp32": 60}}))
     out = run_plan(capsys, "paper.yaml", gpu_json=with_fp32)
     cells = row(out, swag)
-    assert float(cells[5]) == pytest.approx(25 * flops / (0.14 * 60e12) / 3600, rel=1e-2)  # ~13x the bf16 price
+    assert float(cells[5]) == pytest.approx(25 * flops / (0.33 * 60e12) / 3600, rel=1e-2)  # ~13x the bf16 price
     assert "peak" not in cells[4] and "797 bf16, 60 fp32" in out
     glue = row(out, "finetune (glue: mnli, qqp, qnli, sst2, cola, stsb, mrpc, rte)")
     assert "peak" not in glue[4]  # bf16 tasks keep the bf16 peak
@@ -175,7 +208,8 @@ def test_job_peak_maps_each_precision():
 # A hand-made config and measurements, every value of their plan worked out by hand from the module docstring
 
 # Model d 4, f 8, 1 layer, V 100, pretraining T 16 and P 3, 20 positions: 2 fixed masks + 1 DAM search + its
-# retrain = 4 variants, 2 seeds; GLUE-named tasks counted at the proxy size (tasks.source: proxy); 3 GPUs.
+# retrain = 4 variants, 2 seeds; local copies of GLUE tasks (their hub sizes) cut to 50 training examples
+# (max_train_examples) and a proxy task; 4 GPUs.
 TINY_CONFIG = {
     "scale": "tiny", "seeds": [0, 1],
     "corpus": {"source": "hub", "shards": 4}, "tokenizer": {"vocab_size": 100},
@@ -184,11 +218,11 @@ TINY_CONFIG = {
                  "compile": True, "precision": "fp32"},
     "dam_search": {"max_steps": 5, "compile": False, "precision": "bf16"},
     "masks": {"dense": {}, "no_diagonal": {}}, "dam": {"dam_s": [0.001]}, "dam_retrain": True,
-    "tasks": {"names": ["mrpc", "rte", "proxy_single"], "source": "proxy"},
-    "finetune": {"max_seq_length": 16, "batch_size": 8, "epochs": 2,
+    "tasks": {"names": ["mrpc", "rte", "proxy_single"], "source": "local", "local_dir": "tasks"},
+    "finetune": {"max_seq_length": 16, "batch_size": 8, "epochs": 2, "max_train_examples": 50,
                  "per_task": {"rte": {"epochs": 1},
                               "proxy_single": {"max_train_examples": 30, "precision": "fp32", "batch_size": 16}}},
-    "resources": {"pretrain": {"gpu": 2}, "pretrain_learned": {"gpu": 5}, "finetune": {"gpu": 2}},
+    "resources": {"pretrain": {"gpu": 2}, "pretrain_learned": {"gpu": 8}, "finetune": {"gpu": 1}},
 }
 # Listed so that a lost compile tie-break shows: the entry that must NOT be picked comes first.
 TINY_MEASURED = {
@@ -207,68 +241,71 @@ TINY_PARAMS = 826
 
 
 def test_tiny_plan_training_rows_by_hand():
-    """Every value of the three pretraining rows of TINY_CONFIG on 3 GPUs.
+    """Every value of the three pretraining rows of TINY_CONFIG on 4 GPUs.
     Step (B 8, T 16, P 3): encoder 8*16*2 (4*16 + 2*4*8) + 8*4*16^2*4 = 32768 + 32768 = 65536;
     heads 8*3*2 (16 + 4*100) + 8*2 (16 + 8) = 19968 + 384 = 20352; step 3 (65536 + 20352) = 257664.
     pretrain: 2 masks x 2 seeds = 4 jobs of 10 steps, fp32 (10 TFLOP/s), 2 GPUs each (micro-batch 8 // 2 = 4,
-      compiled: MFU 0.6), 3 // 2 = 1 job at a time: 4 waves.
+      compiled: MFU 0.6), 4 // 2 = 2 jobs at a time: 2 waves.
     dam_search: dam_search's overrides (5 steps, bf16 100 TFLOP/s, eager), no resources: 1 GPU, micro-batch 8,
-      nearest measurement micro-batch 16 (MFU 0.4); 2 jobs, 3 at a time: 1 wave.
-    pretrain_learned: 1 retrain x 2 seeds, gpu 5 capped at the run's 3 (micro-batch 8 // 3 = 2, MFU 0.6 of
-      micro-batch 4, compiled), 3 // 3 = 1 at a time: 2 waves.
+      nearest measurement micro-batch 16 (MFU 0.4; no pretraining step measured beside it); 2 jobs, 4 at a time:
+      1 wave.
+    pretrain_learned: 1 retrain x 2 seeds, gpu 8 lowered to the run's 4 (micro-batch 8 // 4 = 2, MFU 0.6 of
+      micro-batch 4, compiled), 4 // 4 = 1 at a time: 2 waves.
     Disk per job: 826 params x (4 + 2 x 12) bytes (the model, and the checkpoints pretraining keeps by default);
-    nothing more while they run."""
+    while they run, one checkpoint more (826 x 12) per running job (a save writes the newest first)."""
     pretrain_job, dam_job = 10 * 257664, 5 * 257664
     pretrain_h, dam_h = pretrain_job / (0.6 * 10e12) / 3600, dam_job / (0.4 * 100e12) / 3600
-    disk = TINY_PARAMS * 28
+    disk, saving = TINY_PARAMS * 28, TINY_PARAMS * 12
     not_loop = "pretrain's: pretrain_loop not measured"
-    pretrain, dam_search, learned = plan.training_rows(TINY_CONFIG, 3, TINY_MEASURED)
+    pretrain, dam_search, learned = plan.training_rows(TINY_CONFIG, 4, TINY_MEASURED)
     assert pretrain == pytest.approx({
         "rule": "pretrain", "jobs": 4, "gpus_per_job": 2, "flops": 4 * pretrain_job, "mfu": 0.6,
         "mfu_from": f"pretrain, micro-batch 4, compiled ({not_loop})", "gpu_hours": 4 * pretrain_h,
-        "wall_hours": 4 * pretrain_h / 2, "disk_bytes": 4 * disk, "running_disk_bytes": 0,
+        "wall_hours": 2 * pretrain_h / 2, "disk_bytes": 4 * disk, "running_disk_bytes": 2 * saving,
         "what": "10 steps x 8 x 16 tokens, 0.0M parameters; micro-batch 4, accumulation 1 on 2 GPU(s)"})
     assert dam_search == pytest.approx({
         "rule": "dam_search", "jobs": 2, "gpus_per_job": 1, "flops": 2 * dam_job, "mfu": 0.4,
         "mfu_from": "dam_search, micro-batch 16, eager (measured at micro-batch 16, not 8)",
-        "gpu_hours": 2 * dam_h, "wall_hours": dam_h, "disk_bytes": 2 * disk, "running_disk_bytes": 0,
+        "gpu_hours": 2 * dam_h, "wall_hours": dam_h, "disk_bytes": 2 * disk, "running_disk_bytes": 2 * saving,
         "what": "5 steps x 8 x 16 tokens, 0.0M parameters; micro-batch 8, accumulation 1 on 1 GPU(s)"})
     assert learned == pytest.approx({
-        "rule": "pretrain_learned", "jobs": 2, "gpus_per_job": 3, "flops": 2 * pretrain_job, "mfu": 0.6,
+        "rule": "pretrain_learned", "jobs": 2, "gpus_per_job": 4, "flops": 2 * pretrain_job, "mfu": 0.6,
         "mfu_from": f"pretrain, micro-batch 4, compiled ({not_loop}; measured at micro-batch 4, not 2)",
-        "gpu_hours": 2 * pretrain_h, "wall_hours": 2 * pretrain_h / 3, "disk_bytes": 2 * disk,
-        "running_disk_bytes": 0,
-        "what": "10 steps x 8 x 16 tokens, 0.0M parameters; micro-batch 2, accumulation 1 on 3 GPU(s)"})
+        "gpu_hours": 2 * pretrain_h, "wall_hours": 2 * pretrain_h / 4, "disk_bytes": 2 * disk,
+        "running_disk_bytes": saving,
+        "what": "10 steps x 8 x 16 tokens, 0.0M parameters; micro-batch 2, accumulation 1 on 4 GPU(s)"})
     # Without an fp32 peak the fp32 pretraining says so after the measurement's own note.
-    assert plan.training_rows(TINY_CONFIG, 3, NO_FP32)[0]["mfu_from"] == \
+    assert plan.training_rows(TINY_CONFIG, 4, NO_FP32)[0]["mfu_from"] == \
         f"pretrain, micro-batch 4, compiled ({not_loop}; {FP32_NOTE})"
 
 
 def test_tiny_plan_finetune_rows_by_hand():
-    """The fine-tuning rows of TINY_CONFIG on 3 GPUs: 4 variants x 2 seeds = 8 runs, 2 GPUs per job (3 // 2 = 1
-    job at a time). Training FLOPs per sequence at T 16: 3 (16*2 (4*16 + 2*4*8) + 4*16^2*4) = 3 * 8192 = 24576.
-    glue (mrpc, rte; source proxy: 50 examples each, not the hub's 3,668 / 2,490): mrpc 50 x 2 epochs = 100,
-      rte 50 x 1 epoch = 50 sequences; 16 jobs of (150 / 2) x 24576 FLOPs at bf16 (100 TFLOP/s), micro-batch
-      8 // 2 = 4 measured eager (MFU 0.5).
-    proxy (proxy_single): min(50, 30) x 2 epochs = 60 sequences; 8 jobs at fp32 (10 TFLOP/s); micro-batch
-      16 // 2 = 8 priced by the pretraining's eager micro-batch 4 (MFU 0.5).
-    Disk: none left behind (fine-tuning removes its checkpoints when it finishes); while they run, 826 params x 2
-    checkpoints x 12 bytes for each of the 1 job at a time."""
+    """The fine-tuning rows of TINY_CONFIG on 4 GPUs: 4 variants x 2 seeds = 8 runs, one GPU per job (a
+    fine-tuning is one process), 4 jobs at a time. Training FLOPs per sequence at T 16: 3 (16*2 (4*16 + 2*4*8)
+    + 4*16^2*4) = 3 * 8192 = 24576.
+    glue (mrpc, rte; max_train_examples 50 of the hub's 3,668 / 2,490): mrpc 50 x 2 epochs = 100,
+      rte 50 x 1 epoch = 50 sequences; 16 jobs (4 waves) of (150 / 2) x 24576 FLOPs at bf16 (100 TFLOP/s),
+      micro-batch 8 priced by finetune_glue's eager micro-batch 4 (MFU 0.5).
+    proxy (proxy_single): min(50, 30) x 2 epochs = 60 sequences; 8 jobs (2 waves) at fp32 (10 TFLOP/s);
+      micro-batch 16 priced by the pretraining's eager micro-batch 4 (MFU 0.5).
+    Disk: none left behind (fine-tuning removes its checkpoints when it finishes); while they run, 826 params x
+    (2 + 1 while saving) checkpoints x 12 bytes for each of the 4 jobs at a time."""
     glue_job, proxy_job = 150 / 2 * 24576, 60 * 24576
     glue_h, proxy_h = glue_job / (0.5 * 100e12) / 3600, proxy_job / (0.5 * 10e12) / 3600
-    disk = TINY_PARAMS * 2 * 12
-    proxy_note = "pretrain's: finetune_proxy / pretrain_loop not measured; measured at micro-batch 4, not 8"
-    glue, proxy = plan.finetune_rows(TINY_CONFIG, 3, TINY_MEASURED)
+    running = 4 * TINY_PARAMS * 3 * 12
+    proxy_note = "pretrain's: finetune_proxy / pretrain_loop not measured; measured at micro-batch 4, not 16"
+    glue, proxy = plan.finetune_rows(TINY_CONFIG, 4, TINY_MEASURED)
     assert glue == pytest.approx({
-        "rule": "finetune (glue: mrpc, rte)", "jobs": 16, "gpus_per_job": 2, "flops": 16 * glue_job, "mfu": 0.5,
-        "mfu_from": "finetune_glue, micro-batch 4, eager", "gpu_hours": 16 * glue_h, "wall_hours": 16 * glue_h / 2,
-        "disk_bytes": 0, "running_disk_bytes": disk, "what": "75 sequences per job on average"})
+        "rule": "finetune (glue: mrpc, rte)", "jobs": 16, "gpus_per_job": 1, "flops": 16 * glue_job, "mfu": 0.5,
+        "mfu_from": "finetune_glue, micro-batch 4, eager (measured at micro-batch 4, not 8)",
+        "gpu_hours": 16 * glue_h, "wall_hours": 4 * glue_h, "disk_bytes": 0, "running_disk_bytes": running,
+        "what": "75 sequences per job on average"})
     assert proxy == pytest.approx({
-        "rule": "finetune (proxy: proxy_single)", "jobs": 8, "gpus_per_job": 2, "flops": 8 * proxy_job,
+        "rule": "finetune (proxy: proxy_single)", "jobs": 8, "gpus_per_job": 1, "flops": 8 * proxy_job,
         "mfu": 0.5, "mfu_from": f"pretrain, micro-batch 4, eager ({proxy_note})", "gpu_hours": 8 * proxy_h,
-        "wall_hours": 8 * proxy_h / 2, "disk_bytes": 0, "running_disk_bytes": disk,
+        "wall_hours": 2 * proxy_h, "disk_bytes": 0, "running_disk_bytes": running,
         "what": "60 sequences per job on average"})
-    assert plan.finetune_rows(TINY_CONFIG, 3, NO_FP32)[1]["mfu_from"] == \
+    assert plan.finetune_rows(TINY_CONFIG, 4, NO_FP32)[1]["mfu_from"] == \
         f"pretrain, micro-batch 4, eager ({proxy_note}; {FP32_NOTE})"
 
 
@@ -278,22 +315,22 @@ def test_per_model_fine_tuning_counts_the_dags_jobs():
     so TINY_CONFIG's DAG has 4 variants x 2 seeds = 8 fine-tuning jobs, not 8 x 3 tasks = 24 (config/config.yaml:
     3 masks + 1 DAM run, 3 seeds = 12, not 60). One row; FLOPs as per task (8 x (150 + 60) sequences x 24576);
     glue measured at MFU 0.25 here, proxy 0.5: in units of 24576 / 1e12 s a job is glue 150 / 100 = 1.5 and
-    proxy 60 / 10 = 6 at peak, 1.5 / 0.25 + 6 / 0.5 = 18 on the GPU (MFU 7.5 / 18 = 5/12). 3 // 2 = 1 job at a
-    time: 8 waves of 18 units / 2 GPUs. Disk: nothing left behind; a running job holds its 3 tasks' checkpoints
-    until the last is done (3 x 826 x 24 bytes), 1 job at a time."""
+    proxy 60 / 10 = 6 at peak, 1.5 / 0.25 + 6 / 0.5 = 18 on the GPU (MFU 7.5 / 18 = 5/12). One GPU per job, 4
+    at a time: 2 waves of 18 units. Disk: nothing left behind; a running job holds its 3 tasks' checkpoints until
+    the last is done, and one more while it saves ((3 x 2 + 1) x 826 x 12 bytes), 4 jobs at a time."""
     config = {**TINY_CONFIG, "tasks": {**TINY_CONFIG["tasks"], "jobs": "per_model"}}
     measured = {**TINY_MEASURED, "mfu": [
         {**e, "mfu": 0.25} if (e["job"], e["compiled"]) == ("finetune_glue", False) else e for e in TINY_MEASURED["mfu"]]}
     unit_h = 24576 / 1e12 / 3600
-    proxy_note = "pretrain's: finetune_proxy / pretrain_loop not measured; measured at micro-batch 4, not 8"
-    (row,) = plan.finetune_rows(config, 3, measured)
+    proxy_note = "pretrain's: finetune_proxy / pretrain_loop not measured; measured at micro-batch 4, not 16"
+    (row,) = plan.finetune_rows(config, 4, measured)
     assert row == pytest.approx({
-        "rule": "finetune_model (glue: mrpc, rte; proxy: proxy_single)", "jobs": 8, "gpus_per_job": 2,
+        "rule": "finetune_model (glue: mrpc, rte; proxy: proxy_single)", "jobs": 8, "gpus_per_job": 1,
         "flops": 8 * 210 * 24576, "mfu": 5 / 12,
-        "mfu_from": f"glue 25 %: finetune_glue, micro-batch 4, eager; proxy 50 %: pretrain, micro-batch 4, eager "
-                    f"({proxy_note})",
-        "gpu_hours": 8 * 18 * unit_h, "wall_hours": 8 * 18 * unit_h / 2, "disk_bytes": 0,
-        "running_disk_bytes": 3 * TINY_PARAMS * 24,
+        "mfu_from": f"glue 25 %: finetune_glue, micro-batch 4, eager (measured at micro-batch 4, not 8); proxy 50 %: "
+                    f"pretrain, micro-batch 4, eager ({proxy_note})",
+        "gpu_hours": 8 * 18 * unit_h, "wall_hours": 2 * 18 * unit_h, "disk_bytes": 0,
+        "running_disk_bytes": 4 * 7 * TINY_PARAMS * 12,
         "what": "210 sequences per job (3 tasks in turn)"})
     default = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     assert default["tasks"]["jobs"] == "per_model"
@@ -305,25 +342,27 @@ def test_per_model_fine_tuning_counts_the_dags_jobs():
 def test_per_model_row_names_the_measurements_that_price_it():
     """One task family: the row names that family's measurement and its note, as a per_task row does; two: each
     family's MFU in whole percent (0.75 -> "75 %") before its source."""
-    proxy_note = "pretrain's: finetune_proxy / pretrain_loop not measured; measured at micro-batch 4, not 8"
+    proxy_note = "pretrain's: finetune_proxy / pretrain_loop not measured; measured at micro-batch 4, not 16"
     one = {**TINY_CONFIG, "tasks": {**TINY_CONFIG["tasks"], "names": ["proxy_single"], "jobs": "per_model"}}
-    (row,) = plan.finetune_rows(one, 3, TINY_MEASURED)
+    (row,) = plan.finetune_rows(one, 4, TINY_MEASURED)
     assert (row["mfu_from"], row["mfu"]) == (f"pretrain, micro-batch 4, eager ({proxy_note})", 0.5)
     measured = {**TINY_MEASURED, "mfu": [
         {**e, "mfu": 0.75} if (e["job"], e["compiled"]) == ("finetune_glue", False) else e for e in TINY_MEASURED["mfu"]]}
     two = {**TINY_CONFIG, "tasks": {**TINY_CONFIG["tasks"], "jobs": "per_model"}}
-    (row,) = plan.finetune_rows(two, 3, measured)
-    assert row["mfu_from"].startswith("glue 75 %: finetune_glue, micro-batch 4, eager; proxy 50 %: pretrain")
+    (row,) = plan.finetune_rows(two, 4, measured)
+    assert row["mfu_from"].startswith("glue 75 %: finetune_glue, micro-batch 4, eager (measured at micro-batch 4, "
+                                      "not 8); proxy 50 %: pretrain")
 
 
 def test_tiny_plan_data_and_report_rows_by_hand():
-    """The hub corpus: 3.3e9 words over 4 shards; corpus 3.3e9 / 68,000 words/CPU-s, 18 GB; examples
-    3.3e9 / 140,000 words/CPU-s, 20.4 bytes per word. The report: 3 CPU jobs. plan() also checks the config."""
-    rows = plan.plan(TINY_CONFIG, 3, TINY_MEASURED)
+    """The hub corpus: 3.3e9 words over 4 shards; corpus: Wikipedia's 2.5e9 words at 36,000 words/CPU-s and
+    BookCorpus's 0.8e9 at 68,000, 18 GB; examples 3.3e9 / 140,000 words/CPU-s, 20.4 bytes per word. The report: 3
+    CPU jobs. plan() also checks the config."""
+    rows = plan.plan(TINY_CONFIG, 4, TINY_MEASURED)
     what = "3.3e+09 words (hub corpus)"
     corpus, examples = rows["data"]
-    assert corpus == pytest.approx(
-        {"rule": "corpus_shard", "jobs": 4, "cpu_hours": 3.3e9 / 68000 / 3600, "disk_bytes": 18e9, "what": what})
+    assert corpus == pytest.approx({"rule": "corpus_shard", "jobs": 4, "disk_bytes": 18e9, "what": what,
+                                    "cpu_hours": (2.5e9 / 36000 + 0.8e9 / 68000) / 3600})
     assert examples == pytest.approx(
         {"rule": "examples_shard", "jobs": 4, "cpu_hours": 3.3e9 / 140000 / 3600, "disk_bytes": 3.3e9 * 20.4,
          "what": what})
@@ -334,7 +373,7 @@ def test_tiny_plan_data_and_report_rows_by_hand():
 
 # The required sections (and the tasks) only: every optional section and key at its schema default.
 MINIMAL_CONFIG = {"scale": "minimal", "pretrain": {"model": TINY}, "masks": {"dense": {}},
-                  "tasks": {"names": ["mrpc", "proxy_single"], "source": "hub"}, "finetune": {}}
+                  "tasks": {"names": ["mrpc", "proxy_single"], "source": "local", "local_dir": "tasks"}, "finetune": {}}
 
 
 def test_absent_sections_take_the_schema_defaults():
@@ -352,18 +391,18 @@ def test_absent_sections_take_the_schema_defaults():
         "100 steps x 32 x 128 tokens, 0.0M parameters; micro-batch 32, accumulation 1 on 1 GPU(s)"
     assert dam_search["gpu_hours"] == dam_search["wall_hours"] == 0 == learned["wall_hours"]
     glue, proxy = plan.finetune_rows(MINIMAL_CONFIG, 1, TINY_MEASURED)
-    assert (glue["jobs"], glue["gpus_per_job"], glue["disk_bytes"], glue["running_disk_bytes"]) == (1, 1, 0, 42294 * 24)
+    assert (glue["jobs"], glue["gpus_per_job"], glue["disk_bytes"], glue["running_disk_bytes"]) == (1, 1, 0, 42294 * 36)
     assert glue["what"] == "11,004 sequences per job on average"  # mrpc's hub size 3,668 x 3 epochs
-    assert proxy["what"] == "12,000 sequences per job on average"  # a proxy task under source hub: 4000 x 3
+    assert proxy["what"] == "12,000 sequences per job on average"  # a local proxy task: proxy_tasks' 4000 x 3
     # Through plan(): the required sections present but empty, and `seeds` absent: 1 seed.
     full = {**MINIMAL_CONFIG, "corpus": {}, "tokenizer": {}, "examples": {}}
     assert [r["jobs"] for r in plan.plan(full, 1, TINY_MEASURED)["training"]] == [1, 0, 0, 1, 1]
 
 
 def test_vocabulary_of_a_pretrained_tokenizer():
-    assert plan._vocab({"tokenizer": {"pretrained": "bert-base-cased"}}) == 28996
+    assert plan.vocab_size({"tokenizer": {"pretrained": "bert-base-cased"}}) == 28996
     with pytest.raises(UserError, match="tokenizer.pretrained 'roberta-base': vocabulary size unknown to the plan"):
-        plan._vocab({"tokenizer": {"pretrained": "roberta-base"}})
+        plan.vocab_size({"tokenizer": {"pretrained": "roberta-base"}})
 
 
 def test_bad_config_and_measurements_are_user_errors(tmp_path):
@@ -372,16 +411,69 @@ def test_bad_config_and_measurements_are_user_errors(tmp_path):
     with pytest.raises(UserError, match=r"^bogus: unknown key; valid: .*; seeds\[0\]: must be an integer in \[0, "):
         plan.plan({**TINY_CONFIG, "seeds": [-1], "bogus": 1}, 3, TINY_MEASURED)
     entry = TINY_MEASURED["mfu"][0]
-    for name, measured in (("no_peaks", {"mfu": [entry]}),
-                           ("no_bf16", {"mfu": [entry], "matmul_peak_tflops": {"fp32": 1}}),
-                           ("no_mfu", {"mfu": [], "matmul_peak_tflops": {"bf16": 1}})):
+    header = {k: TINY_MEASURED[k] for k in ("gpu", "torch", "date", "matmul_peak_tflops")}
+    for name, measured, message in (
+            ("a_list", [entry], r"\[\{'job': 'pretrain', .*\}\] is not of type 'object'"),
+            ("no_gpu", {**TINY_MEASURED, "gpu": None}, "gpu: None is not of type 'string'"),
+            ("no_peaks", {k: v for k, v in TINY_MEASURED.items() if k != "matmul_peak_tflops"},
+             "'matmul_peak_tflops' is a required property"),
+            ("no_bf16", {**header, "mfu": [entry], "matmul_peak_tflops": {"fp32": 1}},
+             "matmul_peak_tflops: 'bf16' is a required property"),
+            ("no_mfu", {**header, "mfu": []}, r"mfu: \[\] should be non-empty"),
+            ("no_micro_batch", {**header, "mfu": [entry, {"job": "x", "compiled": False, "mfu": 0.5}]},
+             r"mfu\[1\]: 'micro_batch' is a required property"),
+            ("zero_mfu", {**header, "mfu": [{**entry, "mfu": 0}]}, r"mfu\[0\].mfu: 0 is less than or equal to the "
+                                                                    r"minimum of 0")):
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(measured))
-        with pytest.raises(UserError, match=f"{name}.json has no 'mfu' entries or no matmul_peak_tflops.bf16"):
+        with pytest.raises(UserError, match=f"^GPU measurements {path}: {message}; write it anew with "
+                                            f"benchmarks/gpu.py$"):
             plan.load_measurements(path)
-    only_hf = {"mfu": [{"job": "hf_pretrain", "micro_batch": 4, "compiled": False, "mfu": 0.5}]}
-    with pytest.raises(UserError, match=r"no entry for finetune_glue \(nor pretrain_loop, pretrain\)$"):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(TINY_MEASURED))
+    only_hf = {**plan.load_measurements(good), "mfu": [{"job": "hf_pretrain", "micro_batch": 4, "compiled": False,
+                                                         "mfu": 0.5}]}
+    with pytest.raises(UserError, match=rf"^{good}: no entry for finetune_glue, nor for what stands in for it "
+                                        rf"\(pretrain_loop, pretrain\); measure it with benchmarks/gpu.py$"):
         plan.pick_mfu(only_hf, "finetune_glue", 4, False)
+    with pytest.raises(UserError, match=r"^the GPU measurements: no entry for pretrain, nor for what stands in for it "
+                                        r"\(pretrain_loop\)"):
+        plan.pick_mfu({"mfu": []}, "pretrain", 4, False)
+
+
+def test_a_gpu_count_that_does_not_split_the_batch_stops_the_plan():
+    """The run's GPUs lower a job's: TINY_CONFIG's pretrain_learned asks for 8 GPUs; on 3 it would get 3 and
+    stop at its first step (batch 8 over 3 processes). The plan says so and names the counts that split it; on
+    paper.yaml's 65,536 x micro-batch 64, 3 GPUs of 8 fail the same way, and 4 work (accumulation 256)."""
+    with pytest.raises(UserError, match=r"^pretrain_learned on 3 GPU\(s\): batch_size 8 is not divisible by the "
+                                        r"world size 3; GPUs per job that split it: 1, 2 "
+                                        r"\(resources.pretrain_learned.gpu\)$"):
+        plan.training_rows(TINY_CONFIG, 3, TINY_MEASURED)
+    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    measured = json.loads((ROOT / "benchmarks" / "results" / "gpu_h200.json").read_text())
+    with pytest.raises(UserError, match=r"^pretrain on 3 GPU\(s\): batch_size 65536 is not divisible by world size 3 x "
+                                        r"micro_batch_size 64; GPUs per job that split it: 1, 2 \("):
+        plan.plan(paper, 3, measured)
+    assert "accumulation 256 on 4 GPU(s)" in plan.plan(paper, 4, measured)["training"][0]["what"]
+
+
+def test_gpus_per_job_follow_nodes_and_per_variant_resources():
+    """As the launcher starts them: nodes x GPUs per node (gres is per node), a per_variant entry over the rule's;
+    variants of one rule on different GPU counts are rows of their own. A job larger than the run cannot start."""
+    two_nodes = {**TINY_CONFIG, "resources": {"pretrain": {"nodes": 2, "gres": "gpu:2"}}}
+    pretrain = plan.training_rows(two_nodes, 4, TINY_MEASURED)[0]
+    assert (pretrain["gpus_per_job"], pretrain["jobs"]) == (4, 4)
+    assert pretrain["what"].endswith("micro-batch 2, accumulation 1 on 4 GPU(s)")
+    with pytest.raises(UserError, match=r"^resources.pretrain: a job of dense takes 4 GPUs \(2 node\(s\)\), more than "
+                                        r"the run's 2$"):
+        plan.training_rows(two_nodes, 2, TINY_MEASURED)
+    split = {**TINY_CONFIG, "resources": {"pretrain": {"gpu": 2, "per_variant": {"no_diagonal": {"gpu": 4}}}}}
+    dense, no_diagonal = plan.training_rows(split, 4, TINY_MEASURED)[:2]
+    assert (dense["rule"], dense["gpus_per_job"], dense["jobs"]) == ("pretrain (dense)", 2, 2)
+    assert (no_diagonal["rule"], no_diagonal["gpus_per_job"], no_diagonal["jobs"]) == ("pretrain (no_diagonal)", 4, 2)
+    # plan() refuses what the workflow refuses: a fine-tuning is one process
+    with pytest.raises(UserError, match=r"resources.finetune: 2 processes, but fine-tuning runs in one process"):
+        plan.plan({**TINY_CONFIG, "resources": {"finetune": {"gpu": 2}}}, 4, TINY_MEASURED)
 
 
 def test_size_units_at_their_boundaries():
@@ -401,7 +493,9 @@ def _training_row(rule, jobs, gpus_per_job, flops, mfu, mfu_from, gpu_hours, wal
 REPORT_ROW = {"rule": "tables, figures, findings", "jobs": 3}
 TOTAL_TAIL = ("(rules one after another); disk {} (data, final models, and the 2 checkpoints of weights and optimizer "
               "moments that a job keeps in its state dir where its recipe says keep_checkpoints) and up to {} more "
-              "while jobs run (the checkpoints of the jobs running at once, removed as each finishes).")
+              "while jobs run (the checkpoints of the jobs running at once, 3 each while one saves, removed as each "
+              "finishes); not counted: the Hugging Face cache of the hub datasets, which the corpus and task jobs "
+              "download and prepare once (tens of GB, not measured here).")
 
 
 def test_render_prints_every_cell(tmp_path, monkeypatch):
@@ -475,23 +569,26 @@ def test_cli_plan_of_a_config_file_on_one_gpu(tmp_path, capsys):
 
 
 def test_disk_follows_each_recipes_keep_checkpoints():
-    """TINY_CONFIG on 3 GPUs with the defaults turned round: pretrain (2 GPUs per job, 1 at a time) removes its
-    checkpoints, and mrpc (1 of glue's 2 tasks) keeps them. pretrain: 4 jobs leave their model (826 x 4 bytes) and
-    the 1 running job holds 826 x 24 more; dam_search's 2 jobs (1 GPU each) run at once. glue: 16 jobs, half of them mrpc's, leave 8 x 826 x 24 bytes; a running
-    job may be rte's, which holds its 826 x 24 until it finishes. per_model: 8 jobs of 3 tasks, each leaving
-    mrpc's checkpoints and holding the other 2 tasks' until its last task is done."""
+    """TINY_CONFIG on 4 GPUs with the defaults turned round: pretrain (2 GPUs per job, 2 at a time) removes its
+    checkpoints, and mrpc (1 of glue's 2 tasks) keeps them. A running job holds one checkpoint (826 x 12 bytes)
+    more than it keeps while it saves. pretrain: 4 jobs leave their model (826 x 4 bytes) and each of the 2
+    running jobs holds 826 x (24 + 12) more; dam_search's 2 jobs (1 GPU each) run at once. glue: 16 jobs (4 at a
+    time), half of them mrpc's, leave 8 x 826 x 24 bytes; a running job may be rte's, which holds its 826 x 24
+    until it finishes. per_model: 8 jobs of 3 tasks (4 at a time), each leaving mrpc's checkpoints and holding the
+    other 2 tasks' until its last task is done."""
     config = {**TINY_CONFIG, "pretrain": {**TINY_CONFIG["pretrain"], "keep_checkpoints": False},
               "finetune": {**TINY_CONFIG["finetune"], "per_task": {**TINY_CONFIG["finetune"]["per_task"],
                                                                      "mrpc": {"keep_checkpoints": True}}}}
-    checkpoints = TINY_PARAMS * 24
-    pretrain, dam_search, _ = plan.training_rows(config, 3, TINY_MEASURED)
-    assert (pretrain["disk_bytes"], pretrain["running_disk_bytes"]) == (4 * TINY_PARAMS * 4, checkpoints)
-    assert (dam_search["disk_bytes"], dam_search["running_disk_bytes"]) == (2 * TINY_PARAMS * 4, 2 * checkpoints)
-    glue, proxy = plan.finetune_rows(config, 3, TINY_MEASURED)
-    assert (glue["disk_bytes"], glue["running_disk_bytes"]) == (8 * checkpoints, checkpoints)
-    assert (proxy["disk_bytes"], proxy["running_disk_bytes"]) == (0, checkpoints)
+    checkpoints, saving = TINY_PARAMS * 24, TINY_PARAMS * 12
+    pretrain, dam_search, _ = plan.training_rows(config, 4, TINY_MEASURED)
+    running = 2 * (checkpoints + saving)  # 2 jobs at once
+    assert (pretrain["disk_bytes"], pretrain["running_disk_bytes"]) == (4 * TINY_PARAMS * 4, running)
+    assert (dam_search["disk_bytes"], dam_search["running_disk_bytes"]) == (2 * TINY_PARAMS * 4, running)
+    glue, proxy = plan.finetune_rows(config, 4, TINY_MEASURED)
+    assert (glue["disk_bytes"], glue["running_disk_bytes"]) == (8 * checkpoints, 4 * (checkpoints + saving))
+    assert (proxy["disk_bytes"], proxy["running_disk_bytes"]) == (0, 4 * (checkpoints + saving))
     everything_kept = {**config, "finetune": {**config["finetune"], "keep_checkpoints": True}}
-    glue, _ = plan.finetune_rows(everything_kept, 3, TINY_MEASURED)
-    assert (glue["disk_bytes"], glue["running_disk_bytes"]) == (16 * checkpoints, 0)
-    (row_,) = plan.finetune_rows({**config, "tasks": {**config["tasks"], "jobs": "per_model"}}, 3, TINY_MEASURED)
-    assert (row_["disk_bytes"], row_["running_disk_bytes"]) == (8 * checkpoints, 2 * checkpoints)
+    glue, _ = plan.finetune_rows(everything_kept, 4, TINY_MEASURED)
+    assert (glue["disk_bytes"], glue["running_disk_bytes"]) == (16 * checkpoints, 4 * saving)
+    (row_,) = plan.finetune_rows({**config, "tasks": {**config["tasks"], "jobs": "per_model"}}, 4, TINY_MEASURED)
+    assert (row_["disk_bytes"], row_["running_disk_bytes"]) == (8 * checkpoints, 4 * (2 * checkpoints + saving))

@@ -134,13 +134,14 @@ def probe_step_seconds(config: dict) -> tuple[float, str]:
     precision's name."""
     import torch
 
+    from sparsebert.plan import vocab_size
     from sparsebert.pretrain import build_model
     from sparsebert.training import build_optimizer
 
     recipe = recipes.fill("pretrain", config["pretrain"])
-    examples = config.get("examples", {})
-    T, P = examples.get("max_seq_length", 128), examples.get("max_predictions_per_seq", 20)
-    B, vocab = recipe["batch_size"], config.get("tokenizer", {}).get("vocab_size", 30522)
+    examples = recipes.fill("examples", config.get("examples", {}))
+    T, P = examples["max_seq_length"], examples["max_predictions_per_seq"]
+    B, vocab = recipe["batch_size"], vocab_size(config)  # the schema's defaults, or a pretrained tokenizer's
     threads = config.get("resources", {}).get("pretrain", {}).get("threads", 1)
     caller_threads = torch.get_num_threads()
     prec = precision.resolve(recipe["precision"], "cpu")

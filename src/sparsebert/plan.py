@@ -23,10 +23,14 @@ epochs, not the evaluation at its end (forward passes over the dev sets: about 1
 
 Fine-tuning is cut into jobs as the DAG cuts it (`tasks.jobs`): one job per variant x seed x task (`finetune`,
 one row per task family), or per variant x seed running every task in turn (`finetune_model`, one row).
-Wall time assumes each job's GPUs (resources.<rule>.gpu, at most N) scale linearly, jobs of one rule run N /
-gpu at a time, and the rules run one after another (a bound: Snakemake overlaps pretrain and dam_search).
+A job's GPUs are the launcher's (nodes x GPUs per node, from resources.<rule> and its per_variant entry), a
+`gpu` above N lowered to N as Snakemake lowers it; a global batch that does not split over them stops the plan
+(the run would stop at its first step), naming the GPU counts that do. The plan prices a config the workflow
+accepts (validate's checks first). Wall time assumes each job's GPUs scale linearly, jobs of one rule run N / gpu
+at a time, and the rules run one after another (a bound: Snakemake overlaps pretrain and dam_search).
 Data preparation runs on CPUs: its cost comes from the rates measured in docs/data.md "Data preparation at paper
-scale" and is known only for the hub corpus (BookCorpus + English Wikipedia, 3.3e9 words).
+scale" (Wikipedia's 2.5e9 words at its own splitting rate, BookCorpus's 0.8e9 at the embedded mix's) and is known
+only for the hub corpus.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from pathlib import Path
 
 import yaml
 
-from sparsebert import recipes, variants
+from sparsebert import launch, recipes, validate, variants
 from sparsebert.io import UserError
 
 DEFAULT_GPU_JSON = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "gpu_h200.json"
@@ -52,12 +56,16 @@ SEQUENCES_PER_EXAMPLE = {"swag": 4, "proxy_choice": 4}
 FAMILIES = {"glue": ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"),
             "squad": ("squad_v1", "squad_v2"), "swag": ("swag",)}  # fmt: skip
 PRETRAINED_VOCAB = {"bert-base-uncased": 30_522, "bert-base-cased": 28_996}
-# docs/data.md "Data preparation at paper scale" (2026-11-28, one job per core): words per CPU-second, bytes per word.
-CORPUS_WORDS_PER_CPU_S, EXAMPLES_WORDS_PER_CPU_S = 68_000, 140_000
+# docs/data.md "Data preparation at paper scale" (2026-11-28, one job per core): words per CPU-second, bytes per
+# word. Sentence splitting sets the corpus rate: Wikipedia's articles split at 36k words per CPU-second (timed
+# alone); BookCorpus is priced at the embedded mix's 68k (not measured alone).
+HUB_CORPUS_WORDS = {"wikipedia": 2.5e9, "bookcorpus": 0.8e9}
+CORPUS_WORDS_PER_CPU_S = {"wikipedia": 36_000, "bookcorpus": 68_000}
+EXAMPLES_WORDS_PER_CPU_S = 140_000
 CORPUS_BYTES_PER_WORD, EXAMPLES_BYTES_PER_WORD = 18e9 / 3.3e9, 20.4
-HUB_CORPUS_WORDS = 3.3e9
-# Checkpoint bytes per parameter: fp32 weights (4) + the optimizer's two fp32 moments (8); a running job holds 2,
-# and a finished one still does where its recipe's keep_checkpoints says so.
+# Checkpoint bytes per parameter: fp32 weights (4) + the optimizer's two fp32 moments (8). A job keeps 2 while it
+# runs, and a finished one still does where its recipe's keep_checkpoints says so; a save writes the newest before
+# it removes the oldest, so a running job briefly holds one more.
 CHECKPOINT_BYTES_PER_PARAM, CHECKPOINTS_KEPT, MODEL_BYTES_PER_PARAM = 12, 2, 4
 
 
@@ -109,19 +117,42 @@ def parameter_count(model: dict, vocab: int, positions: int) -> int:
 # Measurements
 
 
+# What the plan reads of benchmarks/gpu.py's JSON (other keys are the benchmark's own record).
+GPU_JSON_SCHEMA = {
+    "type": "object",
+    "required": ["gpu", "torch", "date", "matmul_peak_tflops", "mfu"],
+    "properties": {
+        "gpu": {"type": "string"}, "torch": {"type": "string"}, "date": {"type": "string"},
+        "matmul_peak_tflops": {"type": "object", "required": ["bf16"],
+                               "additionalProperties": {"type": "number", "exclusiveMinimum": 0}},
+        "mfu": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["job", "micro_batch", "compiled", "mfu"],
+            "properties": {"job": {"type": "string"}, "micro_batch": {"type": "integer", "minimum": 1},
+                           "compiled": {"type": "boolean"},
+                           "mfu": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}}}},
+    },
+}
+
+
 def load_measurements(path: Path) -> dict:
+    """benchmarks/gpu.py's JSON, checked against GPU_JSON_SCHEMA: a damaged or hand-edited file ends in one error
+    naming it and the key, not in a KeyError (or a division by an MFU of 0) halfway through the plan."""
     try:
         measured = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read the GPU measurements {path} ({e}); run benchmarks/gpu.py on the GPU, or "
                         f"pass --gpu-json") from None
-    if not measured.get("mfu") or "bf16" not in measured.get("matmul_peak_tflops", {}):
-        raise UserError(f"{path} has no 'mfu' entries or no matmul_peak_tflops.bf16")
-    return measured
+    error = next(recipes.strict_validator(GPU_JSON_SCHEMA).iter_errors(measured), None)  # the first, in schema order
+    if error is not None:
+        key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.path).lstrip(".")
+        raise UserError(f"GPU measurements {path}: {key + ': ' if key else ''}{error.message}; write it anew with "
+                        f"benchmarks/gpu.py")
+    return {**measured, "path": str(path)}
 
 
 # Which measurements price a rule, best first: the training loop itself (`pretrain_loop`: data path, logging
-# and checkpoints included) over the bare forward+backward of the same model.
+# and checkpoints included) over the bare forward+backward of the same model. The DAM search, where its bare step
+# was measured beside the pretraining's, is priced from the pretraining (`relative_to_pretrain`); else as listed.
 MEASURED_AS = {"pretrain": ("pretrain_loop", "pretrain"), "pretrain_learned": ("pretrain_loop", "pretrain"),
                "dam_search": ("dam_search", "pretrain_loop", "pretrain")}
 
@@ -131,11 +162,17 @@ def pick_mfu(measured: dict, job: str, micro_batch: int, compiled: bool) -> tupl
     the pretraining step's), nearest to (micro_batch, compiled), and a note when it stands in for an
     unmeasured kind or another micro-batch. Between two equally near micro-batches the smaller one: its step is
     the more launch-bound, so the plan errs towards the higher cost. Measured at another micro-batch only, it is
-    scaled to the job's by a later kind measured at both (`scaled_to`)."""
+    scaled to the job's by a later kind measured at both (`scaled_to`). The DAM search: `relative_to_pretrain`
+    where its bare step was measured beside the pretraining's."""
+    if job == "dam_search":
+        derived = relative_to_pretrain(measured, micro_batch, compiled)
+        if derived:
+            return derived
     kinds = MEASURED_AS.get(job, (job, "pretrain_loop", "pretrain"))
     kind = next((k for k in kinds if any(e["job"] == k for e in measured["mfu"])), None)
     if kind is None:
-        raise UserError(f"the GPU measurements have no entry for {job} (nor {', '.join(kinds[1:])})")
+        raise UserError(f"{measured.get('path', 'the GPU measurements')}: no entry for {job}, nor for what stands "
+                        f"in for it ({', '.join(k for k in kinds if k != job)}); measure it with benchmarks/gpu.py")
     entries = [e for e in measured["mfu"] if e["job"] == kind]
     notes = [] if kind == kinds[0] else [f"{kind}'s: {' / '.join(kinds[:kinds.index(kind)])} not measured"]
     best = min(entries, key=lambda e: (abs(math.log2(e["micro_batch"] / micro_batch)), e["compiled"] != compiled,
@@ -145,6 +182,24 @@ def pick_mfu(measured: dict, job: str, micro_batch: int, compiled: bool) -> tupl
         notes.append(how or f"measured at micro-batch {best['micro_batch']}, not {micro_batch}")
         best = scaled or best
     return best, "; ".join(notes)
+
+
+def relative_to_pretrain(measured: dict, micro_batch: int, compiled: bool) -> tuple[dict, str] | None:
+    """The DAM search priced as the pretraining it extends (`pick_mfu`'s entry for pretrain: the training loop
+    where measured) times the ratio of the two bare steps measured side by side (dam_search / pretrain at one
+    micro-batch and compile setting, the nearest to the job's). None where no such pair was measured. Priced by
+    its bare step alone, the search came out cheaper than the pretraining once the loop itself was measured."""
+    pairs = [(d, p) for d in measured["mfu"] if d["job"] == "dam_search" for p in measured["mfu"]
+             if p["job"] == "pretrain" and (p["micro_batch"], p["compiled"]) == (d["micro_batch"], d["compiled"])]
+    if not pairs:
+        return None
+    dam, bare = min(pairs, key=lambda pair: (abs(math.log2(pair[0]["micro_batch"] / micro_batch)),
+                                             pair[0]["compiled"] != compiled, pair[0]["micro_batch"]))
+    base, note = pick_mfu(measured, "pretrain", micro_batch, compiled)
+    ratio = dam["mfu"] / bare["mfu"]
+    how = (f"x {ratio:.3g}, the DAM search's bare step / the pretraining's at micro-batch {dam['micro_batch']}, "
+           f"{'compiled' if dam['compiled'] else 'eager'}")
+    return {**base, "mfu": base["mfu"] * ratio}, "; ".join(filter(None, [how, note]))
 
 
 def scaled_to(measured: dict, entry: dict, micro_batch: int, references: tuple[str, ...]) -> tuple[dict | None, str]:
@@ -174,7 +229,8 @@ def job_peak(measured: dict, precision: str) -> tuple[float, str]:
 # The plan
 
 
-def _vocab(config: dict) -> int:
+def vocab_size(config: dict) -> int:
+    """The vocabulary a config's models have: the pretrained tokenizer's, or the one it trains."""
     tok = recipes.fill("tokenizer", config.get("tokenizer", {}))
     if tok["pretrained"]:
         if tok["pretrained"] not in PRETRAINED_VOCAB:
@@ -183,9 +239,27 @@ def _vocab(config: dict) -> int:
     return tok["vocab_size"]
 
 
-def _gpus_per_job(config: dict, rule: str, gpus: int) -> int:
-    asked = config.get("resources", {}).get(rule, {}).get("gpu", 0)
-    return max(1, min(asked, gpus))  # a CPU rule is priced as if it had one GPU; never more GPUs than the run
+def on_gpus(config: dict, gpus: int) -> dict:
+    """The config as a run on `gpus` GPUs starts its jobs: Snakemake lowers a job's `gpu` above the run's
+    `--resources gpu=N` to N (in `resources.<rule>` and in every per_variant entry alike)."""
+    def lowered(res: dict) -> dict:
+        return {**res, "gpu": min(res["gpu"], gpus)} if isinstance(res.get("gpu"), int) else res
+
+    resources = {rule: {**lowered(res), **({"per_variant": {v: lowered(e) for v, e in res["per_variant"].items()}}
+                                           if "per_variant" in res else {})}
+                 for rule, res in config.get("resources", {}).items()}
+    return {**config, "resources": resources}
+
+
+def job_gpus(config: dict, rule: str, variant: str, gpus: int) -> int:
+    """GPUs of one job of `rule` for `variant` (nodes x GPUs per node, as the launcher starts it) on a run of
+    `gpus` (the config as `on_gpus` left it). A CPU job is priced as if it had one GPU."""
+    res = launch.rule_resources(config, rule, variants.resource_name(rule, variant, variants.variant_table(config)))
+    world = int(res["nodes"] or 1) * launch.gpus_per_node(res)
+    if world > gpus:  # gres: gpu:N is per node, and Snakemake's gpu limit does not lower it
+        raise UserError(f"resources.{rule}: a job of {variant} takes {world} GPUs ({res['nodes']} node(s)), more "
+                        f"than the run's {gpus}")
+    return max(1, world)
 
 
 def _mfu_from(entry: dict, note: str) -> str:
@@ -207,30 +281,47 @@ def _row(rule, jobs, flops_per_job, peak_seconds_per_job, gpus_per_job, gpus, mf
 
 
 def training_rows(config: dict, gpus: int, measured: dict) -> list[dict]:
-    """pretrain, dam_search and pretrain_learned: one row each, jobs = variants of that role x seeds."""
+    """pretrain, dam_search and pretrain_learned: one row each, jobs = variants of that role x seeds (one row per
+    GPU count where per_variant resources give a rule's variants different ones)."""
+    config = on_gpus(config, gpus)
     table, seeds = variants.variant_table(config), config.get("seeds", [0])
     ex = recipes.fill("examples", config.get("examples", {}))
-    vocab, T, P = _vocab(config), ex["max_seq_length"], ex["max_predictions_per_seq"]
+    vocab, T, P = vocab_size(config), ex["max_seq_length"], ex["max_predictions_per_seq"]
     rows = []
     for rule, role, recipe in (("pretrain", variants.FIXED, config["pretrain"]),
                                ("dam_search", variants.SEARCH, recipes.dam_search_recipe(config)),
                                ("pretrain_learned", variants.RETRAIN, config["pretrain"])):  # fmt: skip
         r = recipes.fill("pretrain", {k: v for k, v in recipe.items() if k != "seed"})
-        jobs = len(variants.named(table, role)) * len(seeds)
-        g = _gpus_per_job(config, rule, gpus)
-        micro = r["micro_batch_size"] or r["batch_size"] // g
-        entry, note = pick_mfu(measured, rule, micro, r["compile"])
-        peak, peak_note = job_peak(measured, r["precision"])
-        note = "; ".join(filter(None, [note, peak_note]))
-        params = parameter_count(r["model"], vocab, max(T, r["model"].get("max_position_embeddings", T)))
-        checkpoints = params * CHECKPOINTS_KEPT * CHECKPOINT_BYTES_PER_PARAM
-        disk = (params * MODEL_BYTES_PER_PARAM + checkpoints, 0) if r["keep_checkpoints"] else \
-            (params * MODEL_BYTES_PER_PARAM, checkpoints)
-        flops = r["max_steps"] * pretrain_step_flops(r["model"], vocab, r["batch_size"], T, P)
-        what = (f"{r['max_steps']} steps x {r['batch_size']} x {T} tokens, {params / 1e6:.1f}M parameters; micro-batch "
-                f"{micro}, accumulation {r['batch_size'] // (g * micro)} on {g} GPU(s)")
-        rows.append(_row(rule, jobs, flops, flops / peak, g, gpus, entry, note, disk, what))
+        by_gpus: dict[int, list[str]] = {}
+        for variant in variants.named(table, role):
+            by_gpus.setdefault(job_gpus(config, rule, variant, gpus), []).append(variant)
+        for g, names in (by_gpus or {1: []}).items():
+            label = rule if len(by_gpus) < 2 else f"{rule} ({', '.join(names)})"
+            rows.append(_training_row(label, r, len(names) * len(seeds), g, gpus, measured, vocab, T, P))
     return rows
+
+
+def _training_row(rule: str, r: dict, jobs: int, g: int, gpus: int, measured: dict, vocab: int, T: int, P: int
+                  ) -> dict:
+    """One pretraining row: `jobs` jobs of recipe `r` on `g` GPUs each."""
+    problem = validate.batch_problem(r, g)
+    if problem:  # the job would stop at its first step
+        divisors = [n for n in range(1, gpus + 1) if not validate.batch_problem(r, n)]
+        raise UserError(f"{rule} on {g} GPU(s): batch_size {problem}; GPUs per job that split it: "
+                        f"{', '.join(map(str, divisors))} (resources.{rule.split()[0]}.gpu)")
+    micro = r["micro_batch_size"] or r["batch_size"] // g
+    entry, note = pick_mfu(measured, rule.split()[0], micro, r["compile"])
+    peak, peak_note = job_peak(measured, r["precision"])
+    note = "; ".join(filter(None, [note, peak_note]))
+    params = parameter_count(r["model"], vocab, max(T, r["model"].get("max_position_embeddings", T)))
+    checkpoint = params * CHECKPOINT_BYTES_PER_PARAM
+    model, kept = params * MODEL_BYTES_PER_PARAM, CHECKPOINTS_KEPT * checkpoint
+    # (left behind, held only while running): a save holds one checkpoint more than the job keeps
+    disk = (model + kept, checkpoint) if r["keep_checkpoints"] else (model, kept + checkpoint)
+    flops = r["max_steps"] * pretrain_step_flops(r["model"], vocab, r["batch_size"], T, P)
+    what = (f"{r['max_steps']} steps x {r['batch_size']} x {T} tokens, {params / 1e6:.1f}M parameters; micro-batch "
+            f"{micro}, accumulation {r['batch_size'] // (g * micro)} on {g} GPU(s)")
+    return _row(rule, jobs, flops, flops / peak, g, gpus, entry, note, disk, what)
 
 
 def _train_examples(task: str, config: dict, recipe: dict) -> int:
@@ -263,7 +354,7 @@ def _family_costs(config: dict, model: dict, g: int, measured: dict) -> list[dic
             flops, peak_seconds = flops + task_flops, peak_seconds + task_flops / peak
             peak_notes.add(peak_note)
             kept += r["keep_checkpoints"]
-            micro = r["batch_size"] // g
+            micro = r["batch_size"] // g * SEQUENCES_PER_EXAMPLE.get(task, 1)  # sequences, as the device runs them
         entry, note = pick_mfu(measured, f"finetune_{family}", micro, False)
         note = "; ".join(filter(None, [note, *sorted(peak_notes)]))
         costs.append({"family": family, "tasks": tasks, "flops": flops, "peak_seconds": peak_seconds,
@@ -271,16 +362,18 @@ def _family_costs(config: dict, model: dict, g: int, measured: dict) -> list[dic
     return costs
 
 
-def _per_model_row(costs: list[dict], runs: int, g: int, gpus: int, checkpoints: float) -> dict:
+def _per_model_row(costs: list[dict], runs: int, g: int, gpus: int, checkpoint: float) -> dict:
     """finetune_model (`tasks.jobs: per_model`): one job per (variant, seed) fine-tunes every task in turn, each
     family at its own MFU; the row's MFU is the job's overall one (its time at peak / its GPU time). A job
-    removes its tasks' checkpoints when the last task is done, so while it runs it holds every finished task's."""
+    removes its tasks' checkpoints when the last task is done, so while it runs it holds every finished task's
+    (and one more while it saves)."""
     peak = sum(c["peak_seconds"] for c in costs)
     gpu_seconds = sum(c["peak_seconds"] / c["entry"]["mfu"] for c in costs)
     entry = {**costs[0]["entry"], "mfu": peak / gpu_seconds}  # every task has examples: gpu_seconds > 0
     tasks = [task for c in costs for task in c["tasks"]]
     kept = sum(c["kept"] for c in costs)
-    disk = (kept * checkpoints, (len(tasks) - kept) * checkpoints)
+    checkpoints = CHECKPOINTS_KEPT * checkpoint
+    disk = (kept * checkpoints, (len(tasks) - kept) * checkpoints + checkpoint)
     row = _row(f"finetune_model ({'; '.join(c['family'] + ': ' + ', '.join(c['tasks']) for c in costs)})", runs,
                sum(c["flops"] for c in costs), peak, g, gpus, entry, costs[0]["note"], disk,
                f"{sum(c['sequences'] for c in costs):,.0f} sequences per job ({len(tasks)} tasks in turn)")
@@ -296,18 +389,19 @@ def finetune_rows(config: dict, gpus: int, measured: dict) -> list[dict]:
     every task. Tokens = examples x epochs x T; every task has its own checkpoints either way."""
     model = recipes.fill("pretrain", {k: v for k, v in config["pretrain"].items() if k != "seed"})["model"]
     runs = len(variants.variant_table(config)) * len(config.get("seeds", [0]))
-    g = _gpus_per_job(config, "finetune", gpus)
-    params = parameter_count(model, _vocab(config), model.get("max_position_embeddings", 512))
-    checkpoints = params * CHECKPOINTS_KEPT * CHECKPOINT_BYTES_PER_PARAM
+    g = 1  # a fine-tuning runs in one process (validate refuses more), on one GPU
+    params = parameter_count(model, vocab_size(config), model.get("max_position_embeddings", 512))
+    checkpoint = params * CHECKPOINT_BYTES_PER_PARAM
+    checkpoints = CHECKPOINTS_KEPT * checkpoint
     costs = _family_costs(config, model, g, measured)
     if config["tasks"].get("jobs") == "per_model":  # the schema's default is per_task
-        return [_per_model_row(costs, runs, g, gpus, checkpoints)]
+        return [_per_model_row(costs, runs, g, gpus, checkpoint)]
     rows = []
     for c in costs:
         share = c["kept"] / len(c["tasks"])  # a job keeps its checkpoints or not: on average, this share
         rows.append(_row(f"finetune ({c['family']}: {', '.join(c['tasks'])})", runs * len(c["tasks"]),
                          c["flops"] / len(c["tasks"]), c["peak_seconds"] / len(c["tasks"]), g, gpus, c["entry"],
-                         c["note"], (share * checkpoints, checkpoints if share < 1 else 0),
+                         c["note"], (share * checkpoints, (checkpoints if share < 1 else 0) + checkpoint),
                          f"{c['sequences'] / len(c['tasks']):,.0f} sequences per job on average"))
     return rows
 
@@ -315,21 +409,28 @@ def finetune_rows(config: dict, gpus: int, measured: dict) -> list[dict]:
 def data_rows(config: dict) -> list[dict]:
     """corpus / examples shard jobs (CPU): CPU-hours and disk where the corpus size is known (hub)."""
     corpus = recipes.fill("corpus", config.get("corpus", {}))
-    words = HUB_CORPUS_WORDS if corpus["source"] == "hub" else None
+    words = sum(HUB_CORPUS_WORDS.values()) if corpus["source"] == "hub" else None
+    corpus_cpu_s = sum(n / CORPUS_WORDS_PER_CPU_S[name] for name, n in HUB_CORPUS_WORDS.items())
     rows = []
-    for rule, rate, per_word in (("corpus_shard", CORPUS_WORDS_PER_CPU_S, CORPUS_BYTES_PER_WORD),
-                                 ("examples_shard", EXAMPLES_WORDS_PER_CPU_S, EXAMPLES_BYTES_PER_WORD)):
-        rows.append({"rule": rule, "jobs": corpus["shards"], "cpu_hours": words / rate / 3600 if words else None,
+    examples_cpu_s = words and words / EXAMPLES_WORDS_PER_CPU_S
+    for rule, cpu_s, per_word in (("corpus_shard", corpus_cpu_s, CORPUS_BYTES_PER_WORD),
+                                  ("examples_shard", examples_cpu_s, EXAMPLES_BYTES_PER_WORD)):
+        rows.append({"rule": rule, "jobs": corpus["shards"], "cpu_hours": cpu_s / 3600 if words else None,
                      "disk_bytes": words * per_word if words else None,
                      "what": f"{words:.2g} words (hub corpus)" if words else f"{corpus['source']} corpus: minutes"})
     return rows
 
 
 def plan(config: dict, gpus: int, measured: dict) -> dict:
+    """Every row of the plan of a config that the workflow would accept (its schema, then validate's checks of
+    what the config alone decides), on `gpus` GPUs."""
     problems = recipes.problems(config)
     if problems:
         raise UserError("; ".join(f"{key}: {message}" for key, message in problems))
     config = {**config, "seeds": config.get("seeds", [0])}
+    errors = validate.pure_problems(config)
+    if errors:
+        raise UserError("; ".join(map(str, errors)))
     return {"data": data_rows(config), "training": training_rows(config, gpus, measured) + finetune_rows(
         config, gpus, measured), "report": {"rule": "tables, figures, findings", "jobs": 3}}
 
@@ -382,6 +483,8 @@ def render(rows: dict, configfile: Path, gpus: int, gpu_json: Path, measured: di
     lines += ["", f"Total: {_num(total_gpu)} GPU-hours; {_num(total_wall)} h = {total_wall / 24:.3g} days on {gpus} GPU(s) "
               f"(rules one after another); disk {disk} (data, final models, and the 2 checkpoints of weights and "
               f"optimizer moments that a job keeps in its state dir where its recipe says keep_checkpoints) and up to "
-              f"{_size(running)} more while jobs run (the checkpoints of the jobs running at once, removed as each "
-              f"finishes)."]
+              f"{_size(running)} more while jobs run (the checkpoints of the jobs running at once, "
+              f"{CHECKPOINTS_KEPT + 1} each while one saves, removed as each finishes); not counted: the Hugging Face "
+              f"cache of the hub datasets, which the corpus and task jobs download and prepare once (tens of GB, not "
+              f"measured here)."]
     return "\n".join(lines)

@@ -364,7 +364,7 @@ def _check_resources(run: _Run) -> None:
                     seen.add(key)
                 continue
             recipe_key, recipe = recipes[rule]
-            problem = _batch_problem(recipe, world)
+            problem = batch_problem(recipe, world)
             if problem and (recipe_key, world) not in seen:
                 run.fail(f"{recipe_key}.batch_size", f"{problem} ({key} starts {world} process{'es' * (world > 1)})")
                 seen.add((recipe_key, world))
@@ -392,7 +392,7 @@ def _launch_problem(res: dict) -> str | None:
     return None
 
 
-def _batch_problem(recipe: dict, world: int) -> str | None:
+def batch_problem(recipe: dict, world: int) -> str | None:
     batch, micro = recipe["batch_size"], recipe.get("micro_batch_size")
     if micro is None:
         if batch % world:
