@@ -96,3 +96,55 @@ def test_a_failure_after_the_first_call_is_not_hidden(monkeypatch, caplog):
     with pytest.raises(torch.OutOfMemoryError):
         run(2)
     assert run.mode == "compiled" and warnings(caplog) == []
+
+
+def real_compile_with(backend, monkeypatch):
+    """torch.compile itself, with `backend` in inductor's place (no C compiler needed)."""
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile_(fn, backend=backend, **kw))
+    torch._dynamo.reset()
+
+
+def test_a_backward_that_does_not_compile_falls_back_at_the_first_call(monkeypatch, caplog):
+    """With fixed shapes torch compiles the backward at the first loss.backward(), after the guarded call: a
+    backward kernel that fails there (as a Triton kernel may on a GPU) ended the run. The first call compiles the
+    backward too, so it falls back, and the step trains eagerly."""
+    from torch._dynamo.backends.common import aot_autograd
+
+    compiled = []
+
+    def backward_fails(gm, example_inputs):
+        compiled.append("backward")
+        raise RuntimeError("backward kernel failed to compile")
+
+    def forward_compiles(gm, example_inputs):
+        compiled.append("forward")
+        return gm.forward
+
+    real_compile_with(aot_autograd(fw_compiler=forward_compiles, bw_compiler=backward_fails), monkeypatch)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU(), torch.nn.Linear(8, 1))
+    run = CompiledOrEager(net, enabled=True)
+    x = torch.randn(4, 8)
+    run(x).sum().backward()  # raised the backward's error before
+    assert compiled == ["forward", "backward"] and run.mode == "eager (compile failed)"
+    grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    net(x).sum().backward()
+    assert all(torch.equal(g, p.grad) for g, p in zip(grads, net.parameters()))  # the eager step's gradients
+    assert warnings(caplog) == ["torch.compile failed (RuntimeError: backward kernel failed to compile): training "
+                                "the model eagerly"]
+
+
+def test_the_logged_reason_is_the_compilers_not_dynamos_wrapper(monkeypatch, caplog):
+    """dynamo wraps a backend's error in BackendCompilerFailed, whose first line is "backend='inductor' raised:":
+    the line names the backend's own error."""
+    def inductor(gm, example_inputs):
+        raise RuntimeError("Cannot find a working triton installation.\nmore")
+
+    real_compile_with(inductor, monkeypatch)
+    run = CompiledOrEager(torch.nn.Linear(4, 4), enabled=True)
+    run(torch.randn(2, 4))
+    assert run.mode == "eager (compile failed)"
+    assert warnings(caplog) == ["torch.compile failed (RuntimeError: Cannot find a working triton installation.): "
+                                "training the model eagerly"]

@@ -55,7 +55,7 @@ def test_a_batch_that_empties_a_real_row_runs_sdpa(monkeypatch, caplog):
     queries no real key. sdpa gives such a row attention over every real key (the search's rule); flex would
     give it 0, so that batch runs sdpa, said once; a batch with no such row runs flex, and a mask that keeps
     its diagonal is never checked."""
-    flex.notice_once.cache_clear()
+    flex._logged_once.cache_clear()
     kernel_calls = []
     kernel = flex.attention
     monkeypatch.setattr(flex, "attention", lambda *a, **kw: kernel_calls.append(1) or kernel(*a, **kw))
@@ -129,7 +129,7 @@ def test_fully_masked_rows_are_finite_in_both_backends():
 def test_cpu_training_falls_back_to_sdpa_and_trains(caplog):
     m = model(SparseBertForPreTraining, attention_mask_type="longformer", attention_backend="flex").train()
     ids, am = batch()
-    flex.notice_once.cache_clear()
+    flex._logged_once.cache_clear()
     with caplog.at_level(logging.WARNING, logger="sparsebert.flex"):
         for _ in range(2):
             out = m(ids, attention_mask=am, labels=ids.masked_fill(am == 0, -100))
@@ -163,7 +163,7 @@ def test_flex_has_no_cpu_backward_in_this_torch():
 def test_dam_model_ignores_flex(caplog):
     m = model(attention_mask_type="dam_s", attention_backend="flex").eval()
     ids, am = batch()
-    flex.notice_once.cache_clear()
+    flex._logged_once.cache_clear()
     with torch.no_grad(), caplog.at_level(logging.WARNING, logger="sparsebert.flex"):
         flex_out = m(ids, attention_mask=am)
         m.config.attention_backend = "sdpa"
@@ -446,8 +446,7 @@ def auto_model(name, **kw):
 def flex_from_64_tokens(monkeypatch):
     """The CPU rule moved down to this file's short inputs (the real one starts at 512 tokens)."""
     monkeypatch.setitem(flex.WHERE_FLEX_PAYS, "cpu", flex.FlexPays(64, 0.8, "test"))
-    flex.choice_once.cache_clear()
-    flex.notice_once.cache_clear()
+    flex._logged_once.cache_clear()
 
 
 @pytest.mark.parametrize("name, uses_flex", [("longformer", True), ("star", True), ("dense", False),
@@ -478,7 +477,7 @@ def test_auto_model_runs_what_the_rule_picks_for_its_mask(name, uses_flex, flex_
 
 def test_auto_model_below_the_measured_length_builds_nothing(caplog):
     m = auto_model("longformer").eval()
-    flex.choice_once.cache_clear()
+    flex._logged_once.cache_clear()
     with torch.no_grad(), caplog.at_level(logging.INFO, logger="sparsebert.flex"):
         m(*batch())
     assert m.fixed_mask.block_masks.builds == 0
@@ -507,3 +506,19 @@ def test_auto_is_the_default_backend():
 
     assert SparseBertConfig().attention_backend == "auto"
     assert recipes.fill("pretrain", {})["model"]["attention_backend"] == "auto"
+
+
+def test_a_compiled_forward_does_not_split_at_the_backend_log(monkeypatch, caplog):
+    """On CUDA without attention dropout `auto` reaches choose_backend on every forward; its log call cannot be
+    traced, and split a compiled model at each layer (this one: 2 graphs). Made to answer as
+    on CUDA here (fallback_reason None), the forward is one graph, and an eager forward still logs the choice."""
+    monkeypatch.setattr(flex, "fallback_reason", lambda x, training, p: None)
+    flex._logged_once.cache_clear()
+    torch._dynamo.reset()
+    m = auto_model("dense", attention_probs_dropout_prob=0.0, hidden_dropout_prob=0.0).train()
+    ids, am = batch()
+    explained = torch._dynamo.explain(lambda: m(ids, attention_mask=am).last_hidden_state)()
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    with caplog.at_level(logging.INFO, logger="sparsebert.flex"):
+        m(ids, attention_mask=am)
+    assert [r.message.split(":")[0] for r in caplog.records if r.name == "sparsebert.flex"] == ["attention auto"]

@@ -14,6 +14,7 @@ of the run (out of memory, bad data) is never hidden behind a fallback.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
@@ -42,7 +43,8 @@ class CompiledOrEager:
         if not self._first_call:
             return self._compiled(*args, **kwargs)
         try:
-            out = self._compiled(*args, **kwargs)
+            with backward_compiled_now():
+                out = self._compiled(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - the first call is where torch.compile actually compiles
             self._fall_back(e)
             return self.model(*args, **kwargs)
@@ -51,5 +53,16 @@ class CompiledOrEager:
 
     def _fall_back(self, error: Exception) -> None:
         self._compiled, self.mode = None, "eager (compile failed)"
+        # dynamo wraps a backend's error (BackendCompilerFailed): its first line says only "backend=... raised:"
+        error = getattr(error, "inner_exception", None) or error
         message = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
         log.warning("torch.compile failed (%s: %s): training the model eagerly", type(error).__name__, message)
+
+
+def backward_compiled_now():
+    """A context in which a compiled call compiles its backward too, not at the first backward (torch 2.11 and
+    2.13: torch._functorch.config.force_non_lazy_backward_lowering); a no-op where a torch lacks the switch."""
+    config = getattr(torch._functorch, "config", None)
+    if config is None or not hasattr(config, "force_non_lazy_backward_lowering"):
+        return contextlib.nullcontext()
+    return config.patch(force_non_lazy_backward_lowering=True)

@@ -204,9 +204,23 @@ def fallback_reason(x: torch.Tensor, training: bool, attention_dropout: float) -
     return None
 
 
-@functools.cache
 def notice_once(message: str) -> None:
-    log.warning(message)
+    """Warn once per message, except while torch.compile traces the forward: dynamo cannot trace a log call, so
+    one would split the compiled model into several graphs (on CUDA with no attention dropout, 5 instead of 1). A
+    compiled forward does not log; the eager evaluation after training does."""
+    if not torch.compiler.is_compiling():
+        _logged_once(logging.WARNING, message)
+
+
+def choice_once(message: str) -> None:
+    """The backend choice of attention_backend auto, once per message (not while torch.compile traces)."""
+    if not torch.compiler.is_compiling():
+        _logged_once(logging.INFO, message)
+
+
+@functools.cache
+def _logged_once(level: int, message: str) -> None:
+    log.log(level, message)
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -254,7 +268,3 @@ def choose_backend(device_type: str, seq_len: int, density: Callable[[], float])
                      f"of its blocks, {relation} the {where.max_block_density:.0%} up to which flex was measured "
                      f"faster")
 
-
-@functools.cache
-def choice_once(message: str) -> None:
-    log.info(message)
