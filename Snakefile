@@ -5,7 +5,7 @@
 #   snakemake --cores all                                   embedded default (config/config.yaml)
 #   snakemake --cores 2 --configfile config/smoke.yaml      CI-sized
 #   snakemake --profile profiles/slurm --configfile config/paper.yaml
-#   snakemake --cores 1 figures                             redo the figures from results/<run>/
+#   snakemake --cores 1 --forcerun figures figures          redo the figures from results/<run>/
 #
 # Every run writes under data/<run>/, results/<run>/ and logs/<run>/ (config `run`; config/config.yaml: default,
 # smoke.yaml: smoke, paper.yaml: paper), so the runs of different configs sit side by side in one clone.
