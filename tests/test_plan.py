@@ -369,6 +369,13 @@ def test_tiny_plan_data_and_report_rows_by_hand():
     assert [r["rule"] for r in rows["training"]] == ["pretrain", "dam_search", "pretrain_learned",
                                                      "finetune (glue: mrpc, rte)", "finetune (proxy: proxy_single)"]
     assert rows["report"] == {"rule": "tables, figures, findings", "jobs": 3}
+    # the hub corpus's download cache is named where a run reads the hub (corpus or tasks), and only there
+    assert rows["reads_hub"] is True
+    local = {**TINY_CONFIG, "corpus": {"source": "embedded"}}
+    assert plan.plan(local, 4, TINY_MEASURED)["reads_hub"] is False
+    tasks_from_hub = {**local, "tasks": {"names": ["mrpc", "rte"], "source": "hub"},
+                      "finetune": {**local["finetune"], "per_task": {"rte": {"epochs": 1}}}}
+    assert plan.plan(tasks_from_hub, 4, TINY_MEASURED)["reads_hub"] is True
 
 
 # The required sections (and the tasks) only: every optional section and key at its schema default.
@@ -494,8 +501,9 @@ REPORT_ROW = {"rule": "tables, figures, findings", "jobs": 3}
 TOTAL_TAIL = ("(rules one after another); disk {} (data, final models, and the 2 checkpoints of weights and optimizer "
               "moments that a job keeps in its state dir where its recipe says keep_checkpoints) and up to {} more "
               "while jobs run (the checkpoints of the jobs running at once, 3 each while one saves, removed as each "
-              "finishes); not counted: the Hugging Face cache of the hub datasets, which the corpus and task jobs "
-              "download and prepare once (tens of GB, not measured here).")
+              "finishes){}.")
+HUB_CACHE = ("; not counted: the Hugging Face cache of the hub datasets, which the corpus and task jobs download and "
+             "prepare once (tens of GB, not measured here)")
 
 
 def test_render_prints_every_cell(tmp_path, monkeypatch):
@@ -513,7 +521,7 @@ def test_render_prints_every_cell(tmp_path, monkeypatch):
                          _training_row("finetune (glue: mrpc)", 1, 1, 1.5e12, 0.25,
                                        "finetune_glue, micro-batch 8, eager", 0.5, 0.25, 2.5e6, "w2",
                                        running_disk_bytes=2e9)],
-            "report": REPORT_ROW}
+            "report": REPORT_ROW, "reads_hub": True}
     out = plan.render(rows, Path("c.yaml"), 3, tmp_path / "gpu.json", TINY_MEASURED)
     assert out.split("\n") == [
         "# Cost plan: c.yaml on 3 GPU(s)",
@@ -528,7 +536,7 @@ def test_render_prints_every_cell(tmp_path, monkeypatch):
         "| w2 |",
         "| tables, figures, findings | 3 | 0 | - | - | CPU, minutes | - | - | |",
         "",
-        "Total: 1,235 GPU-hours; 617 h = 25.7 days on 3 GPU(s) " + TOTAL_TAIL.format("1.6 TB", "3.0 GB")]
+        "Total: 1,235 GPU-hours; 617 h = 25.7 days on 3 GPU(s) " + TOTAL_TAIL.format("1.6 TB", "3.0 GB", HUB_CACHE)]
 
 
 def test_render_of_a_corpus_of_unknown_size(tmp_path, monkeypatch):
@@ -544,7 +552,7 @@ def test_render_of_a_corpus_of_unknown_size(tmp_path, monkeypatch):
     lines = plan.render(rows, Path("c.yaml"), 1, tmp_path / "gpu.json", TINY_MEASURED).split("\n")
     assert lines[1].startswith(f"MFU from {tmp_path / 'gpu.json'} (Test GPU")
     assert lines[5] == "| corpus_shard | 1 | 0 | - | - | CPU | - | ? | embedded corpus: minutes |"
-    assert lines[-1] == "Total: 0.5 GPU-hours; 0.5 h = 0.0208 days on 1 GPU(s) " + TOTAL_TAIL.format("2 kB", "0 kB")
+    assert lines[-1] == "Total: 0.5 GPU-hours; 0.5 h = 0.0208 days on 1 GPU(s) " + TOTAL_TAIL.format("2 kB", "0 kB", "")
 
 
 def test_cli_plan_of_a_config_file_on_one_gpu(tmp_path, capsys):

@@ -431,8 +431,9 @@ def plan(config: dict, gpus: int, measured: dict) -> dict:
     errors = validate.pure_problems(config)
     if errors:
         raise UserError("; ".join(map(str, errors)))
+    hub = "hub" in (recipes.fill("corpus", config.get("corpus", {}))["source"], config["tasks"]["source"])
     return {"data": data_rows(config), "training": training_rows(config, gpus, measured) + finetune_rows(
-        config, gpus, measured), "report": {"rule": "tables, figures, findings", "jobs": 3}}
+        config, gpus, measured), "report": {"rule": "tables, figures, findings", "jobs": 3}, "reads_hub": hub}
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -484,7 +485,7 @@ def render(rows: dict, configfile: Path, gpus: int, gpu_json: Path, measured: di
               f"(rules one after another); disk {disk} (data, final models, and the 2 checkpoints of weights and "
               f"optimizer moments that a job keeps in its state dir where its recipe says keep_checkpoints) and up to "
               f"{_size(running)} more while jobs run (the checkpoints of the jobs running at once, "
-              f"{CHECKPOINTS_KEPT + 1} each while one saves, removed as each finishes); not counted: the Hugging Face "
-              f"cache of the hub datasets, which the corpus and task jobs download and prepare once (tens of GB, not "
-              f"measured here)."]
+              f"{CHECKPOINTS_KEPT + 1} each while one saves, removed as each finishes)" + (
+                  "; not counted: the Hugging Face cache of the hub datasets, which the corpus and task jobs download "
+                  "and prepare once (tens of GB, not measured here)" if rows.get("reads_hub") else "") + "."]
     return "\n".join(lines)
