@@ -564,10 +564,31 @@ def test_a_streamed_dataset_in_as_many_files_as_shards_gives_each_job_its_file(t
     assert got == [(str(files), [f"File 1 row {i}."]) for i in range(3)] and corpus_messages(caplog) == []
 
 
-def test_rows_without_text_do_not_count_towards_a_group(tmp_path):
-    rows = write_rows(tmp_path / "rows.jsonl", ["", "A one.", "B two.", "C three."])
+def test_a_group_is_group_rows_consecutive_rows_and_empty_groups_are_skipped(tmp_path):
+    """Rows i // group_rows form a document, text or not (so a row range of whole groups holds the same documents
+    in any job); a row with no text (empty or null) adds nothing, and a group of such rows is no document."""
+    rows = write_rows(tmp_path / "rows.jsonl", ["", "A one.", "B two.", "C three.", "", None, "D four."])
     cfg = {"datasets": [{"path": "json", "data_files": rows, "group_rows": 2}]}
-    assert list(corpus.hub_documents(cfg, corpus.Shard())) == [(rows, ["A one.", "B two."]), (rows, ["C three."])]
+    assert list(corpus.hub_documents(cfg, corpus.Shard())) == [(rows, ["A one."]), (rows, ["B two.", "C three."]),
+                                                                (rows, ["D four."])]
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3])
+def test_a_downloaded_datasets_documents_do_not_depend_on_the_shard_count(tmp_path, shards):
+    """streaming: false (paper.yaml): each job takes whole groups of rows counted from the dataset's first row. A
+    job's contiguous row range restarted the grouping at its own first row: with group_rows 4 over 10 rows, 2
+    shards gave [0-3], [4], [5-8], [9] and 3 shards [0-3], [4-6], [7-9] (the review's reproducer)."""
+    rows = write_rows(tmp_path / "rows.jsonl", [f"Row {i} ends." for i in range(10)])
+    cfg = {"datasets": [{"path": "json", "data_files": rows, "group_rows": 4}], "streaming": False}
+    got = [[int(p.split()[1]) for p in paragraphs] for index in range(shards)
+           for _, paragraphs in corpus.hub_documents(cfg, corpus.Shard(index, shards))]
+    assert got == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_a_hub_text_that_is_not_a_string_is_one_error_naming_the_dataset(tmp_path):
+    rows = write_rows(tmp_path / "rows.jsonl", [["a", "list"]])
+    with pytest.raises(UserError, match=rf"^hub dataset {rows}: column 'text' holds list, not text$"):
+        list(corpus.hub_documents({"datasets": [{"path": "json", "data_files": rows}]}, corpus.Shard()))
 
 
 def test_max_documents_caps_what_a_job_reads_of_each_dataset(tmp_path):
@@ -658,3 +679,70 @@ def test_an_empty_line_inside_a_document_is_an_error_naming_the_document(tmp_pat
     with pytest.raises(UserError) as error:
         list(corpus.read_corpus(tmp_path))
     assert str(error.value) == f"{tmp_path / 'shard-00000.txt'}: document 2 has an empty line inside it (corrupt shard)"
+
+
+# An article as the wikimedia/wikipedia datasets hold it: their script strips the markup but keeps each section
+# heading as a line, list items, and the category names (without "Category:") at the end.
+WIKIMEDIA_ARTICLE = """Anarchism is a political philosophy and movement that rejects all involuntary authority.
+It was first used in the 19th century.
+
+Etymology and terminology
+The term anarchism is a compound word composed from the word anarchy and a suffix.
+History
+Origins of the modern movement
+Ideas resembling it appear in many older texts, as "the old sources" say.)
+Some thinkers of the Enlightenment wrote of a society without a state!
+Proudhon
+Godwin and the early writers
+See also
+List of anarchist organisations in the world today.
+References
+Barclay, Harold, People Without Government: An Anthropology of Anarchy (2nd ed.), Left Bank Books, 1990.
+Political culture
+Social theories"""
+
+
+def test_wikipedia_prose_keeps_the_running_text_of_a_wikimedia_article():
+    """Lines of 5+ words ending a sentence (its closing quote or bracket allowed), up to the first end section:
+    no headings (of any length), list entries or category names; and the cleaned rows through hub_documents."""
+    assert corpus.wikipedia_prose(WIKIMEDIA_ARTICLE) == [
+        "Anarchism is a political philosophy and movement that rejects all involuntary authority.",
+        "It was first used in the 19th century.",
+        "The term anarchism is a compound word composed from the word anarchy and a suffix.",
+        'Ideas resembling it appear in many older texts, as "the old sources" say.)',
+        "Some thinkers of the Enlightenment wrote of a society without a state!"]
+    assert corpus.wikipedia_prose("References\nA long line that ends a sentence here.") == []
+
+
+def test_hub_wikipedia_rows_are_cleaned_where_the_spec_says_so(tmp_path):
+    rows = write_rows(tmp_path / "rows.jsonl", [WIKIMEDIA_ARTICLE, "Heading only\nCategory name"])
+    spec = {"path": "json", "data_files": rows}
+    cleaned = list(corpus.hub_documents({"datasets": [{**spec, "clean": "wikipedia"}]}, corpus.Shard()))
+    assert cleaned == [(rows, corpus.wikipedia_prose(WIKIMEDIA_ARTICLE))]  # the second row has no prose: no document
+    (raw,) = list(corpus.hub_documents({"datasets": [spec]}, corpus.Shard()))[:1]
+    assert "Etymology and terminology" in raw[1] and "Social theories" in raw[1]
+    assert recipes.fill("corpus", {})["hub"]["datasets"][0] == {"path": "wikimedia/wikipedia", "name": "20231101.en",
+                                                                 "clean": "wikipedia"}
+
+
+def test_a_glob_that_matches_folders_reads_only_the_files(tmp_path):
+    """`texts/**` matches the folders too: they are skipped (reading one raised IsADirectoryError)."""
+    write_texts(tmp_path / "texts" / "sub")
+    docs = list(corpus.text_file_documents({"glob": str(tmp_path / "texts" / "**")}, corpus.Shard()))
+    assert [name for name, _ in docs] == ["a", "a", "b"]
+
+
+def test_the_sentence_pool_reads_its_input_a_bounded_batch_at_a_time():
+    """Pool.imap alone pulled every document before the first result came back: a job's memory then followed
+    its share of the corpus. With 2 processes a batch is 4 x 2 x 32 = 256 documents."""
+    pulled = []
+
+    def documents():
+        for i in range(2000):
+            pulled.append(i)
+            yield "src", [f"Sentence {i} is here."]
+
+    split = corpus.sentence_documents(documents(), num_proc=2)
+    assert next(split) == ("src", ["Sentence 0 is here."])
+    assert len(pulled) <= 2 * 256
+    assert [s for _, (s,) in split] == [f"Sentence {i} is here." for i in range(1, 2000)]  # all of them, in order

@@ -170,17 +170,21 @@ def test_the_corpus_records_what_each_hub_dataset_was_read_at(tmp_path):
 
 def test_the_corpus_pins_each_repository_before_it_reads(fake_hub):
     params = {"source": "hub", "hub": {"streaming": True, "datasets": [
-        {"path": "wikimedia/wikipedia", "name": "20231101.en"},
+        {"path": "wikimedia/wikipedia", "name": "20231101.en", "clean": "wikipedia"},
         {"path": "bookcorpus/bookcorpus", "group_rows": 256, "text_column": "text", "split": "train"}]}}
     pinned, origins = corpus.pin_hub(params)
-    assert pinned["hub"]["datasets"] == [{"path": "wikimedia/wikipedia", "name": "20231101.en", "revision": SHA},
+    assert pinned["hub"]["datasets"] == [{"path": "wikimedia/wikipedia", "name": "20231101.en", "clean": "wikipedia",
+                                          "revision": SHA},
                                          {"path": "bookcorpus/bookcorpus", "group_rows": 256, "text_column": "text",
                                           "split": "train", "revision": SHA}]
-    assert fake_hub["builder"][1] == {"path": "bookcorpus/bookcorpus"}  # what is read, not how it is grouped
+    # what is read, not how it is grouped or cleaned
+    assert fake_hub["builder"] == [{"path": "wikimedia/wikipedia", "name": "20231101.en"},
+                                   {"path": "bookcorpus/bookcorpus"}]
     assert origins == [{"path": "wikimedia/wikipedia", "name": "20231101.en", "revision": SHA},
                        {"path": "bookcorpus/bookcorpus", "name": None, "revision": SHA}]
     assert pinned["hub"]["streaming"] and params["hub"]["datasets"][0] == {"path": "wikimedia/wikipedia",
-                                                                           "name": "20231101.en"}  # not modified
+                                                                           "name": "20231101.en",
+                                                                           "clean": "wikipedia"}  # not modified
 
 
 def test_shards_that_read_different_commits_do_not_merge(tmp_path):

@@ -467,7 +467,8 @@ def test_defaults_are_deep_copies():
     """A caller that edits a default's nested mapping (a hub dataset) does not change the next defaults."""
     defaults = recipes.defaults("corpus")
     defaults["hub"]["datasets"][0]["name"] = "changed"
-    assert recipes.defaults("corpus")["hub"]["datasets"][0] == {"path": "wikimedia/wikipedia", "name": "20231101.en"}
+    assert recipes.defaults("corpus")["hub"]["datasets"][0] == {"path": "wikimedia/wikipedia", "name": "20231101.en",
+                                                                 "clean": "wikipedia"}
 
 
 def test_a_mapping_without_defaults_is_not_invented():

@@ -58,6 +58,23 @@ def test_pretrained_branch_loads_and_saves_a_named_tokenizer(trained, tmp_path):
     assert loaded("jump quickly")["input_ids"] == original("jump quickly")["input_ids"]
 
 
+def test_a_pretrained_tokenizers_casing_must_be_the_configs(corpus_dir, tmp_path):
+    """A cased tokenizer under the schema's lowercase: true ran cased while stats.json recorded lowercase (and the
+    other way round); each is one error naming both. The matching setting loads, and the tokenizer is cased."""
+    cased = tmp_path / "cased"
+    tokenizer.build_tokenizer(corpus_dir, {"vocab_size": 200, "min_frequency": 1, "lowercase": False}, cased)
+    with pytest.raises(UserError, match=rf"^tokenizer.pretrained '{re.escape(str(cased))}' is cased, but "
+                                        r"tokenizer.lowercase is True: set tokenizer.lowercase: False$"):
+        tokenizer.build_tokenizer(None, {"pretrained": str(cased)}, tmp_path / "a")
+    uncased = tmp_path / "uncased"
+    tokenizer.build_tokenizer(corpus_dir, {"vocab_size": 200, "min_frequency": 1}, uncased)
+    with pytest.raises(UserError, match=r"is uncased, but tokenizer.lowercase is False: set tokenizer.lowercase: True$"):
+        tokenizer.build_tokenizer(None, {"pretrained": str(uncased), "lowercase": False}, tmp_path / "b")
+    stats = tokenizer.build_tokenizer(None, {"pretrained": str(cased), "lowercase": False}, tmp_path / "c")
+    assert stats["params"]["lowercase"] is False
+    assert BertTokenizerFast.from_pretrained(str(tmp_path / "c")).tokenize("The") == ["The"]  # not "the"
+
+
 def test_unknown_pretrained_name_is_a_user_error(tmp_path):
     name = str(tmp_path / "no-such-tokenizer")
     message = rf"^could not load pretrained tokenizer '{re.escape(name)}': OSError: Repo id must be"

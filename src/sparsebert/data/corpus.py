@@ -13,7 +13,8 @@ one shard whatever the order jobs run in:
     sentence-splits only its own documents -- splitting, not reading, is the cost);
   - by its file, when the source is stored in at least `shards` files (text_files, hub): job K reads only
     files K, K + shards, ... (for a streamed hub dataset: its data files; for a downloaded one: row range K).
-Identical documents hash alike, so duplicates never straddle two shards (nor, downstream, train/validation).
+In the hash mode identical documents hash alike, so duplicates never straddle two shards; by file or row range they
+may, but never train and validation downstream (that split hashes the document's text).
 
 Sources:
 
@@ -32,6 +33,7 @@ import bz2
 import codecs
 import hashlib
 import importlib.util
+import itertools
 import json
 import logging
 import multiprocessing
@@ -237,6 +239,30 @@ def strip_wikitext(markup: str) -> list[str]:
     return paragraphs
 
 
+# A line that ends a sentence: final punctuation, then any closing quotes or brackets.
+SENTENCE_END = re.compile(r"[.!?][\"')\]”’»]*$")
+
+
+def wikipedia_prose(text: str) -> list[str]:
+    """The running prose of an article as the wikimedia/wikipedia datasets give it (markup stripped by their
+    generating script, which keeps each section heading as a line of its own, list items and, at the end, the
+    category names): the lines of 5 words or more that end a sentence, up to the first end section (References,
+    See also, ...). What `strip_wikitext` keeps of raw markup, and what the paper kept ("we extract only the text
+    passages and ignore lists, tables, and headers"; NVIDIA's data script: WikiExtractor without sections or
+    lists)."""
+    paragraphs = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.lower() in WIKI_END_SECTIONS:
+            break
+        if len(line.split()) >= 5 and SENTENCE_END.search(line):
+            paragraphs.append(line)
+    return paragraphs
+
+
+CLEANERS = {"none": lambda text: [p for p in text.splitlines() if p.strip()], "wikipedia": wikipedia_prose}
+
+
 def wikipedia_documents() -> Iterator[Document]:
     """The English Wikipedia extract in gensim's test data: one document per article (redirects skipped)."""
     path = (package_dir("gensim", "gensim==4.4.0") / "test" / "test_data"
@@ -306,11 +332,12 @@ def parse_jsonl(path: Path) -> Iterator[dict]:
 
 
 def text_file_documents(cfg: dict, shard: Shard) -> Iterator[Document]:
-    """.txt: documents separated by blank lines, each line a paragraph; .jsonl: one document per line.
+    """.txt: documents separated by blank lines, each line a paragraph; .jsonl: one document per line; any other
+    file is read as a .txt (directories the glob matches are skipped).
     With at least as many files as shards, this shard's job reads only its own files."""
     if not cfg.get("glob"):
         raise UserError("source text_files needs text_files.glob (e.g. 'texts/**/*.txt')")
-    paths = sorted(glob(os.path.expanduser(cfg["glob"]), recursive=True))
+    paths = sorted(p for p in glob(os.path.expanduser(cfg["glob"]), recursive=True) if os.path.isfile(p))
     if not paths:
         raise UserError(f"no files match text_files.glob {cfg['glob']!r}")
     field = cfg.get("text_field", "text")
@@ -331,46 +358,67 @@ def text_file_documents(cfg: dict, shard: Shard) -> Iterator[Document]:
 
 
 def hub_documents(cfg: dict, shard: Shard) -> Iterator[Document]:
-    """Hugging Face datasets, each `{path, name, split, text_column, group_rows, ...load_dataset kwargs}`.
+    """Hugging Face datasets, each `{path, name, split, text_column, group_rows, clean, ...load_dataset kwargs}`.
 
-    A shard job reads only its share where the dataset allows it: a streamed dataset stored in at least
-    `shards` files gives each job its files (IterableDataset.shard), a downloaded one (streaming: false, the
-    Arrow cache memory-mapped) its contiguous row range; otherwise the job streams every row and keeps the
-    documents that hash to it. max_documents caps the documents each job reads (rows grouped by group_rows
-    form pseudo-documents whose boundaries then depend on the shard count)."""
+    A shard job reads only its share where the dataset allows it: a downloaded one (streaming: false, the Arrow
+    cache memory-mapped) its contiguous range of whole groups of `group_rows` rows, a streamed dataset stored in
+    at least `shards` files its files (IterableDataset.shard); otherwise the job streams every row and keeps the
+    documents that hash to it. Rows grouped by group_rows form pseudo-documents, numbered from the dataset's first
+    row (downloaded) or the job's first file (streamed by files), so a downloaded dataset's documents do not
+    depend on the shard count. max_documents caps the documents each job reads. `clean` (CLEANERS) turns a row's
+    text into paragraphs; a row with no text (null) adds none."""
     import datasets
 
     for spec in cfg["datasets"]:
         spec = dict(spec)
         column, group_rows = spec.pop("text_column", "text"), spec.pop("group_rows", 1)
+        clean = CLEANERS[spec.pop("clean", "none")]
         spec.setdefault("split", "train")
         name = spec["path"] if spec["path"] not in {"json", "text", "csv", "parquet"} else str(spec.get("data_files"))
         try:
             rows = datasets.load_dataset(**spec, streaming=cfg.get("streaming", True))
         except Exception as e:  # offline, unknown name, bad files: one line for the user
             raise UserError(f"could not load hub dataset {spec}: {type(e).__name__}: {e}") from None
-        owner = shard
-        if shard.count > 1 and (isinstance(rows, datasets.Dataset) or rows.num_shards >= shard.count):
-            # contiguous: a job's rows (or files) in their order, so grouped rows stay neighbours (datasets < 3.1
-            # defaulted to every count-th row, which makes a pseudo-document of unrelated sentences)
-            rows, owner = rows.shard(num_shards=shard.count, index=shard.index, contiguous=True), Shard.ALL
-        elif shard.count > 1:
-            log.warning("corpus: hub dataset %s is stored in %d file(s), fewer than %d shards: every shard job "
-                        "streams all of it (use streaming: false, or fewer shards)", name, rows.num_shards, shard.count)
-        paragraphs, rows_in_document, documents = [], 0, 0
-        for row in rows:
+        rows, owner = rows_of_shard(rows, shard, group_rows, name)
+        paragraphs, documents = [], 0
+        for number, row in enumerate(rows):
             if column not in row:
                 raise UserError(f"hub dataset {name} has no column {column!r} (columns: {sorted(row)})")
-            paragraphs += [p for p in row[column].splitlines() if p.strip()]
-            rows_in_document = rows_in_document + 1 if paragraphs else 0
-            if rows_in_document >= group_rows:
+            text = row[column]
+            if text is not None and not isinstance(text, str):
+                raise UserError(f"hub dataset {name}: column {column!r} holds {type(text).__name__}, not text")
+            paragraphs += clean(text or "")
+            if (number + 1) % group_rows:
+                continue
+            if paragraphs:
+                documents += 1
                 if owner.owns((name, paragraphs)):
                     yield name, paragraphs
-                paragraphs, rows_in_document, documents = [], 0, documents + 1
-                if cfg.get("max_documents") and documents >= cfg["max_documents"]:
-                    break
-        if paragraphs and owner.owns((name, paragraphs)):
-            yield name, paragraphs
+            paragraphs = []
+            if cfg.get("max_documents") and documents >= cfg["max_documents"]:
+                break
+        else:
+            if paragraphs and owner.owns((name, paragraphs)):
+                yield name, paragraphs
+
+
+def rows_of_shard(rows, shard: Shard, group_rows: int, name: str):
+    """The rows of `shard` and who owns their documents (Shard.ALL: the job keeps every document it reads)."""
+    import datasets
+
+    if shard.count == 1:
+        return rows, shard
+    if isinstance(rows, datasets.Dataset):  # whole groups, counted from the first row, whatever the shard count
+        groups = -(-len(rows) // group_rows)
+        first, last = groups * shard.index // shard.count, groups * (shard.index + 1) // shard.count
+        return rows.select(range(first * group_rows, min(last * group_rows, len(rows)))), Shard.ALL
+    if rows.num_shards >= shard.count:
+        # contiguous: a job's files in their order, so grouped rows stay neighbours (datasets < 3.1 defaulted to
+        # every count-th file, which makes a pseudo-document of unrelated sentences)
+        return rows.shard(num_shards=shard.count, index=shard.index, contiguous=True), Shard.ALL
+    log.warning("corpus: hub dataset %s is stored in %d file(s), fewer than %d shards: every shard job streams all "
+                "of it (use streaming: false, or fewer shards)", name, rows.num_shards, shard.count)
+    return rows, shard
 
 
 # ---------------------------------------------------------------------------------- sentences and shards
@@ -429,12 +477,16 @@ def split_document(document: Document) -> tuple[str, list[str]]:
 
 
 def sentence_documents(documents: Iterable[Document], num_proc: int) -> Iterator[tuple[str, list[str]]]:
-    """Sentence-split documents in order (deterministic output whatever num_proc is)."""
+    """Sentence-split documents in order (deterministic output whatever num_proc is). The pool gets a bounded
+    batch at a time: Pool.imap alone drains its input ahead of the workers, so a job held its whole share of the
+    corpus in memory (reading is far faster than splitting)."""
     if num_proc <= 1:
         yield from map(split_document, documents)
         return
+    documents, chunk = iter(documents), 32
     with multiprocessing.get_context("fork").Pool(num_proc) as pool:
-        yield from pool.imap(split_document, documents, chunksize=32)
+        while batch := list(itertools.islice(documents, 4 * num_proc * chunk)):
+            yield from pool.imap(split_document, batch, chunksize=chunk)
 
 
 def write_shard(documents: Iterable[tuple[str, list[str]]], path: Path) -> dict:
@@ -574,7 +626,7 @@ def pin_hub(params: dict) -> tuple[dict, list[dict]]:
     each: every document of the shard then comes from the commit the shard's counts record."""
     specs, origins = [], []
     for spec in params["hub"]["datasets"]:
-        pinned, origin = hub.pinned({k: v for k, v in spec.items() if k not in ("text_column", "group_rows")})
+        pinned, origin = hub.pinned({k: v for k, v in spec.items() if k not in ("text_column", "group_rows", "clean")})
         specs.append({**spec, **pinned})
         origins.append(origin)
     return {**params, "hub": {**params["hub"], "datasets": specs}}, origins

@@ -90,6 +90,10 @@ def build_tokenizer(corpus: str | os.PathLike | None, params: dict, out: str | o
             tokenizer = BertTokenizerFast.from_pretrained(str(params["pretrained"]))
         except Exception as e:
             raise UserError(f"could not load pretrained tokenizer {params['pretrained']!r}: {type(e).__name__}: {e}") from None
+        cased = not getattr(tokenizer, "do_lower_case", True)
+        if cased == bool(params["lowercase"]):  # stats.json would record a casing the tokenizer does not apply
+            raise UserError(f"tokenizer.pretrained {params['pretrained']!r} is {'cased' if cased else 'uncased'}, but "
+                            f"tokenizer.lowercase is {params['lowercase']}: set tokenizer.lowercase: {not cased}")
     else:
         if corpus is None:
             raise UserError("--corpus is required to train a tokenizer (or set params.pretrained)")
