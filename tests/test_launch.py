@@ -306,7 +306,8 @@ def test_slots_come_from_a_restricted_cuda_visible_devices_and_slurm_jobs_are_le
     jobs.append(start_job(1, tmp_path, extra_env={"CUDA_VISIBLE_DEVICES": "5,7"}))
     jobs.append(start_job(1, tmp_path, extra_env={"CUDA_VISIBLE_DEVICES": "5,7"}))
     assert sorted(devices(job) for job in jobs) == ["5", "7"]
-    # Under SLURM the allocation chose the devices: nothing is locked, nothing is exported.
+    # Under SLURM, with fewer GPUs in sight than the job asks for, the allocation chose the devices: nothing is
+    # locked, nothing is exported.
     jobs.append(start_job(4, tmp_path, machine="1", extra_env={"SLURM_JOB_ID": "42"}))
     assert devices(jobs[-1]) == "None"
     jobs.append(start_job(4, tmp_path, machine="1", extra_env={"SLURM_JOB_ID": "42", "CUDA_VISIBLE_DEVICES": "3"}))
@@ -434,7 +435,7 @@ def lock_dir(tmp_path, sleeps):
         pytest.skip("counts descriptors through /proc/self/fd (Linux)")
     directory = tmp_path.resolve() / "locks"
     yield directory
-    for fd in fds_under(directory):
+    for fd in [*fds_under(directory), *(fd for sub in directory.glob("slurm-*") for fd in fds_under(sub))]:
         os.close(fd)
 
 
@@ -731,16 +732,26 @@ def test_run_on_gpus_shares_a_gpu_only_when_asked(lock_dir, fake_exec):
     assert fake_exec.calls[0][2]["CUDA_VISIBLE_DEVICES"] == "0" and fake_exec.inherited["gpu-0.slot1.lock"]
 
 
-@pytest.mark.parametrize("count", [0, 4])
-def test_run_on_gpus_runs_as_is_under_slurm_or_without_gpus(lock_dir, fake_exec, count):
-    """Under SLURM (SLURM_JOB_ID set) the allocation chose the devices, and a job of 0 GPUs needs none: the
-    command runs with the environment untouched, nothing is locked."""
+@pytest.mark.parametrize("slurm", [False, True])
+def test_a_job_of_no_gpus_runs_as_is(lock_dir, fake_exec, slurm):
+    """A job of 0 GPUs needs none: the command runs with the environment untouched, nothing is locked."""
     environ = {"SPARSEBERT_GPUS": "1", "SPARSEBERT_GPU_LOCK_DIR": str(lock_dir), "CUDA_VISIBLE_DEVICES": "3"}
-    if count:
+    if slurm:
         environ["SLURM_JOB_ID"] = "42"
-    run_on_gpus(count, ["prog", "x"], environ)
+    run_on_gpus(0, ["prog", "x"], environ)
     assert fake_exec.calls == [("prog", ["prog", "x"], environ)]
     assert not lock_dir.exists()
+
+
+def test_a_slurm_job_locks_its_allocations_gpus_in_the_allocations_folder(lock_dir, fake_exec):
+    """A job submitted on its own (the slurm profile) gets its allocation's GPUs, locked in slurm-<job id>: another
+    allocation on the node, which also numbers its GPUs from 0, locks in its own folder and does not wait."""
+    environ = {"SLURM_JOB_ID": "42", "CUDA_VISIBLE_DEVICES": "0,1", "SPARSEBERT_GPU_LOCK_DIR": str(lock_dir)}
+    run_on_gpus(2, ["prog"], environ)
+    run_on_gpus(2, ["prog"], {**environ, "SLURM_JOB_ID": "43"})
+    assert [env["CUDA_VISIBLE_DEVICES"] for _, _, env in fake_exec.calls] == ["0,1", "0,1"]
+    for job in ("42", "43"):
+        assert sorted(fds_under(lock_dir / f"slurm-{job}").values()) == ["gpu-0.lock", "gpu-1.lock"]
 
 
 def test_a_job_of_no_gpus_does_not_look_for_gpus(lock_dir, fake_exec, monkeypatch):
@@ -755,13 +766,17 @@ def test_a_job_of_no_gpus_does_not_look_for_gpus(lock_dir, fake_exec, monkeypatc
 def test_jobs_sharing_one_slurm_allocation_take_slots_among_its_gpus(lock_dir, fake_exec):
     """Snakemake started inside a 4-GPU allocation (`salloc`, then `snakemake --cores`): every job sees the 4
     GPUs and SLURM_JOB_ID. Jobs of 1 GPU must each get their own (0, then 1), not all run on the first; a job
-    asking for all 4 is the allocation's own and runs as is."""
+    asking for all 4 waits while those two are held (it ran unlocked beside them, sharing GPUs 0 and 1)."""
     environ = {"SLURM_JOB_ID": "42", "CUDA_VISIBLE_DEVICES": "0,1,2,3", "SPARSEBERT_GPU_LOCK_DIR": str(lock_dir)}
     run_on_gpus(1, ["prog"], environ)
     run_on_gpus(1, ["prog"], environ)  # the first job's lock is still held (its descriptor is open)
     assert [env["CUDA_VISIBLE_DEVICES"] for _, _, env in fake_exec.calls] == ["0", "1"]
-    run_on_gpus(4, ["prog"], environ)  # while those two are held
-    assert fake_exec.calls[-1][2] == environ
+    with pytest.raises(Waited):
+        run_on_gpus(4, ["prog"], environ)
+    one_gpu = {**environ, "SLURM_JOB_ID": "44", "CUDA_VISIBLE_DEVICES": "0"}
+    run_on_gpus(1, ["prog"], one_gpu)
+    with pytest.raises(Waited):  # a second job on a one-GPU allocation waits too (both ran on GPU 0)
+        run_on_gpus(1, ["prog"], one_gpu)
 
 
 def test_a_gpu_named_by_index_and_by_uuid_has_one_lock(lock_dir, fake_exec, tmp_path):
@@ -803,7 +818,8 @@ def test_two_slurm_allocations_on_one_node_do_not_share_gpu_0(lock_dir, fake_exe
     nvidia_smi(tmp_path / "bin", "GPU-cc33", "GPU-dd44")  # the other allocation's GPUs
     run_on_gpus(1, ["prog"], {**environ, "SLURM_JOB_ID": "43"})
     assert [env["CUDA_VISIBLE_DEVICES"] for _, _, env in fake_exec.calls] == ["0", "0"]
-    assert sorted(fds_under(lock_dir).values()) == ["gpu-GPU-aa11.lock", "gpu-GPU-cc33.lock"]
+    assert [list(fds_under(lock_dir / f"slurm-{job}").values()) for job in ("42", "43")] == [["gpu-GPU-aa11.lock"],
+                                                                                         ["gpu-GPU-cc33.lock"]]
     assert capsys.readouterr().err.splitlines()[-1] == ("sparsebert.launch: this job's GPUs: CUDA_VISIBLE_DEVICES=0 "
                                                         "(locked as GPU-cc33)")  # fmt: skip
 

@@ -29,7 +29,8 @@ GPU slots: on a workstation several GPU jobs run side by side (`profiles/local`)
 pick `cuda:{local_rank}`, i.e. GPU 0. `python -m sparsebert.launch --gpus N -- CMD` takes N free GPUs of
 this machine by locking one file per GPU (flock, held until CMD exits; the OS frees it when the job dies,
 however it dies), exports them as CUDA_VISIBLE_DEVICES and executes CMD. Under SLURM (SLURM_JOB_ID set) the
-allocation already chose the devices, and the command runs untouched.
+allocation's GPUs are its own: its jobs take slots among them in a lock folder of that allocation (a job submitted
+on its own gets them all at once; Snakemake started inside one allocation shares them out as on a workstation).
 
 Sharing: a small model leaves a GPU mostly idle (one H200 ran three 4-layer pretraining runs side by side at
 590-710k tokens/s each), so a rule may declare `jobs_per_gpu: n` (config `resources.<rule>`): each GPU then has
@@ -308,15 +309,20 @@ def run_on_gpus(count: int, command: list[str], environ: Mapping = os.environ, j
     """Execute `command` (never returns) on `count` GPUs of its own (or a slot of each, shared by up to
     `jobs_per_gpu` jobs), or as is without GPUs and in a SLURM job's own allocation.
 
-    Under SLURM a job submitted on its own (the slurm profile) sees just the GPUs it was allocated: it runs as
-    is. Snakemake started inside one allocation (`salloc` / `srun --pty` with 8 GPUs, then `snakemake --cores`)
-    runs all its jobs there: each sees more GPUs than it asks for, and takes slots among them as on a
-    workstation, or every job would run on the allocation's first GPU."""
+    Under SLURM the locks lie in a folder of the allocation (`slurm-<SLURM_JOB_ID>` in the lock directory): its
+    GPUs are no other allocation's, and two allocations on one node both number theirs from 0. A job submitted on
+    its own (the slurm profile) takes its allocation's GPUs at once. Snakemake started inside one allocation
+    (`salloc` / `srun --pty` with 8 GPUs, then `snakemake --cores`) runs all its jobs there, and they share its
+    GPUs out by the locks as on a workstation: a job that asked for all of them waits for the others (it ran
+    unlocked beside them before), and so does a second job on a one-GPU allocation."""
     env = dict(environ)
     listed = functools.cache(nvidia_smi_gpus)  # asked once at most: for the count and the lock names
     gpus = machine_gpus(env, listed) if count else []
-    if count and (not env.get("SLURM_JOB_ID") or len(gpus) > count):
+    slurm = bool(env.get("SLURM_JOB_ID"))
+    if count and (not slurm or len(gpus) >= count):  # (SLURM showing fewer GPUs than asked for: run as allocated)
         lock_dir = Path(env.get(LOCK_DIR_ENV) or DEFAULT_LOCK_DIR)
+        if slurm:
+            lock_dir = lock_dir / f"slurm-{env['SLURM_JOB_ID']}"
         names = lock_names(gpus, listed())
         held = acquire(count, gpus, lock_dir, jobs_per_gpu=jobs_per_gpu, names=names)
         for _, fd in held:
