@@ -473,34 +473,38 @@ def test_the_profile_gpus_decide_the_batch_split():
     errors = validate.problems(paper, overrides={"pretrain": {"gpu": 6}})
     assert [e.key for e in errors] == ["pretrain.batch_size"] and "world size 6" in str(errors[0])
 
-    class Parsed:  # what Snakemake hands over: ParsedResource(orig_arg, value)
-        def __init__(self, orig_arg, value):
-            self.orig_arg, self.value = orig_arg, value
+    from snakemake.resources import Resources
 
-    class PerJob:  # an expression Snakemake evaluates per job: its value cannot be read at parse time
-        orig_arg = "'--signal=TERM@300'"
-
-        @property
-        def value(self):
-            raise ValueError("evaluated per job")
+    def settings(*exprs):  # what Snakemake hands over for --set-resources (and a profile's set-resources)
+        return Resources.parse(list(exprs), allow_expressions=True)
 
     class Workflow:
         class resource_settings:  # noqa: N801
-            overwrite_resources = {"pretrain": {"gpu": Parsed("6", 6), "slurm_partition": Parsed("gpu", print),
-                                                "slurm_extra": PerJob(), "mem_mb": 4000, "constraint": ["a", "b"]},
-                                   "tables": {"mem_mb": Parsed("100", 100)},  # not a training rule
+            overwrite_resources = {"pretrain": settings("gpu=6", "slurm_partition=gpu", "slurm_extra='--signal=TERM@300'",
+                                                        "mem_mb=4000", "gres=gpu:8", "mpi=srun", "constraint=['a', 'b']"),
+                                   "tables": settings("mem_mb=100"),  # not a training rule
                                    # the per-model fine-tuning rule: checked as finetune, its values over finetune's
-                                   "finetune_model": {"gpu": Parsed("2", 2)},
-                                   "finetune": {"gpu": Parsed("1", 1), "mem_mb": Parsed("9", 9)}}
+                                   "finetune_model": settings("gpu=2"),
+                                   "finetune": settings("gpu=1", "mem_mb=9")}
 
+    # string resources are expressions evaluated per job: read as Snakemake reads them (they were all 'None')
     assert validate.resource_overrides(Workflow) == {"pretrain": {
-        "gpu": 6, "slurm_partition": "gpu", "slurm_extra": "'--signal=TERM@300'", "mem_mb": 4000,
-        "constraint": "['a', 'b']"}, "finetune": {"gpu": 2, "mem_mb": 9}}
+        "gpu": 6, "slurm_partition": "gpu", "slurm_extra": "--signal=TERM@300", "mem_mb": 4000, "gres": "gpu:8",
+        "mpi": "srun", "constraint": "['a', 'b']"}, "finetune": {"gpu": 2, "mem_mb": 9}}
     assert validate.resource_overrides(None) == {}
+    Workflow.resource_settings.overwrite_resources = {"pretrain": settings("gpu=6")}
     with pytest.raises(SystemExit, match="config error: pretrain.batch_size: 65536 is not divisible by world size 6"):
         validate.check_run(paper, Workflow, cache_dir=None)
-    Workflow.resource_settings.overwrite_resources = {"finetune_model": {"gpu": Parsed("1", 1)}}  # alone
+    Workflow.resource_settings.overwrite_resources = {"finetune_model": settings("gpu=1")}  # alone
     assert validate.resource_overrides(Workflow) == {"finetune": {"gpu": 1}}
+    # the multi-node block profiles/slurm/config.yaml documents (2 nodes x gres gpu:8 = 16 processes) passes
+    block = ["slurm_partition=gpu", "nodes=2", "gpu=0", "gres=gpu:8", "mpi=srun", "tasks=2", "tasks_per_gpu=0",
+             "slurm_extra='--signal=TERM@300'"]
+    Workflow.resource_settings.overwrite_resources = {"pretrain": settings(*block)}
+    validate.check_run(paper, Workflow, cache_dir=None)  # it stopped: "a 2-node job needs GPUs (gpu or gres)"
+    Workflow.resource_settings.overwrite_resources = {"pretrain": settings(*block[:3], "gres=gpu:3", *block[4:])}
+    with pytest.raises(SystemExit, match="pretrain.batch_size: 65536 is not divisible by world size 6"):
+        validate.check_run(paper, Workflow, cache_dir=None)
 
 
 def test_gpu_sharing_counts_the_jobs_that_take_gpu_slots():

@@ -26,6 +26,7 @@ on the next parse. The filesystem checks (local task files, corpus globs) run ev
 
 from __future__ import annotations
 
+import ast
 import glob as globlib
 import hashlib
 import json
@@ -91,17 +92,29 @@ def resource_overrides(workflow) -> dict:
     for rule in (*TRAINING_RULES, "finetune_model"):
         values = {}
         for key, parsed in dict(settings.get(rule, {})).items():
-            try:
-                value = getattr(parsed, "value", parsed)
-            except ValueError:  # an expression (e.g. slurm_extra "'--signal=TERM@300'") Snakemake evaluates per job
-                value = None
-            values[key] = value if isinstance(value, (int, float, str)) else getattr(parsed, "orig_arg", str(value))
+            value = override_value(parsed)
+            values[key] = value if isinstance(value, (int, float, str)) else str(value)
         if values:
             out[rule] = values
     # finetune_model is the fine-tuning rule under `tasks.jobs: per_model`, with finetune's resources (common.smk)
     if "finetune_model" in out:
         out["finetune"] = {**out.get("finetune", {}), **out.pop("finetune_model")}
     return out
+
+
+def override_value(parsed):
+    """The value of one --set-resources entry (a snakemake Resource). A string one (gres "gpu:8", slurm_extra
+    "'--signal=TERM@300'") is an expression Snakemake evaluates per job, so `.value` cannot be read here: its raw
+    text is read as Snakemake reads it, a Python literal where it is one, else the text itself (it was taken for
+    None, and the documented multi-node block was refused: "a 2-node job needs GPUs")."""
+    try:
+        return getattr(parsed, "value", parsed)
+    except ValueError:
+        raw = str(getattr(parsed, "raw", ""))
+        try:
+            return ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            return raw
 
 
 def _cache_key(config: dict, overrides: dict) -> str:
