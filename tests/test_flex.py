@@ -512,6 +512,8 @@ def test_a_compiled_forward_does_not_split_at_the_backend_log(monkeypatch, caplo
     """On CUDA without attention dropout `auto` reaches choose_backend on every forward; its log call cannot be
     traced, and split a compiled model at each layer (this one: 2 graphs). Made to answer as
     on CUDA here (fallback_reason None), the forward is one graph, and an eager forward still logs the choice."""
+    if "mutants" in Path(flex.__file__).parts:
+        pytest.skip("mutmut's trampoline around every function splits any compiled graph (the next test stands in)")
     monkeypatch.setattr(flex, "fallback_reason", lambda x, training, p: None)
     flex._logged_once.cache_clear()
     torch._dynamo.reset()
@@ -522,3 +524,19 @@ def test_a_compiled_forward_does_not_split_at_the_backend_log(monkeypatch, caplo
     with caplog.at_level(logging.INFO, logger="sparsebert.flex"):
         m(ids, attention_mask=am)
     assert [r.message.split(":")[0] for r in caplog.records if r.name == "sparsebert.flex"] == ["attention auto"]
+
+
+def test_notices_and_choices_are_not_logged_while_torch_compile_traces(monkeypatch, caplog):
+    """What the test above shows through dynamo, by the switch itself: while tracing, nothing is logged (and not
+    remembered as logged: the first eager call logs it)."""
+    flex._logged_once.cache_clear()
+    with caplog.at_level(logging.INFO, logger="sparsebert.flex"):
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        flex.notice_once("a notice")
+        flex.choice_once("a choice")
+        assert caplog.records == []
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: False)
+        for _ in range(2):
+            flex.notice_once("a notice")
+            flex.choice_once("a choice")
+    assert [(r.levelname, r.message) for r in caplog.records] == [("WARNING", "a notice"), ("INFO", "a choice")]

@@ -630,3 +630,29 @@ def test_a_cached_parse_does_not_import_torch(tmp_path):
     runs = [subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path)
             for _ in range(2)]
     assert [r.stdout.strip() for r in runs] == ["True", "False"], [r.stderr[-2000:] for r in runs]
+
+
+def test_training_jobs_may_not_ask_for_more_gpus_than_the_run_allows():
+    """Snakemake lowers a job's gpu to the run's --resources gpu=N without a word: paper.yaml's 8-GPU pretraining
+    ran on the local profile's gpu=1. One line per rule that asks for more; gpu.yaml's 1-GPU jobs under demo-gpu's
+    gpu=9 (1 GPU x 9 slots), a run that sets no limit, and gpu=0 (CPU only) pass."""
+    from snakemake.resources import Resources
+
+    class Workflow:
+        global_resources = {"_cores": 8, **Resources.parse(["gpu=1"], allow_expressions=True)}
+
+    paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
+    with pytest.raises(SystemExit) as stop:
+        validate.check_run(paper, Workflow, cache_dir=None)
+    assert str(stop.value).splitlines()[1:] == [
+        f"config error: resources.{rule}: 8 GPUs per job, but the run allows 1 (--resources gpu=1, e.g. a profile's): "
+        f"Snakemake would run it on 1; give the run gpu=<GPUs x jobs_per_gpu>"
+        for rule in ("pretrain", "dam_search", "pretrain_learned")]
+    for gpus in (8, 0):
+        Workflow.global_resources = {"_cores": 8, **Resources.parse([f"gpu={gpus}"], allow_expressions=True)}
+        validate.check_run(paper, Workflow, cache_dir=None)
+    Workflow.global_resources = {"_cores": 8}
+    validate.check_run(paper, Workflow, cache_dir=None)
+    Workflow.global_resources = {"_cores": 8, **Resources.parse(["gpu=9"], allow_expressions=True)}
+    validate.check_run(yaml.safe_load((REPO / "config/gpu.yaml").read_text()), Workflow, cache_dir=None)
+    assert validate.run_gpus(None) is None

@@ -58,7 +58,8 @@ class ConfigError(UserError):
 
 def check_run(config: dict, workflow=None, cache_dir: Path | None = CACHE_DIR) -> None:
     """The Snakefile's hook: a header, every problem as one line `config error: <key>: <what>`, then exit 1."""
-    errors = problems(config, resource_overrides(workflow), cache_dir)
+    overrides = resource_overrides(workflow)
+    errors = problems(config, overrides, cache_dir) or gpu_limit_problems(config, overrides, run_gpus(workflow))
     if errors:
         header = f"config validation failed ({len(errors)} problem(s), no job started):"
         sys.exit("\n".join([header, *(f"config error: {e}" for e in errors)]))
@@ -100,6 +101,36 @@ def resource_overrides(workflow) -> dict:
     if "finetune_model" in out:
         out["finetune"] = {**out.get("finetune", {}), **out.pop("finetune_model")}
     return out
+
+
+def run_gpus(workflow) -> int | None:
+    """The run's `--resources gpu=N` (the command line's or the profile's), None where it sets none."""
+    value = (getattr(workflow, "global_resources", None) or {}).get("gpu")
+    value = getattr(value, "value", value)
+    return value if isinstance(value, int) else None
+
+
+def gpu_limit_problems(config: dict, overrides: dict, limit: int | None) -> list[ConfigError]:
+    """Training jobs asking for more GPUs than the run's `--resources gpu=N`: Snakemake lowers such a job's gpu
+    to N without a word, so paper.yaml's 8-GPU pretraining ran on the local profile's 1 GPU (the batch still
+    splits, so nothing else stops it). gpu=0 is the profile's "CPU only": every job then runs without GPUs."""
+    if not limit:
+        return []
+    table, section, found = variant_table(config), config.get("resources", {}), {}
+    jobs = {"pretrain": named(table, FIXED), "dam_search": named(table, SEARCH),
+            "pretrain_learned": named(table, RETRAIN), "finetune": list(table)}
+    for rule, variants in jobs.items():
+        base = {k: v for k, v in section.get(rule, {}).items() if k != "per_variant"}
+        per_variant = section.get(rule, {}).get("per_variant", {})
+        for variant in variants:
+            name = resource_name(rule, variant, table)
+            asked = int({**base, **per_variant.get(name, {}), **overrides.get(rule, {})}.get("gpu") or 0)
+            key = f"resources.{rule}" + (f".per_variant.{name}" if name in per_variant else "")
+            if asked > limit:
+                found.setdefault(key, ConfigError(key, f"{asked} GPUs per job, but the run allows {limit} "
+                                                       f"(--resources gpu={limit}, e.g. a profile's): Snakemake would "
+                                                       f"run it on {limit}; give the run gpu=<GPUs x jobs_per_gpu>"))
+    return list(found.values())
 
 
 def override_value(parsed):
