@@ -402,10 +402,32 @@ def test_claim_state_records_the_identity_and_clears_only_the_old_runs_state(tmp
     (state / "notes.txt").write_text("kept")
     with caplog.at_level(logging.WARNING, logger="sparsebert.training"):
         training.claim_state(state, {"recipe": {"lr": 0.25}, "inputs": tmp_path / "examples"}, env)
-    assert sorted(f.name for f in state.iterdir()) == ["identity.json", "notes.txt"]
+    assert sorted(f.name for f in state.iterdir()) == ["code.json", "identity.json", "notes.txt"]
     assert '"lr": 0.25' in (state / "identity.json").read_text()
     assert [r.getMessage() for r in caplog.records] == [
         f"{state} holds the checkpoints of another run (its recipe or inputs differ): starting over"]
+
+
+def test_claim_state_records_the_code_that_wrote_the_checkpoints(tmp_path, caplog, monkeypatch):
+    """The code is no part of the identity (a preempted job resumes after a code update), but it is recorded: a
+    resume onto other code is a warning naming the folder, and every digest that wrote the checkpoints is returned
+    (for summary.json / metrics.json). No checkpoint, or a new identity: only the code of now."""
+    env, state = training.Dist(), tmp_path / "state"
+    identity = {"recipe": {"lr": 0.5}}
+    assert training.claim_state(state, identity, env) == [training.code_digest()]
+    assert len(training.code_digest()) == 16 and training.code_digest() == training.code_digest()
+    monkeypatch.setattr(training, "code_digest", lambda: "b" * 16)
+    assert training.claim_state(state, identity, env) == ["b" * 16]  # no checkpoint yet: nothing to say
+    (state / "step-00000010").mkdir()
+    (state / "step-00000010" / "meta.json").write_text('{"step": 10}')
+    monkeypatch.setattr(training, "code_digest", lambda: "c" * 16)
+    with caplog.at_level(logging.WARNING, logger="sparsebert.training"):
+        assert training.claim_state(state, identity, env) == ["b" * 16, "c" * 16]
+        assert training.claim_state(state, identity, env) == ["b" * 16, "c" * 16]  # said once per change
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{state}: its checkpoints were written by other code (package digest {'b' * 16}, now {'c' * 16}): "
+        f"resuming them; delete that folder to train from scratch"]
+    assert training.claim_state(state, {"recipe": {"lr": 0.25}}, env) == ["c" * 16]  # another run: starts over
 
 
 def test_release_checkpoints_removes_them_on_rank_0_unless_kept(tmp_path, monkeypatch):

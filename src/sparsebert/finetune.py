@@ -185,7 +185,8 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
     micro = training.micro_batch_size(batch_size, None, env)
     optimizer = training.build_optimizer(model, {**params, "optimizer": "adamw"}, params["bias_correction"])
     scheduler = training.build_scheduler(optimizer, {**params, "schedule": "linear"}, total_steps, params["schedule_offset"])
-    training.claim_state(state_dir, run_identity(spec, source, params, model_dir, tokenizer_dir, mask_file), env)
+    codes = training.claim_state(state_dir, run_identity(spec, source, params, model_dir, tokenizer_dir, mask_file),
+                                 env)
     start_step, extra = training.resume(state_dir, model, optimizer, scheduler, total_steps)
     ddp = training.wrap_ddp(model, env)
     prec = precision.resolve(params["precision"], env.device)  # training only; evaluation runs in fp32
@@ -235,7 +236,7 @@ def finetune(model_dir, tokenizer_dir, task, source, params, out_dir, state_dir,
             "mask_sparsity": masks.sparsity(model.bert.fixed_mask.keep), "main_metric": spec.main_metric,
             "score": results[spec.eval_splits[0]][spec.main_metric], "eval": results, "seed": params["seed"],
             "train_examples": len(train_raw), "train_features": len(train_set), "epochs": params["epochs"],
-            "steps": total_steps, "params": params, "data": origin, **prec.record(),
+            "steps": total_steps, "params": params, "data": origin, "code": codes, **prec.record(),
         }
         _write_outputs(out_dir, metrics, predictions, logger)
     del ddp  # before the group goes: see training.teardown_distributed

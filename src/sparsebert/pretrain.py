@@ -128,8 +128,8 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
     total_steps, batch_size = recipe["max_steps"], recipe["batch_size"]
     optimizer = training.build_optimizer(model, recipe)
     scheduler = training.build_scheduler(optimizer, recipe, total_steps)
-    training.claim_state(state_dir, run_identity(recipe, mask, mask_params, mask_file, dam_lambda, examples_dir,
-                                                 tokenizer_dir), env)
+    codes = training.claim_state(state_dir, run_identity(recipe, mask, mask_params, mask_file, dam_lambda,
+                                                         examples_dir, tokenizer_dir), env)
     start_step, extra = training.resume(state_dir, model, optimizer, scheduler, total_steps)
     snapshots = extra.get("snapshots", [])  # [(step, keep-probability tensor)]
     ddp = training.wrap_ddp(model, env)
@@ -180,7 +180,8 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
         snapshots.append((total_steps, model.bert.dam.snapshot()))
 
     batching = {"micro_batch_size": micro, "accumulation_steps": accumulation, "model_run": runner.mode,
-                "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None}
+                "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
+                "code": codes}  # and the package code that trained it (several: resumed across a code change)
     del ddp, runner  # the wrapper (held by the runner too) goes before the group: see teardown_distributed
     # The ranks part before rank 0 finishes alone: _finish uses no collective, and at paper scale it may take minutes
     # (evaluation; the unigram count of ~3.4e9 masked ids, ~10 s), past which the other ranks would time out waiting
@@ -311,7 +312,8 @@ def unigram_baseline(train, validation, limit: int) -> float:
 
 def _finish(model, data, recipe, env, out_dir, logger, snapshots, dam_lambda, is_dam, batching: dict) -> dict:
     """Final artefacts, each written atomically: model/, summary.json, log.jsonl (+ DAM mask, snapshots).
-    `batching`: how the global batch was run (micro-batch, accumulation steps, compiled or eager, DDP backend).
+    `batching`: how the global batch was run (micro-batch, accumulation steps, compiled or eager, DDP backend)
+    and by which code (`code`: training.claim_state).
     Rank 0 alone, after the process group is gone: nothing here may use a collective."""
     summary = {"variant_mask": model.config.attention_mask_type, "steps": recipe["max_steps"], "seed": recipe["seed"],
                "world_size": env.world_size, "parameters": sum(p.numel() for p in model.parameters()), **batching,

@@ -432,12 +432,27 @@ def fingerprint(*paths) -> str:
     return digest.hexdigest()[:16]
 
 
-def claim_state(state_dir: Path, identity: dict, env: Dist) -> None:
+@functools.cache
+def code_digest() -> str:
+    """A short hash of this package's Python source: the code a job ran (summary.json, metrics.json `code`)."""
+    package, digest = Path(__file__).parent, hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def claim_state(state_dir: Path, identity: dict, env: Dist) -> list[str]:
     """Checkpoints resume only the run that wrote them. A job rerun with another recipe keeps its state dir (a
     mask parameter or an lr changed in the config leaves the variant's name, hence the folder, as it was), and so
     does a job whose inputs were rebuilt upstream at the same paths; either would silently resume the old run's
     weights and mask: when `identity` (what defines the run: its recipe, and the `fingerprint` of its inputs)
-    differs from the one recorded in `state_dir`, its checkpoints and log are removed and the run starts over."""
+    differs from the one recorded in `state_dir`, its checkpoints and log are removed and the run starts over.
+
+    The code is not part of the identity: a job preempted on a 10-hour run resumes after a `git pull`. But
+    neither is it silent: the `code_digest`s of every code that wrote the checkpoints go on in `code.json`, a
+    resume onto other code is a warning naming the folder to delete for a fresh start (a forced rerun after a
+    fix resumes the old run's checkpoints too), and the list is returned for the job's record (rank 0)."""
+    codes = [code_digest()]
     if env.is_main:
         state_dir = Path(state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -445,13 +460,31 @@ def claim_state(state_dir: Path, identity: dict, env: Dist) -> None:
         if path.exists() and path.read_text() != text:
             log.warning("%s holds the checkpoints of another run (its recipe or inputs differ): starting over",
                         state_dir)
-            for stale in [*state_dir.glob("step-*"), state_dir / "log.jsonl"]:
+            for stale in [*state_dir.glob("step-*"), state_dir / "log.jsonl", state_dir / "code.json"]:
                 shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
-        tmp = path.with_name(".identity.json.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        atomic_text(path, text)
+        codes = _codes_of(state_dir, codes[0])
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+    return codes
+
+
+def _codes_of(state_dir: Path, now: str) -> list[str]:
+    """The code digests of a state dir's checkpoints, `now` last; a warning where earlier code wrote them."""
+    path = state_dir / "code.json"
+    before = json.loads(path.read_text()) if path.exists() and latest_checkpoint(state_dir) else []
+    if before and before[-1] != now:
+        log.warning("%s: its checkpoints were written by other code (package digest %s, now %s): resuming them; "
+                    "delete that folder to train from scratch", state_dir, before[-1], now)
+    codes = [*before, now] if not before or before[-1] != now else before
+    atomic_text(path, json.dumps(codes))
+    return codes
+
+
+def atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def resume(state_dir: Path, model, optimizer, scheduler, total_steps: int) -> tuple[int, dict]:
