@@ -9,7 +9,7 @@ import logging
 import pytest
 import torch
 
-from sparsebert.compilation import CompiledOrEager
+from sparsebert.compilation import CompiledOrEager, backward_compiled_now
 
 calls: list = []
 
@@ -148,3 +148,20 @@ def test_the_logged_reason_is_the_compilers_not_dynamos_wrapper(monkeypatch, cap
     assert run.mode == "eager (compile failed)"
     assert warnings(caplog) == ["torch.compile failed (RuntimeError: Cannot find a working triton installation.): "
                                 "training the model eagerly"]
+
+
+def test_the_backward_switch_is_a_no_op_where_a_torch_lacks_it():
+    """torch 2.11 and 2.13 have the switch (on inside the context, back off after); a torch without
+    _functorch.config, or whose config lacks it, gets a context that does nothing."""
+    import contextlib
+    import types
+
+    config = torch._functorch.config
+    assert config.force_non_lazy_backward_lowering is False
+    with backward_compiled_now():
+        assert config.force_non_lazy_backward_lowering is True
+    assert config.force_non_lazy_backward_lowering is False
+    for functorch in (types.SimpleNamespace(), types.SimpleNamespace(config=types.SimpleNamespace(patch=None))):
+        assert isinstance(backward_compiled_now(functorch), contextlib.nullcontext)
+    switch = types.SimpleNamespace(force_non_lazy_backward_lowering=False, patch=lambda **kw: kw)
+    assert backward_compiled_now(types.SimpleNamespace(config=switch)) == {"force_non_lazy_backward_lowering": True}

@@ -149,7 +149,7 @@ def test_a_checkpoint_write_failing_half_way_keeps_the_previous_one(tiny_pretrai
     assert p.returncode == 2, f"{context}: exit {p.returncode}\n{p.stderr[-3000:]}"
     assert f"could not write checkpoint {state}/step-{step:08d}" in p.stderr, context
     assert "No space left on device" in p.stderr and f"step-{EVERY:08d} is kept" in p.stderr, context
-    assert sorted(x.name for x in state.iterdir()) == ["identity.json", "log.jsonl", f"step-{EVERY:08d}"], context
+    assert sorted(x.name for x in state.iterdir()) == ["code.json", "identity.json", "log.jsonl", f"step-{EVERY:08d}"], context
     p = run_pretrain(tiny_pretraining_data, cut, recipe=RECIPE)
     assert f"(step {EVERY} of {STEPS})" in p.stderr, context
     assert_same_run(uninterrupted("star"), cut, context)

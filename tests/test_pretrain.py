@@ -262,7 +262,7 @@ def test_rerun_that_changes_only_how_the_run_is_carried_out_resumes(tiny_pretrai
     again = run_pretrain(tiny_pretraining_data, tmp_path / "b", recipe=carried_out, extra=state)
     assert "resumed from" in again.stderr and "starting over" not in again.stderr
     # keep_checkpoints: false removes them once the outputs are written; what the run was stays
-    assert sorted(p.name for p in (tmp_path / "run.state").iterdir()) == ["identity.json", "log.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "run.state").iterdir()) == ["code.json", "identity.json", "log.jsonl"]
     assert (tmp_path / "b" / "summary.json").exists()
 
 

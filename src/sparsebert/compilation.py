@@ -59,10 +59,11 @@ class CompiledOrEager:
         log.warning("torch.compile failed (%s: %s): training the model eagerly", type(error).__name__, message)
 
 
-def backward_compiled_now():
+def backward_compiled_now(functorch=None):
     """A context in which a compiled call compiles its backward too, not at the first backward (torch 2.11 and
-    2.13: torch._functorch.config.force_non_lazy_backward_lowering); a no-op where a torch lacks the switch."""
-    config = getattr(torch._functorch, "config", None)
+    2.13: torch._functorch.config.force_non_lazy_backward_lowering); a no-op where a torch lacks the switch.
+    `functorch`: torch._functorch (a stand-in in the tests)."""
+    config = getattr(torch._functorch if functorch is None else functorch, "config", None)
     if config is None or not hasattr(config, "force_non_lazy_backward_lowering"):
         return contextlib.nullcontext()
     return config.patch(force_non_lazy_backward_lowering=True)
