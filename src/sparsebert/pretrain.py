@@ -179,9 +179,8 @@ def train(examples_dir, tokenizer_dir, recipe, mask, mask_params, mask_file, dam
     if is_dam:
         snapshots.append((total_steps, model.bert.dam.snapshot()))
 
-    batching = {"micro_batch_size": micro, "accumulation_steps": accumulation, "model_run": runner.mode,
-                "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
-                "code": codes}  # and the package code that trained it (several: resumed across a code change)
+    batching = {"micro_batch_size": micro, "accumulation_steps": accumulation, "model_run": runner.mode, "code": codes,
+                "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None}
     del ddp, runner  # the wrapper (held by the runner too) goes before the group: see teardown_distributed
     # The ranks part before rank 0 finishes alone: _finish uses no collective, and at paper scale it may take minutes
     # (evaluation; the unigram count of ~3.4e9 masked ids, ~10 s), past which the other ranks would time out waiting
