@@ -16,7 +16,8 @@ has a hub copy; local: the task folder and its files exist); DAM lambdas (distin
 heads); fine-tuning per task (length vs the positions of the model each variant fine-tunes, room for a SQuAD
 window, at least one batch; per_task tasks); seeds; resources (per-variant keys, launcher shape, the global batch
 split over the processes that the config and the profile's --set-resources start, one process per fine-tuning, one
-jobs_per_gpu for every GPU job); a text_files corpus names its glob.
+jobs_per_gpu for every GPU job); a text_files corpus names its glob. Not cached, last: no training job asks
+for more GPUs than the run's `--resources gpu=N` (Snakemake would lower it without a word).
 
 Speed: building the DAG must stay fast (a no-op `snakemake` takes about a second), and importing torch
 (for the mask builders) costs more than that. So the pure checks, a function of the config, the resource
