@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sparsebert import io as sparsebert_io
 from sparsebert import recipes, validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -584,7 +585,7 @@ def test_the_cache_key_follows_the_config_the_code_the_schema_and_torch(tmp_path
             raise validate.metadata.PackageNotFoundError(name)
         return versions[name]
 
-    monkeypatch.setattr(validate, "__file__", str(package / "validate.py"))
+    monkeypatch.setattr(sparsebert_io, "PACKAGE", package)  # whose source the key hashes
     monkeypatch.setattr(validate.recipes, "SCHEMA_PATH", schema)
     monkeypatch.setattr(validate.metadata, "version", version)
     config = {"a": 1, "b": {"c": Path("x")}}  # default=str: a value JSON cannot write

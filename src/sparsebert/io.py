@@ -1,4 +1,5 @@
-"""Small I/O contracts shared by every subcommand: user errors, params parsing, atomic writes.
+"""Small I/O contracts shared by every subcommand: user errors, params parsing, atomic writes, the package's
+source hash.
 
 Atomic writes matter here: Snakemake (and a user) must never mistake a half-written file from a killed
 job for a finished output, so every output is written to a temporary name, fsynced, then renamed.
@@ -86,3 +87,13 @@ def atomic_dir(path: str | os.PathLike):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+PACKAGE = Path(__file__).parent
+
+
+def hash_package_source(digest, extra=()) -> None:
+    """Add this package's Python source to hashlib `digest`: each file's path in the package, then its bytes, in
+    path order; `extra`: other files of the package (validate's cache key adds the schema)."""
+    for path in sorted([*PACKAGE.rglob("*.py"), *extra]):
+        digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0" + path.read_bytes())

@@ -175,13 +175,18 @@ def pick_mfu(measured: dict, job: str, micro_batch: int, compiled: bool) -> tupl
                         f"in for it ({', '.join(k for k in kinds if k != job)}); measure it with benchmarks/gpu.py")
     entries = [e for e in measured["mfu"] if e["job"] == kind]
     notes = [] if kind == kinds[0] else [f"{kind}'s: {' / '.join(kinds[:kinds.index(kind)])} not measured"]
-    best = min(entries, key=lambda e: (abs(math.log2(e["micro_batch"] / micro_batch)), e["compiled"] != compiled,
-                                       e["micro_batch"]))
+    best = min(entries, key=nearest_to(micro_batch, compiled))
     if best["micro_batch"] != micro_batch:
         scaled, how = scaled_to(measured, best, micro_batch, kinds[kinds.index(kind) + 1:])
         notes.append(how or f"measured at micro-batch {best['micro_batch']}, not {micro_batch}")
         best = scaled or best
     return best, "; ".join(notes)
+
+
+def nearest_to(micro_batch: int, compiled: bool):
+    """The sort key of measurements by nearness to (micro_batch, compiled): micro-batches by their ratio, the
+    compile setting next, then the smaller micro-batch (its step is the more launch-bound: the higher cost)."""
+    return lambda e: (abs(math.log2(e["micro_batch"] / micro_batch)), e["compiled"] != compiled, e["micro_batch"])
 
 
 def relative_to_pretrain(measured: dict, micro_batch: int, compiled: bool) -> tuple[dict, str] | None:
@@ -193,8 +198,8 @@ def relative_to_pretrain(measured: dict, micro_batch: int, compiled: bool) -> tu
              if p["job"] == "pretrain" and (p["micro_batch"], p["compiled"]) == (d["micro_batch"], d["compiled"])]
     if not pairs:
         return None
-    dam, bare = min(pairs, key=lambda pair: (abs(math.log2(pair[0]["micro_batch"] / micro_batch)),
-                                             pair[0]["compiled"] != compiled, pair[0]["micro_batch"]))
+    near = nearest_to(micro_batch, compiled)
+    dam, bare = min(pairs, key=lambda pair: near(pair[0]))
     base, note = pick_mfu(measured, "pretrain", micro_batch, compiled)
     ratio = dam["mfu"] / bare["mfu"]
     how = (f"x {ratio:.3g}, the DAM search's bare step / the pretraining's at micro-batch {dam['micro_batch']}, "
@@ -251,10 +256,10 @@ def on_gpus(config: dict, gpus: int) -> dict:
     return {**config, "resources": resources}
 
 
-def job_gpus(config: dict, rule: str, variant: str, gpus: int) -> int:
-    """GPUs of one job of `rule` for `variant` (nodes x GPUs per node, as the launcher starts it) on a run of
-    `gpus` (the config as `on_gpus` left it). A CPU job is priced as if it had one GPU."""
-    res = launch.rule_resources(config, rule, variants.resource_name(rule, variant, variants.variant_table(config)))
+def job_gpus(config: dict, rule: str, variant: str, table: dict, gpus: int) -> int:
+    """GPUs of one job of `rule` for `variant` of `table` (nodes x GPUs per node, as the launcher starts it) on a
+    run of `gpus` (the config as `on_gpus` left it). A CPU job is priced as if it had one GPU."""
+    res = launch.rule_resources(config, rule, variants.resource_name(rule, variant, table))
     world = int(res["nodes"] or 1) * launch.gpus_per_node(res)
     if world > gpus:  # gres: gpu:N is per node, and Snakemake's gpu limit does not lower it
         raise UserError(f"resources.{rule}: a job of {variant} takes {world} GPUs ({res['nodes']} node(s)), more "
@@ -294,7 +299,7 @@ def training_rows(config: dict, gpus: int, measured: dict) -> list[dict]:
         r = recipes.fill("pretrain", {k: v for k, v in recipe.items() if k != "seed"})
         by_gpus: dict[int, list[str]] = {}
         for variant in variants.named(table, role):
-            by_gpus.setdefault(job_gpus(config, rule, variant, gpus), []).append(variant)
+            by_gpus.setdefault(job_gpus(config, rule, variant, table, gpus), []).append(variant)
         for g, names in (by_gpus or {1: []}).items():
             label = rule if len(by_gpus) < 2 else f"{rule} ({', '.join(names)})"
             rows.append(_training_row(label, r, len(names) * len(seeds), g, gpus, measured, vocab, T, P))

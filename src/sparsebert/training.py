@@ -33,7 +33,7 @@ from safetensors.torch import load_model, save_model
 
 from sparsebert import preemption
 from sparsebert.dam import no_weight_decay_groups
-from sparsebert.io import UserError, atomic_dir
+from sparsebert.io import UserError, atomic_dir, atomic_write_json, atomic_write_text, hash_package_source
 from sparsebert.lamb import ApexAdam, Lamb
 
 log = logging.getLogger(__name__)
@@ -435,9 +435,8 @@ def fingerprint(*paths) -> str:
 @functools.cache
 def code_digest() -> str:
     """A short hash of this package's Python source: the code a job ran (summary.json, metrics.json `code`)."""
-    package, digest = Path(__file__).parent, hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    digest = hashlib.sha256()
+    hash_package_source(digest)
     return digest.hexdigest()[:16]
 
 
@@ -462,7 +461,7 @@ def claim_state(state_dir: Path, identity: dict, env: Dist) -> list[str]:
                         state_dir)
             for stale in [*state_dir.glob("step-*"), state_dir / "log.jsonl", state_dir / "code.json"]:
                 shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
-        atomic_text(path, text)
+        atomic_write_text(path, text)
         codes = _codes_of(state_dir, codes[0])
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
@@ -477,14 +476,8 @@ def _codes_of(state_dir: Path, now: str) -> list[str]:
         log.warning("%s: its checkpoints were written by other code (package digest %s, now %s): resuming them; "
                     "delete that folder to train from scratch", state_dir, before[-1], now)
     codes = [*before, now] if not before or before[-1] != now else before
-    atomic_text(path, json.dumps(codes))
+    atomic_write_json(path, codes)
     return codes
-
-
-def atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def resume(state_dir: Path, model, optimizer, scheduler, total_steps: int) -> tuple[int, dict]:

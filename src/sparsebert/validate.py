@@ -37,7 +37,7 @@ from pathlib import Path
 
 from sparsebert import recipes
 from sparsebert.data.tasks import TASKS
-from sparsebert.io import UserError
+from sparsebert.io import UserError, hash_package_source
 from sparsebert.launch import gpus_per_node, takes_gpu_slots
 from sparsebert.variants import FIXED, RETRAIN, SEARCH, named, resource_name, search_name, variant_table
 
@@ -117,16 +117,11 @@ def gpu_limit_problems(config: dict, overrides: dict, limit: int | None) -> list
     splits, so nothing else stops it). gpu=0 is the profile's "CPU only": every job then runs without GPUs."""
     if not limit:
         return []
-    table, section, found = variant_table(config), config.get("resources", {}), {}
-    jobs = {"pretrain": named(table, FIXED), "dam_search": named(table, SEARCH),
-            "pretrain_learned": named(table, RETRAIN), "finetune": list(table)}
-    for rule, variants in jobs.items():
-        base = {k: v for k, v in section.get(rule, {}).items() if k != "per_variant"}
-        per_variant = section.get(rule, {}).get("per_variant", {})
-        for variant in variants:
-            name = resource_name(rule, variant, table)
-            asked = int({**base, **per_variant.get(name, {}), **overrides.get(rule, {})}.get("gpu") or 0)
-            key = f"resources.{rule}" + (f".per_variant.{name}" if name in per_variant else "")
+    section, found = config.get("resources", {}), {}
+    for rule, names in training_jobs(variant_table(config)).items():
+        for name in names:
+            key, res = job_resources(section, rule, name, overrides)
+            asked = int(res.get("gpu") or 0)
             if asked > limit:
                 found.setdefault(key, ConfigError(key, f"{asked} GPUs per job, but the run allows {limit} "
                                                        f"(--resources gpu={limit}, e.g. a profile's): Snakemake would "
@@ -151,9 +146,7 @@ def override_value(parsed):
 
 def _cache_key(config: dict, overrides: dict) -> str:
     h = hashlib.sha256(json.dumps([config, overrides], sort_keys=True, default=str).encode())
-    package = Path(__file__).parent
-    for path in sorted([*package.rglob("*.py"), recipes.SCHEMA_PATH]):
-        h.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    hash_package_source(h, extra=[recipes.SCHEMA_PATH])
     try:
         h.update(metadata.version("torch").encode())
     except metadata.PackageNotFoundError:
@@ -185,12 +178,10 @@ class _Run:
     def __init__(self, config: dict, overrides: dict):
         self.config, self.overrides, self.errors = config, overrides, []
         self.table = table = variant_table(config)  # the variants exactly as the Snakefile builds its jobs from them
-        self.fixed = named(table, FIXED)
         # As workflow/rules/common.smk names them: a DAM run fine-tunes the searched model; `<run>_retrain`
         # (dam_retrain) the model pretrained from scratch with its mask.
         self.dam_runs = named(table, SEARCH)
         self.retrains = named(table, RETRAIN)
-        self.variants = list(table)
         # Sections and keys the schema requires are indexed; the optional ones (dam, dam_search, resources,
         # proxy_tasks, ...) may be absent.
         self.tasks = list(config["tasks"]["names"])
@@ -370,29 +361,40 @@ def _world_size(res: dict) -> int:
     return int(res.get("nodes") or 1) * (gpus_per_node(res) or int(res.get("ddp_cpu_procs") or 1))
 
 
+def training_jobs(table: dict[str, dict]) -> dict[str, list[str]]:
+    """Each training rule's jobs, by the names their per_variant resources go by, as common.smk's `resource()`
+    reads them (pretrain_learned's name the searches: `resource_name`)."""
+    jobs = {"pretrain": named(table, FIXED), "dam_search": named(table, SEARCH),
+            "pretrain_learned": named(table, RETRAIN), "finetune": list(table)}
+    return {rule: [resource_name(rule, v, table) for v in names] for rule, names in jobs.items()}
+
+
+def job_resources(section: dict, rule: str, name: str, overrides: dict) -> tuple[str, dict]:
+    """The config key and the resources a job of `rule` (per_variant name `name`) starts with: the rule's, its
+    per_variant entry's, then the profile's --set-resources for the rule."""
+    per_variant = section.get(rule, {}).get("per_variant", {})
+    base = {k: v for k, v in section.get(rule, {}).items() if k != "per_variant"}
+    key = f"resources.{rule}" + (f".per_variant.{name}" if name in per_variant else "")
+    return key, {**base, **per_variant.get(name, {}), **overrides.get(rule, {})}
+
+
 def _check_resources(run: _Run) -> None:
     """Per-variant keys name variants of the rule; the launcher can start the job; the global batch splits
     evenly over the processes that start (config resources, then the profile's --set-resources)."""
     section = run.config.get("resources", {})
-    # per_variant keys as common.smk's `resource()` reads them (pretrain_learned's name the searches)
-    jobs = {"pretrain": run.fixed, "dam_search": run.dam_runs, "pretrain_learned": run.retrains,
-            "finetune": run.variants}
-    rule_variants = {rule: [resource_name(rule, v, run.table) for v in names] for rule, names in jobs.items()}
+    rule_variants = training_jobs(run.table)
     dam_batch = "dam_search" if {"batch_size", "micro_batch_size"} & set(run.config.get("dam_search", {})) else "pretrain"
     recipes = {"pretrain": ("pretrain", run.pretrain), "pretrain_learned": ("pretrain", run.pretrain),
                "dam_search": (dam_batch, run.dam_search)}
     shares: dict[str, int] = {}  # resources.<rule> -> its jobs_per_gpu, for the rules with jobs on GPUs
     for rule, variants in rule_variants.items():
-        base = {k: v for k, v in section.get(rule, {}).items() if k != "per_variant"}
-        per_variant = section.get(rule, {}).get("per_variant", {})
-        for variant in per_variant:
+        for variant in section.get(rule, {}).get("per_variant", {}):
             if variant not in variants:
                 run.fail(f"resources.{rule}.per_variant.{variant}",
                          f"not a variant of rule {rule} (its variants: {', '.join(variants) or 'none'})")
         seen = set()
         for variant in variants:
-            res = {**base, **per_variant.get(variant, {}), **run.overrides.get(rule, {})}
-            key = f"resources.{rule}" + (f".per_variant.{variant}" if variant in per_variant else "")
+            key, res = job_resources(section, rule, variant, run.overrides)
             problem = _launch_problem(res)
             if problem:
                 if key not in seen:

@@ -260,7 +260,12 @@ def wikipedia_prose(text: str) -> list[str]:
     return paragraphs
 
 
-CLEANERS = {"none": lambda text: [p for p in text.splitlines() if p.strip()], "wikipedia": wikipedia_prose}
+def text_lines(text: str) -> list[str]:
+    """A text's paragraphs as given: its non-blank lines."""
+    return [p for p in text.splitlines() if p.strip()]
+
+
+CLEANERS = {"none": text_lines, "wikipedia": wikipedia_prose}
 
 
 def wikipedia_documents() -> Iterator[Document]:
@@ -348,7 +353,7 @@ def text_file_documents(cfg: dict, shard: Shard) -> Iterator[Document]:
             for number, record in enumerate(parse_jsonl(path), 1):
                 if not isinstance(record.get(field), str):
                     raise UserError(f"{path}: record {number} has no string field {field!r}")
-                document = path.stem, [p for p in record[field].splitlines() if p.strip()]
+                document = path.stem, text_lines(record[field])
                 if shard.owns(document):
                     yield document
         else:
